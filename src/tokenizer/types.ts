@@ -1,0 +1,38 @@
+/** What the engine needs from a tokenizer, whichever format it was loaded from. */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string;
+}
+
+export interface EncodeOptions {
+  /** Prepend BOS (llama2.c style). Default: the tokenizer's own habit (true for llama2.c; per tokenizer.json post-processor for HF). */
+  addBos?: boolean;
+}
+
+export interface Tokenizer {
+  readonly kind: 'llama2c' | 'hf';
+  /** Number of entries in the vocabulary (ids 0..vocabSize-1). */
+  readonly vocabSize: number;
+  readonly bosId: number | undefined;
+  readonly eosIds: readonly number[];
+  encode(text: string, opts?: EncodeOptions): number[];
+  /** Decode a whole id sequence to text (special tokens skipped unless asked). */
+  decode(ids: readonly number[], opts?: { skipSpecial?: boolean }): string;
+  /** The raw vocabulary string of one id (e.g. '▁the', 'Ġthe', '<0x0A>', '<|eot_id|>'). */
+  tokenString(id: number): string;
+  /** Ids of special tokens: BOS/EOS, added/control tokens, chat-template markers. */
+  specialIds(): ReadonlySet<number>;
+  /** True when the tokenizer carries a chat template. */
+  readonly hasChatTemplate: boolean;
+  /** Render messages with the chat template (adds the generation prompt by default). */
+  applyChatTemplate(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
+  /** Incremental decoder for streaming: push ids, get printable text, holding back incomplete UTF-8. */
+  streamDecoder(opts?: { skipSpecial?: boolean }): StreamDecoder;
+}
+
+export interface StreamDecoder {
+  /** Feed one generated id; returns the new printable text (possibly ''). */
+  push(id: number): string;
+  /** Whatever is still held back (end of stream). */
+  flush(): string;
+}
