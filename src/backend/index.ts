@@ -1,0 +1,24 @@
+import { InvalidOptionError } from '../errors.js';
+import type { LoadedCheckpoint } from '../model/types.js';
+import { CpuRefBackend } from './cpu-ref/backend.js';
+import type { Backend } from './types.js';
+
+export const BACKEND_NAMES = ['cpu-ref'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+export const WEIGHT_DTYPES = ['f32', 'f16', 'q8_0'] as const;
+export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+
+export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: string; dtype?: string }): Promise<Backend> {
+  const name = opts.backend ?? 'cpu-ref';
+  if (!(BACKEND_NAMES as readonly string[]).includes(name)) {
+    throw new InvalidOptionError(`unknown backend '${name}'; available: ${BACKEND_NAMES.join(', ')}`, 'backend');
+  }
+  const dtype = opts.dtype ?? 'f32';
+  if (!(WEIGHT_DTYPES as readonly string[]).includes(dtype)) {
+    throw new InvalidOptionError(`unknown dtype '${dtype}'; expected one of ${WEIGHT_DTYPES.join(', ')}`, 'dtype');
+  }
+  if (name === 'cpu-ref' && dtype !== 'f32') {
+    throw new InvalidOptionError(`the cpu-ref backend computes in f32 only; use --backend wasm for ${dtype}`, 'dtype');
+  }
+  return new CpuRefBackend(ckpt);
+}

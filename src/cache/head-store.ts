@@ -1,0 +1,122 @@
+import type { PagePool } from './page-pool.js';
+
+/**
+ * The kept tokens of one (sequence, layer, KV head): keys (after RoPE) and values in pool pages, plus per-slot
+ * metadata — original position, token id and cumulative attention score.
+ *
+ * Slots are dense: slot s lives in page pages[s / pageTokens] at row s % pageTokens. Evicting a slot moves the last
+ * slot into the hole (attention does not care about order), so the store never has gaps and a page that empties at the
+ * tail goes straight back to the pool.
+ */
+export class HeadStore {
+  readonly pool: PagePool;
+  readonly headDim: number;
+  /** Page ids, in slot order. */
+  readonly pages: number[] = [];
+  length = 0;
+  positions: Int32Array;
+  tokenIds: Int32Array;
+  /** Cumulative attention received (summed over the KV head's query heads); used by `frequent`. */
+  scores: Float32Array;
+
+  constructor(pool: PagePool, initialCapacity = 16) {
+    this.pool = pool;
+    this.headDim = pool.headDim;
+    this.positions = new Int32Array(initialCapacity);
+    this.tokenIds = new Int32Array(initialCapacity);
+    this.scores = new Float32Array(initialCapacity);
+  }
+
+  /** Float offset of slot s's key in pool.arena.floats; its value is at keyOffset + pageTokens × headDim. */
+  keyOffset(slot: number): number {
+    const pt = this.pool.pageTokens;
+    const page = this.pages[(slot / pt) | 0];
+    return this.pool.pageOffset(page) + (slot % pt) * this.headDim;
+  }
+  valueOffset(slot: number): number {
+    return this.keyOffset(slot) + this.pool.pageTokens * this.headDim;
+  }
+
+  /** Bytes of K and V actually held for the kept tokens (f32). */
+  get bytes(): number {
+    return this.length * 2 * this.headDim * 4;
+  }
+
+  /** Append one token; `k` and `v` are read from src at the given offsets. Returns the new slot. */
+  append(src: Float32Array, kOff: number, vSrc: Float32Array, vOff: number, position: number, tokenId: number, score = 0): number {
+    const slot = this.length;
+    if (slot % this.pool.pageTokens === 0) this.pages.push(this.pool.allocate());
+    if (slot >= this.positions.length) this.growMeta(slot + 1);
+    const floats = this.pool.arena.floats;
+    const ko = this.keyOffset(slot);
+    const vo = ko + this.pool.pageTokens * this.headDim;
+    const d = this.headDim;
+    for (let i = 0; i < d; i++) {
+      floats[ko + i] = src[kOff + i];
+      floats[vo + i] = vSrc[vOff + i];
+    }
+    this.positions[slot] = position;
+    this.tokenIds[slot] = tokenId;
+    this.scores[slot] = score;
+    this.length = slot + 1;
+    return slot;
+  }
+
+  /** Remove one slot: the last slot moves into it; a tail page that empties is returned to the pool. */
+  evict(slot: number): void {
+    const last = this.length - 1;
+    if (slot < 0 || slot > last) throw new Error(`internal: evicting slot ${slot} of ${this.length}`);
+    if (slot !== last) {
+      const floats = this.pool.arena.floats;
+      const d = this.headDim;
+      const half = this.pool.pageTokens * d;
+      const to = this.keyOffset(slot);
+      const from = this.keyOffset(last);
+      floats.copyWithin(to, from, from + d);
+      floats.copyWithin(to + half, from + half, from + half + d);
+      this.positions[slot] = this.positions[last];
+      this.tokenIds[slot] = this.tokenIds[last];
+      this.scores[slot] = this.scores[last];
+    }
+    this.length = last;
+    if (last % this.pool.pageTokens === 0) this.pool.free(this.pages.pop()!);
+  }
+
+  /**
+   * Keep only the slots for which keep[slot] is 1. Compacts in one pass (kept slots from the tail fill the holes),
+   * then frees emptied pages.
+   */
+  retain(keep: Uint8Array): number {
+    let removed = 0;
+    // Walk from the end so that the slot moved into a hole has already been judged.
+    for (let s = this.length - 1; s >= 0; s--) {
+      if (!keep[s]) {
+        const last = this.length - 1;
+        // evict() moves `last` into s; carry its keep flag along.
+        keep[s] = keep[last];
+        this.evict(s);
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  /** Return every page to the pool. */
+  release(): void {
+    for (const p of this.pages) this.pool.free(p);
+    this.pages.length = 0;
+    this.length = 0;
+  }
+
+  private growMeta(min: number): void {
+    const cap = Math.max(min, this.positions.length * 2);
+    const grow = <T extends Int32Array | Float32Array>(a: T, make: (n: number) => T): T => {
+      const b = make(cap);
+      b.set(a);
+      return b;
+    };
+    this.positions = grow(this.positions, (n) => new Int32Array(n));
+    this.tokenIds = grow(this.tokenIds, (n) => new Int32Array(n));
+    this.scores = grow(this.scores, (n) => new Float32Array(n));
+  }
+}

@@ -1,0 +1,140 @@
+import { KvPoolExhaustedError } from '../errors.js';
+
+/**
+ * A pool of fixed-size KV pages shared by every sequence, layer and KV head.
+ *
+ * One page holds `pageTokens` tokens of ONE (layer, KV head): their keys then their values.
+ *   page layout (floats): [ K: pageTokens × headDim | V: pageTokens × headDim ]
+ * Storage grows in slabs on demand, up to the byte budget, so the process only holds memory that was asked for;
+ * a page freed by one sequence goes on the free list and is the next one handed out, to any sequence.
+ *
+ * The storage itself is supplied by the backend through a `KvArena` (a JS Float32Array for the reference backend,
+ * a region of WebAssembly memory for the wasm backend), so kernels can read pages where they lie.
+ */
+export interface KvArena {
+  /** The current float view of the arena. Re-read it after `ensureFloats`: growing may replace the view. */
+  readonly floats: Float32Array;
+  /** Make room for at least `count` floats (may reallocate; contents are preserved). */
+  ensureFloats(count: number): void;
+  /** Float offset of the arena inside the backend's memory (0 for a plain array). */
+  readonly baseFloatOffset: number;
+}
+
+/** A plain growable JS arena: used by the reference backend and in tests. */
+export class JsArena implements KvArena {
+  floats = new Float32Array(0);
+  readonly baseFloatOffset = 0;
+  ensureFloats(count: number): void {
+    if (count <= this.floats.length) return;
+    const grown = new Float32Array(Math.max(count, Math.ceil(this.floats.length * 1.5)));
+    grown.set(this.floats);
+    this.floats = grown;
+  }
+}
+
+export interface PagePoolOptions {
+  headDim: number;
+  /** Tokens per page (default 16). */
+  pageTokens?: number;
+  /** Upper bound on page bytes; default: unlimited. */
+  budgetBytes?: number;
+  /** Pages added to the arena each time it must grow (default 64). */
+  slabPages?: number;
+  arena?: KvArena;
+}
+
+export class PagePool {
+  readonly headDim: number;
+  readonly pageTokens: number;
+  /** Floats in one page (K and V halves). */
+  readonly pageFloats: number;
+  readonly pageBytes: number;
+  readonly budgetBytes: number;
+  readonly maxPages: number;
+  readonly arena: KvArena;
+  private readonly slabPages: number;
+  /** Pages that exist in the arena (allocated storage). */
+  private createdPages = 0;
+  private readonly freeList: number[] = [];
+  private inUse = 0;
+  /** Highest number of pages simultaneously in use, for reports. */
+  peakPagesInUse = 0;
+
+  constructor(opts: PagePoolOptions) {
+    this.headDim = opts.headDim;
+    this.pageTokens = opts.pageTokens ?? 16;
+    this.pageFloats = 2 * this.pageTokens * this.headDim;
+    this.pageBytes = this.pageFloats * 4;
+    this.budgetBytes = opts.budgetBytes ?? Number.POSITIVE_INFINITY;
+    this.maxPages = Math.floor(this.budgetBytes / this.pageBytes);
+    this.slabPages = opts.slabPages ?? 64;
+    this.arena = opts.arena ?? new JsArena();
+  }
+
+  get pagesInUse(): number {
+    return this.inUse;
+  }
+  /** Pages that can still be handed out without exceeding the budget. */
+  get pagesFree(): number {
+    return Number.isFinite(this.maxPages) ? this.maxPages - this.inUse : Number.POSITIVE_INFINITY;
+  }
+  get bytesInUse(): number {
+    return this.inUse * this.pageBytes;
+  }
+  /** Bytes of storage the arena holds for pages (grows in slabs, never beyond the budget). */
+  get bytesReserved(): number {
+    return this.createdPages * this.pageBytes;
+  }
+
+  /** Float offset of page `id` within `arena.floats`. */
+  pageOffset(id: number): number {
+    return id * this.pageFloats;
+  }
+
+  canAllocate(pages: number): boolean {
+    return this.inUse + pages <= this.maxPages;
+  }
+
+  allocate(): number {
+    if (this.inUse >= this.maxPages) {
+      throw new KvPoolExhaustedError(
+        `KV page pool exhausted: needed 1 more page of ${this.pageBytes} bytes, but all ${this.maxPages} pages ` +
+          `(${this.budgetBytes} bytes budget) are in use. Raise the KV budget, lower max tokens, or use a compressing cache policy.`,
+        this.pageBytes,
+        0,
+      );
+    }
+    let id = this.freeList.pop();
+    if (id === undefined) {
+      const grow = Math.min(this.slabPages, Number.isFinite(this.maxPages) ? this.maxPages - this.createdPages : this.slabPages);
+      this.arena.ensureFloats((this.createdPages + grow) * this.pageFloats);
+      // Hand out the new slab lowest id first: push in reverse so pop() yields createdPages.
+      for (let p = this.createdPages + grow - 1; p > this.createdPages; p--) this.freeList.push(p);
+      id = this.createdPages;
+      this.createdPages += grow;
+    }
+    this.inUse++;
+    if (this.inUse > this.peakPagesInUse) this.peakPagesInUse = this.inUse;
+    return id;
+  }
+
+  free(id: number): void {
+    if (id < 0 || id >= this.createdPages) throw new Error(`internal: freeing page ${id} that was never allocated`);
+    this.inUse--;
+    this.freeList.push(id);
+  }
+
+  /** Throw a clear error if `pages` more pages cannot be had (used for admission before starting work). */
+  reserveCheck(pages: number): void {
+    if (!this.canAllocate(pages)) {
+      const needed = pages * this.pageBytes;
+      const free = this.pagesFree * this.pageBytes;
+      throw new KvPoolExhaustedError(
+        `KV page pool cannot serve ${pages} pages (${needed} bytes); only ${this.pagesFree} pages (${free} bytes) of the ` +
+          `${this.budgetBytes}-byte budget are free. Raise the KV budget or shorten the request.`,
+        needed,
+        free,
+      );
+    }
+  }
+}

@@ -1,0 +1,248 @@
+import { AbortedError, InvalidOptionError } from '../errors.js';
+import type { Backend } from '../backend/types.js';
+import { createBackend, type BackendName, type WeightDtype } from '../backend/index.js';
+import { PagePool } from '../cache/page-pool.js';
+import { resolveCacheOptions, type CacheOptions } from '../cache/policy.js';
+import { SequenceKv, type HeadProfile } from '../cache/sequence-kv.js';
+import type { TokenClasses } from '../cache/evict.js';
+import { loadCheckpoint } from '../model/load-checkpoint.js';
+import { parameterCount } from '../model/describe.js';
+import type { LoadedCheckpoint, ModelConfig } from '../model/types.js';
+import { loadTokenizer } from '../tokenizer/load-tokenizer.js';
+import { computeTokenClasses } from '../tokenizer/token-classes.js';
+import type { ChatMessage, Tokenizer } from '../tokenizer/types.js';
+import { GenerationRequest, type GenerateOptions, type GenerateResult } from './request.js';
+
+export interface LoadModelOptions {
+  backend?: BackendName;
+  /** Weight dtype the kernels run on (wasm backend): f32, f16 or q8_0. */
+  dtype?: WeightDtype;
+  /** Byte budget of the shared KV page pool (default: unlimited). */
+  kvBudgetBytes?: number;
+  /** Tokens per KV page (default 16). */
+  pageTokens?: number;
+  /** llama2.c tokenizer file when it is not next to the checkpoint. */
+  tokenizerPath?: string;
+  onProgress?: (loadedBytes: number, totalBytes: number, what: string) => void;
+}
+
+/** The per-layer, per-KV-head FastGen choices for one prompt. */
+export interface ProfileReport {
+  promptTokens: number;
+  recovery: number;
+  gqa: 'mean' | 'min';
+  layers: HeadProfile[][];
+  headsPerPolicy: Record<string, number>;
+  kvBytes: number;
+  fullKvBytes: number;
+  prunedRatio: number;
+  profileMs: number;
+  prefillMs: number;
+}
+
+/**
+ * A streaming generation: iterate it for text pieces; `result` resolves to the final report (token counts, stop
+ * reason, timings, KV use). Awaiting `result` without iterating runs the generation to the end.
+ */
+export class Generation implements AsyncIterable<string> {
+  readonly result: Promise<GenerateResult>;
+  private readonly iterator: AsyncGenerator<string, void>;
+  private resolve!: (r: GenerateResult) => void;
+  private reject!: (e: unknown) => void;
+  private started = false;
+
+  constructor(run: (emit: (r: GenerateResult) => void) => AsyncGenerator<string, void>) {
+    this.result = new Promise((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    // Unobserved rejections are surfaced to whoever iterates; avoid an unhandled-rejection crash meanwhile.
+    this.result.catch(() => {});
+    const self = this;
+    this.iterator = (async function* () {
+      try {
+        yield* run((r) => self.resolve(r));
+      } catch (e) {
+        self.reject(e);
+        throw e;
+      }
+    })();
+    queueMicrotask(() => {
+      // If nobody started iterating, drain so that `await generation.result` alone works.
+      if (!this.started) void this.drain();
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<string> {
+    this.started = true;
+    return this.iterator;
+  }
+
+  /** Run to completion and return the whole text with the report. */
+  async text(): Promise<GenerateResult> {
+    await this.drain();
+    return this.result;
+  }
+
+  private async drain(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    try {
+      for await (const _ of this.iterator) void _;
+    } catch {
+      // already delivered through `result`
+    }
+  }
+}
+
+export class Model {
+  readonly config: ModelConfig;
+  readonly tokenizer: Tokenizer;
+  readonly backend: Backend;
+  readonly pool: PagePool;
+  readonly classes: TokenClasses;
+  readonly source: LoadedCheckpoint['source'];
+  readonly parameters: number;
+  readonly loadMs: number;
+
+  constructor(ckpt: LoadedCheckpoint, tokenizer: Tokenizer, backend: Backend, opts: LoadModelOptions, loadMs: number) {
+    this.config = ckpt.config;
+    this.tokenizer = tokenizer;
+    this.backend = backend;
+    this.source = ckpt.source;
+    this.parameters = parameterCount(ckpt.weights);
+    this.classes = computeTokenClasses(tokenizer);
+    this.pool = new PagePool({
+      headDim: ckpt.config.headDim,
+      pageTokens: opts.pageTokens,
+      budgetBytes: opts.kvBudgetBytes,
+      arena: backend.createArena(),
+    });
+    this.loadMs = loadMs;
+  }
+
+  /** Text → token ids (with BOS when the tokenizer adds one, unless told otherwise). */
+  encode(text: string, addBos?: boolean): number[] {
+    return this.tokenizer.encode(text, { addBos });
+  }
+
+  /** A fresh per-sequence KV cache on the shared pool. Release it when done. */
+  newSequence(cache?: CacheOptions): SequenceKv {
+    const options = resolveCacheOptions(cache);
+    const c = this.config;
+    return new SequenceKv(this.pool, { nLayers: c.nLayers, nHeads: c.nHeads, nKvHeads: c.nKvHeads, headDim: c.headDim }, options, this.classes);
+  }
+
+  /** Build a generation request (validated; throws typed errors) without running it. */
+  createRequest(prompt: string | readonly number[], opts: GenerateOptions = {}): GenerationRequest {
+    const ids = typeof prompt === 'string' ? this.encode(prompt, opts.addBos) : this.checkIds(prompt);
+    const kv = this.newSequence(opts.cache);
+    try {
+      return new GenerationRequest(kv, ids, this.tokenizer, this.config.maxSeqLen, opts);
+    } catch (e) {
+      kv.release();
+      throw e;
+    }
+  }
+
+  /** Stream a continuation of `prompt`. */
+  generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
+    const req = this.createRequest(prompt, opts);
+    const backend = this.backend;
+    return new Generation(async function* (finish) {
+      try {
+        while (!req.done) {
+          if (req.checkAbort()) break;
+          const input = req.input();
+          const t0 = performance.now();
+          const [logits] = await backend.forward([{ kv: req.kv, tokens: input, logits: 'last' }]);
+          const piece = req.accept(logits);
+          const dt = performance.now() - t0;
+          if (input.length === req.promptIds.length && req.generated.length <= 1 && req.prefillMs === 0) req.prefillMs = dt;
+          else req.decodeMs += dt;
+          if (piece) yield piece;
+        }
+        finish(req.result(req.kv.profileMs));
+      } finally {
+        req.kv.release();
+      }
+    });
+  }
+
+  /** Generate to the end and return the report (text included). */
+  async complete(prompt: string | readonly number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    return this.generate(prompt, opts).text();
+  }
+
+  /** Render `messages` with the model's chat template (plain "role: content" lines when it has none). */
+  renderChat(messages: readonly ChatMessage[]): string {
+    if (!Array.isArray(messages) || messages.some((m) => typeof m?.content !== 'string' || typeof m?.role !== 'string')) {
+      throw new InvalidOptionError('messages must be an array of { role: string, content: string }', 'messages');
+    }
+    if (this.tokenizer.hasChatTemplate) return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    // Base models without a template (the stories models): continue the conversation as text.
+    return messages.map((m) => m.content).join('\n');
+  }
+
+  chat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): Generation {
+    const text = this.renderChat(messages);
+    // A rendered template already carries its own BOS when the template wants one.
+    return this.generate(text, { ...opts, addBos: opts.addBos ?? (this.tokenizer.hasChatTemplate ? false : undefined) });
+  }
+
+  /** Run the prompt through the model with a FastGen cache and report every head's choice (no generation). */
+  async profile(prompt: string | readonly number[], opts: { cache?: CacheOptions; addBos?: boolean; truncatePrompt?: boolean } = {}): Promise<ProfileReport> {
+    const req = this.createRequest(prompt, { ...opts, cache: { ...opts.cache, policy: 'fastgen' }, maxTokens: 1 });
+    try {
+      const t0 = performance.now();
+      await this.backend.forward([{ kv: req.kv, tokens: req.promptIds, logits: 'none' }]);
+      const prefillMs = performance.now() - t0;
+      const st = req.kv.stats();
+      return {
+        promptTokens: req.promptIds.length,
+        recovery: req.kv.options.recovery,
+        gqa: req.kv.options.gqa,
+        layers: req.kv.profiles,
+        headsPerPolicy: st.headsPerPolicy,
+        kvBytes: st.kvBytes,
+        fullKvBytes: st.fullKvBytes,
+        prunedRatio: st.prunedRatio,
+        profileMs: req.kv.profileMs,
+        prefillMs,
+      };
+    } finally {
+      req.kv.release();
+    }
+  }
+
+  dispose(): void {
+    this.backend.dispose();
+  }
+
+  private checkIds(ids: readonly number[]): number[] {
+    if (!Array.isArray(ids)) throw new InvalidOptionError('prompt must be a string or an array of token ids', 'prompt');
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new InvalidOptionError(`prompt token id ${id} is outside the vocabulary [0, ${this.config.vocabSize})`, 'prompt');
+      }
+    }
+    return ids.slice();
+  }
+}
+
+/** Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). */
+export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions = {}): Promise<Model> {
+  const t0 = performance.now();
+  const ckpt = await loadCheckpoint(pathOrDefault, { onProgress: opts.onProgress, tokenizerPath: opts.tokenizerPath });
+  if (!ckpt.tokenizer) {
+    throw new InvalidOptionError(
+      `no tokenizer found for ${ckpt.source.path}: put tokenizer.bin (llama2.c) or tokenizer.json (Hugging Face) next to the model, or pass tokenizerPath / --tokenizer`,
+      'tokenizer',
+    );
+  }
+  const tokenizer = await loadTokenizer(ckpt.tokenizer, ckpt.config.vocabSize);
+  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype });
+  return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
+}
+
+export { AbortedError };

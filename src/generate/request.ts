@@ -1,0 +1,197 @@
+import { ContextOverflowError, InvalidOptionError } from '../errors.js';
+import type { SequenceKv, KvStats, HeadProfile } from '../cache/sequence-kv.js';
+import type { CacheOptions } from '../cache/policy.js';
+import type { StreamDecoder, Tokenizer } from '../tokenizer/types.js';
+import { Sampler, type SamplingOptions } from './sampler.js';
+import { StopStringMatcher } from './stop.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Tokens to generate at most (default 256; generation also stops when the context is full). */
+  maxTokens?: number;
+  /** Stop when any of these strings appears; the text ends before it. */
+  stop?: string[];
+  /** Stop on any of these token ids (in addition to the model's EOS ids). */
+  stopIds?: number[];
+  /** Keep generating past EOS (benchmarks). */
+  ignoreEos?: boolean;
+  signal?: AbortSignal;
+  cache?: CacheOptions;
+  /** Prepend BOS to a text prompt (default: the tokenizer's habit). */
+  addBos?: boolean;
+  /** When the prompt is longer than the context: keep its last tokens instead of failing. */
+  truncatePrompt?: boolean;
+}
+
+export type StopReason = 'eos' | 'stop' | 'length' | 'context' | 'aborted';
+
+export interface GenerateTimings {
+  prefillMs: number;
+  decodeMs: number;
+  /** FastGen profiling time (included in prefillMs). */
+  profileMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+}
+
+export interface KvReport extends KvStats {
+  policy: string;
+  /** Highest kvBytes during the generation. */
+  peakKvBytes: number;
+  /** fullKvBytes at that moment. */
+  peakFullKvBytes: number;
+}
+
+export interface GenerateResult {
+  text: string;
+  /** Generated token ids (a terminating EOS / stop id excluded). */
+  tokens: number[];
+  promptTokens: number;
+  generatedTokens: number;
+  stopReason: StopReason;
+  timings: GenerateTimings;
+  kv: KvReport;
+  /** FastGen: per-layer, per-KV-head profiling choices. */
+  profile?: HeadProfile[][];
+}
+
+export function validateGenerateOptions(o: GenerateOptions): void {
+  if (o.maxTokens !== undefined && (!Number.isInteger(o.maxTokens) || o.maxTokens < 0)) {
+    throw new InvalidOptionError(`maxTokens must be a non-negative integer, got ${o.maxTokens}`, 'maxTokens');
+  }
+  if (o.stop !== undefined && (!Array.isArray(o.stop) || o.stop.some((s) => typeof s !== 'string' || s.length === 0))) {
+    throw new InvalidOptionError('stop must be an array of non-empty strings', 'stop');
+  }
+  if (o.stopIds !== undefined && (!Array.isArray(o.stopIds) || o.stopIds.some((s) => !Number.isInteger(s) || s < 0))) {
+    throw new InvalidOptionError('stopIds must be an array of non-negative integer token ids', 'stopIds');
+  }
+}
+
+/**
+ * The generation state of one sequence: prompt, cache, sampler, stop conditions, streamed text. The model's
+ * `generate` and the server's batch scheduler both drive it: `input()` is what to push through the model next,
+ * `accept(logits)` samples from the returned logits.
+ */
+export class GenerationRequest {
+  readonly kv: SequenceKv;
+  readonly promptIds: number[];
+  readonly generated: number[] = [];
+  text = '';
+  stopReason: StopReason | undefined;
+  prefillMs = 0;
+  decodeMs = 0;
+  peakKvBytes = 0;
+  peakFullKvBytes = 0;
+  private readonly sampler: Sampler;
+  private readonly decoder: StreamDecoder;
+  private readonly stopper: StopStringMatcher;
+  private readonly stopIds: Set<number>;
+  private readonly maxTokens: number;
+  private readonly contextLength: number;
+  private readonly history: number[];
+
+  constructor(
+    kv: SequenceKv,
+    promptIds: number[],
+    tokenizer: Tokenizer,
+    contextLength: number,
+    private readonly opts: GenerateOptions,
+  ) {
+    validateGenerateOptions(opts);
+    if (promptIds.length === 0) throw new InvalidOptionError('the prompt is empty: give at least one token (or allow BOS)', 'prompt');
+    if (promptIds.length > contextLength) {
+      if (!opts.truncatePrompt) {
+        throw new ContextOverflowError(
+          `the prompt is ${promptIds.length} tokens but the model's context is ${contextLength}; shorten it, or ask for truncation (truncatePrompt / --truncate) to keep its last ${contextLength} tokens`,
+        );
+      }
+      promptIds = promptIds.slice(promptIds.length - contextLength);
+    }
+    this.kv = kv;
+    this.promptIds = promptIds;
+    this.contextLength = contextLength;
+    this.sampler = new Sampler(opts, tokenizer.vocabSize);
+    this.decoder = tokenizer.streamDecoder({ skipSpecial: true });
+    this.stopper = new StopStringMatcher(opts.stop ?? []);
+    this.stopIds = new Set([...(opts.ignoreEos ? [] : tokenizer.eosIds), ...(opts.stopIds ?? [])]);
+    this.maxTokens = opts.maxTokens ?? 256;
+    this.history = promptIds.slice();
+    if (this.maxTokens === 0) this.stopReason = 'length';
+  }
+
+  get done(): boolean {
+    return this.stopReason !== undefined;
+  }
+
+  /** Tokens to push through the model next: the prompt first, then the last sampled token. */
+  input(): number[] {
+    if (this.kv.length === 0) return this.promptIds;
+    return [this.generated[this.generated.length - 1]];
+  }
+
+  /** Check cancellation between steps. */
+  checkAbort(): boolean {
+    if (this.opts.signal?.aborted && !this.done) this.stopReason = 'aborted';
+    return this.done;
+  }
+
+  /** Sample the next token from the logits of the last input token; returns the newly printable text. */
+  accept(logits: Float32Array): string {
+    const st = this.kv.stats();
+    if (st.kvBytes > this.peakKvBytes) {
+      this.peakKvBytes = st.kvBytes;
+      this.peakFullKvBytes = st.fullKvBytes;
+    }
+    if (this.checkAbort()) return '';
+    const id = this.sampler.sample(logits, this.history);
+    this.history.push(id);
+    if (this.stopIds.has(id)) {
+      this.stopReason = this.opts.stopIds?.includes(id) ? 'stop' : 'eos';
+      return this.finishText();
+    }
+    this.generated.push(id);
+    const { emit, stopped } = this.stopper.push(this.decoder.push(id));
+    this.text += emit;
+    if (stopped) {
+      this.stopReason = 'stop';
+      return emit;
+    }
+    let out = emit;
+    if (this.generated.length >= this.maxTokens) this.stopReason = 'length';
+    else if (this.kv.length >= this.contextLength) this.stopReason = 'context';
+    if (this.done) out += this.finishText();
+    return out;
+  }
+
+  private finishText(): string {
+    const { emit } = this.stopper.push(this.decoder.flush());
+    const rest = emit + this.stopper.flush();
+    this.text += rest;
+    return rest;
+  }
+
+  result(profileMs: number): GenerateResult {
+    const st = this.kv.stats();
+    const decoded = Math.max(0, this.generated.length - 1);
+    return {
+      text: this.text,
+      tokens: this.generated.slice(),
+      promptTokens: this.promptIds.length,
+      generatedTokens: this.generated.length,
+      stopReason: this.stopReason ?? 'aborted',
+      timings: {
+        prefillMs: this.prefillMs,
+        decodeMs: this.decodeMs,
+        profileMs,
+        prefillTokensPerSecond: this.prefillMs > 0 ? (this.promptIds.length * 1000) / this.prefillMs : 0,
+        decodeTokensPerSecond: this.decodeMs > 0 ? (decoded * 1000) / this.decodeMs : 0,
+      },
+      kv: {
+        ...st,
+        policy: this.kv.options.policy,
+        peakKvBytes: Math.max(this.peakKvBytes, st.kvBytes),
+        peakFullKvBytes: this.peakKvBytes >= st.kvBytes ? this.peakFullKvBytes : st.fullKvBytes,
+      },
+      profile: this.kv.profiles.length ? this.kv.profiles : undefined,
+    };
+  }
+}

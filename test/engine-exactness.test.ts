@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { CpuRefBackend } from '../src/backend/cpu-ref/backend.js';
+import type { Backend } from '../src/backend/types.js';
+import { PagePool } from '../src/cache/page-pool.js';
+import { resolveCacheOptions, type CacheOptions } from '../src/cache/policy.js';
+import { SequenceKv } from '../src/cache/sequence-kv.js';
+import { loadCheckpoint } from '../src/model/load-checkpoint.js';
+import { argmax } from '../src/generate/sampler.js';
+import { HF_TINY, readJson, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
+
+/** max |a − b| / max |b| — the issue's relative error measure. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num = Math.max(num, Math.abs(a[i] - b[i]));
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return num / den;
+}
+
+function sequence(backend: Backend, cache?: CacheOptions): SequenceKv {
+  const c = backend.config;
+  const pool = new PagePool({ headDim: c.headDim, arena: backend.createArena() });
+  const none = new Uint8Array(c.vocabSize);
+  return new SequenceKv(pool, c, resolveCacheOptions(cache), { special: none, punct: none });
+}
+
+/** Greedy continuation from `prompt` by prefill + token-by-token decode over the KV cache. */
+async function greedy(backend: Backend, prompt: number[], steps: number): Promise<number[]> {
+  const kv = sequence(backend);
+  const out = prompt.slice();
+  let [logits] = await backend.forward([{ kv, tokens: prompt, logits: 'last' }]);
+  for (let i = 0; i < steps; i++) {
+    const next = argmax(logits);
+    out.push(next);
+    if (i + 1 < steps) [logits] = await backend.forward([{ kv, tokens: [next], logits: 'last' }]);
+  }
+  kv.release();
+  return out;
+}
+
+for (const name of ['stories15M', 'stories260K']) {
+  test(`${name}: last logits within 1e-4 and greedy continuation token-identical to HF`, { skip: SKIP_SHARED }, async () => {
+    const ref = readJson(`fixtures/reference/${name}-reference.json`);
+    const ckpt = await loadCheckpoint(name === 'stories15M' ? undefined : sharedPath('models/stories260K/stories260K.bin'));
+    const backend = new CpuRefBackend(ckpt);
+    const kv = sequence(backend);
+    const [logits] = await backend.forward([{ kv, tokens: ref.input_ids, logits: 'last' }]);
+    const err = relErr(logits, ref.last_logits);
+    assert.ok(err < 1e-4, `relative logits error ${err}`);
+    const steps = ref.greedy_ids.length - ref.input_ids.length;
+    const ids = await greedy(backend, ref.input_ids, steps);
+    assert.deepEqual(ids, ref.greedy_ids);
+  });
+}
+
+for (const name of HF_TINY) {
+  test(`hf-tiny/${name}: logits at 21..23 within 1e-4, greedy_from_first_8 exact`, { skip: SKIP_SHARED }, async () => {
+    const ref = readJson(`fixtures/hf-tiny/${name}/reference.json`);
+    const ckpt = await loadCheckpoint(sharedPath(`fixtures/hf-tiny/${name}`));
+    const backend = new CpuRefBackend(ckpt);
+    const kv = sequence(backend);
+    const [all] = await backend.forward([{ kv, tokens: ref.input_ids, logits: 'all' }]);
+    const V = ckpt.config.vocabSize;
+    ref.logits_positions.forEach((p: number, i: number) => {
+      const err = relErr(all.subarray(p * V, (p + 1) * V), ref.logits[i]);
+      assert.ok(err < 1e-4, `position ${p}: relative error ${err}`);
+    });
+    const first8 = ref.greedy_from_first_8.slice(0, 8);
+    const ids = await greedy(backend, first8, ref.greedy_from_first_8.length - 8);
+    assert.deepEqual(ids, ref.greedy_from_first_8);
+  });
+}
