@@ -36,6 +36,12 @@ export interface ModelConfig {
   tiedEmbeddings: boolean;
   qkvBias: boolean; // qwen2
   qkNorm: boolean; // qwen3: RMSNorm over each head's q and k before RoPE
+  /**
+   * Compatibility knob, off by default: round the RoPE inverse frequencies to this dtype. Hugging Face models that
+   * were cast to bf16/f16 (`model.half()`) round their non-persistent `inv_freq` buffer too, and keep the rounded
+   * table after `.float()`; set this to reproduce logits computed that way. The correct table is f32.
+   */
+  ropeInvFreqDtype?: DType;
   /** dtype the weights were stored in on disk. */
   sourceDtype: DType;
   bosTokenId?: number;

@@ -14,11 +14,37 @@ export function ropeInvFreq(config: ModelConfig): Float32Array {
     const exponent = Math.fround((2 * j) / d);
     inv[j] = 1 / Math.fround(Math.pow(config.ropeTheta, exponent));
   }
+  applyScaling(inv, config);
+  if (config.ropeInvFreqDtype === 'bf16' || config.ropeInvFreqDtype === 'f16') {
+    for (let j = 0; j < half; j++) inv[j] = roundToHalf(inv[j], config.ropeInvFreqDtype);
+  }
+  return inv;
+}
+
+/** Round an f32 value to bf16 or f16 precision (round to nearest even) and back. */
+export function roundToHalf(x: number, dtype: 'bf16' | 'f16'): number {
+  if (dtype === 'bf16') {
+    const u = new Uint32Array(new Float32Array([x]).buffer)[0];
+    const rounded = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
+    return new Float32Array(new Uint32Array([rounded >>> 0]).buffer)[0];
+  }
+  // f16: 11 significant bits for normal numbers (ignores the f16 subnormal range, far below RoPE frequencies of use).
+  if (x === 0 || !Number.isFinite(x)) return x;
+  const e = Math.floor(Math.log2(Math.abs(x)));
+  const q = 2 ** (e - 10);
+  const m = x / q;
+  const r = Math.round(m);
+  const even = Math.abs(m - Math.trunc(m)) === 0.5 ? 2 * Math.round(m / 2) : r;
+  return Math.fround(even * q);
+}
+
+function applyScaling(inv: Float32Array, config: ModelConfig): void {
+  const half = inv.length;
   const s = config.ropeScaling;
-  if (!s) return inv;
+  if (!s) return;
   if (s.type === 'linear') {
     for (let j = 0; j < half; j++) inv[j] = inv[j] / s.factor;
-    return inv;
+    return;
   }
   // llama3: long wavelengths are slowed by `factor`, short ones kept, a smooth blend in between.
   const low = s.lowFreqFactor ?? 1;
@@ -36,5 +62,4 @@ export function ropeInvFreq(config: ModelConfig): Float32Array {
       inv[j] = (1 - smooth) * (inv[j] / s.factor) + smooth * inv[j];
     }
   }
-  return inv;
 }
