@@ -110,7 +110,7 @@ export class GenerationRequest {
     this.promptIds = promptIds;
     this.contextLength = contextLength;
     this.sampler = new Sampler(opts, tokenizer.vocabSize);
-    this.decoder = tokenizer.streamDecoder({ skipSpecial: true });
+    this.decoder = tokenizer.streamDecoder({ skipSpecial: true, context: promptIds });
     this.stopper = new StopStringMatcher(opts.stop ?? []);
     this.stopIds = new Set([...(opts.ignoreEos ? [] : tokenizer.eosIds), ...(opts.stopIds ?? [])]);
     this.maxTokens = opts.maxTokens ?? 256;

@@ -26,8 +26,11 @@ export interface Tokenizer {
   readonly hasChatTemplate: boolean;
   /** Render messages with the chat template (adds the generation prompt by default). */
   applyChatTemplate(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
-  /** Incremental decoder for streaming: push ids, get printable text, holding back incomplete UTF-8. */
-  streamDecoder(opts?: { skipSpecial?: boolean }): StreamDecoder;
+  /**
+   * Incremental decoder for streaming: push ids, get printable text, holding back incomplete UTF-8. `context` = the
+   * ids already in the sequence (the prompt), so the first pieces decode as they would inside the whole sequence.
+   */
+  streamDecoder(opts?: { skipSpecial?: boolean; context?: readonly number[] }): StreamDecoder;
 }
 
 export interface StreamDecoder {
