@@ -79,3 +79,10 @@ test('bad input: specific message, non-zero exit, no stack trace', { skip: SKIP_
   const ok = run(['generate', '--model', M260(), '-n', '1', '--truncate', 'word '.repeat(600)]);
   assert.equal(ok.code, 0, ok.err);
 });
+
+test('chat reads one turn per line from piped stdin', { skip: SKIP_SHARED }, () => {
+  const r = run(['chat', '--model', M260(), '-n', '6', '-t', '0'], 'Once upon a time\nThe dog\n');
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.out.trim().split('\n').length, 2);
+  assert.equal((r.err.match(/decode: 6 tokens/g) ?? []).length, 2);
+});

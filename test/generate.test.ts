@@ -130,3 +130,27 @@ test('chat without a template continues the messages as text; profile reports ev
   assert.ok(p.prunedRatio > 0 && p.prunedRatio < 1);
   for (const l of p.layers) for (const h of l) assert.equal(h.queryHeadRecoveries.length, m.config.nHeads / m.config.nKvHeads);
 });
+
+test('chat applies the chat template of a Hugging Face model (hf-tiny llama3 + tokenizer-bpe512)', { skip: SKIP_SHARED }, async () => {
+  const { mkdtempSync, symlinkSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'fastgen-chat-'));
+  for (const f of ['config.json', 'generation_config.json', 'model.safetensors']) symlinkSync(sharedPath('fixtures/hf-tiny/llama3-gqa-f32', f), join(dir, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) symlinkSync(sharedPath('fixtures/tokenizer-bpe512', f), join(dir, f));
+  const m = await loadModel(dir);
+  assert.ok(m.tokenizer.hasChatTemplate);
+  const messages = [{ role: 'user', content: 'Hello there' }];
+  const rendered = m.renderChat(messages);
+  const ref = JSON.parse((await import('node:fs')).readFileSync(sharedPath('fixtures/tokenizer-bpe512/reference.json'), 'utf8'));
+  assert.ok(rendered.includes('Hello there'));
+  assert.notEqual(rendered, 'Hello there');
+  const viaChat = await m.chat(messages, { temperature: 0, maxTokens: 8, ignoreEos: true }).text();
+  const viaIds = await m.complete(m.encode(rendered, false), { temperature: 0, maxTokens: 8, ignoreEos: true });
+  assert.deepEqual(viaChat.tokens, viaIds.tokens);
+  assert.equal(viaChat.promptTokens, m.encode(rendered, false).length);
+  // The template's control markers are special tokens, which the FastGen `special` policy keeps.
+  assert.ok(ref.chat && m.tokenizer.specialIds().size > 1);
+  const p = await m.profile(m.encode(rendered, false), { cache: { recovery: 0.9 } });
+  assert.equal(p.layers.length, 2);
+});

@@ -176,15 +176,12 @@ async function chatCommand(args: string[]): Promise<number> {
   const model = await loadModel(v.model, loadOptions(v));
   const messages: ChatMessage[] = v.system ? [{ role: 'system', content: v.system as string }] : [];
   if (!model.tokenizer.hasChatTemplate) console.error('(this model has no chat template: messages are continued as plain text)');
-  const rl = createInterface({ input: process.stdin, output: process.stderr, terminal: !!process.stdin.isTTY });
-  const ask = () => new Promise<string | null>((res) => {
-    rl.question('> ', (a) => res(a));
-    rl.once('close', () => res(null));
-  });
+  const rl = createInterface({ input: process.stdin, terminal: false });
+  process.stderr.write('> ');
   try {
-    for (;;) {
-      const line = await ask();
-      if (line === null || line.trim() === '') break;
+    // The async iterator buffers lines, so piped input with several messages is read one turn at a time.
+    for await (const line of rl) {
+      if (line.trim() === '') break;
       messages.push({ role: 'user', content: line });
       const gen = model.chat(messages, opts);
       let reply = '';
@@ -197,6 +194,7 @@ async function chatCommand(args: string[]): Promise<number> {
       console.error(timingLine(r));
       if (opts.cache) console.error(kvSummary(r));
       messages.push({ role: 'assistant', content: reply });
+      process.stderr.write('> ');
     }
     return 0;
   } finally {
