@@ -1,0 +1,200 @@
+/**
+ * `fastgen bench`: throughput in llama-bench's shape —
+ *   model | size | params | backend | threads | dtype | cache | test | t/s (mean ± sd over repetitions).
+ * Tests: ppN (prefill N tokens), tgN (decode N tokens after one), tgN @ dD (decode after a D-token context),
+ * tgN xB (B sequences decoded together in one batch; t/s counts all of them).
+ * A benchmark command, never a timed test: compare ratios measured in one run on the same machine.
+ */
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import { FastgenError } from '../errors.js';
+import type { CacheOptions } from '../cache/policy.js';
+import { loadModel, type Model } from '../generate/model.js';
+import { argmax } from '../generate/sampler.js';
+import { formatBytes, table } from './format.js';
+import { num } from './options.js';
+
+export interface BenchRow {
+  model: string;
+  sizeBytes: number;
+  params: number;
+  backend: string;
+  threads: number;
+  dtype: string;
+  cache: string;
+  test: string;
+  tokensPerSecond: number;
+  stddev: number;
+  samples: number[];
+}
+
+interface TestSpec {
+  kind: 'pp' | 'tg';
+  n: number;
+  depth: number;
+  batch: number;
+  label: string;
+}
+
+export function parseTest(s: string, contextLength: number): TestSpec {
+  const m = /^(pp|tg)(\d+)(?:@d(\d+))?(?:x(\d+))?$/.exec(s.replace(/\s+/g, ''));
+  if (!m) throw new FastgenError('INVALID_OPTION', `--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4`, '--tests');
+  const kind = m[1] as 'pp' | 'tg';
+  let n = Number(m[2]);
+  const depth = Number(m[3] ?? 0);
+  const batch = Number(m[4] ?? 1);
+  if (n < 1 || batch < 1) throw new FastgenError('INVALID_OPTION', `--tests: '${s}' needs at least one token and one sequence`, '--tests');
+  // Clamp to the context and say so in the label rather than silently running something else.
+  const room = contextLength - depth - (kind === 'tg' ? 1 : 0);
+  if (room < 1) throw new FastgenError('INVALID_OPTION', `--tests: '${s}' does not fit the model's ${contextLength}-token context`, '--tests');
+  if (n > room) n = room;
+  const label = `${kind}${n}${depth ? ` @ d${depth}` : ''}${batch > 1 ? ` x${batch}` : ''}`;
+  return { kind, n, depth, batch, label };
+}
+
+function meanSd(xs: number[]): [number, number] {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : 0;
+  return [mean, sd];
+}
+
+/** Deterministic filler tokens (ids drawn from the vocabulary, skipping the first few special ids). */
+function fillerTokens(model: Model, n: number, seed: number): number[] {
+  const out: number[] = [];
+  let s = seed >>> 0 || 1;
+  const V = model.tokenizer.vocabSize;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out.push(3 + (s % Math.max(1, V - 3)));
+  }
+  if (model.config.bosTokenId !== undefined && n > 0) out[0] = model.config.bosTokenId;
+  return out;
+}
+
+/** One repetition of a test; returns tokens per second. */
+async function runOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: number): Promise<number> {
+  const seqs = Array.from({ length: spec.batch }, () => model.newSequence(cache));
+  try {
+    if (spec.kind === 'pp') {
+      const items = seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, spec.n, rep * 31 + b + 1), logits: 'last' as const }));
+      const t0 = performance.now();
+      await model.backend.forward(items);
+      return (spec.n * spec.batch * 1000) / (performance.now() - t0);
+    }
+    // Context first (not timed), then decode greedily one token per step for every sequence at once.
+    const ctx = Math.max(1, spec.depth);
+    const first = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, ctx, rep * 31 + b + 7), logits: 'last' as const })));
+    let next = first.map((l) => argmax(l));
+    const t0 = performance.now();
+    for (let i = 0; i < spec.n; i++) {
+      const logits = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: [next[b]], logits: 'last' as const })));
+      next = logits.map((l) => argmax(l));
+    }
+    return (spec.n * spec.batch * 1000) / (performance.now() - t0);
+  } finally {
+    for (const s of seqs) s.release();
+  }
+}
+
+export async function benchCommand(args: string[]): Promise<number> {
+  const { values: v } = parseArgs({
+    args,
+    options: {
+      model: { type: 'string', short: 'm', multiple: true },
+      backend: { type: 'string', multiple: true },
+      dtype: { type: 'string', multiple: true },
+      cache: { type: 'string', multiple: true },
+      recovery: { type: 'string' },
+      tests: { type: 'string' },
+      repetitions: { type: 'string', short: 'r' },
+      threads: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (v.help) {
+    console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--cache full|fastgen|...]...
+       [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json]
+Every combination of the repeated options is measured. Defaults: the default model, the default backend, f32,
+--cache full and fastgen, tests pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up).`);
+    return 0;
+  }
+  const reps = num(v, 'repetitions', true) ?? 3;
+  const recovery = num(v, 'recovery') ?? 0.95;
+  const threads = num(v, 'threads', true);
+  const models = v.model ?? [undefined];
+  const backends = v.backend ?? [undefined];
+  const dtypes = v.dtype ?? [undefined];
+  const caches = (v.cache ?? ['full', 'fastgen']) as CacheOptions['policy'][];
+  const testNames = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
+  const rows: BenchRow[] = [];
+  for (const path of models) {
+    for (const backend of backends) {
+      for (const dtype of dtypes) {
+        const model = await loadModel(path, { backend: backend as never, dtype: dtype as never, threads } as never);
+        try {
+          const specs = testNames.map((t) => parseTest(t, model.config.maxSeqLen));
+          for (const policy of caches) {
+            const cache: CacheOptions = { policy, recovery };
+            for (const spec of specs) {
+              await runOnce(model, spec, cache, 0); // warm-up: JIT, page pool growth
+              const samples: number[] = [];
+              for (let r = 0; r < reps; r++) samples.push(await runOnce(model, spec, cache, r + 1));
+              const [mean, sd] = meanSd(samples);
+              const row: BenchRow = {
+                model: model.config.name,
+                sizeBytes: weightBytes(model),
+                params: model.parameters,
+                backend: model.backend.name,
+                threads: (model.backend as { threads?: number }).threads ?? 1,
+                dtype: model.backend.weightDtype,
+                cache: policy === 'fastgen' ? `fastgen T=${recovery}` : policy!,
+                test: spec.label,
+                tokensPerSecond: mean,
+                stddev: sd,
+                samples,
+              };
+              rows.push(row);
+              if (!v.json) process.stderr.write(`  ${row.backend} ${row.dtype} ${row.cache} ${row.test}: ${mean.toFixed(1)} t/s\n`);
+            }
+          }
+        } finally {
+          model.dispose();
+        }
+      }
+    }
+  }
+  if (v.json) {
+    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), rows }, null, 2));
+    return 0;
+  }
+  console.log(
+    table(
+      ['model', 'size', 'params', 'backend', 'threads', 'dtype', 'cache', 'test', 't/s'],
+      rows.map((r) => [
+        r.model,
+        formatBytes(r.sizeBytes),
+        `${(r.params / 1e6).toFixed(2)} M`,
+        r.backend,
+        r.threads,
+        r.dtype,
+        r.cache,
+        r.test,
+        `${r.tokensPerSecond.toFixed(2)} ± ${r.stddev.toFixed(2)}`,
+      ]),
+      ['l', 'r', 'r', 'l', 'r', 'l', 'l', 'l', 'r'],
+    ),
+  );
+  console.log(`\n${machineLine()}`);
+  return 0;
+}
+
+function weightBytes(model: Model): number {
+  const per = { f32: 4, f16: 2, q8_0: 34 / 32 }[model.backend.weightDtype] ?? 4;
+  return Math.round(model.parameters * per);
+}
+
+function machineLine(): string {
+  const c = cpus();
+  return `${new Date().toISOString().slice(0, 10)} · ${c[0]?.model ?? 'unknown CPU'} · ${c.length} cores · Node ${process.version}`;
+}
