@@ -8,7 +8,7 @@ export type BackendName = (typeof BACKEND_NAMES)[number];
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8_0'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
 
-export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: string; dtype?: string }): Promise<Backend> {
+export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: string; dtype?: string; threads?: number }): Promise<Backend> {
   const name = opts.backend ?? 'cpu-ref';
   if (!(BACKEND_NAMES as readonly string[]).includes(name)) {
     throw new InvalidOptionError(`unknown backend '${name}'; available: ${BACKEND_NAMES.join(', ')}`, 'backend');

@@ -1,4 +1,5 @@
 import type { PagePool } from './page-pool.js';
+import { f16ToF32, f32ToF16 } from './half.js';
 
 /**
  * The kept tokens of one (sequence, layer, KV head): keys (after RoPE) and values in pool pages, plus per-slot
@@ -27,7 +28,10 @@ export class HeadStore {
     this.scores = new Float32Array(initialCapacity);
   }
 
-  /** Float offset of slot s's key in pool.arena.floats; its value is at keyOffset + pageTokens × headDim. */
+  /**
+   * Element offset of slot s's key in the arena view of the KV dtype (`arena.floats` for f32, `arena.halves` for
+   * f16); its value is at keyOffset + pageTokens × headDim.
+   */
   keyOffset(slot: number): number {
     const pt = this.pool.pageTokens;
     const page = this.pages[(slot / pt) | 0];
@@ -37,9 +41,26 @@ export class HeadStore {
     return this.keyOffset(slot) + this.pool.pageTokens * this.headDim;
   }
 
-  /** Bytes of K and V actually held for the kept tokens (f32). */
+  /** Bytes of K and V actually held for the kept tokens. */
   get bytes(): number {
-    return this.length * 2 * this.headDim * 4;
+    return this.length * 2 * this.headDim * this.pool.elementBytes;
+  }
+
+  /** Copy slot s's key (or value) into out[outOff..] as f32, whatever the KV dtype. */
+  readKey(slot: number, out: Float32Array, outOff = 0): void {
+    this.readAt(this.keyOffset(slot), out, outOff);
+  }
+  readValue(slot: number, out: Float32Array, outOff = 0): void {
+    this.readAt(this.valueOffset(slot), out, outOff);
+  }
+  private readAt(off: number, out: Float32Array, outOff: number): void {
+    const d = this.headDim;
+    if (this.pool.kvDtype === 'f16') {
+      const h = this.pool.arena.halves;
+      for (let i = 0; i < d; i++) out[outOff + i] = f16ToF32(h[off + i]);
+    } else {
+      out.set(this.pool.arena.floats.subarray(off, off + d), outOff);
+    }
   }
 
   /** Append one token; `k` and `v` are read from src at the given offsets. Returns the new slot. */
@@ -47,13 +68,21 @@ export class HeadStore {
     const slot = this.length;
     if (slot % this.pool.pageTokens === 0) this.pages.push(this.pool.allocate());
     if (slot >= this.positions.length) this.growMeta(slot + 1);
-    const floats = this.pool.arena.floats;
     const ko = this.keyOffset(slot);
     const vo = ko + this.pool.pageTokens * this.headDim;
     const d = this.headDim;
-    for (let i = 0; i < d; i++) {
-      floats[ko + i] = src[kOff + i];
-      floats[vo + i] = vSrc[vOff + i];
+    if (this.pool.kvDtype === 'f16') {
+      const h = this.pool.arena.halves;
+      for (let i = 0; i < d; i++) {
+        h[ko + i] = f32ToF16(src[kOff + i]);
+        h[vo + i] = f32ToF16(vSrc[vOff + i]);
+      }
+    } else {
+      const floats = this.pool.arena.floats;
+      for (let i = 0; i < d; i++) {
+        floats[ko + i] = src[kOff + i];
+        floats[vo + i] = vSrc[vOff + i];
+      }
     }
     this.positions[slot] = position;
     this.tokenIds[slot] = tokenId;
@@ -67,13 +96,13 @@ export class HeadStore {
     const last = this.length - 1;
     if (slot < 0 || slot > last) throw new Error(`internal: evicting slot ${slot} of ${this.length}`);
     if (slot !== last) {
-      const floats = this.pool.arena.floats;
+      const view = this.pool.kvDtype === 'f16' ? this.pool.arena.halves : this.pool.arena.floats;
       const d = this.headDim;
       const half = this.pool.pageTokens * d;
       const to = this.keyOffset(slot);
       const from = this.keyOffset(last);
-      floats.copyWithin(to, from, from + d);
-      floats.copyWithin(to + half, from + half, from + half + d);
+      view.copyWithin(to, from, from + d);
+      view.copyWithin(to + half, from + half, from + half + d);
       this.positions[slot] = this.positions[last];
       this.tokenIds[slot] = this.tokenIds[last];
       this.scores[slot] = this.scores[last];

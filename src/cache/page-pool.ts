@@ -3,8 +3,9 @@ import { KvPoolExhaustedError } from '../errors.js';
 /**
  * A pool of fixed-size KV pages shared by every sequence, layer and KV head.
  *
- * One page holds `pageTokens` tokens of ONE (layer, KV head): their keys then their values.
- *   page layout (floats): [ K: pageTokens × headDim | V: pageTokens × headDim ]
+ * One page holds `pageTokens` tokens of ONE (layer, KV head): their keys then their values, in the KV dtype
+ * (f32, or f16 stored as raw halves):
+ *   page layout (elements): [ K: pageTokens × headDim | V: pageTokens × headDim ]
  * Storage grows in slabs on demand, up to the byte budget, so the process only holds memory that was asked for;
  * a page freed by one sequence goes on the free list and is the next one handed out, to any sequence.
  *
@@ -12,25 +13,31 @@ import { KvPoolExhaustedError } from '../errors.js';
  * a region of WebAssembly memory for the wasm backend), so kernels can read pages where they lie.
  */
 export interface KvArena {
-  /** The current float view of the arena. Re-read it after `ensureFloats`: growing may replace the view. */
+  /** The current f32 view of the arena. Re-read it after `ensureFloats`: growing may replace the view. */
   readonly floats: Float32Array;
-  /** Make room for at least `count` floats (may reallocate; contents are preserved). */
+  /** The same bytes as raw 16-bit halves (for an f16 KV cache). */
+  readonly halves: Uint16Array;
+  /** Make room for at least `count` 4-byte words (may reallocate; contents are preserved). */
   ensureFloats(count: number): void;
-  /** Float offset of the arena inside the backend's memory (0 for a plain array). */
-  readonly baseFloatOffset: number;
+  /** Byte offset of the arena inside the backend's memory (0 for a plain array). */
+  readonly baseByteOffset: number;
 }
 
 /** A plain growable JS arena: used by the reference backend and in tests. */
 export class JsArena implements KvArena {
   floats = new Float32Array(0);
-  readonly baseFloatOffset = 0;
+  halves = new Uint16Array(0);
+  readonly baseByteOffset = 0;
   ensureFloats(count: number): void {
     if (count <= this.floats.length) return;
     const grown = new Float32Array(Math.max(count, Math.ceil(this.floats.length * 1.5)));
     grown.set(this.floats);
     this.floats = grown;
+    this.halves = new Uint16Array(grown.buffer);
   }
 }
+
+export type KvDtype = 'f32' | 'f16';
 
 export interface PagePoolOptions {
   headDim: number;
@@ -40,14 +47,21 @@ export interface PagePoolOptions {
   budgetBytes?: number;
   /** Pages added to the arena each time it must grow (default 64). */
   slabPages?: number;
+  /** Element type of the stored keys and values (default f32). */
+  kvDtype?: KvDtype;
   arena?: KvArena;
 }
 
 export class PagePool {
   readonly headDim: number;
   readonly pageTokens: number;
-  /** Floats in one page (K and V halves). */
-  readonly pageFloats: number;
+  readonly kvDtype: KvDtype;
+  /** Bytes per stored K or V element: 4 (f32) or 2 (f16). */
+  readonly elementBytes: number;
+  /** Elements (of kvDtype) in one page: K and V. */
+  readonly pageElements: number;
+  /** 4-byte words in one page. */
+  private readonly pageWords: number;
   readonly pageBytes: number;
   readonly budgetBytes: number;
   readonly maxPages: number;
@@ -63,8 +77,12 @@ export class PagePool {
   constructor(opts: PagePoolOptions) {
     this.headDim = opts.headDim;
     this.pageTokens = opts.pageTokens ?? 16;
-    this.pageFloats = 2 * this.pageTokens * this.headDim;
-    this.pageBytes = this.pageFloats * 4;
+    this.kvDtype = opts.kvDtype ?? 'f32';
+    this.elementBytes = this.kvDtype === 'f16' ? 2 : 4;
+    this.pageElements = 2 * this.pageTokens * this.headDim;
+    this.pageBytes = this.pageElements * this.elementBytes;
+    // Keep pages 4-byte aligned so both views address them.
+    this.pageWords = Math.ceil(this.pageBytes / 4);
     this.budgetBytes = opts.budgetBytes ?? Number.POSITIVE_INFINITY;
     this.maxPages = Math.floor(this.budgetBytes / this.pageBytes);
     this.slabPages = opts.slabPages ?? 64;
@@ -86,9 +104,9 @@ export class PagePool {
     return this.createdPages * this.pageBytes;
   }
 
-  /** Float offset of page `id` within `arena.floats`. */
+  /** Element offset of page `id` within the arena's view for the KV dtype (`floats` for f32, `halves` for f16). */
   pageOffset(id: number): number {
-    return id * this.pageFloats;
+    return this.kvDtype === 'f16' ? id * this.pageWords * 2 : id * this.pageWords;
   }
 
   canAllocate(pages: number): boolean {
@@ -107,7 +125,7 @@ export class PagePool {
     let id = this.freeList.pop();
     if (id === undefined) {
       const grow = Math.min(this.slabPages, Number.isFinite(this.maxPages) ? this.maxPages - this.createdPages : this.slabPages);
-      this.arena.ensureFloats((this.createdPages + grow) * this.pageFloats);
+      this.arena.ensureFloats((this.createdPages + grow) * this.pageWords);
       // Hand out the new slab lowest id first: push in reverse so pop() yields createdPages.
       for (let p = this.createdPages + grow - 1; p > this.createdPages; p--) this.freeList.push(p);
       id = this.createdPages;

@@ -169,9 +169,9 @@ export class SequenceKv {
     });
     const group = nHeads / nKvHeads;
     const m = st.length;
-    const floats = this.pool.arena.floats;
-    const keyOff = new Int32Array(m);
-    for (let s = 0; s < m; s++) keyOff[s] = st.keyOffset(s);
+    // Keys as f32, one row per slot (decoded from halves for an f16 cache).
+    const keys = new Float32Array(m * headDim);
+    for (let s = 0; s < m; s++) st.readKey(s, keys, s * headDim);
     const scale = 1 / Math.sqrt(headDim);
     const row = new Float64Array(m);
     const perQuery: number[][] = [];
@@ -189,8 +189,8 @@ export class SequenceKv {
             continue;
           }
           let d = 0;
-          const ko = keyOff[s];
-          for (let i = 0; i < headDim; i++) d += q[qOff + i] * floats[ko + i];
+          const ko = s * headDim;
+          for (let i = 0; i < headDim; i++) d += q[qOff + i] * keys[ko + i];
           row[s] = d * scale;
           if (row[s] > max) max = row[s];
         }
@@ -225,7 +225,7 @@ export class SequenceKv {
 
   stats(): KvStats {
     const { nLayers, nKvHeads, headDim } = this.shape;
-    const perToken = 2 * headDim * 4;
+    const perToken = 2 * headDim * this.pool.elementBytes;
     let kept = 0;
     let pages = 0;
     const keptTokens: number[][] = [];

@@ -12,6 +12,8 @@ export const modelFlags = {
   backend: { type: 'string' },
   dtype: { type: 'string' },
   'kv-budget': { type: 'string' },
+  'kv-dtype': { type: 'string' },
+  threads: { type: 'string' },
 } as const;
 
 export const samplingFlags = {
@@ -55,6 +57,8 @@ export function loadOptions(v: Values): LoadModelOptions {
     dtype: v.dtype as LoadModelOptions['dtype'],
     tokenizerPath: v.tokenizer as string | undefined,
     kvBudgetBytes: v['kv-budget'] ? parseSize(v['kv-budget'] as string, '--kv-budget') : undefined,
+    kvDtype: v['kv-dtype'] as LoadModelOptions['kvDtype'],
+    threads: num(v, 'threads', true),
     onProgress: terminalProgress('loading'),
   };
 }

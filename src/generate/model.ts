@@ -21,6 +21,10 @@ export interface LoadModelOptions {
   kvBudgetBytes?: number;
   /** Tokens per KV page (default 16). */
   pageTokens?: number;
+  /** Element type of the KV cache: f32 (default) or f16 (half the bytes). */
+  kvDtype?: 'f32' | 'f16';
+  /** Worker threads for backends that use them (wasm; default: all cores). */
+  threads?: number;
   /** llama2.c tokenizer file when it is not next to the checkpoint. */
   tokenizerPath?: string;
   onProgress?: (loadedBytes: number, totalBytes: number, what: string) => void;
@@ -116,6 +120,7 @@ export class Model {
       headDim: ckpt.config.headDim,
       pageTokens: opts.pageTokens,
       budgetBytes: opts.kvBudgetBytes,
+      kvDtype: opts.kvDtype,
       arena: backend.createArena(),
     });
     this.loadMs = loadMs;
@@ -241,7 +246,10 @@ export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions =
     );
   }
   const tokenizer = await loadTokenizer(ckpt.tokenizer, ckpt.config.vocabSize);
-  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype });
+  if (opts.kvDtype !== undefined && opts.kvDtype !== 'f32' && opts.kvDtype !== 'f16') {
+    throw new InvalidOptionError(`kvDtype must be 'f32' or 'f16', got '${opts.kvDtype}'`, 'kvDtype');
+  }
+  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads });
   return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
 }
 

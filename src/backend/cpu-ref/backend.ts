@@ -1,10 +1,26 @@
 import { JsArena, type KvArena } from '../../cache/page-pool.js';
+import type { HeadStore } from '../../cache/head-store.js';
 import type { SequenceKv } from '../../cache/sequence-kv.js';
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import type { Backend, ForwardItem } from '../types.js';
 import { addInPlace, matmul, rmsnorm, ropeRotateHalf, swiglu } from './math.js';
 import { ropeInvFreq } from './rope.js';
+
+/**
+ * The cache's K/V as f32 for the reference attention: the arena itself for an f32 cache; for an f16 cache a decoded
+ * copy laid out [slot][K | V] (headDim each).
+ */
+function kvFloats(kv: SequenceKv, st: HeadStore): Float32Array {
+  if (kv.pool.kvDtype === 'f32') return kv.pool.arena.floats;
+  const hd = st.headDim;
+  const out = new Float32Array(st.length * 2 * hd);
+  for (let s = 0; s < st.length; s++) {
+    st.readKey(s, out, s * 2 * hd);
+    st.readValue(s, out, s * 2 * hd + hd);
+  }
+  return out;
+}
 
 /** f32 copies of one layer's weights. */
 interface RefLayer {
@@ -158,10 +174,11 @@ export class CpuRefBackend implements Backend {
     for (let kvh = 0; kvh < c.nKvHeads; kvh++) {
       const st = kv.store(l, kvh);
       const m = st.length;
-      const floats = kv.pool.arena.floats;
-      const valueShift = kv.pool.pageTokens * hd;
+      // f32 cache: read the arena directly; f16 cache: decode halves once per head into a scratch copy.
+      const floats = kvFloats(kv, st);
+      const valueShift = kv.pool.kvDtype === 'f16' ? hd : kv.pool.pageTokens * hd;
       const keyOff = new Int32Array(m);
-      for (let s = 0; s < m; s++) keyOff[s] = st.keyOffset(s);
+      for (let s = 0; s < m; s++) keyOff[s] = kv.pool.kvDtype === 'f16' ? s * 2 * hd : st.keyOffset(s);
       const track = kv.tracksScores(l, kvh);
       const probs = new Float64Array(m);
       for (let g = 0; g < group; g++) {

@@ -1,0 +1,53 @@
+/** The f16 KV cache: exact half conversion, half the bytes, and logits close to the f32 cache. */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { f16ToF32, f32ToF16 } from '../src/cache/half.js';
+import { f16ToF32 as loaderF16 } from '../src/model/describe.js';
+import { loadModel } from '../src/generate/model.js';
+import { SKIP_SHARED, sharedPath } from './shared-fixtures.js';
+
+test('f32 → f16 rounds to nearest even, including subnormals, overflow, inf and nan', () => {
+  // Every half value round-trips exactly.
+  for (let h = 0; h < 65536; h++) {
+    const x = loaderF16(h);
+    if (Number.isNaN(x)) assert.ok(Number.isNaN(f16ToF32(f32ToF16(x))));
+    else assert.equal(f32ToF16(x), h === 0x8000 ? 0x8000 : h, `half ${h.toString(16)}`);
+  }
+  // Midpoints between neighbours go to the even one; just above goes up.
+  const one = 0x3c00;
+  const mid = (loaderF16(one) + loaderF16(one + 1)) / 2;
+  assert.equal(f32ToF16(mid), one);
+  assert.equal(f32ToF16(Math.fround(mid + 2 ** -20)), one + 1);
+  assert.equal(f32ToF16(1e6), 0x7c00);
+  assert.equal(f32ToF16(-1e-10), 0x8000);
+  assert.equal(f32ToF16(2 ** -24), 1);
+});
+
+test('stories260K with an f16 KV cache: half the KV bytes, logits within 1e-2 of the f32 cache', { skip: SKIP_SHARED }, async () => {
+  const path = sharedPath('models/stories260K/stories260K.bin');
+  const a = await loadModel(path);
+  const b = await loadModel(path, { kvDtype: 'f16' });
+  const ids = a.encode('Once upon a time, there was a little girl named Lily. She liked to play.');
+  const ka = a.newSequence({ policy: 'fastgen', recovery: 0.9 });
+  const kb = b.newSequence({ policy: 'fastgen', recovery: 0.9 });
+  const [la] = await a.backend.forward([{ kv: ka, tokens: ids, logits: 'all' }]);
+  const [lb] = await b.backend.forward([{ kv: kb, tokens: ids, logits: 'all' }]);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < la.length; i++) {
+    num = Math.max(num, Math.abs(la[i] - lb[i]));
+    den = Math.max(den, Math.abs(la[i]));
+  }
+  assert.ok(num / den < 1e-2, `relative error ${num / den}`);
+  const sa = ka.stats();
+  const sb = kb.stats();
+  assert.equal(sb.fullKvBytes * 2, sa.fullKvBytes);
+  assert.equal(b.pool.pageBytes * 2, a.pool.pageBytes);
+  const kept = (s: typeof sb) => s.keptTokens.flat().reduce((x, y) => x + y, 0);
+  assert.equal(sb.kvBytes, kept(sb) * 2 * b.config.headDim * 2);
+  ka.release();
+  kb.release();
+  const r = await b.complete('Once upon a time', { temperature: 0, maxTokens: 40, cache: { policy: 'local+frequent', ratio: 0.5 } });
+  assert.equal(r.generatedTokens, 40);
+  assert.equal(b.pool.pagesInUse, 0);
+});
