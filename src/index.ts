@@ -1,4 +1,26 @@
-// Public library surface; filled in as the modules land.
+// The public library surface of fastgen.
 export * from './errors.js';
 export type * from './model/types.js';
 export type * from './tokenizer/types.js';
+export { loadModel, Model, Generation, type LoadModelOptions, type ProfileReport } from './generate/model.js';
+export type { GenerateOptions, GenerateResult, GenerateTimings, KvReport, StopReason } from './generate/request.js';
+export { GenerationRequest } from './generate/request.js';
+export { Sampler, argmax, validateSamplingOptions, type SamplingOptions } from './generate/sampler.js';
+export { Xoshiro128StarStar } from './generate/rng.js';
+export { loadCheckpoint, DEFAULT_MODEL_NAME } from './model/load-checkpoint.js';
+export { loadTokenizer } from './tokenizer/load-tokenizer.js';
+export { computeTokenClasses } from './tokenizer/token-classes.js';
+export { PagePool, JsArena, type KvArena, type KvDtype } from './cache/page-pool.js';
+export { HeadStore } from './cache/head-store.js';
+export { SequenceKv, type HeadProfile, type KvStats } from './cache/sequence-kv.js';
+export {
+  CACHE_POLICY_NAMES,
+  hybridCandidates,
+  resolveCacheOptions,
+  type CacheOptions,
+  type CachePolicyName,
+  type HeadPolicy,
+  type Component,
+} from './cache/policy.js';
+export type { Backend, ForwardItem } from './backend/types.js';
+export { createBackend, BACKEND_NAMES } from './backend/index.js';
