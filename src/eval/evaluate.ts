@@ -1,0 +1,223 @@
+/**
+ * `fastgen eval` as a library call: build the prompts, run every configuration on every prompt (in this thread or in
+ * worker threads, one prompt at a time per worker), summarise, and check the invariants.
+ */
+import { availableParallelism, cpus, platform } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { UNIFORM_POLICIES } from '../cache/policy.js';
+import type { BackendName, WeightDtype } from '../backend/index.js';
+import { InvalidOptionError } from '../errors.js';
+import { loadModel, type Model } from '../generate/model.js';
+import type { ProgressStream } from '../model/progress.js';
+import { checkInvariants, controlSummary, summarize } from './aggregate.js';
+import { EvalProgress } from './progress.js';
+import { buildPrompts, checkMaxTokens, type EvalPrompt } from './prompts.js';
+import { configSpecs, estimateCost, PromptEvaluator } from './runner.js';
+import type { EvalReport, EvalSettings, PromptResult } from './types.js';
+
+export const DEFAULT_THRESHOLDS = [0.91, 0.93, 0.95, 0.98, 1];
+export const QUICK_THRESHOLDS = [0.91, 0.95, 1];
+
+export interface EvalOptions {
+  /** Model path (default: the embedded stories15M). */
+  modelPath?: string;
+  backend?: BackendName;
+  dtype?: WeightDtype;
+  /** Threads per model for backends that use them (wasm). Default: the backend's own with one job, else cores / jobs. */
+  threads?: number;
+  /** A model already loaded in this thread (tests); workers still load their own from modelPath. */
+  model?: Model;
+  quick?: boolean;
+  thresholds?: number[];
+  prompts?: number;
+  maxTokens?: number;
+  seed?: number;
+  /** Worker threads (1 = run in this thread). Default: one per core, at most one per prompt. */
+  jobs?: number;
+  /** Folder with tinystories_sample.txt and tinyshakespeare.txt (default ../shared/data next to the repository). */
+  dataDir?: string;
+  controlPairs?: number;
+  ablation?: boolean;
+  /** Progress output (default stderr); quiet turns it off. */
+  stream?: ProgressStream;
+  quiet?: boolean;
+}
+
+/** ../shared/data beside the repository (dist/src/eval → repository root is three levels up). */
+export function defaultDataDir(): string {
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  return join(process.env.FASTGEN_SHARED ?? join(root, '..', 'shared'), 'data');
+}
+
+export function resolveSettings(opts: EvalOptions, contextLength: number): EvalSettings & { prompts: number } {
+  const quick = !!opts.quick;
+  const thresholds = opts.thresholds ?? (quick ? QUICK_THRESHOLDS : DEFAULT_THRESHOLDS);
+  if (thresholds.length === 0) throw new InvalidOptionError('--thresholds: give at least one value', '--thresholds');
+  for (const T of thresholds) {
+    if (!(T > 0 && T <= 1)) throw new InvalidOptionError(`--thresholds: each T must be in (0, 1], got ${T}`, '--thresholds');
+  }
+  const prompts = opts.prompts ?? (quick ? 2 : 20);
+  if (!Number.isInteger(prompts) || prompts < 1) throw new InvalidOptionError(`--prompts must be a positive integer, got ${prompts}`, '--prompts');
+  const maxTokens = opts.maxTokens ?? (quick ? 16 : 96);
+  checkMaxTokens(contextLength, maxTokens);
+  const controlPairs = opts.controlPairs ?? (quick ? 3 : 2);
+  if (!Number.isInteger(controlPairs) || controlPairs < 0) throw new InvalidOptionError(`control pairs must be a non-negative integer, got ${controlPairs}`);
+  const seed = opts.seed ?? 1234;
+  if (!Number.isSafeInteger(seed)) throw new InvalidOptionError(`--seed must be an integer, got ${seed}`, '--seed');
+  return {
+    thresholds: [...new Set(thresholds)].sort((a, b) => b - a),
+    baselines: [...UNIFORM_POLICIES],
+    ablation: opts.ablation ?? !quick,
+    ablationT: 0.98,
+    gqaMin: true,
+    maxTokens,
+    seed,
+    controlPairs,
+    temperature: 0.6,
+    topP: 0.9,
+    prompts,
+  };
+}
+
+export async function runEvaluation(opts: EvalOptions = {}): Promise<EvalReport> {
+  const t0 = Date.now();
+  const model = opts.model ?? (await loadModel(opts.modelPath, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads }));
+  try {
+    const c = model.config;
+    const settings = resolveSettings(opts, c.maxSeqLen);
+    const stream = opts.stream ?? process.stderr;
+    const quiet = !!opts.quiet;
+    if (!quiet && !stream.isTTY) stream.write(`eval: ${c.name} on ${model.backend.name}: building ${settings.prompts} prompts\n`);
+    const prompts = await buildPrompts(model, {
+      count: settings.prompts,
+      maxTokens: settings.maxTokens,
+      dataDir: opts.dataDir ?? defaultDataDir(),
+      seed: settings.seed,
+    });
+    const specs = configSpecs(settings, c.nHeads, c.nKvHeads);
+    const costs = prompts.map((p) => estimateCost(p.ids.length, p.reference.length, settings, specs.length));
+    const total = costs.reduce((a, x) => a + x.full + specs.length * x.config, 0);
+    const jobs = Math.max(1, Math.min(opts.jobs ?? availableParallelism(), prompts.length));
+    const progress = new EvalProgress(total, prompts.length, `eval ${c.name}`, stream, quiet);
+    if (!quiet && !stream.isTTY) {
+      stream.write(`eval: ${prompts.length} prompts × ${specs.length} cache configurations + full, ${settings.maxTokens} tokens each, ${jobs} job(s)\n`);
+    }
+
+    let results: PromptResult[];
+    try {
+      results = jobs <= 1 ? await runInThread(model, settings, prompts, progress) : await runInWorkers(opts, settings, prompts, jobs, progress);
+    } finally {
+      progress.finish();
+    }
+
+    const points = summarize(specs, results);
+    const control = controlSummary(results);
+    const invariants = checkInvariants(specs, points, results, control);
+    const fullPpl = points[0]?.fullPpl ?? NaN;
+    const cpuList = cpus();
+    return {
+      version: 1,
+      model: {
+        name: c.name,
+        path: model.source.path,
+        nLayers: c.nLayers,
+        nHeads: c.nHeads,
+        nKvHeads: c.nKvHeads,
+        headDim: c.headDim,
+        contextLength: c.maxSeqLen,
+        parameters: model.parameters,
+        attention: c.nKvHeads === c.nHeads ? 'multi-head' : c.nKvHeads === 1 ? 'multi-query' : 'grouped-query',
+      },
+      backend: model.backend.name,
+      settings: { ...settings, quick: !!opts.quick, jobs },
+      machine: {
+        date: new Date().toISOString(),
+        cpu: cpuList[0]?.model?.trim() ?? 'unknown',
+        cores: availableParallelism(),
+        node: process.version,
+        platform: `${platform()} ${process.arch}`,
+      },
+      wallMs: Date.now() - t0,
+      control,
+      fullPpl,
+      points,
+      invariants,
+      prompts: results,
+    };
+  } finally {
+    if (!opts.model) model.dispose();
+  }
+}
+
+async function runInThread(model: Model, settings: EvalSettings, prompts: EvalPrompt[], progress: EvalProgress): Promise<PromptResult[]> {
+  const ev = new PromptEvaluator(model, settings);
+  const out: PromptResult[] = [];
+  for (let i = 0; i < prompts.length; i++) {
+    out.push(await ev.run(prompts[i], i, (cost) => progress.add(cost)));
+    progress.promptDone(prompts[i].id);
+  }
+  return out;
+}
+
+type WorkerMessage =
+  | { type: 'ready' }
+  | { type: 'progress'; cost: number }
+  | { type: 'result'; index: number; result: PromptResult }
+  | { type: 'error'; message: string; code?: string };
+
+async function runInWorkers(opts: EvalOptions, settings: EvalSettings, prompts: EvalPrompt[], jobs: number, progress: EvalProgress): Promise<PromptResult[]> {
+  const results: PromptResult[] = new Array(prompts.length);
+  let next = 0;
+  let finished = 0;
+  const workers: Worker[] = [];
+  try {
+    await new Promise<void>((resolvePool, rejectPool) => {
+      let failed = false;
+      const fail = (e: Error) => {
+        if (failed) return;
+        failed = true;
+        rejectPool(e);
+      };
+      const dispatch = (w: Worker) => {
+        if (next >= prompts.length) return;
+        const index = next++;
+        w.postMessage({ type: 'run', index, prompt: prompts[index] });
+      };
+      for (let j = 0; j < jobs; j++) {
+        const w = new Worker(new URL('./worker.js', import.meta.url), {
+          workerData: {
+            modelPath: opts.modelPath,
+            backend: opts.backend,
+            dtype: opts.dtype,
+            // Prompts already run in parallel: a multi-threaded backend gets its share of the cores, not all of them.
+            threads: opts.threads ?? Math.max(1, Math.floor(availableParallelism() / jobs)),
+            settings,
+          },
+        });
+        workers.push(w);
+        w.on('message', (m: WorkerMessage) => {
+          if (m.type === 'ready') dispatch(w);
+          else if (m.type === 'progress') progress.add(m.cost);
+          else if (m.type === 'result') {
+            results[m.index] = m.result;
+            finished++;
+            progress.promptDone(prompts[m.index].id);
+            if (finished === prompts.length) resolvePool();
+            else dispatch(w);
+          } else if (m.type === 'error') {
+            fail(m.code === 'INVALID_OPTION' ? new InvalidOptionError(m.message) : new Error(`eval worker: ${m.message}`));
+          }
+        });
+        w.on('error', (e) => fail(e));
+        w.on('exit', (code) => {
+          if (finished < prompts.length && code !== 0) fail(new Error(`eval worker exited with code ${code}`));
+        });
+      }
+    });
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+  return results;
+}

@@ -1,0 +1,437 @@
+/**
+ * Evaluate every cache configuration on one prompt.
+ *
+ * Full cache, once per prompt:
+ *   prefill the prompt (kept as the source every full-cache run forks from);
+ *   teacher-forced pass over the reference continuation in one forward call: next-token log-probs for perplexity and
+ *     KL, and, through the layer tap, the full attention rows of every query head at every reference position;
+ *   greedy continuation; sampled continuation (T 0.6, top-p 0.9, seed s); control samples (other seeds);
+ *   scores of the sampled continuations: mean log-prob per token under the full cache.
+ *
+ * Each compressed configuration: prefill (FastGen profiles and compresses here) then, from forks of that prefill:
+ *   teacher forcing token by token (compression applied as decoding goes) → NLL, KL(full ‖ compressed), KV bytes at
+ *     the end, and decode-time recovery: at every step and layer, before the cache evicts, the share of the full
+ *     model's attention row (same tokens, same position) that falls on the positions this head still holds;
+ *   greedy continuation → matched prefix, ROUGE-L against the full greedy one;
+ *   sampled continuation with the full run's seed → judged against the full sample by the full cache's likelihood.
+ *
+ * Baselines run at the KV ratio the FastGen point just reached on the same prompt (matched memory).
+ */
+import type { BasicPolicyName, CacheOptions } from '../cache/policy.js';
+import { HYBRID_ORDER } from '../cache/policy.js';
+import type { SequenceKv } from '../cache/sequence-kv.js';
+import type { Model } from '../generate/model.js';
+import { Sampler } from '../generate/sampler.js';
+import { judge, klDivergence, logProbOf, logSoftmax, matchedPrefix, rougeL, sameTokens } from './metrics.js';
+import type { EvalPrompt } from './prompts.js';
+import { TappedSequenceKv } from './tapped-kv.js';
+import type { ConfigResult, ConfigSpec, EvalSettings, PromptResult } from './types.js';
+
+/** The configurations for these settings, in run order (each baseline right after the FastGen point it matches). */
+export function configSpecs(settings: EvalSettings, nHeads: number, nKvHeads: number): ConfigSpec[] {
+  const out: ConfigSpec[] = [];
+  const Ts = [...settings.thresholds].sort((a, b) => b - a);
+  for (const T of Ts) {
+    out.push({ key: `fastgen@${T}`, group: 'sweep', method: 'fastgen', T, gqa: 'mean' });
+    if (T < 1) for (const b of settings.baselines) out.push({ key: `${b}@${T}`, group: 'baseline', method: b, T });
+  }
+  if (settings.ablation) {
+    for (const p of HYBRID_ORDER) {
+      out.push({ key: `fastgen@${settings.ablationT}-${p}`, group: 'ablation', method: 'fastgen', T: settings.ablationT, gqa: 'mean', exclude: [p] });
+    }
+  }
+  if (settings.gqaMin && nKvHeads < nHeads) {
+    for (const T of Ts) if (T < 1) out.push({ key: `fastgen-min@${T}`, group: 'gqa-min', method: 'fastgen', T, gqa: 'min' });
+  }
+  return out;
+}
+
+/** Work estimate in "decode-token equivalents", for progress and ETA. */
+export function estimateCost(promptTokens: number, G: number, settings: EvalSettings, nConfigs: number): { full: number; config: number } {
+  const prefill = 0.5 * promptTokens;
+  const score = 0.8 * G;
+  return {
+    full: prefill + score + G * (2 + settings.controlPairs) + score * (1 + settings.controlPairs),
+    config: prefill + 3 * G + score,
+  };
+}
+
+interface Continuation {
+  tokens: number[];
+  /** tokens plus the stop token when generation ended on one: what the judge scores. */
+  scored: number[];
+  eos: boolean;
+  ms: number;
+}
+
+interface FullContext {
+  prefill: TappedSequenceKv;
+  lastLogits: Float32Array;
+  /** [G × vocab] log-probs of the reference tokens' positions. */
+  logProbs: Float64Array;
+  /** rows[layer][step]: nHeads × rowStride attention probabilities by position, for query position P + step. */
+  rows: Float32Array[][];
+  rowStride: number;
+  greedy: number[];
+  sample: Continuation;
+  sampleScore: number;
+}
+
+export class PromptEvaluator {
+  private readonly model: Model;
+  private readonly settings: EvalSettings;
+  private readonly vocab: number;
+
+  constructor(model: Model, settings: EvalSettings) {
+    this.model = model;
+    this.settings = settings;
+    this.vocab = model.config.vocabSize;
+  }
+
+  async run(prompt: EvalPrompt, index: number, onProgress?: (cost: number) => void): Promise<PromptResult> {
+    const t0 = performance.now();
+    const { settings, model } = this;
+    const c = model.config;
+    const specs = configSpecs(settings, c.nHeads, c.nKvHeads);
+    const cost = estimateCost(prompt.ids.length, prompt.reference.length, settings, specs.length);
+    const seed = settings.seed + 1000 * index;
+
+    const full = await this.fullRuns(prompt, seed);
+    const controls = [];
+    for (let k = 1; k <= settings.controlPairs; k++) {
+      const other = await this.sample(full.prefill.fork(), full.lastLogits, seed + k);
+      const score = await this.score(full, other.scored);
+      controls.push({ score, tokens: other.tokens.length, outcome: judge({ tokens: other.scored, score }, { tokens: full.sample.scored, score: full.sampleScore }) });
+    }
+    let fullNll = 0;
+    for (let i = 0; i < prompt.reference.length; i++) fullNll -= full.logProbs[i * this.vocab + prompt.reference[i]];
+    onProgress?.(cost.full);
+
+    const results: ConfigResult[] = [];
+    const ratioAt = new Map<number, number>();
+    try {
+      for (const spec of specs) {
+        let cache: CacheOptions;
+        let target: number | undefined;
+        if (spec.method === 'fastgen') {
+          cache = { policy: 'fastgen', recovery: spec.T, gqa: spec.gqa, exclude: spec.exclude };
+        } else {
+          target = ratioAt.get(spec.T);
+          if (target === undefined) throw new Error(`internal: baseline ${spec.key} before its FastGen point`);
+          // A ratio of 0 is not a cache; FastGen keeps at least BOS per head, so this floor is never the binding one.
+          cache = { policy: spec.method, ratio: Math.min(1, Math.max(target, 1e-6)) };
+        }
+        const res = await this.runConfig(spec, cache, prompt, full, seed, target);
+        if (spec.group === 'sweep') ratioAt.set(spec.T, res.tf.kvBytes / res.tf.fullKvBytes);
+        results.push(res);
+        onProgress?.(cost.config);
+      }
+    } finally {
+      full.prefill.release();
+    }
+
+    return {
+      prompt: {
+        id: prompt.id,
+        category: prompt.category,
+        source: prompt.source,
+        preview: prompt.preview,
+        promptTokens: prompt.ids.length,
+        referenceTokens: prompt.reference.length,
+      },
+      full: {
+        nllSum: fullNll,
+        tokens: prompt.reference.length,
+        greedyTokens: full.greedy.length,
+        sample: { tokens: full.sample.tokens.length, eos: full.sample.eos, score: full.sampleScore },
+        control: controls,
+      },
+      configs: results,
+      ms: performance.now() - t0,
+    };
+  }
+
+  // ---- full cache --------------------------------------------------------------------------------------------
+
+  private async fullRuns(prompt: EvalPrompt, seed: number): Promise<FullContext> {
+    const { model } = this;
+    const c = model.config;
+    const P = prompt.ids.length;
+    const R = prompt.reference;
+    const G = R.length;
+    const prefill = TappedSequenceKv.create(model, { policy: 'full' });
+    try {
+      const [lastLogits] = await model.backend.forward([{ kv: prefill, tokens: prompt.ids, logits: 'last' }]);
+
+      // Teacher-forced reference pass, token by token exactly as the compressed runs go (a batched pass would round
+      // differently and leave a ~1e-8 KL floor): log-probs of R[i] at every step, and the full attention rows of the
+      // query positions P .. P+G−2 (the tokens R[0..G−2]).
+      const rowStride = P + G;
+      const rows: Float32Array[][] = Array.from({ length: c.nLayers }, () => []);
+      const tf = prefill.fork();
+      tf.tap = (layer, kv, q, qStride, n, startPos) => {
+        for (let t = 0; t < n; t++) rows[layer][startPos - P + t] = this.attentionRows(kv, layer, q, t * qStride, startPos + t, rowStride);
+      };
+      const logProbs = new Float64Array(G * this.vocab);
+      const scratch = new Float64Array(this.vocab);
+      let logits = lastLogits;
+      for (let i = 0; i < G; i++) {
+        if (i > 0) [logits] = await model.backend.forward([{ kv: tf, tokens: [R[i - 1]], logits: 'last' }]);
+        logProbs.set(logSoftmax(logits, scratch), i * this.vocab);
+      }
+      tf.release();
+
+      const greedy = await this.decode(prefill.fork(), lastLogits, null);
+      const sample = await this.sample(prefill.fork(), lastLogits, seed);
+      const ctx: FullContext = { prefill, lastLogits, logProbs, rows, rowStride, greedy: greedy.tokens, sample, sampleScore: 0 };
+      ctx.sampleScore = await this.score(ctx, sample.scored);
+      return ctx;
+    } catch (e) {
+      prefill.release();
+      throw e;
+    }
+  }
+
+  /** softmax(q · K / √d) of every query head of `layer` at `pos`, over the (full) store, indexed by key position. */
+  private attentionRows(kv: TappedSequenceKv, layer: number, q: Float32Array, qOff: number, pos: number, stride: number): Float32Array {
+    const { nHeads, nKvHeads, headDim } = kv.shape;
+    const group = nHeads / nKvHeads;
+    const out = new Float32Array(nHeads * stride);
+    const scale = 1 / Math.sqrt(headDim);
+    for (let h = 0; h < nKvHeads; h++) {
+      const st = kv.store(layer, h);
+      const m = st.length;
+      const keys = new Float32Array(m * headDim);
+      for (let s = 0; s < m; s++) st.readKey(s, keys, s * headDim);
+      const logits = new Float64Array(m);
+      for (let g = 0; g < group; g++) {
+        const qh = h * group + g;
+        const qo = qOff + qh * headDim;
+        let max = -Infinity;
+        for (let s = 0; s < m; s++) {
+          if (st.positions[s] > pos) {
+            logits[s] = -Infinity;
+            continue;
+          }
+          const ko = s * headDim;
+          let d = 0;
+          for (let i = 0; i < headDim; i++) d += q[qo + i] * keys[ko + i];
+          logits[s] = d * scale;
+          if (logits[s] > max) max = logits[s];
+        }
+        let sum = 0;
+        for (let s = 0; s < m; s++) {
+          const e = logits[s] === -Infinity ? 0 : Math.exp(logits[s] - max);
+          logits[s] = e;
+          sum += e;
+        }
+        const base = qh * stride;
+        for (let s = 0; s < m; s++) if (logits[s] > 0) out[base + st.positions[s]] = logits[s] / sum;
+      }
+    }
+    return out;
+  }
+
+  /** Mean log-prob per token of `tokens` as a continuation of the prompt, under the full cache (teacher-forced). */
+  private async score(full: Pick<FullContext, 'prefill' | 'lastLogits'>, tokens: readonly number[]): Promise<number> {
+    if (tokens.length === 0) return 0;
+    let sum = logProbOf(full.lastLogits, tokens[0]);
+    if (tokens.length > 1) {
+      const kv = full.prefill.fork();
+      try {
+        const [all] = await this.model.backend.forward([{ kv, tokens: tokens.slice(0, -1), logits: 'all' }]);
+        for (let i = 1; i < tokens.length; i++) sum += logProbOf(all.subarray((i - 1) * this.vocab, i * this.vocab), tokens[i]);
+      } finally {
+        kv.release();
+      }
+    }
+    return sum / tokens.length;
+  }
+
+  private sample(kv: TappedSequenceKv, firstLogits: Float32Array, seed: number): Promise<Continuation> {
+    const sampler = new Sampler({ temperature: this.settings.temperature, topP: this.settings.topP, seed }, this.vocab);
+    return this.decode(kv, firstLogits, sampler);
+  }
+
+  /** Continue from a prefilled cache (greedy when sampler is null); releases the cache unless `keep` is set. */
+  private async decode(kv: TappedSequenceKv, firstLogits: Float32Array, sampler: Sampler | null, keep = false): Promise<Continuation> {
+    try {
+      return await continueSequence(this.model, kv, firstLogits, sampler, this.settings.maxTokens);
+    } finally {
+      if (!keep) kv.release();
+    }
+  }
+
+  // ---- one compressed configuration -------------------------------------------------------------------------
+
+  private async prefill(cache: CacheOptions, prompt: EvalPrompt): Promise<{ kv: TappedSequenceKv; lastLogits: Float32Array; ms: number }> {
+    const kv = TappedSequenceKv.create(this.model, cache);
+    try {
+      const t0 = performance.now();
+      const [lastLogits] = await this.model.backend.forward([{ kv, tokens: prompt.ids, logits: 'last' }]);
+      return { kv, lastLogits, ms: performance.now() - t0 };
+    } catch (e) {
+      kv.release();
+      throw e;
+    }
+  }
+
+  /**
+   * Teacher forcing over the reference, one token at a time from a fork of the compressed prefill, with decode-time
+   * recovery: at every step and layer, before eviction, the share of the full model's attention row (same position)
+   * that lies on the positions each KV head holds (mean over the group's query heads).
+   */
+  private async teacherForce(pre: { kv: TappedSequenceKv; lastLogits: Float32Array }, prompt: EvalPrompt, full: FullContext) {
+    const c = this.model.config;
+    const R = prompt.reference;
+    const G = R.length;
+    const P = prompt.ids.length;
+    const nKv = c.nKvHeads;
+    const group = c.nHeads / nKv;
+    const recSum = new Float64Array(c.nLayers * nKv);
+    let recSteps = 0;
+    const tf = pre.kv.fork();
+    tf.tap = (layer, kv, _q, _qs, n, startPos) => {
+      if (n !== 1) return;
+      const rows = full.rows[layer][startPos - P];
+      if (!rows) return;
+      if (layer === 0) recSteps++;
+      for (let h = 0; h < nKv; h++) {
+        const st = kv.store(layer, h);
+        let share = 0;
+        for (let g = 0; g < group; g++) {
+          const base = (h * group + g) * full.rowStride;
+          for (let s = 0; s < st.length; s++) share += rows[base + st.positions[s]];
+        }
+        recSum[layer * nKv + h] += share / group;
+      }
+    };
+    const scratch = new Float64Array(this.vocab);
+    let nll = 0;
+    let klSum = 0;
+    let klMax = 0;
+    try {
+      let logits = pre.lastLogits;
+      for (let i = 0; i < G; i++) {
+        if (i > 0) [logits] = await this.model.backend.forward([{ kv: tf, tokens: [R[i - 1]], logits: 'last' }]);
+        const lq = logSoftmax(logits, scratch);
+        nll -= lq[R[i]];
+        const kl = klDivergence(full.logProbs.subarray(i * this.vocab, (i + 1) * this.vocab), lq);
+        klSum += kl;
+        if (kl > klMax) klMax = kl;
+      }
+      const stats = tf.stats();
+      return { stats, nll, klSum, klMax, tokens: G, achieved: Array.from(recSum, (x) => (recSteps ? x / recSteps : 1)) };
+    } finally {
+      tf.release();
+    }
+  }
+
+  /**
+   * One cache configuration on one prompt. Baselines get `target`, the FastGen point's KV ratio: when the KV ratio
+   * they actually end the teacher-forced run with is off by more than one point (sink+local keeps its sinks on top of
+   * the ratio; local+frequent's two halves overlap), the ratio is corrected once by the difference and the
+   * configuration rerun, so that every method is compared at (nearly) the same end-of-generation memory.
+   */
+  private async runConfig(spec: ConfigSpec, cache: CacheOptions, prompt: EvalPrompt, full: FullContext, seed: number, target?: number): Promise<ConfigResult> {
+    let pre = await this.prefill(cache, prompt);
+    try {
+      let tf = await this.teacherForce(pre, prompt, full);
+      if (target !== undefined && cache.ratio !== undefined) {
+        const got = tf.stats.kvBytes / Math.max(1, tf.stats.fullKvBytes);
+        if (Math.abs(got - target) > 0.01) {
+          cache = { ...cache, ratio: Math.min(1, Math.max(1e-6, cache.ratio + (target - got))) };
+          pre.kv.release();
+          pre = await this.prefill(cache, prompt);
+          tf = await this.teacherForce(pre, prompt, full);
+        }
+      }
+
+      const greedy = await this.decode(pre.kv.fork(), pre.lastLogits, null);
+      const sampleKv = pre.kv.fork();
+      const sampler = new Sampler({ temperature: this.settings.temperature, topP: this.settings.topP, seed }, this.vocab);
+      const sample = await this.decode(sampleKv, pre.lastLogits, sampler, true);
+      const sampleStats = sampleKv.stats();
+      sampleKv.release();
+      const score = sameTokens(sample.scored, full.sample.scored) ? full.sampleScore : await this.score(full, sample.scored);
+
+      const result: ConfigResult = {
+        key: spec.key,
+        tf: {
+          kvBytes: tf.stats.kvBytes,
+          fullKvBytes: tf.stats.fullKvBytes,
+          pruned: tf.stats.prunedRatio,
+          nllSum: tf.nll,
+          tokens: tf.tokens,
+          klSum: tf.klSum,
+          klMax: tf.klMax,
+        },
+        greedy: {
+          tokens: greedy.tokens.length,
+          prefix: matchedPrefix(full.greedy, greedy.tokens),
+          rougeL: rougeL(full.greedy, greedy.tokens).f1,
+          identical: sameTokens(full.greedy, greedy.tokens),
+        },
+        sample: {
+          tokens: sample.tokens.length,
+          eos: sample.eos,
+          score,
+          outcome: judge({ tokens: sample.scored, score }, { tokens: full.sample.scored, score: full.sampleScore }),
+          pruned: sampleStats.prunedRatio,
+          prefillMs: pre.ms,
+          decodeMs: sample.ms,
+          profileMs: pre.kv.profileMs,
+        },
+        recovery: { achieved: tf.achieved },
+      };
+      if (target !== undefined) {
+        result.target = target;
+        result.ratio = cache.ratio;
+      }
+      if (spec.method === 'fastgen') {
+        result.policies = pre.kv.profiles.map((layer) => layer.map((hp) => hp.policy));
+        result.recovery.promised = pre.kv.profiles.flatMap((layer) => layer.map((hp) => hp.recoveries.find((r) => r.policy === hp.policy)?.recovery ?? 1));
+      }
+      return result;
+    } finally {
+      pre.kv.release();
+    }
+  }
+}
+
+/**
+ * Generate up to maxTokens from a prefilled cache whose last logits are `firstLogits` (greedy when sampler is null),
+ * stopping at EOS or a full context exactly as the engine's generation loop does (the stop token is not fed back).
+ */
+export async function continueSequence(
+  model: Model,
+  kv: SequenceKv,
+  firstLogits: Float32Array,
+  sampler: Sampler | null,
+  maxTokens: number,
+): Promise<{ tokens: number[]; scored: number[]; eos: boolean; ms: number }> {
+  const s = sampler ?? new Sampler({ temperature: 0 }, model.config.vocabSize);
+  const eosIds = new Set(model.tokenizer.eosIds);
+  const tokens: number[] = [];
+  const scored: number[] = [];
+  let eos = false;
+  const t0 = performance.now();
+  let logits = firstLogits;
+  for (;;) {
+    const id = s.sample(logits);
+    scored.push(id);
+    if (eosIds.has(id)) {
+      eos = true;
+      break;
+    }
+    tokens.push(id);
+    if (tokens.length >= maxTokens || kv.length >= model.config.maxSeqLen) break;
+    [logits] = await model.backend.forward([{ kv, tokens: [id], logits: 'last' }]);
+  }
+  return { tokens, scored, eos, ms: performance.now() - t0 };
+}
+
+/** The basic policies, for labels. */
+export function ablationLabel(exclude: readonly BasicPolicyName[] | undefined): string {
+  return exclude && exclude.length ? `without ${exclude.join(', ')}` : 'full set';
+}

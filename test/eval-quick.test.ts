@@ -1,0 +1,186 @@
+/**
+ * `fastgen eval --quick` on stories260K (grouped-query, fast on the reference backend): the invariants that must hold
+ * whatever the model, the evaluator's building blocks against the engine, and the CLI's outputs.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { evalCommand } from '../src/cli/eval.js';
+import { runEvaluation } from '../src/eval/evaluate.js';
+import { buildPrompts } from '../src/eval/prompts.js';
+import { continueSequence } from '../src/eval/runner.js';
+import { TappedSequenceKv } from '../src/eval/tapped-kv.js';
+import type { EvalReport } from '../src/eval/types.js';
+import { loadModel, type Model } from '../src/generate/model.js';
+import { Sampler } from '../src/generate/sampler.js';
+
+// Compiled to dist/test/: the repository root is two levels up, ../shared beside it.
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SHARED = process.env.FASTGEN_SHARED ?? join(ROOT, '..', 'shared');
+const MODEL = join(SHARED, 'models', 'stories260K', 'stories260K.bin');
+const DATA = join(SHARED, 'data');
+const SKIP = existsSync(MODEL) && existsSync(join(DATA, 'tinystories_sample.txt')) ? false : `stories260K or eval data not found under ${SHARED}: eval tests skipped`;
+
+let modelPromise: Promise<Model> | undefined;
+const model = () => (modelPromise ??= loadModel(MODEL));
+
+let quick: Promise<EvalReport> | undefined;
+const quickReport = async () => (quick ??= runEvaluation({ model: await model(), modelPath: MODEL, quick: true, jobs: 1, quiet: true, dataDir: DATA }));
+
+test('a forked FastGen cache decodes bit for bit like the original, and the tap sees the store before eviction', { skip: SKIP }, async () => {
+  const m = await model();
+  const prompt = m.encode('Once upon a time, there was a little girl named Lily. She loved to play outside.');
+  const cache = { policy: 'fastgen' as const, recovery: 0.9 };
+  const a = TappedSequenceKv.create(m, cache);
+  const b = m.newSequence(cache);
+  try {
+    const [la] = await m.backend.forward([{ kv: a, tokens: prompt, logits: 'last' }]);
+    const [lb] = await m.backend.forward([{ kv: b, tokens: prompt, logits: 'last' }]);
+    assert.deepEqual(la, lb);
+    const f = a.fork();
+    let seenBefore = -1;
+    let seenAfter = -1;
+    f.tap = (layer, kv) => {
+      if (layer === 0) seenBefore = kv.store(0, 0).length;
+    };
+    try {
+      let tok = 1000 % m.config.vocabSize;
+      for (let i = 0; i < 12; i++) {
+        const [lf] = await m.backend.forward([{ kv: f, tokens: [tok], logits: 'last' }]);
+        seenAfter = f.store(0, 0).length;
+        const [lb2] = await m.backend.forward([{ kv: b, tokens: [tok], logits: 'last' }]);
+        assert.deepEqual(lf, lb2, `step ${i}`);
+        assert.ok(seenBefore >= seenAfter, 'tap runs before eviction');
+        tok = new Sampler({ temperature: 0 }, m.config.vocabSize).sample(lf);
+      }
+      assert.deepEqual(f.stats(), b.stats());
+      // The original is untouched by the fork's decoding.
+      assert.equal(a.length, prompt.length);
+    } finally {
+      f.release();
+    }
+  } finally {
+    a.release();
+    b.release();
+  }
+});
+
+test('the evaluator’s decoding loop reproduces model.complete (full and FastGen caches, greedy and sampled)', { skip: SKIP }, async () => {
+  const m = await model();
+  const ids = m.encode('Tom had a red ball. He threw it to his dog.');
+  for (const cache of [{ policy: 'full' as const }, { policy: 'fastgen' as const, recovery: 0.93 }]) {
+    for (const sampling of [{ temperature: 0 }, { temperature: 0.6, topP: 0.9, seed: 77 }]) {
+      const ref = await m.complete(ids, { ...sampling, maxTokens: 40, cache });
+      const kv = TappedSequenceKv.create(m, cache);
+      try {
+        const [last] = await m.backend.forward([{ kv, tokens: ids, logits: 'last' }]);
+        const fork = kv.fork();
+        const got = await continueSequence(m, fork, last, sampling.temperature ? new Sampler(sampling, m.config.vocabSize) : null, 40);
+        assert.deepEqual(got.tokens, ref.tokens, `${cache.policy} ${JSON.stringify(sampling)}`);
+        assert.equal(fork.stats().kvBytes, ref.kv.kvBytes);
+        fork.release();
+      } finally {
+        kv.release();
+      }
+    }
+  }
+});
+
+test('prompts: deterministic, every category, reference continuations of the asked length, long ones fill the context', { skip: SKIP }, async () => {
+  const m = await model();
+  const opts = { count: 8, maxTokens: 32, dataDir: DATA, seed: 5 };
+  const a = await buildPrompts(m, opts);
+  const b = await buildPrompts(m, opts);
+  assert.deepEqual(a, b);
+  assert.deepEqual(new Set(a.map((p) => p.category)), new Set(['story', 'ood', 'story-long', 'ood-long']));
+  for (const p of a) {
+    assert.equal(p.reference.length, 32, p.id);
+    assert.equal(p.ids[0], m.tokenizer.bosId, p.id);
+    assert.ok(p.ids.length + p.reference.length <= m.config.maxSeqLen, p.id);
+    if (p.category.endsWith('long')) assert.equal(p.ids.length + p.reference.length, m.config.maxSeqLen - 4);
+  }
+  // More story prompts than the sample has cut points come from seeded full-cache generations.
+  const many = await buildPrompts(m, { count: 40, maxTokens: 32, dataDir: DATA, seed: 5 });
+  assert.ok(many.some((p) => p.source.startsWith('full-cache generation')));
+  assert.equal(new Set(many.map((p) => p.ids.join(','))).size, 40, 'prompts are distinct');
+});
+
+test('--quick: T = 1 is the full cache, pruning grows as T falls, the control lands near 50 %', { skip: SKIP }, async () => {
+  const r = await quickReport();
+  for (const inv of r.invariants) assert.ok(inv.ok, `${inv.name}: ${inv.detail}`);
+  assert.deepEqual(
+    r.invariants.map((i) => i.name),
+    [
+      'T = 1 prunes nothing',
+      'T = 1 matches the full cache exactly',
+      'pruning never decreases as T falls',
+      'pruning never decreases as T falls (gqa min)',
+      'full-vs-full control lands near 50 %',
+    ],
+  );
+  const one = r.points.find((p) => p.key === 'fastgen@1')!;
+  assert.equal(one.pruned, 0);
+  assert.equal(one.kl, 0);
+  assert.equal(one.win.rate, 0.5);
+  assert.equal(one.greedyIdentical, 1);
+  assert.ok(Math.abs(one.recoveryAchieved - 1) < 1e-6);
+  // Every lower T prunes something on this model, and every baseline ran at (nearly) the same memory.
+  for (const f of r.points.filter((p) => p.group === 'sweep' && p.T < 1)) {
+    assert.ok(f.pruned > 0.05, `T ${f.T} prunes ${f.pruned}`);
+    assert.ok(f.recoveryPromised! >= f.T, 'profiling keeps at least T of the prompt attention');
+    for (const b of r.points.filter((p) => p.group === 'baseline' && p.T === f.T)) {
+      assert.ok(Math.abs(b.pruned - f.pruned) < 0.03, `${b.key} pruned ${b.pruned} vs FastGen ${f.pruned}`);
+      assert.ok(b.kl > 0);
+    }
+  }
+  // GQA model: the min series is there and at least as conservative as mean.
+  for (const m of r.points.filter((p) => p.group === 'gqa-min')) {
+    const mean = r.points.find((p) => p.key === `fastgen@${m.T}`)!;
+    assert.ok(m.recoveryPromised! >= m.T);
+    assert.ok(m.pruned <= mean.pruned + 0.02, `min ${m.pruned} vs mean ${mean.pruned}`);
+  }
+  assert.ok(r.control.n >= 6);
+  assert.equal(r.model.attention, 'grouped-query');
+});
+
+test('worker threads give the same numbers as one thread', { skip: SKIP }, async () => {
+  const r1 = await quickReport();
+  const r2 = await runEvaluation({ modelPath: MODEL, quick: true, jobs: 2, quiet: true, dataDir: DATA });
+  const strip = (r: EvalReport) =>
+    r.prompts.map((p) => ({ ...p, ms: 0, configs: p.configs.map((c) => ({ ...c, sample: { ...c.sample, prefillMs: 0, decodeMs: 0, profileMs: 0 } })) }));
+  assert.deepEqual(strip(r2), strip(r1));
+  assert.equal(r2.settings.jobs, 2);
+});
+
+test('fastgen eval --quick --json writes the report, figures and a Markdown section, exit 0', { skip: SKIP }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fastgen-eval-'));
+  let out = '';
+  const stdout = { write: (s: string) => (out += s) };
+  try {
+    const code = await evalCommand(
+      ['--quick', '--json', '-m', MODEL, '--data', DATA, '-j', '1', '--out', join(dir, 'r.json'), '--svg-dir', join(dir, 'fig'), '--markdown', join(dir, 'results.md')],
+      { stdout },
+    );
+    assert.equal(code, 0);
+    const printed = JSON.parse(out) as EvalReport;
+    const saved = JSON.parse(readFileSync(join(dir, 'r.json'), 'utf8')) as EvalReport;
+    assert.deepEqual(saved.points, printed.points);
+    assert.equal(printed.model.name, 'stories260K');
+    for (const f of ['quality-vs-kv', 'policies-by-layer', 'recovery']) {
+      const svg = readFileSync(join(dir, 'fig', `stories260K-${f}.svg`), 'utf8');
+      assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+      assert.ok(svg.trimEnd().endsWith('</svg>'));
+    }
+    const md = readFileSync(join(dir, 'results.md'), 'utf8');
+    assert.match(md, /<!-- eval:stories260K:begin/);
+    assert.match(md, /\|\s+T \|/);
+    assert.match(md, /\(fig\/stories260K-quality-vs-kv\.svg\)/);
+    await assert.rejects(evalCommand(['--thresholds', '0.9,1.5', '-m', MODEL]), /each T must be in \(0, 1\]/);
+    await assert.rejects(evalCommand(['--backend', 'nope']), /unknown backend/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
