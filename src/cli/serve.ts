@@ -1,0 +1,183 @@
+/**
+ * `fastgen serve`: the OpenAI-compatible server.
+ *
+ *   fastgen serve [--model PATH] [--host 127.0.0.1] [--port 8080] [--kv-budget 512MiB] [--cache fastgen] [--recovery 0.95]
+ */
+import { parseArgs } from 'node:util';
+import type { CacheOptions } from '../cache/policy.js';
+import { FastgenError } from '../errors.js';
+import { loadModel, type LoadModelOptions } from '../generate/model.js';
+import { FastgenServer } from '../server/http.js';
+import { parseCacheField } from '../server/openai-types.js';
+import { numFlag, parseSize } from '../server/util.js';
+
+export const SERVE_USAGE = `Usage: fastgen serve [options]
+
+Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
+
+Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models,
+           GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize
+
+Options:
+  -m, --model PATH            llama2.c .bin or Hugging Face folder (default: the embedded stories15M)
+      --tokenizer PATH        tokenizer file when it is not next to the model
+      --backend NAME          compute backend (default cpu-ref)
+      --dtype f32|f16|q8_0    weight dtype (backend-dependent)
+      --kv-dtype f32|f16      KV cache element type (default f32)
+      --threads N             worker threads for backends that use them
+      --host HOST             address to bind (default 127.0.0.1)
+      --port N                port (default 8080; 0 = any free port)
+      --kv-budget SIZE        KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)
+      --page-tokens N         tokens per KV page (default 16)
+      --cache POLICY          default cache policy: fastgen, full, local, frequent, local+frequent, sink+local (default fastgen)
+      --recovery T            FastGen attention recovery threshold in (0, 1] (default 0.95)
+      --local-ratio R         FastGen local window as a fraction of the prompt (default 0.3)
+      --frequent-ratio R      FastGen heavy-hitter budget as a fraction of the length (default 0.3)
+      --max-running N         most requests in the running batch (default 64)
+      --max-queue N           most requests waiting for KV memory; beyond it 429 (default 256)
+      --served-model-name ID  model id clients send in "model" (default: the model's name)
+      --shutdown-timeout S    on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)
+      --no-calibrate          skip the FastGen capacity estimate at startup
+  -q, --quiet                 no per-request log lines
+  -h, --help                  show this help
+
+Per request, the extra field "cache" picks the policy, e.g. {"cache": {"policy": "full"}} or
+{"cache": {"policy": "fastgen", "recovery": 0.9}}; usage reports kv_peak_bytes and kv_full_bytes.`;
+
+const flags = {
+  model: { type: 'string', short: 'm' },
+  tokenizer: { type: 'string' },
+  backend: { type: 'string' },
+  dtype: { type: 'string' },
+  'kv-dtype': { type: 'string' },
+  threads: { type: 'string' },
+  host: { type: 'string' },
+  port: { type: 'string', short: 'p' },
+  'kv-budget': { type: 'string' },
+  'page-tokens': { type: 'string' },
+  cache: { type: 'string' },
+  recovery: { type: 'string' },
+  'local-ratio': { type: 'string' },
+  'frequent-ratio': { type: 'string' },
+  'max-running': { type: 'string' },
+  'max-queue': { type: 'string' },
+  'served-model-name': { type: 'string' },
+  'shutdown-timeout': { type: 'string' },
+  'no-calibrate': { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+function timestamp(): string {
+  return new Date().toISOString().replace('T', ' ').slice(0, 19);
+}
+
+export function logLine(line: string): void {
+  process.stderr.write(`INFO ${timestamp()} [fastgen] ${line}\n`);
+}
+
+/** Options of `serve` parsed into server options (exported for the load tester and tests). */
+export function parseServeArgs(args: string[]) {
+  const { values: v } = parseArgs({ args, options: flags, allowPositionals: false, strict: true });
+  const budget = parseSize(v['kv-budget'] ?? '512MiB', '--kv-budget');
+  const cache: CacheOptions = parseCacheField(
+    {
+      policy: v.cache ?? 'fastgen',
+      recovery: numFlag(v.recovery, 'recovery'),
+      local_ratio: numFlag(v['local-ratio'], 'local-ratio'),
+      frequent_ratio: numFlag(v['frequent-ratio'], 'frequent-ratio'),
+    },
+    '--cache',
+  )!;
+  const port = numFlag(v.port, 'port', { integer: true, min: 0, max: 65535 }) ?? 8080;
+  const load: LoadModelOptions = {
+    backend: v.backend as LoadModelOptions['backend'],
+    dtype: v.dtype as LoadModelOptions['dtype'],
+    kvDtype: v['kv-dtype'] as LoadModelOptions['kvDtype'],
+    threads: numFlag(v.threads, 'threads', { integer: true, min: 1 }),
+    tokenizerPath: v.tokenizer,
+    kvBudgetBytes: budget,
+    pageTokens: numFlag(v['page-tokens'], 'page-tokens', { integer: true, min: 1, max: 4096 }),
+  };
+  return {
+    help: v.help === true,
+    modelPath: v.model,
+    load,
+    host: v.host ?? '127.0.0.1',
+    port,
+    budget,
+    cache,
+    maxRunning: numFlag(v['max-running'], 'max-running', { integer: true, min: 1 }),
+    maxWaiting: numFlag(v['max-queue'], 'max-queue', { integer: true, min: 0 }),
+    servedModelName: v['served-model-name'],
+    shutdownMs: (numFlag(v['shutdown-timeout'], 'shutdown-timeout', { min: 0 }) ?? 30) * 1000,
+    calibrate: v['no-calibrate'] !== true,
+    quiet: v.quiet === true,
+  };
+}
+
+export async function serveCommand(args: string[]): Promise<number> {
+  let o: ReturnType<typeof parseServeArgs>;
+  try {
+    o = parseServeArgs(args);
+  } catch (e) {
+    process.stderr.write(`fastgen serve: ${e instanceof Error ? e.message : String(e)}\n\n${SERVE_USAGE}\n`);
+    return 2;
+  }
+  if (o.help) {
+    process.stdout.write(`${SERVE_USAGE}\n`);
+    return 0;
+  }
+
+  let server: FastgenServer;
+  try {
+    server = await FastgenServer.start({
+      load: () => loadModel(o.modelPath, o.load),
+      host: o.host,
+      port: o.port,
+      cache: o.cache,
+      kvBudgetBytes: o.budget,
+      maxRunning: o.maxRunning,
+      maxWaiting: o.maxWaiting,
+      servedModelName: o.servedModelName,
+      calibrate: o.calibrate,
+      log: logLine,
+      logRequests: !o.quiet,
+    });
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    process.stderr.write(`fastgen serve: cannot listen on ${o.host}:${o.port}: ${msg}\n`);
+    return 1;
+  }
+  logLine(`listening on ${server.url} (GET /health is 503 until the model is loaded); loading ${o.modelPath ?? 'the default model (stories15M)'}`);
+
+  let exitCode = 0;
+  const done = new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals === 1) {
+        logLine(`${sig}: graceful shutdown (in-flight requests get up to ${(o.shutdownMs / 1000).toFixed(0)} s; send again to stop now)`);
+        void server.shutdown(o.shutdownMs).then(resolve);
+      } else {
+        logLine(`${sig} again: cancelling in-flight requests`);
+        server.scheduler?.running.concat(server.scheduler.waiting).forEach((j) => j.cancel('shutdown'));
+        void server.shutdown(0).then(resolve);
+      }
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    void server.ready.catch((e) => {
+      exitCode = 1;
+      const msg = e instanceof FastgenError ? e.message : e instanceof Error ? e.message : String(e);
+      process.stderr.write(`fastgen serve: ${msg}\n`);
+      void server.shutdown(0).then(resolve);
+    });
+    server.http.once('close', () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    });
+  });
+  await done;
+  return exitCode;
+}

@@ -1,0 +1,653 @@
+/**
+ * Continuous batching over the shared KV page pool.
+ *
+ * Requests wait in a bounded FIFO queue and join the running batch at step boundaries. One step is one
+ * `backend.forward` over every running request: a newly admitted one pushes its prompt (prefill, its own forward item),
+ * the others their last sampled token (decode). Requests leave the batch as soon as they finish or are cancelled, and
+ * their pages go back to the pool before the next step.
+ *
+ * Admission is by KV memory, in pages of the pool:
+ *   - `full` reserves its worst case, ceil((prompt + max_tokens) / pageTokens) pages for each (layer, KV head);
+ *   - `fastgen` reserves an estimate: before profiling, the worst case scaled by the fraction of tokens FastGen
+ *     keeps (calibrated at startup, then learned from the requests that finish), in whole pages per head; after
+ *     profiling, from the pages it actually holds, each head projected to the end of the request at its keep rate;
+ *   - uniform baselines: their per-head budget.
+ *   A request is admitted when its reservation plus the growth the running requests still expect fits the budget, and
+ *   its prefill (the whole prompt at full size, before FastGen compresses it) fits in the pages free right now.
+ * Every step then re-checks the real need: the pages the step can allocate (one per head whose last page is full, the
+ * whole prompt for a prefill) must be free, else the youngest request is preempted — its pages released, the request
+ * requeued and later replayed from its prompt with the same seed, so its text is unchanged and nothing already sent to
+ * the client is sent twice. The pool therefore never runs out in the middle of a forward pass.
+ *
+ * Isolation: bad input is refused at submit (before it touches the pool); a failing sampler affects only its request;
+ * if a batched forward throws, every request of that batch is restarted and from then on run in a forward of its own,
+ * so only the request that fails again is failed.
+ */
+import { resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policy.js';
+import type { PagePool } from '../cache/page-pool.js';
+import { KvPoolExhaustedError } from '../errors.js';
+import type { Model } from '../generate/model.js';
+import type { GenerateOptions, GenerateResult, GenerationRequest } from '../generate/request.js';
+import type { GaugeSnapshot, ServerMetrics } from './metrics.js';
+
+export interface SchedulerOptions {
+  /** Most requests in the running batch (default 64). */
+  maxRunning?: number;
+  /** Most requests waiting for admission; beyond it, submit throws SchedulerRejectError('queue_full') (default 256). */
+  maxWaiting?: number;
+  /** KV budget the scheduler admits against (default: the pool's budget; it may only be lower). */
+  kvBudgetBytes?: number;
+  /** Cache options for requests that give none (merged under a request's own). Default { policy: 'fastgen' }. */
+  defaultCache?: CacheOptions;
+  /**
+   * Initial estimate of the fraction of a full cache's tokens a FastGen request keeps, for admitting requests not yet
+   * profiled (default 1, i.e. the full worst case). It is then learned from finished FastGen requests.
+   */
+  fastgenPrior?: number;
+  metrics?: ServerMetrics;
+  log?: (line: string) => void;
+}
+
+export type RejectReason = 'queue_full' | 'shutting_down' | 'too_large';
+
+/** A request refused at submit time (queue full → 429, shutting down → 503, can never fit the KV budget → 400). */
+export class SchedulerRejectError extends Error {
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'SchedulerRejectError';
+  }
+}
+
+/** A request that failed while running (its own failure; the others carry on). */
+export class JobFailedError extends Error {
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    this.name = 'JobFailedError';
+  }
+}
+
+export interface SubmitOptions extends GenerateOptions {
+  /** Called with each new piece of text, in order (never twice for the same text, even across preemptions). */
+  onText?: (text: string) => void;
+}
+
+export interface JobResult extends GenerateResult {
+  jobId: number;
+  /** Times the request was preempted for lack of memory and replayed. */
+  preemptions: number;
+  /** Most pool pages the request held after a step. */
+  peakPages: number;
+  queueMs: number;
+  /** Arrival → first sampled token. */
+  ttftMs: number;
+  latencyMs: number;
+  /** 'client' when cancelled by the caller, 'shutdown' when the server cancelled it while closing. */
+  cancelled?: 'client' | 'shutdown';
+}
+
+type JobState = 'waiting' | 'running' | 'done';
+
+export class Job {
+  readonly id: number;
+  readonly arrival = performance.now();
+  readonly promptIds: readonly number[];
+  readonly maxTokens: number;
+  readonly cache: ResolvedCacheOptions;
+  readonly result: Promise<JobResult>;
+  state: JobState = 'waiting';
+  /** The current attempt (replaced when the job is preempted and replayed). */
+  req: GenerationRequest;
+  admittedAt: number | undefined;
+  firstTokenAt: number | undefined;
+  /** Characters of text already delivered through onText. */
+  sent = 0;
+  /** Generated tokens already counted in the metrics. */
+  counted = 0;
+  preemptions = 0;
+  peakPages = 0;
+  /** Run in a forward of its own (after a batched forward failed). */
+  isolated = false;
+  failures = 0;
+  cancelled: 'client' | 'shutdown' | undefined;
+  resolve!: (r: JobResult) => void;
+  reject!: (e: unknown) => void;
+
+  constructor(
+    id: number,
+    req: GenerationRequest,
+    readonly genOptions: GenerateOptions,
+    readonly onText: ((text: string) => void) | undefined,
+    private readonly scheduler: Scheduler,
+  ) {
+    this.id = id;
+    this.req = req;
+    this.promptIds = req.promptIds;
+    this.maxTokens = genOptions.maxTokens ?? 256;
+    this.cache = req.kv.options;
+    this.result = new Promise<JobResult>((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    this.result.catch(() => {});
+  }
+
+  get policy(): string {
+    return this.cache.policy;
+  }
+
+  /** Stop generating; the pages go back to the pool at the next step boundary (at once when still waiting). */
+  cancel(reason: 'client' | 'shutdown' = 'client'): void {
+    this.scheduler.cancel(this, reason);
+  }
+}
+
+const PRIOR_WINDOW = 32;
+
+export class Scheduler {
+  readonly model: Model;
+  readonly pool: PagePool;
+  readonly maxRunning: number;
+  readonly maxWaiting: number;
+  readonly budgetBytes: number;
+  readonly budgetPages: number;
+  readonly defaultCache: CacheOptions;
+  readonly running: Job[] = [];
+  readonly waiting: Job[] = [];
+  peakRunning = 0;
+  peakWaiting = 0;
+  peakPagesUsed = 0;
+  /** Steps run so far. */
+  steps = 0;
+  private readonly metrics: ServerMetrics | undefined;
+  private readonly log: (line: string) => void;
+  private nextId = 1;
+  private loopActive = false;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+  private readonly heads: number;
+  private fastgenObserved: number[] = [];
+  private fastgenPriorValue: number;
+
+  constructor(model: Model, opts: SchedulerOptions = {}) {
+    this.model = model;
+    this.pool = model.pool;
+    this.maxRunning = opts.maxRunning ?? 64;
+    this.maxWaiting = opts.maxWaiting ?? 256;
+    if (!(this.maxRunning >= 1)) throw new RangeError('maxRunning must be ≥ 1');
+    if (!(this.maxWaiting >= 0)) throw new RangeError('maxWaiting must be ≥ 0');
+    this.budgetBytes = Math.min(opts.kvBudgetBytes ?? Number.POSITIVE_INFINITY, this.pool.budgetBytes);
+    this.budgetPages = Number.isFinite(this.budgetBytes) ? Math.floor(this.budgetBytes / this.pool.pageBytes) : Number.POSITIVE_INFINITY;
+    this.defaultCache = opts.defaultCache ?? { policy: 'fastgen' };
+    resolveCacheOptions(this.defaultCache);
+    this.metrics = opts.metrics;
+    this.log = opts.log ?? (() => {});
+    this.heads = model.config.nLayers * model.config.nKvHeads;
+    this.fastgenPriorValue = clamp(opts.fastgenPrior ?? 1, 0.02, 1);
+  }
+
+  /** Current estimate of the fraction of full-cache tokens a FastGen request keeps (used before it is profiled). */
+  get fastgenPrior(): number {
+    return this.fastgenPriorValue;
+  }
+
+  get idle(): boolean {
+    return this.running.length === 0 && this.waiting.length === 0;
+  }
+
+  get accepting(): boolean {
+    return !this.closed;
+  }
+
+  /** Pages a request of `promptTokens` needs at once for its prefill (every head at full size). */
+  prefillPages(promptTokens: number): number {
+    return this.heads * Math.ceil(promptTokens / this.pool.pageTokens);
+  }
+
+  /**
+   * Queue a request. Validates everything first (throws the engine's typed errors for bad options, or
+   * SchedulerRejectError), so a refused request never touches the pool or another request.
+   */
+  submit(promptIds: readonly number[], opts: SubmitOptions = {}): Job {
+    if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
+    const { onText, ...gen } = opts;
+    const cache: CacheOptions = { ...this.defaultCache, ...(gen.cache ?? {}) };
+    // A fixed seed makes a replay after preemption produce exactly the same tokens.
+    const genOptions: GenerateOptions = {
+      ...gen,
+      cache,
+      signal: undefined,
+      seed: gen.seed ?? Math.floor(Math.random() * 2 ** 31),
+      maxTokens: gen.maxTokens ?? 256,
+    };
+    const req = this.model.createRequest(promptIds, genOptions); // throws InvalidOptionError / ContextOverflowError
+    const need = this.prefillPages(req.promptIds.length);
+    if (need > this.budgetPages) {
+      req.kv.release();
+      throw new SchedulerRejectError(
+        'too_large',
+        `the prompt (${req.promptIds.length} tokens) needs ${need} KV pages (${need * this.pool.pageBytes} bytes) for its prefill, ` +
+          `but the whole KV budget is ${this.budgetPages} pages (${this.budgetBytes} bytes); shorten the prompt or raise --kv-budget`,
+      );
+    }
+    if (this.waiting.length >= this.maxWaiting) {
+      req.kv.release();
+      throw new SchedulerRejectError(
+        'queue_full',
+        `the server is at capacity: ${this.running.length} requests running and ${this.waiting.length} waiting (queue limit ${this.maxWaiting}); retry later`,
+      );
+    }
+    // Submitted with ids: truncation (if any) is already applied, and a replay must not truncate again.
+    const job = new Job(this.nextId++, req, { ...genOptions, truncatePrompt: false }, onText, this);
+    this.waiting.push(job);
+    if (this.waiting.length > this.peakWaiting) this.peakWaiting = this.waiting.length;
+    this.kick();
+    return job;
+  }
+
+  cancel(job: Job, reason: 'client' | 'shutdown'): void {
+    if (job.state === 'done' || job.cancelled) return;
+    job.cancelled = reason;
+    if (job.state === 'waiting') {
+      this.finishJob(job);
+      return;
+    }
+    // Running: its pages are released at the next step boundary (never in the middle of a forward).
+    this.kick();
+  }
+
+  /** Stop taking requests; let the running and waiting ones finish for up to graceMs, then cancel what is left. */
+  async drain(graceMs: number): Promise<void> {
+    this.closed = true;
+    if (this.idle) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      this.whenIdle().then(() => false),
+      new Promise<boolean>((r) => {
+        timer = setTimeout(() => r(true), Math.max(0, graceMs));
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.log(`shutdown: cancelling ${this.running.length} running and ${this.waiting.length} waiting requests`);
+      for (const j of [...this.waiting]) j.cancel('shutdown');
+      for (const j of [...this.running]) j.cancel('shutdown');
+      await this.whenIdle();
+    }
+  }
+
+  whenIdle(): Promise<void> {
+    if (this.idle && !this.loopActive) return Promise.resolve();
+    return new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  snapshot(modelName: string): GaugeSnapshot {
+    let kvTokenBytes = 0;
+    let kvFullBytes = 0;
+    const headsPerPolicy: Record<string, number> = {};
+    const runningPerPolicy: Record<string, number> = {};
+    for (const j of this.running) {
+      runningPerPolicy[j.policy] = (runningPerPolicy[j.policy] ?? 0) + 1;
+      if (j.req.kv.length === 0) continue;
+      const st = j.req.kv.stats();
+      kvTokenBytes += st.kvBytes;
+      kvFullBytes += st.fullKvBytes;
+      for (const [p, n] of Object.entries(st.headsPerPolicy)) headsPerPolicy[p] = (headsPerPolicy[p] ?? 0) + n;
+    }
+    return {
+      modelName,
+      running: this.running.length,
+      waiting: this.waiting.length,
+      peakRunning: this.peakRunning,
+      kvPagesUsed: this.pool.pagesInUse,
+      kvPagesTotal: this.budgetPages,
+      kvPageBytes: this.pool.pageBytes,
+      kvBudgetBytes: this.budgetBytes,
+      kvPeakPagesUsed: this.peakPagesUsed,
+      kvTokenBytes,
+      kvFullBytes,
+      headsPerPolicy,
+      runningPerPolicy,
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // The loop
+
+  private kick(): void {
+    if (this.loopActive) return;
+    this.loopActive = true;
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    try {
+      while (!this.idle) {
+        await this.step();
+        // Let the event loop deliver streamed text, take new requests and notice disconnects between steps.
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    } catch (e) {
+      // A bug in the scheduler itself: fail what is in flight rather than hang it.
+      this.log(`scheduler error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      for (const j of [...this.running, ...this.waiting]) this.finishJob(j, new JobFailedError(`internal scheduler error: ${String(e)}`, e));
+    } finally {
+      this.loopActive = false;
+      if (!this.idle) this.kick();
+      else {
+        const w = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const r of w) r();
+      }
+    }
+  }
+
+  /** One step: retire cancelled requests, admit, make sure this step's pages exist, run one batched forward. */
+  private async step(): Promise<void> {
+    for (const j of [...this.running]) if (j.cancelled) this.finishJob(j);
+    this.admit();
+    if (this.running.length === 0) return;
+    this.ensureStepMemory();
+    if (this.running.length === 0) return;
+    if (this.running.length > this.peakRunning) this.peakRunning = this.running.length;
+
+    const batch = this.running.slice();
+    const groups: Job[][] = [];
+    const shared = batch.filter((j) => !j.isolated);
+    if (shared.length) groups.push(shared);
+    for (const j of batch) if (j.isolated) groups.push([j]);
+
+    this.steps++;
+    this.metrics?.steps.inc();
+    this.metrics?.batchedSequences.inc(batch.length);
+    for (const group of groups) {
+      const inputs = group.map((j) => j.req.input());
+      const prefill = group.map((j) => j.req.kv.length === 0);
+      const t0 = performance.now();
+      let logits: Float32Array[];
+      try {
+        logits = await this.model.backend.forward(group.map((j, i) => ({ kv: j.req.kv, tokens: inputs[i], logits: 'last' as const })));
+        if (logits.length !== group.length) throw new Error(`backend returned ${logits.length} logits for ${group.length} sequences`);
+      } catch (e) {
+        this.forwardFailed(group, e);
+        continue;
+      }
+      const dt = performance.now() - t0;
+      for (let i = 0; i < group.length; i++) this.acceptOne(group[i], logits[i], dt, prefill[i]);
+    }
+    if (this.pool.pagesInUse > this.peakPagesUsed) this.peakPagesUsed = this.pool.pagesInUse;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------------
+  // Memory accounting
+
+  /** Pool pages a job holds now. */
+  private held(j: Job): number {
+    let n = 0;
+    for (const st of j.req.kv.stores) n += st.pages.length;
+    return n;
+  }
+
+  /** Pages the job's next forward can allocate: one per head whose last page is full, or its whole prompt for a prefill. */
+  private stepNeed(j: Job): number {
+    if (j.req.done) return 0;
+    const pt = this.pool.pageTokens;
+    const n = j.req.input().length;
+    let pages = 0;
+    for (const st of j.req.kv.stores) pages += Math.ceil((st.length + n) / pt) - Math.ceil(st.length / pt);
+    return pages;
+  }
+
+  private finalLength(j: Job): number {
+    return Math.min(this.model.config.maxSeqLen, j.promptIds.length + j.maxTokens);
+  }
+
+  /** Pages the job is expected to hold at its end (never less than it holds now). */
+  private reservation(j: Job): number {
+    const pt = this.pool.pageTokens;
+    const finalLen = this.finalLength(j);
+    const kv = j.req.kv;
+    let pages = 0;
+    if (kv.length === 0) {
+      const fullPages = this.heads * Math.ceil(finalLen / pt);
+      const c = j.cache;
+      if (c.policy === 'full') pages = fullPages;
+      else if (c.policy === 'fastgen') pages = this.heads * Math.ceil((this.fastgenPriorValue * finalLen) / pt);
+      else {
+        const sinks = c.policy === 'sink+local' ? c.sinkTokens : 0;
+        const perHead = Math.min(finalLen, (c.budget ?? Math.ceil((c.ratio ?? 0.5) * finalLen)) + sinks + 1);
+        pages = this.heads * Math.ceil(perHead / pt);
+      }
+    } else {
+      const n = kv.length;
+      const remaining = Math.max(0, finalLen - n);
+      for (const st of kv.stores) {
+        const projected = Math.min(finalLen, st.length + remaining, Math.ceil((st.length * finalLen) / n));
+        pages += Math.ceil(projected / pt);
+      }
+    }
+    return Math.max(pages, this.held(j));
+  }
+
+  private freePages(): number {
+    return this.budgetPages - this.pool.pagesInUse;
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0 && this.running.length < this.maxRunning) {
+      const j = this.waiting[0];
+      if (j.cancelled) {
+        this.finishJob(j);
+        continue;
+      }
+      const free = this.freePages();
+      let growth = 0;
+      let stepNeeds = 0;
+      for (const r of this.running) {
+        growth += Math.max(0, this.reservation(r) - this.held(r));
+        stepNeeds += this.stepNeed(r);
+      }
+      const need = this.reservation(j);
+      const prefill = this.stepNeed(j);
+      const fits = need + growth <= free && prefill + stepNeeds <= free;
+      if (!fits) {
+        if (this.running.length > 0) return; // FIFO: wait for memory to free up
+        if (prefill > free) {
+          // Nothing of ours runs, yet the prompt does not fit: someone else holds the pool's pages.
+          this.waiting.shift();
+          this.finishJob(
+            j,
+            new KvPoolExhaustedError(
+              `KV memory is held outside the scheduler: the prompt needs ${prefill} pages but only ${Math.max(0, free)} are free`,
+              prefill * this.pool.pageBytes,
+              Math.max(0, free) * this.pool.pageBytes,
+            ),
+          );
+          continue;
+        }
+        // Alone it may well fit (the reservation is an estimate); the step check stops it if it does not.
+      }
+      this.waiting.shift();
+      j.state = 'running';
+      if (j.admittedAt === undefined) {
+        j.admittedAt = performance.now();
+        this.metrics?.queueTime.observe((j.admittedAt - j.arrival) / 1000);
+        this.metrics?.promptTokens.inc(j.promptIds.length);
+      }
+      this.running.push(j);
+    }
+  }
+
+  /** Make sure this step's allocations cannot fail: preempt the youngest requests until they fit. */
+  private ensureStepMemory(): void {
+    for (;;) {
+      let need = 0;
+      for (const j of this.running) need += this.stepNeed(j);
+      const free = this.freePages();
+      if (need <= free) return;
+      if (this.running.length === 1) {
+        // A single request that outgrew the whole budget: end it like a full context.
+        const j = this.running[0];
+        this.log(`request ${j.id}: KV budget exhausted after ${j.req.generated.length} tokens; finishing it with finish_reason=length`);
+        j.req.stopReason = 'length';
+        this.finishJob(j);
+        return;
+      }
+      let victim = this.running[0];
+      for (const j of this.running) if (j.id > victim.id) victim = j;
+      this.preempt(victim);
+    }
+  }
+
+  /** Release the job's pages and put it back in the queue, to be replayed from its prompt. */
+  private preempt(j: Job): void {
+    this.removeRunning(j);
+    j.preemptions++;
+    this.metrics?.preemptions.inc();
+    this.log(`request ${j.id}: preempted after ${j.req.generated.length} tokens (KV pool short: ${this.pool.pagesInUse}/${this.budgetPages} pages); requeued`);
+    this.restart(j);
+  }
+
+  private restart(j: Job): void {
+    j.req.kv.release();
+    try {
+      j.req = this.model.createRequest(j.promptIds, j.genOptions);
+    } catch (e) {
+      this.finishJob(j, new JobFailedError(`could not restart the request: ${String(e)}`, e));
+      return;
+    }
+    j.state = 'waiting';
+    // Back into the queue in arrival order, so it goes before requests that came after it.
+    let i = 0;
+    while (i < this.waiting.length && this.waiting[i].id < j.id) i++;
+    this.waiting.splice(i, 0, j);
+    if (this.waiting.length > this.peakWaiting) this.peakWaiting = this.waiting.length;
+  }
+
+  private forwardFailed(group: Job[], e: unknown): void {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (group.length === 1) {
+      const j = group[0];
+      j.failures++;
+      this.removeRunning(j);
+      if (e instanceof KvPoolExhaustedError && j.failures < 3) {
+        this.log(`request ${j.id}: KV pool ran out during its forward; restarting it`);
+        this.restart(j);
+      } else {
+        this.log(`request ${j.id}: forward failed: ${msg}`);
+        this.finishJob(j, new JobFailedError(`generation failed: ${msg}`, e));
+      }
+      return;
+    }
+    // We cannot tell which sequence failed and every cache in the batch may be half-updated: restart them all, each
+    // in a forward of its own from now on, so that only the faulty one fails again.
+    this.log(`batched forward of ${group.length} requests failed (${msg}); restarting them one by one`);
+    for (const j of group) {
+      this.removeRunning(j);
+      j.isolated = true;
+      this.restart(j);
+    }
+  }
+
+  private acceptOne(j: Job, logits: Float32Array, dt: number, prefill: boolean): void {
+    if (j.state !== 'running') return;
+    try {
+      j.req.accept(logits);
+    } catch (e) {
+      this.removeRunning(j);
+      this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
+      return;
+    }
+    const now = performance.now();
+    if (prefill) {
+      j.req.prefillMs += dt;
+      if (j.cache.policy === 'fastgen' && this.metrics) {
+        for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc(n, { policy: p });
+      }
+    } else j.req.decodeMs += dt;
+    if (j.firstTokenAt === undefined) {
+      j.firstTokenAt = now;
+      this.metrics?.ttft.observe((now - j.arrival) / 1000);
+    }
+    const g = j.req.generated.length;
+    if (g > j.counted) {
+      this.metrics?.generationTokens.inc(g - j.counted);
+      j.counted = g;
+    }
+    const pages = this.held(j);
+    if (pages > j.peakPages) j.peakPages = pages;
+    if (j.req.text.length > j.sent) {
+      const piece = j.req.text.slice(j.sent);
+      j.sent = j.req.text.length;
+      try {
+        j.onText?.(piece);
+      } catch (e) {
+        this.log(`request ${j.id}: the consumer of its text failed (${String(e)}); cancelling it`);
+        j.cancelled = 'client';
+      }
+    }
+    if (j.req.done) this.finishJob(j);
+  }
+
+  /** Learn the fraction of a full cache's tokens FastGen requests keep at their peak, for admitting unprofiled ones. */
+  private observeFastgen(r: GenerateResult): void {
+    if (r.kv.peakFullKvBytes === 0) return;
+    this.fastgenObserved.push(r.kv.peakKvBytes / r.kv.peakFullKvBytes);
+    if (this.fastgenObserved.length > PRIOR_WINDOW) this.fastgenObserved.shift();
+    const mean = this.fastgenObserved.reduce((a, b) => a + b, 0) / this.fastgenObserved.length;
+    this.fastgenPriorValue = clamp(mean + 0.05, 0.02, 1);
+  }
+
+  private removeRunning(j: Job): void {
+    const i = this.running.indexOf(j);
+    if (i >= 0) this.running.splice(i, 1);
+  }
+
+  /** Take the job out of the scheduler, release its pages, settle its promise. Idempotent. */
+  private finishJob(j: Job, error?: unknown): void {
+    if (j.state === 'done') return;
+    this.removeRunning(j);
+    const wi = this.waiting.indexOf(j);
+    if (wi >= 0) this.waiting.splice(wi, 1);
+    j.state = 'done';
+    let result: GenerateResult | undefined;
+    try {
+      result = j.req.result(j.req.kv.profileMs);
+    } catch (e) {
+      error ??= e;
+    }
+    j.req.kv.release();
+    const now = performance.now();
+    const latency = (now - j.arrival) / 1000;
+    if (error || !result) {
+      this.metrics?.requests.inc(1, { finish_reason: 'error' });
+      j.reject(error);
+      return;
+    }
+    if (j.cancelled) result.stopReason = 'aborted';
+    else if (j.cache.policy === 'fastgen' && result.generatedTokens > 0) this.observeFastgen(result);
+    const reason = result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : result.stopReason === 'aborted' ? 'aborted' : 'length';
+    if (this.metrics) {
+      this.metrics.requests.inc(1, { finish_reason: reason });
+      this.metrics.e2e.observe(latency);
+      if (result.generatedTokens > 1 && j.firstTokenAt !== undefined) this.metrics.itl.observe((now - j.firstTokenAt) / 1000 / (result.generatedTokens - 1));
+      this.metrics.peakKv.observe(result.kv.peakKvBytes);
+    }
+    j.resolve({
+      ...result,
+      jobId: j.id,
+      preemptions: j.preemptions,
+      peakPages: j.peakPages,
+      queueMs: (j.admittedAt ?? now) - j.arrival,
+      ttftMs: (j.firstTokenAt ?? now) - j.arrival,
+      latencyMs: now - j.arrival,
+      cancelled: j.cancelled,
+    });
+  }
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(hi, Math.max(lo, x));
+}
