@@ -124,6 +124,8 @@ export interface PhaseReport {
 export interface LoadtestReport {
   url: string;
   model: string;
+  /** Backend of the in-process server (unknown with --url). */
+  backend?: string;
   contextLength: number;
   budgetBytes: number;
   budgetPages: number;
@@ -483,6 +485,7 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestReport> {
     const report: LoadtestReport = {
       url: base,
       model,
+      backend: server?.model?.backend.name,
       contextLength: ctx,
       budgetBytes,
       budgetPages,
@@ -518,7 +521,7 @@ function f(x: number, d = 2): string {
 export function formatReport(r: LoadtestReport): string {
   const lines: string[] = [];
   lines.push(
-    `model ${r.model} (context ${r.contextLength}); KV budget ${formatBytes(r.budgetBytes)} = ${r.budgetPages} pages of ${formatBytes(r.pageBytes)}; ` +
+    `model ${r.model} (context ${r.contextLength}${r.backend ? `, ${r.backend} backend` : ''}); KV budget ${formatBytes(r.budgetBytes)} = ${r.budgetPages} pages of ${formatBytes(r.pageBytes)}; ` +
       `${r.clients} clients, ${r.requests} requests per run, prompts ${r.promptTokens.join('-')} tokens, outputs ${r.maxTokens.join('-')} tokens`,
   );
   if (Number.isFinite(r.fullCacheFitsAtOnce)) {
@@ -554,6 +557,13 @@ export function formatReport(r: LoadtestReport): string {
       `FastGen vs full under the same budget: ${f(c.concurrencyGain)}× the peak concurrency, finished ${f(c.speedup)}× ${c.speedup >= 1 ? 'sooner' : 'slower'} ` +
         `(${c.fastgenServedMoreConcurrently ? 'more' : 'NOT more'} requests served at once; ${c.fastgenFinishedSooner ? 'finished sooner' : 'did NOT finish sooner'})`,
     );
+    if (r.backend === 'cpu-ref') {
+      lines.push(
+        'note: the cpu-ref backend runs the sequences of a step one after another (a step of B sequences costs B single steps), ' +
+          'so serving more at once shortens queueing and time to first token but hardly the total time; a backend that ' +
+          'batches sequences through one pass over the weights turns the extra concurrency into throughput.',
+      );
+    }
   }
   return lines.join('\n');
 }
