@@ -1,0 +1,183 @@
+// Float weights, f32 or f16:   out[t·rows + r] = Σ_c W[r·cols + c] · x[t·cols + c]   for t ∈ [0, T), r ∈ [r0, r1).
+// W is row-major [rows, cols] exactly as loaded (no padding): rows may start unaligned when cols % 4 ≠ 0, which
+// wasm loads allow. x and out are f32. The row range [r0, r1) lets threads split the rows.
+//
+// T = 1 (decode) streams W once, four rows at a time sharing each load of x.
+// T > 1 (prefill) register-blocks 2 rows × 4 tokens (8 accumulators): each weight vector loaded (and, for f16,
+// widened) is used four times and each x vector twice.
+//
+// The microkernels are generic over the weight element W (f32 or u16 = IEEE half); sizeof<W>() is a compile-time
+// constant, so each instantiation is straight-line code for one type. Offsets `i` count bytes of x; the matching
+// weight offset is i >> WSHIFT.
+
+import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './simd';
+
+@inline function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
+
+/** Four consecutive weights at p as f32x4. f16: load-and-sign-extend, then the shift/mask/scale of simd.ts. */
+@inline function loadW4<W>(p: usize): v128 {
+  if (sizeof<W>() == 2) {
+    return f32x4.mul(v128.and(i32x4.shl(v128.load16x4_s(p), 13), i32x4.splat(F16_MASK)), f16_scale());
+  }
+  return v128.load(p);
+}
+
+@inline function splatW<W>(p: usize): v128 {
+  if (sizeof<W>() == 2) return f32x4.splat(f16one(load<u16>(p)));
+  return v128.load32_splat(p);
+}
+
+@inline function loadW1<W>(p: usize): f32 {
+  if (sizeof<W>() == 2) return f16one(load<u16>(p));
+  return load<f32>(p);
+}
+
+@inline function gatherW<W>(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
+  if (sizeof<W>() == 2) return gather4h(p0, p1, p2, p3);
+  return gather4(p0, p1, p2, p3);
+}
+
+/** 4 rows × 1 token: o[0..4) = W[0..4) · x. w points at the first row. */
+@inline function r4t1<W>(o: usize, x: usize, w: usize, cols: i32): void {
+  const S = wshift<W>();
+  const wb = <usize>cols * sizeof<W>();
+  const w0 = w, w1 = w + wb, w2 = w1 + wb, w3 = w2 + wb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const xb = <usize>cols << 2;
+  const end = <usize>(cols & ~3) << 2;
+  let i: usize = 0;
+  for (; i < end; i += 16) {
+    const xv = v128.load(x + i);
+    const j = i >> S;
+    a0 = f32x4.add(a0, f32x4.mul(loadW4<W>(w0 + j), xv));
+    a1 = f32x4.add(a1, f32x4.mul(loadW4<W>(w1 + j), xv));
+    a2 = f32x4.add(a2, f32x4.mul(loadW4<W>(w2 + j), xv));
+    a3 = f32x4.add(a3, f32x4.mul(loadW4<W>(w3 + j), xv));
+  }
+  let s = hsum4(a0, a1, a2, a3);
+  for (; i < xb; i += 4) {
+    const j = i >> S;
+    s = f32x4.add(s, f32x4.mul(gatherW<W>(w0 + j, w1 + j, w2 + j, w3 + j), v128.load32_splat(x + i)));
+  }
+  v128.store(o, s);
+}
+
+/** 1 row × 1 token. */
+@inline function r1t1<W>(x: usize, w: usize, cols: i32): f32 {
+  const S = wshift<W>();
+  let a = f32x4.splat(0);
+  const xb = <usize>cols << 2;
+  const end = <usize>(cols & ~3) << 2;
+  let i: usize = 0;
+  for (; i < end; i += 16) a = f32x4.add(a, f32x4.mul(loadW4<W>(w + (i >> S)), v128.load(x + i)));
+  let s = hsum(a);
+  for (; i < xb; i += 4) s += loadW1<W>(w + (i >> S)) * load<f32>(x + i);
+  return s;
+}
+
+/** Store lane k of v at o + k·ldo: one row of out, four tokens. */
+@inline function storeColumn(o: usize, ldo: usize, v: v128): void {
+  v128.store32_lane(o, v, 0);
+  v128.store32_lane(o + ldo, v, 1);
+  v128.store32_lane(o + 2 * ldo, v, 2);
+  v128.store32_lane(o + 3 * ldo, v, 3);
+}
+
+/** 2 rows × 4 tokens. x points at token 0's row, o at out[t0, r]; ldo = bytes between tokens in out. */
+@inline function r2t4<W>(o: usize, ldo: usize, x: usize, w: usize, cols: i32): void {
+  const S = wshift<W>();
+  const xb = <usize>cols << 2;
+  const wb = <usize>cols * sizeof<W>();
+  const x0 = x, x1 = x + xb, x2 = x1 + xb, x3 = x2 + xb;
+  const w0 = w, w1 = w + wb;
+  let a00 = f32x4.splat(0), a01 = a00, a02 = a00, a03 = a00; // row 0, tokens 0..3
+  let a10 = a00, a11 = a00, a12 = a00, a13 = a00; //              row 1
+  const end = <usize>(cols & ~3) << 2;
+  let i: usize = 0;
+  for (; i < end; i += 16) {
+    const v0 = loadW4<W>(w0 + (i >> S)), v1 = loadW4<W>(w1 + (i >> S));
+    let xv = v128.load(x0 + i);
+    a00 = f32x4.add(a00, f32x4.mul(v0, xv));
+    a10 = f32x4.add(a10, f32x4.mul(v1, xv));
+    xv = v128.load(x1 + i);
+    a01 = f32x4.add(a01, f32x4.mul(v0, xv));
+    a11 = f32x4.add(a11, f32x4.mul(v1, xv));
+    xv = v128.load(x2 + i);
+    a02 = f32x4.add(a02, f32x4.mul(v0, xv));
+    a12 = f32x4.add(a12, f32x4.mul(v1, xv));
+    xv = v128.load(x3 + i);
+    a03 = f32x4.add(a03, f32x4.mul(v0, xv));
+    a13 = f32x4.add(a13, f32x4.mul(v1, xv));
+  }
+  let s0 = hsum4(a00, a01, a02, a03);
+  let s1 = hsum4(a10, a11, a12, a13);
+  for (; i < xb; i += 4) {
+    const xv = gather4(x0 + i, x1 + i, x2 + i, x3 + i);
+    s0 = f32x4.add(s0, f32x4.mul(splatW<W>(w0 + (i >> S)), xv));
+    s1 = f32x4.add(s1, f32x4.mul(splatW<W>(w1 + (i >> S)), xv));
+  }
+  storeColumn(o, ldo, s0);
+  storeColumn(o + 4, ldo, s1);
+}
+
+/** 1 row × 4 tokens (the odd last row of a prefill range). */
+@inline function r1t4<W>(o: usize, ldo: usize, x: usize, w: usize, cols: i32): void {
+  const S = wshift<W>();
+  const xb = <usize>cols << 2;
+  const x0 = x, x1 = x + xb, x2 = x1 + xb, x3 = x2 + xb;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  const end = <usize>(cols & ~3) << 2;
+  let i: usize = 0;
+  for (; i < end; i += 16) {
+    const v = loadW4<W>(w + (i >> S));
+    a0 = f32x4.add(a0, f32x4.mul(v, v128.load(x0 + i)));
+    a1 = f32x4.add(a1, f32x4.mul(v, v128.load(x1 + i)));
+    a2 = f32x4.add(a2, f32x4.mul(v, v128.load(x2 + i)));
+    a3 = f32x4.add(a3, f32x4.mul(v, v128.load(x3 + i)));
+  }
+  let s = hsum4(a0, a1, a2, a3);
+  for (; i < xb; i += 4) {
+    s = f32x4.add(s, f32x4.mul(splatW<W>(w + (i >> S)), gather4(x0 + i, x1 + i, x2 + i, x3 + i)));
+  }
+  storeColumn(o, ldo, s);
+}
+
+@inline function matmulFloat<W>(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  const xb = <usize>cols << 2; //           bytes per x row
+  const wb = <usize>cols * sizeof<W>(); // bytes per weight row
+  const ldo = <usize>rows << 2; //          bytes per out row
+  let r = r0;
+  if (T == 1) {
+    for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols);
+    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), r1t1<W>(x, w + <usize>r * wb, cols));
+    return;
+  }
+  // Row pairs outermost: the two weight rows stay in L1 while all T tokens stream past them.
+  for (; r + 2 <= r1; r += 2) {
+    const wr = w + <usize>r * wb;
+    let t = 0;
+    for (; t + 4 <= T; t += 4) r2t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
+    for (; t < T; t++) {
+      const o = out + <usize>t * ldo + (<usize>r << 2);
+      const xt = x + <usize>t * xb;
+      store<f32>(o, r1t1<W>(xt, wr, cols));
+      store<f32>(o + 4, r1t1<W>(xt, wr + wb, cols));
+    }
+  }
+  if (r < r1) {
+    const wr = w + <usize>r * wb;
+    let t = 0;
+    for (; t + 4 <= T; t += 4) r1t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
+    for (; t < T; t++) store<f32>(out + <usize>t * ldo + (<usize>r << 2), r1t1<W>(x + <usize>t * xb, wr, cols));
+  }
+}
+
+/** f32 weights [rows, cols]. */
+export function matmul_f32(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1);
+}
+
+/** f16 weights [rows, cols] as u16 bit patterns; must be finite (see simd.ts). */
+export function matmul_f16(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulFloat<u16>(out, x, w, T, rows, cols, r0, r1);
+}

@@ -1,0 +1,114 @@
+/**
+ * Job lists: kernel calls recorded into the shared memory, executed by kernels/jobs.ts run_jobs on every thread of
+ * the pool at once (or on one thread with WasmRuntime.runList). One dispatch per list, so a list should carry as much
+ * independent work as possible (e.g. the q, k and v projections), with barrier() where a later op reads an earlier
+ * op's output.
+ *
+ * Every method appends one record and returns its index, so a list built once can be replayed per token with only
+ * the changing arguments patched (setArg). `owner`: SPLIT (default) splits the op's rows / tokens / elements across
+ * the threads (ops that cannot be split run on thread 0); a thread number runs the whole op on that thread.
+ */
+import { JOB_BYTES, JOB_MAX_ARGS, OP, SPLIT } from './layout.js';
+import type { AttentionArgs, Ptr, Q8Matrix, WasmRuntime } from './runtime.js';
+
+export class JobList {
+  readonly ptr: Ptr;
+  readonly capacity: number;
+  private count = 0;
+  private readonly rt: WasmRuntime;
+
+  constructor(rt: WasmRuntime, capacity: number) {
+    this.rt = rt;
+    this.capacity = capacity;
+    this.ptr = rt.alloc(capacity * JOB_BYTES, 64);
+  }
+
+  /** Number of records. */
+  get length(): number {
+    return this.count;
+  }
+
+  clear(): this {
+    this.count = 0;
+    return this;
+  }
+
+  /** Overwrite argument `arg` of record `index` (e.g. the slot count of an attention op, per token). */
+  setArg(index: number, arg: number, value: number, isFloat = false): void {
+    if (index >= this.count || arg >= JOB_MAX_ARGS) throw new RangeError(`no argument ${arg} of job ${index}`);
+    const at = this.ptr + index * JOB_BYTES + 8 + arg * 4;
+    if (isFloat) this.rt.f32(at, 1)[0] = value;
+    else this.rt.i32(at, 1)[0] = value;
+  }
+
+  /** Append a record; args are i32 words except those listed in floatArgs. */
+  private push(op: number, owner: number, args: number[], floatArgs: number[] = []): number {
+    if (this.count >= this.capacity) throw new RangeError(`job list full (capacity ${this.capacity})`);
+    const base = this.ptr + this.count * JOB_BYTES;
+    const words = this.rt.i32(base, 2 + JOB_MAX_ARGS);
+    const floats = this.rt.f32(base, 2 + JOB_MAX_ARGS);
+    words[0] = op;
+    words[1] = owner;
+    for (let k = 0; k < args.length; k++) {
+      if (floatArgs.includes(k)) floats[2 + k] = args[k];
+      else words[2 + k] = args[k];
+    }
+    return this.count++;
+  }
+
+  /** Every thread waits here until all threads arrive. */
+  barrier(): number {
+    return this.push(OP.BARRIER, SPLIT, []);
+  }
+
+  matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT): number {
+    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols]);
+  }
+  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT): number {
+    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols]);
+  }
+  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT): number {
+    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols]);
+  }
+  matmulQ8F32(out: Ptr, x: Ptr, w: Q8Matrix, T: number, owner = SPLIT): number {
+    return this.push(OP.MATMUL_Q8_F32, owner, [out, x, w.qs, w.d, T, w.rows, w.cols]);
+  }
+  /** Split over tokens. */
+  quantizeQ8Act(xq: Ptr, xd: Ptr, x: Ptr, T: number, cols: number, owner = SPLIT): number {
+    return this.push(OP.QUANT_Q8_ACT, owner, [xq, xd, x, T, cols]);
+  }
+  /** Split over tokens. */
+  rmsnorm(out: Ptr, x: Ptr, w: Ptr, T: number, n: number, eps: number, owner = SPLIT): number {
+    return this.push(OP.RMSNORM, owner, [out, x, w, T, n, eps], [5]);
+  }
+  /** Split over tokens. */
+  rope(x: Ptr, T: number, nHeads: number, headDim: number, tables: { cos: Ptr; sin: Ptr }, pos: Ptr, owner = SPLIT): number {
+    return this.push(OP.ROPE, owner, [x, T, nHeads, headDim, tables.cos, tables.sin, pos]);
+  }
+  softmax(x: Ptr, n: number, owner = SPLIT): number {
+    return this.push(OP.SOFTMAX, owner, [x, n]);
+  }
+  /** Split over elements. */
+  swiglu(gate: Ptr, up: Ptr, n: number, owner = SPLIT): number {
+    return this.push(OP.SWIGLU, owner, [gate, up, n]);
+  }
+  /** Split over elements. */
+  add(x: Ptr, y: Ptr, n: number, owner = SPLIT): number {
+    return this.push(OP.ADD, owner, [x, y, n]);
+  }
+  /** Arguments 5 (nSlots) and 10 (queryPos) are the ones to patch per token. */
+  attention(a: AttentionArgs, owner = SPLIT): number {
+    return this.push(OP.ATTENTION, owner, [a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim,
+      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0], [8]);
+  }
+  kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, owner = SPLIT): number {
+    return this.push(OP.KV_WRITE, owner, [pool, pageTable, slot, k, v, pageTokens, headDim]);
+  }
+  /** Writes the index (i32) to result. */
+  argmax(result: Ptr, x: Ptr, n: number, owner = SPLIT): number {
+    return this.push(OP.ARGMAX, owner, [result, x, n]);
+  }
+  copy(dst: Ptr, src: Ptr, bytes: number, owner = SPLIT): number {
+    return this.push(OP.COPY, owner, [dst, src, bytes]);
+  }
+}

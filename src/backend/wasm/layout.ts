@@ -1,0 +1,87 @@
+/**
+ * Memory layouts shared between the AssemblyScript kernels (kernels/*.ts) and the JS side. Each constant here has a
+ * twin in the kernel source named in its comment; the tests exercise every one of them through the kernels.
+ */
+
+// ---- job lists (kernels/jobs.ts) ------------------------------------------------------------------------------
+
+/** Bytes per job record: [opcode, owner, 14 argument words]. */
+export const JOB_BYTES = 64;
+export const JOB_MAX_ARGS = 14;
+
+/** Opcodes of the job interpreter (kernels/jobs.ts OP_*). */
+export const OP = {
+  BARRIER: 1,
+  MATMUL_F32: 2,
+  MATMUL_F16: 3,
+  MATMUL_Q8: 4,
+  MATMUL_Q8_F32: 5,
+  QUANT_Q8_ACT: 6,
+  RMSNORM: 7,
+  ROPE: 8,
+  SOFTMAX: 9,
+  SWIGLU: 10,
+  ADD: 11,
+  ATTENTION: 12,
+  KV_WRITE: 13,
+  ARGMAX: 14,
+  COPY: 15,
+} as const;
+
+/** owner value: split the op across all threads (or thread 0 for ops that cannot be split). */
+export const SPLIT = -1;
+
+/**
+ * Pool control block, byte offsets. The first five words are read by the wasm barrier (kernels/jobs.ts); the rest are
+ * the JS-side dispatch protocol (pool.ts, worker.ts). Hot words sit on their own 64-byte line.
+ */
+export const CTRL = {
+  BAR_COUNT: 0, //        barrier arrivals (wasm)
+  BAR_GEN: 64, //         barrier generation (wasm); bumped on abort too, to release waiters
+  BAR_WAITERS: 128, //    threads asleep in the barrier (wasm)
+  ABORT: 192, //          1 = a thread failed: barriers return early, the list is abandoned
+  SPIN: 256, //           barrier spin iterations before sleeping (wasm)
+  SEQ: 320, //            dispatch sequence number: bumped by the main thread for each job list
+  DONE: 384, //           workers finished with the current list
+  SLEEPERS: 448, //       workers asleep waiting for SEQ (main notifies only if > 0)
+  MAIN_SLEEPING: 512, //  main thread asleep waiting for DONE (workers notify only if 1)
+  LIST: 576, //           job list pointer
+  COUNT: 580, //          job list length
+  QUIT: 584, //           1 = workers exit
+  ERROR: 640, //          byte length of the first worker error message (0 = none)
+  MESSAGE: 1024, //       the message, UTF-8
+} as const;
+export const CTRL_MESSAGE_BYTES = 1024;
+export const CTRL_BYTES = 2048;
+
+// ---- q8_0 (kernels/q8.ts) ------------------------------------------------------------------------------------
+
+/** Columns per q8_0 block. */
+export const Q8_BLOCK = 32;
+/** Blocks per row of `cols` columns. */
+export const q8Blocks = (cols: number): number => Math.ceil(cols / Q8_BLOCK);
+/** Bytes of the int8 values of a q8_0 weight matrix: int8 [rows][blocks·32] (last block zero-padded). */
+export const q8WeightBytes = (rows: number, cols: number): number => rows * q8Blocks(cols) * Q8_BLOCK;
+/** Bytes of its scales: f32 [rows][blocks]. */
+export const q8ScaleBytes = (rows: number, cols: number): number => rows * q8Blocks(cols) * 4;
+/** Bytes of quantized activations: int16 [T][blocks·32] (widened so the kernel's inner loop does not widen x). */
+export const q8ActBytes = (T: number, cols: number): number => T * q8Blocks(cols) * Q8_BLOCK * 2;
+
+// ---- paged KV store (kernels/attention.ts) ---------------------------------------------------------------------
+
+/**
+ * Paged KV layout. The pool is an array of equal pages; page i starts at pool + i·kvPageBytes(pageTokens, headDim)
+ * and holds pageTokens slots of one (layer, kv-head):
+ *
+ *   offset 0                          K: f32 [pageTokens][headDim]
+ *   offset pageTokens·headDim·4       V: f32 [pageTokens][headDim]
+ *
+ * A head's slot s lives in page pageTable[s / pageTokens] (Int32Array of page indices), row s % pageTokens.
+ * positions[s] (Int32Array) is the token position held by slot s; slots need not be in position order.
+ */
+export const KV_PAGE_TOKENS = 16;
+export const kvPageBytes = (pageTokens: number, headDim: number): number => 2 * pageTokens * headDim * 4;
+/** Byte offset of slot-in-page `row`'s key within its page. */
+export const kvKeyOffset = (row: number, headDim: number): number => row * headDim * 4;
+/** Byte offset of slot-in-page `row`'s value within its page. */
+export const kvValueOffset = (row: number, pageTokens: number, headDim: number): number => (pageTokens + row) * headDim * 4;

@@ -1,0 +1,178 @@
+/**
+ * Worker pool: threads − 1 workers plus the calling (main) thread run job lists together on the runtime's shared
+ * memory. Each worker instantiates the same compiled module on the same memory (worker.ts).
+ *
+ * Dispatch protocol (control block in the shared memory, offsets in layout.ts CTRL):
+ *   main:   store LIST/COUNT, DONE = 0, bump SEQ, notify only if a worker sleeps (SLEEPERS > 0);
+ *           run its own share (tid 0); wait for DONE == workers: spin first, then Atomics.wait.
+ *   worker: wait for SEQ to change (spin first, then Atomics.wait), run its share, DONE += 1,
+ *           notify only if the main thread sleeps (MAIN_SLEEPING).
+ * A wake-up through Atomics.wait/notify costs ~45 µs here, more than a whole small job list, so both sides spin
+ * for a while (spinMicros) before sleeping; while they spin, a token's dispatches cost ~1 µs each.
+ * Errors: a failing thread sets ABORT and bumps the barrier generation, so the others leave any barrier at once;
+ * run() then throws on the main thread, with the worker's message if it was a worker.
+ */
+import { Worker } from 'node:worker_threads';
+import { CTRL, CTRL_BYTES } from './layout.js';
+import type { JobList } from './jobs.js';
+import type { Ptr, WasmRuntime } from './runtime.js';
+
+export interface PoolOptions {
+  /** Threads including the calling one (default 2; 1 = no workers, lists run inline). */
+  threads?: number;
+  /** How long a waiting thread spins before it sleeps, in µs (default 200). */
+  spinMicros?: number;
+  /** Spin iterations of the wasm barrier before it sleeps (default 200000, roughly 100-200 µs). */
+  barrierSpin?: number;
+}
+
+/** What a worker receives (worker.ts). */
+export interface WorkerInit {
+  module: WebAssembly.Module;
+  memory: WebAssembly.Memory;
+  ctrl: Ptr;
+  tid: number;
+  threads: number;
+  spinMicros: number;
+}
+
+const W = (byteOffset: number): number => byteOffset >> 2; // Int32Array index of a CTRL offset
+
+export class WorkerPool {
+  readonly threads: number;
+  private readonly rt: WasmRuntime;
+  private readonly ctrlPtr: Ptr;
+  private readonly ctrl: Int32Array;
+  private readonly workers: Worker[];
+  private readonly exited: Promise<void>[];
+  private readonly spinMicros: number;
+  private closed = false;
+
+  static async create(rt: WasmRuntime, options: PoolOptions = {}): Promise<WorkerPool> {
+    const threads = Math.max(1, Math.floor(options.threads ?? 2));
+    const spinMicros = options.spinMicros ?? 200;
+    const ctrlPtr = rt.alloc(CTRL_BYTES, 64);
+    rt.u8(ctrlPtr, CTRL_BYTES).fill(0);
+    rt.i32(ctrlPtr + CTRL.SPIN, 1)[0] = options.barrierSpin ?? 200_000;
+    const workers: Worker[] = [];
+    const ready: Promise<void>[] = [];
+    for (let tid = 1; tid < threads; tid++) {
+      const init: WorkerInit = { module: rt.module, memory: rt.memory, ctrl: ctrlPtr, tid, threads, spinMicros };
+      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, execArgv: workerExecArgv() });
+      workers.push(w);
+      ready.push(new Promise<void>((resolve, reject) => {
+        w.once('message', () => resolve());
+        w.once('error', reject);
+        w.once('exit', (code) => reject(new Error(`WASM worker ${tid} exited during start-up (code ${code})`)));
+      }));
+    }
+    try {
+      await Promise.all(ready);
+    } catch (err) {
+      await Promise.all(workers.map((w) => w.terminate()));
+      throw err;
+    }
+    return new WorkerPool(rt, ctrlPtr, threads, workers, spinMicros);
+  }
+
+  private constructor(rt: WasmRuntime, ctrlPtr: Ptr, threads: number, workers: Worker[], spinMicros: number) {
+    this.rt = rt;
+    this.ctrlPtr = ctrlPtr;
+    this.ctrl = rt.i32(ctrlPtr, CTRL_BYTES / 4);
+    this.threads = threads;
+    this.workers = workers;
+    this.spinMicros = spinMicros;
+    this.exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
+    // A forgotten pool must not keep the process alive; close() re-refs them while it waits for their exit.
+    for (const w of workers) w.unref();
+  }
+
+  /** Run a job list on all threads; returns when every thread has finished it. Throws if any thread failed. */
+  run(list: JobList): void {
+    if (this.closed) throw new Error('WorkerPool is closed');
+    const nWorkers = this.workers.length;
+    if (nWorkers === 0) {
+      this.rt.runList(list);
+      return;
+    }
+    const c = this.ctrl;
+    Atomics.store(c, W(CTRL.LIST), list.ptr);
+    Atomics.store(c, W(CTRL.COUNT), list.length);
+    Atomics.store(c, W(CTRL.DONE), 0);
+    Atomics.add(c, W(CTRL.SEQ), 1);
+    if (Atomics.load(c, W(CTRL.SLEEPERS)) > 0) Atomics.notify(c, W(CTRL.SEQ));
+
+    let failure: unknown;
+    try {
+      if (this.rt.exports.run_jobs(list.ptr, list.length, 0, this.threads, this.ctrlPtr) !== 0) failure = null;
+    } catch (err) {
+      failure = err;
+      this.abort();
+    }
+    this.waitForWorkers(nWorkers);
+
+    const errLen = Atomics.load(c, W(CTRL.ERROR));
+    if (failure !== undefined || errLen !== 0 || Atomics.load(c, W(CTRL.ABORT)) !== 0) {
+      const message = errLen > 0 ? new TextDecoder().decode(this.rt.u8(this.ctrlPtr + CTRL.MESSAGE, errLen).slice()) : '';
+      // Leave the control block clean for the next list.
+      Atomics.store(c, W(CTRL.ERROR), 0);
+      Atomics.store(c, W(CTRL.ABORT), 0);
+      Atomics.store(c, W(CTRL.BAR_COUNT), 0);
+      if (failure) throw failure;
+      throw new Error(`WASM worker failed: ${message || 'job list aborted'}`);
+    }
+  }
+
+  /** Stop the workers and wait for them to exit. Further run() calls throw. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.workers) w.ref(); // keep the event loop alive until they have exited
+    Atomics.store(this.ctrl, W(CTRL.QUIT), 1);
+    Atomics.add(this.ctrl, W(CTRL.SEQ), 1);
+    Atomics.notify(this.ctrl, W(CTRL.SEQ));
+    await Promise.all(this.exited);
+  }
+
+  /** Make every thread abandon the current list: barriers return at once and report the abort. */
+  private abort(): void {
+    Atomics.store(this.ctrl, W(CTRL.ABORT), 1);
+    Atomics.add(this.ctrl, W(CTRL.BAR_GEN), 1);
+    Atomics.notify(this.ctrl, W(CTRL.BAR_GEN));
+  }
+
+  private waitForWorkers(n: number): void {
+    const c = this.ctrl;
+    const i = W(CTRL.DONE);
+    if (Atomics.load(c, i) >= n) return;
+    const deadline = performance.now() + this.spinMicros / 1000;
+    for (let k = 1; ; k++) {
+      if (Atomics.load(c, i) >= n) return;
+      if ((k & 255) === 0 && performance.now() > deadline) break;
+    }
+    // Sleep. A worker that finishes after we set MAIN_SLEEPING sees it and notifies; one that finished before
+    // changed DONE, which Atomics.wait re-checks, so no wake-up is lost.
+    Atomics.store(c, W(CTRL.MAIN_SLEEPING), 1);
+    for (let v = Atomics.load(c, i); v < n; v = Atomics.load(c, i)) Atomics.wait(c, i, v, 1000);
+    Atomics.store(c, W(CTRL.MAIN_SLEEPING), 0);
+  }
+}
+
+/**
+ * The parent's Node options minus those that only make sense for the main script: workers inherit execArgv, and a
+ * worker started by `node --input-type=module -e ...` fails on --input-type.
+ */
+function workerExecArgv(): string[] {
+  const out: string[] = [];
+  const argv = process.execArgv;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-e' || a === '--eval' || a === '-p' || a === '--print') {
+      i++; // and its code argument
+      continue;
+    }
+    if (a.startsWith('--input-type') || a.startsWith('--eval=') || a.startsWith('--print=')) continue;
+    out.push(a);
+  }
+  return out;
+}

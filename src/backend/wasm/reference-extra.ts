@@ -1,0 +1,160 @@
+/**
+ * Plain-TS references for the WASM kernels that src/backend/cpu-ref/math.ts does not cover: q8_0 quantization,
+ * IEEE half conversion, paged attention, argmax. Like math.ts they read like the formula; the quantizers reproduce
+ * the kernels' f32 arithmetic exactly (Math.fround after every operation), so the tests can demand bit equality.
+ */
+import { dot, softmax } from '../cpu-ref/math.js';
+
+const f = Math.fround;
+
+/** Round to nearest integer, ties to even (wasm `nearest`). */
+export function roundHalfEven(v: number): number {
+  const r = Math.round(v); // ties toward +∞
+  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+// ---- q8_0 ------------------------------------------------------------------------------------------------------
+
+export const QK = 32;
+
+/** One block: scale d = amax/127 (f32), values q = nearest(x · (1/d)) (f32 product), zeros beyond n. */
+function quantizeBlock(x: ArrayLike<number>, start: number, n: number, q: Int8Array | Int16Array, qStart: number): number {
+  let amax = 0;
+  for (let c = 0; c < n; c++) amax = Math.max(amax, Math.abs(x[start + c]));
+  const d = f(amax / 127);
+  const id = d !== 0 ? f(1 / d) : 0;
+  for (let c = 0; c < QK; c++) q[qStart + c] = c < n ? roundHalfEven(f(x[start + c] * id)) : 0;
+  return d;
+}
+
+/** f32 [rows, cols] → q8_0: qs int8 [rows][nb·32], d f32 [rows][nb] (layout of kernels/q8.ts). */
+export function quantizeQ8_0(w: Float32Array, rows: number, cols: number): { qs: Int8Array; d: Float32Array } {
+  const nb = Math.ceil(cols / QK);
+  const qs = new Int8Array(rows * nb * QK);
+  const d = new Float32Array(rows * nb);
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      d[r * nb + b] = quantizeBlock(w, r * cols + b * QK, Math.min(QK, cols - b * QK), qs, (r * nb + b) * QK);
+    }
+  }
+  return { qs, d };
+}
+
+/** Activations: same blocks, int16 storage: xq [T][nb·32], xd [T][nb]. */
+export function quantizeQ8Act(x: Float32Array, T: number, cols: number): { q: Int16Array; d: Float32Array } {
+  const nb = Math.ceil(cols / QK);
+  const q = new Int16Array(T * nb * QK);
+  const d = new Float32Array(T * nb);
+  for (let t = 0; t < T; t++) {
+    for (let b = 0; b < nb; b++) {
+      d[t * nb + b] = quantizeBlock(x, t * cols + b * QK, Math.min(QK, cols - b * QK), q, (t * nb + b) * QK);
+    }
+  }
+  return { q, d };
+}
+
+/** q8_0 → f32 [rows, cols]: w = d·q, rounded once to f32 as the kernel does. */
+export function dequantizeQ8_0(qs: Int8Array | Int16Array, d: Float32Array, rows: number, cols: number): Float32Array {
+  const nb = Math.ceil(cols / QK);
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) out[r * cols + c] = d[r * nb + (c >> 5)] * qs[r * nb * QK + c];
+  }
+  return out;
+}
+
+/**
+ * q8_0 weights × q8 activations: out[t, r] = Σ_b (dw[r,b]·dx[t,b]) · Σ_{c∈b} qw·qx, with the per-block integer sum
+ * exact and the rest in f64 (the kernel rounds to f32 along the way; compare with an f32 tolerance).
+ */
+export function matmulQ8_0(out: Float32Array, xq: Int16Array, xd: Float32Array, wq: Int8Array, wd: Float32Array,
+  T: number, rows: number, cols: number): void {
+  const nb = Math.ceil(cols / QK);
+  for (let t = 0; t < T; t++) {
+    for (let r = 0; r < rows; r++) {
+      let sum = 0;
+      for (let b = 0; b < nb; b++) {
+        let isum = 0;
+        for (let c = 0; c < QK; c++) isum += wq[(r * nb + b) * QK + c] * xq[(t * nb + b) * QK + c];
+        sum += f(wd[r * nb + b] * xd[t * nb + b]) * isum;
+      }
+      out[t * rows + r] = sum;
+    }
+  }
+}
+
+// ---- IEEE half ---------------------------------------------------------------------------------------------------
+
+/** Half bits → number (exact). */
+export function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 31) return m ? NaN : sign * Infinity;
+  return sign * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** number (taken as f32) → half bits, round to nearest even; overflow → inf; NaN → quiet NaN keeping payload bits. */
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+export function f32ToF16(x: number): number {
+  f32Scratch[0] = x;
+  const bits = u32Scratch[0];
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = (bits >>> 23) & 0xff;
+  let mant = bits & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    const half = mant >>> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const halfway = 1 << (shift - 1);
+    return sign | (half + (rem > halfway || (rem === halfway && (half & 1)) ? 1 : 0));
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
+  return sign | h;
+}
+
+// ---- attention over pages -------------------------------------------------------------------------------------
+
+/**
+ * The kernels/attention.ts contract on plain arrays. pool: all pages as one Float32Array (page i at
+ * i·2·pageTokens·headDim floats: K rows then V rows). Returns out [headDim] and probs [nSlots].
+ */
+export function pagedAttention(q: Float32Array, pool: Float32Array, pageTable: Int32Array, nSlots: number,
+  pageTokens: number, headDim: number, scale: number, positions?: Int32Array, queryPos = 0): { out: Float32Array; probs: Float32Array } {
+  const pageFloats = 2 * pageTokens * headDim;
+  const keyAt = (s: number): number => pageTable[Math.floor(s / pageTokens)] * pageFloats + (s % pageTokens) * headDim;
+  const valueAt = (s: number): number => keyAt(s) + pageTokens * headDim;
+  const probs = new Float32Array(nSlots);
+  const out = new Float32Array(headDim);
+  const live: number[] = [];
+  for (let s = 0; s < nSlots; s++) if (!positions || positions[s] <= queryPos) live.push(s);
+  if (live.length === 0) return { out, probs };
+  const scores = new Float32Array(live.length);
+  live.forEach((s, i) => { scores[i] = dot(q, 0, pool, keyAt(s), headDim) * scale; });
+  softmax(scores);
+  live.forEach((s, i) => { probs[s] = scores[i]; });
+  for (let d = 0; d < headDim; d++) {
+    let sum = 0;
+    for (const s of live) sum += probs[s] * pool[valueAt(s) + d];
+    out[d] = sum;
+  }
+  return { out, probs };
+}
+
+/** First index of the maximum; NaN never wins. */
+export function argmax(x: Float32Array, n = x.length): number {
+  let best = -Infinity;
+  let at = 0;
+  for (let i = 0; i < n; i++) if (x[i] > best) { best = x[i]; at = i; }
+  return at;
+}

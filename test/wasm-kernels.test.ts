@@ -1,0 +1,400 @@
+// Every WASM kernel against the plain-TS references (src/backend/cpu-ref/math.ts, src/backend/wasm/reference-extra.ts)
+// on random inputs, with sizes that are not multiples of the vector width (4) or the q8 block (32).
+// Tolerances: f32 results may differ from the f64 references only by f32 rounding, so |got − want| ≤ 1e-5 · Σ|terms|
+// (the sum of absolute values of what was added: relative error is meaningless where a sum cancels to ~0).
+// Quantization and half conversion are compared bit for bit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WasmRuntime, type Ptr } from '../src/backend/wasm/runtime.js';
+import { matmul, rmsnorm, ropeRotateHalf, softmax, swiglu } from '../src/backend/cpu-ref/math.js';
+import * as ref from '../src/backend/wasm/reference-extra.js';
+import { q8ActBytes, q8Blocks, kvPageBytes, kvKeyOffset, kvValueOffset } from '../src/backend/wasm/layout.js';
+
+const rt = await WasmRuntime.create();
+
+// ---- helpers -------------------------------------------------------------------------------------------------
+
+/** mulberry32: small deterministic PRNG. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+const rand = rng(12345);
+function randomF32(n: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (rand() * 2 - 1) * scale;
+  return a;
+}
+const abs = (a: Float32Array): Float32Array => a.map(Math.abs);
+
+/** |got[i] − want[i]| ≤ tol · bound[i] (+ a denormal-sized floor), with a readable message on failure. */
+function assertClose(got: ArrayLike<number>, want: ArrayLike<number>, bound: ArrayLike<number> | number, label: string, tol = 1e-5): void {
+  assert.equal(got.length, want.length, `${label}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const b = typeof bound === 'number' ? bound : bound[i];
+    const err = Math.abs(got[i] - want[i]);
+    if (!(err <= tol * b + 1e-30)) assert.fail(`${label}: [${i}] got ${got[i]}, want ${want[i]} (|err| ${err.toExponential(2)} > ${tol} × ${b.toExponential(2)})`);
+  }
+}
+
+function bitsEqual(got: ArrayLike<number>, want: ArrayLike<number>, label: string): void {
+  assert.equal(got.length, want.length, `${label}: length`);
+  for (let i = 0; i < want.length; i++) {
+    if (!Object.is(got[i], want[i])) assert.fail(`${label}: [${i}] got ${got[i]}, want ${want[i]}`);
+  }
+}
+
+/** Run fn with arena scratch that is released afterwards. */
+function scoped<T>(fn: () => T): T {
+  const m = rt.mark();
+  try {
+    return fn();
+  } finally {
+    rt.reset(m);
+  }
+}
+
+const COLS = [1, 3, 4, 5, 33, 288, 291];
+const ROWS = [1, 7, 768];
+const TOKENS = [1, 3, 17];
+
+// ---- matmuls -------------------------------------------------------------------------------------------------
+
+/** Run a matmul kernel on rows [r0, r1) into a NaN-filled out; check those rows and that the others were not touched. */
+function checkMatmul(label: string, T: number, rows: number, cols: number, W: Float32Array, x: Float32Array,
+  run: (out: Ptr, r0: number, r1: number) => void): void {
+  const want = new Float32Array(T * rows);
+  const bound = new Float32Array(T * rows);
+  matmul(want, x, W, T, rows, cols);
+  matmul(bound, abs(x), abs(W), T, rows, cols);
+  scoped(() => {
+    const out = rt.alloc(T * rows * 4);
+    // Whole range, then an odd sub-range (as a thread would get) on a fresh NaN-filled output.
+    rt.f32(out, T * rows).fill(NaN);
+    run(out, 0, rows);
+    assertClose(rt.f32(out, T * rows), want, bound, `${label} T=${T} rows=${rows} cols=${cols}`);
+    const r0 = Math.min(rows, 1), r1 = Math.max(r0, rows - 2);
+    rt.f32(out, T * rows).fill(NaN);
+    run(out, r0, r1);
+    const got = rt.f32(out, T * rows);
+    for (let t = 0; t < T; t++) {
+      for (let r = 0; r < rows; r++) {
+        const i = t * rows + r;
+        if (r >= r0 && r < r1) assertClose([got[i]], [want[i]], [bound[i]], `${label} sub-range [${t},${r}]`);
+        else assert.ok(Number.isNaN(got[i]), `${label}: row ${r} outside [${r0},${r1}) was written`);
+      }
+    }
+  });
+}
+
+test('matmul f32 matches the reference (decode and prefill shapes, odd sizes, row sub-ranges)', () => {
+  for (const cols of COLS) for (const rows of ROWS) {
+    const W = randomF32(rows * cols);
+    for (const T of TOKENS) {
+      const x = randomF32(T * cols);
+      scoped(() => {
+        const w = rt.putF32(W), xp = rt.putF32(x);
+        checkMatmul('f32', T, rows, cols, W, x, (out, r0, r1) => rt.matmulF32(out, xp, w, T, rows, cols, r0, r1));
+      });
+    }
+  }
+});
+
+test('matmul f16 matches the reference on the dequantized weights', () => {
+  for (const cols of COLS) for (const rows of ROWS) {
+    // Mix of magnitudes so that subnormal halves (|w| < 6.1e-5) occur too.
+    const W32 = randomF32(rows * cols).map((v, i) => (i % 7 === 0 ? v * 1e-4 : v));
+    const bits = Uint16Array.from(W32, ref.f32ToF16);
+    const W = Float32Array.from(bits, ref.f16ToF32);
+    for (const T of TOKENS) {
+      const x = randomF32(T * cols);
+      scoped(() => {
+        const w = rt.putU16(bits), xp = rt.putF32(x);
+        checkMatmul('f16', T, rows, cols, W, x, (out, r0, r1) => rt.matmulF16(out, xp, w, T, rows, cols, r0, r1));
+      });
+    }
+  }
+});
+
+test('q8_0 weight and activation quantization are bit-exact with the reference', () => {
+  for (const cols of COLS) for (const rows of [1, 7, 40]) {
+    const W = randomF32(rows * cols, 3);
+    if (cols >= 32) W.fill(0, 0, 32); // an all-zero block: d = 0, q = 0
+    if (cols >= 64 || (cols >= 33 && rows > 1)) {
+      // A block with amax = 127 (d = 1, 1/d = 1) and exact .5 ties: nearest-even must give 2, -2, 4, 0.
+      const at = cols >= 64 ? 32 : cols;
+      W.set([127, 2.5, -2.5, 3.5, 0.5], at);
+      for (let c = at + 5; c < Math.min(at + 32, W.length); c++) W[c] = 1;
+    }
+    const want = ref.quantizeQ8_0(W, rows, cols);
+    scoped(() => {
+      const q = rt.quantizeQ8(W, rows, cols);
+      bitsEqual(rt.i8(q.qs, want.qs.length), want.qs, `q8 qs rows=${rows} cols=${cols}`);
+      bitsEqual(rt.f32(q.d, want.d.length), want.d, `q8 d rows=${rows} cols=${cols}`);
+      // Same from a pointer into wasm memory, and the dequantizer.
+      const q2 = rt.quantizeQ8(rt.putF32(W), rows, cols);
+      bitsEqual(rt.i8(q2.qs, want.qs.length), want.qs, 'q8 qs (from Ptr)');
+      const deq = rt.alloc(rows * cols * 4);
+      rt.dequantizeQ8(deq, q);
+      bitsEqual(rt.f32(deq, rows * cols), ref.dequantizeQ8_0(want.qs, want.d, rows, cols), 'q8 dequantize');
+    });
+    const x = randomF32(3 * cols, 5);
+    const wantX = ref.quantizeQ8Act(x, 3, cols);
+    scoped(() => {
+      const xq = rt.alloc(q8ActBytes(3, cols)), xd = rt.alloc(3 * q8Blocks(cols) * 4);
+      rt.quantizeQ8Act(xq, xd, rt.putF32(x), 3, cols);
+      bitsEqual(rt.i16(xq, wantX.q.length), wantX.q, `q8 act q cols=${cols}`);
+      bitsEqual(rt.f32(xd, wantX.d.length), wantX.d, `q8 act d cols=${cols}`);
+    });
+  }
+  assert.deepEqual([2.5, -2.5, 3.5, 0.5, 1.5, -0.5].map(ref.roundHalfEven), [2, -2, 4, 0, 2, -0]);
+});
+
+test('matmul q8_0 × q8 activations matches the integer-block reference', () => {
+  for (const cols of COLS) for (const rows of ROWS) for (const T of TOKENS) {
+    const W = randomF32(rows * cols);
+    const x = randomF32(T * cols);
+    const wq = ref.quantizeQ8_0(W, rows, cols);
+    const xq = ref.quantizeQ8Act(x, T, cols);
+    const want = new Float32Array(T * rows);
+    const bound = new Float32Array(T * rows);
+    ref.matmulQ8_0(want, xq.q, xq.d, wq.qs, wq.d, T, rows, cols);
+    ref.matmulQ8_0(bound, xq.q.map(Math.abs), xq.d, wq.qs.map(Math.abs), wq.d, T, rows, cols);
+    scoped(() => {
+      const w = rt.quantizeQ8(W, rows, cols);
+      const xqp = rt.alloc(q8ActBytes(T, cols)), xdp = rt.alloc(T * q8Blocks(cols) * 4);
+      rt.quantizeQ8Act(xqp, xdp, rt.putF32(x), T, cols);
+      const out = rt.alloc(T * rows * 4);
+      rt.f32(out, T * rows).fill(NaN);
+      rt.matmulQ8(out, xqp, xdp, w, T);
+      assertClose(rt.f32(out, T * rows), want, bound, `q8 T=${T} rows=${rows} cols=${cols}`);
+    });
+  }
+});
+
+test('matmul q8_0 × f32 activations (dequantize on the fly) matches the reference on dequantized weights', () => {
+  for (const cols of COLS) for (const rows of ROWS) for (const T of [1, 3]) {
+    const W32 = randomF32(rows * cols);
+    const wq = ref.quantizeQ8_0(W32, rows, cols);
+    const W = ref.dequantizeQ8_0(wq.qs, wq.d, rows, cols);
+    const x = randomF32(T * cols);
+    scoped(() => {
+      const w = rt.quantizeQ8(W32, rows, cols);
+      const xp = rt.putF32(x);
+      checkMatmul('q8×f32', T, rows, cols, W, x, (out, r0, r1) => rt.matmulQ8F32(out, xp, w, T, r0, r1));
+    });
+  }
+});
+
+// ---- f16 conversion ----------------------------------------------------------------------------------------------
+
+test('f16 → f32 is exact for all 65536 halves (inf and NaN included)', () => {
+  scoped(() => {
+    const src = rt.putU16(Uint16Array.from({ length: 65536 }, (_, i) => i));
+    const dst = rt.alloc(65536 * 4);
+    rt.f16ToF32(dst, src, 65536);
+    const got = rt.f32(dst, 65536);
+    const gotBits = new Uint32Array(got.slice().buffer);
+    for (let h = 0; h < 65536; h++) {
+      const want = ref.f16ToF32(h);
+      if (Number.isNaN(want)) {
+        // NaN: sign and payload carried over, exponent all ones.
+        assert.equal(gotBits[h], (((h & 0x8000) << 16) | 0x7f800000 | ((h & 0x3ff) << 13)) >>> 0, `NaN half ${h}`);
+      } else if (!Object.is(got[h], want)) {
+        assert.fail(`half 0x${h.toString(16)}: got ${got[h]}, want ${want}`);
+      }
+    }
+    // The odd tail (n % 4 ≠ 0) takes the scalar path.
+    rt.f16ToF32(dst, src + 2 * 0x3c00, 3);
+    assert.deepEqual([...rt.f32(dst, 3)], [1, ref.f16ToF32(0x3c01), ref.f16ToF32(0x3c02)]);
+  });
+});
+
+test('f32 → f16 rounds to nearest even, bit-exact with the reference', () => {
+  const specials = [0, -0, 1, -1, 65504, 65519.99, 65520, -65520, 1e9, Infinity, -Infinity, NaN, 2 ** -14, 2 ** -24,
+    2 ** -25, 2 ** -25 * 1.0001, 2 ** -26, 3 * 2 ** -25, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 6.1e-5, 1e-8, 0.1, 1 / 3];
+  const values = new Float32Array([...specials, ...randomF32(4000, 10), ...randomF32(2000, 1e-4), ...randomF32(1000, 70000)]);
+  scoped(() => {
+    const src = rt.putF32(values);
+    const dst = rt.alloc(values.length * 2);
+    rt.f32ToF16(dst, src, values.length);
+    const got = rt.u16(dst, values.length);
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      assert.equal(got[i], ref.f32ToF16(v), `f32ToF16(${v})`);
+      // Independent check: no other half is nearer (ties: the even one).
+      const h = got[i];
+      if (Number.isFinite(ref.f16ToF32(h)) && (h & 0x7fff) !== 0x7bff) {
+        const err = Math.abs(ref.f16ToF32(h) - v);
+        for (const nb of [h - 1, h + 1]) {
+          if ((nb & 0x7c00) === 0x7c00 || nb < 0 || ((nb ^ h) & 0x8000) !== 0) continue;
+          const e2 = Math.abs(ref.f16ToF32(nb) - v);
+          assert.ok(err < e2 || (err === e2 && (h & 1) === 0), `f32ToF16(${v}) = 0x${h.toString(16)} is not the nearest half`);
+        }
+      }
+    }
+  });
+  // Every finite half survives a round trip.
+  for (let h = 0; h < 65536; h++) if ((h & 0x7c00) !== 0x7c00) assert.equal(ref.f32ToF16(ref.f16ToF32(h)), h);
+});
+
+// ---- small kernels -----------------------------------------------------------------------------------------------
+
+test('rmsnorm matches the reference (several rows, odd lengths, in place)', () => {
+  for (const n of [1, 3, 288, 291]) for (const T of [1, 3]) {
+    const x = randomF32(T * n, 4), w = randomF32(n);
+    const want = new Float32Array(T * n);
+    for (let t = 0; t < T; t++) rmsnorm(want.subarray(t * n, (t + 1) * n), x.subarray(t * n, (t + 1) * n), w, 1e-5);
+    scoped(() => {
+      const xp = rt.putF32(x), wp = rt.putF32(w), out = rt.alloc(T * n * 4);
+      rt.rmsnorm(out, xp, wp, T, n, 1e-5);
+      assertClose(rt.f32(out, T * n), want, abs(want), `rmsnorm n=${n} T=${T}`);
+      rt.rmsnorm(xp, xp, wp, T, n, 1e-5); // aliasing
+      assertClose(rt.f32(xp, T * n), want, abs(want), `rmsnorm in place n=${n}`);
+    });
+  }
+});
+
+test('rope (rotate-half, cos/sin tables) matches ropeRotateHalf', () => {
+  for (const headDim of [48, 6, 10, 64]) for (const nHeads of [1, 6]) {
+    const half = headDim / 2;
+    const invFreq = Float32Array.from({ length: half }, (_, j) => Math.fround(1 / Math.pow(10000, (2 * j) / headDim)));
+    const T = 3;
+    const positions = [0, 7, 999];
+    const x = randomF32(T * nHeads * headDim);
+    const want = x.slice();
+    for (let t = 0; t < T; t++) for (let h = 0; h < nHeads; h++) ropeRotateHalf(want, (t * nHeads + h) * headDim, headDim, positions[t], invFreq);
+    const bound = new Float32Array(x.length);
+    for (let b = 0; b < x.length; b += headDim) {
+      for (let j = 0; j < half; j++) bound[b + j] = bound[b + j + half] = Math.abs(x[b + j]) + Math.abs(x[b + j + half]);
+    }
+    scoped(() => {
+      const tables = rt.putRopeTables(invFreq, 1000);
+      const xp = rt.putF32(x);
+      rt.rope(xp, T, nHeads, headDim, tables, rt.putI32(positions));
+      assertClose(rt.f32(xp, x.length), want, bound, `rope headDim=${headDim} heads=${nHeads}`);
+    });
+  }
+});
+
+test('softmax matches the reference (-inf entries get 0, large ranges, odd lengths)', () => {
+  for (const n of [1, 3, 5, 288, 32000]) {
+    const x = randomF32(n, 30);
+    if (n > 3) { x[1] = -Infinity; x[n - 1] = -Infinity; x[2] = 60; }
+    const want = x.slice();
+    softmax(want);
+    scoped(() => {
+      const p = rt.putF32(x);
+      rt.softmax(p, n);
+      const got = rt.f32(p, n);
+      assertClose(got, want, want.map((v) => Math.abs(v) + 1e-38), `softmax n=${n}`);
+      if (n > 3) assert.equal(got[1], 0);
+    });
+  }
+});
+
+test('swiglu matches the reference', () => {
+  for (const n of [1, 3, 768, 771]) {
+    const g = randomF32(n, 20), u = randomF32(n, 2);
+    g[0] = -100; // e^-g saturates: silu ≈ 0
+    const want = g.slice();
+    swiglu(want, u);
+    scoped(() => {
+      const gp = rt.putF32(g), up = rt.putF32(u);
+      rt.swiglu(gp, up, n);
+      assertClose(rt.f32(gp, n), want, want.map((v) => Math.abs(v) + 1e-35), `swiglu n=${n}`);
+    });
+  }
+});
+
+test('add is exact; argmax picks the first maximum and ignores NaN', () => {
+  for (const n of [1, 3, 17, 32000]) {
+    const x = randomF32(n), y = randomF32(n);
+    scoped(() => {
+      const xp = rt.putF32(x), yp = rt.putF32(y);
+      rt.add(xp, yp, n);
+      bitsEqual(rt.f32(xp, n), x.map((v, i) => v + y[i]), `add n=${n}`);
+    });
+  }
+  const cases: number[][] = [
+    [1], [-Infinity, -Infinity], [NaN, 1, 2, NaN, 2, 0], [0, 5, 1, 5, 5, 5, 5, 5, 2], [-3, -2, -1, -1.5, -1, -7, -1],
+    [NaN, NaN, NaN, NaN, NaN], [...randomF32(32003)],
+  ];
+  const big = randomF32(1001);
+  big[998] = 2;
+  big[601] = 2; // tie between lanes: the first index wins
+  cases.push([...big]);
+  for (const c of cases) {
+    scoped(() => {
+      const p = rt.putF32(c);
+      assert.equal(rt.argmax(p, c.length), ref.argmax(Float32Array.from(c)), `argmax of ${c.length}: ${c.slice(0, 9)}`);
+    });
+  }
+});
+
+// ---- attention ---------------------------------------------------------------------------------------------------
+
+test('paged attention matches the reference: page table, causal limit, probabilities, accumulation', () => {
+  for (const headDim of [48, 6]) for (const pageTokens of [16, 5]) for (const nSlots of [1, 3, 16, 37]) {
+    const nPages = Math.ceil(nSlots / pageTokens) + 3;
+    const pageFloats = kvPageBytes(pageTokens, headDim) / 4;
+    const pool = randomF32(nPages * pageFloats, 2);
+    // Pages in a scrambled order, and slot positions not in slot order (as after eviction).
+    const pageTable = Int32Array.from({ length: Math.ceil(nSlots / pageTokens) }, (_, i) => (i * 5 + 2) % nPages);
+    assert.equal(new Set(pageTable).size, pageTable.length);
+    const positions = Int32Array.from({ length: nSlots }, (_, s) => (s * 7) % (nSlots + 3));
+    const q = randomF32(headDim, 2);
+    const scale = 1 / Math.sqrt(headDim);
+    for (const causal of [false, true]) {
+      const queryPos = causal ? Math.floor(nSlots / 2) : 0;
+      const want = ref.pagedAttention(q, pool, pageTable, nSlots, pageTokens, headDim, scale, causal ? positions : undefined, queryPos);
+      scoped(() => {
+        const poolP = rt.putF32(pool), tableP = rt.putI32(pageTable), posP = rt.putI32(positions), qP = rt.putF32(q);
+        const out = rt.alloc(headDim * 4), probs = rt.alloc(nSlots * 4);
+        const accum = rt.putF32(new Float32Array(nSlots).fill(0.25));
+        rt.attention({ out, probs, q: qP, pool: poolP, pageTable: tableP, nSlots, pageTokens, headDim, scale,
+          positions: causal ? posP : 0, queryPos, accum });
+        const label = `attention hd=${headDim} page=${pageTokens} n=${nSlots} causal=${causal}`;
+        const gotProbs = rt.f32(probs, nSlots);
+        assertClose(gotProbs, want.probs, want.probs.map((p) => p + 1e-38), `${label} probs`);
+        for (let s = 0; s < nSlots; s++) if (want.probs[s] === 0 && causal && positions[s] > queryPos) assert.equal(gotProbs[s], 0);
+        // Bound for out: Σ p·|v| per dimension.
+        const vBound = new Float32Array(headDim);
+        for (let s = 0; s < nSlots; s++) {
+          const v = pageTable[Math.floor(s / pageTokens)] * pageFloats + (pageTokens + (s % pageTokens)) * headDim;
+          for (let d = 0; d < headDim; d++) vBound[d] += want.probs[s] * Math.abs(pool[v + d]);
+        }
+        assertClose(rt.f32(out, headDim), want.out, vBound, `${label} out`);
+        assertClose(rt.f32(accum, nSlots), want.probs.map((p) => p + 0.25), 1, `${label} accum`);
+      });
+    }
+  }
+});
+
+test('attention with every slot masked gives zeros; kv_write stores at the documented layout', () => {
+  const headDim = 6, pageTokens = 4, nSlots = 6;
+  scoped(() => {
+    const pool = rt.alloc(3 * kvPageBytes(pageTokens, headDim));
+    rt.f32(pool, 3 * kvPageBytes(pageTokens, headDim) / 4).fill(1);
+    const table = rt.putI32([2, 0]);
+    const out = rt.alloc(headDim * 4), probs = rt.putF32(new Float32Array(nSlots).fill(7));
+    rt.attention({ out, probs, q: rt.putF32(randomF32(headDim)), pool, pageTable: table, nSlots, pageTokens, headDim,
+      scale: 1, positions: rt.putI32([5, 6, 7, 8, 9, 10]), queryPos: 4 });
+    bitsEqual(rt.f32(out, headDim), new Float32Array(headDim), 'masked out');
+    bitsEqual(rt.f32(probs, nSlots), new Float32Array(nSlots), 'masked probs');
+
+    const k = randomF32(headDim), v = randomF32(headDim);
+    rt.kvWrite(pool, table, 5, rt.putF32(k), rt.putF32(v), pageTokens, headDim); // slot 5 → page table[1] = 0, row 1
+    const page0 = pool;
+    bitsEqual(rt.f32(page0 + kvKeyOffset(1, headDim), headDim), k, 'kv_write key');
+    bitsEqual(rt.f32(page0 + kvValueOffset(1, pageTokens, headDim), headDim), v, 'kv_write value');
+    rt.kvWrite(pool, table, 2, rt.putF32(v), rt.putF32(k), pageTokens, headDim); // slot 2 → page 2, row 2
+    bitsEqual(rt.f32(pool + 2 * kvPageBytes(pageTokens, headDim) + kvKeyOffset(2, headDim), headDim), v, 'kv_write key page 2');
+  });
+});
