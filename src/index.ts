@@ -24,3 +24,4 @@ export {
 } from './cache/policy.js';
 export type { Backend, ForwardItem } from './backend/types.js';
 export { createBackend, BACKEND_NAMES } from './backend/index.js';
+export * from './server/index.js';

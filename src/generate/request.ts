@@ -162,6 +162,13 @@ export class GenerationRequest {
     return out;
   }
 
+  /** End the generation from outside (scheduler limits, shutdown): flushes held-back text; returns it. */
+  finish(reason: StopReason): string {
+    if (this.done) return '';
+    this.stopReason = reason;
+    return this.finishText();
+  }
+
   private finishText(): string {
     const { emit } = this.stopper.push(this.decoder.flush());
     const rest = emit + this.stopper.flush();

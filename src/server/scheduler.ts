@@ -491,7 +491,16 @@ export class Scheduler {
         // A single request that outgrew the whole budget: end it like a full context.
         const j = this.running[0];
         this.log(`request ${j.id}: KV budget exhausted after ${j.req.generated.length} tokens; finishing it with finish_reason=length`);
-        j.req.stopReason = 'length';
+        j.req.finish('length');
+        if (j.req.text.length > j.sent) {
+          const piece = j.req.text.slice(j.sent);
+          j.sent = j.req.text.length;
+          try {
+            j.onText?.(piece);
+          } catch {
+            // the consumer is gone; the job ends here anyway
+          }
+        }
         this.finishJob(j);
         return;
       }
