@@ -1,6 +1,6 @@
 /**
  * Kernel benchmarks for the stories15M shapes (dim 288, hidden 768, 6 layers, 32000 vocab).
- *   npm run build && node dist/bench/kernels.js [--quick]
+ *   npm run build && node dist/bench/kernels.js [--quick] [--only=model,single,small]
  *
  * "model" rows time every matmul of one forward pass as job lists shaped like the real decode step: per layer
  * [quantize?] qkv | wo | w1,w3 | w2 with a barrier between dependent groups, then the classifier, each matrix in its
@@ -14,6 +14,8 @@ import type { JobList } from '../src/backend/wasm/jobs.js';
 import { q8ActBytes, q8Blocks, kvPageBytes } from '../src/backend/wasm/layout.js';
 
 const quick = process.argv.includes('--quick');
+const onlyArg = process.argv.find((a) => a.startsWith('--only='));
+const sections = new Set((onlyArg ? onlyArg.slice(7) : 'model,single,small').split(','));
 const DIM = 288, HIDDEN = 768, LAYERS = 6, VOCAB = 32000, HEADS = 6, HEAD_DIM = 48;
 
 const rt = await WasmRuntime.create({ initialBytes: 256 << 20 });
@@ -114,8 +116,8 @@ const dtName = (dt: DType): string => (dt === 'q8' ? 'q8_0' : dt === 'q8f' ? 'q8
 
 // ---- 1. whole-model matmuls ----------------------------------------------------------------------------------------
 
-console.log('\n== all matmuls of one forward pass (job lists with barriers, as in decode/prefill) ==');
-for (const T of [1, TMAX]) {
+if (sections.has('model')) console.log('\n== all matmuls of one forward pass (job lists with barriers, as in decode/prefill) ==');
+for (const T of sections.has('model') ? [1, TMAX] : []) {
   for (const dt of DTYPES) {
     if (dt === 'q8f' && T > 1) continue; // the dequantize-on-the-fly kernel has no token blocking
     const { list, flops, bytes } = modelList(dt, T, T === 1);
@@ -130,8 +132,8 @@ for (const T of [1, TMAX]) {
 
 // ---- 2. single matrices ----------------------------------------------------------------------------------------
 
-console.log('\n== single matrices (one job each; q8_0 includes quantizing x) ==');
-const shapes: [string, Mat][] = [['wq 288×288', layers[0].wq], ['w1 768×288', layers[0].w1], ['w2 288×768', layers[0].w2], ['classifier 32000×288', cls]];
+if (sections.has('single')) console.log('\n== single matrices (one job each; q8_0 includes quantizing x) ==');
+const shapes: [string, Mat][] = !sections.has('single') ? [] : [['wq 288×288', layers[0].wq], ['w1 768×288', layers[0].w1], ['w2 288×768', layers[0].w2], ['classifier 32000×288', cls]];
 for (const [name, m] of shapes) {
   for (const T of [1, TMAX]) {
     for (const dt of DTYPES) {
@@ -149,6 +151,7 @@ for (const [name, m] of shapes) {
 
 // ---- 3. small kernels and dispatch -------------------------------------------------------------------------------
 
+if (sections.has('small')) {
 console.log('\n== small kernels (1 thread) and pool dispatch ==');
 const us = (what: string, ms: number): void => console.log(`${what.padEnd(52)} ${(ms * 1000).toFixed(2).padStart(9)} µs`);
 const v288 = rt.putF32(randomF32(TMAX * DIM, 1)), w288 = rt.putF32(randomF32(DIM, 1));
@@ -195,6 +198,7 @@ us('one in-list barrier (32 per list)', time(() => pool.run(barriers)) / 32);
     total += performance.now() - t0;
   }
   us('pool.run(empty list) waking a sleeping worker (mean)', total / n);
+}
 }
 
 await pool.close();

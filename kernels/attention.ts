@@ -96,12 +96,35 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
     for (; i < nb; i += 4) store<f32>(accum + i, load<f32>(accum + i) + load<f32>(probs + i));
   }
 
-  // 4. out = Σ p·V, slots with p = 0 (masked or underflowed) skipped.
+  // 4. out = Σ p·V: four slots per pass over out (one load/store of out per four rows of V); groups whose
+  // probabilities are all 0 (masked or underflowed) are skipped.
   for (let s0 = 0, pi: usize = 0; s0 < nSlots; s0 += pageTokens, pi++) {
     const v = pool + <usize>load<i32>(pageTable + (pi << 2)) * pageB + vOff;
     const cnt = min(pageTokens, nSlots - s0);
-    for (let j = 0; j < cnt; j++) {
-      const p = load<f32>(probs + (<usize>(s0 + j) << 2));
+    const pr = probs + (<usize>s0 << 2);
+    let j = 0;
+    for (; j + 4 <= cnt; j += 4) {
+      const p4 = v128.load(pr + (<usize>j << 2));
+      if (!v128.any_true(p4)) continue;
+      const p0 = f32x4.splat(f32x4.extract_lane(p4, 0)), p1 = f32x4.splat(f32x4.extract_lane(p4, 1));
+      const p2 = f32x4.splat(f32x4.extract_lane(p4, 2)), p3 = f32x4.splat(f32x4.extract_lane(p4, 3));
+      const v0 = v + <usize>j * rowB, v1 = v0 + rowB, v2 = v1 + rowB, v3 = v2 + rowB;
+      let d: usize = 0;
+      for (; d < end; d += 16) {
+        let o = f32x4.add(v128.load(out + d), f32x4.mul(p0, v128.load(v0 + d)));
+        o = f32x4.add(o, f32x4.mul(p1, v128.load(v1 + d)));
+        o = f32x4.add(o, f32x4.mul(p2, v128.load(v2 + d)));
+        v128.store(out + d, f32x4.add(o, f32x4.mul(p3, v128.load(v3 + d))));
+      }
+      for (; d < rowB; d += 4) {
+        let o = load<f32>(out + d) + f32x4.extract_lane(p0, 0) * load<f32>(v0 + d);
+        o += f32x4.extract_lane(p1, 0) * load<f32>(v1 + d);
+        o += f32x4.extract_lane(p2, 0) * load<f32>(v2 + d);
+        store<f32>(out + d, o + f32x4.extract_lane(p3, 0) * load<f32>(v3 + d));
+      }
+    }
+    for (; j < cnt; j++) {
+      const p = load<f32>(pr + (<usize>j << 2));
       if (p == 0) continue;
       const pv = f32x4.splat(p);
       const vr = v + <usize>j * rowB;

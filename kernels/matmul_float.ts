@@ -37,8 +37,30 @@ import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './s
   return gather4(p0, p1, p2, p3);
 }
 
-/** 4 rows × 1 token: o[0..4) = W[0..4) · x. w points at the first row. */
-@inline function r4t1<W>(o: usize, x: usize, w: usize, cols: i32): void {
+/**
+ * Four halves at p as f32x4 *without* the final ·2^112: w·2^-112, exact. Multiplied by x·2^112 this gives exactly
+ * the f32 product w·x (a power-of-two rescale changes no rounding), so r4t1 rescales the one x vector instead of
+ * the four weight vectors. Callers must ensure |x| < 2^15, so that x·2^112 stays finite.
+ */
+@inline function loadHalf4Scaled(p: usize): v128 {
+  return v128.and(i32x4.shl(v128.load16x4_s(p), 13), i32x4.splat(F16_MASK));
+}
+
+/** max |x[i]| over n floats (NaN-insensitive enough for a range check: NaN results in NaN outputs either way). */
+@inline function absMax(x: usize, n: i32): f32 {
+  let m = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) m = f32x4.max(m, f32x4.abs(v128.load(x + (<usize>i << 2))));
+  let r = max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+  for (; i < n; i++) r = max<f32>(r, abs<f32>(load<f32>(x + (<usize>i << 2))));
+  return r;
+}
+
+/**
+ * 4 rows × 1 token: o[0..4) = W[0..4) · x. w points at the first row.
+ * scaledHalves (f16 only, a compile-time constant after inlining): use loadHalf4Scaled and x·2^112.
+ */
+@inline function r4t1<W>(o: usize, x: usize, w: usize, cols: i32, scaledHalves: bool): void {
   const S = wshift<W>();
   const wb = <usize>cols * sizeof<W>();
   const w0 = w, w1 = w + wb, w2 = w1 + wb, w3 = w2 + wb;
@@ -46,13 +68,24 @@ import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './s
   const xb = <usize>cols << 2;
   const end = <usize>(cols & ~3) << 2;
   let i: usize = 0;
-  for (; i < end; i += 16) {
-    const xv = v128.load(x + i);
-    const j = i >> S;
-    a0 = f32x4.add(a0, f32x4.mul(loadW4<W>(w0 + j), xv));
-    a1 = f32x4.add(a1, f32x4.mul(loadW4<W>(w1 + j), xv));
-    a2 = f32x4.add(a2, f32x4.mul(loadW4<W>(w2 + j), xv));
-    a3 = f32x4.add(a3, f32x4.mul(loadW4<W>(w3 + j), xv));
+  if (sizeof<W>() == 2 && scaledHalves) {
+    for (; i < end; i += 16) {
+      const xv = f32x4.mul(v128.load(x + i), f16_scale());
+      const j = i >> S;
+      a0 = f32x4.add(a0, f32x4.mul(loadHalf4Scaled(w0 + j), xv));
+      a1 = f32x4.add(a1, f32x4.mul(loadHalf4Scaled(w1 + j), xv));
+      a2 = f32x4.add(a2, f32x4.mul(loadHalf4Scaled(w2 + j), xv));
+      a3 = f32x4.add(a3, f32x4.mul(loadHalf4Scaled(w3 + j), xv));
+    }
+  } else {
+    for (; i < end; i += 16) {
+      const xv = v128.load(x + i);
+      const j = i >> S;
+      a0 = f32x4.add(a0, f32x4.mul(loadW4<W>(w0 + j), xv));
+      a1 = f32x4.add(a1, f32x4.mul(loadW4<W>(w1 + j), xv));
+      a2 = f32x4.add(a2, f32x4.mul(loadW4<W>(w2 + j), xv));
+      a3 = f32x4.add(a3, f32x4.mul(loadW4<W>(w3 + j), xv));
+    }
   }
   let s = hsum4(a0, a1, a2, a3);
   for (; i < xb; i += 4) {
@@ -148,7 +181,11 @@ import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './s
   const ldo = <usize>rows << 2; //          bytes per out row
   let r = r0;
   if (T == 1) {
-    for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols);
+    if (sizeof<W>() == 2 && absMax(x, cols) < <f32>32768.0) {
+      for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols, true);
+    } else {
+      for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols, false);
+    }
     for (; r < r1; r++) store<f32>(out + (<usize>r << 2), r1t1<W>(x, w + <usize>r * wb, cols));
     return;
   }

@@ -122,6 +122,24 @@ test('matmul f16 matches the reference on the dequantized weights', () => {
   }
 });
 
+test('matmul f16 decode with activations beyond 2^15 (the unscaled fallback path) matches the reference', () => {
+  // For T = 1 the kernel multiplies x by 2^112 instead of every weight, which needs max|x| < 2^15; otherwise it
+  // falls back to widening the weights fully. The main f16 test covers the first path, this one the second.
+  const rows = 9, cols = 37;
+  const bits = Uint16Array.from(randomF32(rows * cols), ref.f32ToF16);
+  const W = Float32Array.from(bits, ref.f16ToF32);
+  const x = randomF32(cols, 100);
+  x[5] = 40000;
+  const want = new Float32Array(rows), bound = new Float32Array(rows);
+  matmul(want, x, W, 1, rows, cols);
+  matmul(bound, abs(x), abs(W), 1, rows, cols);
+  scoped(() => {
+    const out = rt.alloc(rows * 4);
+    rt.matmulF16(out, rt.putF32(x), rt.putU16(bits), 1, rows, cols);
+    assertClose(rt.f32(out, rows), want, bound, 'f16 fallback path');
+  });
+});
+
 test('q8_0 weight and activation quantization are bit-exact with the reference', () => {
   for (const cols of COLS) for (const rows of [1, 7, 40]) {
     const W = randomF32(rows * cols, 3);
