@@ -182,3 +182,30 @@ test('a process that forgets to close its pool still exits by itself; one that c
     assert.ok(Date.now() - t0 < 10_000, 'child took too long to exit');
   }
 });
+
+test('a prebuilt list replays with patched arguments (setArg), as a decode step would per token', async () => {
+  const hd = 8, pageTokens = 4, nMax = 10;
+  const pool = rt.alloc(3 * kvPageBytes(pageTokens, hd));
+  rt.f32(pool, (3 * kvPageBytes(pageTokens, hd)) / 4).set(randomF32((3 * kvPageBytes(pageTokens, hd)) / 4));
+  const table = rt.putI32([2, 0, 1]), q = rt.putF32(randomF32(hd)), out = rt.alloc(hd * 4), probs = rt.alloc(nMax * 4);
+  const expected = rt.alloc(hd * 4), expectedProbs = rt.alloc(nMax * 4);
+  const args = { out, probs, q, pool, pageTable: table, nSlots: 1, pageTokens, headDim: hd, scale: 0.5 };
+  const list = rt.jobList(2);
+  const at = list.attention(args);
+  list.rmsnorm(q, q, q, 1, hd, 1e-5, 0); // a second op so the patched one is not the last
+  const threads = await WorkerPool.create(rt, { threads: 2 });
+  try {
+    for (let n = 1; n <= nMax; n++) {
+      const qBefore = rt.f32(q, hd).slice();
+      list.setArg(at, 5, n); // nSlots
+      list.setArg(at, 8, 0.25 + n / 100, true); // scale (an f32 argument)
+      threads.run(list);
+      const q2 = rt.putF32(qBefore);
+      rt.attention({ ...args, q: q2, out: expected, probs: expectedProbs, nSlots: n, scale: Math.fround(0.25 + n / 100) });
+      assertSameBits([rt.f32(out, hd).slice(), rt.f32(probs, n).slice()], [rt.f32(expected, hd).slice(), rt.f32(expectedProbs, n).slice()], `n=${n}`);
+    }
+  } finally {
+    await threads.close();
+  }
+  assert.throws(() => list.setArg(2, 0, 1), RangeError);
+});

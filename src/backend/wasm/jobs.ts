@@ -15,12 +15,16 @@ export class JobList {
   readonly ptr: Ptr;
   readonly capacity: number;
   private count = 0;
-  private readonly rt: WasmRuntime;
+  // Views over the whole list. They stay valid when the memory grows: a shared memory's buffer is never detached,
+  // growing only makes a new, longer SharedArrayBuffer over the same bytes.
+  private readonly words: Int32Array;
+  private readonly floats: Float32Array;
 
   constructor(rt: WasmRuntime, capacity: number) {
-    this.rt = rt;
     this.capacity = capacity;
     this.ptr = rt.alloc(capacity * JOB_BYTES, 64);
+    this.words = rt.i32(this.ptr, (capacity * JOB_BYTES) / 4);
+    this.floats = rt.f32(this.ptr, (capacity * JOB_BYTES) / 4);
   }
 
   /** Number of records. */
@@ -36,22 +40,20 @@ export class JobList {
   /** Overwrite argument `arg` of record `index` (e.g. the slot count of an attention op, per token). */
   setArg(index: number, arg: number, value: number, isFloat = false): void {
     if (index >= this.count || arg >= JOB_MAX_ARGS) throw new RangeError(`no argument ${arg} of job ${index}`);
-    const at = this.ptr + index * JOB_BYTES + 8 + arg * 4;
-    if (isFloat) this.rt.f32(at, 1)[0] = value;
-    else this.rt.i32(at, 1)[0] = value;
+    const at = (index * JOB_BYTES) / 4 + 2 + arg;
+    if (isFloat) this.floats[at] = value;
+    else this.words[at] = value;
   }
 
-  /** Append a record; args are i32 words except those listed in floatArgs. */
-  private push(op: number, owner: number, args: number[], floatArgs: number[] = []): number {
+  /** Append a record; args are i32 words (pointers ≥ 2^31 wrap to the same bits) except the one at floatArg. */
+  private push(op: number, owner: number, args: number[], floatArg = -1): number {
     if (this.count >= this.capacity) throw new RangeError(`job list full (capacity ${this.capacity})`);
-    const base = this.ptr + this.count * JOB_BYTES;
-    const words = this.rt.i32(base, 2 + JOB_MAX_ARGS);
-    const floats = this.rt.f32(base, 2 + JOB_MAX_ARGS);
-    words[0] = op;
-    words[1] = owner;
+    const base = (this.count * JOB_BYTES) / 4;
+    this.words[base] = op;
+    this.words[base + 1] = owner;
     for (let k = 0; k < args.length; k++) {
-      if (floatArgs.includes(k)) floats[2 + k] = args[k];
-      else words[2 + k] = args[k];
+      if (k === floatArg) this.floats[base + 2 + k] = args[k];
+      else this.words[base + 2 + k] = args[k];
     }
     return this.count++;
   }
@@ -79,7 +81,7 @@ export class JobList {
   }
   /** Split over tokens. */
   rmsnorm(out: Ptr, x: Ptr, w: Ptr, T: number, n: number, eps: number, owner = SPLIT): number {
-    return this.push(OP.RMSNORM, owner, [out, x, w, T, n, eps], [5]);
+    return this.push(OP.RMSNORM, owner, [out, x, w, T, n, eps], 5);
   }
   /** Split over tokens. */
   rope(x: Ptr, T: number, nHeads: number, headDim: number, tables: { cos: Ptr; sin: Ptr }, pos: Ptr, owner = SPLIT): number {
@@ -99,7 +101,7 @@ export class JobList {
   /** Arguments 5 (nSlots) and 10 (queryPos) are the ones to patch per token. */
   attention(a: AttentionArgs, owner = SPLIT): number {
     return this.push(OP.ATTENTION, owner, [a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim,
-      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0], [8]);
+      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0], 8);
   }
   kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, owner = SPLIT): number {
     return this.push(OP.KV_WRITE, owner, [pool, pageTable, slot, k, v, pageTokens, headDim]);
