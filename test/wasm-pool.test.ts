@@ -136,7 +136,12 @@ test('the sleeping hand-off (no spinning at all) and 3 threads give the same bit
 });
 
 test('a failing op on either thread throws from run(), releases the barrier, and the pool keeps working', async () => {
-  const pool = await WorkerPool.create(rt, { threads: 2 });
+  // Without spinning, the healthy thread is asleep in the barrier when the failure has to wake it.
+  for (const options of [{ threads: 2 }, { threads: 2, spinMicros: 0, barrierSpin: 0 }]) await failAndRecover(options);
+});
+
+async function failAndRecover(options: { threads: number; spinMicros?: number; barrierSpin?: number }): Promise<void> {
+  const pool = await WorkerPool.create(rt, options);
   try {
     const src = rt.alloc(64);
     const beyond = rt.memory.buffer.byteLength + (1 << 20); // outside the memory: the copy traps
@@ -158,7 +163,7 @@ test('a failing op on either thread throws from run(), releases the barrier, and
   }
   assert.throws(() => pool.run(layer.list), /closed/);
   await pool.close(); // twice is fine
-});
+}
 
 test('a process that forgets to close its pool still exits by itself; one that closes exits too', () => {
   const url = (p: string): string => new URL(p, import.meta.url).href;
