@@ -59,10 +59,14 @@ export function rope(x: usize, T: i32, nHeads: i32, headDim: i32, cosTab: usize,
   const end = <usize>(n & ~3) << 2;
   let m = f32x4.splat(-Infinity);
   let i: usize = 0;
-  for (; i < end; i += 16) m = f32x4.max(m, v128.load(x + i));
-  m = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+  // pmax (one maxps) rather than max (a NaN-propagating sequence): like the reference, NaN never becomes the max.
+  for (; i < end; i += 16) m = f32x4.pmax(m, v128.load(x + i));
+  m = f32x4.pmax(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
   let r = max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
-  for (; i < xb; i += 4) r = max<f32>(r, load<f32>(x + i));
+  for (; i < xb; i += 4) {
+    const v = load<f32>(x + i);
+    if (v > r) r = v;
+  }
   return r;
 }
 
@@ -130,36 +134,21 @@ export function add(x: usize, y: usize, n: i32): void {
   for (; i < xb; i += 4) store<f32>(x + i, load<f32>(x + i) + load<f32>(y + i));
 }
 
-/** Index of the largest of x[0..n); the first one on ties; NaN never wins; 0 when nothing beats -inf. */
+/**
+ * Index of the largest of x[0..n); the first one on ties; NaN never wins; 0 when nothing beats -inf.
+ * Two passes beat tracking indices in the loop: the max is one maxps per vector, and the search for its first
+ * occurrence stops early.
+ */
 export function argmax(x: usize, n: i32): i32 {
-  // Per lane: best value and its index (strict > keeps the earliest index in each lane).
-  let best = f32x4.splat(-Infinity);
-  let bestIdx = i32x4.splat(0);
-  let idx = i32x4(0, 1, 2, 3);
-  const four = i32x4.splat(4);
+  const m = maxOf(x, n);
+  if (!(m > -Infinity)) return 0;
+  const mv = f32x4.splat(m);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
-    const v = v128.load(x + (<usize>i << 2));
-    const gt = f32x4.gt(v, best);
-    best = v128.bitselect(v, best, gt);
-    bestIdx = v128.bitselect(idx, bestIdx, gt);
-    idx = i32x4.add(idx, four);
+    if (v128.any_true(f32x4.eq(v128.load(x + (<usize>i << 2)), mv))) break;
   }
-  // Merge lanes: the larger value wins, the smaller index on ties.
-  let bv: f32 = -Infinity;
-  let bi: i32 = 0;
-  for (let k: u8 = 0; k < 4; k++) {
-    const v = f32x4.extract_lane(best, 0);
-    const j = i32x4.extract_lane(bestIdx, 0);
-    if (v > bv || (v == bv && v > -Infinity && j < bi)) { bv = v; bi = j; }
-    best = v128.shuffle<f32>(best, best, 1, 2, 3, 0);
-    bestIdx = v128.shuffle<i32>(bestIdx, bestIdx, 1, 2, 3, 0);
-  }
-  for (; i < n; i++) {
-    const v = load<f32>(x + (<usize>i << 2));
-    if (v > bv) { bv = v; bi = i; }
-  }
-  return bi;
+  for (; i < n; i++) if (load<f32>(x + (<usize>i << 2)) == m) return i;
+  return 0; // unreachable: m is one of the elements
 }
 
 /** memcpy (e.g. saving the residual stream inside a job list). */

@@ -36,9 +36,14 @@ import { hsum, hsum4, hsum4i, gather4 } from './simd';
   return d != 0 ? <f32>1.0 / d : 0;
 }
 
-/** Four quantized lanes as i32x4. */
+/**
+ * Four quantized lanes as i32x4: nearest(v·id), ties to even. Adding 1.5·2^23 rounds |v·id| ≤ 127.5 to an integer
+ * held in the low mantissa bits; subtracting the shifter's bit pattern reads it out. Same result as
+ * trunc_sat(nearest(v·id)), in three cheap instructions instead of V8's long trunc_sat sequence.
+ */
 @inline function q4(v: v128, id: v128): v128 {
-  return i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(v, id)));
+  const t = f32x4.add(f32x4.mul(v, id), f32x4.splat(12582912.0));
+  return i32x4.sub(t, i32x4.splat(0x4B400000));
 }
 
 /** One quantized value (same lane arithmetic as q4). */
