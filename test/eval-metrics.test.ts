@@ -15,7 +15,7 @@ import {
   wilsonInterval,
   winRate,
 } from '../src/eval/metrics.js';
-import { mergeSection } from '../src/eval/report.js';
+import { mergeSection, mergeSummary } from '../src/eval/report.js';
 import { configSpecs } from '../src/eval/runner.js';
 import type { ConfigResult, EvalSettings, PromptResult } from '../src/eval/types.js';
 
@@ -113,6 +113,7 @@ const settings: EvalSettings = {
   maxTokens: 4,
   seed: 1,
   controlPairs: 2,
+  samples: 1,
   temperature: 0.6,
   topP: 0.9,
 };
@@ -123,7 +124,7 @@ function cfg(key: string, pruned: number, outcome: 'win' | 'tie' | 'loss', kl = 
     key,
     tf: { kvBytes: full * (1 - pruned), fullKvBytes: full, pruned, nllSum: 4 + kl, tokens: 4, klSum: kl * 4, klMax: kl },
     greedy: { tokens: 4, prefix: pruned === 0 ? 4 : 2, rougeL: pruned === 0 ? 1 : 0.5, identical: pruned === 0 },
-    sample: { tokens: 4, eos: false, score: -1, outcome, pruned, prefillMs: 10, decodeMs: 30, profileMs: 1 },
+    sample: { tokens: 4, eos: false, scores: [-1], outcomes: [outcome], pruned, prefillMs: 10, decodeMs: 30, profileMs: 1 },
     recovery: { achieved: [1 - pruned / 10, 1], promised: [1, 1] },
     policies: [['special', 'full']],
   };
@@ -132,7 +133,7 @@ function cfg(key: string, pruned: number, outcome: 'win' | 'tie' | 'loss', kl = 
 function prompt(configs: ConfigResult[], control: ('win' | 'tie' | 'loss')[]): PromptResult {
   return {
     prompt: { id: 'p', category: 'story', source: 's', preview: '', promptTokens: 8, referenceTokens: 4 },
-    full: { nllSum: 4, tokens: 4, greedyTokens: 4, sample: { tokens: 4, eos: false, score: -1 }, control: control.map((outcome) => ({ score: -1, tokens: 4, outcome })) },
+    full: { nllSum: 4, tokens: 4, greedyTokens: 4, samples: [{ tokens: 4, eos: false, score: -1 }], control: control.map((outcome) => ({ score: -1, tokens: 4, outcome })) },
     configs,
     ms: 1,
   };
@@ -189,4 +190,16 @@ test('results.md sections are replaced in place, others kept', () => {
   assert.ok(!newA.includes('old A'));
   assert.ok(newA.includes('new A') && newA.includes('intro') && newA.includes('middle') && newA.includes('\nB\n'));
   assert.ok(newA.indexOf('new A') < newA.indexOf('middle'));
+});
+
+test('the cross-model summary table keeps other models\' rows and replaces this model\'s', () => {
+  let doc = '# Results\n\nintro\n\n<!-- eval:B:begin -->\nB\n<!-- eval:B:end -->\n';
+  doc = mergeSummary(doc, 'B', ['| B | x | 1 |', '| B | y | 2 |']);
+  assert.ok(doc.indexOf('eval:summary:begin') < doc.indexOf('eval:B:begin'), 'summary goes before the model sections');
+  doc = mergeSummary(doc, 'A', ['| A | z | 3 |']);
+  doc = mergeSummary(doc, 'B', ['| B | w | 4 |']);
+  const rows = doc.split('\n').filter((l) => /^\| [AB] \|/.test(l));
+  assert.deepEqual(rows, ['| A | z | 3 |', '| B | w | 4 |']);
+  assert.equal(doc.match(/\| model \|/g)?.length, 1);
+  assert.ok(doc.includes('intro') && doc.includes('\nB\n'));
 });

@@ -8,7 +8,7 @@ import { parseArgs } from 'node:util';
 import { BACKEND_NAMES, WEIGHT_DTYPES, type BackendName, type WeightDtype } from '../backend/index.js';
 import { InvalidOptionError } from '../errors.js';
 import { runEvaluation, type EvalOptions } from '../eval/evaluate.js';
-import { mergeSection, readOrSkeleton, renderMarkdownSection, renderText, type FigurePaths } from '../eval/report.js';
+import { mergeSection, mergeSummary, readOrSkeleton, renderMarkdownSection, renderText, reportJson, summaryRows, type FigurePaths } from '../eval/report.js';
 import { policiesByLayerSvg, qualityVsKvSvg, recoverySvg } from '../eval/svg.js';
 
 export const EVAL_USAGE = `usage: fastgen eval [options]
@@ -29,6 +29,7 @@ options:
   -j, --jobs N           worker threads, one prompt each at a time (default: one per core)
   --threads N            threads per model for multi-threaded backends (default: cores / jobs)
   --seed N               base seed for prompts and sampling (default 1234)
+  --samples N            judge samples per prompt and configuration, seeds differ (default 1)
   --control N            full-vs-full control pairs per prompt (default 2; --quick 3)
   --no-ablation          skip the ablation
   --data DIR             folder with tinystories_sample.txt and tinyshakespeare.txt (default ../shared/data)
@@ -72,6 +73,7 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
       threads: { type: 'string' },
       seed: { type: 'string' },
       control: { type: 'string' },
+      samples: { type: 'string' },
       'no-ablation': { type: 'boolean' },
       data: { type: 'string' },
       'svg-dir': { type: 'string' },
@@ -104,6 +106,7 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
     threads: int(values.threads, '--threads'),
     seed: int(values.seed, '--seed'),
     controlPairs: int(values.control, '--control'),
+    samples: int(values.samples, '--samples'),
     ablation: values['no-ablation'] ? false : undefined,
     dataDir: values.data,
   };
@@ -112,7 +115,7 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
 
   if (values.out) {
     mkdirSync(dirname(values.out), { recursive: true });
-    writeFileSync(values.out, JSON.stringify(report, null, 1) + '\n');
+    writeFileSync(values.out, reportJson(report));
   }
   const figures: Record<keyof FigurePaths, string> | undefined = values['svg-dir']
     ? {
@@ -133,10 +136,10 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
     const links: FigurePaths = figures ? { quality: rel(figures.quality), policies: rel(figures.policies), recovery: rel(figures.recovery) } : {};
     const section = renderMarkdownSection(report, links, `fastgen eval ${args.join(' ')}`);
     mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, mergeSection(readOrSkeleton(file), report.model.name, section));
+    writeFileSync(file, mergeSummary(mergeSection(readOrSkeleton(file), report.model.name, section), report.model.name, summaryRows(report)));
   }
 
-  if (values.json) stdout.write(JSON.stringify(report, null, 1) + '\n');
+  if (values.json) stdout.write(reportJson(report));
   else stdout.write(renderText(report) + '\n');
 
   const failed = report.invariants.filter((i) => !i.ok);

@@ -41,7 +41,7 @@ export function summarize(specs: readonly ConfigSpec[], prompts: readonly Prompt
       greedyPrefixFraction: mean(rows.map(({ p, r }) => r.greedy.prefix / Math.max(1, p.full.greedyTokens))),
       rougeL: mean(rs.map((r) => r.greedy.rougeL)),
       greedyIdentical: mean(rs.map((r) => (r.greedy.identical ? 1 : 0))),
-      win: winRate(rs.map((r) => r.sample.outcome)),
+      win: winRate(rs.flatMap((r) => r.sample.outcomes)),
       recoveryAchieved: mean(achieved),
       recoveryP10: quantile(achieved, 0.1),
     };
@@ -93,7 +93,7 @@ export function summarize(specs: readonly ConfigSpec[], prompts: readonly Prompt
       byCategory[cat as PromptCategory] = {
         prompts: sub.length,
         pruned: 1 - sub.reduce((a, r) => a + r.tf.kvBytes, 0) / Math.max(1, sub.reduce((a, r) => a + r.tf.fullKvBytes, 0)),
-        winRate: winRate(sub.map((r) => r.sample.outcome)).rate,
+        winRate: winRate(sub.flatMap((r) => r.sample.outcomes)).rate,
         kl: sub.reduce((a, r) => a + r.tf.klSum, 0) / Math.max(1, t),
       };
     }
@@ -124,7 +124,8 @@ export function checkInvariants(specs: readonly ConfigSpec[], points: readonly P
       detail: `largest pruned share at T = 1: ${pct(prunedMax)} over ${rs.length} prompts (teacher-forced and sampled runs)`,
     });
     const bad = rs.filter(
-      (x) => x.r.tf.klSum !== 0 || x.r.tf.nllSum !== x.p.full.nllSum || !x.r.greedy.identical || x.r.sample.outcome !== 'tie' || x.r.sample.score !== x.p.full.sample.score,
+      (x) => x.r.tf.klSum !== 0 || x.r.tf.nllSum !== x.p.full.nllSum || !x.r.greedy.identical || x.r.sample.outcomes.some((o) => o !== 'tie') ||
+        x.r.sample.scores.some((s, j) => s !== x.p.full.samples[j].score),
     );
     out.push({
       name: 'T = 1 matches the full cache exactly',

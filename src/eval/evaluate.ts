@@ -39,6 +39,8 @@ export interface EvalOptions {
   /** Folder with tinystories_sample.txt and tinyshakespeare.txt (default ../shared/data next to the repository). */
   dataDir?: string;
   controlPairs?: number;
+  /** Judge samples per prompt and configuration (default 1). */
+  samples?: number;
   ablation?: boolean;
   /** Progress output (default stderr); quiet turns it off. */
   stream?: ProgressStream;
@@ -64,6 +66,8 @@ export function resolveSettings(opts: EvalOptions, contextLength: number): EvalS
   checkMaxTokens(contextLength, maxTokens);
   const controlPairs = opts.controlPairs ?? (quick ? 3 : 2);
   if (!Number.isInteger(controlPairs) || controlPairs < 0) throw new InvalidOptionError(`control pairs must be a non-negative integer, got ${controlPairs}`);
+  const samples = opts.samples ?? 1;
+  if (!Number.isInteger(samples) || samples < 1) throw new InvalidOptionError(`--samples must be a positive integer, got ${samples}`, '--samples');
   const seed = opts.seed ?? 1234;
   if (!Number.isSafeInteger(seed)) throw new InvalidOptionError(`--seed must be an integer, got ${seed}`, '--seed');
   return {
@@ -75,6 +79,7 @@ export function resolveSettings(opts: EvalOptions, contextLength: number): EvalS
     maxTokens,
     seed,
     controlPairs,
+    samples,
     temperature: 0.6,
     topP: 0.9,
     prompts,

@@ -22,7 +22,7 @@ import { HYBRID_ORDER } from '../cache/policy.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
 import { Sampler } from '../generate/sampler.js';
-import { judge, klDivergence, logProbOf, logSoftmax, matchedPrefix, rougeL, sameTokens } from './metrics.js';
+import { judge, klDivergence, logProbOf, logSoftmax, matchedPrefix, rougeL, sameTokens, type JudgeOutcome } from './metrics.js';
 import type { EvalPrompt } from './prompts.js';
 import { TappedSequenceKv } from './tapped-kv.js';
 import type { ConfigResult, ConfigSpec, EvalSettings, PromptResult } from './types.js';
@@ -51,8 +51,8 @@ export function estimateCost(promptTokens: number, G: number, settings: EvalSett
   const prefill = 0.5 * promptTokens;
   const score = 0.8 * G;
   return {
-    full: prefill + score + G * (2 + settings.controlPairs) + score * (1 + settings.controlPairs),
-    config: prefill + 3 * G + score,
+    full: prefill + G * (1 + settings.samples + 2 * settings.controlPairs) + score * (settings.samples + 2 * settings.controlPairs),
+    config: prefill + (2 + settings.samples) * G + settings.samples * score,
   };
 }
 
@@ -73,8 +73,8 @@ interface FullContext {
   rows: Float32Array[][];
   rowStride: number;
   greedy: number[];
-  sample: Continuation;
-  sampleScore: number;
+  /** One per judge seed, with its score. */
+  samples: { c: Continuation; score: number; seed: number }[];
 }
 
 export class PromptEvaluator {
@@ -94,14 +94,23 @@ export class PromptEvaluator {
     const c = model.config;
     const specs = configSpecs(settings, c.nHeads, c.nKvHeads);
     const cost = estimateCost(prompt.ids.length, prompt.reference.length, settings, specs.length);
-    const seed = settings.seed + 1000 * index;
+    const seeds = Array.from({ length: settings.samples }, (_, j) => settings.seed + 1000 * index + 100 * j);
 
-    const full = await this.fullRuns(prompt, seed);
+    const full = await this.fullRuns(prompt, seeds);
+    // Control pairs are disjoint: pair 1 is a fresh sample against the first judge sample, every later pair two fresh
+    // samples. Given the prompt, each pair is then an independent fair coin under "the judge is unbiased" (pairs
+    // sharing one reference sample would all move together, and the binomial interval would be too narrow).
     const controls = [];
     for (let k = 1; k <= settings.controlPairs; k++) {
-      const other = await this.sample(full.prefill.fork(), full.lastLogits, seed + k);
+      const cseed = settings.seed + 1000 * index + 50 + 2 * k;
+      const other = await this.sample(full.prefill.fork(), full.lastLogits, cseed);
       const score = await this.score(full, other.scored);
-      controls.push({ score, tokens: other.tokens.length, outcome: judge({ tokens: other.scored, score }, { tokens: full.sample.scored, score: full.sampleScore }) });
+      let opponent = full.samples[0];
+      if (k > 1) {
+        const c = await this.sample(full.prefill.fork(), full.lastLogits, cseed + 1);
+        opponent = { c, seed: cseed + 1, score: await this.score(full, c.scored) };
+      }
+      controls.push({ score, tokens: other.tokens.length, outcome: judge({ tokens: other.scored, score }, { tokens: opponent.c.scored, score: opponent.score }) });
     }
     let fullNll = 0;
     for (let i = 0; i < prompt.reference.length; i++) fullNll -= full.logProbs[i * this.vocab + prompt.reference[i]];
@@ -121,7 +130,7 @@ export class PromptEvaluator {
           // A ratio of 0 is not a cache; FastGen keeps at least BOS per head, so this floor is never the binding one.
           cache = { policy: spec.method, ratio: Math.min(1, Math.max(target, 1e-6)) };
         }
-        const res = await this.runConfig(spec, cache, prompt, full, seed, target);
+        const res = await this.runConfig(spec, cache, prompt, full, target);
         if (spec.group === 'sweep') ratioAt.set(spec.T, res.tf.kvBytes / res.tf.fullKvBytes);
         results.push(res);
         onProgress?.(cost.config);
@@ -143,7 +152,7 @@ export class PromptEvaluator {
         nllSum: fullNll,
         tokens: prompt.reference.length,
         greedyTokens: full.greedy.length,
-        sample: { tokens: full.sample.tokens.length, eos: full.sample.eos, score: full.sampleScore },
+        samples: full.samples.map((s) => ({ tokens: s.c.tokens.length, eos: s.c.eos, score: s.score })),
         control: controls,
       },
       configs: results,
@@ -153,7 +162,7 @@ export class PromptEvaluator {
 
   // ---- full cache --------------------------------------------------------------------------------------------
 
-  private async fullRuns(prompt: EvalPrompt, seed: number): Promise<FullContext> {
+  private async fullRuns(prompt: EvalPrompt, seeds: number[]): Promise<FullContext> {
     const { model } = this;
     const c = model.config;
     const P = prompt.ids.length;
@@ -182,9 +191,11 @@ export class PromptEvaluator {
       tf.release();
 
       const greedy = await this.decode(prefill.fork(), lastLogits, null);
-      const sample = await this.sample(prefill.fork(), lastLogits, seed);
-      const ctx: FullContext = { prefill, lastLogits, logProbs, rows, rowStride, greedy: greedy.tokens, sample, sampleScore: 0 };
-      ctx.sampleScore = await this.score(ctx, sample.scored);
+      const ctx: FullContext = { prefill, lastLogits, logProbs, rows, rowStride, greedy: greedy.tokens, samples: [] };
+      for (const seed of seeds) {
+        const c = await this.sample(prefill.fork(), lastLogits, seed);
+        ctx.samples.push({ c, seed, score: await this.score(ctx, c.scored) });
+      }
       return ctx;
     } catch (e) {
       prefill.release();
@@ -333,7 +344,7 @@ export class PromptEvaluator {
    * the ratio; local+frequent's two halves overlap), the ratio is corrected once by the difference and the
    * configuration rerun, so that every method is compared at (nearly) the same end-of-generation memory.
    */
-  private async runConfig(spec: ConfigSpec, cache: CacheOptions, prompt: EvalPrompt, full: FullContext, seed: number, target?: number): Promise<ConfigResult> {
+  private async runConfig(spec: ConfigSpec, cache: CacheOptions, prompt: EvalPrompt, full: FullContext, target?: number): Promise<ConfigResult> {
     let pre = await this.prefill(cache, prompt);
     try {
       let tf = await this.teacherForce(pre, prompt, full);
@@ -348,12 +359,25 @@ export class PromptEvaluator {
       }
 
       const greedy = await this.decode(pre.kv.fork(), pre.lastLogits, null);
-      const sampleKv = pre.kv.fork();
-      const sampler = new Sampler({ temperature: this.settings.temperature, topP: this.settings.topP, seed }, this.vocab);
-      const sample = await this.decode(sampleKv, pre.lastLogits, sampler, true);
-      const sampleStats = sampleKv.stats();
-      sampleKv.release();
-      const score = sameTokens(sample.scored, full.sample.scored) ? full.sampleScore : await this.score(full, sample.scored);
+      // Judge samples: same seeds as the full cache's; identical outputs tie without scoring.
+      const scores: number[] = [];
+      const outcomes: JudgeOutcome[] = [];
+      let sample: Continuation | undefined;
+      let sampleStats: ReturnType<TappedSequenceKv['stats']> | undefined;
+      for (const ref of full.samples) {
+        const kv = pre.kv.fork();
+        const sampler = new Sampler({ temperature: this.settings.temperature, topP: this.settings.topP, seed: ref.seed }, this.vocab);
+        const c = await this.decode(kv, pre.lastLogits, sampler, true);
+        if (!sample) {
+          sample = c;
+          sampleStats = kv.stats();
+        }
+        kv.release();
+        const score = sameTokens(c.scored, ref.c.scored) ? ref.score : await this.score(full, c.scored);
+        scores.push(score);
+        outcomes.push(judge({ tokens: c.scored, score }, { tokens: ref.c.scored, score: ref.score }));
+      }
+      if (!sample || !sampleStats) throw new Error('internal: no judge samples');
 
       const result: ConfigResult = {
         key: spec.key,
@@ -375,8 +399,8 @@ export class PromptEvaluator {
         sample: {
           tokens: sample.tokens.length,
           eos: sample.eos,
-          score,
-          outcome: judge({ tokens: sample.scored, score }, { tokens: full.sample.scored, score: full.sampleScore }),
+          scores,
+          outcomes,
           pruned: sampleStats.prunedRatio,
           prefillMs: pre.ms,
           decodeMs: sample.ms,

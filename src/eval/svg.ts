@@ -137,7 +137,8 @@ export function qualityVsKvSvg(report: EvalReport): string {
   parts.push(
     `<text x="10" y="18" font-size="14" font-weight="bold">${esc(`${report.model.name}: quality against KV budget (${report.settings.prompts} prompts × ${report.settings.maxTokens} tokens, ${report.backend})`)}</text>`,
   );
-  const winAxis: Axis = { min: 0, max: 60, ticks: [0, 10, 20, 30, 40, 50, 60], label: 'win rate vs full, % (50 = lossless)', fmt: (v) => `${v}` };
+  const winMax = Math.max(60, Math.ceil((100 * Math.max(...all.map((p) => p.win.rate).filter(Number.isFinite))) / 10) * 10);
+  const winAxis: Axis = { min: 0, max: winMax, ticks: niceTicks(0, winMax), label: 'win rate vs full, % (50 = lossless)', fmt: (v) => `${v}` };
   parts.push(panel(0, 28, W, H, 'likelihood-judge win rate', xa, winAxis, mk((p) => 100 * p.win.rate, 50), 50));
   const klAxis: Axis = { min: klMin, max: klMax, log: true, ticks: logTicks(klMin, klMax), label: 'KL(full ‖ compressed), nats/token', fmt: (v) => (v >= 1 ? v.toFixed(0) : v.toPrecision(1)) };
   parts.push(panel(W, 28, W, H, 'teacher-forced KL (lower is better)', xa, klAxis, mk((p) => p.kl)));

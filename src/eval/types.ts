@@ -19,6 +19,8 @@ export interface EvalSettings {
   seed: number;
   /** Full-vs-full control pairs per prompt (other seeds). */
   controlPairs: number;
+  /** Judge samples per prompt and configuration (seeds seed + 1000·i + 100·j). */
+  samples: number;
   /** The paper's sampling for the win-rate judge. */
   temperature: number;
   topP: number;
@@ -65,12 +67,13 @@ export interface ConfigResult {
     klMax: number;
   };
   greedy: { tokens: number; prefix: number; rougeL: number; identical: boolean };
+  /** Sampled continuations (the paper's sampling), one per judge seed; sizes and timings are the first one's. */
   sample: {
     tokens: number;
     eos: boolean;
-    /** Mean log-prob per token under the full cache. */
-    score: number;
-    outcome: JudgeOutcome;
+    /** Per seed: mean log-prob per token under the full cache, and the judge's verdict against the full sample. */
+    scores: number[];
+    outcomes: JudgeOutcome[];
     pruned: number;
     prefillMs: number;
     decodeMs: number;
@@ -87,7 +90,8 @@ export interface PromptResult {
     nllSum: number;
     tokens: number;
     greedyTokens: number;
-    sample: { tokens: number; eos: boolean; score: number };
+    samples: { tokens: number; eos: boolean; score: number }[];
+    /** Full vs full with other seeds, in disjoint pairs (the first pair against the first judge sample). */
     control: { score: number; tokens: number; outcome: JudgeOutcome }[];
   };
   configs: ConfigResult[];
