@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { CpuRefBackend } from '../src/backend/cpu-ref/backend.js';
+import { createBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/types.js';
 import { PagePool } from '../src/cache/page-pool.js';
 import { resolveCacheOptions, type CacheOptions } from '../src/cache/policy.js';
@@ -41,11 +41,12 @@ async function greedy(backend: Backend, prompt: number[], steps: number): Promis
   return out;
 }
 
+for (const backendName of ['cpu-ref', 'wasm']) {
 for (const name of ['stories15M', 'stories260K']) {
-  test(`${name}: last logits within 1e-4 and greedy continuation token-identical to HF`, { skip: SKIP_SHARED }, async () => {
+  test(`${backendName} ${name}: last logits within 1e-4 and greedy continuation token-identical to HF`, { skip: SKIP_SHARED }, async () => {
     const ref = readJson(`fixtures/reference/${name}-reference.json`);
     const ckpt = await loadCheckpoint(name === 'stories15M' ? undefined : sharedPath('models/stories260K/stories260K.bin'));
-    const backend = new CpuRefBackend(ckpt);
+    const backend = await createBackend(ckpt, { backend: backendName });
     const kv = sequence(backend);
     const [logits] = await backend.forward([{ kv, tokens: ref.input_ids, logits: 'last' }]);
     const err = relErr(logits, ref.last_logits);
@@ -53,18 +54,19 @@ for (const name of ['stories15M', 'stories260K']) {
     const steps = ref.greedy_ids.length - ref.input_ids.length;
     const ids = await greedy(backend, ref.input_ids, steps);
     assert.deepEqual(ids, ref.greedy_ids);
+    backend.dispose();
   });
 }
 
 for (const name of HF_TINY) {
-  test(`hf-tiny/${name}: logits at 21..23 within 1e-4, greedy_from_first_8 exact`, { skip: SKIP_SHARED }, async () => {
+  test(`${backendName} hf-tiny/${name}: logits at 21..23 within 1e-4, greedy_from_first_8 exact`, { skip: SKIP_SHARED }, async () => {
     const ref = readJson(`fixtures/hf-tiny/${name}/reference.json`);
     const ckpt = await loadCheckpoint(sharedPath(`fixtures/hf-tiny/${name}`));
     // The bf16/f16 references were computed by a model cast to half precision and back, which rounded its RoPE
     // inv_freq table (a known transformers pitfall); with the correct f32 table the logits differ by ~2e-4 relative.
     // Reproduce their computation through the engine's compatibility knob; the default stays the correct f32 table.
     if (ckpt.config.sourceDtype !== 'f32') ckpt.config.ropeInvFreqDtype = ckpt.config.sourceDtype;
-    const backend = new CpuRefBackend(ckpt);
+    const backend = await createBackend(ckpt, { backend: backendName });
     const kv = sequence(backend);
     const [all] = await backend.forward([{ kv, tokens: ref.input_ids, logits: 'all' }]);
     const V = ckpt.config.vocabSize;
@@ -75,5 +77,7 @@ for (const name of HF_TINY) {
     const first8 = ref.greedy_from_first_8.slice(0, 8);
     const ids = await greedy(backend, first8, ref.greedy_from_first_8.length - 8);
     assert.deepEqual(ids, ref.greedy_from_first_8);
+    backend.dispose();
   });
+}
 }

@@ -2,8 +2,9 @@ import { InvalidOptionError } from '../errors.js';
 import type { LoadedCheckpoint } from '../model/types.js';
 import { CpuRefBackend } from './cpu-ref/backend.js';
 import type { Backend } from './types.js';
+import { WasmBackend } from './wasm/backend.js';
 
-export const BACKEND_NAMES = ['cpu-ref'] as const;
+export const BACKEND_NAMES = ['cpu-ref', 'wasm'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8_0'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
@@ -20,5 +21,6 @@ export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: st
   if (name === 'cpu-ref' && dtype !== 'f32') {
     throw new InvalidOptionError(`the cpu-ref backend computes in f32 only; use --backend wasm for ${dtype}`, 'dtype');
   }
+  if (name === 'wasm') return WasmBackend.create(ckpt, { dtype: dtype as WeightDtype, threads: opts.threads });
   return new CpuRefBackend(ckpt);
 }

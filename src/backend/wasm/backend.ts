@@ -1,0 +1,467 @@
+/**
+ * The WASM SIMD backend: the same transformer as cpu-ref, run by the kernels in kernels/ on every core.
+ *
+ * Memory (one shared WebAssembly.Memory, bump-allocated in this order):
+ *   weights (f32, f16 or q8_0)  |  rope tables  |  activation scratch for R rows  |  per-step attention scratch
+ *   |  job lists  |  the KV page arena (last, so it can grow in place)
+ * The KV pages of every sequence live in that arena: the cache's HeadStores write keys and values straight into wasm
+ * memory, and the attention kernel reads them through each head's page table.
+ *
+ * One forward pass stacks the new tokens of every sequence in the batch into one [R, dim] activation matrix, so each
+ * weight matrix is streamed once per step for all sequences. Per layer there is one dispatch to the threads:
+ *   [attention(l) for every sequence and head] → Wo, residual, FFN, residual → norm, QKV, RoPE of layer l+1
+ * and between dispatches the JS side appends the new keys/values to the cache and lets the cache policy profile or
+ * evict (the policy logic is shared with every backend; see src/cache).
+ */
+import { InvalidOptionError } from '../../errors.js';
+import type { KvArena } from '../../cache/page-pool.js';
+import { tensorToF32 } from '../../model/describe.js';
+import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
+import { ropeInvFreq } from '../cpu-ref/rope.js';
+import type { Backend, ForwardItem } from '../types.js';
+import { JobList } from './jobs.js';
+import { WorkerPool } from './pool.js';
+import { WasmRuntime, type Ptr, type Q8Matrix } from './runtime.js';
+import { q8ActBytes, q8Blocks } from './layout.js';
+
+export type WasmWeightDtype = 'f32' | 'f16' | 'q8_0';
+
+/** A weight matrix [rows, cols] in wasm memory, in the backend's dtype. */
+type Matrix = { kind: 'f32' | 'f16'; ptr: Ptr; rows: number; cols: number } | { kind: 'q8_0'; q: Q8Matrix; rows: number; cols: number };
+
+interface Layer {
+  attnNorm: Ptr;
+  ffnNorm: Ptr;
+  wq: Matrix;
+  wk: Matrix;
+  wv: Matrix;
+  wo: Matrix;
+  wGate: Matrix;
+  wUp: Matrix;
+  wDown: Matrix;
+  bq?: Ptr;
+  bk?: Ptr;
+  bv?: Ptr;
+  qNorm?: Ptr;
+  kNorm?: Ptr;
+}
+
+/** The KV arena inside wasm memory. It grows in place while it is the last allocation, else it moves to the end. */
+class WasmKvArena implements KvArena {
+  floats: Float32Array;
+  halves: Uint16Array;
+  private base: Ptr;
+  private capacityBytes: number;
+
+  constructor(private readonly rt: WasmRuntime) {
+    this.base = rt.alloc(0, 64);
+    this.capacityBytes = 0;
+    this.floats = rt.f32(this.base, 0);
+    this.halves = rt.u16(this.base, 0);
+  }
+
+  get baseByteOffset(): number {
+    return this.base;
+  }
+
+  ensureFloats(count: number): void {
+    const need = count * 4;
+    if (need <= this.capacityBytes) return;
+    if (this.rt.mark() === this.base + this.capacityBytes) {
+      this.rt.alloc(need - this.capacityBytes, 4); // extend in place
+    } else {
+      // Someone allocated after us: move to the end (kernels address pages relative to the current base).
+      const grown = Math.max(need, Math.ceil(this.capacityBytes * 1.5));
+      const next = this.rt.alloc(grown, 64);
+      this.rt.u8(next, this.capacityBytes).set(this.rt.u8(this.base, this.capacityBytes));
+      this.base = next;
+      this.capacityBytes = grown;
+      this.refreshViews();
+      return;
+    }
+    this.capacityBytes = need;
+    this.refreshViews();
+  }
+
+  private refreshViews(): void {
+    this.floats = this.rt.f32(this.base, this.capacityBytes / 4);
+    this.halves = this.rt.u16(this.base, this.capacityBytes / 2);
+  }
+}
+
+export interface WasmBackendOptions {
+  dtype?: WasmWeightDtype;
+  /** Threads including the calling one (default 2). */
+  threads?: number;
+  /** Most token rows one forward pass holds (default: the context length, at most 1024). Larger batches are split. */
+  maxRows?: number;
+  /** Most sequences one forward pass holds (default 64). Larger batches are split. */
+  maxItems?: number;
+}
+
+export class WasmBackend implements Backend {
+  readonly name = 'wasm';
+  readonly config: ModelConfig;
+  readonly weightDtype: WasmWeightDtype;
+  readonly threads: number;
+  private readonly rt: WasmRuntime;
+  private readonly pool: WorkerPool;
+  private readonly embedding: Float32Array; // [vocab, dim] (JS copy for row lookups)
+  private readonly lmHead: Matrix;
+  private readonly finalNorm: Ptr;
+  private readonly layers: Layer[];
+  private readonly rope: { cos: Ptr; sin: Ptr };
+  private readonly maxRows: number;
+  private readonly maxItems: number;
+  // activation scratch, [maxRows, ·] f32
+  private readonly x: Ptr;
+  private readonly xb: Ptr;
+  /** Queries, double-buffered by layer parity: layer l+1's QKV runs in the dispatch that holds layer l's attention, and the cache profiles layer l from its queries afterwards. */
+  private readonly qBuf: [Ptr, Ptr];
+  private readonly k: Ptr;
+  private readonly v: Ptr;
+  private readonly att: Ptr;
+  private readonly hb: Ptr;
+  private readonly hb2: Ptr;
+  private readonly xq: Ptr; // q8 activations
+  private readonly xd: Ptr;
+  private readonly pos: Ptr; // i32 [maxRows]
+  private readonly logitRows: Ptr; // [maxRows, dim]
+  private readonly logits: Ptr; // [maxRows, vocab]
+  // attention scratch
+  private readonly probs: Ptr; // per thread: f32 [maxSeq]
+  private readonly headScratch: Ptr; // per (item, kv head): page table, positions, accum
+  private readonly headScratchWords: number;
+  private readonly list: JobList;
+  private arenaCreated = false;
+
+  static async create(ckpt: LoadedCheckpoint, opts: WasmBackendOptions = {}): Promise<WasmBackend> {
+    const rt = await WasmRuntime.create({ initialBytes: 64 << 20 });
+    const pool = await WorkerPool.create(rt, { threads: opts.threads ?? 2 });
+    return new WasmBackend(ckpt, rt, pool, opts);
+  }
+
+  private constructor(ckpt: LoadedCheckpoint, rt: WasmRuntime, pool: WorkerPool, opts: WasmBackendOptions) {
+    const c = (this.config = ckpt.config);
+    this.rt = rt;
+    this.pool = pool;
+    this.threads = pool.threads;
+    this.weightDtype = opts.dtype ?? 'f32';
+    const w = ckpt.weights;
+    const vec = (t: Tensor) => rt.putF32(tensorToF32(t));
+    this.embedding = tensorToF32(w.tokenEmbedding);
+    this.lmHead = this.matrix(w.lmHead === w.tokenEmbedding ? this.embedding : tensorToF32(w.lmHead), c.vocabSize, c.dim);
+    this.finalNorm = vec(w.finalNorm);
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    this.layers = w.layers.map((l) => ({
+      attnNorm: vec(l.attnNorm),
+      ffnNorm: vec(l.ffnNorm),
+      wq: this.matrix(tensorToF32(l.wq), qDim, c.dim),
+      wk: this.matrix(tensorToF32(l.wk), kvDim, c.dim),
+      wv: this.matrix(tensorToF32(l.wv), kvDim, c.dim),
+      wo: this.matrix(tensorToF32(l.wo), c.dim, qDim),
+      wGate: this.matrix(tensorToF32(l.wGate), c.hiddenDim, c.dim),
+      wUp: this.matrix(tensorToF32(l.wUp), c.hiddenDim, c.dim),
+      wDown: this.matrix(tensorToF32(l.wDown), c.dim, c.hiddenDim),
+      bq: l.bq && vec(l.bq),
+      bk: l.bk && vec(l.bk),
+      bv: l.bv && vec(l.bv),
+      qNorm: l.qNorm && vec(l.qNorm),
+      kNorm: l.kNorm && vec(l.kNorm),
+    }));
+    this.rope = rt.putRopeTables(ropeInvFreq(c), c.maxSeqLen);
+
+    const R = (this.maxRows = opts.maxRows ?? Math.min(c.maxSeqLen, 1024));
+    this.maxItems = opts.maxItems ?? 64;
+    const f32s = (n: number) => rt.alloc(n * 4, 64);
+    this.x = f32s(R * c.dim);
+    this.xb = f32s(R * Math.max(c.dim, qDim));
+    this.qBuf = [f32s(R * qDim), f32s(R * qDim)];
+    this.k = f32s(R * kvDim);
+    this.v = f32s(R * kvDim);
+    this.att = f32s(R * qDim);
+    this.hb = f32s(R * c.hiddenDim);
+    this.hb2 = f32s(R * c.hiddenDim);
+    const widest = Math.max(c.dim, qDim, c.hiddenDim);
+    this.xq = rt.alloc(q8ActBytes(R, widest), 64);
+    this.xd = rt.alloc(R * q8Blocks(widest) * 4, 64);
+    this.pos = rt.alloc(R * 4, 64);
+    this.logitRows = f32s(R * c.dim);
+    this.logits = f32s(R * c.vocabSize);
+    const seqPad = Math.ceil((c.maxSeqLen + 16) / 16) * 16; // kernels store whole SIMD vectors
+    this.probs = f32s(this.threads * seqPad);
+    // per (item, kv head): page table [seqPad], positions [seqPad], accum [seqPad]
+    this.headScratchWords = 3 * seqPad;
+    this.headScratch = f32s(this.maxItems * c.nKvHeads * this.headScratchWords);
+    // Attention records: one per (row, query head); plus per layer a few dozen ops and per-row bias adds.
+    const perLayer = R * c.nHeads + 6 * R + 64;
+    this.list = rt.jobList(perLayer + 64);
+  }
+
+  /** Upload an f32 matrix in the backend's weight dtype. */
+  private matrix(data: Float32Array, rows: number, cols: number): Matrix {
+    if (this.weightDtype === 'q8_0') return { kind: 'q8_0', q: this.rt.quantizeQ8(data, rows, cols), rows, cols };
+    if (this.weightDtype === 'f16') return { kind: 'f16', ptr: this.rt.toF16(data), rows, cols };
+    return { kind: 'f32', ptr: this.rt.putF32(data), rows, cols };
+  }
+
+  /** out[T, rows] = x[T, cols] · Wᵀ, with the q8 activation quantization first when needed. */
+  private pushMatmul(list: JobList, out: Ptr, x: Ptr, m: Matrix, T: number, quantized: { done: Ptr }): void {
+    if (m.kind !== 'q8_0') {
+      if (m.kind === 'f32') list.matmulF32(out, x, m.ptr, T, m.rows, m.cols);
+      else list.matmulF16(out, x, m.ptr, T, m.rows, m.cols);
+    } else {
+      if (quantized.done !== x) {
+        list.quantizeQ8Act(this.xq, this.xd, x, T, m.cols);
+        list.barrier();
+        quantized.done = x;
+      }
+      list.matmulQ8(out, this.xq, this.xd, m.q, T);
+    }
+  }
+
+  createArena(): KvArena {
+    if (this.arenaCreated) {
+      // A second arena works (it moves itself to the end when it must grow), at the price of holes left behind.
+    }
+    this.arenaCreated = true;
+    return new WasmKvArena(this.rt);
+  }
+
+  async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    const out: Float32Array[] = [];
+    // Split the batch so that every part fits the scratch buffers.
+    let start = 0;
+    while (start < items.length) {
+      let rows = 0;
+      let end = start;
+      while (end < items.length && end - start < this.maxItems && rows + items[end].tokens.length <= this.maxRows) {
+        rows += items[end].tokens.length;
+        end++;
+      }
+      if (end === start) {
+        throw new InvalidOptionError(
+          `the wasm backend processes at most ${this.maxRows} tokens in one pass, got a prompt of ${items[start].tokens.length}; shorten it`,
+          'prompt',
+        );
+      }
+      out.push(...this.forwardBatch(items.slice(start, end)));
+      start = end;
+    }
+    return out;
+  }
+
+  dispose(): void {
+    void this.pool.close();
+  }
+
+  private forwardBatch(items: readonly ForwardItem[]): Float32Array[] {
+    const c = this.config;
+    const rt = this.rt;
+    const hd = c.headDim;
+    const qDim = c.nHeads * hd;
+    const kvDim = c.nKvHeads * hd;
+    const group = c.nHeads / c.nKvHeads;
+    for (const it of items) {
+      if (it.kv.pool.kvDtype !== 'f32') {
+        throw new InvalidOptionError("the wasm backend's attention kernel reads f32 KV pages; use kvDtype 'f32' (or the cpu-ref backend for an f16 cache)", 'kvDtype');
+      }
+      if (it.kv.pool.arena instanceof WasmKvArena === false) throw new Error('internal: sequence cache is not in this backend’s wasm arena');
+      if (it.kv.length + it.tokens.length > c.maxSeqLen) {
+        throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
+      }
+    }
+    // Row layout: item i's tokens occupy rows [rowStart[i], rowStart[i] + n_i).
+    const rowStart: number[] = [];
+    let T = 0;
+    for (const it of items) {
+      rowStart.push(T);
+      T += it.tokens.length;
+    }
+    const starts = items.map((it) => it.kv.length);
+    // Embeddings and positions.
+    const xv = rt.f32(this.x, T * c.dim);
+    const pv = rt.i32(this.pos, T);
+    items.forEach((it, i) => {
+      it.tokens.forEach((tok, t) => {
+        const r = rowStart[i] + t;
+        xv.set(this.embedding.subarray(tok * c.dim, (tok + 1) * c.dim), r * c.dim);
+        pv[r] = starts[i] + t;
+      });
+    });
+
+    const list = this.list;
+    const scale = 1 / Math.sqrt(hd);
+    for (let l = 0; l <= c.nLayers; l++) {
+      list.clear();
+      if (l > 0) this.pushAttentionAndFfn(list, l - 1, items, rowStart, starts, T, scale, group);
+      if (l < c.nLayers) this.pushQkv(list, l, T);
+      this.pool.run(list);
+      if (l > 0) this.afterAttention(l - 1, items, rowStart, starts, group);
+      if (l < c.nLayers) {
+        // New keys/values into the cache: the arena is wasm memory, so this writes the pages the kernels read.
+        const kvK = rt.f32(this.k, T * kvDim);
+        const kvV = rt.f32(this.v, T * kvDim);
+        items.forEach((it, i) => {
+          const r0 = rowStart[i];
+          it.kv.appendLayer(l, kvK.subarray(r0 * kvDim), kvV.subarray(r0 * kvDim), kvDim, it.tokens.length, starts[i], it.tokens);
+        });
+      }
+    }
+    for (const it of items) it.kv.advance(it.tokens.length);
+
+    // Logits: final norm on the requested rows only, then one classifier pass for all of them.
+    const wanted: { item: number; row: number }[] = [];
+    items.forEach((it, i) => {
+      if (it.logits === 'last') wanted.push({ item: i, row: rowStart[i] + it.tokens.length - 1 });
+      else if (it.logits === 'all') for (let t = 0; t < it.tokens.length; t++) wanted.push({ item: i, row: rowStart[i] + t });
+    });
+    const results: Float32Array[] = items.map(() => new Float32Array(0));
+    if (wanted.length === 0) return results;
+    list.clear();
+    wanted.forEach((w, j) => list.copy(this.logitRows + j * c.dim * 4, this.x + w.row * c.dim * 4, c.dim * 4, j % this.threads));
+    list.barrier();
+    list.rmsnorm(this.logitRows, this.logitRows, this.finalNorm, wanted.length, c.dim, c.normEps);
+    list.barrier();
+    this.pushMatmul(list, this.logits, this.logitRows, this.lmHead, wanted.length, { done: 0 });
+    this.pool.run(list);
+    const all = rt.f32(this.logits, wanted.length * c.vocabSize);
+    let j = 0;
+    items.forEach((it, i) => {
+      const n = it.logits === 'last' ? 1 : it.logits === 'all' ? it.tokens.length : 0;
+      results[i] = all.slice(j * c.vocabSize, (j + n) * c.vocabSize);
+      j += n;
+    });
+    return results;
+  }
+
+  /** norm → q, k, v (+ bias, q/k norm) → RoPE, for all T rows of layer l. */
+  private pushQkv(list: JobList, l: number, T: number): void {
+    const c = this.config;
+    const L = this.layers[l];
+    const hd = c.headDim;
+    const qDim = c.nHeads * hd;
+    const kvDim = c.nKvHeads * hd;
+    list.rmsnorm(this.xb, this.x, L.attnNorm, T, c.dim, c.normEps);
+    list.barrier();
+    const qz = { done: 0 };
+    const q = this.qBuf[l & 1];
+    this.pushMatmul(list, q, this.xb, L.wq, T, qz);
+    this.pushMatmul(list, this.k, this.xb, L.wk, T, qz);
+    this.pushMatmul(list, this.v, this.xb, L.wv, T, qz);
+    list.barrier();
+    if (L.bq || L.bk || L.bv) {
+      for (let t = 0; t < T; t++) {
+        const owner = t % this.threads;
+        if (L.bq) list.add(q + t * qDim * 4, L.bq, qDim, owner);
+        if (L.bk) list.add(this.k + t * kvDim * 4, L.bk, kvDim, owner);
+        if (L.bv) list.add(this.v + t * kvDim * 4, L.bv, kvDim, owner);
+      }
+      list.barrier();
+    }
+    if (L.qNorm) list.rmsnorm(q, q, L.qNorm, T * c.nHeads, hd, c.normEps);
+    if (L.kNorm) list.rmsnorm(this.k, this.k, L.kNorm, T * c.nKvHeads, hd, c.normEps);
+    if (L.qNorm || L.kNorm) list.barrier();
+    list.rope(q, T, c.nHeads, hd, this.rope, this.pos);
+    list.rope(this.k, T, c.nKvHeads, hd, this.rope, this.pos);
+  }
+
+  private headScratchPtr(item: number, kvHead: number): Ptr {
+    return this.headScratch + (item * this.config.nKvHeads + kvHead) * this.headScratchWords * 4;
+  }
+
+  /**
+   * Attention of every row over its sequence's cache for layer l, then Wo + residual and the FFN block.
+   * All query heads of one KV head run on the same thread, so they can accumulate that head's attention scores in
+   * one buffer without races.
+   */
+  private pushAttentionAndFfn(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], starts: number[], T: number, scale: number, group: number): void {
+    const c = this.config;
+    const rt = this.rt;
+    const L = this.layers[l];
+    const hd = c.headDim;
+    const qDim = c.nHeads * hd;
+    const seqPad = this.headScratchWords / 3;
+    items.forEach((it, i) => {
+      const kv = it.kv;
+      const n = it.tokens.length;
+      const poolBase = kv.pool.arena.baseByteOffset;
+      const pt = kv.pool.pageTokens;
+      for (let h = 0; h < c.nKvHeads; h++) {
+        const st = kv.store(l, h);
+        const m = st.length;
+        const base = this.headScratchPtr(i, h);
+        const table = base;
+        const positions = base + seqPad * 4;
+        const accum = base + 2 * seqPad * 4;
+        rt.i32(table, st.pages.length).set(st.pages);
+        // Causal limit by position only matters when several new rows attend at once.
+        if (n > 1) rt.i32(positions, m).set(st.positions.subarray(0, m));
+        const track = kv.tracksScores(l, h);
+        if (track) rt.f32(accum, seqPad).fill(0);
+        const owner = (i * c.nKvHeads + h) % this.threads;
+        for (let g = 0; g < group; g++) {
+          const qh = h * group + g;
+          for (let t = 0; t < n; t++) {
+            const r = rowStart[i] + t;
+            list.attention(
+              {
+                out: this.att + (r * qDim + qh * hd) * 4,
+                probs: this.probs + owner * seqPad * 4,
+                q: this.qBuf[l & 1] + (r * qDim + qh * hd) * 4,
+                pool: poolBase,
+                pageTable: table,
+                nSlots: m,
+                pageTokens: pt,
+                headDim: hd,
+                scale,
+                positions: n > 1 ? positions : 0,
+                queryPos: starts[i] + t,
+                accum: track ? accum : 0,
+              },
+              owner,
+            );
+          }
+        }
+      }
+    });
+    list.barrier();
+    const az = { done: 0 };
+    this.pushMatmul(list, this.xb, this.att, L.wo, T, az);
+    list.barrier();
+    list.add(this.x, this.xb, T * c.dim);
+    list.barrier();
+    list.rmsnorm(this.xb, this.x, L.ffnNorm, T, c.dim, c.normEps);
+    list.barrier();
+    const fz = { done: 0 };
+    this.pushMatmul(list, this.hb, this.xb, L.wGate, T, fz);
+    this.pushMatmul(list, this.hb2, this.xb, L.wUp, T, fz);
+    list.barrier();
+    list.swiglu(this.hb, this.hb2, T * c.hiddenDim);
+    list.barrier();
+    this.pushMatmul(list, this.xb, this.hb, L.wDown, T, { done: 0 });
+    list.barrier();
+    list.add(this.x, this.xb, T * c.dim);
+    list.barrier();
+  }
+
+  /** Fold the kernels' attention sums into the heads' scores, then let the cache policy profile or evict. */
+  private afterAttention(l: number, items: readonly ForwardItem[], rowStart: number[], starts: number[], _group: number): void {
+    const c = this.config;
+    const qDim = c.nHeads * c.headDim;
+    const seqPad = this.headScratchWords / 3;
+    items.forEach((it, i) => {
+      const kv = it.kv;
+      for (let h = 0; h < c.nKvHeads; h++) {
+        if (!kv.tracksScores(l, h)) continue;
+        const st = kv.store(l, h);
+        const acc = this.rt.f32(this.headScratchPtr(i, h) + 2 * seqPad * 4, st.length);
+        for (let s = 0; s < st.length; s++) st.scores[s] += acc[s];
+      }
+      const q = this.rt.f32(this.qBuf[l & 1] + rowStart[i] * qDim * 4, it.tokens.length * qDim);
+      kv.finishLayer(l, q, qDim, it.tokens.length, starts[i]);
+    });
+  }
+}
+
