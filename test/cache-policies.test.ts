@@ -9,14 +9,17 @@ import { loadModel, type Model } from '../src/generate/model.js';
 import { SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
 const STORIES260K = () => sharedPath('models/stories260K/stories260K.bin');
+
+// Every backend implements the same cache interface and must pass the same tests.
+for (const backend of ['cpu-ref', 'wasm'] as const) {
 let m260: Model | undefined;
 async function stories260K(): Promise<Model> {
-  return (m260 ??= await loadModel(STORIES260K()));
+  return (m260 ??= await loadModel(STORIES260K(), { backend }));
 }
 
 for (const which of ['stories15M', 'stories260K']) {
-  test(`${which}: T = 1 and policy full are token-identical to the plain full cache`, { skip: SKIP_SHARED }, async () => {
-    const model = which === 'stories15M' ? await loadModel() : await stories260K();
+  test(`${backend} ${which}: T = 1 and policy full are token-identical to the plain full cache`, { skip: SKIP_SHARED }, async () => {
+    const model = which === 'stories15M' ? await loadModel(undefined, { backend }) : await stories260K();
     const prompt = 'Once upon a time, there was a little dog. He liked to run.';
     const opts = { temperature: 0, maxTokens: which === 'stories15M' ? 40 : 120 };
     const plain = await model.complete(prompt, opts);
@@ -38,7 +41,7 @@ for (const which of ['stories15M', 'stories260K']) {
  * Drive one sequence through prefill + greedy decode with hand-assigned head policies, checking after every step
  * what each head holds. Returns nothing; asserts inside.
  */
-test('stories260K: special / local / frequent heads hold exactly what their policy says, every step', { skip: SKIP_SHARED }, async () => {
+test(`${backend} stories260K: special / local / frequent heads hold exactly what their policy says, every step`, { skip: SKIP_SHARED }, async () => {
   const model = await stories260K();
   const { nLayers, nKvHeads, nHeads } = model.config;
   const group = nHeads / nKvHeads;
@@ -120,7 +123,7 @@ function argmaxOf(a: Float32Array): number {
   return best;
 }
 
-test('stories260K: bytes in use = Σ tokens kept × bytes per token, before and after every eviction', { skip: SKIP_SHARED }, async () => {
+test(`${backend} stories260K: bytes in use = Σ tokens kept × bytes per token, before and after every eviction`, { skip: SKIP_SHARED }, async () => {
   const model = await stories260K();
   const perToken = 2 * model.config.headDim * 4;
   const origEvict = HeadStore.prototype.evict;
@@ -167,8 +170,8 @@ test('stories260K: bytes in use = Σ tokens kept × bytes per token, before and 
   assert.ok(checks > 100);
 });
 
-test('stories260K: after 1000 generations the pool is empty again, and freed pages are reused', { skip: SKIP_SHARED }, async () => {
-  const model = await loadModel(STORIES260K(), { kvBudgetBytes: 2 << 20 });
+test(`${backend} stories260K: after 1000 generations the pool is empty again, and freed pages are reused`, { skip: SKIP_SHARED }, async () => {
+  const model = await loadModel(STORIES260K(), { kvBudgetBytes: 2 << 20, backend });
   const policies = ['full', 'fastgen', 'local', 'frequent', 'local+frequent', 'sink+local'] as const;
   const prompts = ['Once upon a time', 'The cat sat.', 'Lily and Tom went to the park, and they played!'];
   let reserved = 0;
@@ -196,6 +199,8 @@ test('stories260K: after 1000 generations the pool is empty again, and freed pag
   b.release();
   assert.equal(model.pool.pagesInUse, 0);
 });
+
+}
 
 test('the pool reports how much was needed when it cannot serve', () => {
   const pool = new PagePool({ headDim: 4, pageTokens: 2, budgetBytes: 2 * 2 * 2 * 4 * 4 });

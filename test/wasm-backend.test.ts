@@ -1,0 +1,102 @@
+/** The wasm backend at model level: batching, agreement with cpu-ref, quantized weights, clean exit. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadModel, type Model } from '../src/generate/model.js';
+import { REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
+
+const M260 = () => sharedPath('models/stories260K/stories260K.bin');
+
+function relErr(a: Float32Array, b: Float32Array): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num = Math.max(num, Math.abs(a[i] - b[i]));
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return num / den;
+}
+
+test('a batch of sequences in one pass gives the same logits as one pass each (mixed prefill and decode, mixed policies)', { skip: SKIP_SHARED }, async () => {
+  const m = await loadModel(M260(), { backend: 'wasm' });
+  const prompts = ['Once upon a time', 'The little dog ran to the park and saw a big red ball.', 'Lily'];
+  const policies = [{ policy: 'full' as const }, { policy: 'fastgen' as const, recovery: 0.9 }, { policy: 'local+frequent' as const, ratio: 0.5 }];
+  const solo = prompts.map((_, i) => m.newSequence(policies[i]));
+  const batch = prompts.map((_, i) => m.newSequence(policies[i]));
+  const ids = prompts.map((p) => m.encode(p));
+  let a = await Promise.all(ids.map(async (t, i) => (await m.backend.forward([{ kv: solo[i], tokens: t, logits: 'last' }]))[0]));
+  let b = await m.backend.forward(ids.map((t, i) => ({ kv: batch[i], tokens: t, logits: 'last' as const })));
+  for (let step = 0; step < 12; step++) {
+    a.forEach((x, i) => assert.ok(relErr(b[i], x) < 1e-5, `step ${step} seq ${i}: ${relErr(b[i], x)}`));
+    const next = a.map((x) => x.indexOf(Math.max(...x)));
+    // Sequence 2 joins late with a second chunk of prompt while the others decode.
+    const extra = step === 5 ? m.encode(' and Tom went home.', false) : [];
+    const inputs = next.map((t, i) => (i === 2 && extra.length ? [t, ...extra] : [t]));
+    a = await Promise.all(inputs.map(async (t, i) => (await m.backend.forward([{ kv: solo[i], tokens: t, logits: 'last' }]))[0]));
+    b = await m.backend.forward(inputs.map((t, i) => ({ kv: batch[i], tokens: t, logits: 'last' as const })));
+  }
+  solo.forEach((kv, i) => assert.deepEqual(batch[i].stats().keptTokens, kv.stats().keptTokens));
+  [...solo, ...batch].forEach((kv) => kv.release());
+  assert.equal(m.pool.pagesInUse, 0);
+  m.dispose();
+});
+
+test('wasm and cpu-ref agree under FastGen: same profile choices, same greedy tokens', { skip: SKIP_SHARED }, async () => {
+  const ref = await loadModel(M260(), { backend: 'cpu-ref' });
+  const fast = await loadModel(M260(), { backend: 'wasm' });
+  const prompt = 'Once upon a time, there was a girl named Lily. She had a red ball. She liked to play with it in the park!';
+  for (const recovery of [0.9, 0.95]) {
+    const o = { temperature: 0, maxTokens: 80, cache: { policy: 'fastgen' as const, recovery } };
+    const r1 = await ref.complete(prompt, o);
+    const r2 = await fast.complete(prompt, o);
+    assert.deepEqual(r2.profile?.map((l) => l.map((h) => h.policy)), r1.profile?.map((l) => l.map((h) => h.policy)));
+    assert.deepEqual(r2.tokens, r1.tokens);
+    assert.equal(r2.kv.kvBytes, r1.kv.kvBytes);
+  }
+  fast.dispose();
+});
+
+/** Teacher-forced perplexity of the model on the first 256 tokens of the in-domain sample text. */
+async function perplexity(m: Model): Promise<number> {
+  const text = readFileSync(sharedPath('data/tinystories_sample.txt'), 'utf8');
+  const ids = m.encode(text).slice(0, m.config.maxSeqLen);
+  const kv = m.newSequence();
+  const [logits] = await m.backend.forward([{ kv, tokens: ids, logits: 'all' }]);
+  kv.release();
+  const V = m.config.vocabSize;
+  let nll = 0;
+  for (let t = 0; t + 1 < ids.length; t++) {
+    const row = logits.subarray(t * V, (t + 1) * V);
+    let max = -Infinity;
+    for (const x of row) max = Math.max(max, x);
+    let sum = 0;
+    for (const x of row) sum += Math.exp(x - max);
+    nll -= row[ids[t + 1]] - max - Math.log(sum);
+  }
+  return Math.exp(nll / (ids.length - 1));
+}
+
+test('stories15M perplexity: q8_0 within 1 % of f32, f16 within 0.1 %', { skip: SKIP_SHARED }, async () => {
+  const result: Record<string, number> = {};
+  for (const dtype of ['f32', 'q8_0', 'f16'] as const) {
+    const m = await loadModel(undefined, { backend: 'wasm', dtype });
+    result[dtype] = await perplexity(m);
+    m.dispose();
+  }
+  assert.ok(result.f32 > 1 && result.f32 < 20, `f32 perplexity ${result.f32}`);
+  assert.ok(Math.abs(result.q8_0 / result.f32 - 1) < 0.01, JSON.stringify(result));
+  assert.ok(Math.abs(result.f16 / result.f32 - 1) < 0.001, JSON.stringify(result));
+});
+
+test('a program that generates on the wasm backend and never disposes it exits by itself', { skip: SKIP_SHARED }, () => {
+  const lib = join(REPO_ROOT, 'dist', 'src', 'index.js');
+  const code = `import { loadModel } from ${JSON.stringify(lib)};
+    const m = await loadModel(${JSON.stringify(M260())}, { backend: 'wasm', threads: 2 });
+    const r = await m.complete('Once upon a time', { maxTokens: 5, seed: 1 });
+    console.log(r.generatedTokens);`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout.trim(), '5');
+});
