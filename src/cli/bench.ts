@@ -5,13 +5,17 @@
  * tgN xB (B sequences decoded together in one batch; t/s counts all of them).
  * A benchmark command, never a timed test: compare ratios measured in one run on the same machine.
  */
-import { cpus } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FastgenError } from '../errors.js';
 import type { CacheOptions } from '../cache/policy.js';
 import { loadModel, type Model } from '../generate/model.js';
 import { argmax } from '../generate/sampler.js';
 import { formatBytes, table } from './format.js';
+import { locateDefaultPackage, parsePreloadFiles } from '../model/default-model.js';
 import { num } from './options.js';
 
 export interface BenchRow {
@@ -109,13 +113,16 @@ export async function benchCommand(args: string[]): Promise<number> {
       repetitions: { type: 'string', short: 'r' },
       threads: { type: 'string' },
       json: { type: 'boolean' },
+      llama2c: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (v.help) {
     console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--cache full|fastgen|...]...
        [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json]
-Every combination of the repeated options is measured. Defaults: the default model, the default backend, f32,
+       [--llama2c RUN_BINARY]
+Every combination of the repeated options is measured. --llama2c runs a compiled llama2.c \`run\` (legacy format,
+e.g. gcc -Ofast -march=native -fopenmp run.c) on the default model in the same session, as a tg row. Defaults: the default model, the default backend, f32,
 --cache full and fastgen, tests pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up).`);
     return 0;
   }
@@ -164,6 +171,7 @@ Every combination of the repeated options is measured. Defaults: the default mod
       }
     }
   }
+  if (v.llama2c) rows.push(...runLlama2c(v.llama2c as string, reps, threads));
   if (v.json) {
     console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), rows }, null, 2));
     return 0;
@@ -187,6 +195,49 @@ Every combination of the repeated options is measured. Defaults: the default mod
   );
   console.log(`\n${machineLine()}`);
   return 0;
+}
+
+/**
+ * llama2.c's run on stories15M (extracted from the same npm bundle), greedy, 256 steps, threads from OMP_NUM_THREADS.
+ * It reports "achieved tok/s" over its whole loop (prompt-free generation from BOS), which we record as tg255.
+ */
+function runLlama2c(bin: string, reps: number, threads: number | undefined): BenchRow[] {
+  const pkg = locateDefaultPackage();
+  const js = readFileSync(join(pkg, 'dist', 'llama2.js'), 'utf8');
+  const files = parsePreloadFiles(js, 'llama2.js');
+  const data = readFileSync(join(pkg, 'dist', 'llama2.data'));
+  const dir = mkdtempSync(join(tmpdir(), 'fastgen-llama2c-'));
+  for (const f of files) writeFileSync(join(dir, f.filename.replace(/^\//, '')), data.subarray(f.start, f.end));
+  const rows: BenchRow[] = [];
+  for (const t of threads ? [threads] : [1, 2]) {
+    const samples: number[] = [];
+    for (let r = 0; r < reps + 1; r++) {
+      const res = spawnSync(bin, ['model.bin', '-t', '0', '-n', '256', '-s', '1'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { ...process.env, OMP_NUM_THREADS: String(t) },
+        timeout: 120_000,
+      });
+      const m = /achieved tok\/s:\s*([\d.]+)/.exec(res.stderr ?? '');
+      if (!m) throw new FastgenError('INVALID_OPTION', `--llama2c: ${bin} did not report "achieved tok/s" (exit ${res.status}): ${(res.stderr ?? '').slice(0, 200)}`, '--llama2c');
+      if (r > 0) samples.push(Number(m[1])); // first run warms the page cache
+    }
+    const [mean, sd] = meanSd(samples);
+    rows.push({
+      model: 'stories15M',
+      sizeBytes: files.find((f) => f.filename === '/model.bin')!.end - files.find((f) => f.filename === '/model.bin')!.start,
+      params: 15191712,
+      backend: 'llama2.c run',
+      threads: t,
+      dtype: 'f32',
+      cache: 'full',
+      test: 'tg255',
+      tokensPerSecond: mean,
+      stddev: sd,
+      samples,
+    });
+  }
+  return rows;
 }
 
 function weightBytes(model: Model): number {
