@@ -67,8 +67,9 @@ class WasmKvArena implements KvArena {
   ensureFloats(count: number): void {
     const need = count * 4;
     if (need <= this.capacityBytes) return;
-    if (this.rt.mark() === this.base + this.capacityBytes) {
-      this.rt.alloc(need - this.capacityBytes, 4); // extend in place
+    const end = this.base + this.capacityBytes;
+    if (this.rt.mark() === end && this.rt.alloc(need - this.capacityBytes, 16) === end) {
+      // extended in place (pages are multiples of 16 bytes, so the arena's end stays aligned)
     } else {
       // Someone allocated after us: move to the end (kernels address pages relative to the current base).
       const grown = Math.max(need, Math.ceil(this.capacityBytes * 1.5));
@@ -393,11 +394,11 @@ export class WasmBackend implements Backend {
         const m = st.length;
         const base = this.headScratchPtr(i, h);
         const table = base;
-        const positions = base + seqPad * 4;
         const accum = base + 2 * seqPad * 4;
         rt.i32(table, st.pages.length).set(st.pages);
-        // Causal limit by position only matters when several new rows attend at once.
-        if (n > 1) rt.i32(positions, m).set(st.positions.subarray(0, m));
+        // The n new tokens were appended at the tail in order, after every older slot: row t sees exactly the
+        // slot prefix [0, m − n + t], so the causal limit is a slot count and no position mask is needed.
+        const older = m - n;
         const track = kv.tracksScores(l, h);
         if (track) rt.f32(accum, seqPad).fill(0);
         const owner = (i * c.nKvHeads + h) % this.threads;
@@ -412,11 +413,11 @@ export class WasmBackend implements Backend {
                 q: this.qBuf[l & 1] + (r * qDim + qh * hd) * 4,
                 pool: poolBase,
                 pageTable: table,
-                nSlots: m,
+                nSlots: older + t + 1,
                 pageTokens: pt,
                 headDim: hd,
                 scale,
-                positions: n > 1 ? positions : 0,
+                positions: 0,
                 queryPos: starts[i] + t,
                 accum: track ? accum : 0,
               },
