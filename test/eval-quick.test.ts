@@ -3,13 +3,13 @@
  * whatever the model, the evaluator's building blocks against the engine, and the CLI's outputs.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { evalCommand } from '../src/cli/eval.js';
-import { runEvaluation } from '../src/eval/evaluate.js';
+import { checkpointFingerprint, resolveSettings, runEvaluation } from '../src/eval/evaluate.js';
 import { buildPrompts } from '../src/eval/prompts.js';
 import { continueSequence } from '../src/eval/runner.js';
 import { TappedSequenceKv } from '../src/eval/tapped-kv.js';
@@ -24,11 +24,14 @@ const MODEL = join(SHARED, 'models', 'stories260K', 'stories260K.bin');
 const DATA = join(SHARED, 'data');
 const SKIP = existsSync(MODEL) && existsSync(join(DATA, 'tinystories_sample.txt')) ? false : `stories260K or eval data not found under ${SHARED}: eval tests skipped`;
 
+// The reference backend: the evaluation's invariants are about the cache, and cpu-ref is the backend every other is
+// checked against (the cache tests run the same invariants on every backend).
+const BACKEND = 'cpu-ref' as const;
 let modelPromise: Promise<Model> | undefined;
-const model = () => (modelPromise ??= loadModel(MODEL));
+const model = () => (modelPromise ??= loadModel(MODEL, { backend: BACKEND }));
 
 let quick: Promise<EvalReport> | undefined;
-const quickReport = async () => (quick ??= runEvaluation({ model: await model(), modelPath: MODEL, quick: true, jobs: 1, quiet: true, dataDir: DATA }));
+const quickReport = async () => (quick ??= runEvaluation({ model: await model(), modelPath: MODEL, backend: BACKEND, quick: true, jobs: 1, quiet: true, dataDir: DATA }));
 
 test('a forked FastGen cache decodes bit for bit like the original, and the tap sees the store before eviction', { skip: SKIP }, async () => {
   const m = await model();
@@ -148,7 +151,7 @@ test('--quick: T = 1 is the full cache, pruning grows as T falls, the control la
 
 test('worker threads give the same numbers as one thread', { skip: SKIP }, async () => {
   const r1 = await quickReport();
-  const r2 = await runEvaluation({ modelPath: MODEL, quick: true, jobs: 2, quiet: true, dataDir: DATA });
+  const r2 = await runEvaluation({ modelPath: MODEL, backend: BACKEND, quick: true, jobs: 2, quiet: true, dataDir: DATA });
   const strip = (r: EvalReport) =>
     r.prompts.map((p) => ({ ...p, ms: 0, configs: p.configs.map((c) => ({ ...c, sample: { ...c.sample, prefillMs: 0, decodeMs: 0, profileMs: 0 } })) }));
   assert.deepEqual(strip(r2), strip(r1));
@@ -161,7 +164,7 @@ test('fastgen eval --quick --json writes the report, figures and a Markdown sect
   const stdout = { write: (s: string) => (out += s) };
   try {
     const code = await evalCommand(
-      ['--quick', '--json', '-m', MODEL, '--data', DATA, '-j', '1', '--out', join(dir, 'r.json'), '--svg-dir', join(dir, 'fig'), '--markdown', join(dir, 'results.md')],
+      ['--quick', '--json', '-m', MODEL, '--backend', BACKEND, '--data', DATA, '-j', '1', '--out', join(dir, 'r.json'), '--svg-dir', join(dir, 'fig'), '--markdown', join(dir, 'results.md')],
       { stdout },
     );
     assert.equal(code, 0);
@@ -178,8 +181,34 @@ test('fastgen eval --quick --json writes the report, figures and a Markdown sect
     assert.match(md, /<!-- eval:stories260K:begin/);
     assert.match(md, /\|\s+T \|/);
     assert.match(md, /\(fig\/stories260K-quality-vs-kv\.svg\)/);
-    await assert.rejects(evalCommand(['--thresholds', '0.9,1.5', '-m', MODEL]), /each T must be in \(0, 1\]/);
+    await assert.rejects(evalCommand(['--thresholds', '0.9,1.5', '-m', MODEL, '--backend', BACKEND]), /each T must be in \(0, 1\]/);
     await assert.rejects(evalCommand(['--backend', 'nope']), /unknown backend/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--checkpoint: finished prompts are reused by a rerun with the same settings, and the file goes when done', { skip: SKIP }, async () => {
+  const m = await model();
+  const full = await quickReport();
+  const dir = mkdtempSync(join(tmpdir(), 'fastgen-eval-ckpt-'));
+  const file = join(dir, 'ckpt.jsonl');
+  try {
+    const settings = resolveSettings({ quick: true }, m.config.maxSeqLen);
+    const prompts = await buildPrompts(m, { count: settings.prompts, maxTokens: settings.maxTokens, dataDir: DATA, seed: settings.seed });
+    const fp = checkpointFingerprint(m, settings, prompts);
+    // Prompt 1 finished before the stop; a line from other settings and a torn last line are ignored.
+    writeFileSync(
+      file,
+      JSON.stringify({ fingerprint: 'other settings', index: 0, result: full.prompts[1] }) +
+        '\n' +
+        JSON.stringify({ fingerprint: fp, index: 1, result: full.prompts[1] }) +
+        '\n{"fingerprint": "torn',
+    );
+    const r = await runEvaluation({ model: m, modelPath: MODEL, backend: BACKEND, quick: true, jobs: 1, quiet: true, dataDir: DATA, checkpoint: file });
+    assert.equal(r.resumedPrompts, 1);
+    assert.deepEqual(r.points.map((p) => [p.key, p.pruned, p.kl, p.win.rate]), full.points.map((p) => [p.key, p.pruned, p.kl, p.win.rate]));
+    assert.ok(!existsSync(file), 'checkpoint removed after a complete run');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

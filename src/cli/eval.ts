@@ -21,7 +21,7 @@ profiling time share; the paper's ablation (T = 0.98) and, for grouped-query mod
 
 options:
   -m, --model PATH       llama2.c .bin or Hugging Face folder (default: embedded stories15M)
-  --backend NAME         ${BACKEND_NAMES.join(' | ')} (default cpu-ref)      --dtype f32|f16|q8_0
+  --backend NAME         ${BACKEND_NAMES.join(' | ')} (default: the engine's default)   --dtype f32|f16|q8_0
   --quick                small run for CI: T ∈ {0.91, 0.95, 1}, 2 prompts × 16 tokens, no ablation
   --thresholds LIST      comma-separated T values (default 0.91,0.93,0.95,0.98,1)
   --prompts N            number of prompts (default 20; --quick 2)
@@ -35,6 +35,7 @@ options:
   --data DIR             folder with tinystories_sample.txt and tinyshakespeare.txt (default ../shared/data)
   --json                 print the whole report as JSON instead of tables
   --out FILE             also write the JSON report to FILE
+  --checkpoint FILE      save each finished prompt to FILE; a rerun with the same settings resumes from it
   --svg-dir DIR          write figures: <model>-quality-vs-kv.svg, -policies-by-layer.svg, -recovery.svg
   --markdown FILE        insert/replace this model's section in a Markdown file (e.g. docs/results.md)
 
@@ -78,6 +79,7 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
       data: { type: 'string' },
       'svg-dir': { type: 'string' },
       out: { type: 'string' },
+      checkpoint: { type: 'string' },
       markdown: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -109,6 +111,7 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
     samples: int(values.samples, '--samples'),
     ablation: values['no-ablation'] ? false : undefined,
     dataDir: values.data,
+    checkpoint: values.checkpoint,
   };
 
   const report = await runEvaluation(opts);

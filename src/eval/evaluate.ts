@@ -2,6 +2,7 @@
  * `fastgen eval` as a library call: build the prompts, run every configuration on every prompt (in this thread or in
  * worker threads, one prompt at a time per worker), summarise, and check the invariants.
  */
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, platform } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +43,8 @@ export interface EvalOptions {
   /** Judge samples per prompt and configuration (default 1). */
   samples?: number;
   ablation?: boolean;
+  /** JSON-lines file of finished prompts: reused by a rerun with the same settings, deleted when the run completes. */
+  checkpoint?: string;
   /** Progress output (default stderr); quiet turns it off. */
   stream?: ProgressStream;
   quiet?: boolean;
@@ -110,12 +113,31 @@ export async function runEvaluation(opts: EvalOptions = {}): Promise<EvalReport>
       stream.write(`eval: ${prompts.length} prompts × ${specs.length} cache configurations + full, ${settings.maxTokens} tokens each, ${jobs} job(s)\n`);
     }
 
-    let results: PromptResult[];
+    // Checkpoint: finished prompts are appended to a JSON-lines file as they complete; a rerun with the same file,
+    // model and settings reuses them and runs only the rest (long cpu-ref evaluations survive being stopped).
+    const results: PromptResult[] = new Array(prompts.length);
+    const fingerprint = checkpointFingerprint(model, settings, prompts);
+    const resumed = opts.checkpoint ? readCheckpoint(opts.checkpoint, fingerprint, prompts.length) : new Map<number, PromptResult>();
+    for (const [i, r] of resumed) {
+      results[i] = r;
+      progress.add(costs[i].full + specs.length * costs[i].config);
+      progress.promptDone(`${prompts[i].id}, from checkpoint`);
+    }
+    const todo = prompts.map((_, i) => i).filter((i) => !resumed.has(i));
+    const onResult = (i: number, r: PromptResult) => {
+      results[i] = r;
+      if (opts.checkpoint) appendFileSync(opts.checkpoint, JSON.stringify({ fingerprint, index: i, result: r }) + '\n');
+    };
     try {
-      results = jobs <= 1 ? await runInThread(model, settings, prompts, progress) : await runInWorkers(opts, settings, prompts, jobs, progress);
+      if (todo.length) {
+        const workers = Math.min(jobs, todo.length);
+        if (workers <= 1) await runInThread(model, settings, prompts, todo, progress, onResult);
+        else await runInWorkers(opts, settings, prompts, todo, workers, progress, onResult);
+      }
     } finally {
       progress.finish();
     }
+    if (opts.checkpoint && existsSync(opts.checkpoint)) rmSync(opts.checkpoint);
 
     const points = summarize(specs, results);
     const control = controlSummary(results);
@@ -145,6 +167,7 @@ export async function runEvaluation(opts: EvalOptions = {}): Promise<EvalReport>
         platform: `${platform()} ${process.arch}`,
       },
       wallMs: Date.now() - t0,
+      resumedPrompts: resumed.size,
       control,
       fullPpl,
       points,
@@ -156,14 +179,35 @@ export async function runEvaluation(opts: EvalOptions = {}): Promise<EvalReport>
   }
 }
 
-async function runInThread(model: Model, settings: EvalSettings, prompts: EvalPrompt[], progress: EvalProgress): Promise<PromptResult[]> {
-  const ev = new PromptEvaluator(model, settings);
-  const out: PromptResult[] = [];
-  for (let i = 0; i < prompts.length; i++) {
-    out.push(await ev.run(prompts[i], i, (cost) => progress.add(cost)));
-    progress.promptDone(prompts[i].id);
+/** What must match for a checkpointed prompt result to be reused: model, backend, settings and the prompts themselves. */
+export function checkpointFingerprint(model: Model, settings: EvalSettings, prompts: EvalPrompt[]): string {
+  return JSON.stringify({ model: model.source.path, backend: model.backend.name, weights: model.backend.weightDtype, settings, prompts });
+}
+
+/** Prompt results saved by an earlier run with the same fingerprint (other lines, e.g. from other settings, ignored). */
+function readCheckpoint(file: string, fingerprint: string, count: number): Map<number, PromptResult> {
+  const out = new Map<number, PromptResult>();
+  if (!existsSync(file)) return out;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      const rec = JSON.parse(line) as { fingerprint: string; index: number; result: PromptResult };
+      if (rec.fingerprint === fingerprint && Number.isInteger(rec.index) && rec.index >= 0 && rec.index < count) out.set(rec.index, rec.result);
+    } catch {
+      // a line cut short when the run was stopped
+    }
   }
   return out;
+}
+
+type OnResult = (index: number, result: PromptResult) => void;
+
+async function runInThread(model: Model, settings: EvalSettings, prompts: EvalPrompt[], todo: number[], progress: EvalProgress, onResult: OnResult): Promise<void> {
+  const ev = new PromptEvaluator(model, settings);
+  for (const i of todo) {
+    onResult(i, await ev.run(prompts[i], i, (cost) => progress.add(cost)));
+    progress.promptDone(prompts[i].id);
+  }
 }
 
 type WorkerMessage =
@@ -172,8 +216,15 @@ type WorkerMessage =
   | { type: 'result'; index: number; result: PromptResult }
   | { type: 'error'; message: string; code?: string };
 
-async function runInWorkers(opts: EvalOptions, settings: EvalSettings, prompts: EvalPrompt[], jobs: number, progress: EvalProgress): Promise<PromptResult[]> {
-  const results: PromptResult[] = new Array(prompts.length);
+async function runInWorkers(
+  opts: EvalOptions,
+  settings: EvalSettings,
+  prompts: EvalPrompt[],
+  todo: number[],
+  jobs: number,
+  progress: EvalProgress,
+  onResult: OnResult,
+): Promise<void> {
   let next = 0;
   let finished = 0;
   const workers: Worker[] = [];
@@ -186,8 +237,8 @@ async function runInWorkers(opts: EvalOptions, settings: EvalSettings, prompts: 
         rejectPool(e);
       };
       const dispatch = (w: Worker) => {
-        if (next >= prompts.length) return;
-        const index = next++;
+        if (next >= todo.length) return;
+        const index = todo[next++];
         w.postMessage({ type: 'run', index, prompt: prompts[index] });
       };
       for (let j = 0; j < jobs; j++) {
@@ -206,10 +257,10 @@ async function runInWorkers(opts: EvalOptions, settings: EvalSettings, prompts: 
           if (m.type === 'ready') dispatch(w);
           else if (m.type === 'progress') progress.add(m.cost);
           else if (m.type === 'result') {
-            results[m.index] = m.result;
+            onResult(m.index, m.result);
             finished++;
             progress.promptDone(prompts[m.index].id);
-            if (finished === prompts.length) resolvePool();
+            if (finished === todo.length) resolvePool();
             else dispatch(w);
           } else if (m.type === 'error') {
             fail(m.code === 'INVALID_OPTION' ? new InvalidOptionError(m.message) : new Error(`eval worker: ${m.message}`));
@@ -217,12 +268,11 @@ async function runInWorkers(opts: EvalOptions, settings: EvalSettings, prompts: 
         });
         w.on('error', (e) => fail(e));
         w.on('exit', (code) => {
-          if (finished < prompts.length && code !== 0) fail(new Error(`eval worker exited with code ${code}`));
+          if (finished < todo.length && code !== 0) fail(new Error(`eval worker exited with code ${code}`));
         });
       }
     });
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
   }
-  return results;
 }

@@ -163,6 +163,8 @@ export interface EvalReport {
   settings: EvalSettings & { prompts: number; quick: boolean; jobs: number };
   machine: { date: string; cpu: string; cores: number; node: string; platform: string };
   wallMs: number;
+  /** Prompts taken from a checkpoint instead of being run (their time is not in wallMs). */
+  resumedPrompts: number;
   control: { wins: number; ties: number; losses: number; n: number; rate: number; lo95: number; hi95: number; lo99: number; hi99: number };
   fullPpl: number;
   points: PointSummary[];
