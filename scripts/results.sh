@@ -34,7 +34,8 @@ node bin/fastgen.js eval -m "$SHARED/models/stories260K/stories260K.bin" --backe
   --out docs/figures/stories260K.json --svg-dir docs/figures --markdown docs/results.md ${ARGS_260K:---prompts 40 --samples 2} || rc=$?
 # shellcheck disable=SC2086
 node bin/fastgen.js eval -m "$SHARED/models/stories260K/stories260K.bin" --backend "$BACKEND" --data "$SHARED/data" \
-  --thresholds 0.5,0.6,0.7,0.8,0.9,1 --no-ablation --out docs/figures/stories260K-low-T.json ${ARGS_260K_LOW_T:-} \
+  --thresholds 0.5,0.6,0.7,0.8,0.9,1 --no-ablation --out docs/figures/stories260K-low-T.json \
+  --svg-dir docs/figures/stories260K-low-T ${ARGS_260K_LOW_T:-} \
   > docs/figures/stories260K-low-T.txt || rc=$?
 # shellcheck disable=SC2086
 node bin/fastgen.js eval --backend "$BACKEND" --data "$SHARED/data" \
