@@ -7,7 +7,7 @@ export { quantize_q8_0, quantize_q8_act, dequantize_q8_0, matmul_q8_0, matmul_q8
 export { f32_to_f16, f16_to_f32 } from './f16';
 export { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 export { attention, kv_write } from './attention';
-export { run_jobs } from './jobs';
+export { run_jobs, plan_jobs } from './jobs';
 
 /** First byte after the module's static data; the JS arena starts above it. */
 export function heap_base(): usize {

@@ -2,13 +2,15 @@
 //
 // Record layout (mirrored by src/backend/wasm/layout.ts), JOB_BYTES = 64 per record, i32 words:
 //   [0] opcode   [1] owner   [2..15] up to 14 arguments (i32, or f32 bit patterns)
-// owner < 0: the op's natural parallel dimension (rows of a matmul, tokens, elements) is split across the threads;
-//            ops without one (attention, argmax, ...) run on thread 0.
-// owner ≥ 0: the whole op runs on thread owner % nThreads (e.g. spread attention heads over threads).
-// Ops between two BARRIERs must be independent of each other; a BARRIER makes every thread wait for all the others.
+// owner SPLIT (-1): the op's natural parallel dimension (rows of a matmul, tokens, elements) is cut into chunks that
+//            any thread may run; ops without one (attention, argmax, ...) are one chunk.
+// owner ≤ -2: a group id; consecutive records with the same id are one chunk (run in order by one thread).
+// owner ≥ 0: the whole op runs on thread owner % nThreads.
+// Ops between two BARRIERs must be independent of each other (or in one group); after a BARRIER every op before it
+// is complete. See "the dynamic schedule" below for how threads share the work.
 //
-// Control block (ctrl, 64-byte lines so the hot words do not share a cache line):
-//   +0 barrier arrivals   +64 barrier generation   +128 sleeping barrier waiters   +192 abort flag   +256 spin count
+// Control block (ctrl, 64-byte lines so the hot words do not share a cache line; layout.ts CTRL):
+//   +128 sleeping phase waiters   +192 abort flag   +256 spin count   +704 live dispatch tag   +2048 phase counters
 
 import { matmul_f32, matmul_f16 } from './matmul_float';
 import { matmul_q8_0, matmul_q8_0_f32, quantize_q8_act } from './q8';
@@ -16,8 +18,6 @@ import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise
 import { attention, kv_write } from './attention';
 
 const JOB_BYTES: usize = 64;
-const BAR_COUNT: usize = 0;
-const BAR_GEN: usize = 64;
 const BAR_WAITERS: usize = 128;
 const ABORT: usize = 192;
 const SPIN: usize = 256;
@@ -39,118 +39,294 @@ const OP_KV_WRITE = 13;
 const OP_ARGMAX = 14;
 const OP_COPY = 15;
 
-/**
- * Wait until all nThreads threads arrived. Spins (ctrl+SPIN iterations) before sleeping in memory.atomic.wait32,
- * because a wake-up costs tens of µs. Returns false when the list was aborted (another thread failed).
- */
-function barrier(ctrl: usize, nThreads: i32): bool {
-  const gen = atomic.load<i32>(ctrl + BAR_GEN);
-  // A failing thread sets ABORT, then bumps BAR_GEN. Checked after reading gen: either we see ABORT here, or the
-  // bump comes after our read and releases the wait below.
-  if (atomic.load<i32>(ctrl + ABORT) != 0) return false;
-  if (atomic.add<i32>(ctrl + BAR_COUNT, 1) + 1 == nThreads) {
-    atomic.store<i32>(ctrl + BAR_COUNT, 0);
-    atomic.add<i32>(ctrl + BAR_GEN, 1);
-    if (atomic.load<i32>(ctrl + BAR_WAITERS) > 0) atomic.notify(ctrl + BAR_GEN, -1);
-  } else {
-    const spin = atomic.load<i32>(ctrl + SPIN);
-    for (let k = 0; k < spin && atomic.load<i32>(ctrl + BAR_GEN) == gen; k++) {}
-    if (atomic.load<i32>(ctrl + BAR_GEN) == gen) {
-      // Registered waiters make the last arriver notify; wait32 re-checks gen atomically, so no wake-up is lost.
-      atomic.add<i32>(ctrl + BAR_WAITERS, 1);
-      while (atomic.load<i32>(ctrl + BAR_GEN) == gen) atomic.wait<i32>(ctrl + BAR_GEN, gen, -1);
-      atomic.sub<i32>(ctrl + BAR_WAITERS, 1);
-    }
-  }
-  return atomic.load<i32>(ctrl + ABORT) == 0;
-}
-
-// This thread's share [lo, hi) of a split dimension (set by part()).
-let lo = 0;
-let hi = 0;
-
-/** Split n into nThreads chunks, each a multiple of `align` (so every thread keeps the same register blocking). */
-function part(n: i32, align: i32, tid: i32, nThreads: i32, split: bool): void {
-  if (!split) { lo = 0; hi = n; return; }
-  const chunk = ((n + nThreads - 1) / nThreads + align - 1) / align * align;
-  lo = min(n, tid * chunk);
-  hi = min(n, lo + chunk);
-}
-
 @inline function ai(rec: usize, k: i32): i32 { return load<i32>(rec + 8 + (<usize>k << 2)); }
 @inline function ap(rec: usize, k: i32): usize { return <usize>load<u32>(rec + 8 + (<usize>k << 2)); }
 @inline function af(rec: usize, k: i32): f32 { return load<f32>(rec + 8 + (<usize>k << 2)); }
 
-/** Run `count` records from `list` as thread tid of nThreads. Returns 0, or -1 if the list was aborted. */
-export function run_jobs(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize): i32 {
+@inline function canSplit(op: i32): bool {
+  return op != OP_SOFTMAX && op != OP_ATTENTION && op != OP_KV_WRITE && op != OP_ARGMAX && op != OP_COPY;
+}
+
+/**
+ * Run record `rec` over [r0, r1) of its split dimension (rows of a matmul, tokens, elements); an op that cannot be
+ * split ignores the range. tid picks the attention kernel's per-thread probability scratch (argument 12 = stride).
+ */
+function exec(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
+  switch (op) {
+    case OP_MATMUL_F32: // out, x, w, T, rows, cols
+      matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+      break;
+    case OP_MATMUL_F16:
+      matmul_f16(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+      break;
+    case OP_MATMUL_Q8: // out, xq, xd, wq, wd, T, rows, cols
+      matmul_q8_0(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
+      break;
+    case OP_MATMUL_Q8_F32: // out, x, wq, wd, T, rows, cols
+      matmul_q8_0_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ai(rec, 4), ai(rec, 5), ai(rec, 6), r0, r1);
+      break;
+    case OP_QUANT_Q8_ACT: { // xq, xd, x, T, cols — over tokens
+      const cols = ai(rec, 4);
+      const nb = (cols + 31) >> 5;
+      quantize_q8_act(ap(rec, 0) + <usize>r0 * (<usize>nb << 6), ap(rec, 1) + <usize>r0 * (<usize>nb << 2),
+        ap(rec, 2) + <usize>r0 * (<usize>cols << 2), r1 - r0, cols);
+      break;
+    }
+    case OP_RMSNORM: { // out, x, w, T, n, eps — over tokens
+      const rb = <usize>ai(rec, 4) << 2;
+      rmsnorm(ap(rec, 0) + <usize>r0 * rb, ap(rec, 1) + <usize>r0 * rb, ap(rec, 2), r1 - r0, ai(rec, 4), af(rec, 5));
+      break;
+    }
+    case OP_ROPE: { // x, T, nHeads, headDim, cos, sin, pos — over tokens
+      const rb = <usize>ai(rec, 2) * <usize>ai(rec, 3) << 2;
+      rope(ap(rec, 0) + <usize>r0 * rb, r1 - r0, ai(rec, 2), ai(rec, 3), ap(rec, 4), ap(rec, 5), ap(rec, 6) + (<usize>r0 << 2));
+      break;
+    }
+    case OP_SOFTMAX: softmax(ap(rec, 0), ai(rec, 1)); break; // x, n
+    case OP_SWIGLU: case OP_ADD: { // a, b, n — over elements (multiples of 16)
+      const off = <usize>r0 << 2;
+      if (op == OP_SWIGLU) swiglu(ap(rec, 0) + off, ap(rec, 1) + off, r1 - r0);
+      else add(ap(rec, 0) + off, ap(rec, 1) + off, r1 - r0);
+      break;
+    }
+    case OP_ATTENTION: // out, probs, q, pool, pageTable, nSlots, pageTokens, headDim, scale, positions, queryPos, accum, probsStride
+      attention(ap(rec, 0), ap(rec, 1) + <usize>tid * ap(rec, 12), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6),
+        ai(rec, 7), af(rec, 8), ap(rec, 9), ai(rec, 10), ap(rec, 11));
+      break;
+    case OP_KV_WRITE: // pool, pageTable, slot, k, v, pageTokens, headDim
+      kv_write(ap(rec, 0), ap(rec, 1), ai(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6));
+      break;
+    case OP_ARGMAX: store<i32>(ap(rec, 0), argmax(ap(rec, 1), ai(rec, 2))); break; // result ptr, x, n
+    case OP_COPY: copy(ap(rec, 0), ap(rec, 1), ai(rec, 2)); break; // dst, src, bytes
+    default: unreachable();
+  }
+}
+
+/** Run a whole record. */
+function execWhole(rec: usize, tid: i32): void {
+  const op = load<i32>(rec);
+  exec(rec, op, 0, canSplit(op) ? splitSize(rec, op) : 0, tid);
+}
+
+/** Size of the split dimension of a splittable record. */
+function splitSize(rec: usize, op: i32): i32 {
+  switch (op) {
+    case OP_MATMUL_F32: case OP_MATMUL_F16: return ai(rec, 4);
+    case OP_MATMUL_Q8: return ai(rec, 6);
+    case OP_MATMUL_Q8_F32: return ai(rec, 5);
+    case OP_QUANT_Q8_ACT: case OP_RMSNORM: return ai(rec, 3);
+    case OP_ROPE: return ai(rec, 1);
+    default: return ai(rec, 2); // swiglu, add: elements
+  }
+}
+
+/**
+ * Chunk length (in units of the split dimension) for the dynamic schedule. A chunk should be big enough that the
+ * two atomics it costs (~0.1 µs when the other core touched them last) stay a few % of its work, and small enough
+ * that every op has ≥ 8 chunks to balance two threads. Matmuls: ≤ ~160 KB of weight rows per chunk (weights stream
+ * from DRAM at ~15-30 GB/s, so 5-10 µs), fewer rows when several tokens share each row; 4-aligned for the kernels'
+ * row blocking. Per-token ops: an eighth of the tokens. Elementwise: ≥ 4096 elements, 16-aligned.
+ */
+function chunkLen(rec: usize, op: i32, n: i32): i32 {
+  if (op == OP_MATMUL_F32 || op == OP_MATMUL_F16 || op == OP_MATMUL_Q8 || op == OP_MATMUL_Q8_F32) {
+    const T = op == OP_MATMUL_Q8 ? ai(rec, 5) : op == OP_MATMUL_Q8_F32 ? ai(rec, 4) : ai(rec, 3);
+    const cols = op == OP_MATMUL_Q8 ? ai(rec, 7) : op == OP_MATMUL_Q8_F32 ? ai(rec, 6) : ai(rec, 5);
+    const rowBytes = op == OP_MATMUL_F32 ? cols << 2 : op == OP_MATMUL_F16 ? cols << 1 : cols + (cols >> 3);
+    let byBytes = 163840 / max(1, rowBytes) / max(1, (T + 3) >> 2);
+    let c = min(byBytes, (n + 7) >> 3);
+    c = (c + 3) & ~3;
+    return max(4, c);
+  }
+  if (op == OP_SWIGLU || op == OP_ADD) return max(4096, (((n + 7) >> 3) + 15) & ~15);
+  return max(1, (n + 7) >> 3); // tokens
+}
+
+// ---- the dynamic schedule (nThreads > 1) -------------------------------------------------------------------------
+//
+// A list is cut into phases at its BARRIERs. All work of a phase is a sequence of chunks, numbered in record order:
+// a splittable op (owner SPLIT) contributes ceil(n / chunkLen) chunks, any other unowned op one chunk, and a run of
+// consecutive records with the same owner ≤ GROUP_BASE one chunk (run in order by one thread: e.g. the attention
+// rows that accumulate into one head's scores). Threads claim chunk numbers from the phase's counter and execute
+// them; the phase ends when its done counter reaches the total. Records with owner ≥ 0 are pinned: only thread
+// owner % nThreads runs them (they count towards the total too).
+//
+// So a thread that is descheduled (2 threads on a busy 2-core machine) delays nothing: the other claims its
+// share. Under a static split every barrier would wait a scheduler time slice (~0.4 ms measured) for it.
+//
+// Per phase p, at ctrl + PHASES + 16·p: claim (tag << 16 | next chunk), done (tag << 16 | chunks and pinned records
+// done), their total, the claimable chunks.
+// The tag is the dispatch sequence number (1..65535, pool.ts): plan_jobs writes fresh counters before a list is
+// published, and a thread still walking an older list (it was descheduled while the others finished it) sees a
+// foreign tag, claims nothing and leaves. Claims are compare-and-swap on a word whose tag must match, so a late
+// thread can never take a chunk of a newer list; pinned records check CUR_RUN first (the main thread sets it to 0
+// when a list is complete, before the list memory can be rewritten).
+
+const PHASES: usize = 2048;
+const MAX_PHASES = 256;
+const CUR_RUN: usize = 704; // layout.ts CTRL.CUR_RUN
+const GROUP_BASE = -2; // owner ≤ GROUP_BASE: a group id
+
+/** Chunks of record rec for the dynamic schedule (0 for pinned records and for group records after the first). */
+@inline function recChunks(list: usize, r: i32, op: i32, owner: i32): i32 {
+  if (owner >= 0) return 0;
+  if (owner <= GROUP_BASE) {
+    if (r > 0 && load<i32>(list + <usize>(r - 1) * JOB_BYTES, 4) == owner && load<i32>(list + <usize>(r - 1) * JOB_BYTES) != OP_BARRIER) return 0;
+    return 1;
+  }
+  if (!canSplit(op)) return 1;
+  const rec = list + <usize>r * JOB_BYTES;
+  const n = splitSize(rec, op);
+  if (n <= 0) return 1;
+  const c = chunkLen(rec, op, n);
+  return (n + c - 1) / c;
+}
+
+/**
+ * Main thread, before publishing a list for dispatch `tag`: write every phase's counters. Returns the number of
+ * phases, or -1 if the list has more than MAX_PHASES.
+ */
+export function plan_jobs(list: usize, count: i32, nThreads: i32, ctrl: usize, tag: i32): i32 {
+  let p = 0;
+  let claimable = 0;
+  let pinned = 0;
+  for (let r = 0; r <= count; r++) {
+    const rec = list + <usize>r * JOB_BYTES;
+    if (r == count || load<i32>(rec) == OP_BARRIER) {
+      if (p >= MAX_PHASES) return -1;
+      const at = ctrl + PHASES + (<usize>p << 4);
+      store<i32>(at + 8, claimable + pinned);
+      store<i32>(at + 12, claimable);
+      atomic.store<i32>(at + 4, tag << 16);
+      atomic.store<i32>(at, tag << 16);
+      p++;
+      claimable = 0;
+      pinned = 0;
+      continue;
+    }
+    const owner = load<i32>(rec, 4);
+    if (owner >= 0) pinned++;
+    else claimable += recChunks(list, r, load<i32>(rec), owner);
+  }
+  atomic.store<i32>(ctrl + ABORT, 0);
+  atomic.store<i32>(ctrl + CUR_RUN, tag);
+  return p;
+}
+
+/** Claim the next chunk of phase `at`: its number, or -1 (none left), or -2 (the counters belong to another list). */
+@inline function claim(at: usize, tag: i32): i32 {
+  for (;;) {
+    const c = atomic.load<i32>(at);
+    if ((c >>> 16) != tag) return -2;
+    const k = c & 0xffff;
+    if (k >= load<i32>(at + 12)) return -1;
+    if (atomic.cmpxchg<i32>(at, c, c + 1) == c) return k;
+  }
+  return -1; // unreachable
+}
+
+/** One chunk finished; wake sleepers if it was the phase's last. */
+@inline function finish(ctrl: usize, at: usize): void {
+  const d = atomic.add<i32>(at + 4, 1) + 1;
+  if ((d & 0xffff) == load<i32>(at + 8) && atomic.load<i32>(ctrl + BAR_WAITERS) > 0) atomic.notify(at + 4, -1);
+}
+
+/**
+ * Wait for the end of phase `at`. Returns 0 when it is complete, 1 when the counters were taken over by a newer list
+ * (this thread fell behind: leave), -1 when the list was aborted.
+ */
+function waitPhase(ctrl: usize, at: usize, tag: i32): i32 {
+  const spin = atomic.load<i32>(ctrl + SPIN);
+  for (let k = 0; ; k++) {
+    const d = atomic.load<i32>(at + 4);
+    if ((d >>> 16) != tag) return 1;
+    if ((d & 0xffff) >= load<i32>(at + 8)) return 0;
+    if (atomic.load<i32>(ctrl + ABORT) != 0) return -1;
+    if (k >= spin) {
+      // Registered waiters make the last finisher notify; the timeout re-checks ABORT (a failing thread does not
+      // know which word we sleep on).
+      atomic.add<i32>(ctrl + BAR_WAITERS, 1);
+      atomic.wait<i32>(at + 4, d, 1000000);
+      atomic.sub<i32>(ctrl + BAR_WAITERS, 1);
+    }
+  }
+  return 0; // unreachable
+}
+
+function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize, tag: i32): i32 {
+  let p = 0;
+  let start = 0;
+  while (start <= count) {
+    let end = start;
+    while (end < count && load<i32>(list + <usize>end * JOB_BYTES) != OP_BARRIER) end++;
+    if (start == end && end == count) break;
+    const at = ctrl + PHASES + (<usize>p << 4);
+    if (atomic.load<i32>(ctrl + ABORT) != 0) return -1;
+    // 1. Pinned records of this thread (only while the list is live: see above).
+    for (let r = start; r < end; r++) {
+      const rec = list + <usize>r * JOB_BYTES;
+      const owner = load<i32>(rec, 4);
+      if (owner < 0 || owner % nThreads != tid) continue;
+      if (atomic.load<i32>(ctrl + CUR_RUN) != tag) return 1;
+      execWhole(rec, tid);
+      finish(ctrl, at);
+    }
+    // 2. Claimed chunks. The cursor (record r, whose first chunk is number base) only moves forward, since this
+    // thread's claims increase.
+    let r = start;
+    let base = 0;
+    for (;;) {
+      const k = claim(at, tag);
+      if (k == -2) return 1;
+      if (k < 0) break;
+      let rec = list + <usize>r * JOB_BYTES;
+      let op = load<i32>(rec);
+      let owner = load<i32>(rec, 4);
+      let nc = recChunks(list, r, op, owner);
+      while (k >= base + nc) {
+        base += nc;
+        r++;
+        rec = list + <usize>r * JOB_BYTES;
+        op = load<i32>(rec);
+        owner = load<i32>(rec, 4);
+        nc = recChunks(list, r, op, owner);
+      }
+      if (owner <= GROUP_BASE) {
+        // The group: this record and the following ones with the same owner.
+        for (let g = r; g < end && load<i32>(list + <usize>g * JOB_BYTES, 4) == owner; g++) {
+          const gr = list + <usize>g * JOB_BYTES;
+          execWhole(gr, tid);
+        }
+      } else if (canSplit(op)) {
+        const n = splitSize(rec, op);
+        const c = chunkLen(rec, op, n);
+        const r0 = (k - base) * c;
+        exec(rec, op, r0, min(n, r0 + c), tid);
+      } else {
+        execWhole(rec, tid);
+      }
+      finish(ctrl, at);
+    }
+    // 3. The barrier: the phase's chunks all done.
+    const w = waitPhase(ctrl, at, tag);
+    if (w != 0) return w;
+    p++;
+    start = end + 1;
+  }
+  return 0;
+}
+
+/**
+ * Run `count` records from `list` as thread tid of nThreads. nThreads == 1: every op whole, in order. Otherwise the
+ * dynamic schedule above for dispatch `tag` (plan_jobs must have run). Returns 0; 1 if this thread fell behind and
+ * the list was completed without it; -1 if the list was aborted.
+ */
+export function run_jobs(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize, tag: i32): i32 {
+  if (nThreads > 1) return runDynamic(list, count, tid, nThreads, ctrl, tag);
   for (let n = 0; n < count; n++) {
     const rec = list + <usize>n * JOB_BYTES;
     const op = load<i32>(rec);
-    const owner = load<i32>(rec, 4);
-    if (op == OP_BARRIER) {
-      if (nThreads > 1 && !barrier(ctrl, nThreads)) return -1;
-      continue;
-    }
-    // Who runs it: the named owner; or, unowned, every thread for a splittable op and thread 0 for the others.
-    const canSplit = op != OP_SOFTMAX && op != OP_ATTENTION && op != OP_KV_WRITE && op != OP_ARGMAX && op != OP_COPY;
-    if (owner >= 0 ? owner % nThreads != tid : !canSplit && tid != 0) continue;
-    const split = owner < 0 && canSplit && nThreads > 1;
-    switch (op) {
-      case OP_MATMUL_F32: case OP_MATMUL_F16: { // out, x, w, T, rows, cols
-        part(ai(rec, 4), 4, tid, nThreads, split);
-        if (op == OP_MATMUL_F32) matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), lo, hi);
-        else matmul_f16(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), lo, hi);
-        break;
-      }
-      case OP_MATMUL_Q8: { // out, xq, xd, wq, wd, T, rows, cols
-        part(ai(rec, 6), 4, tid, nThreads, split);
-        matmul_q8_0(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), lo, hi);
-        break;
-      }
-      case OP_MATMUL_Q8_F32: { // out, x, wq, wd, T, rows, cols
-        part(ai(rec, 5), 4, tid, nThreads, split);
-        matmul_q8_0_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ai(rec, 4), ai(rec, 5), ai(rec, 6), lo, hi);
-        break;
-      }
-      case OP_QUANT_Q8_ACT: { // xq, xd, x, T, cols — split over tokens
-        const cols = ai(rec, 4);
-        const nb = (cols + 31) >> 5;
-        part(ai(rec, 3), 1, tid, nThreads, split);
-        quantize_q8_act(ap(rec, 0) + <usize>lo * (<usize>nb << 6), ap(rec, 1) + <usize>lo * (<usize>nb << 2),
-          ap(rec, 2) + <usize>lo * (<usize>cols << 2), hi - lo, cols);
-        break;
-      }
-      case OP_RMSNORM: { // out, x, w, T, n, eps — split over tokens
-        const rb = <usize>ai(rec, 4) << 2;
-        part(ai(rec, 3), 1, tid, nThreads, split);
-        rmsnorm(ap(rec, 0) + <usize>lo * rb, ap(rec, 1) + <usize>lo * rb, ap(rec, 2), hi - lo, ai(rec, 4), af(rec, 5));
-        break;
-      }
-      case OP_ROPE: { // x, T, nHeads, headDim, cos, sin, pos — split over tokens
-        const rb = <usize>ai(rec, 2) * <usize>ai(rec, 3) << 2;
-        part(ai(rec, 1), 1, tid, nThreads, split);
-        rope(ap(rec, 0) + <usize>lo * rb, hi - lo, ai(rec, 2), ai(rec, 3), ap(rec, 4), ap(rec, 5), ap(rec, 6) + (<usize>lo << 2));
-        break;
-      }
-      case OP_SOFTMAX: softmax(ap(rec, 0), ai(rec, 1)); break; // x, n
-      case OP_SWIGLU: case OP_ADD: { // a, b, n — split over elements (multiples of 16)
-        part(ai(rec, 2), 16, tid, nThreads, split);
-        const off = <usize>lo << 2;
-        if (op == OP_SWIGLU) swiglu(ap(rec, 0) + off, ap(rec, 1) + off, hi - lo);
-        else add(ap(rec, 0) + off, ap(rec, 1) + off, hi - lo);
-        break;
-      }
-      case OP_ATTENTION: // out, probs, q, pool, pageTable, nSlots, pageTokens, headDim, scale, positions, queryPos, accum
-        attention(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7),
-          af(rec, 8), ap(rec, 9), ai(rec, 10), ap(rec, 11));
-        break;
-      case OP_KV_WRITE: // pool, pageTable, slot, k, v, pageTokens, headDim
-        kv_write(ap(rec, 0), ap(rec, 1), ai(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6));
-        break;
-      case OP_ARGMAX: store<i32>(ap(rec, 0), argmax(ap(rec, 1), ai(rec, 2))); break; // result ptr, x, n
-      case OP_COPY: copy(ap(rec, 0), ap(rec, 1), ai(rec, 2)); break; // dst, src, bytes
-      default: unreachable();
-    }
+    if (op == OP_BARRIER) continue;
+    execWhole(rec, 0);
   }
   return 0;
 }

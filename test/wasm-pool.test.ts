@@ -195,8 +195,9 @@ test('a prebuilt list replays with patched arguments (setArg), as a decode step 
   const table = rt.putI32([2, 0, 1]), q = rt.putF32(randomF32(hd)), out = rt.alloc(hd * 4), probs = rt.alloc(nMax * 4);
   const expected = rt.alloc(hd * 4), expectedProbs = rt.alloc(nMax * 4);
   const args = { out, probs, q, pool, pageTable: table, nSlots: 1, pageTokens, headDim: hd, scale: 0.5 };
-  const list = rt.jobList(2);
+  const list = rt.jobList(3);
   const at = list.attention(args);
+  list.barrier(); // (the rmsnorm rewrites q, which the attention reads: any thread may run either)
   list.rmsnorm(q, q, q, 1, hd, 1e-5, 0); // a second op so the patched one is not the last
   const threads = await WorkerPool.create(rt, { threads: 2 });
   try {
@@ -212,5 +213,5 @@ test('a prebuilt list replays with patched arguments (setArg), as a decode step 
   } finally {
     await threads.close();
   }
-  assert.throws(() => list.setArg(2, 0, 1), RangeError);
+  assert.throws(() => list.setArg(3, 0, 1), RangeError);
 });

@@ -22,7 +22,7 @@ import type { Backend, ForwardItem } from '../types.js';
 import { JobList } from './jobs.js';
 import { WorkerPool } from './pool.js';
 import { WasmRuntime, type Ptr, type Q8Matrix } from './runtime.js';
-import { q8ActBytes, q8Blocks } from './layout.js';
+import { q8ActBytes, q8Blocks, SPLIT } from './layout.js';
 
 export type WasmWeightDtype = 'f32' | 'f16' | 'q8_0';
 
@@ -321,7 +321,7 @@ export class WasmBackend implements Backend {
     const results: Float32Array[] = items.map(() => new Float32Array(0));
     if (wanted.length === 0) return results;
     list.clear();
-    wanted.forEach((w, j) => list.copy(this.logitRows + j * c.dim * 4, this.x + w.row * c.dim * 4, c.dim * 4, j % this.threads));
+    wanted.forEach((w, j) => list.copy(this.logitRows + j * c.dim * 4, this.x + w.row * c.dim * 4, c.dim * 4));
     list.barrier();
     list.rmsnorm(this.logitRows, this.logitRows, this.finalNorm, wanted.length, c.dim, c.normEps);
     list.barrier();
@@ -354,10 +354,9 @@ export class WasmBackend implements Backend {
     list.barrier();
     if (L.bq || L.bk || L.bv) {
       for (let t = 0; t < T; t++) {
-        const owner = t % this.threads;
-        if (L.bq) list.add(q + t * qDim * 4, L.bq, qDim, owner);
-        if (L.bk) list.add(this.k + t * kvDim * 4, L.bk, kvDim, owner);
-        if (L.bv) list.add(this.v + t * kvDim * 4, L.bv, kvDim, owner);
+        if (L.bq) list.add(q + t * qDim * 4, L.bq, qDim);
+        if (L.bk) list.add(this.k + t * kvDim * 4, L.bk, kvDim);
+        if (L.bv) list.add(this.v + t * kvDim * 4, L.bv, kvDim);
       }
       list.barrier();
     }
@@ -401,7 +400,9 @@ export class WasmBackend implements Backend {
         const older = m - n;
         const track = kv.tracksScores(l, h);
         if (track) rt.f32(accum, seqPad).fill(0);
-        const owner = (i * c.nKvHeads + h) % this.threads;
+        // Rows that add into the same score accumulator run as one group (in order, on one thread); otherwise
+        // every (row, head) is its own chunk for whichever thread is free.
+        const owner = track ? JobList.group(i * c.nKvHeads + h) : SPLIT;
         for (let g = 0; g < group; g++) {
           const qh = h * group + g;
           for (let t = 0; t < n; t++) {
@@ -409,7 +410,8 @@ export class WasmBackend implements Backend {
             list.attention(
               {
                 out: this.att + (r * qDim + qh * hd) * 4,
-                probs: this.probs + owner * seqPad * 4,
+                probs: this.probs,
+                probsStride: seqPad * 4, // per-thread scratch
                 q: this.qBuf[l & 1] + (r * qDim + qh * hd) * 4,
                 pool: poolBase,
                 pageTable: table,

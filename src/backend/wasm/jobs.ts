@@ -5,10 +5,12 @@
  * op's output.
  *
  * Every method appends one record and returns its index, so a list built once can be replayed per token with only
- * the changing arguments patched (setArg). `owner`: SPLIT (default) splits the op's rows / tokens / elements across
- * the threads (ops that cannot be split run on thread 0); a thread number runs the whole op on that thread.
+ * the changing arguments patched (setArg). `owner`: SPLIT (default) cuts the op's rows / tokens / elements into
+ * chunks that the threads claim as they go (ops that cannot be split are one chunk); group(id) makes consecutive
+ * records one chunk, run in order by one thread; a thread number pins the whole op to that thread (avoid in hot
+ * lists: a pinned op waits for its thread, even when that thread is descheduled).
  */
-import { JOB_BYTES, JOB_MAX_ARGS, OP, SPLIT } from './layout.js';
+import { GROUP_BASE, JOB_BYTES, JOB_MAX_ARGS, OP, SPLIT } from './layout.js';
 import type { AttentionArgs, Ptr, Q8Matrix, WasmRuntime } from './runtime.js';
 
 export class JobList {
@@ -58,7 +60,12 @@ export class JobList {
     return this.count++;
   }
 
-  /** Every thread waits here until all threads arrive. */
+  /** Owner value for records that must run in order on one thread (any thread): consecutive records with one id. */
+  static group(id: number): number {
+    return GROUP_BASE - (id & 0x3fffffff);
+  }
+
+  /** Every op before it is complete before any op after it starts. */
   barrier(): number {
     return this.push(OP.BARRIER, SPLIT, []);
   }
@@ -98,10 +105,10 @@ export class JobList {
   add(x: Ptr, y: Ptr, n: number, owner = SPLIT): number {
     return this.push(OP.ADD, owner, [x, y, n]);
   }
-  /** Arguments 5 (nSlots) and 10 (queryPos) are the ones to patch per token. */
+  /** Arguments 5 (nSlots) and 10 (queryPos) are the ones to patch per token. probs + tid·probsStride is the scratch. */
   attention(a: AttentionArgs, owner = SPLIT): number {
     return this.push(OP.ATTENTION, owner, [a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim,
-      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0], 8);
+      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0, a.probsStride ?? 0], 8);
   }
   kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, owner = SPLIT): number {
     return this.push(OP.KV_WRITE, owner, [pool, pageTable, slot, k, v, pageTokens, headDim]);

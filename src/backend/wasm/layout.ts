@@ -28,31 +28,33 @@ export const OP = {
   COPY: 15,
 } as const;
 
-/** owner value: split the op across all threads (or thread 0 for ops that cannot be split). */
+/** owner value: split the op into chunks any thread may run (ops that cannot be split are one chunk). */
 export const SPLIT = -1;
+/** owner values ≤ GROUP_BASE are group ids: consecutive records with the same id run in order on one thread. */
+export const GROUP_BASE = -2;
 
 /**
- * Pool control block, byte offsets. The first five words are read by the wasm barrier (kernels/jobs.ts); the rest are
- * the JS-side dispatch protocol (pool.ts, worker.ts). Hot words sit on their own 64-byte line.
+ * Pool control block, byte offsets. The wasm scheduler (kernels/jobs.ts) reads BAR_WAITERS..SPIN, CUR_RUN and the
+ * phase counters; the rest is the JS-side dispatch protocol (pool.ts, worker.ts). Hot words sit on their own 64-byte line.
  */
 export const CTRL = {
-  BAR_COUNT: 0, //        barrier arrivals (wasm)
-  BAR_GEN: 64, //         barrier generation (wasm); bumped on abort too, to release waiters
-  BAR_WAITERS: 128, //    threads asleep in the barrier (wasm)
-  ABORT: 192, //          1 = a thread failed: barriers return early, the list is abandoned
-  SPIN: 256, //           barrier spin iterations before sleeping (wasm)
-  SEQ: 320, //            dispatch sequence number: bumped by the main thread for each job list
-  DONE: 384, //           workers finished with the current list
+  BAR_WAITERS: 128, //    threads asleep waiting for a phase to end (wasm)
+  ABORT: 192, //          1 = a thread failed: waits return early, the list is abandoned
+  SPIN: 256, //           phase-wait spin iterations before sleeping (wasm)
+  SEQ: 320, //            dispatch tag (1..65535), changed by the main thread for each job list
   SLEEPERS: 448, //       workers asleep waiting for SEQ (main notifies only if > 0)
-  MAIN_SLEEPING: 512, //  main thread asleep waiting for DONE (workers notify only if 1)
   LIST: 576, //           job list pointer
   COUNT: 580, //          job list length
   QUIT: 584, //           1 = workers exit
   ERROR: 640, //          byte length of the first worker error message (0 = none)
+  CUR_RUN: 704, //        tag of the list being run, 0 once it is complete (wasm: pinned ops check it)
   MESSAGE: 1024, //       the message, UTF-8
+  PHASES: 2048, //        per phase (16 bytes each): claim counter, done counter, chunk total (wasm)
 } as const;
 export const CTRL_MESSAGE_BYTES = 1024;
-export const CTRL_BYTES = 2048;
+/** Most barriers + 1 that one job list may hold under the pool. */
+export const MAX_PHASES = 256;
+export const CTRL_BYTES = CTRL.PHASES + MAX_PHASES * 16;
 
 // ---- q8_0 (kernels/q8.ts) ------------------------------------------------------------------------------------
 

@@ -3,17 +3,18 @@
  * memory. Each worker instantiates the same compiled module on the same memory (worker.ts).
  *
  * Dispatch protocol (control block in the shared memory, offsets in layout.ts CTRL):
- *   main:   store LIST/COUNT, DONE = 0, bump SEQ, notify only if a worker sleeps (SLEEPERS > 0);
- *           run its own share (tid 0); wait for DONE == workers: spin first, then Atomics.wait.
- *   worker: wait for SEQ to change (spin first, then Atomics.wait), run its share, DONE += 1,
- *           notify only if the main thread sleeps (MAIN_SLEEPING).
- * A wake-up through Atomics.wait/notify costs ~45 µs here, more than a whole small job list, so both sides spin
- * for a while (spinMicros) before sleeping; while they spin, a token's dispatches cost ~1 µs each.
- * Errors: a failing thread sets ABORT and bumps the barrier generation, so the others leave any barrier at once;
- * run() then throws on the main thread, with the worker's message if it was a worker.
+ *   main:   plan_jobs writes the list's phase counters under a new tag; store LIST/COUNT, then SEQ = tag; notify
+ *           only if a worker sleeps (SLEEPERS > 0); run the list itself; when its last phase is complete, CUR_RUN = 0.
+ *   worker: wait for SEQ to change (spin first, then Atomics.wait), run the list under that tag, go back to waiting.
+ * Within a list the threads claim chunks of work dynamically (kernels/jobs.ts), so the main thread never waits for
+ * a worker that is not running: it does that share itself. A worker that arrives late (asleep, or descheduled on
+ * a busy machine) finds less or nothing to do; one still walking a finished list sees the next list's tag and
+ * leaves. A wake-up through Atomics.wait/notify costs ~45 µs here, so workers spin for a while (spinMicros) first.
+ * Errors: a failing thread sets ABORT, and every thread abandons the list at its next wait or claim; run() then
+ * throws on the main thread, with the worker's message if it was a worker.
  */
 import { Worker } from 'node:worker_threads';
-import { CTRL, CTRL_BYTES } from './layout.js';
+import { CTRL, CTRL_BYTES, MAX_PHASES } from './layout.js';
 import type { JobList } from './jobs.js';
 import type { Ptr, WasmRuntime } from './runtime.js';
 
@@ -22,7 +23,7 @@ export interface PoolOptions {
   threads?: number;
   /** How long a waiting thread spins before it sleeps, in µs (default 200). */
   spinMicros?: number;
-  /** Spin iterations of the wasm barrier before it sleeps (default 200000, roughly 100-200 µs). */
+  /** Spin iterations of a wasm phase wait before it sleeps (default 200000, roughly 100-200 µs). */
   barrierSpin?: number;
 }
 
@@ -47,6 +48,7 @@ export class WorkerPool {
   private readonly exited: Promise<void>[];
   private readonly spinMicros: number;
   private closed = false;
+  private tag = 0;
 
   static async create(rt: WasmRuntime, options: PoolOptions = {}): Promise<WorkerPool> {
     const threads = Math.max(1, Math.floor(options.threads ?? 2));
@@ -87,37 +89,40 @@ export class WorkerPool {
     for (const w of workers) w.unref();
   }
 
-  /** Run a job list on all threads; returns when every thread has finished it. Throws if any thread failed. */
+  /** Run a job list on all threads; returns when all of it is done. Throws if any thread failed. */
   run(list: JobList): void {
     if (this.closed) throw new Error('WorkerPool is closed');
-    const nWorkers = this.workers.length;
-    if (nWorkers === 0) {
+    if (this.workers.length === 0) {
       this.rt.runList(list);
       return;
     }
     const c = this.ctrl;
+    const tag = (this.tag = (this.tag % 65535) + 1); // 1..65535: the phase counters keep it in 16 bits
+    if (this.rt.exports.plan_jobs(list.ptr, list.length, this.threads, this.ctrlPtr, tag) < 0) {
+      throw new RangeError(`job list has more than ${MAX_PHASES - 1} barriers`);
+    }
+    Atomics.store(c, W(CTRL.ERROR), 0);
     Atomics.store(c, W(CTRL.LIST), list.ptr);
     Atomics.store(c, W(CTRL.COUNT), list.length);
-    Atomics.store(c, W(CTRL.DONE), 0);
-    Atomics.add(c, W(CTRL.SEQ), 1);
+    Atomics.store(c, W(CTRL.SEQ), tag);
     if (Atomics.load(c, W(CTRL.SLEEPERS)) > 0) Atomics.notify(c, W(CTRL.SEQ));
 
     let failure: unknown;
     try {
-      if (this.rt.exports.run_jobs(list.ptr, list.length, 0, this.threads, this.ctrlPtr) !== 0) failure = null;
+      if (this.rt.exports.run_jobs(list.ptr, list.length, 0, this.threads, this.ctrlPtr, tag) !== 0) failure = null;
     } catch (err) {
       failure = err;
       this.abort();
     }
-    this.waitForWorkers(nWorkers);
+    // Complete (or abandoned): from here on no thread starts a pinned op of this list, so it may be rewritten.
+    Atomics.store(c, W(CTRL.CUR_RUN), 0);
 
-    const errLen = Atomics.load(c, W(CTRL.ERROR));
-    if (failure !== undefined || errLen !== 0 || Atomics.load(c, W(CTRL.ABORT)) !== 0) {
+    if (failure !== undefined || Atomics.load(c, W(CTRL.ABORT)) !== 0) {
+      // A failing worker publishes its message before it sets ABORT, which is what ended our wait.
+      const errLen = Atomics.load(c, W(CTRL.ERROR));
       const message = errLen > 0 ? new TextDecoder().decode(this.rt.u8(this.ctrlPtr + CTRL.MESSAGE, errLen).slice()) : '';
-      // Leave the control block clean for the next list.
       Atomics.store(c, W(CTRL.ERROR), 0);
       Atomics.store(c, W(CTRL.ABORT), 0);
-      Atomics.store(c, W(CTRL.BAR_COUNT), 0);
       if (failure) throw failure;
       throw new Error(`WASM worker failed: ${message || 'job list aborted'}`);
     }
@@ -129,32 +134,14 @@ export class WorkerPool {
     this.closed = true;
     for (const w of this.workers) w.ref(); // keep the event loop alive until they have exited
     Atomics.store(this.ctrl, W(CTRL.QUIT), 1);
-    Atomics.add(this.ctrl, W(CTRL.SEQ), 1);
+    Atomics.store(this.ctrl, W(CTRL.SEQ), -1); // neither a tag nor the initial 0: wakes every worker
     Atomics.notify(this.ctrl, W(CTRL.SEQ));
     await Promise.all(this.exited);
   }
 
-  /** Make every thread abandon the current list: barriers return at once and report the abort. */
+  /** Make every thread abandon the current list: waits and claims return at once and report the abort. */
   private abort(): void {
     Atomics.store(this.ctrl, W(CTRL.ABORT), 1);
-    Atomics.add(this.ctrl, W(CTRL.BAR_GEN), 1);
-    Atomics.notify(this.ctrl, W(CTRL.BAR_GEN));
-  }
-
-  private waitForWorkers(n: number): void {
-    const c = this.ctrl;
-    const i = W(CTRL.DONE);
-    if (Atomics.load(c, i) >= n) return;
-    const deadline = performance.now() + this.spinMicros / 1000;
-    for (let k = 1; ; k++) {
-      if (Atomics.load(c, i) >= n) return;
-      if ((k & 255) === 0 && performance.now() > deadline) break;
-    }
-    // Sleep. A worker that finishes after we set MAIN_SLEEPING sees it and notifies; one that finished before
-    // changed DONE, which Atomics.wait re-checks, so no wake-up is lost.
-    Atomics.store(c, W(CTRL.MAIN_SLEEPING), 1);
-    for (let v = Atomics.load(c, i); v < n; v = Atomics.load(c, i)) Atomics.wait(c, i, v, 1000);
-    Atomics.store(c, W(CTRL.MAIN_SLEEPING), 0);
   }
 }
 

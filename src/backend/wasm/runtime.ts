@@ -36,7 +36,8 @@ export interface KernelExports {
   attention(out: Ptr, probs: Ptr, q: Ptr, pool: Ptr, pageTable: Ptr, nSlots: number, pageTokens: number, headDim: number,
     scale: number, positions: Ptr, queryPos: number, accum: Ptr): void;
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number): void;
-  run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr): number;
+  plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
+  run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number): number;
 }
 
 /** A q8_0 weight matrix in the runtime's memory (layout: layout.ts / kernels/q8.ts). */
@@ -61,6 +62,7 @@ export interface AttentionArgs {
   positions?: Ptr; //   i32 [nSlots]; 0/undefined = no causal limit
   queryPos?: number; // slots with positions[s] > queryPos are masked
   accum?: Ptr; //       f32 [nSlots]; when set, accum[s] += probs[s]
+  probsStride?: number; // job lists only: thread tid uses probs + tid·probsStride (per-thread scratch, any thread may run it)
 }
 
 export interface RuntimeOptions {
@@ -350,7 +352,7 @@ export class WasmRuntime {
 
   /** Run a job list on this thread alone (the pool's multi-threaded run gives the same results). */
   runList(list: JobList): void {
-    if (this.exports.run_jobs(list.ptr, list.length, 0, 1, 0) !== 0) throw new Error('job list aborted');
+    if (this.exports.run_jobs(list.ptr, list.length, 0, 1, 0, 0) !== 0) throw new Error('job list aborted');
   }
 }
 

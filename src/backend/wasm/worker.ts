@@ -1,6 +1,6 @@
 /**
  * A pool worker (see pool.ts for the protocol): instantiates the kernel module on the shared memory, then loops:
- * wait for the next job list (spin, then sleep), run this thread's share, report done. Never returns to its event
+ * wait for the next job list (spin, then sleep), help run it (claiming chunks, kernels/jobs.ts). Never returns to its event
  * loop until told to quit, so it needs no message handlers.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -35,7 +35,7 @@ function nextSeq(seen: number): number {
   return s;
 }
 
-/** Record the first error's message for the main thread and release everyone from barriers. */
+/** Record the first error's message for the main thread, then make everyone abandon the list. */
 function fail(err: unknown): void {
   const text = `worker ${init.tid}: ${err instanceof Error ? err.message : String(err)}`;
   const bytes = new TextEncoder().encode(text).subarray(0, CTRL_MESSAGE_BYTES);
@@ -44,8 +44,6 @@ function fail(err: unknown): void {
     Atomics.store(ctrl, W(CTRL.ERROR), bytes.length);
   }
   Atomics.store(ctrl, W(CTRL.ABORT), 1);
-  Atomics.add(ctrl, W(CTRL.BAR_GEN), 1);
-  Atomics.notify(ctrl, W(CTRL.BAR_GEN));
 }
 
 let seen = Atomics.load(ctrl, W(CTRL.SEQ));
@@ -54,10 +52,10 @@ for (;;) {
   seen = nextSeq(seen);
   if (Atomics.load(ctrl, W(CTRL.QUIT)) !== 0) break;
   try {
-    kernels.run_jobs(Atomics.load(ctrl, W(CTRL.LIST)), Atomics.load(ctrl, W(CTRL.COUNT)), init.tid, init.threads, init.ctrl);
+    // LIST and COUNT were stored before SEQ. If a newer list replaced them meanwhile, its counters carry another
+    // tag than `seen`, so this thread claims nothing of it and returns to wait.
+    kernels.run_jobs(Atomics.load(ctrl, W(CTRL.LIST)), Atomics.load(ctrl, W(CTRL.COUNT)), init.tid, init.threads, init.ctrl, seen);
   } catch (err) {
     fail(err);
   }
-  Atomics.add(ctrl, W(CTRL.DONE), 1);
-  if (Atomics.load(ctrl, W(CTRL.MAIN_SLEEPING)) !== 0) Atomics.notify(ctrl, W(CTRL.DONE));
 }
