@@ -6,6 +6,8 @@
 //            any thread may run; ops without one (attention, argmax, ...) are one chunk.
 // owner ≤ -2: a group id; consecutive records with the same id are one chunk (run in order by one thread).
 // owner ≥ 0: the whole op runs on thread owner % nThreads.
+// owner TAIL: runs after every other op of its phase, on the thread that finished the last of them (small ops such
+//            as a T=1 rmsnorm: a phase boundary costs more than the op).
 // Ops between two BARRIERs must be independent of each other (or in one group); after a BARRIER every op before it
 // is complete. See "the dynamic schedule" below for how threads share the work.
 //
@@ -52,6 +54,26 @@ const OP_COPY = 15;
  * split ignores the range. tid picks the attention kernel's per-thread probability scratch (argument 12 = stride).
  */
 function exec(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
+  execOp(rec, op, r0, r1, tid);
+  // Matmuls with a residual argument: resid[t, r0..r1) += out[t, r0..r1) for this chunk's rows, right after
+  // computing them (the same float additions as a separate add op, without a phase of its own).
+  if (op >= OP_MATMUL_F32 && op <= OP_MATMUL_Q8_F32) {
+    const ra = op == OP_MATMUL_Q8 ? 8 : op == OP_MATMUL_Q8_F32 ? 7 : 6;
+    const resid = ap(rec, ra);
+    if (resid != 0) {
+      const T = op == OP_MATMUL_Q8 ? ai(rec, 5) : op == OP_MATMUL_Q8_F32 ? ai(rec, 4) : ai(rec, 3);
+      const rows = splitSize(rec, op);
+      const out = ap(rec, 0);
+      const hiRow = min(r1, rows);
+      for (let t = 0; t < T; t++) {
+        const off = (<usize>t * <usize>rows + <usize>r0) << 2;
+        add(resid + off, out + off, hiRow - r0);
+      }
+    }
+  }
+}
+
+function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
   switch (op) {
     case OP_MATMUL_F32: // out, x, w, T, rows, cols
       matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
@@ -153,8 +175,9 @@ function chunkLen(rec: usize, op: i32, n: i32): i32 {
 // So a thread that is descheduled (2 threads on a busy 2-core machine) delays nothing: the other claims its
 // share. Under a static split every barrier would wait a scheduler time slice (~0.4 ms measured) for it.
 //
-// Per phase p, at ctrl + PHASES + 16·p: claim (tag << 16 | next chunk), done (tag << 16 | chunks and pinned records
-// done), their total, the claimable chunks.
+// Per phase p, at ctrl + PHASES + 32·p: claim (tag << 16 | next chunk), done (tag << 16 | chunks, pinned and tail
+// records done), their total, the claimable chunks, the tail records, 1 if the phase is tails only. A phase of tails only gets one empty chunk,
+// whose finisher runs them.
 // The tag is the dispatch sequence number (1..65535, pool.ts): plan_jobs writes fresh counters before a list is
 // published, and a thread still walking an older list (it was descheduled while the others finished it) sees a
 // foreign tag, claims nothing and leaves. Claims are compare-and-swap on a word whose tag must match, so a late
@@ -165,10 +188,11 @@ const PHASES: usize = 2048;
 const MAX_PHASES = 256;
 const CUR_RUN: usize = 704; // layout.ts CTRL.CUR_RUN
 const GROUP_BASE = -2; // owner ≤ GROUP_BASE: a group id
+const TAIL: i32 = -2147483648; // layout.ts TAIL
 
 /** Chunks of record rec for the dynamic schedule (0 for pinned records and for group records after the first). */
 @inline function recChunks(list: usize, r: i32, op: i32, owner: i32): i32 {
-  if (owner >= 0) return 0;
+  if (owner >= 0 || owner == TAIL) return 0;
   if (owner <= GROUP_BASE) {
     if (r > 0 && load<i32>(list + <usize>(r - 1) * JOB_BYTES, 4) == owner && load<i32>(list + <usize>(r - 1) * JOB_BYTES) != OP_BARRIER) return 0;
     return 1;
@@ -189,22 +213,29 @@ export function plan_jobs(list: usize, count: i32, nThreads: i32, ctrl: usize, t
   let p = 0;
   let claimable = 0;
   let pinned = 0;
+  let tails = 0;
   for (let r = 0; r <= count; r++) {
     const rec = list + <usize>r * JOB_BYTES;
     if (r == count || load<i32>(rec) == OP_BARRIER) {
       if (p >= MAX_PHASES) return -1;
-      const at = ctrl + PHASES + (<usize>p << 4);
-      store<i32>(at + 8, claimable + pinned);
+      const at = ctrl + PHASES + (<usize>p << 5);
+      const empty = tails > 0 && claimable + pinned == 0;
+      if (empty) claimable = 1; // the empty chunk
+      store<i32>(at + 20, empty ? 1 : 0);
+      store<i32>(at + 8, claimable + pinned + tails);
       store<i32>(at + 12, claimable);
+      store<i32>(at + 16, tails);
       atomic.store<i32>(at + 4, tag << 16);
       atomic.store<i32>(at, tag << 16);
       p++;
       claimable = 0;
       pinned = 0;
+      tails = 0;
       continue;
     }
     const owner = load<i32>(rec, 4);
-    if (owner >= 0) pinned++;
+    if (owner == TAIL) tails++;
+    else if (owner >= 0) pinned++;
     else claimable += recChunks(list, r, load<i32>(rec), owner);
   }
   atomic.store<i32>(ctrl + ABORT, 0);
@@ -224,10 +255,22 @@ export function plan_jobs(list: usize, count: i32, nThreads: i32, ctrl: usize, t
   return -1; // unreachable
 }
 
-/** One chunk finished; wake sleepers if it was the phase's last. */
-@inline function finish(ctrl: usize, at: usize): void {
-  const d = atomic.add<i32>(at + 4, 1) + 1;
-  if ((d & 0xffff) == load<i32>(at + 8) && atomic.load<i32>(ctrl + BAR_WAITERS) > 0) atomic.notify(at + 4, -1);
+/**
+ * One chunk (or pinned record) of the phase [start, end) finished. The thread that finishes the last one runs the
+ * phase's tail records, in list order; whoever completes the phase wakes the sleepers.
+ */
+function finish(ctrl: usize, at: usize, list: usize, start: i32, end: i32, tid: i32): void {
+  let d = atomic.add<i32>(at + 4, 1) + 1;
+  const total = load<i32>(at + 8);
+  const tails = load<i32>(at + 16);
+  if (tails > 0 && (d & 0xffff) == total - tails) {
+    for (let r = start; r < end; r++) {
+      const rec = list + <usize>r * JOB_BYTES;
+      if (load<i32>(rec, 4) == TAIL) execWhole(rec, tid);
+    }
+    d = atomic.add<i32>(at + 4, tails) + tails;
+  }
+  if ((d & 0xffff) == total && atomic.load<i32>(ctrl + BAR_WAITERS) > 0) atomic.notify(at + 4, -1);
 }
 
 /**
@@ -259,7 +302,7 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
     let end = start;
     while (end < count && load<i32>(list + <usize>end * JOB_BYTES) != OP_BARRIER) end++;
     if (start == end && end == count) break;
-    const at = ctrl + PHASES + (<usize>p << 4);
+    const at = ctrl + PHASES + (<usize>p << 5);
     if (atomic.load<i32>(ctrl + ABORT) != 0) return -1;
     // 1. Pinned records of this thread (only while the list is live: see above).
     for (let r = start; r < end; r++) {
@@ -268,7 +311,7 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
       if (owner < 0 || owner % nThreads != tid) continue;
       if (atomic.load<i32>(ctrl + CUR_RUN) != tag) return 1;
       execWhole(rec, tid);
-      finish(ctrl, at);
+      finish(ctrl, at, list, start, end, tid);
     }
     // 2. Claimed chunks. The cursor (record r, whose first chunk is number base) only moves forward, since this
     // thread's claims increase.
@@ -278,6 +321,10 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
       const k = claim(at, tag);
       if (k == -2) return 1;
       if (k < 0) break;
+      if (load<i32>(at + 20) != 0) {
+        finish(ctrl, at, list, start, end, tid); // the empty chunk of a tails-only phase
+        continue;
+      }
       let rec = list + <usize>r * JOB_BYTES;
       let op = load<i32>(rec);
       let owner = load<i32>(rec, 4);
@@ -304,7 +351,7 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
       } else {
         execWhole(rec, tid);
       }
-      finish(ctrl, at);
+      finish(ctrl, at, list, start, end, tid);
     }
     // 3. The barrier: the phase's chunks all done.
     const w = waitPhase(ctrl, at, tag);

@@ -22,7 +22,10 @@ import type { Backend, ForwardItem } from '../types.js';
 import { JobList } from './jobs.js';
 import { WorkerPool } from './pool.js';
 import { WasmRuntime, type Ptr, type Q8Matrix } from './runtime.js';
-import { q8ActBytes, q8Blocks, SPLIT } from './layout.js';
+import { q8ActBytes, q8Blocks, SPLIT, TAIL } from './layout.js';
+
+/** Up to this many rows, small ops ride as TAIL records of the phase before them instead of a phase of their own. */
+const TAIL_ROWS = 4;
 
 export type WasmWeightDtype = 'f32' | 'f16' | 'q8_0';
 
@@ -207,19 +210,35 @@ export class WasmBackend implements Backend {
     return { kind: 'f32', ptr: this.rt.putF32(data), rows, cols };
   }
 
-  /** out[T, rows] = x[T, cols] · Wᵀ, with the q8 activation quantization first when needed. */
-  private pushMatmul(list: JobList, out: Ptr, x: Ptr, m: Matrix, T: number, quantized: { done: Ptr }): void {
-    if (m.kind !== 'q8_0') {
-      if (m.kind === 'f32') list.matmulF32(out, x, m.ptr, T, m.rows, m.cols);
-      else list.matmulF16(out, x, m.ptr, T, m.rows, m.cols);
-    } else {
-      if (quantized.done !== x) {
-        list.quantizeQ8Act(this.xq, this.xd, x, T, m.cols);
+  /**
+   * Ops that must follow everything pushed so far in the current phase, in order. When T is small they are TAIL
+   * records of that phase (run by whichever thread finishes its last chunk: a phase boundary costs more than a
+   * T=1 rmsnorm); otherwise each gets a phase of its own, split over the threads. The caller ends the phase.
+   */
+  private follow(list: JobList, T: number, ...ops: ((owner: number) => void)[]): void {
+    for (const op of ops) {
+      if (T <= TAIL_ROWS) op(TAIL);
+      else {
         list.barrier();
-        quantized.done = x;
+        op(SPLIT);
       }
-      list.matmulQ8(out, this.xq, this.xd, m.q, T);
     }
+  }
+
+  /** The q8 activation quantization of x[T, cols], when the weights are q8_0, as an op for follow(). */
+  private quantizeFor(list: JobList, x: Ptr, T: number, cols: number): ((owner: number) => void)[] {
+    if (this.weightDtype !== 'q8_0') return [];
+    return [(o) => list.quantizeQ8Act(this.xq, this.xd, x, T, cols, o)];
+  }
+
+  /**
+   * out[T, rows] = x[T, cols] · Wᵀ (and resid += out when resid ≠ 0). For q8_0 weights, x must have been quantized
+   * into xq/xd (quantizeFor) in an earlier phase.
+   */
+  private pushMatmul(list: JobList, out: Ptr, x: Ptr, m: Matrix, T: number, resid: Ptr = 0): void {
+    if (m.kind === 'q8_0') list.matmulQ8(out, this.xq, this.xd, m.q, T, SPLIT, resid);
+    else if (m.kind === 'f32') list.matmulF32(out, x, m.ptr, T, m.rows, m.cols, SPLIT, resid);
+    else list.matmulF16(out, x, m.ptr, T, m.rows, m.cols, SPLIT, resid);
   }
 
   createArena(): KvArena {
@@ -292,12 +311,22 @@ export class WasmBackend implements Backend {
       });
     });
 
+    // Rows whose logits are wanted.
+    const wanted: number[] = [];
+    items.forEach((it, i) => {
+      if (it.logits === 'last') wanted.push(rowStart[i] + it.tokens.length - 1);
+      else if (it.logits === 'all') for (let t = 0; t < it.tokens.length; t++) wanted.push(rowStart[i] + t);
+    });
+
+    // One dispatch per layer boundary: [attention(l-1) → FFN(l-1)] → [norm, QKV, RoPE of l]; the last one also holds
+    // the final norm and the classifier. Between dispatches the new keys/values go into the cache.
     const list = this.list;
     const scale = 1 / Math.sqrt(hd);
     for (let l = 0; l <= c.nLayers; l++) {
       list.clear();
       if (l > 0) this.pushAttentionAndFfn(list, l - 1, items, rowStart, starts, T, scale, group);
       if (l < c.nLayers) this.pushQkv(list, l, T);
+      else if (wanted.length > 0) this.pushLogits(list, wanted);
       this.pool.run(list);
       if (l > 0) this.afterAttention(l - 1, items, rowStart, starts, group);
       if (l < c.nLayers) {
@@ -312,21 +341,8 @@ export class WasmBackend implements Backend {
     }
     for (const it of items) it.kv.advance(it.tokens.length);
 
-    // Logits: final norm on the requested rows only, then one classifier pass for all of them.
-    const wanted: { item: number; row: number }[] = [];
-    items.forEach((it, i) => {
-      if (it.logits === 'last') wanted.push({ item: i, row: rowStart[i] + it.tokens.length - 1 });
-      else if (it.logits === 'all') for (let t = 0; t < it.tokens.length; t++) wanted.push({ item: i, row: rowStart[i] + t });
-    });
     const results: Float32Array[] = items.map(() => new Float32Array(0));
     if (wanted.length === 0) return results;
-    list.clear();
-    wanted.forEach((w, j) => list.copy(this.logitRows + j * c.dim * 4, this.x + w.row * c.dim * 4, c.dim * 4));
-    list.barrier();
-    list.rmsnorm(this.logitRows, this.logitRows, this.finalNorm, wanted.length, c.dim, c.normEps);
-    list.barrier();
-    this.pushMatmul(list, this.logits, this.logitRows, this.lmHead, wanted.length, { done: 0 });
-    this.pool.run(list);
     const all = rt.f32(this.logits, wanted.length * c.vocabSize);
     let j = 0;
     items.forEach((it, i) => {
@@ -337,6 +353,18 @@ export class WasmBackend implements Backend {
     return results;
   }
 
+  /** After the last layer's FFN: final norm of the wanted rows, then one classifier pass for all of them. */
+  private pushLogits(list: JobList, wanted: number[]): void {
+    const c = this.config;
+    const n = wanted.length;
+    this.follow(list, n,
+      (o) => wanted.forEach((row, j) => list.copy(this.logitRows + j * c.dim * 4, this.x + row * c.dim * 4, c.dim * 4, o)),
+      (o) => list.rmsnorm(this.logitRows, this.logitRows, this.finalNorm, n, c.dim, c.normEps, o),
+      ...this.quantizeFor(list, this.logitRows, n, c.dim));
+    list.barrier();
+    this.pushMatmul(list, this.logits, this.logitRows, this.lmHead, n);
+  }
+
   /** norm → q, k, v (+ bias, q/k norm) → RoPE, for all T rows of layer l. */
   private pushQkv(list: JobList, l: number, T: number): void {
     const c = this.config;
@@ -344,27 +372,35 @@ export class WasmBackend implements Backend {
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const kvDim = c.nKvHeads * hd;
-    list.rmsnorm(this.xb, this.x, L.attnNorm, T, c.dim, c.normEps);
+    // The norm follows the previous layer's FFN (the phase pushed before, if any).
+    this.follow(list, T, (o) => list.rmsnorm(this.xb, this.x, L.attnNorm, T, c.dim, c.normEps, o), ...this.quantizeFor(list, this.xb, T, c.dim));
     list.barrier();
-    const qz = { done: 0 };
     const q = this.qBuf[l & 1];
-    this.pushMatmul(list, q, this.xb, L.wq, T, qz);
-    this.pushMatmul(list, this.k, this.xb, L.wk, T, qz);
-    this.pushMatmul(list, this.v, this.xb, L.wv, T, qz);
-    list.barrier();
+    this.pushMatmul(list, q, this.xb, L.wq, T);
+    this.pushMatmul(list, this.k, this.xb, L.wk, T);
+    this.pushMatmul(list, this.v, this.xb, L.wv, T);
     if (L.bq || L.bk || L.bv) {
+      list.barrier();
       for (let t = 0; t < T; t++) {
         if (L.bq) list.add(q + t * qDim * 4, L.bq, qDim);
         if (L.bk) list.add(this.k + t * kvDim * 4, L.bk, kvDim);
         if (L.bv) list.add(this.v + t * kvDim * 4, L.bv, kvDim);
       }
-      list.barrier();
     }
-    if (L.qNorm) list.rmsnorm(q, q, L.qNorm, T * c.nHeads, hd, c.normEps);
-    if (L.kNorm) list.rmsnorm(this.k, this.k, L.kNorm, T * c.nKvHeads, hd, c.normEps);
-    if (L.qNorm || L.kNorm) list.barrier();
-    list.rope(q, T, c.nHeads, hd, this.rope, this.pos);
-    list.rope(this.k, T, c.nKvHeads, hd, this.rope, this.pos);
+    if (L.qNorm || L.kNorm) {
+      list.barrier();
+      if (L.qNorm) list.rmsnorm(q, q, L.qNorm, T * c.nHeads, hd, c.normEps);
+      if (L.kNorm) list.rmsnorm(this.k, this.k, L.kNorm, T * c.nKvHeads, hd, c.normEps);
+    }
+    // q and k RoPE are independent: one follow-up step (tails for small T).
+    if (T <= TAIL_ROWS) {
+      list.rope(q, T, c.nHeads, hd, this.rope, this.pos, TAIL);
+      list.rope(this.k, T, c.nKvHeads, hd, this.rope, this.pos, TAIL);
+    } else {
+      list.barrier();
+      list.rope(q, T, c.nHeads, hd, this.rope, this.pos);
+      list.rope(this.k, T, c.nKvHeads, hd, this.rope, this.pos);
+    }
   }
 
   private headScratchPtr(item: number, kvHead: number): Ptr {
@@ -429,24 +465,17 @@ export class WasmBackend implements Backend {
         }
       }
     });
+    // Wo with the residual add fused (x += att·Woᵀ chunk by chunk), then the FFN norm; gate/up; SwiGLU; down (+x).
+    this.follow(list, T, ...this.quantizeFor(list, this.att, T, qDim));
     list.barrier();
-    const az = { done: 0 };
-    this.pushMatmul(list, this.xb, this.att, L.wo, T, az);
+    this.pushMatmul(list, this.xb, this.att, L.wo, T, this.x);
+    this.follow(list, T, (o) => list.rmsnorm(this.xb, this.x, L.ffnNorm, T, c.dim, c.normEps, o), ...this.quantizeFor(list, this.xb, T, c.dim));
     list.barrier();
-    list.add(this.x, this.xb, T * c.dim);
+    this.pushMatmul(list, this.hb, this.xb, L.wGate, T);
+    this.pushMatmul(list, this.hb2, this.xb, L.wUp, T);
+    this.follow(list, T, (o) => list.swiglu(this.hb, this.hb2, T * c.hiddenDim, o), ...this.quantizeFor(list, this.hb, T, c.hiddenDim));
     list.barrier();
-    list.rmsnorm(this.xb, this.x, L.ffnNorm, T, c.dim, c.normEps);
-    list.barrier();
-    const fz = { done: 0 };
-    this.pushMatmul(list, this.hb, this.xb, L.wGate, T, fz);
-    this.pushMatmul(list, this.hb2, this.xb, L.wUp, T, fz);
-    list.barrier();
-    list.swiglu(this.hb, this.hb2, T * c.hiddenDim);
-    list.barrier();
-    this.pushMatmul(list, this.xb, this.hb, L.wDown, T, { done: 0 });
-    list.barrier();
-    list.add(this.x, this.xb, T * c.dim);
-    list.barrier();
+    this.pushMatmul(list, this.xb, this.hb, L.wDown, T, this.x);
   }
 
   /** Fold the kernels' attention sums into the heads' scores, then let the cache policy profile or evict. */

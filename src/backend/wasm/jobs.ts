@@ -7,7 +7,8 @@
  * Every method appends one record and returns its index, so a list built once can be replayed per token with only
  * the changing arguments patched (setArg). `owner`: SPLIT (default) cuts the op's rows / tokens / elements into
  * chunks that the threads claim as they go (ops that cannot be split are one chunk); group(id) makes consecutive
- * records one chunk, run in order by one thread; a thread number pins the whole op to that thread (avoid in hot
+ * records one chunk, run in order by one thread; TAIL runs the op after the rest of its phase, on the thread that
+ * finished last (for ops too small to be worth a phase of their own); a thread number pins the whole op to that thread (avoid in hot
  * lists: a pinned op waits for its thread, even when that thread is descheduled).
  */
 import { GROUP_BASE, JOB_BYTES, JOB_MAX_ARGS, OP, SPLIT } from './layout.js';
@@ -70,17 +71,19 @@ export class JobList {
     return this.push(OP.BARRIER, SPLIT, []);
   }
 
-  matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT): number {
-    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols]);
+  // Matmuls: out[T, rows] = x · Wᵀ. With resid ≠ 0, also resid[T, rows] += out as each chunk of rows is done
+  // (a fused residual add: same arithmetic as a separate add, one phase less).
+  matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0): number {
+    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid]);
   }
-  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT): number {
-    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols]);
+  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0): number {
+    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid]);
   }
-  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT): number {
-    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols]);
+  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
+    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid]);
   }
-  matmulQ8F32(out: Ptr, x: Ptr, w: Q8Matrix, T: number, owner = SPLIT): number {
-    return this.push(OP.MATMUL_Q8_F32, owner, [out, x, w.qs, w.d, T, w.rows, w.cols]);
+  matmulQ8F32(out: Ptr, x: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
+    return this.push(OP.MATMUL_Q8_F32, owner, [out, x, w.qs, w.d, T, w.rows, w.cols, resid]);
   }
   /** Split over tokens. */
   quantizeQ8Act(xq: Ptr, xd: Ptr, x: Ptr, T: number, cols: number, owner = SPLIT): number {

@@ -32,6 +32,8 @@ export const OP = {
 export const SPLIT = -1;
 /** owner values ≤ GROUP_BASE are group ids: consecutive records with the same id run in order on one thread. */
 export const GROUP_BASE = -2;
+/** owner value: run after every other op of the phase, by the thread that finished the last of them. */
+export const TAIL = -0x80000000;
 
 /**
  * Pool control block, byte offsets. The wasm scheduler (kernels/jobs.ts) reads BAR_WAITERS..SPIN, CUR_RUN and the
@@ -49,12 +51,12 @@ export const CTRL = {
   ERROR: 640, //          byte length of the first worker error message (0 = none)
   CUR_RUN: 704, //        tag of the list being run, 0 once it is complete (wasm: pinned ops check it)
   MESSAGE: 1024, //       the message, UTF-8
-  PHASES: 2048, //        per phase (16 bytes each): claim counter, done counter, chunk total (wasm)
+  PHASES: 2048, //        per phase (32 bytes each): claim and done counters, totals (wasm)
 } as const;
 export const CTRL_MESSAGE_BYTES = 1024;
 /** Most barriers + 1 that one job list may hold under the pool. */
 export const MAX_PHASES = 256;
-export const CTRL_BYTES = CTRL.PHASES + MAX_PHASES * 16;
+export const CTRL_BYTES = CTRL.PHASES + MAX_PHASES * 32;
 
 // ---- q8_0 (kernels/q8.ts) ------------------------------------------------------------------------------------
 
