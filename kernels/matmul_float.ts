@@ -181,6 +181,10 @@ import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './s
   const ldo = <usize>rows << 2; //          bytes per out row
   let r = r0;
   if (T == 1) {
+    if (sizeof<W>() == 4) {
+      for (; r < r1; r++) store<f32>(out + (<usize>r << 2), seqRow(x, w + <usize>r * wb, cols));
+      return;
+    }
     if (sizeof<W>() == 2 && absMax(x, cols) < <f32>32768.0) {
       for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols, true);
     } else {
@@ -217,4 +221,28 @@ export function matmul_f32(out: usize, x: usize, w: usize, T: i32, rows: i32, co
 /** f16 weights [rows, cols] as u16 bit patterns; must be finite (see simd.ts). */
 export function matmul_f16(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
   matmulFloat<u16>(out, x, w, T, rows, cols, r0, r1);
+}
+
+/**
+ * One row · x with four independent f32x4 accumulators over 64-byte steps: the row is one sequential stream.
+ * For T = 1 with f32 weights this reads DRAM ~2.3× faster than r4t1's four interleaved rows (measured on the
+ * 37 MB classifier, one thread: 26 vs 11 GB/s), presumably because the hardware prefetcher follows one stream
+ * per core much better than four streams 1 KB apart.
+ */
+@inline function seqRow(x: usize, wr: usize, cols: i32): f32 {
+  const wb = <usize>cols << 2;
+  const end64 = <usize>(cols & ~15) << 2;
+  const end16 = <usize>(cols & ~3) << 2;
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let i: usize = 0;
+  for (; i < end64; i += 64) {
+    a0 = f32x4.add(a0, f32x4.mul(v128.load(wr + i), v128.load(x + i)));
+    a1 = f32x4.add(a1, f32x4.mul(v128.load(wr + i, 16), v128.load(x + i, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(v128.load(wr + i, 32), v128.load(x + i, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(v128.load(wr + i, 48), v128.load(x + i, 48)));
+  }
+  for (; i < end16; i += 16) a0 = f32x4.add(a0, f32x4.mul(v128.load(wr + i), v128.load(x + i)));
+  let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  for (; i < wb; i += 4) s += load<f32>(wr + i) * load<f32>(x + i);
+  return s;
 }
