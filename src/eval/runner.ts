@@ -27,6 +27,9 @@ import type { EvalPrompt } from './prompts.js';
 import { TappedSequenceKv } from './tapped-kv.js';
 import type { ConfigResult, ConfigSpec, EvalSettings, PromptResult } from './types.js';
 
+/** Sink tokens of the sink+local baseline (the cache's default). */
+const SINK_TOKENS = 4;
+
 /** The configurations for these settings, in run order (each baseline right after the FastGen point it matches). */
 export function configSpecs(settings: EvalSettings, nHeads: number, nKvHeads: number): ConfigSpec[] {
   const out: ConfigSpec[] = [];
@@ -118,6 +121,9 @@ export class PromptEvaluator {
 
     const results: ConfigResult[] = [];
     const ratioAt = new Map<number, number>();
+    // Runs that are certain to repeat an earlier one on this prompt (same per-head policies after profiling, or the
+    // same baseline at the same target ratio) reuse its results: everything downstream is deterministic.
+    const reuse = new Map<string, ConfigResult>();
     try {
       for (const spec of specs) {
         let cache: CacheOptions;
@@ -127,10 +133,14 @@ export class PromptEvaluator {
         } else {
           target = ratioAt.get(spec.T);
           if (target === undefined) throw new Error(`internal: baseline ${spec.key} before its FastGen point`);
+          let ratio = target;
+          // sink+local keeps its sinks on top of ceil(ratio × length) recent tokens: take them off the window so that
+          // the end-of-generation total matches (the same thing the policy's budget form does).
+          if (spec.method === 'sink+local') ratio -= SINK_TOKENS / (prompt.ids.length + prompt.reference.length - 1);
           // A ratio of 0 is not a cache; FastGen keeps at least BOS per head, so this floor is never the binding one.
-          cache = { policy: spec.method, ratio: Math.min(1, Math.max(target, 1e-6)) };
+          cache = { policy: spec.method, ratio: Math.min(1, Math.max(ratio, 1e-6)) };
         }
-        const res = await this.runConfig(spec, cache, prompt, full, target);
+        const res = await this.runConfig(spec, cache, prompt, full, target, reuse);
         if (spec.group === 'sweep') ratioAt.set(spec.T, res.tf.kvBytes / res.tf.fullKvBytes);
         results.push(res);
         onProgress?.(cost.config);
@@ -344,8 +354,24 @@ export class PromptEvaluator {
    * the ratio; local+frequent's two halves overlap), the ratio is corrected once by the difference and the
    * configuration rerun, so that every method is compared at (nearly) the same end-of-generation memory.
    */
-  private async runConfig(spec: ConfigSpec, cache: CacheOptions, prompt: EvalPrompt, full: FullContext, target?: number): Promise<ConfigResult> {
+  private async runConfig(
+    spec: ConfigSpec,
+    cache: CacheOptions,
+    prompt: EvalPrompt,
+    full: FullContext,
+    target: number | undefined,
+    reuse: Map<string, ConfigResult>,
+  ): Promise<ConfigResult> {
     let pre = await this.prefill(cache, prompt);
+    const same =
+      spec.method === 'fastgen'
+        ? `fastgen|${pre.kv.profiles.map((layer) => layer.map((hp) => hp.policy).join(',')).join('|')}`
+        : `${spec.method}|${target}`;
+    const earlier = reuse.get(same);
+    if (earlier) {
+      pre.kv.release();
+      return { ...earlier, key: spec.key, reusedFrom: earlier.reusedFrom ?? earlier.key };
+    }
     try {
       let tf = await this.teacherForce(pre, prompt, full);
       if (target !== undefined && cache.ratio !== undefined) {
@@ -412,6 +438,7 @@ export class PromptEvaluator {
         result.target = target;
         result.ratio = cache.ratio;
       }
+      reuse.set(same, result);
       if (spec.method === 'fastgen') {
         result.policies = pre.kv.profiles.map((layer) => layer.map((hp) => hp.policy));
         result.recovery.promised = pre.kv.profiles.flatMap((layer) => layer.map((hp) => hp.recoveries.find((r) => r.policy === hp.policy)?.recovery ?? 1));

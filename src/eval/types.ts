@@ -82,6 +82,9 @@ export interface ConfigResult {
   recovery: RecoveryResult;
   /** FastGen: chosen policy per [layer][kvHead]. */
   policies?: string[][];
+  /** Set when this run was certain to repeat an earlier configuration on the same prompt (same per-head policies,
+   *  or same baseline and target) and its results were reused. */
+  reusedFrom?: string;
 }
 
 export interface PromptResult {
