@@ -177,15 +177,16 @@ for (const nSlots of [256, 1024]) {
   const ms = time(() => { for (let h = 0; h < HEADS; h++) one(h); });
   us(`attention 6 heads × ${nSlots} slots (one layer)`, ms);
   const list = rt.jobList(HEADS);
-  for (let h = 0; h < HEADS; h++) list.attention({ out: outs[0] + h * HEAD_DIM * 4, probs: probs + h * nSlots * 4, q: v288 + h * HEAD_DIM * 4,
-    pool: kvPool, pageTable: tablesP[h], nSlots, pageTokens, headDim: HEAD_DIM, scale: 1 / Math.sqrt(HEAD_DIM) }, h % 2);
-  us(`  same, heads split over 2 threads`, time(() => pool.run(list)));
+  // Unowned: each head is a chunk for whichever thread is free; per-thread probability scratch (probsStride).
+  for (let h = 0; h < HEADS; h++) list.attention({ out: outs[0] + h * HEAD_DIM * 4, probs, probsStride: nSlots * 4, q: v288 + h * HEAD_DIM * 4,
+    pool: kvPool, pageTable: tablesP[h], nSlots, pageTokens, headDim: HEAD_DIM, scale: 1 / Math.sqrt(HEAD_DIM) });
+  us(`  same, heads shared by 2 threads`, time(() => pool.run(list)));
 }
 const empty = rt.jobList(1);
 us('pool.run(empty list), workers spinning', time(() => pool.run(empty)));
 const barriers = rt.jobList(32);
 for (let i = 0; i < 32; i++) barriers.barrier();
-us('one in-list barrier (32 per list)', time(() => pool.run(barriers)) / 32);
+us('one in-list barrier / phase end (32 per list)', time(() => pool.run(barriers)) / 32);
 {
   // Dispatch after the worker went to sleep: the Atomics.notify wake-up path.
   let total = 0;
