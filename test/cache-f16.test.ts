@@ -25,8 +25,9 @@ test('f32 → f16 rounds to nearest even, including subnormals, overflow, inf an
 
 test('stories260K with an f16 KV cache: half the KV bytes, logits within 1e-2 of the f32 cache', { skip: SKIP_SHARED }, async () => {
   const path = sharedPath('models/stories260K/stories260K.bin');
-  const a = await loadModel(path);
-  const b = await loadModel(path, { kvDtype: 'f16' });
+  // The f16 cache runs on the reference backend (the wasm attention kernel reads f32 pages).
+  const a = await loadModel(path, { backend: 'cpu-ref' });
+  const b = await loadModel(path, { kvDtype: 'f16', backend: 'cpu-ref' });
   const ids = a.encode('Once upon a time, there was a little girl named Lily. She liked to play.');
   const ka = a.newSequence({ policy: 'fastgen', recovery: 0.9 });
   const kb = b.newSequence({ policy: 'fastgen', recovery: 0.9 });
@@ -50,4 +51,8 @@ test('stories260K with an f16 KV cache: half the KV bytes, logits within 1e-2 of
   const r = await b.complete('Once upon a time', { temperature: 0, maxTokens: 40, cache: { policy: 'local+frequent', ratio: 0.5 } });
   assert.equal(r.generatedTokens, 40);
   assert.equal(b.pool.pagesInUse, 0);
+});
+
+test('the wasm backend refuses an f16 KV cache at load time with a clear message', { skip: SKIP_SHARED }, async () => {
+  await assert.rejects(loadModel(sharedPath('models/stories260K/stories260K.bin'), { kvDtype: 'f16', backend: 'wasm' }), /f32 KV pages/);
 });
