@@ -22,7 +22,7 @@ KV use. Starts the server in-process on 127.0.0.1 unless --url is given (loopbac
 
 Options:
   -m, --model PATH           model (default: the embedded stories15M)
-      --backend NAME         compute backend of the in-process server (default cpu-ref)
+      --backend NAME         compute backend of the in-process server (default wasm)
       --kv-dtype f32|f16     KV cache element type (in-process server)
       --threads N            worker threads for backends that use them
       --url URL              use a running server on this machine instead (e.g. http://127.0.0.1:8080)

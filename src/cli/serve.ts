@@ -21,7 +21,7 @@ Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streamin
 Options:
   -m, --model PATH            llama2.c .bin or Hugging Face folder (default: the embedded stories15M)
       --tokenizer PATH        tokenizer file when it is not next to the model
-      --backend NAME          compute backend (default cpu-ref)
+      --backend NAME          compute backend (default wasm)
       --dtype f32|f16|q8_0    weight dtype (backend-dependent)
       --kv-dtype f32|f16      KV cache element type (default f32)
       --threads N             worker threads for backends that use them
