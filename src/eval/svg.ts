@@ -213,25 +213,30 @@ export function recoverySvg(report: EvalReport): string {
     });
     return { name: `T = ${p.T}`, color: palette[i % palette.length], points };
   });
-  const allY = series.flatMap((s) => s.points.map((p) => Math.min(p.x, p.y)));
-  const lo = Math.max(0, Math.floor((Math.min(90, ...allY) - 1) / 5) * 5);
-  const axis = (label: string): Axis => ({ min: lo, max: 100, ticks: niceTicks(lo, 100), label, fmt: (v) => `${v}` });
-  const W = 460;
+  const xs = series.flatMap((s) => s.points.map((p) => p.x));
+  const ys = series.flatMap((s) => s.points.map((p) => p.y));
+  const floorTo = (v: number, step: number) => Math.max(0, Math.floor((v - 0.5) / step) * step);
+  const xlo = floorTo(Math.min(99, ...xs), 2);
+  const ylo = floorTo(Math.min(95, ...ys), 5);
+  const W = 520;
   const H = 420;
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + 40}" viewBox="0 0 ${W} ${H + 40}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
   // Scatter: draw points only (no connecting lines) by giving each point its own series.
   const dots = series.flatMap((s) => s.points.map((p) => ({ ...s, points: [p] })));
-  const xa = axis('promised at profiling (prompt attention), %');
-  const ya = axis('achieved while decoding (full-model attention), %');
-  parts.push(panel(0, 10, W, H, `${report.model.name}: attention recovery per KV head`, xa, ya, dots));
-  // y = x
+  const xa: Axis = { min: xlo, max: 100, ticks: niceTicks(xlo, 100), label: 'promised at profiling (prompt attention), %', fmt: (v) => `${v}` };
+  const ya: Axis = { min: ylo, max: 100, ticks: niceTicks(ylo, 100), label: 'achieved while decoding (full-model attention), %', fmt: (v) => `${v}` };
+  parts.push(panel(0, 10, W, H, `${report.model.name}: recovery per KV head, mean over prompts`, xa, ya, dots));
+  // The diagonal y = x (achieved = promised), clipped to the plot.
   const L = 48;
   const R = W - 10;
   const T = 34;
   const B = 10 + H - 36;
-  parts.push(`<line x1="${L}" y1="${B}" x2="${R}" y2="${T}" stroke="#555" stroke-dasharray="4 3"/>`);
+  const v0 = Math.max(xlo, ylo);
+  parts.push(
+    `<line x1="${f(project(xa, v0, L, R))}" y1="${f(project(ya, v0, B, T))}" x2="${f(project(xa, 100, L, R))}" y2="${f(project(ya, 100, B, T))}" stroke="#555" stroke-dasharray="4 3"><title>achieved = promised</title></line>`,
+  );
   let lx = 10;
   for (const s of series) {
     parts.push(`<circle cx="${lx + 5}" cy="${H + 25}" r="4" fill="${s.color}"/><text x="${lx + 13}" y="${H + 29}">${esc(s.name)}</text>`);
