@@ -206,7 +206,7 @@ export function renderMarkdownSection(r: EvalReport, figures: FigurePaths, comma
   );
   L.push('#### Baselines at equal memory', '');
   L.push(
-    'Each uniform policy runs on the same prompt with `ratio` = the KV ratio FastGen reached on that prompt (corrected once when the ratio it ends with is off by more than a point: sink+local keeps its 4 sinks on top of the window, local+frequent\'s halves overlap); "pruned %" is what it actually reached.',
+    'Each uniform policy runs on the same prompt with `ratio` = the KV ratio FastGen reached on that prompt (sink+local: minus its 4 sinks; local+frequent: corrected up to twice and rerun when the ratio it ends with is more than a point off, as its two halves overlap); "pruned %" is what each actually reached.',
     '',
   );
   L.push(t.baselines, '');
