@@ -9,7 +9,7 @@
 # stories15M runs the default evaluation (20 prompts × 96 tokens) with two judge samples per prompt. stories260K is
 # ~30× cheaper, so it runs twice the prompts (40), also with two judge samples each, plus a sweep of lower thresholds
 # (no markdown section; text and JSON in docs/figures/) showing where its heads start choosing the cheap policies.
-# Time on 2 cores with cpu-ref: about 10 + 3 + 50 minutes.
+# Time on 2 cores: about 7 minutes with wasm (stories15M 5½ of them); cpu-ref is several times slower (~1 hour+).
 #
 # Needs ../shared (models/stories260K and data/) next to the repository, as the tests do.
 set -euo pipefail
