@@ -68,7 +68,11 @@ export function resolveSettings(opts: EvalOptions, contextLength: number): EvalS
   const maxTokens = opts.maxTokens ?? (quick ? 16 : 96);
   checkMaxTokens(contextLength, maxTokens);
   const controlPairs = opts.controlPairs ?? (quick ? 3 : 2);
-  if (!Number.isInteger(controlPairs) || controlPairs < 0) throw new InvalidOptionError(`control pairs must be a non-negative integer, got ${controlPairs}`);
+  // Seeds per prompt i: judge samples seed + 1000·i + 100·j, control pairs seed + 1000·i + 50 + 2k (+1): more than 24
+  // pairs would reach the second judge sample's seed.
+  if (!Number.isInteger(controlPairs) || controlPairs < 0 || controlPairs > 24) {
+    throw new InvalidOptionError(`--control must be an integer from 0 to 24, got ${controlPairs}`, '--control');
+  }
   const samples = opts.samples ?? 1;
   if (!Number.isInteger(samples) || samples < 1) throw new InvalidOptionError(`--samples must be a positive integer, got ${samples}`, '--samples');
   const seed = opts.seed ?? 1234;
@@ -105,7 +109,7 @@ export async function runEvaluation(opts: EvalOptions = {}): Promise<EvalReport>
       seed: settings.seed,
     });
     const specs = configSpecs(settings, c.nHeads, c.nKvHeads);
-    const costs = prompts.map((p) => estimateCost(p.ids.length, p.reference.length, settings, specs.length));
+    const costs = prompts.map((p) => estimateCost(p.ids.length, p.reference.length, settings));
     const total = costs.reduce((a, x) => a + x.full + specs.length * x.config, 0);
     const jobs = Math.max(1, Math.min(opts.jobs ?? availableParallelism(), prompts.length));
     const progress = new EvalProgress(total, prompts.length, `eval ${c.name}`, stream, quiet);

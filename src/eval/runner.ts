@@ -17,7 +17,7 @@
  *
  * Baselines run at the KV ratio the FastGen point just reached on the same prompt (matched memory).
  */
-import type { BasicPolicyName, CacheOptions } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policy.js';
 import { HYBRID_ORDER } from '../cache/policy.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
@@ -53,7 +53,7 @@ export function configSpecs(settings: EvalSettings, nHeads: number, nKvHeads: nu
 }
 
 /** Work estimate in "decode-token equivalents", for progress and ETA. */
-export function estimateCost(promptTokens: number, G: number, settings: EvalSettings, nConfigs: number): { full: number; config: number } {
+export function estimateCost(promptTokens: number, G: number, settings: EvalSettings): { full: number; config: number } {
   const prefill = 0.5 * promptTokens;
   const score = 0.8 * G;
   return {
@@ -99,7 +99,7 @@ export class PromptEvaluator {
     const { settings, model } = this;
     const c = model.config;
     const specs = configSpecs(settings, c.nHeads, c.nKvHeads);
-    const cost = estimateCost(prompt.ids.length, prompt.reference.length, settings, specs.length);
+    const cost = estimateCost(prompt.ids.length, prompt.reference.length, settings);
     const seeds = Array.from({ length: settings.samples }, (_, j) => settings.seed + 1000 * index + 100 * j);
 
     const full = await this.fullRuns(prompt, seeds);
@@ -492,9 +492,4 @@ export async function continueSequence(
     [logits] = await model.backend.forward([{ kv, tokens: [id], logits: 'last' }]);
   }
   return { tokens, scored, eos, ms: performance.now() - t0 };
-}
-
-/** The basic policies, for labels. */
-export function ablationLabel(exclude: readonly BasicPolicyName[] | undefined): string {
-  return exclude && exclude.length ? `without ${exclude.join(', ')}` : 'full set';
 }
