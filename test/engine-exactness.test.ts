@@ -7,18 +7,8 @@ import { resolveCacheOptions, type CacheOptions } from '../src/cache/policy.js';
 import { SequenceKv } from '../src/cache/sequence-kv.js';
 import { loadCheckpoint } from '../src/model/load-checkpoint.js';
 import { argmax } from '../src/generate/sampler.js';
-import { HF_TINY, readJson, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
+import { HF_TINY, readJson, relErr, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
-/** max |a − b| / max |b| — the relative error measure. */
-export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
 
 function sequence(backend: Backend, cache?: CacheOptions): SequenceKv {
   const c = backend.config;

@@ -18,3 +18,14 @@ export function readJson<T = any>(...parts: string[]): T {
 }
 
 export const HF_TINY = ['llama3-gqa-f32', 'llama3-gqa-f32-legacy-config', 'qwen2-bias-tied-bf16', 'mistral-mqa-f16', 'qwen3-qknorm-f32'];
+
+/** max |a − b| / max |b| — the relative error measure. */
+export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num = Math.max(num, Math.abs(a[i] - b[i]));
+    den = Math.max(den, Math.abs(b[i]));
+  }
+  return num / den;
+}

@@ -5,19 +5,10 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadModel, type Model } from '../src/generate/model.js';
-import { REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
+import { relErr, REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
 const M260 = () => sharedPath('models/stories260K/stories260K.bin');
 
-function relErr(a: Float32Array, b: Float32Array): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i] - b[i]));
-    den = Math.max(den, Math.abs(b[i]));
-  }
-  return num / den;
-}
 
 test('a batch of sequences in one pass gives the same logits as one pass each (mixed prefill and decode, mixed policies)', { skip: SKIP_SHARED }, async () => {
   const m = await loadModel(M260(), { backend: 'wasm' });

@@ -1,17 +1,7 @@
 /** Small formatting helpers shared by CLI commands. */
 import { FastgenError } from '../errors.js';
 
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n)) return '∞';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (Math.abs(v) >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`;
-}
+export { formatBytes } from '../format-bytes.js';
 
 /** Parse '512MiB', '1GiB', '100MB', '4096' (bytes). */
 export function parseSize(s: string, flag: string): number {

@@ -26,17 +26,7 @@ export function parseSize(s: string, flag = 'size'): number {
   return v;
 }
 
-export function formatBytes(n: number): string {
-  if (!Number.isFinite(n)) return 'unlimited';
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (Math.abs(v) >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[i]}`;
-}
+export { formatBytes } from '../format-bytes.js';
 
 /** Nearest-rank percentile (p in [0, 100]) of unsorted values; NaN for none. */
 export function percentile(values: readonly number[], p: number): number {
