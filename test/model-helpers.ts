@@ -10,6 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
 import { FastgenError, type FastgenErrorCode } from '../src/errors.js';
+import { mulberry32 } from '../src/generate/rng.js';
 
 /** The compiled test runs from dist/test/, so the repository root is two levels up. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -123,14 +124,8 @@ export async function editJson(path: string, edit: (json: Record<string, unknown
 
 /** Deterministic pseudo-random numbers in [-1, 1) (mulberry32). */
 export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  };
+  const r = mulberry32(seed);
+  return () => r() * 2 - 1;
 }
 
 export interface Llama2cShape {

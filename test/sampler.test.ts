@@ -1,22 +1,13 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidOptionError, FastgenError } from '../src/errors.js';
-import { Xoshiro128StarStar, splitmix64, randomSeed } from '../src/generate/rng.js';
+import { Xoshiro128StarStar, mulberry32, splitmix64, randomSeed } from '../src/generate/rng.js';
 import { Sampler, argmax, validateSamplingOptions, type SamplingOptions } from '../src/generate/sampler.js';
 
 // ---- helpers ------------------------------------------------------------------------------------------------------
 
-/** Deterministic test data (independent of the generator under test): mulberry32. */
-function testRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Test data comes from mulberry32, a different generator from the xoshiro128** under test.
+const testRandom = mulberry32;
 
 function randomLogits(n: number, seed: number, spread = 8): Float32Array {
   const r = testRandom(seed);

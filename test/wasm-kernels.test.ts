@@ -9,22 +9,13 @@ import { WasmRuntime, type Ptr } from '../src/backend/wasm/runtime.js';
 import { matmul, rmsnorm, ropeRotateHalf, softmax, swiglu } from '../src/backend/cpu-ref/math.js';
 import * as ref from '../src/backend/wasm/reference-extra.js';
 import { q8ActBytes, q8Blocks, kvPageBytes, kvKeyOffset, kvValueOffset } from '../src/backend/wasm/layout.js';
+import { mulberry32 } from '../src/generate/rng.js';
 
 const rt = await WasmRuntime.create();
 
 // ---- helpers -------------------------------------------------------------------------------------------------
 
-/** mulberry32: small deterministic PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 const rand = rng(12345);
 function randomF32(n: number, scale = 1): Float32Array {
   const a = new Float32Array(n);

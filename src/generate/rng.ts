@@ -113,3 +113,18 @@ export class Xoshiro128StarStar {
     return r;
   }
 }
+
+/**
+ * mulberry32: a tiny deterministic generator in [0, 1) for workloads and test data (not for sampling, which uses
+ * xoshiro128** above). One definition for the load test and the test suites.
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
