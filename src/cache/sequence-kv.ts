@@ -234,6 +234,18 @@ export class SequenceKv {
     };
   }
 
+  /** Bytes of K/V held for kept tokens (cheap: no per-head report is built). */
+  kvBytes(): number {
+    let kept = 0;
+    for (const st of this.stores) kept += st.length;
+    return kept * 2 * this.shape.headDim * this.pool.elementBytes;
+  }
+
+  /** Bytes a full cache would hold for the tokens seen so far. */
+  fullKvBytes(): number {
+    return this.length * this.shape.nLayers * this.shape.nKvHeads * 2 * this.shape.headDim * this.pool.elementBytes;
+  }
+
   stats(): KvStats {
     const { nLayers, nKvHeads, headDim } = this.shape;
     const perToken = 2 * headDim * this.pool.elementBytes;
@@ -253,7 +265,7 @@ export class SequenceKv {
       }
     }
     const kvBytes = kept * perToken;
-    const fullKvBytes = this.length * nLayers * nKvHeads * perToken;
+    const fullKvBytes = this.fullKvBytes();
     return {
       sequenceTokens: this.length,
       kvBytes,

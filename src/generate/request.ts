@@ -136,10 +136,11 @@ export class GenerationRequest {
 
   /** Sample the next token from the logits of the last input token; returns the newly printable text. */
   accept(logits: Float32Array): string {
-    const st = this.kv.stats();
-    if (st.kvBytes > this.peakKvBytes) {
-      this.peakKvBytes = st.kvBytes;
-      this.peakFullKvBytes = st.fullKvBytes;
+    // Every token: only the byte count, not the full per-head report of stats().
+    const kvBytes = this.kv.kvBytes();
+    if (kvBytes > this.peakKvBytes) {
+      this.peakKvBytes = kvBytes;
+      this.peakFullKvBytes = this.kv.fullKvBytes();
     }
     if (this.checkAbort()) return '';
     const id = this.sampler.sample(logits, this.history);
