@@ -154,3 +154,16 @@ test('chat applies the chat template of a Hugging Face model (hf-tiny llama3 + t
   const p = await m.profile(m.encode(rendered, false), { cache: { recovery: 0.9 } });
   assert.equal(p.layers.length, 2);
 });
+
+test('a generation iterated later still streams everything; reading result alone runs it to the end', { skip: SKIP_SHARED }, async () => {
+  const m = await m260();
+  const gen = m.generate('Once upon a time', { temperature: 0, maxTokens: 10 });
+  await new Promise((r) => setTimeout(r, 20));
+  let streamed = '';
+  for await (const piece of gen) streamed += piece;
+  const r = await gen.result;
+  assert.equal(r.generatedTokens, 10);
+  assert.equal(streamed, r.text);
+  const alone = await m.generate('Once upon a time', { temperature: 0, maxTokens: 10 }).result;
+  assert.equal(alone.text, r.text);
+});

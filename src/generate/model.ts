@@ -46,22 +46,22 @@ export interface ProfileReport {
 
 /**
  * A streaming generation: iterate it for text pieces; `result` resolves to the final report (token counts, stop
- * reason, timings, KV use). Awaiting `result` without iterating runs the generation to the end.
+ * reason, timings, KV use). Reading `result` before iterating runs the generation to the end by itself.
  */
 export class Generation implements AsyncIterable<string> {
-  readonly result: Promise<GenerateResult>;
+  private readonly settled: Promise<GenerateResult>;
   private readonly iterator: AsyncGenerator<string, void>;
   private resolve!: (r: GenerateResult) => void;
   private reject!: (e: unknown) => void;
   private started = false;
 
   constructor(run: (emit: (r: GenerateResult) => void) => AsyncGenerator<string, void>) {
-    this.result = new Promise((res, rej) => {
+    this.settled = new Promise((res, rej) => {
       this.resolve = res;
       this.reject = rej;
     });
-    // Unobserved rejections are surfaced to whoever iterates; avoid an unhandled-rejection crash meanwhile.
-    this.result.catch(() => {});
+    // A failure reaches whoever iterates; keep it from also surfacing as an unhandled rejection.
+    this.settled.catch(() => {});
     const self = this;
     this.iterator = (async function* () {
       try {
@@ -71,10 +71,11 @@ export class Generation implements AsyncIterable<string> {
         throw e;
       }
     })();
-    queueMicrotask(() => {
-      // If nobody started iterating, drain so that `await generation.result` alone works.
-      if (!this.started) void this.drain();
-    });
+  }
+
+  get result(): Promise<GenerateResult> {
+    if (!this.started) void this.drain();
+    return this.settled;
   }
 
   [Symbol.asyncIterator](): AsyncIterator<string> {
@@ -84,12 +85,10 @@ export class Generation implements AsyncIterable<string> {
 
   /** Run to completion and return the whole text with the report. */
   async text(): Promise<GenerateResult> {
-    await this.drain();
     return this.result;
   }
 
   private async drain(): Promise<void> {
-    if (this.started) return;
     this.started = true;
     try {
       for await (const _ of this.iterator) void _;
@@ -158,12 +157,12 @@ export class Model {
       try {
         while (!req.done) {
           if (req.checkAbort()) break;
-          const input = req.input();
+          const prefill = req.kv.length === 0;
           const t0 = performance.now();
-          const [logits] = await backend.forward([{ kv: req.kv, tokens: input, logits: 'last' }]);
+          const [logits] = await backend.forward([{ kv: req.kv, tokens: req.input(), logits: 'last' }]);
           const piece = req.accept(logits);
           const dt = performance.now() - t0;
-          if (input.length === req.promptIds.length && req.generated.length <= 1 && req.prefillMs === 0) req.prefillMs = dt;
+          if (prefill) req.prefillMs = dt;
           else req.decodeMs += dt;
           if (piece) yield piece;
         }
