@@ -135,10 +135,9 @@ export class WasmBackend implements Backend {
   // attention scratch
   private readonly probs: Ptr; // per thread: f32 [maxSeq]
   private readonly headScratch: Ptr; // per (item, kv head): page table, positions, accum
-  private readonly headScratchWords: number;
+  /** Longest sequence rounded up to whole SIMD blocks: the length of every per-head scratch vector. */
+  private readonly seqPad: number;
   private readonly list: JobList;
-  private arenaCreated = false;
-
   static async create(ckpt: LoadedCheckpoint, opts: WasmBackendOptions = {}): Promise<WasmBackend> {
     const rt = await WasmRuntime.create({ initialBytes: 64 << 20 });
     const pool = await WorkerPool.create(rt, { threads: opts.threads ?? 2 });
@@ -193,11 +192,10 @@ export class WasmBackend implements Backend {
     this.pos = rt.alloc(R * 4, 64);
     this.logitRows = f32s(R * c.dim);
     this.logits = f32s(R * c.vocabSize);
-    const seqPad = Math.ceil((c.maxSeqLen + 16) / 16) * 16; // kernels store whole SIMD vectors
+    const seqPad = (this.seqPad = Math.ceil((c.maxSeqLen + 16) / 16) * 16); // kernels store whole SIMD vectors
     this.probs = f32s(this.threads * seqPad);
-    // per (item, kv head): page table [seqPad], positions [seqPad], accum [seqPad]
-    this.headScratchWords = 3 * seqPad;
-    this.headScratch = f32s(this.maxItems * c.nKvHeads * this.headScratchWords);
+    // per (item, kv head): page table i32 [seqPad], then attention-score accumulator f32 [seqPad]
+    this.headScratch = f32s(this.maxItems * c.nKvHeads * 2 * seqPad);
     // Attention records: one per (row, query head); plus per layer a few dozen ops and per-row bias adds.
     const perLayer = R * c.nHeads + 6 * R + 64;
     this.list = rt.jobList(perLayer + 64);
@@ -241,11 +239,8 @@ export class WasmBackend implements Backend {
     else list.matmulF16(out, x, m.ptr, T, m.rows, m.cols, SPLIT, resid);
   }
 
+  /** Several arenas may coexist: one that must grow while not last moves itself to the end (leaving a hole). */
   createArena(): KvArena {
-    if (this.arenaCreated) {
-      // A second arena works (it moves itself to the end when it must grow), at the price of holes left behind.
-    }
-    this.arenaCreated = true;
     return new WasmKvArena(this.rt);
   }
 
@@ -328,7 +323,7 @@ export class WasmBackend implements Backend {
       if (l < c.nLayers) this.pushQkv(list, l, T);
       else if (wanted.length > 0) this.pushLogits(list, wanted);
       this.pool.run(list);
-      if (l > 0) this.afterAttention(l - 1, items, rowStart, starts, group);
+      if (l > 0) this.afterAttention(l - 1, items, rowStart, starts);
       if (l < c.nLayers) {
         // New keys/values into the cache: the arena is wasm memory, so this writes the pages the kernels read.
         const kvK = rt.f32(this.k, T * kvDim);
@@ -403,8 +398,11 @@ export class WasmBackend implements Backend {
     }
   }
 
-  private headScratchPtr(item: number, kvHead: number): Ptr {
-    return this.headScratch + (item * this.config.nKvHeads + kvHead) * this.headScratchWords * 4;
+  private pageTablePtr(item: number, kvHead: number): Ptr {
+    return this.headScratch + (item * this.config.nKvHeads + kvHead) * 2 * this.seqPad * 4;
+  }
+  private accumPtr(item: number, kvHead: number): Ptr {
+    return this.pageTablePtr(item, kvHead) + this.seqPad * 4;
   }
 
   /**
@@ -418,7 +416,7 @@ export class WasmBackend implements Backend {
     const L = this.layers[l];
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
-    const seqPad = this.headScratchWords / 3;
+    const seqPad = this.seqPad;
     items.forEach((it, i) => {
       const kv = it.kv;
       const n = it.tokens.length;
@@ -427,9 +425,8 @@ export class WasmBackend implements Backend {
       for (let h = 0; h < c.nKvHeads; h++) {
         const st = kv.store(l, h);
         const m = st.length;
-        const base = this.headScratchPtr(i, h);
-        const table = base;
-        const accum = base + 2 * seqPad * 4;
+        const table = this.pageTablePtr(i, h);
+        const accum = this.accumPtr(i, h);
         rt.i32(table, st.pages.length).set(st.pages);
         // The n new tokens were appended at the tail in order, after every older slot: row t sees exactly the
         // slot prefix [0, m − n + t], so the causal limit is a slot count and no position mask is needed.
@@ -479,16 +476,16 @@ export class WasmBackend implements Backend {
   }
 
   /** Fold the kernels' attention sums into the heads' scores, then let the cache policy profile or evict. */
-  private afterAttention(l: number, items: readonly ForwardItem[], rowStart: number[], starts: number[], _group: number): void {
+  private afterAttention(l: number, items: readonly ForwardItem[], rowStart: number[], starts: number[]): void {
     const c = this.config;
     const qDim = c.nHeads * c.headDim;
-    const seqPad = this.headScratchWords / 3;
+    const seqPad = this.seqPad;
     items.forEach((it, i) => {
       const kv = it.kv;
       for (let h = 0; h < c.nKvHeads; h++) {
         if (!kv.tracksScores(l, h)) continue;
         const st = kv.store(l, h);
-        const acc = this.rt.f32(this.headScratchPtr(i, h) + 2 * seqPad * 4, st.length);
+        const acc = this.rt.f32(this.accumPtr(i, h), st.length);
         for (let s = 0; s < st.length; s++) st.scores[s] += acc[s];
       }
       const q = this.rt.f32(this.qBuf[l & 1] + rowStart[i] * qDim * 4, it.tokens.length * qDim);
