@@ -97,7 +97,8 @@ export class SequenceKv {
 
   /** Whether attention probabilities must be added to this head's scores in the current pass. */
   tracksScores(layer: number, kvHead: number): boolean {
-    if (!this.prefilled[layer]) return this.options.policy !== 'full';
+    // During the prompt, FastGen needs the column sums to profile; a uniform policy only if it ranks heavy hitters.
+    if (!this.prefilled[layer]) return this.options.policy === 'fastgen' || usesScores(this.policy(layer, kvHead));
     return usesScores(this.policy(layer, kvHead));
   }
 
