@@ -342,7 +342,9 @@ export class WasmBackend implements Backend {
     let j = 0;
     items.forEach((it, i) => {
       const n = it.logits === 'last' ? 1 : it.logits === 'all' ? it.tokens.length : 0;
-      results[i] = all.slice(j * c.vocabSize, (j + n) * c.vocabSize);
+      // new + set, not slice: slicing a view of shared memory is ~20× slower here (115 vs 5 µs for 32000 floats).
+      results[i] = new Float32Array(n * c.vocabSize);
+      results[i].set(all.subarray(j * c.vocabSize, (j + n) * c.vocabSize));
       j += n;
     });
     return results;
