@@ -1,25 +1,59 @@
 // Attention of one query head over a paged KV store.
 //
 // Page layout (mirrored by src/backend/wasm/layout.ts): the KV pool is an array of equal pages starting at `pool`;
-// page i starts at pool + i·pageBytes, pageBytes = 2·pageTokens·headDim·4, and holds one (layer, kv-head)'s slots:
-//   K: f32 [pageTokens][headDim]   at page + 0
-//   V: f32 [pageTokens][headDim]   at page + pageTokens·headDim·4
+// page i starts at pool + i·pageBytes, pageBytes = 2·pageTokens·headDim·E (E = 4 for an f32 cache, 2 for f16), and
+// holds one (layer, kv-head)'s slots:
+//   K: [pageTokens][headDim]   at page + 0
+//   V: [pageTokens][headDim]   at page + pageTokens·headDim·E
+// An f16 cache stores IEEE halves (finite: the cache writes them with round-to-nearest-even and no overflow to ∞ is
+// expected of keys and values); they are widened exactly to f32 on load, so the arithmetic is that of an f32 cache
+// holding the rounded values.
 // A head's slots s = 0..nSlots-1 live in page pageTable[s / pageTokens] (i32 page indices), row s % pageTokens.
 // Slots need not be in position order (eviction compacts or reuses them); positions[s] (i32) is the token position
 // stored in slot s, used for the causal limit only.
 
-import { hsum, hsum4, gather4, exp4, exp1 } from './simd';
+import { hsum, hsum4, exp4, exp1, F16_MASK, f16_scale, f16one } from './simd';
+
+/** Four consecutive K/V elements at p as f32x4 (E = f32 or u16 = IEEE half). */
+@inline function load4<E>(p: usize): v128 {
+  if (sizeof<E>() == 2) return f32x4.mul(v128.and(i32x4.shl(v128.load16x4_s(p), 13), i32x4.splat(F16_MASK)), f16_scale());
+  return v128.load(p);
+}
+
+@inline function load1<E>(p: usize): f32 {
+  if (sizeof<E>() == 2) return f16one(load<u16>(p));
+  return load<f32>(p);
+}
+
+/** Element i of four rows as one f32x4 (the tail of a dot product when headDim % 4 ≠ 0). */
+@inline function gather4e<E>(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
+  let v = f32x4.splat(load1<E>(p0));
+  v = f32x4.replace_lane(v, 1, load1<E>(p1));
+  v = f32x4.replace_lane(v, 2, load1<E>(p2));
+  return f32x4.replace_lane(v, 3, load1<E>(p3));
+}
 
 /**
  * scores[s] = scale · q·K[s]; slots with positions[s] > queryPos are masked (when positions ≠ 0);
  * probs = softmax(scores) over the unmasked slots (masked ones get exactly 0); out = Σ_s probs[s]·V[s].
  * If no slot is unmasked, probs and out are all zero. When accum ≠ 0, accum[s] += probs[s] (attention mass
- * bookkeeping for eviction policies). probs must hold nSlots floats; out and q hold headDim.
+ * bookkeeping for eviction policies and FastGen's column sums); when band ≠ 0, also band[s] += probs[s] for
+ * s ∈ [bandFrom, nSlots) (FastGen's band sums: the slots within the local window of this row). kvHalf ≠ 0: the
+ * pages hold halves. probs must hold nSlots floats; out and q hold headDim.
  */
 export function attention(out: usize, probs: usize, q: usize, pool: usize, pageTable: usize, nSlots: i32,
-  pageTokens: i32, headDim: i32, scale: f32, positions: usize, queryPos: i32, accum: usize): void {
-  const rowB = <usize>headDim << 2;
-  const vOff = <usize>pageTokens * rowB;
+  pageTokens: i32, headDim: i32, scale: f32, positions: usize, queryPos: i32, accum: usize,
+  band: usize, bandFrom: i32, kvHalf: i32): void {
+  if (kvHalf != 0) attentionOf<u16>(out, probs, q, pool, pageTable, nSlots, pageTokens, headDim, scale, positions, queryPos, accum, band, bandFrom);
+  else attentionOf<f32>(out, probs, q, pool, pageTable, nSlots, pageTokens, headDim, scale, positions, queryPos, accum, band, bandFrom);
+}
+
+@inline function attentionOf<E>(out: usize, probs: usize, q: usize, pool: usize, pageTable: usize, nSlots: i32,
+  pageTokens: i32, headDim: i32, scale: f32, positions: usize, queryPos: i32, accum: usize, band: usize, bandFrom: i32): void {
+  const S: usize = sizeof<E>() == 2 ? 1 : 0; // byte offset of element i in a K/V row = (i·4) >> S
+  const rowB = <usize>headDim << 2; //         bytes of an f32 row (q, out)
+  const kRowB = rowB >> S; //                  bytes of a K/V row
+  const vOff = <usize>pageTokens * kRowB;
   const pageB = vOff << 1;
   const end = <usize>(headDim & ~3) << 2;
   const sv = f32x4.splat(scale);
@@ -31,29 +65,31 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
     const pr = probs + (<usize>s0 << 2);
     let j = 0;
     for (; j + 4 <= cnt; j += 4) {
-      const k0 = k + <usize>j * rowB, k1 = k0 + rowB, k2 = k1 + rowB, k3 = k2 + rowB;
+      const k0 = k + <usize>j * kRowB, k1 = k0 + kRowB, k2 = k1 + kRowB, k3 = k2 + kRowB;
       let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
       let i: usize = 0;
       for (; i < end; i += 16) {
         const qv = v128.load(q + i);
-        a0 = f32x4.add(a0, f32x4.mul(v128.load(k0 + i), qv));
-        a1 = f32x4.add(a1, f32x4.mul(v128.load(k1 + i), qv));
-        a2 = f32x4.add(a2, f32x4.mul(v128.load(k2 + i), qv));
-        a3 = f32x4.add(a3, f32x4.mul(v128.load(k3 + i), qv));
+        const e = i >> S;
+        a0 = f32x4.add(a0, f32x4.mul(load4<E>(k0 + e), qv));
+        a1 = f32x4.add(a1, f32x4.mul(load4<E>(k1 + e), qv));
+        a2 = f32x4.add(a2, f32x4.mul(load4<E>(k2 + e), qv));
+        a3 = f32x4.add(a3, f32x4.mul(load4<E>(k3 + e), qv));
       }
       let d = hsum4(a0, a1, a2, a3);
       for (; i < rowB; i += 4) {
-        d = f32x4.add(d, f32x4.mul(gather4(k0 + i, k1 + i, k2 + i, k3 + i), v128.load32_splat(q + i)));
+        const e = i >> S;
+        d = f32x4.add(d, f32x4.mul(gather4e<E>(k0 + e, k1 + e, k2 + e, k3 + e), v128.load32_splat(q + i)));
       }
       v128.store(pr + (<usize>j << 2), f32x4.mul(d, sv));
     }
     for (; j < cnt; j++) {
-      const kr = k + <usize>j * rowB;
+      const kr = k + <usize>j * kRowB;
       let a = f32x4.splat(0);
       let i: usize = 0;
-      for (; i < end; i += 16) a = f32x4.add(a, f32x4.mul(v128.load(kr + i), v128.load(q + i)));
+      for (; i < end; i += 16) a = f32x4.add(a, f32x4.mul(load4<E>(kr + (i >> S)), v128.load(q + i)));
       let d = hsum(a);
-      for (; i < rowB; i += 4) d += load<f32>(kr + i) * load<f32>(q + i);
+      for (; i < rowB; i += 4) d += load1<E>(kr + (i >> S)) * load<f32>(q + i);
       store<f32>(pr + (<usize>j << 2), d * scale);
     }
   }
@@ -91,10 +127,8 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
   const iv = f32x4.splat(inv);
   for (i = 0; i + 16 <= nb; i += 16) v128.store(probs + i, f32x4.mul(v128.load(probs + i), iv));
   for (; i < nb; i += 4) store<f32>(probs + i, load<f32>(probs + i) * inv);
-  if (accum != 0) {
-    for (i = 0; i + 16 <= nb; i += 16) v128.store(accum + i, f32x4.add(v128.load(accum + i), v128.load(probs + i)));
-    for (; i < nb; i += 4) store<f32>(accum + i, load<f32>(accum + i) + load<f32>(probs + i));
-  }
+  if (accum != 0) addTo(accum, probs, 0, nb);
+  if (band != 0 && bandFrom < nSlots) addTo(band, probs, <usize>max(0, bandFrom) << 2, nb);
 
   // 4. out = Σ p·V: four slots per pass over out (one load/store of out per four rows of V); groups whose
   // probabilities are all 0 (masked or underflowed) are skipped.
@@ -108,31 +142,40 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
       if (!v128.any_true(p4)) continue;
       const p0 = f32x4.splat(f32x4.extract_lane(p4, 0)), p1 = f32x4.splat(f32x4.extract_lane(p4, 1));
       const p2 = f32x4.splat(f32x4.extract_lane(p4, 2)), p3 = f32x4.splat(f32x4.extract_lane(p4, 3));
-      const v0 = v + <usize>j * rowB, v1 = v0 + rowB, v2 = v1 + rowB, v3 = v2 + rowB;
+      const v0 = v + <usize>j * kRowB, v1 = v0 + kRowB, v2 = v1 + kRowB, v3 = v2 + kRowB;
       let d: usize = 0;
       for (; d < end; d += 16) {
-        let o = f32x4.add(v128.load(out + d), f32x4.mul(p0, v128.load(v0 + d)));
-        o = f32x4.add(o, f32x4.mul(p1, v128.load(v1 + d)));
-        o = f32x4.add(o, f32x4.mul(p2, v128.load(v2 + d)));
-        v128.store(out + d, f32x4.add(o, f32x4.mul(p3, v128.load(v3 + d))));
+        const e = d >> S;
+        let o = f32x4.add(v128.load(out + d), f32x4.mul(p0, load4<E>(v0 + e)));
+        o = f32x4.add(o, f32x4.mul(p1, load4<E>(v1 + e)));
+        o = f32x4.add(o, f32x4.mul(p2, load4<E>(v2 + e)));
+        v128.store(out + d, f32x4.add(o, f32x4.mul(p3, load4<E>(v3 + e))));
       }
       for (; d < rowB; d += 4) {
-        let o = load<f32>(out + d) + f32x4.extract_lane(p0, 0) * load<f32>(v0 + d);
-        o += f32x4.extract_lane(p1, 0) * load<f32>(v1 + d);
-        o += f32x4.extract_lane(p2, 0) * load<f32>(v2 + d);
-        store<f32>(out + d, o + f32x4.extract_lane(p3, 0) * load<f32>(v3 + d));
+        const e = d >> S;
+        let o = load<f32>(out + d) + f32x4.extract_lane(p0, 0) * load1<E>(v0 + e);
+        o += f32x4.extract_lane(p1, 0) * load1<E>(v1 + e);
+        o += f32x4.extract_lane(p2, 0) * load1<E>(v2 + e);
+        store<f32>(out + d, o + f32x4.extract_lane(p3, 0) * load1<E>(v3 + e));
       }
     }
     for (; j < cnt; j++) {
       const p = load<f32>(pr + (<usize>j << 2));
       if (p == 0) continue;
       const pv = f32x4.splat(p);
-      const vr = v + <usize>j * rowB;
+      const vr = v + <usize>j * kRowB;
       let d: usize = 0;
-      for (; d < end; d += 16) v128.store(out + d, f32x4.add(v128.load(out + d), f32x4.mul(pv, v128.load(vr + d))));
-      for (; d < rowB; d += 4) store<f32>(out + d, load<f32>(out + d) + p * load<f32>(vr + d));
+      for (; d < end; d += 16) v128.store(out + d, f32x4.add(v128.load(out + d), f32x4.mul(pv, load4<E>(vr + (d >> S)))));
+      for (; d < rowB; d += 4) store<f32>(out + d, load<f32>(out + d) + p * load1<E>(vr + (d >> S)));
     }
   }
+}
+
+/** dst[i] += src[i] for the byte range [from, to) of both (multiples of 4). */
+@inline function addTo(dst: usize, src: usize, from: usize, to: usize): void {
+  let i = from;
+  for (; i + 16 <= to; i += 16) v128.store(dst + i, f32x4.add(v128.load(dst + i), v128.load(src + i)));
+  for (; i < to; i += 4) store<f32>(dst + i, load<f32>(dst + i) + load<f32>(src + i));
 }
 
 /** Write one token's key and value vectors (headDim floats each) into slot `slot` of a head's pages. */

@@ -1,7 +1,7 @@
 // Job lists: a sequence of kernel calls that every thread of the pool walks through together.
 //
-// Record layout (mirrored by src/backend/wasm/layout.ts), JOB_BYTES = 64 per record, i32 words:
-//   [0] opcode   [1] owner   [2..15] up to 14 arguments (i32, or f32 bit patterns)
+// Record layout (mirrored by src/backend/wasm/layout.ts), JOB_BYTES = 128 per record, i32 words:
+//   [0] opcode   [1] owner   [2..31] up to 30 arguments (i32, or f32 bit patterns)
 // owner SPLIT (-1): the op's natural parallel dimension (rows of a matmul, tokens, elements) is cut into chunks that
 //            any thread may run; ops without one (attention, argmax, ...) are one chunk.
 // owner ≤ -2: a group id; consecutive records with the same id are one chunk (run in order by one thread).
@@ -19,7 +19,7 @@ import { matmul_q8_0, matmul_q8_0_f32, quantize_q8_act } from './q8';
 import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 import { attention, kv_write } from './attention';
 
-const JOB_BYTES: usize = 64;
+const JOB_BYTES: usize = 128;
 const BAR_WAITERS: usize = 128;
 const ABORT: usize = 192;
 const SPIN: usize = 256;
@@ -111,9 +111,10 @@ function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
       else add(ap(rec, 0) + off, ap(rec, 1) + off, r1 - r0);
       break;
     }
-    case OP_ATTENTION: // out, probs, q, pool, pageTable, nSlots, pageTokens, headDim, scale, positions, queryPos, accum, probsStride
+    case OP_ATTENTION: // out, probs, q, pool, pageTable, nSlots, pageTokens, headDim, scale, positions, queryPos, accum,
+      //                  probsStride, band, bandFrom, kvHalf
       attention(ap(rec, 0), ap(rec, 1) + <usize>tid * ap(rec, 12), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6),
-        ai(rec, 7), af(rec, 8), ap(rec, 9), ai(rec, 10), ap(rec, 11));
+        ai(rec, 7), af(rec, 8), ap(rec, 9), ai(rec, 10), ap(rec, 11), ap(rec, 13), ai(rec, 14), ai(rec, 15));
       break;
     case OP_KV_WRITE: // pool, pageTable, slot, k, v, pageTokens, headDim
       kv_write(ap(rec, 0), ap(rec, 1), ai(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6));

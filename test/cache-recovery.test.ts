@@ -1,9 +1,14 @@
-/** FastGen profiling: recovery computed by the cache equals a brute-force computation from explicit attention maps. */
+/**
+ * FastGen profiling: the recoveries the cache computes from column and band sums equal a brute-force computation from
+ * explicit attention maps (the sums here come from the same maps; test/cache-profile-backends checks that the backends
+ * collect them right).
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PagePool } from '../src/cache/page-pool.js';
 import { hybridCandidates, resolveCacheOptions } from '../src/cache/policy.js';
 import { SequenceKv } from '../src/cache/sequence-kv.js';
+import { attentionMaps, bruteForceRecoveries } from './recovery-brute-force.js';
 
 /** Deterministic pseudo-random numbers for reproducible tests. */
 function rng(seed: number): () => number {
@@ -20,60 +25,6 @@ interface Case {
   nKvHeads: number;
   headDim: number;
   seed: number;
-}
-
-/**
- * Brute force: build every query head's full n×n causal attention map A, then for each candidate policy C
- * recovery = mean_i Σ_j [j ∈ C(i)] A[i, j], with the sets spelled out directly from the specification.
- */
-function bruteForce(c: Case, q: Float32Array, k: Float32Array, tokens: number[], special: Set<number>, punct: Set<number>, rl: number, rf: number, gqa: 'mean' | 'min') {
-  const { n, nHeads, nKvHeads, headDim } = c;
-  const group = nHeads / nKvHeads;
-  const maps: number[][][] = []; // [qh][i][j]
-  for (let qh = 0; qh < nHeads; qh++) {
-    const kvh = Math.floor(qh / group);
-    const A: number[][] = [];
-    for (let i = 0; i < n; i++) {
-      const row = new Array(n).fill(0);
-      let max = -Infinity;
-      for (let j = 0; j <= i; j++) {
-        let d = 0;
-        for (let x = 0; x < headDim; x++) d += q[(i * nHeads + qh) * headDim + x] * k[(j * nKvHeads + kvh) * headDim + x];
-        row[j] = d / Math.sqrt(headDim);
-        max = Math.max(max, row[j]);
-      }
-      let sum = 0;
-      for (let j = 0; j <= i; j++) sum += (row[j] = Math.exp(row[j] - max));
-      for (let j = 0; j <= i; j++) row[j] /= sum;
-      A.push(row);
-    }
-    maps.push(A);
-  }
-  const out: number[][] = []; // [kvh][candidate]
-  for (let kvh = 0; kvh < nKvHeads; kvh++) {
-    // frequent: top ⌈rf·n⌉ keys by the group's column sums (ties → lower position)
-    const col = new Array(n).fill(0);
-    for (let g = 0; g < group; g++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) col[j] += maps[kvh * group + g][i][j];
-    const order = [...col.keys()].sort((a, b) => col[b] - col[a] || a - b);
-    const F = new Set(order.slice(0, Math.ceil(rf * n)));
-    const w = Math.floor(rl * n);
-    const sets: ((i: number, j: number) => boolean)[] = [
-      (_i, j) => special.has(tokens[j]),
-      (_i, j) => special.has(tokens[j]) || punct.has(tokens[j]),
-      (_i, j) => special.has(tokens[j]) || punct.has(tokens[j]) || F.has(j),
-      (i, j) => special.has(tokens[j]) || punct.has(tokens[j]) || F.has(j) || i - j <= w,
-      () => true,
-    ];
-    const perQuery = Array.from({ length: group }, (_, g) =>
-      sets.map((inSet) => {
-        let total = 0;
-        for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) if (inSet(i, j)) total += maps[kvh * group + g][i][j];
-        return total / n;
-      }),
-    );
-    out.push(sets.map((_, ci) => (gqa === 'min' ? Math.min(...perQuery.map((r) => r[ci])) : perQuery.reduce((a, r) => a + r[ci], 0) / group)));
-  }
-  return { recoveries: out, maps };
 }
 
 const CASES: Case[] = [
@@ -104,15 +55,24 @@ for (const c of CASES) {
       const rf = 0.3;
       const pool = new PagePool({ headDim: c.headDim });
       const kv = new SequenceKv(pool, { nLayers: 1, ...c }, resolveCacheOptions({ policy: 'fastgen', recovery: 0.9, gqa, localRatio: rl, frequentRatio: rf }), classes);
-      const bf = bruteForce(c, q, k, tokens, special, punct, rl, rf, gqa);
+      const maps = attentionMaps(c.n, c.nHeads, c.nKvHeads, c.headDim,
+        (qh, i, x) => q[(i * c.nHeads + qh) * c.headDim + x], (kvh, j, x) => k[(j * c.nKvHeads + kvh) * c.headDim + x]);
+      const bf = { recoveries: bruteForceRecoveries(maps, c.nKvHeads, tokens, (t) => special.has(t), (t) => punct.has(t), rl, rf, gqa) };
       kv.appendLayer(0, k, v, kvDim, c.n, 0, tokens);
-      // The forward pass adds each query row's probabilities to the slot scores; do the same from the brute-force maps.
-      const group = c.nHeads / c.nKvHeads;
-      for (let h = 0; h < c.nKvHeads; h++) {
-        const st = kv.store(0, h);
-        for (let g = 0; g < group; g++) for (const row of bf.maps[h * group + g]) row.forEach((p, j) => (st.scores[j] += p));
-      }
-      kv.finishLayer(0, q, qDim, c.n, 0);
+      assert.equal(kv.tracksScores(0, 0), false, 'the profiling pass collects statistics instead of scores');
+      const w = kv.profilingBand(0, c.n);
+      assert.equal(w, Math.floor(rl * c.n));
+      // What a backend collects while it computes the attention: per query head, column and band sums.
+      const stats = maps.map((A) => {
+        const column = new Float64Array(c.n);
+        const band = new Float64Array(c.n);
+        A.forEach((row, i) => row.forEach((p, j) => {
+          column[j] += p;
+          if (i - j <= w!) band[j] += p;
+        }));
+        return { column, band };
+      });
+      kv.finishLayer(0, q, qDim, c.n, 0, stats);
       const candidates = hybridCandidates({ promptLength: c.n, localRatio: rl, frequentRatio: rf });
       for (let h = 0; h < c.nKvHeads; h++) {
         const prof = kv.profiles[0][h];
@@ -136,8 +96,8 @@ test('T = 1 picks full for every head, even where a cheaper policy recovers ever
   const kv = new SequenceKv(pool, { nLayers: 1, nHeads: 1, nKvHeads: 1, headDim: 2 }, resolveCacheOptions({ policy: 'fastgen', recovery: 1 }), classes);
   // A one-token prompt of BOS: `special` recovers 100 % of the attention.
   kv.appendLayer(0, Float32Array.of(1, 0), Float32Array.of(1, 1), 2, 1, 0, [0]);
-  kv.store(0, 0).scores[0] = 1;
-  kv.finishLayer(0, Float32Array.of(1, 0), 2, 1, 0);
+  kv.finishLayer(0, Float32Array.of(1, 0), 2, 1, 0, [{ column: [1], band: [1] }]);
+  assert.equal(kv.store(0, 0).scores[0], 1, 'the column sums become the scores');
   assert.equal(kv.profiles[0][0].recoveries[0].recovery, 1);
   assert.equal(kv.profiles[0][0].policy, 'full');
   kv.release();

@@ -10,6 +10,7 @@ import { matmul, rmsnorm, ropeRotateHalf, softmax, swiglu } from '../src/backend
 import * as ref from '../src/backend/wasm/reference-extra.js';
 import { q8ActBytes, q8Blocks, kvPageBytes, kvKeyOffset, kvValueOffset } from '../src/backend/wasm/layout.js';
 import { mulberry32 } from '../src/generate/rng.js';
+import { f16ToF32, f32ToF16 } from '../src/cache/half.js';
 
 const rt = await WasmRuntime.create();
 
@@ -349,11 +350,13 @@ test('add is exact; argmax picks the first maximum and ignores NaN', () => {
 
 // ---- attention ---------------------------------------------------------------------------------------------------
 
-test('paged attention matches the reference: page table, causal limit, probabilities, accumulation', () => {
-  for (const headDim of [48, 6]) for (const pageTokens of [16, 5]) for (const nSlots of [1, 3, 16, 37]) {
+test('paged attention matches the reference: f32 and f16 pages, page table, causal limit, probabilities, accumulation, band', () => {
+  for (const kvHalf of [false, true]) for (const headDim of [48, 6]) for (const pageTokens of [16, 5]) for (const nSlots of [1, 3, 16, 37]) {
     const nPages = Math.ceil(nSlots / pageTokens) + 3;
-    const pageFloats = kvPageBytes(pageTokens, headDim) / 4;
-    const pool = randomF32(nPages * pageFloats, 2);
+    const pageFloats = kvPageBytes(pageTokens, headDim) / 4; // elements per page, whatever their size
+    // An f16 cache holds rounded values: the reference attends over exactly those.
+    const halves = Uint16Array.from(randomF32(nPages * pageFloats, 2), (x) => f32ToF16(x));
+    const pool = kvHalf ? Float32Array.from(halves, (h) => f16ToF32(h)) : randomF32(nPages * pageFloats, 2);
     // Pages in a scrambled order, and slot positions not in slot order (as after eviction).
     const pageTable = Int32Array.from({ length: Math.ceil(nSlots / pageTokens) }, (_, i) => (i * 5 + 2) % nPages);
     assert.equal(new Set(pageTable).size, pageTable.length);
@@ -364,12 +367,19 @@ test('paged attention matches the reference: page table, causal limit, probabili
       const queryPos = causal ? Math.floor(nSlots / 2) : 0;
       const want = ref.pagedAttention(q, pool, pageTable, nSlots, pageTokens, headDim, scale, causal ? positions : undefined, queryPos);
       scoped(() => {
-        const poolP = rt.putF32(pool), tableP = rt.putI32(pageTable), posP = rt.putI32(positions), qP = rt.putF32(q);
+        let poolP = rt.putF32(pool);
+        if (kvHalf) {
+          poolP = rt.alloc(halves.length * 2);
+          rt.u16(poolP, halves.length).set(halves);
+        }
+        const tableP = rt.putI32(pageTable), posP = rt.putI32(positions), qP = rt.putF32(q);
         const out = rt.alloc(headDim * 4), probs = rt.alloc(nSlots * 4);
         const accum = rt.putF32(new Float32Array(nSlots).fill(0.25));
+        const band = rt.putF32(new Float32Array(nSlots).fill(0.5));
+        const bandFrom = Math.floor(nSlots / 3);
         rt.attention({ out, probs, q: qP, pool: poolP, pageTable: tableP, nSlots, pageTokens, headDim, scale,
-          positions: causal ? posP : 0, queryPos, accum });
-        const label = `attention hd=${headDim} page=${pageTokens} n=${nSlots} causal=${causal}`;
+          positions: causal ? posP : 0, queryPos, accum, band, bandFrom, kvHalf });
+        const label = `attention ${kvHalf ? 'f16' : 'f32'} hd=${headDim} page=${pageTokens} n=${nSlots} causal=${causal}`;
         const gotProbs = rt.f32(probs, nSlots);
         assertClose(gotProbs, want.probs, want.probs.map((p) => p + 1e-38), `${label} probs`);
         for (let s = 0; s < nSlots; s++) if (want.probs[s] === 0 && causal && positions[s] > queryPos) assert.equal(gotProbs[s], 0);
@@ -381,6 +391,7 @@ test('paged attention matches the reference: page table, causal limit, probabili
         }
         assertClose(rt.f32(out, headDim), want.out, vBound, `${label} out`);
         assertClose(rt.f32(accum, nSlots), want.probs.map((p) => p + 0.25), 1, `${label} accum`);
+        assertClose(rt.f32(band, nSlots), want.probs.map((p, s) => (s >= bandFrom ? p : 0) + 0.5), 1, `${label} band`);
       });
     }
   }

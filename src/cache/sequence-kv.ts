@@ -10,7 +10,10 @@ import {
   type HeadPolicy,
   type ResolvedCacheOptions,
 } from './policy.js';
-import { chooseCandidate, RecoveryAccumulator } from './recovery.js';
+import { bandDistance, chooseCandidate, recoveryFromStats, type HeadAttentionStats } from './recovery.js';
+
+/** FastGen's profiling statistics of one layer's first pass, indexed by query head (see SequenceKv.profilingBand). */
+export type PromptAttentionStats = readonly HeadAttentionStats[];
 
 export interface KvShape {
   nLayers: number;
@@ -56,7 +59,9 @@ export interface KvStats {
  * The KV cache of one sequence: a HeadStore per (layer, KV head) and the policy each head follows.
  *
  * The backend drives it during a forward pass: append each layer's new keys/values, add attention probabilities to
- * the scores of heads that need them, then `finishLayer`: profile + compress at the end of the first pass (the prompt), evict on later ones.
+ * the scores of heads that need them, then `finishLayer`: profile + compress at the end of the first pass (the prompt),
+ * evict on later ones. For FastGen's first pass the backend collects per-query-head attention statistics instead of
+ * scores (`profilingBand`, `PromptAttentionStats`), from which the profile follows without recomputing attention.
  */
 export class SequenceKv {
   readonly shape: KvShape;
@@ -95,11 +100,34 @@ export class SequenceKv {
     return this.policies[layer * this.shape.nKvHeads + kvHead];
   }
 
-  /** Whether attention probabilities must be added to this head's scores in the current pass. */
+  /**
+   * Whether attention probabilities must be added to this head's scores in the current pass. Not during FastGen's
+   * profiling pass: there the scores come from the collected column sums (see profilingBand).
+   */
   tracksScores(layer: number, kvHead: number): boolean {
-    // During the prompt, FastGen needs the column sums to profile; a uniform policy only if it ranks heavy hitters.
-    if (!this.prefilled[layer]) return this.options.policy === 'fastgen' || usesScores(this.policy(layer, kvHead));
+    if (this.options.policy === 'fastgen' && !this.prefilled[layer]) return false;
     return usesScores(this.policy(layer, kvHead));
+  }
+
+  /**
+   * If this pass over `layer` profiles the heads (FastGen's first pass, over a prompt of promptLength tokens from an
+   * empty cache, so slot s holds position s): the band distance w for the statistics the backend must collect for
+   * every query head qh, over the pass's rows i and the KV head's slots s:
+   *   column[qh][s] = Σ_i A[i, s]        band[qh][s] = Σ_{i : i − s ≤ w} A[i, s]   (w = -1: no band, leave it 0)
+   * to hand to finishLayer. Otherwise null.
+   */
+  profilingBand(layer: number, promptLength: number): number | null {
+    if (this.options.policy !== 'fastgen' || this.prefilled[layer]) return null;
+    return bandDistance(this.candidates(promptLength), promptLength);
+  }
+
+  private candidates(promptLength: number): HeadPolicy[] {
+    return hybridCandidates({
+      promptLength,
+      localRatio: this.options.localRatio,
+      frequentRatio: this.options.frequentRatio,
+      exclude: this.options.exclude,
+    });
   }
 
   /**
@@ -116,11 +144,14 @@ export class SequenceKv {
   }
 
   /**
-   * After a layer's attention. The first pass is the prompt: FastGen: profile every KV head from the layer's queries, choose its policy, and
-   * compress the prompt's cache. Uniform baselines: compress with their policy.
-   * q: [n, nHeads × headDim] after RoPE (rows `qStride` apart), the prompt's queries at positions startPos..startPos+n−1.
+   * After a layer's attention. The first pass is the prompt: FastGen profiles every KV head from the statistics the
+   * backend collected (see profilingBand), chooses its policy and compresses the prompt's cache; uniform baselines
+   * compress with their policy. Later passes evict.
+   * q: [n, nHeads × headDim] after RoPE (rows `qStride` apart), the queries at positions startPos..startPos+n−1
+   * (the cache itself does not need them; subclasses such as the evaluator's tap look at them).
+   * stats: FastGen's first pass only, indexed by query head.
    */
-  finishLayer(layer: number, q: Float32Array, qStride: number, n: number, startPos: number): void {
+  finishLayer(layer: number, q: Float32Array, qStride: number, n: number, startPos: number, stats?: PromptAttentionStats): void {
     if (this.prefilled[layer]) {
       this.finishDecode(layer, startPos + n - 1);
       return;
@@ -129,11 +160,11 @@ export class SequenceKv {
     const seqLength = startPos + n;
     const current = seqLength - 1;
     if (this.options.policy === 'fastgen') {
+      if (!stats) throw new Error('internal: the backend did not collect the attention statistics FastGen profiles from');
+      if (startPos !== 0) throw new Error('internal: FastGen profiles the first pass, which must start from an empty cache');
       const t0 = performance.now();
       this.profiles[layer] = [];
-      for (let h = 0; h < this.shape.nKvHeads; h++) {
-        this.profiles[layer][h] = this.profileHead(layer, h, q, qStride, n, startPos);
-      }
+      for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(layer, h, n, stats);
       this.profileMs += performance.now() - t0;
       return;
     }
@@ -158,64 +189,21 @@ export class SequenceKv {
     applyPolicy(st, policy, this.classes, current, seqLength, this.keepScratch);
   }
 
-  private profileHead(layer: number, h: number, q: Float32Array, qStride: number, n: number, startPos: number): HeadProfile {
-    const { nHeads, nKvHeads, headDim } = this.shape;
+  /** Profile one KV head of the n-token prompt from its query heads' statistics, then compress it. */
+  private profileHead(layer: number, h: number, n: number, stats: PromptAttentionStats): HeadProfile {
+    const { nHeads, nKvHeads } = this.shape;
     const st = this.store(layer, h);
-    const promptTokens = startPos + n;
-    const candidates = hybridCandidates({
-      promptLength: promptTokens,
-      localRatio: this.options.localRatio,
-      frequentRatio: this.options.frequentRatio,
-      exclude: this.options.exclude,
-    });
+    const candidates = this.candidates(n);
     const group = nHeads / nKvHeads;
     const m = st.length;
-    // Keys as f32, one row per slot (decoded from halves for an f16 cache).
-    const keys = new Float32Array(m * headDim);
-    for (let s = 0; s < m; s++) st.readKey(s, keys, s * headDim);
-    const scale = 1 / Math.sqrt(headDim);
-    const row = new Float64Array(m);
+    // The KV head's cumulative attention: its query heads' column sums (what a scores-tracking pass adds).
+    for (let g = 0; g < group; g++) {
+      const col = stats[h * group + g].column;
+      for (let s = 0; s < m; s++) st.scores[s] += col[s];
+    }
     const perQuery: number[][] = [];
     for (let g = 0; g < group; g++) {
-      const qh = h * group + g;
-      const acc = new RecoveryAccumulator(candidates, st.tokenIds, st.positions, st.scores, this.classes, m);
-      for (let t = 0; t < n; t++) {
-        // A[t, :] = softmax(q_t · K / √d) over the keys this row can see (causal by position).
-        const pos = startPos + t;
-        const qOff = t * qStride + qh * headDim;
-        let max = -Infinity;
-        for (let s = 0; s < m; s++) {
-          if (st.positions[s] > pos) {
-            row[s] = -Infinity;
-            continue;
-          }
-          // Four partial sums: the profiling pass is n² · d per head, the bulk of FastGen's overhead.
-          const ko = s * headDim;
-          let d0 = 0;
-          let d1 = 0;
-          let d2 = 0;
-          let d3 = 0;
-          let i = 0;
-          for (; i + 4 <= headDim; i += 4) {
-            d0 += q[qOff + i] * keys[ko + i];
-            d1 += q[qOff + i + 1] * keys[ko + i + 1];
-            d2 += q[qOff + i + 2] * keys[ko + i + 2];
-            d3 += q[qOff + i + 3] * keys[ko + i + 3];
-          }
-          for (; i < headDim; i++) d0 += q[qOff + i] * keys[ko + i];
-          row[s] = (d0 + d1 + (d2 + d3)) * scale;
-          if (row[s] > max) max = row[s];
-        }
-        let sum = 0;
-        for (let s = 0; s < m; s++) {
-          const e = row[s] === -Infinity ? 0 : Math.exp(row[s] - max);
-          row[s] = e;
-          sum += e;
-        }
-        for (let s = 0; s < m; s++) row[s] /= sum;
-        acc.addRow(row, pos, m);
-      }
-      perQuery.push(acc.result());
+      perQuery.push(recoveryFromStats(candidates, stats[h * group + g], n, st.tokenIds, st.positions, st.scores, this.classes, m));
     }
     const recoveries = candidates.map((_, c) => {
       const vals = perQuery.map((r) => r[c]);
@@ -223,7 +211,7 @@ export class SequenceKv {
     });
     const chosen = chooseCandidate(recoveries, candidates, this.options.recovery);
     this.policies[layer * nKvHeads + h] = candidates[chosen];
-    this.evict(layer, h, promptTokens - 1, promptTokens);
+    this.evict(layer, h, n - 1, n);
     return {
       layer,
       kvHead: h,
@@ -231,7 +219,7 @@ export class SequenceKv {
       recoveries: candidates.map((c, i) => ({ policy: c.name, recovery: recoveries[i] })),
       queryHeadRecoveries: perQuery,
       tokensKept: st.length,
-      promptTokens,
+      promptTokens: n,
     };
   }
 

@@ -17,7 +17,7 @@
  * unnecessary (proposed in the eval report).
  */
 import { resolveCacheOptions, usesScores, type CacheOptions } from '../cache/policy.js';
-import { SequenceKv } from '../cache/sequence-kv.js';
+import { SequenceKv, type PromptAttentionStats } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
 
 export type LayerTap = (layer: number, kv: TappedSequenceKv, q: Float32Array, qStride: number, n: number, startPos: number) => void;
@@ -41,13 +41,13 @@ export class TappedSequenceKv extends SequenceKv {
     return super.tracksScores(layer, kvHead);
   }
 
-  override finishLayer(layer: number, q: Float32Array, qStride: number, n: number, startPos: number): void {
+  override finishLayer(layer: number, q: Float32Array, qStride: number, n: number, startPos: number, stats?: PromptAttentionStats): void {
     this.tap?.(layer, this, q, qStride, n, startPos);
     if (this.forked) {
       this.finishDecode(layer, startPos + n - 1);
       return;
     }
-    super.finishLayer(layer, q, qStride, n, startPos);
+    super.finishLayer(layer, q, qStride, n, startPos, stats);
   }
 
   /** A copy of this cache to decode from independently (only after the prompt has gone through). */

@@ -248,9 +248,6 @@ export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions =
   if (opts.kvDtype !== undefined && opts.kvDtype !== 'f32' && opts.kvDtype !== 'f16') {
     throw new InvalidOptionError(`kvDtype must be 'f32' or 'f16', got '${opts.kvDtype}'`, 'kvDtype');
   }
-  if (opts.kvDtype === 'f16' && (opts.backend ?? 'wasm') === 'wasm') {
-    throw new InvalidOptionError("the wasm backend's attention kernel reads f32 KV pages; use kvDtype 'f32', or backend 'cpu-ref' for an f16 cache", 'kvDtype');
-  }
   const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads });
   return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
 }

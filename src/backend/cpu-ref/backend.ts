@@ -1,6 +1,7 @@
 import { JsArena, type KvArena } from '../../cache/page-pool.js';
 import type { HeadStore } from '../../cache/head-store.js';
-import type { SequenceKv } from '../../cache/sequence-kv.js';
+import type { HeadAttentionStats } from '../../cache/recovery.js';
+import type { PromptAttentionStats, SequenceKv } from '../../cache/sequence-kv.js';
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import type { Backend, ForwardItem } from '../types.js';
@@ -153,8 +154,8 @@ export class CpuRefBackend implements Backend {
 
     kv.appendLayer(l, k, v, kvDim, n, start, tokens);
     const att = new Float32Array(n * qDim); // [n, nHeads × hd]
-    this.attend(l, q, att, n, start, kv);
-    kv.finishLayer(l, q, qDim, n, start);
+    const stats = this.attend(l, q, att, n, start, kv);
+    kv.finishLayer(l, q, qDim, n, start, stats);
 
     const o = new Float32Array(n * c.dim);
     matmul(o, att, L.wo, n, c.dim, qDim);
@@ -163,14 +164,17 @@ export class CpuRefBackend implements Backend {
 
   /**
    * out[t, h] = Σ_s softmax_s(q[t,h] · K_s / √hd) V_s over the slots s of KV head h / group with position ≤ start + t.
-   * Adds the probabilities to the slot scores where the cache policy tracks cumulative attention.
+   * Adds the probabilities to the slot scores where the cache policy tracks cumulative attention. On FastGen's
+   * profiling pass, returns every query head's column and band sums (see SequenceKv.profilingBand).
    */
-  private attend(l: number, q: Float32Array, out: Float32Array, n: number, start: number, kv: SequenceKv): void {
+  private attend(l: number, q: Float32Array, out: Float32Array, n: number, start: number, kv: SequenceKv): PromptAttentionStats | undefined {
     const c = this.config;
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const group = c.nHeads / c.nKvHeads;
     const scale = 1 / Math.sqrt(hd);
+    const band = kv.profilingBand(l, start + n);
+    const stats: HeadAttentionStats[] = [];
     for (let kvh = 0; kvh < c.nKvHeads; kvh++) {
       const st = kv.store(l, kvh);
       const m = st.length;
@@ -183,6 +187,9 @@ export class CpuRefBackend implements Backend {
       const probs = new Float64Array(m);
       for (let g = 0; g < group; g++) {
         const h = kvh * group + g;
+        const column = new Float64Array(band === null ? 0 : m);
+        const bandSums = new Float64Array(band === null ? 0 : m);
+        stats.push({ column, band: bandSums });
         for (let t = 0; t < n; t++) {
           const pos = start + t;
           const qOff = t * qDim + h * hd;
@@ -209,12 +216,17 @@ export class CpuRefBackend implements Backend {
             const p = probs[s] / sum;
             if (p === 0) continue;
             if (track) st.scores[s] += p;
+            if (band !== null) {
+              column[s] += p;
+              if (pos - st.positions[s] <= band) bandSums[s] += p;
+            }
             const vo = keyOff[s] + valueShift;
             for (let i = 0; i < hd; i++) out[oOff + i] += p * floats[vo + i];
           }
         }
       }
     }
+    return band === null ? undefined : stats;
   }
 
   /** x += Wdown · (silu(Wgate · norm(x)) ⊙ Wup · norm(x)) */

@@ -15,6 +15,7 @@
  */
 import { InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
+import type { HeadAttentionStats } from '../../cache/recovery.js';
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import { ropeInvFreq } from '../cpu-ref/rope.js';
@@ -134,7 +135,11 @@ export class WasmBackend implements Backend {
   private readonly logits: Ptr; // [maxRows, vocab]
   // attention scratch
   private readonly probs: Ptr; // per thread: f32 [maxSeq]
-  private readonly headScratch: Ptr; // per (item, kv head): page table, positions, accum
+  private readonly headScratch: Ptr; // per (item, kv head): page table, accum
+  /** FastGen's profiling statistics: per profiling item, per query head, column then band sums over its slots. */
+  private readonly profStats: Ptr;
+  /** Where item i's statistics start in profStats during the current pass (-1: the item does not profile). */
+  private profAt: number[] = [];
   /** Longest sequence rounded up to whole SIMD blocks: the length of every per-head scratch vector. */
   private readonly seqPad: number;
   private readonly list: JobList;
@@ -196,6 +201,8 @@ export class WasmBackend implements Backend {
     this.probs = f32s(this.threads * seqPad);
     // per (item, kv head): page table i32 [seqPad], then attention-score accumulator f32 [seqPad]
     this.headScratch = f32s(this.maxItems * c.nKvHeads * 2 * seqPad);
+    // A profiling pass is a prompt from an empty cache, so its items' slots add up to at most R.
+    this.profStats = f32s(2 * c.nHeads * R);
     // Attention records: one per (row, query head); plus per layer a few dozen ops and per-row bias adds.
     const perLayer = R * c.nHeads + 6 * R + 64;
     this.list = rt.jobList(perLayer + 64);
@@ -279,9 +286,6 @@ export class WasmBackend implements Backend {
     const kvDim = c.nKvHeads * hd;
     const group = c.nHeads / c.nKvHeads;
     for (const it of items) {
-      if (it.kv.pool.kvDtype !== 'f32') {
-        throw new InvalidOptionError("the wasm backend's attention kernel reads f32 KV pages; use kvDtype 'f32' (or the cpu-ref backend for an f16 cache)", 'kvDtype');
-      }
       if (it.kv.pool.arena instanceof WasmKvArena === false) throw new Error('internal: sequence cache is not in this backend’s wasm arena');
       if (it.kv.length + it.tokens.length > c.maxSeqLen) {
         throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
@@ -419,11 +423,19 @@ export class WasmBackend implements Backend {
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const seqPad = this.seqPad;
+    let profTop = 0;
     items.forEach((it, i) => {
       const kv = it.kv;
       const n = it.tokens.length;
       const poolBase = kv.pool.arena.baseByteOffset;
       const pt = kv.pool.pageTokens;
+      const kvHalf = kv.pool.kvDtype === 'f16';
+      const band = kv.profilingBand(l, starts[i] + n);
+      this.profAt[i] = band === null ? -1 : profTop;
+      if (band !== null) {
+        rt.f32(this.profStats + profTop * 4, 2 * c.nHeads * n).fill(0);
+        profTop += 2 * c.nHeads * n;
+      }
       for (let h = 0; h < c.nKvHeads; h++) {
         const st = kv.store(l, h);
         const m = st.length;
@@ -433,13 +445,16 @@ export class WasmBackend implements Backend {
         // The n new tokens were appended at the tail in order, after every older slot: row t sees exactly the
         // slot prefix [0, m − n + t], so the causal limit is a slot count and no position mask is needed.
         const older = m - n;
+        if (band !== null && older !== 0) throw new Error('internal: FastGen profiles a prompt from an empty cache');
         const track = kv.tracksScores(l, h);
         if (track) rt.f32(accum, seqPad).fill(0);
-        // Rows that add into the same score accumulator run as one group (in order, on one thread); otherwise
-        // every (row, head) is its own chunk for whichever thread is free.
-        const owner = track ? JobList.group(i * c.nKvHeads + h) : SPLIT;
         for (let g = 0; g < group; g++) {
           const qh = h * group + g;
+          // Profiling: this query head's column and band sums (slot s = position s: the prompt from an empty cache).
+          const column = band === null ? 0 : this.profStats + (this.profAt[i] + 2 * qh * m) * 4;
+          // Rows that add into the same accumulator run as one group (in order, on one thread); otherwise every
+          // (row, head) is its own chunk for whichever thread is free.
+          const owner = track ? JobList.group(i * c.nKvHeads + h) : column ? JobList.group(this.maxItems * c.nKvHeads + i * c.nHeads + qh) : SPLIT;
           for (let t = 0; t < n; t++) {
             const r = rowStart[i] + t;
             list.attention(
@@ -456,7 +471,10 @@ export class WasmBackend implements Backend {
                 scale,
                 positions: 0,
                 queryPos: starts[i] + t,
-                accum: track ? accum : 0,
+                accum: track ? accum : column,
+                band: band !== null && band >= 0 ? column + m * 4 : 0,
+                bandFrom: older + t - (band ?? 0),
+                kvHalf,
               },
               owner,
             );
@@ -491,7 +509,16 @@ export class WasmBackend implements Backend {
         for (let s = 0; s < st.length; s++) st.scores[s] += acc[s];
       }
       const q = this.rt.f32(this.qBuf[l & 1] + rowStart[i] * qDim * 4, it.tokens.length * qDim);
-      kv.finishLayer(l, q, qDim, it.tokens.length, starts[i]);
+      let stats: HeadAttentionStats[] | undefined;
+      if (this.profAt[i] >= 0) {
+        const m = it.tokens.length;
+        stats = [];
+        for (let qh = 0; qh < c.nHeads; qh++) {
+          const at = this.profStats + (this.profAt[i] + 2 * qh * m) * 4;
+          stats.push({ column: this.rt.f32(at, m), band: this.rt.f32(at + m * 4, m) });
+        }
+      }
+      kv.finishLayer(l, q, qDim, it.tokens.length, starts[i], stats);
     });
   }
 }

@@ -111,7 +111,8 @@ export class JobList {
   /** Arguments 5 (nSlots) and 10 (queryPos) are the ones to patch per token. probs + tid·probsStride is the scratch. */
   attention(a: AttentionArgs, owner = SPLIT): number {
     return this.push(OP.ATTENTION, owner, [a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim,
-      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0, a.probsStride ?? 0], 8);
+      a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0, a.probsStride ?? 0, a.band ?? 0, a.bandFrom ?? 0,
+      a.kvHalf ? 1 : 0], 8);
   }
   kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, owner = SPLIT): number {
     return this.push(OP.KV_WRITE, owner, [pool, pageTable, slot, k, v, pageTokens, headDim]);

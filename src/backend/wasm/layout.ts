@@ -5,9 +5,9 @@
 
 // ---- job lists (kernels/jobs.ts) ------------------------------------------------------------------------------
 
-/** Bytes per job record: [opcode, owner, 14 argument words]. */
-export const JOB_BYTES = 64;
-export const JOB_MAX_ARGS = 14;
+/** Bytes per job record: [opcode, owner, 30 argument words]. */
+export const JOB_BYTES = 128;
+export const JOB_MAX_ARGS = 30;
 
 /** Opcodes of the job interpreter (kernels/jobs.ts OP_*). */
 export const OP = {
@@ -74,18 +74,18 @@ export const q8ActBytes = (T: number, cols: number): number => T * q8Blocks(cols
 // ---- paged KV store (kernels/attention.ts) ---------------------------------------------------------------------
 
 /**
- * Paged KV layout. The pool is an array of equal pages; page i starts at pool + i·kvPageBytes(pageTokens, headDim)
- * and holds pageTokens slots of one (layer, kv-head):
+ * Paged KV layout. The pool is an array of equal pages; page i starts at pool + i·kvPageBytes(pageTokens, headDim, E)
+ * and holds pageTokens slots of one (layer, kv-head), in elements of E bytes (4: f32 cache, 2: f16 halves):
  *
- *   offset 0                          K: f32 [pageTokens][headDim]
- *   offset pageTokens·headDim·4       V: f32 [pageTokens][headDim]
+ *   offset 0                          K: [pageTokens][headDim]
+ *   offset pageTokens·headDim·E       V: [pageTokens][headDim]
  *
  * A head's slot s lives in page pageTable[s / pageTokens] (Int32Array of page indices), row s % pageTokens.
  * positions[s] (Int32Array) is the token position held by slot s; slots need not be in position order.
  */
 export const KV_PAGE_TOKENS = 16;
-export const kvPageBytes = (pageTokens: number, headDim: number): number => 2 * pageTokens * headDim * 4;
+export const kvPageBytes = (pageTokens: number, headDim: number, elementBytes = 4): number => 2 * pageTokens * headDim * elementBytes;
 /** Byte offset of slot-in-page `row`'s key within its page. */
-export const kvKeyOffset = (row: number, headDim: number): number => row * headDim * 4;
+export const kvKeyOffset = (row: number, headDim: number, elementBytes = 4): number => row * headDim * elementBytes;
 /** Byte offset of slot-in-page `row`'s value within its page. */
-export const kvValueOffset = (row: number, pageTokens: number, headDim: number): number => (pageTokens + row) * headDim * 4;
+export const kvValueOffset = (row: number, pageTokens: number, headDim: number, elementBytes = 4): number => (pageTokens + row) * headDim * elementBytes;

@@ -34,7 +34,7 @@ export interface KernelExports {
   argmax(x: Ptr, n: number): number;
   copy(dst: Ptr, src: Ptr, bytes: number): void;
   attention(out: Ptr, probs: Ptr, q: Ptr, pool: Ptr, pageTable: Ptr, nSlots: number, pageTokens: number, headDim: number,
-    scale: number, positions: Ptr, queryPos: number, accum: Ptr): void;
+    scale: number, positions: Ptr, queryPos: number, accum: Ptr, band: Ptr, bandFrom: number, kvHalf: number): void;
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number): number;
@@ -62,6 +62,9 @@ export interface AttentionArgs {
   positions?: Ptr; //   i32 [nSlots]; 0/undefined = no causal limit
   queryPos?: number; // slots with positions[s] > queryPos are masked
   accum?: Ptr; //       f32 [nSlots]; when set, accum[s] += probs[s]
+  band?: Ptr; //        f32 [nSlots]; when set, band[s] += probs[s] for s ≥ bandFrom (FastGen's band sums)
+  bandFrom?: number;
+  kvHalf?: boolean; //  the pages hold f16 halves (an f16 KV cache), else f32
   probsStride?: number; // job lists only: thread tid uses probs + tid·probsStride (per-thread scratch, any thread may run it)
 }
 
@@ -336,7 +339,7 @@ export class WasmRuntime {
   }
   attention(a: AttentionArgs): void {
     this.exports.attention(a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim, a.scale,
-      a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0);
+      a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0, a.band ?? 0, a.bandFrom ?? 0, a.kvHalf ? 1 : 0);
   }
   /** Store one token's k and v (headDim floats each) in slot `slot` of the head whose pages pageTable lists. */
   kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number): void {
