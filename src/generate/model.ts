@@ -153,13 +153,14 @@ export class Model {
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
     const req = this.createRequest(prompt, opts);
     const backend = this.backend;
+    const out = new Float32Array(this.config.vocabSize);
     return new Generation(async function* (finish) {
       try {
         while (!req.done) {
           if (req.checkAbort()) break;
           const prefill = req.kv.length === 0;
           const t0 = performance.now();
-          const [logits] = await backend.forward([{ kv: req.kv, tokens: req.input(), logits: 'last' }]);
+          const [logits] = await backend.forward([{ kv: req.kv, tokens: req.input(), logits: 'last', out }]);
           const piece = req.accept(logits);
           const dt = performance.now() - t0;
           if (prefill) req.prefillMs = dt;

@@ -110,6 +110,8 @@ export class Job {
   peakPages = 0;
   /** Run in a forward of its own (after a batched forward failed). */
   isolated = false;
+  /** This job's logits, rewritten every step. */
+  logits: Float32Array | undefined;
   failures = 0;
   cancelled: 'client' | 'shutdown' | undefined;
   resolve!: (r: JobResult) => void;
@@ -368,7 +370,8 @@ export class Scheduler {
       const t0 = performance.now();
       let logits: Float32Array[];
       try {
-        logits = await this.model.backend.forward(group.map((j, i) => ({ kv: j.req.kv, tokens: inputs[i], logits: 'last' as const })));
+        const vocab = this.model.config.vocabSize;
+        logits = await this.model.backend.forward(group.map((j, i) => ({ kv: j.req.kv, tokens: inputs[i], logits: 'last' as const, out: (j.logits ??= new Float32Array(vocab)) })));
         if (logits.length !== group.length) throw new Error(`backend returned ${logits.length} logits for ${group.length} sequences`);
       } catch (e) {
         this.forwardFailed(group, e);

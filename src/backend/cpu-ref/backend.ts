@@ -86,7 +86,13 @@ export class CpuRefBackend implements Backend {
   }
 
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
-    return items.map((it) => this.forwardOne(it.kv, it.tokens, it.logits));
+    return items.map((it) => {
+      const logits = this.forwardOne(it.kv, it.tokens, it.logits);
+      if (!it.out) return logits;
+      const view = it.out.subarray(0, logits.length);
+      view.set(logits);
+      return view;
+    });
   }
 
   dispose(): void {}

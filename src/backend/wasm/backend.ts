@@ -346,9 +346,12 @@ export class WasmBackend implements Backend {
     let j = 0;
     items.forEach((it, i) => {
       const n = it.logits === 'last' ? 1 : it.logits === 'all' ? it.tokens.length : 0;
-      // new + set, not slice: slicing a view of shared memory is ~20× slower here (115 vs 5 µs for 32000 floats).
-      results[i] = new Float32Array(n * c.vocabSize);
-      results[i].set(all.subarray(j * c.vocabSize, (j + n) * c.vocabSize));
+      // Into the caller's buffer if it gave one, else a new array (set, not slice: slicing a view of shared memory is
+      // ~20× slower here, 115 vs 5 µs for 32000 floats).
+      const size = n * c.vocabSize;
+      if (it.out && it.out.length < size) throw new Error(`internal: logits buffer of ${it.out.length} floats for ${size}`);
+      results[i] = it.out ? it.out.subarray(0, size) : new Float32Array(size);
+      results[i].set(all.subarray(j * c.vocabSize, j * c.vocabSize + size));
       j += n;
     });
     return results;
