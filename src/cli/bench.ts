@@ -32,6 +32,12 @@ export interface BenchRow {
   samples: number[];
 }
 
+/** One row of the table: what it measures, and one repetition of it (tokens per second). */
+interface BenchCase {
+  row: Omit<BenchRow, 'tokensPerSecond' | 'stddev' | 'samples'>;
+  run: (rep: number) => Promise<number>;
+}
+
 interface TestSpec {
   kind: 'pp' | 'tg';
   n: number;
@@ -89,9 +95,10 @@ async function runOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: n
     const ctx = Math.max(1, spec.depth);
     const first = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, ctx, rep * 31 + b + 7), logits: 'last' as const })));
     let next = first.map((l) => argmax(l));
+    const outs = seqs.map(() => new Float32Array(model.config.vocabSize));
     const t0 = performance.now();
     for (let i = 0; i < spec.n; i++) {
-      const logits = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: [next[b]], logits: 'last' as const })));
+      const logits = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: [next[b]], logits: 'last' as const, out: outs[b] })));
       next = logits.map((l) => argmax(l));
     }
     return (spec.n * spec.batch * 1000) / (performance.now() - t0);
@@ -121,9 +128,11 @@ export async function benchCommand(args: string[]): Promise<number> {
     console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--cache full|fastgen|...]...
        [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json]
        [--llama2c RUN_BINARY]
-Every combination of the repeated options is measured. --llama2c runs a compiled llama2.c \`run\` (legacy format,
-e.g. gcc -Ofast -march=native -fopenmp run.c) on the default model in the same session, as a tg row. Defaults: the default model, the default backend, f32,
---cache full and fastgen, tests pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up).`);
+Every combination of the repeated options is measured; repetitions run round-robin over all rows, so machine noise
+hits every row alike. --llama2c runs a compiled llama2.c \`run\` (legacy format, e.g. gcc -Ofast -march=native
+-fopenmp run.c) on the default model in the same rounds, as a tg255 row (256 steps from BOS), and prints each decode
+row's ratio to it. Defaults: the default model, the default backend, f32, --cache full and fastgen, tests
+pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
     return 0;
   }
   const reps = num(v, 'repetitions', true) ?? 3;
@@ -134,46 +143,58 @@ e.g. gcc -Ofast -march=native -fopenmp run.c) on the default model in the same s
   const dtypes = v.dtype ?? [undefined];
   const caches = (v.cache ?? ['full', 'fastgen']) as CacheOptions['policy'][];
   const testNames = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
-  const rows: BenchRow[] = [];
-  for (const path of models) {
-    for (const backend of backends) {
-      for (const dtype of dtypes) {
-        const model = await loadModel(path, { backend: backend as never, dtype: dtype as never, threads } as never);
-        try {
+  // Every row is a case; repetitions run round-robin over all cases (llama2.c included), so that a noisy stretch of
+  // a shared machine hits every row alike and the ratios between rows stay meaningful.
+  const cases: BenchCase[] = [];
+  const loaded: Model[] = [];
+  let rows: BenchRow[] = [];
+  try {
+    for (const path of models) {
+      for (const backend of backends) {
+        for (const dtype of dtypes) {
+          const model = await loadModel(path, { backend: backend as never, dtype: dtype as never, threads } as never);
+          loaded.push(model);
           const specs = testNames.map((t) => parseTest(t, model.config.maxSeqLen));
           for (const policy of caches) {
             const cache: CacheOptions = { policy, recovery };
             for (const spec of specs) {
-              await runOnce(model, spec, cache, 0); // warm-up: JIT, page pool growth
-              const samples: number[] = [];
-              for (let r = 0; r < reps; r++) samples.push(await runOnce(model, spec, cache, r + 1));
-              const [mean, sd] = meanSd(samples);
-              const row: BenchRow = {
-                model: model.config.name,
-                sizeBytes: weightBytes(model),
-                params: model.parameters,
-                backend: model.backend.name,
-                threads: (model.backend as { threads?: number }).threads ?? 1,
-                dtype: model.backend.weightDtype,
-                cache: policy === 'fastgen' ? `fastgen T=${recovery}` : policy!,
-                test: spec.label,
-                tokensPerSecond: mean,
-                stddev: sd,
-                samples,
-              };
-              rows.push(row);
-              if (!v.json) process.stderr.write(`  ${row.backend} ${row.dtype} ${row.cache} ${row.test}: ${mean.toFixed(1)} t/s\n`);
+              cases.push({
+                row: {
+                  model: model.config.name,
+                  sizeBytes: weightBytes(model),
+                  params: model.parameters,
+                  backend: model.backend.name,
+                  threads: (model.backend as { threads?: number }).threads ?? 1,
+                  dtype: model.backend.weightDtype,
+                  cache: policy === 'fastgen' ? `fastgen T=${recovery}` : policy!,
+                  test: spec.label,
+                },
+                run: (rep) => runOnce(model, spec, cache, rep),
+              });
             }
           }
-        } finally {
-          model.dispose();
         }
       }
     }
+    if (v.llama2c) cases.push(...llama2cCases(v.llama2c as string, threads));
+    const samples: number[][] = cases.map(() => []);
+    for (let r = 0; r <= reps; r++) {
+      for (let i = 0; i < cases.length; i++) {
+        const tps = await cases[i].run(r); // round 0 warms up: JIT, page pool growth, the page cache for llama2.c
+        if (r > 0) samples[i].push(tps);
+      }
+      if (!v.json) process.stderr.write(`  round ${r === 0 ? 'warm-up' : `${r}/${reps}`} done\n`);
+    }
+    rows = cases.map((c, i) => {
+      const [mean, sd] = meanSd(samples[i]);
+      return { ...c.row, tokensPerSecond: mean, stddev: sd, samples: samples[i] };
+    });
+  } finally {
+    for (const m of loaded) m.dispose();
   }
-  if (v.llama2c) rows.push(...runLlama2c(v.llama2c as string, reps, threads));
+  const versus = llama2cComparison(rows);
   if (v.json) {
-    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), rows }, null, 2));
+    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), rows, versusLlama2c: versus }, null, 2));
     return 0;
   }
   console.log(
@@ -193,25 +214,57 @@ e.g. gcc -Ofast -march=native -fopenmp run.c) on the default model in the same s
       ['l', 'r', 'r', 'l', 'r', 'l', 'l', 'l', 'r'],
     ),
   );
+  if (versus.length > 0) {
+    const base = versus[0];
+    console.log(`\ndecode vs llama2.c run with ${base.llama2cThreads} threads (${base.llama2cTokensPerSecond.toFixed(1)} t/s, same rounds):`);
+    for (const c of versus) console.log(`  ${c.row}: ${c.ratio.toFixed(2)}×`);
+  }
   console.log(`\n${machineLine()}`);
   return 0;
+}
+
+/**
+ * Each single-sequence decode row of ours with llama2.c's thread count, as a ratio to llama2.c's run (the row with
+ * the most threads). Ratios of means over the same interleaved rounds.
+ */
+function llama2cComparison(rows: BenchRow[]): { row: string; ratio: number; llama2cThreads: number; llama2cTokensPerSecond: number }[] {
+  const refs = rows.filter((r) => r.backend === 'llama2.c run');
+  if (refs.length === 0) return [];
+  const ref = refs.reduce((a, b) => (b.threads > a.threads ? b : a));
+  return rows
+    .filter((r) => r.backend !== 'llama2.c run' && r.test.startsWith('tg') && !r.test.includes(' x') && r.threads === ref.threads)
+    .map((r) => ({
+      row: `${r.backend} ${r.dtype} ${r.cache} ${r.test}`,
+      ratio: r.tokensPerSecond / ref.tokensPerSecond,
+      llama2cThreads: ref.threads,
+      llama2cTokensPerSecond: ref.tokensPerSecond,
+    }));
 }
 
 /**
  * llama2.c's run on stories15M (extracted from the same npm bundle), greedy, 256 steps, threads from OMP_NUM_THREADS.
  * It reports "achieved tok/s" over its whole loop (prompt-free generation from BOS), which we record as tg255.
  */
-function runLlama2c(bin: string, reps: number, threads: number | undefined): BenchRow[] {
+function llama2cCases(bin: string, threads: number | undefined): BenchCase[] {
   const pkg = locateDefaultPackage();
   const js = readFileSync(join(pkg, 'dist', 'llama2.js'), 'utf8');
   const files = parsePreloadFiles(js, 'llama2.js');
   const data = readFileSync(join(pkg, 'dist', 'llama2.data'));
   const dir = mkdtempSync(join(tmpdir(), 'fastgen-llama2c-'));
   for (const f of files) writeFileSync(join(dir, f.filename.replace(/^\//, '')), data.subarray(f.start, f.end));
-  const rows: BenchRow[] = [];
-  for (const t of threads ? [threads] : [1, 2]) {
-    const samples: number[] = [];
-    for (let r = 0; r < reps + 1; r++) {
+  const modelFile = files.find((f) => f.filename === '/model.bin')!;
+  return (threads ? [threads] : [1, 2]).map((t) => ({
+    row: {
+      model: 'stories15M',
+      sizeBytes: modelFile.end - modelFile.start,
+      params: 15191712,
+      backend: 'llama2.c run',
+      threads: t,
+      dtype: 'f32',
+      cache: 'full',
+      test: 'tg255',
+    },
+    run: async () => {
       const res = spawnSync(bin, ['model.bin', '-t', '0', '-n', '256', '-s', '1'], {
         cwd: dir,
         encoding: 'utf8',
@@ -220,24 +273,9 @@ function runLlama2c(bin: string, reps: number, threads: number | undefined): Ben
       });
       const m = /achieved tok\/s:\s*([\d.]+)/.exec(res.stderr ?? '');
       if (!m) throw new FastgenError('INVALID_OPTION', `--llama2c: ${bin} did not report "achieved tok/s" (exit ${res.status}): ${(res.stderr ?? '').slice(0, 200)}`, '--llama2c');
-      if (r > 0) samples.push(Number(m[1])); // first run warms the page cache
-    }
-    const [mean, sd] = meanSd(samples);
-    rows.push({
-      model: 'stories15M',
-      sizeBytes: files.find((f) => f.filename === '/model.bin')!.end - files.find((f) => f.filename === '/model.bin')!.start,
-      params: 15191712,
-      backend: 'llama2.c run',
-      threads: t,
-      dtype: 'f32',
-      cache: 'full',
-      test: 'tg255',
-      tokensPerSecond: mean,
-      stddev: sd,
-      samples,
-    });
-  }
-  return rows;
+      return Number(m[1]);
+    },
+  }));
 }
 
 function weightBytes(model: Model): number {
