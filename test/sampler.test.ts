@@ -193,6 +193,29 @@ describe('argmax and greedy', () => {
     assert.equal(argmax(Float32Array.of(-5, -Infinity, -4)), 2);
     assert.equal(argmax(Float32Array.of(1, NaN, 5, NaN)), 1);
     assert.equal(argmax(Float32Array.of(NaN, 1)), 0);
+    assert.equal(argmax(Float32Array.of(Infinity, 1, -Infinity, 2, Infinity)), 0);
+  });
+
+  test('argmax: the fast four-lane path agrees with a plain scan (odd lengths, ties, NaN, ±∞)', () => {
+    const plain = (x: Float32Array) => {
+      let best = 0;
+      for (let i = 0; i < x.length; i++) {
+        if (x[i] !== x[i]) return i;
+        if (x[i] > x[best]) best = i;
+      }
+      return best;
+    };
+    let s = 12345;
+    const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+    for (let trial = 0; trial < 2000; trial++) {
+      const n = 1 + Math.floor(rand() * 37);
+      const x = Float32Array.from({ length: n }, () => Math.floor(rand() * 7) - 3); // many ties
+      const special = rand();
+      if (special < 0.1) x[Math.floor(rand() * n)] = NaN;
+      else if (special < 0.2) x[Math.floor(rand() * n)] = Infinity;
+      else if (special < 0.3) x.fill(-Infinity);
+      assert.equal(argmax(x), plain(x), `[${Array.from(x)}]`);
+    }
     assert.throws(() => argmax(new Float32Array(0)), RangeError);
   });
 
