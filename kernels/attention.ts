@@ -13,6 +13,7 @@
 // stored in slot s, used for the causal limit only.
 
 import { hsum, hsum4, exp4, exp1, F16_MASK, f16_scale, f16one } from './simd';
+import { toHalf } from './f16';
 
 /** Four consecutive K/V elements at p as f32x4 (E = f32 or u16 = IEEE half). */
 @inline function load4<E>(p: usize): v128 {
@@ -178,12 +179,45 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
   for (; i < to; i += 4) store<f32>(dst + i, load<f32>(dst + i) + load<f32>(src + i));
 }
 
-/** Write one token's key and value vectors (headDim floats each) into slot `slot` of a head's pages. */
-export function kv_write(pool: usize, pageTable: usize, slot: i32, k: usize, v: usize, pageTokens: i32, headDim: i32): void {
-  const rowB = <usize>headDim << 2;
+/**
+ * Attention of `rows` consecutive query rows of one head, as the prompt or a decode step appends them: row j (query
+ * and output at q + j·rowStride, out + j·rowStride) sees the slot prefix [0, firstSlots + j + 1), i.e. every older
+ * slot and the new ones up to its own. With band ≠ 0, row j adds its probabilities of the last bandWidth + 1 of those
+ * slots to band (FastGen's band sums). The other arguments are those of attention(); probs is this thread's scratch.
+ */
+export function attention_rows(out: usize, probs: usize, q: usize, rowStride: usize, rows: i32, firstSlots: i32,
+  pool: usize, pageTable: usize, pageTokens: i32, headDim: i32, scale: f32, accum: usize, band: usize, bandWidth: i32,
+  kvHalf: i32): void {
+  for (let j = 0; j < rows; j++) {
+    const nSlots = firstSlots + j + 1;
+    const o = <usize>j * rowStride;
+    attention(out + o, probs, q + o, pool, pageTable, nSlots, pageTokens, headDim, scale, 0, 0, accum,
+      band, nSlots - 1 - bandWidth, kvHalf);
+  }
+}
+
+/**
+ * Write `rows` tokens' key and value vectors (headDim floats each; token j's at k + j·rowStride, v + j·rowStride)
+ * into slots slot, slot + 1, … of a head's pages; kvHalf ≠ 0: as halves (round to nearest even, like the JS cache).
+ */
+export function kv_write(pool: usize, pageTable: usize, slot: i32, k: usize, v: usize, pageTokens: i32, headDim: i32,
+  rows: i32, rowStride: usize, kvHalf: i32): void {
+  const E: usize = kvHalf != 0 ? 2 : 4;
+  const rowB = <usize>headDim * E;
   const vOff = <usize>pageTokens * rowB;
-  const page = pool + <usize>load<i32>(pageTable + (<usize>(slot / pageTokens) << 2)) * (vOff << 1);
-  const row = <usize>(slot % pageTokens) * rowB;
-  memory.copy(page + row, k, rowB);
-  memory.copy(page + vOff + row, v, rowB);
+  for (let j = 0; j < rows; j++) {
+    const s = slot + j;
+    const page = pool + <usize>load<i32>(pageTable + (<usize>(s / pageTokens) << 2)) * (vOff << 1);
+    const dst = page + <usize>(s % pageTokens) * rowB;
+    const ks = k + <usize>j * rowStride, vs = v + <usize>j * rowStride;
+    if (kvHalf != 0) {
+      for (let i = 0; i < headDim; i++) {
+        store<u16>(dst + (<usize>i << 1), toHalf(load<f32>(ks + (<usize>i << 2))));
+        store<u16>(dst + vOff + (<usize>i << 1), toHalf(load<f32>(vs + (<usize>i << 2))));
+      }
+    } else {
+      memory.copy(dst, ks, rowB);
+      memory.copy(dst + vOff, vs, rowB);
+    }
+  }
 }

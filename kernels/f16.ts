@@ -3,7 +3,7 @@
 import { F16_MASK, f16_scale } from './simd';
 
 /** f32 → f16, round to nearest even; overflow → ±inf, NaN stays NaN (quiet, top payload bits kept). */
-@inline function toHalf(f: f32): u16 {
+@inline export function toHalf(f: f32): u16 {
   const bits = reinterpret<u32>(f);
   const sign = (bits >>> 16) & 0x8000;
   const exp = <i32>((bits >>> 23) & 0xff);

@@ -17,7 +17,7 @@
 import { matmul_f32, matmul_f16 } from './matmul_float';
 import { matmul_q8_0, matmul_q8_0_f32, quantize_q8_act } from './q8';
 import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
-import { attention, kv_write } from './attention';
+import { attention, attention_rows, kv_write } from './attention';
 
 const JOB_BYTES: usize = 128;
 const BAR_WAITERS: usize = 128;
@@ -40,13 +40,15 @@ const OP_ATTENTION = 12;
 const OP_KV_WRITE = 13;
 const OP_ARGMAX = 14;
 const OP_COPY = 15;
+const OP_ATTENTION_ROWS = 16;
+const OP_ADD_ROWS = 17;
 
 @inline function ai(rec: usize, k: i32): i32 { return load<i32>(rec + 8 + (<usize>k << 2)); }
 @inline function ap(rec: usize, k: i32): usize { return <usize>load<u32>(rec + 8 + (<usize>k << 2)); }
 @inline function af(rec: usize, k: i32): f32 { return load<f32>(rec + 8 + (<usize>k << 2)); }
 
 @inline function canSplit(op: i32): bool {
-  return op != OP_SOFTMAX && op != OP_ATTENTION && op != OP_KV_WRITE && op != OP_ARGMAX && op != OP_COPY;
+  return op != OP_SOFTMAX && op != OP_ATTENTION && op != OP_ATTENTION_ROWS && op != OP_KV_WRITE && op != OP_ARGMAX && op != OP_COPY;
 }
 
 /**
@@ -105,6 +107,11 @@ function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
       break;
     }
     case OP_SOFTMAX: softmax(ap(rec, 0), ai(rec, 1)); break; // x, n
+    case OP_ADD_ROWS: { // x, b, T, n: x[t] += b for every row t — over rows
+      const rb = <usize>ai(rec, 3) << 2;
+      for (let t = r0; t < r1; t++) add(ap(rec, 0) + <usize>t * rb, ap(rec, 1), ai(rec, 3));
+      break;
+    }
     case OP_SWIGLU: case OP_ADD: { // a, b, n — over elements (multiples of 16)
       const off = <usize>r0 << 2;
       if (op == OP_SWIGLU) swiglu(ap(rec, 0) + off, ap(rec, 1) + off, r1 - r0);
@@ -116,8 +123,13 @@ function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
       attention(ap(rec, 0), ap(rec, 1) + <usize>tid * ap(rec, 12), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6),
         ai(rec, 7), af(rec, 8), ap(rec, 9), ai(rec, 10), ap(rec, 11), ap(rec, 13), ai(rec, 14), ai(rec, 15));
       break;
-    case OP_KV_WRITE: // pool, pageTable, slot, k, v, pageTokens, headDim
-      kv_write(ap(rec, 0), ap(rec, 1), ai(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6));
+    case OP_ATTENTION_ROWS: // out, probs, q, rowStride, rows, firstSlots, pool, pageTable, pageTokens, headDim, scale,
+      //                       accum, band, bandWidth, kvHalf, probsStride
+      attention_rows(ap(rec, 0), ap(rec, 1) + <usize>tid * ap(rec, 15), ap(rec, 2), ap(rec, 3), ai(rec, 4), ai(rec, 5),
+        ap(rec, 6), ap(rec, 7), ai(rec, 8), ai(rec, 9), af(rec, 10), ap(rec, 11), ap(rec, 12), ai(rec, 13), ai(rec, 14));
+      break;
+    case OP_KV_WRITE: // pool, pageTable, slot, k, v, pageTokens, headDim, rows, rowStride, kvHalf
+      kv_write(ap(rec, 0), ap(rec, 1), ai(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), ap(rec, 8), ai(rec, 9));
       break;
     case OP_ARGMAX: store<i32>(ap(rec, 0), argmax(ap(rec, 1), ai(rec, 2))); break; // result ptr, x, n
     case OP_COPY: copy(ap(rec, 0), ap(rec, 1), ai(rec, 2)); break; // dst, src, bytes
@@ -138,6 +150,7 @@ function splitSize(rec: usize, op: i32): i32 {
     case OP_MATMUL_Q8: return ai(rec, 6);
     case OP_MATMUL_Q8_F32: return ai(rec, 5);
     case OP_QUANT_Q8_ACT: case OP_RMSNORM: return ai(rec, 3);
+    case OP_ADD_ROWS: return ai(rec, 2);
     case OP_ROPE: return ai(rec, 1);
     default: return ai(rec, 2); // swiglu, add: elements
   }

@@ -397,6 +397,75 @@ test('paged attention matches the reference: f32 and f16 pages, page table, caus
   }
 });
 
+test('attention_rows = attention row by row over growing slot prefixes (accumulator, band, f32 and f16 pages)', () => {
+  for (const kvHalf of [false, true]) for (const [headDim, pageTokens, older, rows, bandWidth] of [[48, 16, 0, 37, 9], [6, 5, 7, 4, 0], [10, 3, 2, 1, -1]]) {
+    const nSlots = older + rows;
+    const nPages = Math.ceil(nSlots / pageTokens) + 2;
+    const E = kvHalf ? 2 : 4;
+    const pageElems = kvPageBytes(pageTokens, headDim, E) / E;
+    const halves = Uint16Array.from(randomF32(nPages * pageElems, 2), (x) => f32ToF16(x));
+    const pool = kvHalf ? Float32Array.from(halves, (h) => f16ToF32(h)) : randomF32(nPages * pageElems, 2);
+    const pageTable = Int32Array.from({ length: Math.ceil(nSlots / pageTokens) }, (_, i) => (i * 3 + 1) % nPages);
+    const qDim = headDim * 3; // rows of a [rows, 3 heads] query matrix: this head's rows are qDim floats apart
+    const q = randomF32(rows * qDim, 2);
+    const scale = 1 / Math.sqrt(headDim);
+    scoped(() => {
+      let poolP: Ptr;
+      if (kvHalf) {
+        poolP = rt.alloc(halves.length * 2);
+        rt.u16(poolP, halves.length).set(halves);
+      } else poolP = rt.putF32(pool);
+      const qP = rt.putF32(q), out = rt.putF32(new Float32Array(rows * qDim).fill(7)), tableP = rt.putI32(pageTable);
+      const probs = rt.alloc(nSlots * 4);
+      const accum = rt.putF32(new Float32Array(nSlots)), band = rt.putF32(new Float32Array(nSlots));
+      rt.exports.attention_rows(out, probs, qP, qDim * 4, rows, older, poolP, tableP, pageTokens, headDim, scale, accum,
+        bandWidth >= 0 ? band : 0, bandWidth, kvHalf ? 1 : 0);
+      const wantAccum = new Float32Array(nSlots);
+      const wantBand = new Float32Array(nSlots);
+      const got = rt.f32(out, rows * qDim);
+      for (let j = 0; j < rows; j++) {
+        const want = ref.pagedAttention(q.subarray(j * qDim, j * qDim + headDim), pool, pageTable, older + j + 1, pageTokens, headDim, scale);
+        assertClose(got.subarray(j * qDim, j * qDim + headDim), want.out, 10, `row ${j} out`);
+        assert.ok(got.subarray(j * qDim + headDim, (j + 1) * qDim).every((x) => x === 7), 'other heads untouched');
+        want.probs.forEach((p, s) => {
+          wantAccum[s] += p;
+          if (older + j - s <= bandWidth) wantBand[s] += p;
+        });
+      }
+      const label = `${kvHalf ? 'f16' : 'f32'} d=${headDim} page=${pageTokens} older=${older} rows=${rows} w=${bandWidth}`;
+      assertClose(rt.f32(accum, nSlots), wantAccum, 1, `${label} accum`);
+      assertClose(rt.f32(band, nSlots), bandWidth >= 0 ? wantBand : new Float32Array(nSlots), 1, `${label} band`);
+    });
+  }
+});
+
+test('kv_write of several rows: strided sources into consecutive slots across pages, f32 copies and f16 halves', () => {
+  const headDim = 5, pageTokens = 3, rows = 4, stride = 2 * headDim; // rows of a [rows, 2 kv heads] matrix
+  for (const kvHalf of [false, true]) {
+    scoped(() => {
+      const E = kvHalf ? 2 : 4;
+      const pool = rt.alloc(3 * kvPageBytes(pageTokens, headDim, E));
+      const table = rt.putI32([2, 0]);
+      const k = randomF32(rows * stride, 3), v = randomF32(rows * stride, 3);
+      rt.kvWrite(pool, table, 1, rt.putF32(k), rt.putF32(v), pageTokens, headDim, rows, stride * 4, kvHalf); // slots 1..4
+      for (let j = 0; j < rows; j++) {
+        const slot = 1 + j;
+        const page = pool + [2, 0][Math.floor(slot / pageTokens)] * kvPageBytes(pageTokens, headDim, E);
+        const row = slot % pageTokens;
+        const kAt = page + kvKeyOffset(row, headDim, E), vAt = page + kvValueOffset(row, pageTokens, headDim, E);
+        const wantK = k.subarray(j * stride, j * stride + headDim), wantV = v.subarray(j * stride, j * stride + headDim);
+        if (kvHalf) {
+          assert.deepEqual(Array.from(rt.u16(kAt, headDim)), Array.from(wantK, (x) => f32ToF16(x)), `key ${j}`);
+          assert.deepEqual(Array.from(rt.u16(vAt, headDim)), Array.from(wantV, (x) => f32ToF16(x)), `value ${j}`);
+        } else {
+          bitsEqual(rt.f32(kAt, headDim), wantK, `key ${j}`);
+          bitsEqual(rt.f32(vAt, headDim), wantV, `value ${j}`);
+        }
+      }
+    });
+  }
+});
+
 test('attention with every slot masked gives zeros; kv_write stores at the documented layout', () => {
   const headDim = 6, pageTokens = 4, nSlots = 6;
   scoped(() => {

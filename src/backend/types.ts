@@ -20,10 +20,14 @@ export interface ForwardItem {
  * memory, GPU buffers) and the arena the KV pages live in; the cache policy logic is shared and lives in src/cache.
  *
  * Contract for every backend (the cache tests run against each):
- *   - keys are appended after RoPE, at their original positions, through `kv.appendLayer`;
+ *   - keys are stored after RoPE, at their original positions: through `kv.appendLayer`, or by the backend's own
+ *     kernels into the slots `kv.reserveLayer` added;
  *   - attention for a query at position p covers the stored slots with position ≤ p;
  *   - when `kv.tracksScores(layer, kvHead)`, each query row's attention probabilities are added to the slot scores;
- *   - after each layer's attention, `kv.finishLayer(...)` runs (profiling/compression or eviction);
+ *     when `kv.profilingBand(layer, …)` is not null, the column and band sums it describes are collected instead;
+ *   - once a layer's attention of this pass is done (right after it, or after the whole pass: a layer's policy only
+ *     affects that layer's next attention), `kv.finishLayer(...)` runs for it (profiling/compression or eviction),
+ *     with the layer's queries when `kv.wantsQueries`;
  *   - after the pass, `kv.advance(n)`.
  */
 export interface Backend {

@@ -63,11 +63,24 @@ export class HeadStore {
     }
   }
 
-  /** Append one token; `k` and `v` are read from src at the given offsets. Returns the new slot. */
-  append(src: Float32Array, kOff: number, vSrc: Float32Array, vOff: number, position: number, tokenId: number, score = 0): number {
+  /**
+   * Append one token's slot — page, position, token id, score — without its key and value, which the caller writes
+   * into the slot's page (a backend whose kernels write K/V where they compute them). Returns the new slot.
+   */
+  reserve(position: number, tokenId: number, score = 0): number {
     const slot = this.length;
     if (slot % this.pool.pageTokens === 0) this.pages.push(this.pool.allocate());
     if (slot >= this.positions.length) this.growMeta(slot + 1);
+    this.positions[slot] = position;
+    this.tokenIds[slot] = tokenId;
+    this.scores[slot] = score;
+    this.length = slot + 1;
+    return slot;
+  }
+
+  /** Append one token; `k` and `v` are read from src at the given offsets. Returns the new slot. */
+  append(src: Float32Array, kOff: number, vSrc: Float32Array, vOff: number, position: number, tokenId: number, score = 0): number {
+    const slot = this.reserve(position, tokenId, score);
     const ko = this.keyOffset(slot);
     const vo = ko + this.pool.pageTokens * this.headDim;
     const d = this.headDim;
@@ -84,10 +97,6 @@ export class HeadStore {
         floats[vo + i] = vSrc[vOff + i];
       }
     }
-    this.positions[slot] = position;
-    this.tokenIds[slot] = tokenId;
-    this.scores[slot] = score;
-    this.length = slot + 1;
     return slot;
   }
 

@@ -131,6 +131,23 @@ export class SequenceKv {
   }
 
   /**
+   * Reserve the slots of n new tokens (positions startPos…) in every KV head of one layer, for a backend whose
+   * kernels write the keys and values themselves: into the last n slots of each head's store.
+   */
+  reserveLayer(layer: number, n: number, startPos: number, tokens: ArrayLike<number>): void {
+    if (this.released) throw new Error('internal: sequence cache used after release');
+    for (let h = 0; h < this.shape.nKvHeads; h++) {
+      const st = this.store(layer, h);
+      for (let t = 0; t < n; t++) st.reserve(startPos + t, tokens[t]);
+    }
+  }
+
+  /** Whether finishLayer's queries are looked at (by a subclass); backends that keep no per-layer queries ask. */
+  get wantsQueries(): boolean {
+    return false;
+  }
+
+  /**
    * Append n new tokens' keys and values for one layer.
    * k, v: [n, nKvHeads × headDim] (k after RoPE), rows `stride` floats apart.
    */

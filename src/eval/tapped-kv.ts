@@ -36,6 +36,10 @@ export class TappedSequenceKv extends SequenceKv {
     );
   }
 
+  override get wantsQueries(): boolean {
+    return this.tap !== undefined;
+  }
+
   override tracksScores(layer: number, kvHead: number): boolean {
     if (this.forked) return usesScores(this.policy(layer, kvHead));
     return super.tracksScores(layer, kvHead);

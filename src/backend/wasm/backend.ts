@@ -8,10 +8,13 @@
  * memory, and the attention kernel reads them through each head's page table.
  *
  * One forward pass stacks the new tokens of every sequence in the batch into one [R, dim] activation matrix, so each
- * weight matrix is streamed once per step for all sequences. Per layer there is one dispatch to the threads:
- *   [attention(l) for every sequence and head] → Wo, residual, FFN, residual → norm, QKV, RoPE of layer l+1
- * and between dispatches the JS side appends the new keys/values to the cache and lets the cache policy profile or
- * evict (the policy logic is shared with every backend; see src/cache).
+ * weight matrix is streamed once per step for all sequences, and the whole pass is ONE dispatch to the threads:
+ *   for each layer: norm, QKV, RoPE → the new keys/values into their cache slots → attention of every sequence and
+ *   head → Wo + residual → FFN + residual;   then the final norm and the classifier.
+ * The JS side works only before it (reserve the new tokens' slots in every head: pages, positions) and after it
+ * (fold attention scores, let the cache policy profile or evict: src/cache, shared with every backend). A layer's
+ * eviction only matters to that layer's next attention, so running every layer's policy after the pass gives the same
+ * result as running it between layers, while the threads never wait for JS in the middle of a token.
  */
 import { InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
@@ -27,6 +30,26 @@ import { q8ActBytes, q8Blocks, SPLIT, TAIL } from './layout.js';
 
 /** Up to this many rows, small ops ride as TAIL records of the phase before them instead of a phase of their own. */
 const TAIL_ROWS = 4;
+/** A prompt's attention rows per job record: enough records for the threads to share, few enough to list. */
+const ATTENTION_ROW_BLOCK = 16;
+
+/** Where one forward pass keeps its per-sequence bookkeeping in wasm memory (pointers into the pass scratch). */
+interface PassItem {
+  /** [layer][kvHead]: the head's page table (i32). */
+  tables: Ptr[][];
+  /** [layer][kvHead]: the head's attention-score accumulator (f32 [slots]), 0 when the policy does not track scores. */
+  accums: Ptr[][];
+  /** [layer]: FastGen's profiling statistics (per query head: column then band sums, f32 [slots] each), or 0. */
+  stats: Ptr[];
+  /** [layer]: the band width w of the profiling statistics. */
+  bands: number[];
+  /** Slots each head held before this pass (the same in every head of a layer, since the pass appends n to each). */
+  older: number[][];
+  /** Pointer to page 0 of the sequence's pool. */
+  poolBase: Ptr;
+  kvHalf: boolean;
+  pageTokens: number;
+}
 
 export type WasmWeightDtype = 'f32' | 'f16' | 'q8_0';
 
@@ -121,8 +144,8 @@ export class WasmBackend implements Backend {
   // activation scratch, [maxRows, ·] f32
   private readonly x: Ptr;
   private readonly xb: Ptr;
-  /** Queries, double-buffered by layer parity: layer l+1's QKV runs in the dispatch that holds layer l's attention, and the cache profiles layer l from its queries afterwards. */
-  private readonly qBuf: [Ptr, Ptr];
+  /** Queries [R, qDim] of the layer being computed (the pass scratch holds every layer's when a cache wants them). */
+  private readonly q: Ptr;
   private readonly k: Ptr;
   private readonly v: Ptr;
   private readonly att: Ptr;
@@ -135,14 +158,11 @@ export class WasmBackend implements Backend {
   private readonly logits: Ptr; // [maxRows, vocab]
   // attention scratch
   private readonly probs: Ptr; // per thread: f32 [maxSeq]
-  private readonly headScratch: Ptr; // per (item, kv head): page table, accum
-  /** FastGen's profiling statistics: per profiling item, per query head, column then band sums over its slots. */
-  private readonly profStats: Ptr;
-  /** Where item i's statistics start in profStats during the current pass (-1: the item does not profile). */
-  private profAt: number[] = [];
+  /** Per-pass bookkeeping (page tables, score accumulators, profiling statistics); grows when a pass needs more. */
+  private scratch: { ptr: Ptr; bytes: number };
   /** Longest sequence rounded up to whole SIMD blocks: the length of every per-head scratch vector. */
   private readonly seqPad: number;
-  private readonly list: JobList;
+  private list: JobList;
   static async create(ckpt: LoadedCheckpoint, opts: WasmBackendOptions = {}): Promise<WasmBackend> {
     const rt = await WasmRuntime.create({ initialBytes: 64 << 20 });
     const pool = await WorkerPool.create(rt, { threads: opts.threads ?? 2 });
@@ -185,7 +205,7 @@ export class WasmBackend implements Backend {
     const f32s = (n: number) => rt.alloc(n * 4, 64);
     this.x = f32s(R * c.dim);
     this.xb = f32s(R * Math.max(c.dim, qDim));
-    this.qBuf = [f32s(R * qDim), f32s(R * qDim)];
+    this.q = f32s(R * qDim);
     this.k = f32s(R * kvDim);
     this.v = f32s(R * kvDim);
     this.att = f32s(R * qDim);
@@ -199,13 +219,11 @@ export class WasmBackend implements Backend {
     this.logits = f32s(R * c.vocabSize);
     const seqPad = (this.seqPad = Math.ceil((c.maxSeqLen + 16) / 16) * 16); // kernels store whole SIMD vectors
     this.probs = f32s(this.threads * seqPad);
-    // per (item, kv head): page table i32 [seqPad], then attention-score accumulator f32 [seqPad]
-    this.headScratch = f32s(this.maxItems * c.nKvHeads * 2 * seqPad);
-    // A profiling pass is a prompt from an empty cache, so its items' slots add up to at most R.
-    this.profStats = f32s(2 * c.nHeads * R);
-    // Attention records: one per (row, query head); plus per layer a few dozen ops and per-row bias adds.
-    const perLayer = R * c.nHeads + 6 * R + 64;
-    this.list = rt.jobList(perLayer + 64);
+    // Enough for one sequence at full context: page tables and score accumulators of every head.
+    const scratchBytes = c.nLayers * c.nKvHeads * (Math.ceil(seqPad / 16) + seqPad) * 4;
+    this.scratch = { ptr: rt.alloc(scratchBytes, 64), bytes: scratchBytes };
+    // A decode step of a few sequences: attention records per (sequence, query head), a few dozen ops per layer.
+    this.list = rt.jobList(c.nLayers * (4 * c.nHeads + 4 * c.nKvHeads + 64) + 64);
   }
 
   /** Upload an f32 matrix in the backend's weight dtype. */
@@ -281,10 +299,6 @@ export class WasmBackend implements Backend {
   private forwardBatch(items: readonly ForwardItem[]): Float32Array[] {
     const c = this.config;
     const rt = this.rt;
-    const hd = c.headDim;
-    const qDim = c.nHeads * hd;
-    const kvDim = c.nKvHeads * hd;
-    const group = c.nHeads / c.nKvHeads;
     for (const it of items) {
       if (it.kv.pool.arena instanceof WasmKvArena === false) throw new Error('internal: sequence cache is not in this backend’s wasm arena');
       if (it.kv.length + it.tokens.length > c.maxSeqLen) {
@@ -300,16 +314,14 @@ export class WasmBackend implements Backend {
     }
     const starts = items.map((it) => it.kv.length);
     // Embeddings and positions.
-    const xv = rt.f32(this.x, T * c.dim);
-    const pv = rt.i32(this.pos, T);
+    const heap = rt.heap();
     items.forEach((it, i) => {
       it.tokens.forEach((tok, t) => {
         const r = rowStart[i] + t;
-        xv.set(this.embedding.subarray(tok * c.dim, (tok + 1) * c.dim), r * c.dim);
-        pv[r] = starts[i] + t;
+        heap.f32.set(this.embedding.subarray(tok * c.dim, (tok + 1) * c.dim), (this.x >> 2) + r * c.dim);
+        heap.i32[(this.pos >> 2) + r] = starts[i] + t;
       });
     });
-
     // Rows whose logits are wanted.
     const wanted: number[] = [];
     items.forEach((it, i) => {
@@ -317,27 +329,30 @@ export class WasmBackend implements Backend {
       else if (it.logits === 'all') for (let t = 0; t < it.tokens.length; t++) wanted.push(rowStart[i] + t);
     });
 
-    // One dispatch per layer boundary: [attention(l-1) → FFN(l-1)] → [norm, QKV, RoPE of l]; the last one also holds
-    // the final norm and the classifier. Between dispatches the new keys/values go into the cache.
+    // Before: the new tokens' slots in every (layer, KV head), which the kernels fill; the pass's bookkeeping.
+    const older = items.map((it) => Array.from({ length: c.nLayers }, (_, l) => Array.from({ length: c.nKvHeads }, (_, h) => it.kv.store(l, h).length)));
+    items.forEach((it, i) => {
+      for (let l = 0; l < c.nLayers; l++) it.kv.reserveLayer(l, it.tokens.length, starts[i], it.tokens);
+    });
+    const queries = items.some((it) => it.kv.wantsQueries);
+    const { plan, layerQ } = this.planPass(items, starts, older, T, queries);
+
+    // The pass: one dispatch.
     const list = this.list;
-    const scale = 1 / Math.sqrt(hd);
-    for (let l = 0; l <= c.nLayers; l++) {
-      list.clear();
-      if (l > 0) this.pushAttentionAndFfn(list, l - 1, items, rowStart, starts, T, scale, group);
-      if (l < c.nLayers) this.pushQkv(list, l, T);
-      else if (wanted.length > 0) this.pushLogits(list, wanted);
-      this.pool.run(list);
-      if (l > 0) this.afterAttention(l - 1, items, rowStart, starts);
-      if (l < c.nLayers) {
-        // New keys/values into the cache: the arena is wasm memory, so this writes the pages the kernels read.
-        const kvK = rt.f32(this.k, T * kvDim);
-        const kvV = rt.f32(this.v, T * kvDim);
-        items.forEach((it, i) => {
-          const r0 = rowStart[i];
-          it.kv.appendLayer(l, kvK.subarray(r0 * kvDim), kvV.subarray(r0 * kvDim), kvDim, it.tokens.length, starts[i], it.tokens);
-        });
-      }
+    list.clear();
+    const scale = 1 / Math.sqrt(c.headDim);
+    for (let l = 0; l < c.nLayers; l++) {
+      const q = layerQ(l);
+      this.pushQkv(list, l, T, q);
+      this.pushKvWrites(list, l, items, rowStart, plan, T);
+      this.pushAttention(list, l, items, rowStart, plan, q, scale);
+      this.pushFfn(list, l, T);
     }
+    if (wanted.length > 0) this.pushLogits(list, wanted);
+    this.pool.run(list);
+
+    // After: scores, profiles, evictions, layer by layer.
+    items.forEach((it, i) => this.finishItem(it, plan[i], rowStart[i], starts[i], layerQ));
     for (const it of items) it.kv.advance(it.tokens.length);
 
     const results: Float32Array[] = items.map(() => new Float32Array(0));
@@ -357,6 +372,78 @@ export class WasmBackend implements Backend {
     return results;
   }
 
+  /**
+   * Lay out this pass's bookkeeping in the scratch (grown if needed) and fill it: page tables of every head, zeroed
+   * score accumulators for the heads whose policy tracks scores, zeroed profiling statistics for FastGen's prompt pass.
+   * Also sizes the job list. Returns per item where things are, and each layer's query buffer.
+   */
+  private planPass(items: readonly ForwardItem[], starts: number[], older: number[][][], T: number, queries: boolean):
+    { plan: PassItem[]; layerQ: (l: number) => Ptr } {
+    const c = this.config;
+    let bytes = 0;
+    const take = (n4: number): number => {
+      const at = bytes;
+      bytes += Math.ceil((n4 * 4) / 64) * 64; // 64-byte aligned regions: threads write accumulators of different heads
+      return at;
+    };
+    let records = 64;
+    const plan: PassItem[] = items.map((it, i) => {
+      const kv = it.kv;
+      const n = it.tokens.length;
+      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], older: older[i], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
+      for (let l = 0; l < c.nLayers; l++) {
+        p.tables.push([]);
+        p.accums.push([]);
+        for (let h = 0; h < c.nKvHeads; h++) {
+          const st = kv.store(l, h);
+          p.tables[l].push(take(st.pages.length));
+          p.accums[l].push(kv.tracksScores(l, h) ? take(st.length) : -1);
+        }
+        const band = kv.profilingBand(l, starts[i] + n);
+        if (band !== null && older[i][l][0] !== 0) throw new Error('internal: FastGen profiles a prompt from an empty cache');
+        p.stats.push(band === null ? -1 : take(2 * c.nHeads * n));
+        p.bands.push(band ?? -1);
+        records += c.nHeads * Math.ceil(n / ATTENTION_ROW_BLOCK) + c.nKvHeads + 3 * (n <= TAIL_ROWS ? 0 : 1);
+      }
+      return p;
+    });
+    const qAt = queries ? take(c.nLayers * T * c.nHeads * c.headDim) : -1;
+    records += c.nLayers * 48 + T; // the ops of each layer; one copy per row whose logits are wanted
+    if (bytes > this.scratch.bytes) {
+      const grown = Math.max(bytes, Math.ceil(this.scratch.bytes * 1.5));
+      this.scratch = { ptr: this.rt.alloc(grown, 64), bytes: grown };
+    }
+    if (records > this.list.capacity) this.list = this.rt.jobList(Math.max(records, Math.ceil(this.list.capacity * 1.5)));
+    // Offsets → pointers, and the contents (after every allocation: the heap views must cover them).
+    const base = this.scratch.ptr;
+    const heap = this.rt.heap();
+    items.forEach((it, i) => {
+      const p = plan[i];
+      const kv = it.kv;
+      for (let l = 0; l < c.nLayers; l++) {
+        for (let h = 0; h < c.nKvHeads; h++) {
+          const st = kv.store(l, h);
+          p.tables[l][h] += base;
+          heap.i32.set(st.pages, p.tables[l][h] >> 2);
+          if (p.accums[l][h] < 0) p.accums[l][h] = 0;
+          else {
+            p.accums[l][h] += base;
+            heap.f32.fill(0, p.accums[l][h] >> 2, (p.accums[l][h] >> 2) + st.length);
+          }
+        }
+        if (p.stats[l] < 0) p.stats[l] = 0;
+        else {
+          p.stats[l] += base;
+          heap.f32.fill(0, p.stats[l] >> 2, (p.stats[l] >> 2) + 2 * c.nHeads * it.tokens.length);
+        }
+      }
+      // The arena may have moved while the slots were reserved: its address is read last.
+      p.poolBase = kv.pool.arena.baseByteOffset;
+    });
+    const qDim = c.nHeads * c.headDim;
+    return { plan, layerQ: (l) => (qAt < 0 ? this.q : base + qAt + l * T * qDim * 4) };
+  }
+
   /** After the last layer's FFN: final norm of the wanted rows, then one classifier pass for all of them. */
   private pushLogits(list: JobList, wanted: number[]): void {
     const c = this.config;
@@ -369,8 +456,8 @@ export class WasmBackend implements Backend {
     this.pushMatmul(list, this.logits, this.logitRows, this.lmHead, n);
   }
 
-  /** norm → q, k, v (+ bias, q/k norm) → RoPE, for all T rows of layer l. */
-  private pushQkv(list: JobList, l: number, T: number): void {
+  /** norm → q, k, v (+ bias, q/k norm) → RoPE, for all T rows of layer l; the queries go to q. */
+  private pushQkv(list: JobList, l: number, T: number, q: Ptr): void {
     const c = this.config;
     const L = this.layers[l];
     const hd = c.headDim;
@@ -379,17 +466,14 @@ export class WasmBackend implements Backend {
     // The norm follows the previous layer's FFN (the phase pushed before, if any).
     this.follow(list, T, (o) => list.rmsnorm(this.xb, this.x, L.attnNorm, T, c.dim, c.normEps, o), ...this.quantizeFor(list, this.xb, T, c.dim));
     list.barrier();
-    const q = this.qBuf[l & 1];
     this.pushMatmul(list, q, this.xb, L.wq, T);
     this.pushMatmul(list, this.k, this.xb, L.wk, T);
     this.pushMatmul(list, this.v, this.xb, L.wv, T);
     if (L.bq || L.bk || L.bv) {
       list.barrier();
-      for (let t = 0; t < T; t++) {
-        if (L.bq) list.add(q + t * qDim * 4, L.bq, qDim);
-        if (L.bk) list.add(this.k + t * kvDim * 4, L.bk, kvDim);
-        if (L.bv) list.add(this.v + t * kvDim * 4, L.bv, kvDim);
-      }
+      if (L.bq) list.addRows(q, L.bq, T, qDim);
+      if (L.bk) list.addRows(this.k, L.bk, T, kvDim);
+      if (L.bv) list.addRows(this.v, L.bv, T, kvDim);
     }
     if (L.qNorm || L.kNorm) {
       list.barrier();
@@ -407,85 +491,77 @@ export class WasmBackend implements Backend {
     }
   }
 
-  private pageTablePtr(item: number, kvHead: number): Ptr {
-    return this.headScratch + (item * this.config.nKvHeads + kvHead) * 2 * this.seqPad * 4;
-  }
-  private accumPtr(item: number, kvHead: number): Ptr {
-    return this.pageTablePtr(item, kvHead) + this.seqPad * 4;
+  /** Layer l's new keys and values (after RoPE) into the slots reserved for them, every sequence and KV head. */
+  private pushKvWrites(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], plan: PassItem[], T: number): void {
+    const c = this.config;
+    const hd = c.headDim;
+    const kvDim = c.nKvHeads * hd;
+    // Small steps: TAIL records after the RoPE tails of the same phase; else a phase of their own.
+    const owner = T <= TAIL_ROWS ? TAIL : SPLIT;
+    if (owner === SPLIT) list.barrier();
+    items.forEach((it, i) => {
+      const p = plan[i];
+      for (let h = 0; h < c.nKvHeads; h++) {
+        const off = (rowStart[i] * kvDim + h * hd) * 4;
+        list.kvWrite(p.poolBase, p.tables[l][h], p.older[l][h], this.k + off, this.v + off, p.pageTokens, hd, owner,
+          it.tokens.length, kvDim * 4, p.kvHalf);
+      }
+    });
   }
 
   /**
-   * Attention of every row over its sequence's cache for layer l, then Wo + residual and the FFN block.
-   * All query heads of one KV head run on the same thread, so they can accumulate that head's attention scores in
-   * one buffer without races.
+   * Attention of every row over its sequence's cache for layer l. The n new tokens sit at the tail of each head's
+   * slots, after every older one, so row t sees exactly the slot prefix [0, older + t] and needs no position mask.
+   * All query heads of one KV head that accumulate into one buffer run as one group (in order, on one thread).
    */
-  private pushAttentionAndFfn(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], starts: number[], T: number, scale: number, group: number): void {
+  private pushAttention(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], plan: PassItem[], q: Ptr, scale: number): void {
     const c = this.config;
-    const rt = this.rt;
-    const L = this.layers[l];
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
-    const seqPad = this.seqPad;
-    let profTop = 0;
+    const group = c.nHeads / c.nKvHeads;
+    list.barrier();
     items.forEach((it, i) => {
-      const kv = it.kv;
+      const p = plan[i];
       const n = it.tokens.length;
-      const poolBase = kv.pool.arena.baseByteOffset;
-      const pt = kv.pool.pageTokens;
-      const kvHalf = kv.pool.kvDtype === 'f16';
-      const band = kv.profilingBand(l, starts[i] + n);
-      this.profAt[i] = band === null ? -1 : profTop;
-      if (band !== null) {
-        rt.f32(this.profStats + profTop * 4, 2 * c.nHeads * n).fill(0);
-        profTop += 2 * c.nHeads * n;
-      }
       for (let h = 0; h < c.nKvHeads; h++) {
-        const st = kv.store(l, h);
-        const m = st.length;
-        const table = this.pageTablePtr(i, h);
-        const accum = this.accumPtr(i, h);
-        rt.i32(table, st.pages.length).set(st.pages);
-        // The n new tokens were appended at the tail in order, after every older slot: row t sees exactly the
-        // slot prefix [0, m − n + t], so the causal limit is a slot count and no position mask is needed.
-        const older = m - n;
-        if (band !== null && older !== 0) throw new Error('internal: FastGen profiles a prompt from an empty cache');
-        const track = kv.tracksScores(l, h);
-        if (track) rt.f32(accum, seqPad).fill(0);
+        const accum = p.accums[l][h];
         for (let g = 0; g < group; g++) {
           const qh = h * group + g;
-          // Profiling: this query head's column and band sums (slot s = position s: the prompt from an empty cache).
-          const column = band === null ? 0 : this.profStats + (this.profAt[i] + 2 * qh * m) * 4;
-          // Rows that add into the same accumulator run as one group (in order, on one thread); otherwise every
-          // (row, head) is its own chunk for whichever thread is free.
-          const owner = track ? JobList.group(i * c.nKvHeads + h) : column ? JobList.group(this.maxItems * c.nKvHeads + i * c.nHeads + qh) : SPLIT;
-          for (let t = 0; t < n; t++) {
-            const r = rowStart[i] + t;
-            list.attention(
-              {
-                out: this.att + (r * qDim + qh * hd) * 4,
-                probs: this.probs,
-                probsStride: seqPad * 4, // per-thread scratch
-                q: this.qBuf[l & 1] + (r * qDim + qh * hd) * 4,
-                pool: poolBase,
-                pageTable: table,
-                nSlots: older + t + 1,
-                pageTokens: pt,
-                headDim: hd,
-                scale,
-                positions: 0,
-                queryPos: starts[i] + t,
-                accum: track ? accum : column,
-                band: band !== null && band >= 0 ? column + m * 4 : 0,
-                bandFrom: older + t - (band ?? 0),
-                kvHalf,
-              },
-              owner,
-            );
+          // Profiling: this query head's column sums (as its accumulator) and band sums.
+          const column = p.stats[l] ? p.stats[l] + 2 * qh * n * 4 : 0;
+          const owner = accum ? JobList.group(i * c.nKvHeads + h)
+            : column ? JobList.group(this.maxItems * c.nKvHeads + i * c.nHeads + qh) : SPLIT;
+          for (let t0 = 0; t0 < n; t0 += ATTENTION_ROW_BLOCK) {
+            const off = ((rowStart[i] + t0) * qDim + qh * hd) * 4;
+            list.attentionRows({
+              out: this.att + off,
+              probs: this.probs,
+              probsStride: this.seqPad * 4, // per-thread scratch
+              q: q + off,
+              rowStride: qDim * 4,
+              rows: Math.min(ATTENTION_ROW_BLOCK, n - t0),
+              firstSlots: p.older[l][h] + t0,
+              pool: p.poolBase,
+              pageTable: p.tables[l][h],
+              pageTokens: p.pageTokens,
+              headDim: hd,
+              scale,
+              accum: accum || column,
+              band: column && p.bands[l] >= 0 ? column + n * 4 : 0,
+              bandWidth: p.bands[l],
+              kvHalf: p.kvHalf,
+            }, owner);
           }
         }
       }
     });
-    // Wo with the residual add fused (x += att·Woᵀ chunk by chunk), then the FFN norm; gate/up; SwiGLU; down (+x).
+  }
+
+  /** Wo with the residual add fused (x += att·Woᵀ chunk by chunk), then the FFN norm; gate/up; SwiGLU; down (+x). */
+  private pushFfn(list: JobList, l: number, T: number): void {
+    const c = this.config;
+    const L = this.layers[l];
+    const qDim = c.nHeads * c.headDim;
     this.follow(list, T, ...this.quantizeFor(list, this.att, T, qDim));
     list.barrier();
     this.pushMatmul(list, this.xb, this.att, L.wo, T, this.x);
@@ -498,31 +574,32 @@ export class WasmBackend implements Backend {
     this.pushMatmul(list, this.xb, this.hb, L.wDown, T, this.x);
   }
 
-  /** Fold the kernels' attention sums into the heads' scores, then let the cache policy profile or evict. */
-  private afterAttention(l: number, items: readonly ForwardItem[], rowStart: number[], starts: number[]): void {
+  /** Per layer: fold the kernels' attention sums into the heads' scores, then let the cache policy profile or evict. */
+  private finishItem(it: ForwardItem, p: PassItem, row0: number, start: number, layerQ: (l: number) => Ptr): void {
     const c = this.config;
+    const kv = it.kv;
+    const n = it.tokens.length;
     const qDim = c.nHeads * c.headDim;
-    const seqPad = this.seqPad;
-    items.forEach((it, i) => {
-      const kv = it.kv;
+    const heap = this.rt.heap();
+    const noQueries = new Float32Array(0);
+    for (let l = 0; l < c.nLayers; l++) {
       for (let h = 0; h < c.nKvHeads; h++) {
-        if (!kv.tracksScores(l, h)) continue;
+        const acc = p.accums[l][h];
+        if (!acc) continue;
         const st = kv.store(l, h);
-        const acc = this.rt.f32(this.accumPtr(i, h), st.length);
-        for (let s = 0; s < st.length; s++) st.scores[s] += acc[s];
+        const a = acc >> 2;
+        for (let s = 0; s < st.length; s++) st.scores[s] += heap.f32[a + s];
       }
-      const q = this.rt.f32(this.qBuf[l & 1] + rowStart[i] * qDim * 4, it.tokens.length * qDim);
       let stats: HeadAttentionStats[] | undefined;
-      if (this.profAt[i] >= 0) {
-        const m = it.tokens.length;
+      if (p.stats[l]) {
         stats = [];
         for (let qh = 0; qh < c.nHeads; qh++) {
-          const at = this.profStats + (this.profAt[i] + 2 * qh * m) * 4;
-          stats.push({ column: this.rt.f32(at, m), band: this.rt.f32(at + m * 4, m) });
+          const at = (p.stats[l] >> 2) + 2 * qh * n;
+          stats.push({ column: heap.f32.subarray(at, at + n), band: heap.f32.subarray(at + n, at + 2 * n) });
         }
       }
-      kv.finishLayer(l, q, qDim, it.tokens.length, starts[i], stats);
-    });
+      const q = kv.wantsQueries ? this.rt.f32(layerQ(l) + row0 * qDim * 4, n * qDim) : noQueries;
+      kv.finishLayer(l, q, qDim, n, start, stats);
+    }
   }
 }
-

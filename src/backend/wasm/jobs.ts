@@ -108,14 +108,31 @@ export class JobList {
   add(x: Ptr, y: Ptr, n: number, owner = SPLIT): number {
     return this.push(OP.ADD, owner, [x, y, n]);
   }
+  /** x[t, :] += b for every row t of x[T, n] (a bias). Split over rows. */
+  addRows(x: Ptr, b: Ptr, T: number, n: number, owner = SPLIT): number {
+    return this.push(OP.ADD_ROWS, owner, [x, b, T, n]);
+  }
   /** Arguments 5 (nSlots) and 10 (queryPos) are the ones to patch per token. probs + tid·probsStride is the scratch. */
   attention(a: AttentionArgs, owner = SPLIT): number {
     return this.push(OP.ATTENTION, owner, [a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim,
       a.scale, a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0, a.probsStride ?? 0, a.band ?? 0, a.bandFrom ?? 0,
       a.kvHalf ? 1 : 0], 8);
   }
-  kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, owner = SPLIT): number {
-    return this.push(OP.KV_WRITE, owner, [pool, pageTable, slot, k, v, pageTokens, headDim]);
+  /** `rows` tokens' k and v (rowStride bytes apart) into consecutive slots from `slot`; kvHalf: pages of halves. */
+  kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, owner = SPLIT,
+    rows = 1, rowStride = 0, kvHalf = false): number {
+    return this.push(OP.KV_WRITE, owner, [pool, pageTable, slot, k, v, pageTokens, headDim, rows, rowStride, kvHalf ? 1 : 0]);
+  }
+  /**
+   * Attention of `rows` consecutive query rows of one head (rowStride bytes apart in q and out) over a head's pages:
+   * row j sees slots [0, firstSlots + j + 1). band ≠ 0: add each row's probabilities of its last bandWidth + 1
+   * visible slots to band. probs + tid·probsStride is the per-thread scratch.
+   */
+  attentionRows(a: { out: Ptr; probs: Ptr; probsStride: number; q: Ptr; rowStride: number; rows: number; firstSlots: number;
+    pool: Ptr; pageTable: Ptr; pageTokens: number; headDim: number; scale: number; accum: Ptr; band: Ptr; bandWidth: number;
+    kvHalf: boolean }, owner = SPLIT): number {
+    return this.push(OP.ATTENTION_ROWS, owner, [a.out, a.probs, a.q, a.rowStride, a.rows, a.firstSlots, a.pool, a.pageTable,
+      a.pageTokens, a.headDim, a.scale, a.accum, a.band, a.bandWidth, a.kvHalf ? 1 : 0, a.probsStride], 10);
   }
   /** Writes the index (i32) to result. */
   argmax(result: Ptr, x: Ptr, n: number, owner = SPLIT): number {

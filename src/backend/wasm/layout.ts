@@ -26,6 +26,8 @@ export const OP = {
   KV_WRITE: 13,
   ARGMAX: 14,
   COPY: 15,
+  ATTENTION_ROWS: 16,
+  ADD_ROWS: 17,
 } as const;
 
 /** owner value: split the op into chunks any thread may run (ops that cannot be split are one chunk). */

@@ -35,7 +35,10 @@ export interface KernelExports {
   copy(dst: Ptr, src: Ptr, bytes: number): void;
   attention(out: Ptr, probs: Ptr, q: Ptr, pool: Ptr, pageTable: Ptr, nSlots: number, pageTokens: number, headDim: number,
     scale: number, positions: Ptr, queryPos: number, accum: Ptr, band: Ptr, bandFrom: number, kvHalf: number): void;
-  kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number): void;
+  attention_rows(out: Ptr, probs: Ptr, q: Ptr, rowStride: number, rows: number, firstSlots: number, pool: Ptr, pageTable: Ptr,
+    pageTokens: number, headDim: number, scale: number, accum: Ptr, band: Ptr, bandWidth: number, kvHalf: number): void;
+  kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows: number,
+    rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number): number;
 }
@@ -203,6 +206,17 @@ export class WasmRuntime {
   f32(ptr: Ptr, n: number): Float32Array {
     return new Float32Array(this.memory.buffer, ptr, n);
   }
+
+  /**
+   * Views of the whole memory, for hot loops that touch many small regions (index = byte offset / 4). Kept until the
+   * memory grows, which gives it a new, longer buffer.
+   */
+  heap(): { f32: Float32Array; i32: Int32Array } {
+    const buffer = this.memory.buffer;
+    if (this.heapViews?.buffer !== buffer) this.heapViews = { buffer, f32: new Float32Array(buffer), i32: new Int32Array(buffer) };
+    return this.heapViews;
+  }
+  private heapViews: { buffer: ArrayBufferLike; f32: Float32Array; i32: Int32Array } | undefined;
   i32(ptr: Ptr, n: number): Int32Array {
     return new Int32Array(this.memory.buffer, ptr, n);
   }
@@ -341,9 +355,13 @@ export class WasmRuntime {
     this.exports.attention(a.out, a.probs, a.q, a.pool, a.pageTable, a.nSlots, a.pageTokens, a.headDim, a.scale,
       a.positions ?? 0, a.queryPos ?? 0, a.accum ?? 0, a.band ?? 0, a.bandFrom ?? 0, a.kvHalf ? 1 : 0);
   }
-  /** Store one token's k and v (headDim floats each) in slot `slot` of the head whose pages pageTable lists. */
-  kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number): void {
-    this.exports.kv_write(pool, pageTable, slot, k, v, pageTokens, headDim);
+  /**
+   * Store `rows` tokens' k and v (headDim floats each, rowStride bytes apart) in slots slot, slot + 1, … of the head
+   * whose pages pageTable lists; kvHalf: the pages hold halves.
+   */
+  kvWrite(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows = 1,
+    rowStride = 0, kvHalf = false): void {
+    this.exports.kv_write(pool, pageTable, slot, k, v, pageTokens, headDim, rows, rowStride, kvHalf ? 1 : 0);
   }
 
   // ---- job lists -------------------------------------------------------------------------------------------------
