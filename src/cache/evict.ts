@@ -23,80 +23,135 @@ export function markKept(
   keep: Uint8Array,
 ): number {
   const n = store.length;
-  keep.fill(0, 0, n);
+  // The union of the components as a handful of numbers, then one pass over the slots: this runs for every
+  // compressed head on every decode step. Several components of a kind unite to the widest one.
+  let special = false;
+  let punct = false;
+  let span = 0;
+  let sink = 0;
+  let budget = 0;
   for (const c of policy.components) {
     switch (c.kind) {
       case 'full':
         keep.fill(1, 0, n);
         return n;
       case 'special':
-        for (let s = 0; s < n; s++) if (classes.special[store.tokenIds[s]]) keep[s] = 1;
+        special = true;
         break;
       case 'punct':
-        for (let s = 0; s < n; s++) if (classes.punct[store.tokenIds[s]]) keep[s] = 1;
+        punct = true;
         break;
-      case 'local': {
-        const span = localSpan(c, seqLength);
-        for (let s = 0; s < n; s++) if (current - store.positions[s] < span) keep[s] = 1;
+      case 'local':
+        span = Math.max(span, localSpan(c, seqLength));
         break;
-      }
       case 'sink':
-        for (let s = 0; s < n; s++) if (store.positions[s] < c.count) keep[s] = 1;
+        sink = Math.max(sink, c.count);
         break;
       case 'frequent':
-        markTopScores(store, frequentBudget(c, seqLength), keep);
+        budget = Math.max(budget, frequentBudget(c, seqLength));
         break;
     }
   }
+  const ids = store.tokenIds;
+  const pos = store.positions;
+  const specialIds = classes.special;
+  const punctIds = classes.punct;
   let kept = 0;
-  for (let s = 0; s < n; s++) kept += keep[s];
+  for (let s = 0; s < n; s++) {
+    const p = pos[s];
+    const k = (special && specialIds[ids[s]] === 1) || (punct && punctIds[ids[s]] === 1) || current - p < span || p < sink ? 1 : 0;
+    keep[s] = k;
+    kept += k;
+  }
+  if (budget > 0) kept += markTopScores(store, budget, keep);
   return kept;
 }
 
-let scratchIdx = new Int32Array(0);
+let scratchScores = new Float32Array(0);
+let scratchTies = new Int32Array(0);
 
 /**
- * Set keep[s] = 1 for the `budget` slots ranked highest by (score desc, position asc). Quickselect over slot indices:
- * O(n) on average per step rather than a full sort, since this runs for every frequent head on every token.
+ * Set keep[s] = 1 for the `budget` slots ranked highest by (score desc, position asc); returns how many of them were
+ * not marked yet. This runs for every frequent head on every decode step, so it avoids sorting: a quickselect on a
+ * plain copy of the scores finds the budget-th largest score t (O(n) on average, numeric compares only), every slot
+ * above t is kept, and the remaining places go to the slots scoring exactly t, lowest positions first.
  */
-function markTopScores(store: HeadStore, budget: number, keep: Uint8Array): void {
+function markTopScores(store: HeadStore, budget: number, keep: Uint8Array): number {
   const n = store.length;
+  let added = 0;
   if (budget >= n) {
+    for (let s = 0; s < n; s++) added += 1 - keep[s];
     keep.fill(1, 0, n);
-    return;
+    return added;
   }
-  if (budget <= 0) return;
-  if (scratchIdx.length < n) scratchIdx = new Int32Array(Math.max(n, scratchIdx.length * 2));
-  const idx = scratchIdx;
-  for (let s = 0; s < n; s++) idx[s] = s;
+  if (budget <= 0) return 0;
+  if (scratchScores.length < n) {
+    scratchScores = new Float32Array(Math.max(n, scratchScores.length * 2));
+    scratchTies = new Int32Array(scratchScores.length);
+  }
   const scores = store.scores;
-  const pos = store.positions;
-  // before(a, b): slot a ranks ahead of slot b.
-  const before = (a: number, b: number) => scores[a] > scores[b] || (scores[a] === scores[b] && pos[a] < pos[b]);
+  const a = scratchScores;
+  a.set(scores.subarray(0, n));
+  const t = kthLargest(a, n, budget - 1);
+  let above = 0;
+  let ties = 0;
+  for (let s = 0; s < n; s++) {
+    const v = scores[s];
+    if (v > t) {
+      added += 1 - keep[s];
+      keep[s] = 1;
+      above++;
+    } else if (v === t) {
+      scratchTies[ties++] = s;
+    }
+  }
+  let need = budget - above;
+  if (need < ties) {
+    const pos = store.positions;
+    const tied = scratchTies.subarray(0, ties).sort((x, y) => pos[x] - pos[y]);
+    for (let i = 0; i < need; i++) {
+      added += 1 - keep[tied[i]];
+      keep[tied[i]] = 1;
+    }
+    return added;
+  }
+  for (let i = 0; i < ties && need > 0; i++, need--) {
+    added += 1 - keep[scratchTies[i]];
+    keep[scratchTies[i]] = 1;
+  }
+  return added;
+}
+
+/** The k-th largest (0-based) of a[0..n), reordering a. Hoare-style quickselect with a median-of-three pivot. */
+function kthLargest(a: Float32Array, n: number, k: number): number {
   let lo = 0;
   let hi = n - 1;
-  const k = budget - 1; // place the k-th ranked slot at idx[k], better ones before it
-  while (lo < hi) {
+  while (hi > lo) {
     const mid = (lo + hi) >>> 1;
-    const pivot = idx[mid];
-    idx[mid] = idx[hi];
-    idx[hi] = pivot;
-    let store_ = lo;
-    for (let i = lo; i < hi; i++) {
-      if (before(idx[i], pivot)) {
-        const t = idx[i];
-        idx[i] = idx[store_];
-        idx[store_] = t;
-        store_++;
+    // median of a[lo], a[mid], a[hi] as the pivot value
+    const x = a[lo];
+    const y = a[mid];
+    const z = a[hi];
+    const pivot = x > y ? (y > z ? y : x > z ? z : x) : x > z ? x : y > z ? z : y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i] > pivot) i++;
+      while (a[j] < pivot) j--;
+      if (i <= j) {
+        const tmp = a[i];
+        a[i] = a[j];
+        a[j] = tmp;
+        i++;
+        j--;
       }
     }
-    idx[hi] = idx[store_];
-    idx[store_] = pivot;
-    if (store_ === k) break;
-    if (store_ < k) lo = store_ + 1;
-    else hi = store_ - 1;
+    // Now a[lo..j] ≥ pivot ≥ a[i..hi], and a[j+1..i-1] = pivot.
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k];
   }
-  for (let i = 0; i < budget; i++) keep[idx[i]] = 1;
+  return a[k];
 }
 
 /** Apply `policy` to the store: evict every token it does not keep. Returns the number evicted. */
