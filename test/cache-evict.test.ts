@@ -21,7 +21,7 @@ test('frequent keeps the top B by (score desc, position asc), ties included, for
     const budget = Math.floor(rand() * (n + 3));
     const policy: HeadPolicy = { name: 'frequent', components: [{ kind: 'frequent', budget }] };
     const keep = new Uint8Array(n);
-    const kept = markKept(st, policy, { special: new Uint8Array(8), punct: new Uint8Array(8) }, 10_000, 10_000, keep);
+    const kept = markKept(st, policy, 10_000, 10_000, keep);
     const want = new Set(Array.from({ length: n }, (_, s) => s)
       .sort((a, b) => st.scores[b] - st.scores[a] || st.positions[a] - st.positions[b])
       .slice(0, budget));
@@ -35,16 +35,16 @@ test('frequent keeps the top B by (score desc, position asc), ties included, for
 test('components unite: special, punct, local span, sink and frequent in one pass', () => {
   const pool = new PagePool({ headDim: 2 });
   const zero = new Float32Array(2);
-  const st = new HeadStore(pool);
+  const classes = { special: Uint8Array.from([0, 1, 0, 0]), punct: Uint8Array.from([0, 0, 1, 0]) };
+  const st = new HeadStore(pool, classes);
   // positions 0..19, tokens: 1 special at position 4, 2 punct at 9, 3 elsewhere; scores peak at position 12.
   for (let p = 0; p < 20; p++) st.append(zero, 0, zero, 0, p, p === 4 ? 1 : p === 9 ? 2 : 3, p === 12 ? 1 : 0.01 * p);
-  const classes = { special: Uint8Array.from([0, 1, 0, 0]), punct: Uint8Array.from([0, 0, 1, 0]) };
   const policy: HeadPolicy = {
     name: 'all',
     components: [{ kind: 'special' }, { kind: 'punct' }, { kind: 'local', budget: 3 }, { kind: 'sink', count: 2 }, { kind: 'frequent', budget: 2 }],
   };
   const keep = new Uint8Array(20);
-  const kept = markKept(st, policy, classes, 19, 20, keep);
+  const kept = markKept(st, policy, 19, 20, keep);
   // sink 0,1 · special 4 · punct 9 · frequent 12 and 19 (0.19 is the next best score) · local 17,18,19
   const want = [0, 1, 4, 9, 12, 17, 18, 19];
   assert.deepEqual(Array.from(keep).flatMap((k, s) => (k ? [s] : [])), want);

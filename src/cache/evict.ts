@@ -1,4 +1,4 @@
-import type { HeadStore } from './head-store.js';
+import { PUNCT, SPECIAL, type HeadStore } from './head-store.js';
 import { frequentBudget, localSpan, type HeadPolicy } from './policy.js';
 
 /** Per-token-id membership of the classes the `special` and `punct` policies keep (1 = member). */
@@ -10,14 +10,13 @@ export interface TokenClasses {
 /**
  * Mark in `keep` (length ≥ store.length) which stored tokens `policy` keeps when the newest token is at position
  * `current` and the sequence holds `seqLength` tokens. Union of the components:
- *   special/punct: by token class; local: current − pos < span; sink: pos < count;
+ *   special/punct: by token class (the store's classBits); local: current − pos < span; sink: pos < count;
  *   frequent: the top-B stored tokens by cumulative attention (ties: the older token wins).
  * Returns the number kept.
  */
 export function markKept(
   store: HeadStore,
   policy: HeadPolicy,
-  classes: TokenClasses,
   current: number,
   seqLength: number,
   keep: Uint8Array,
@@ -25,8 +24,7 @@ export function markKept(
   const n = store.length;
   // The union of the components as a handful of numbers, then one pass over the slots: this runs for every
   // compressed head on every decode step. Several components of a kind unite to the widest one.
-  let special = false;
-  let punct = false;
+  let classMask = 0;
   let span = 0;
   let sink = 0;
   let budget = 0;
@@ -36,10 +34,10 @@ export function markKept(
         keep.fill(1, 0, n);
         return n;
       case 'special':
-        special = true;
+        classMask |= SPECIAL;
         break;
       case 'punct':
-        punct = true;
+        classMask |= PUNCT;
         break;
       case 'local':
         span = Math.max(span, localSpan(c, seqLength));
@@ -52,14 +50,12 @@ export function markKept(
         break;
     }
   }
-  const ids = store.tokenIds;
+  const bits = store.classBits;
   const pos = store.positions;
-  const specialIds = classes.special;
-  const punctIds = classes.punct;
   let kept = 0;
   for (let s = 0; s < n; s++) {
     const p = pos[s];
-    const k = (special && specialIds[ids[s]] === 1) || (punct && punctIds[ids[s]] === 1) || current - p < span || p < sink ? 1 : 0;
+    const k = (bits[s] & classMask) !== 0 || current - p < span || p < sink ? 1 : 0;
     keep[s] = k;
     kept += k;
   }
@@ -158,12 +154,11 @@ function kthLargest(a: Float32Array, n: number, k: number): number {
 export function applyPolicy(
   store: HeadStore,
   policy: HeadPolicy,
-  classes: TokenClasses,
   current: number,
   seqLength: number,
   keep: Uint8Array,
 ): number {
-  const kept = markKept(store, policy, classes, current, seqLength, keep);
+  const kept = markKept(store, policy, current, seqLength, keep);
   if (kept === store.length) return 0;
   return store.retain(keep);
 }

@@ -1,4 +1,5 @@
 import type { PagePool } from './page-pool.js';
+import type { TokenClasses } from './evict.js';
 import { f16ToF32, f32ToF16 } from './half.js';
 
 /**
@@ -9,6 +10,10 @@ import { f16ToF32, f32ToF16 } from './half.js';
  * slot into the hole (attention does not care about order), so the store never has gaps and a page that empties at the
  * tail goes straight back to the pool.
  */
+/** HeadStore.classBits flags. */
+export const SPECIAL = 1;
+export const PUNCT = 2;
+
 export class HeadStore {
   readonly pool: PagePool;
   readonly headDim: number;
@@ -19,13 +24,22 @@ export class HeadStore {
   tokenIds: Int32Array;
   /** Cumulative attention received (summed over the KV head's query heads); used by `frequent`. */
   scores: Float32Array;
+  /**
+   * Per slot: the token's classes as bits (SPECIAL, PUNCT). Eviction tests them every decode step; a per-slot copy
+   * reads sequentially, where the per-vocabulary tables cost a cache miss per slot once the weights went through.
+   */
+  classBits: Uint8Array;
+  private readonly classes: TokenClasses | undefined;
 
-  constructor(pool: PagePool, initialCapacity = 16) {
+  /** classes: how to classify tokens for `special`/`punct` (none: no token is either). */
+  constructor(pool: PagePool, classes?: TokenClasses, initialCapacity = 16) {
     this.pool = pool;
+    this.classes = classes;
     this.headDim = pool.headDim;
     this.positions = new Int32Array(initialCapacity);
     this.tokenIds = new Int32Array(initialCapacity);
     this.scores = new Float32Array(initialCapacity);
+    this.classBits = new Uint8Array(initialCapacity);
   }
 
   /**
@@ -74,6 +88,7 @@ export class HeadStore {
     this.positions[slot] = position;
     this.tokenIds[slot] = tokenId;
     this.scores[slot] = score;
+    this.classBits[slot] = this.classes ? this.classes.special[tokenId] * SPECIAL | this.classes.punct[tokenId] * PUNCT : 0;
     this.length = slot + 1;
     return slot;
   }
@@ -115,6 +130,7 @@ export class HeadStore {
       this.positions[slot] = this.positions[last];
       this.tokenIds[slot] = this.tokenIds[last];
       this.scores[slot] = this.scores[last];
+      this.classBits[slot] = this.classBits[last];
     }
     this.length = last;
     if (last % this.pool.pageTokens === 0) this.pool.free(this.pages.pop()!);
@@ -148,7 +164,7 @@ export class HeadStore {
 
   private growMeta(min: number): void {
     const cap = Math.max(min, this.positions.length * 2);
-    const grow = <T extends Int32Array | Float32Array>(a: T, make: (n: number) => T): T => {
+    const grow = <T extends Int32Array | Float32Array | Uint8Array>(a: T, make: (n: number) => T): T => {
       const b = make(cap);
       b.set(a);
       return b;
@@ -156,5 +172,6 @@ export class HeadStore {
     this.positions = grow(this.positions, (n) => new Int32Array(n));
     this.tokenIds = grow(this.tokenIds, (n) => new Int32Array(n));
     this.scores = grow(this.scores, (n) => new Float32Array(n));
+    this.classBits = grow(this.classBits, (n) => new Uint8Array(n));
   }
 }

@@ -87,7 +87,7 @@ export class SequenceKv {
     this.options = options;
     this.classes = classes;
     const count = shape.nLayers * shape.nKvHeads;
-    this.stores = Array.from({ length: count }, () => new HeadStore(pool));
+    this.stores = Array.from({ length: count }, () => new HeadStore(pool, classes));
     const initial = options.policy === 'fastgen' ? FULL_POLICY : uniformPolicy(options);
     this.policies = Array.from({ length: count }, () => initial);
     this.prefilled = new Array(shape.nLayers).fill(false);
@@ -203,7 +203,7 @@ export class SequenceKv {
     if (isFull(policy)) return;
     const st = this.store(layer, h);
     if (this.keepScratch.length < st.length) this.keepScratch = new Uint8Array(st.length * 2);
-    applyPolicy(st, policy, this.classes, current, seqLength, this.keepScratch);
+    applyPolicy(st, policy, current, seqLength, this.keepScratch);
   }
 
   /** Profile one KV head of the n-token prompt from its query heads' statistics, then compress it. */
