@@ -114,6 +114,7 @@ export async function benchCommand(args: string[]): Promise<number> {
       model: { type: 'string', short: 'm', multiple: true },
       backend: { type: 'string', multiple: true },
       dtype: { type: 'string', multiple: true },
+      'kv-dtype': { type: 'string', multiple: true },
       cache: { type: 'string', multiple: true },
       recovery: { type: 'string' },
       tests: { type: 'string' },
@@ -125,7 +126,8 @@ export async function benchCommand(args: string[]): Promise<number> {
     },
   });
   if (v.help) {
-    console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--cache full|fastgen|...]...
+    console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--kv-dtype f32|f16]...
+       [--cache full|fastgen|...]...
        [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json]
        [--llama2c RUN_BINARY]
 Every combination of the repeated options is measured; repetitions run round-robin over all rows, so machine noise
@@ -141,6 +143,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
   const models = v.model ?? [undefined];
   const backends = v.backend ?? [undefined];
   const dtypes = v.dtype ?? [undefined];
+  const kvDtypes = (v['kv-dtype'] ?? ['f32']) as ('f32' | 'f16')[];
   const caches = (v.cache ?? ['full', 'fastgen']) as CacheOptions['policy'][];
   const testNames = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
   // Every row is a case; repetitions run round-robin over all cases (llama2.c included), so that a noisy stretch of
@@ -151,9 +154,10 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
   try {
     for (const path of models) {
       for (const backend of backends) {
-        for (const dtype of dtypes) {
-          const model = await loadModel(path, { backend: backend as never, dtype: dtype as never, threads } as never);
+        for (const dtype of dtypes) for (const kvDtype of kvDtypes) {
+          const model = await loadModel(path, { backend: backend as never, dtype: dtype as never, threads, kvDtype });
           loaded.push(model);
+          const kvLabel = kvDtype === 'f32' ? '' : ` (${kvDtype} KV)`;
           const specs = testNames.map((t) => parseTest(t, model.config.maxSeqLen));
           for (const policy of caches) {
             const cache: CacheOptions = { policy, recovery };
@@ -166,7 +170,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
                   backend: model.backend.name,
                   threads: (model.backend as { threads?: number }).threads ?? 1,
                   dtype: model.backend.weightDtype,
-                  cache: policy === 'fastgen' ? `fastgen T=${recovery}` : policy!,
+                  cache: (policy === 'fastgen' ? `fastgen T=${recovery}` : policy!) + kvLabel,
                   test: spec.label,
                 },
                 run: (rep) => runOnce(model, spec, cache, rep),
