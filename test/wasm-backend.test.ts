@@ -49,6 +49,32 @@ test('wasm and cpu-ref agree under FastGen: same profile choices, same greedy to
   fast.dispose();
 });
 
+test('long prompts in one batch (the pass scratch and the job list grow): same logits, profiles and kept tokens as cpu-ref', { skip: SKIP_SHARED }, async () => {
+  const ref = await loadModel(M260(), { backend: 'cpu-ref' });
+  const fast = await loadModel(M260(), { backend: 'wasm' });
+  const text = readFileSync(sharedPath('data/tinystories_sample.txt'), 'utf8');
+  const all = fast.encode(text);
+  const prompts = [all.slice(0, 120), [1, ...all.slice(200, 299)], [1, ...all.slice(400, 511)]];
+  const caches = [{ policy: 'fastgen' as const, recovery: 0.9 }, { policy: 'fastgen' as const, recovery: 0.95, gqa: 'min' as const }, { policy: 'local+frequent' as const, ratio: 0.5 }];
+  const a = prompts.map((_, i) => ref.newSequence(caches[i]));
+  const b = prompts.map((_, i) => fast.newSequence(caches[i]));
+  let la = await Promise.all(prompts.map(async (p, i) => (await ref.backend.forward([{ kv: a[i], tokens: p, logits: 'last' }]))[0]));
+  let lb = await fast.backend.forward(prompts.map((p, i) => ({ kv: b[i], tokens: p, logits: 'last' as const })));
+  for (let step = 0; step < 6; step++) {
+    la.forEach((x, i) => assert.ok(relErr(lb[i], x) < 1e-4, `step ${step} seq ${i}: ${relErr(lb[i], x)}`));
+    const next = la.map((x) => [x.indexOf(Math.max(...x))]);
+    la = await Promise.all(next.map(async (t, i) => (await ref.backend.forward([{ kv: a[i], tokens: t, logits: 'last' }]))[0]));
+    lb = await fast.backend.forward(next.map((t, i) => ({ kv: b[i], tokens: t, logits: 'last' as const })));
+  }
+  a.forEach((kv, i) => {
+    assert.deepEqual(b[i].profiles.map((l) => l.map((h) => h.policy)), kv.profiles.map((l) => l.map((h) => h.policy)));
+    assert.deepEqual(b[i].stats().keptTokens, kv.stats().keptTokens);
+  });
+  [...a, ...b].forEach((kv) => kv.release());
+  assert.equal(fast.pool.pagesInUse, 0);
+  fast.dispose();
+});
+
 /** Teacher-forced perplexity of the model on the first 256 tokens of the in-domain sample text. */
 async function perplexity(m: Model): Promise<number> {
   const text = readFileSync(sharedPath('data/tinystories_sample.txt'), 'utf8');
