@@ -2,7 +2,8 @@
 // W is row-major [rows, cols] exactly as loaded (no padding): rows may start unaligned when cols % 4 ≠ 0, which
 // wasm loads allow. x and out are f32. The row range [r0, r1) lets threads split the rows.
 //
-// T = 1 (decode) streams W once, four rows at a time sharing each load of x.
+// T = 1 (decode) streams W once, one row at a time (seqRow, seqRowHalf): a single sequential stream per thread is what
+// the hardware prefetcher follows best.
 // T > 1 (prefill) register-blocks 2 rows × 4 tokens (8 accumulators): each weight vector loaded (and, for f16,
 // widened) is used four times and each x vector twice.
 //
@@ -10,7 +11,7 @@
 // constant, so each instantiation is straight-line code for one type. Offsets `i` count bytes of x; the matching
 // weight offset is i >> WSHIFT.
 
-import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './simd';
+import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one } from './simd';
 
 @inline function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
 
@@ -30,69 +31,6 @@ import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './s
 @inline function loadW1<W>(p: usize): f32 {
   if (sizeof<W>() == 2) return f16one(load<u16>(p));
   return load<f32>(p);
-}
-
-@inline function gatherW<W>(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
-  if (sizeof<W>() == 2) return gather4h(p0, p1, p2, p3);
-  return gather4(p0, p1, p2, p3);
-}
-
-/**
- * Four halves at p as f32x4 *without* the final ·2^112: w·2^-112, exact. Multiplied by x·2^112 this gives exactly
- * the f32 product w·x (a power-of-two rescale changes no rounding), so r4t1 rescales the one x vector instead of
- * the four weight vectors. Callers must ensure |x| < 2^15, so that x·2^112 stays finite.
- */
-@inline function loadHalf4Scaled(p: usize): v128 {
-  return v128.and(i32x4.shl(v128.load16x4_s(p), 13), i32x4.splat(F16_MASK));
-}
-
-/** max |x[i]| over n floats (NaN-insensitive enough for a range check: NaN results in NaN outputs either way). */
-@inline function absMax(x: usize, n: i32): f32 {
-  let m = f32x4.splat(0);
-  let i = 0;
-  for (; i + 4 <= n; i += 4) m = f32x4.max(m, f32x4.abs(v128.load(x + (<usize>i << 2))));
-  let r = max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
-  for (; i < n; i++) r = max<f32>(r, abs<f32>(load<f32>(x + (<usize>i << 2))));
-  return r;
-}
-
-/**
- * 4 rows × 1 token: o[0..4) = W[0..4) · x. w points at the first row.
- * scaledHalves (f16 only, a compile-time constant after inlining): use loadHalf4Scaled and x·2^112.
- */
-@inline function r4t1<W>(o: usize, x: usize, w: usize, cols: i32, scaledHalves: bool): void {
-  const S = wshift<W>();
-  const wb = <usize>cols * sizeof<W>();
-  const w0 = w, w1 = w + wb, w2 = w1 + wb, w3 = w2 + wb;
-  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
-  const xb = <usize>cols << 2;
-  const end = <usize>(cols & ~3) << 2;
-  let i: usize = 0;
-  if (sizeof<W>() == 2 && scaledHalves) {
-    for (; i < end; i += 16) {
-      const xv = f32x4.mul(v128.load(x + i), f16_scale());
-      const j = i >> S;
-      a0 = f32x4.add(a0, f32x4.mul(loadHalf4Scaled(w0 + j), xv));
-      a1 = f32x4.add(a1, f32x4.mul(loadHalf4Scaled(w1 + j), xv));
-      a2 = f32x4.add(a2, f32x4.mul(loadHalf4Scaled(w2 + j), xv));
-      a3 = f32x4.add(a3, f32x4.mul(loadHalf4Scaled(w3 + j), xv));
-    }
-  } else {
-    for (; i < end; i += 16) {
-      const xv = v128.load(x + i);
-      const j = i >> S;
-      a0 = f32x4.add(a0, f32x4.mul(loadW4<W>(w0 + j), xv));
-      a1 = f32x4.add(a1, f32x4.mul(loadW4<W>(w1 + j), xv));
-      a2 = f32x4.add(a2, f32x4.mul(loadW4<W>(w2 + j), xv));
-      a3 = f32x4.add(a3, f32x4.mul(loadW4<W>(w3 + j), xv));
-    }
-  }
-  let s = hsum4(a0, a1, a2, a3);
-  for (; i < xb; i += 4) {
-    const j = i >> S;
-    s = f32x4.add(s, f32x4.mul(gatherW<W>(w0 + j, w1 + j, w2 + j, w3 + j), v128.load32_splat(x + i)));
-  }
-  v128.store(o, s);
 }
 
 /** 1 row × 1 token. */
@@ -183,14 +121,9 @@ import { hsum, hsum4, gather4, gather4h, F16_MASK, f16_scale, f16one } from './s
   if (T == 1) {
     if (sizeof<W>() == 4) {
       for (; r < r1; r++) store<f32>(out + (<usize>r << 2), seqRow(x, w + <usize>r * wb, cols));
-      return;
-    }
-    if (sizeof<W>() == 2 && absMax(x, cols) < <f32>32768.0) {
-      for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols, true);
     } else {
-      for (; r + 4 <= r1; r += 4) r4t1<W>(out + (<usize>r << 2), x, w + <usize>r * wb, cols, false);
+      for (; r < r1; r++) store<f32>(out + (<usize>r << 2), seqRowHalf(x, w + <usize>r * wb, cols));
     }
-    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), r1t1<W>(x, w + <usize>r * wb, cols));
     return;
   }
   // Row pairs outermost: the two weight rows stay in L1 while all T tokens stream past them.
@@ -224,8 +157,53 @@ export function matmul_f16(out: usize, x: usize, w: usize, T: i32, rows: i32, co
 }
 
 /**
+ * One row of halves · x, read sequentially like seqRow (16 halves per step, four accumulators). Four rows sharing each
+ * x vector widen halves with fewer instructions, but four streams per thread read DRAM slower (measured: stories15M f16
+ * decode ~325 tok/s that way, ~445 this way). Either way f16 decode is bound by the widening arithmetic (wasm has no
+ * half-precision conversion): ~4.7 G weights/s per thread here, so it is slower than f32 despite half the bytes.
+ */
+@inline function seqRowHalf(x: usize, wr: usize, cols: i32): f32 {
+  const end16 = <usize>(cols & ~15) << 1; // bytes of halves in whole 16-half steps
+  const end8 = <usize>(cols & ~7) << 1;
+  const wb = <usize>cols << 1;
+  // The widening constants, in locals that Binaryen cannot fold back into v128.const (cols ≥ 0, so the added term is
+  // 0): V8 rebuilds a v128.const inside a loop on every iteration (two 64-bit immediates each), which cost this loop
+  // more than its arithmetic.
+  const opaque = <i32>(<u32>cols >>> 31);
+  const mask = i32x4.splat(F16_MASK + opaque);
+  const scale = f32x4.splat(reinterpret<f32>(0x77800000 + opaque)); // 2^112
+  let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
+  let i: usize = 0; // byte offset in the row of halves; the matching x offset is i << 1
+  for (; i < end16; i += 32) {
+    const h0 = v128.load(wr + i), h1 = v128.load(wr + i, 16);
+    const xi = x + (i << 1);
+    a0 = f32x4.add(a0, f32x4.mul(widenLo(h0, mask, scale), v128.load(xi)));
+    a1 = f32x4.add(a1, f32x4.mul(widenHi(h0, mask, scale), v128.load(xi, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(widenLo(h1, mask, scale), v128.load(xi, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(widenHi(h1, mask, scale), v128.load(xi, 48)));
+  }
+  for (; i < end8; i += 16) {
+    const h = v128.load(wr + i);
+    const xi = x + (i << 1);
+    a0 = f32x4.add(a0, f32x4.mul(widenLo(h, mask, scale), v128.load(xi)));
+    a1 = f32x4.add(a1, f32x4.mul(widenHi(h, mask, scale), v128.load(xi, 16)));
+  }
+  let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
+  for (; i < wb; i += 2) s += f16one(load<u16>(wr + i)) * load<f32>(x + (i << 1));
+  return s;
+}
+
+/** f16lo/f16hi of simd.ts with the constants passed in (see seqRowHalf). */
+@inline function widenLo(h: v128, mask: v128, scale: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(h), 13), mask), scale);
+}
+@inline function widenHi(h: v128, mask: v128, scale: v128): v128 {
+  return f32x4.mul(v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(h), 13), mask), scale);
+}
+
+/**
  * One row · x with four independent f32x4 accumulators over 64-byte steps: the row is one sequential stream.
- * For T = 1 with f32 weights this reads DRAM ~2.3× faster than r4t1's four interleaved rows (measured on the
+ * For T = 1 with f32 weights this reads DRAM ~2.3× faster than four interleaved rows (measured on the
  * 37 MB classifier, one thread: 26 vs 11 GB/s), presumably because the hardware prefetcher follows one stream
  * per core much better than four streams 1 KB apart.
  */
