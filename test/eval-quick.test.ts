@@ -33,8 +33,8 @@ const model = () => (modelPromise ??= loadModel(MODEL, { backend: BACKEND }));
 let quick: Promise<EvalReport> | undefined;
 const quickReport = async () => (quick ??= runEvaluation({ model: await model(), modelPath: MODEL, backend: BACKEND, quick: true, jobs: 1, quiet: true, dataDir: DATA }));
 
-test('a forked FastGen cache decodes bit for bit like the original, and the tap sees the store before eviction', { skip: SKIP }, async () => {
-  const m = await model();
+for (const backend of ['cpu-ref', 'wasm'] as const) test(`${backend}: a forked FastGen cache decodes bit for bit like the original, and the tap sees the store before eviction`, { skip: SKIP }, async () => {
+  const m = backend === BACKEND ? await model() : await loadModel(MODEL, { backend });
   const prompt = m.encode('Once upon a time, there was a little girl named Lily. She loved to play outside.');
   const cache = { policy: 'fastgen' as const, recovery: 0.9 };
   const a = TappedSequenceKv.create(m, cache);
@@ -68,6 +68,7 @@ test('a forked FastGen cache decodes bit for bit like the original, and the tap 
   } finally {
     a.release();
     b.release();
+    if (backend !== BACKEND) m.dispose();
   }
 });
 

@@ -75,6 +75,31 @@ test('long prompts in one batch (the pass scratch and the job list grow): same l
   fast.dispose();
 });
 
+for (const backend of ['cpu-ref', 'wasm'] as const) {
+  test(`${backend}: a fork of a compressed cache decodes bit for bit like the original`, { skip: SKIP_SHARED }, async () => {
+    const m = await loadModel(M260(), { backend });
+    const ids = m.encode('Once upon a time, there was a girl named Lily. She had a red ball. She liked to play with it in the park!');
+    for (const cache of [{ policy: 'fastgen' as const, recovery: 0.9 }, { policy: 'local+frequent' as const, ratio: 0.5 }]) {
+      const kv = m.newSequence(cache);
+      let [a] = await m.backend.forward([{ kv, tokens: ids, logits: 'last' }]);
+      const fork = kv.fork();
+      assert.deepEqual(fork.stats(), kv.stats());
+      let b = a;
+      for (let step = 0; step < 20; step++) {
+        const next = [a.indexOf(Math.max(...a))];
+        // Both in one batch, as the server would run them.
+        [a, b] = await m.backend.forward([{ kv, tokens: next, logits: 'last' }, { kv: fork, tokens: next, logits: 'last' }]);
+        assert.deepEqual(Array.from(b), Array.from(a), `${cache.policy} step ${step}`);
+      }
+      assert.deepEqual(fork.stats().keptTokens, kv.stats().keptTokens);
+      kv.release();
+      fork.release();
+    }
+    assert.equal(m.pool.pagesInUse, 0);
+    m.dispose();
+  });
+}
+
 /** Teacher-forced perplexity of the model on the first 256 tokens of the in-domain sample text. */
 async function perplexity(m: Model): Promise<number> {
   const text = readFileSync(sharedPath('data/tinystories_sample.txt'), 'utf8');

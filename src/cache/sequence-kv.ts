@@ -284,6 +284,39 @@ export class SequenceKv {
     };
   }
 
+  /**
+   * An independent copy of this cache after its prompt: the same kept slots in the same order (attention then sums in
+   * the same order, so the copy behaves bit for bit like the original), positions, token ids, scores, policies,
+   * profiles and pass state. Lets several continuations share one compressed prefill without recomputing it.
+   */
+  fork(): SequenceKv {
+    return this.copyInto(new SequenceKv(this.pool, this.shape, this.options, this.classes));
+  }
+
+  /** fork()'s work, for subclasses that fork into their own type. */
+  protected copyInto<T extends SequenceKv>(copy: T): T {
+    if (this.released) throw new Error('internal: fork() of a released sequence cache');
+    const hd = this.shape.headDim;
+    const kBuf = new Float32Array(hd);
+    const vBuf = new Float32Array(hd);
+    for (let i = 0; i < this.stores.length; i++) {
+      const src = this.stores[i];
+      const dst = copy.stores[i];
+      for (let s = 0; s < src.length; s++) {
+        // Through f32 scratch (exact for an f16 cache too): appending may grow the arena and replace its views.
+        src.readKey(s, kBuf);
+        src.readValue(s, vBuf);
+        dst.append(kBuf, 0, vBuf, 0, src.positions[s], src.tokenIds[s], src.scores[s]);
+      }
+      copy.policies[i] = this.policies[i];
+    }
+    for (let l = 0; l < this.prefilled.length; l++) copy.prefilled[l] = this.prefilled[l];
+    copy.length = this.length;
+    copy.profiles.push(...this.profiles);
+    copy.profileMs = this.profileMs;
+    return copy;
+  }
+
   /** Return every page to the pool. Idempotent. */
   release(): void {
     if (this.released) return;

@@ -157,10 +157,10 @@ export class WasmBackend implements Backend {
   private readonly logitRows: Ptr; // [maxRows, dim]
   private readonly logits: Ptr; // [maxRows, vocab]
   // attention scratch
-  private readonly probs: Ptr; // per thread: f32 [maxSeq]
+  private readonly probs: Ptr; // per thread: f32 [seqPad]
   /** Per-pass bookkeeping (page tables, score accumulators, profiling statistics); grows when a pass needs more. */
   private scratch: { ptr: Ptr; bytes: number };
-  /** Longest sequence rounded up to whole SIMD blocks: the length of every per-head scratch vector. */
+  /** Longest sequence rounded up to whole SIMD blocks: the length of each thread's probability scratch. */
   private readonly seqPad: number;
   private list: JobList;
   static async create(ckpt: LoadedCheckpoint, opts: WasmBackendOptions = {}): Promise<WasmBackend> {
