@@ -231,7 +231,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
  * Each single-sequence decode row of ours with llama2.c's thread count, as a ratio to llama2.c's run (the row with
  * the most threads). Ratios of means over the same interleaved rounds.
  */
-function llama2cComparison(rows: BenchRow[]): { row: string; ratio: number; llama2cThreads: number; llama2cTokensPerSecond: number }[] {
+export function llama2cComparison(rows: BenchRow[]): { row: string; ratio: number; llama2cThreads: number; llama2cTokensPerSecond: number }[] {
   const refs = rows.filter((r) => r.backend === 'llama2.c run');
   if (refs.length === 0) return [];
   const ref = refs.reduce((a, b) => (b.threads > a.threads ? b : a));

@@ -1,0 +1,54 @@
+/**
+ * `fastgen bench`: the table's plumbing (rows per combination, labels, --json shape, errors) and the llama2.c ratio
+ * arithmetic. No assertion on speed: benchmarks are not timed tests.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { llama2cComparison, parseTest, type BenchRow } from '../src/cli/bench.js';
+import { REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
+
+const BIN = join(REPO_ROOT, 'bin', 'fastgen.js');
+const run = (args: string[]) => spawnSync(process.execPath, [BIN, 'bench', ...args], { encoding: 'utf8', timeout: 120_000 });
+
+test('bench --json: one row per model × dtype × KV dtype × cache × test, each with its samples', { skip: SKIP_SHARED }, () => {
+  const r = run(['-m', sharedPath('models/stories260K/stories260K.bin'), '--dtype', 'f32', '--dtype', 'q8_0', '--kv-dtype', 'f32',
+    '--kv-dtype', 'f16', '--cache', 'full', '--cache', 'fastgen', '--tests', 'pp8,tg4@d5', '-r', '2', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout);
+  assert.equal(j.rows.length, 2 * 2 * 2 * 2);
+  for (const row of j.rows) {
+    assert.equal(row.backend, 'wasm');
+    assert.equal(row.samples.length, 2);
+    assert.ok(row.samples.every((x: number) => x > 0 && Number.isFinite(x)));
+    assert.ok(['pp8', 'tg4 @ d5'].includes(row.test), row.test);
+  }
+  const caches = new Set(j.rows.map((x: BenchRow) => x.cache));
+  assert.deepEqual([...caches].sort(), ['fastgen T=0.95', 'fastgen T=0.95 (f16 KV)', 'full', 'full (f16 KV)']);
+  assert.deepEqual([...new Set(j.rows.map((x: BenchRow) => x.dtype))].sort(), ['f32', 'q8_0']);
+  assert.deepEqual(j.versusLlama2c, []);
+});
+
+test('bench: bad test names and a broken --llama2c are clear errors (exit 1), no stack trace', () => {
+  const a = run(['--tests', 'pp', '-r', '1']);
+  assert.equal(a.status, 1);
+  assert.doesNotMatch(a.stderr, /    at /);
+  assert.match(a.stderr, /--tests: cannot read 'pp'/);
+  const b = run(['--llama2c', '/nonexistent/run', '--tests', 'tg2', '-r', '1', '--cache', 'full']);
+  assert.equal(b.status, 1);
+  assert.match(b.stderr, /--llama2c/);
+  assert.throws(() => parseTest('tg10@d300', 256), /does not fit the model's 256-token context/);
+  assert.equal(parseTest('tg300', 256).label, 'tg255'); // clamped to the context, and the label says so
+});
+
+test('llama2.c comparison: decode rows with its thread count, against its fastest-thread row', () => {
+  const row = (backend: string, threads: number, test: string, tps: number): BenchRow =>
+    ({ model: 'm', sizeBytes: 1, params: 1, backend, threads, dtype: 'f32', cache: 'full', test, tokensPerSecond: tps, stddev: 0, samples: [tps] });
+  const v = llama2cComparison([
+    row('wasm', 2, 'tg128', 600), row('wasm', 2, 'pp128', 4000), row('wasm', 2, 'tg64 x4', 900), row('wasm', 1, 'tg128', 350),
+    row('llama2.c run', 1, 'tg255', 300), row('llama2.c run', 2, 'tg255', 500),
+  ]);
+  assert.deepEqual(v.map((x) => [x.row, x.ratio, x.llama2cThreads]), [['wasm f32 full tg128', 1.2, 2]]);
+  assert.deepEqual(llama2cComparison([row('wasm', 2, 'tg128', 600)]), []);
+});
