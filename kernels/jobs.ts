@@ -42,13 +42,16 @@ const OP_ARGMAX = 14;
 const OP_COPY = 15;
 const OP_ATTENTION_ROWS = 16;
 const OP_ADD_ROWS = 17;
+const OP_HOOK = 18;
+/** run_jobs returns HOOK_BASE + r when the calling (main) thread reached hook record r. */
+const HOOK_BASE = 2;
 
 @inline function ai(rec: usize, k: i32): i32 { return load<i32>(rec + 8 + (<usize>k << 2)); }
 @inline function ap(rec: usize, k: i32): usize { return <usize>load<u32>(rec + 8 + (<usize>k << 2)); }
 @inline function af(rec: usize, k: i32): f32 { return load<f32>(rec + 8 + (<usize>k << 2)); }
 
 @inline function canSplit(op: i32): bool {
-  return op != OP_SOFTMAX && op != OP_ATTENTION && op != OP_ATTENTION_ROWS && op != OP_KV_WRITE && op != OP_ARGMAX && op != OP_COPY;
+  return op != OP_SOFTMAX && op != OP_ATTENTION && op != OP_ATTENTION_ROWS && op != OP_KV_WRITE && op != OP_ARGMAX && op != OP_COPY && op != OP_HOOK;
 }
 
 /**
@@ -133,6 +136,7 @@ function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
       break;
     case OP_ARGMAX: store<i32>(ap(rec, 0), argmax(ap(rec, 1), ai(rec, 2))); break; // result ptr, x, n
     case OP_COPY: copy(ap(rec, 0), ap(rec, 1), ai(rec, 2)); break; // dst, src, bytes
+    case OP_HOOK: break; // handled by the walkers: the main thread returns to JS there
     default: unreachable();
   }
 }
@@ -309,21 +313,31 @@ function waitPhase(ctrl: usize, at: usize, tag: i32): i32 {
   return 0; // unreachable
 }
 
-function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize, tag: i32): i32 {
+function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize, tag: i32, after: i32): i32 {
   let p = 0;
   let start = 0;
   while (start <= count) {
     let end = start;
     while (end < count && load<i32>(list + <usize>end * JOB_BYTES) != OP_BARRIER) end++;
     if (start == end && end == count) break;
+    if (end <= after) { // resuming after a hook: this phase lies wholly before it
+      p++;
+      start = end + 1;
+      continue;
+    }
     const at = ctrl + PHASES + (<usize>p << 5);
     if (atomic.load<i32>(ctrl + ABORT) != 0) return -1;
-    // 1. Pinned records of this thread (only while the list is live: see above).
-    for (let r = start; r < end; r++) {
+    // 1. Pinned records of this thread (only while the list is live: see above). A hook counts as done at once (no
+    // op of this list depends on it) and hands the main thread back to JS; the other threads go on meanwhile.
+    for (let r = max(start, after + 1); r < end; r++) {
       const rec = list + <usize>r * JOB_BYTES;
       const owner = load<i32>(rec, 4);
       if (owner < 0 || owner % nThreads != tid) continue;
       if (atomic.load<i32>(ctrl + CUR_RUN) != tag) return 1;
+      if (load<i32>(rec) == OP_HOOK) {
+        finish(ctrl, at, list, start, end, tid);
+        return HOOK_BASE + r;
+      }
       execWhole(rec, tid);
       finish(ctrl, at, list, start, end, tid);
     }
@@ -377,16 +391,19 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
 }
 
 /**
- * Run `count` records from `list` as thread tid of nThreads. nThreads == 1: every op whole, in order. Otherwise the
- * dynamic schedule above for dispatch `tag` (plan_jobs must have run). Returns 0; 1 if this thread fell behind and
- * the list was completed without it; -1 if the list was aborted.
+ * Run `count` records from `list` as thread tid of nThreads, from just after record `after` (-1: from the start).
+ * nThreads == 1: every op whole, in order. Otherwise the dynamic schedule above for dispatch `tag` (plan_jobs must
+ * have run). Returns 0; 1 if this thread fell behind and the list was completed without it; -1 if the list was
+ * aborted; HOOK_BASE + r when it reached hook record r (pinned to thread 0): the caller runs its JS, then calls again
+ * with after = r to rejoin the list.
  */
-export function run_jobs(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize, tag: i32): i32 {
-  if (nThreads > 1) return runDynamic(list, count, tid, nThreads, ctrl, tag);
-  for (let n = 0; n < count; n++) {
+export function run_jobs(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usize, tag: i32, after: i32): i32 {
+  if (nThreads > 1) return runDynamic(list, count, tid, nThreads, ctrl, tag, after);
+  for (let n = after + 1; n < count; n++) {
     const rec = list + <usize>n * JOB_BYTES;
     const op = load<i32>(rec);
     if (op == OP_BARRIER) continue;
+    if (op == OP_HOOK) return HOOK_BASE + n;
     execWhole(rec, 0);
   }
   return 0;

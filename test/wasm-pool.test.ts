@@ -165,6 +165,45 @@ async function failAndRecover(options: { threads: number; spinMicros?: number; b
   await pool.close(); // twice is fine
 }
 
+test('hooks: the main thread runs JS at each hook while the others go on; results unchanged; a throwing hook aborts cleanly', async () => {
+  // The layer list with a hook at its end: every thread count gives the bits one thread gives.
+  const hooked = layerList();
+  hooked.list.hook(7);
+  let reference: Float32Array[] | undefined;
+  for (const options of [{ threads: 1 }, { threads: 2 }, { threads: 2, spinMicros: 0, barrierSpin: 0 }]) {
+    const label = JSON.stringify(options);
+    const pool = await WorkerPool.create(rt, options);
+    try {
+      const seen: number[] = [];
+      for (let i = 0; i < 20; i++) pool.run(hooked.list, (id) => seen.push(id));
+      assert.deepEqual(seen, new Array(20).fill(7), `${label}: one call per run, with the hook's id`);
+      reference ??= snapshot(hooked.outputs);
+      assertSameBits(snapshot(hooked.outputs), reference, `${label}: same bits as one thread`);
+      // Hooks between phases, in order; the work around them all done.
+      const mid = rt.jobList(8);
+      const a = rt.putF32([1, 2, 3, 4]), b = rt.putF32([10, 20, 30, 40]);
+      mid.add(a, b, 4);
+      mid.barrier();
+      mid.hook(1);
+      mid.add(a, b, 4);
+      mid.barrier();
+      mid.hook(2);
+      mid.add(a, b, 4);
+      const order: number[] = [];
+      pool.run(mid, (id) => order.push(id));
+      assert.deepEqual(order, [1, 2]);
+      assert.deepEqual(Array.from(rt.f32(a, 4)), [31, 62, 93, 124]);
+      // A throwing hook: run() rethrows it, the other threads abandon the list, the pool keeps working.
+      assert.throws(() => pool.run(mid, (id) => { if (id === 2) throw new Error('hook failed'); }), /hook failed/);
+      pool.run(layer.list);
+      assertSameBits(snapshot(layer.outputs), single, `${label}: after a failing hook`);
+      assert.throws(() => pool.run(mid), /needs onHook/);
+    } finally {
+      await pool.close();
+    }
+  }
+});
+
 test('a process that forgets to close its pool still exits by itself; one that closes exits too', () => {
   const url = (p: string): string => new URL(p, import.meta.url).href;
   for (const close of [false, true]) {

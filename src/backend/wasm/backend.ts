@@ -11,10 +11,11 @@
  * weight matrix is streamed once per step for all sequences, and the whole pass is ONE dispatch to the threads:
  *   for each layer: norm, QKV, RoPE → the new keys/values into their cache slots → attention of every sequence and
  *   head → Wo + residual → FFN + residual;   then the final norm and the classifier.
- * The JS side works only before it (reserve the new tokens' slots in every head: pages, positions) and after it
- * (fold attention scores, let the cache policy profile or evict: src/cache, shared with every backend). A layer's
- * eviction only matters to that layer's next attention, so running every layer's policy after the pass gives the same
- * result as running it between layers, while the threads never wait for JS in the middle of a token.
+ * The JS side reserves the new tokens' slots in every head (pages, positions) before it. The cache policy (fold
+ * attention scores, profile or evict: src/cache, shared with every backend) runs for layer l at a hook right after
+ * layer l's attention: the main thread leaves the list for JS while the worker goes on with the FFN, since nothing
+ * later in the pass reads layer l's cache; it then rejoins. The policy work thus overlaps the weight streaming, and
+ * the threads never wait for JS. (A layer's eviction only matters to that layer's next attention.)
  */
 import { InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
@@ -32,6 +33,8 @@ import { q8ActBytes, q8Blocks, SPLIT, TAIL } from './layout.js';
 const TAIL_ROWS = 4;
 /** A prompt's attention rows per job record: enough records for the threads to share, few enough to list. */
 const ATTENTION_ROW_BLOCK = 16;
+
+const NO_QUERIES = new Float32Array(0);
 
 /** Where one forward pass keeps its per-sequence bookkeeping in wasm memory (pointers into the pass scratch). */
 interface PassItem {
@@ -337,22 +340,25 @@ export class WasmBackend implements Backend {
     const queries = items.some((it) => it.kv.wantsQueries);
     const { plan, layerQ } = this.planPass(items, starts, older, T, queries);
 
-    // The pass: one dispatch.
+    // The pass: one dispatch. Compressing caches are finished layer by layer inside it: right after a layer's
+    // attention, a hook hands this thread back to JS to fold that layer's scores and run its policy (profile or
+    // evict) while the worker goes on with the FFN (nothing later in the pass reads that layer's cache), so the
+    // policy work overlaps the weight streaming instead of following it. Full caches have nothing to do there.
     const list = this.list;
     list.clear();
     const scale = 1 / Math.sqrt(c.headDim);
+    const hooked = items.some((it) => it.kv.options.policy !== 'full');
+    const finish = (l: number) => items.forEach((it, i) => this.finishLayer(l, it, plan[i], rowStart[i], starts[i], layerQ));
     for (let l = 0; l < c.nLayers; l++) {
       const q = layerQ(l);
       this.pushQkv(list, l, T, q);
       this.pushKvWrites(list, l, items, rowStart, plan, T);
       this.pushAttention(list, l, items, rowStart, plan, q, scale);
-      this.pushFfn(list, l, T);
+      this.pushFfn(list, l, T, hooked);
     }
     if (wanted.length > 0) this.pushLogits(list, wanted);
-    this.pool.run(list);
-
-    // After: scores, profiles, evictions, layer by layer.
-    items.forEach((it, i) => this.finishItem(it, plan[i], rowStart[i], starts[i], layerQ));
+    this.pool.run(list, finish);
+    if (!hooked) for (let l = 0; l < c.nLayers; l++) finish(l);
     for (const it of items) it.kv.advance(it.tokens.length);
 
     const results: Float32Array[] = items.map(() => new Float32Array(0));
@@ -408,7 +414,7 @@ export class WasmBackend implements Backend {
       return p;
     });
     const qAt = queries ? take(c.nLayers * T * c.nHeads * c.headDim) : -1;
-    records += c.nLayers * 48 + T; // the ops of each layer; one copy per row whose logits are wanted
+    records += c.nLayers * 49 + T; // the ops of each layer; one copy per row whose logits are wanted
     if (bytes > this.scratch.bytes) {
       const grown = Math.max(bytes, Math.ceil(this.scratch.bytes * 1.5));
       this.scratch = { ptr: this.rt.alloc(grown, 64), bytes: grown };
@@ -557,13 +563,17 @@ export class WasmBackend implements Backend {
     });
   }
 
-  /** Wo with the residual add fused (x += att·Woᵀ chunk by chunk), then the FFN norm; gate/up; SwiGLU; down (+x). */
-  private pushFfn(list: JobList, l: number, T: number): void {
+  /**
+   * Wo with the residual add fused (x += att·Woᵀ chunk by chunk), then the FFN norm; gate/up; SwiGLU; down (+x).
+   * hook: the Wo phase opens with layer l's hook (see forwardBatch).
+   */
+  private pushFfn(list: JobList, l: number, T: number, hook: boolean): void {
     const c = this.config;
     const L = this.layers[l];
     const qDim = c.nHeads * c.headDim;
     this.follow(list, T, ...this.quantizeFor(list, this.att, T, qDim));
     list.barrier();
+    if (hook) list.hook(l);
     this.pushMatmul(list, this.xb, this.att, L.wo, T, this.x);
     this.follow(list, T, (o) => list.rmsnorm(this.xb, this.x, L.ffnNorm, T, c.dim, c.normEps, o), ...this.quantizeFor(list, this.xb, T, c.dim));
     list.barrier();
@@ -575,31 +585,29 @@ export class WasmBackend implements Backend {
   }
 
   /** Per layer: fold the kernels' attention sums into the heads' scores, then let the cache policy profile or evict. */
-  private finishItem(it: ForwardItem, p: PassItem, row0: number, start: number, layerQ: (l: number) => Ptr): void {
+  /** Fold layer l's attention sums into the heads' scores, then let the cache policy profile or evict that layer. */
+  private finishLayer(l: number, it: ForwardItem, p: PassItem, row0: number, start: number, layerQ: (l: number) => Ptr): void {
     const c = this.config;
     const kv = it.kv;
     const n = it.tokens.length;
     const qDim = c.nHeads * c.headDim;
     const heap = this.rt.heap();
-    const noQueries = new Float32Array(0);
-    for (let l = 0; l < c.nLayers; l++) {
-      for (let h = 0; h < c.nKvHeads; h++) {
-        const acc = p.accums[l][h];
-        if (!acc) continue;
-        const st = kv.store(l, h);
-        const a = acc >> 2;
-        for (let s = 0; s < st.length; s++) st.scores[s] += heap.f32[a + s];
-      }
-      let stats: HeadAttentionStats[] | undefined;
-      if (p.stats[l]) {
-        stats = [];
-        for (let qh = 0; qh < c.nHeads; qh++) {
-          const at = (p.stats[l] >> 2) + 2 * qh * n;
-          stats.push({ column: heap.f32.subarray(at, at + n), band: heap.f32.subarray(at + n, at + 2 * n) });
-        }
-      }
-      const q = kv.wantsQueries ? this.rt.f32(layerQ(l) + row0 * qDim * 4, n * qDim) : noQueries;
-      kv.finishLayer(l, q, qDim, n, start, stats);
+    for (let h = 0; h < c.nKvHeads; h++) {
+      const acc = p.accums[l][h];
+      if (!acc) continue;
+      const st = kv.store(l, h);
+      const a = acc >> 2;
+      for (let s = 0; s < st.length; s++) st.scores[s] += heap.f32[a + s];
     }
+    let stats: HeadAttentionStats[] | undefined;
+    if (p.stats[l]) {
+      stats = [];
+      for (let qh = 0; qh < c.nHeads; qh++) {
+        const at = (p.stats[l] >> 2) + 2 * qh * n;
+        stats.push({ column: heap.f32.subarray(at, at + n), band: heap.f32.subarray(at + n, at + 2 * n) });
+      }
+    }
+    const q = kv.wantsQueries ? this.rt.f32(layerQ(l) + row0 * qDim * 4, n * qDim) : NO_QUERIES;
+    kv.finishLayer(l, q, qDim, n, start, stats);
   }
 }

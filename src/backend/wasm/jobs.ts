@@ -141,4 +141,16 @@ export class JobList {
   copy(dst: Ptr, src: Ptr, bytes: number, owner = SPLIT): number {
     return this.push(OP.COPY, owner, [dst, src, bytes]);
   }
+  /**
+   * A point where the main thread leaves the list to run JS (WorkerPool.run's onHook, with this record's index and
+   * `id`) while the other threads go on with the list; it then rejoins. Nothing in the list may depend on the hook.
+   */
+  hook(id: number): number {
+    return this.push(OP.HOOK, 0, [id]);
+  }
+  /** Integer argument k of record `index`. */
+  arg(index: number, k: number): number {
+    if (index >= this.count || k >= JOB_MAX_ARGS) throw new RangeError(`no argument ${k} of job ${index}`);
+    return this.words[(index * JOB_BYTES) / 4 + 2 + k];
+  }
 }

@@ -28,6 +28,7 @@ export const OP = {
   COPY: 15,
   ATTENTION_ROWS: 16,
   ADD_ROWS: 17,
+  HOOK: 18,
 } as const;
 
 /** owner value: split the op into chunks any thread may run (ops that cannot be split are one chunk). */

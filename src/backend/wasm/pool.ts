@@ -42,6 +42,8 @@ export interface WorkerInit {
 }
 
 const W = (byteOffset: number): number => byteOffset >> 2; // Int32Array index of a CTRL offset
+/** run_jobs returns HOOK_RC + r at hook record r (kernels/jobs.ts HOOK_BASE). */
+const HOOK_RC = 2;
 
 export class WorkerPool {
   readonly threads: number;
@@ -93,18 +95,30 @@ export class WorkerPool {
     for (const w of workers) w.unref();
   }
 
-  /** Run a job list on all threads; returns when all of it is done. Throws if any thread failed. */
-  run(list: JobList): void {
+  /**
+   * Run a job list on all threads; returns when all of it is done. Throws if any thread failed. At each hook record
+   * (JobList.hook) the calling thread runs onHook(id) while the workers go on, then rejoins.
+   */
+  run(list: JobList, onHook?: (id: number) => void): void {
     if (this.closed) throw new Error('WorkerPool is closed');
+    const hook = (rc: number): number => {
+      const r = rc - HOOK_RC;
+      if (!onHook) throw new Error('internal: a job list with hooks needs onHook');
+      onHook(list.arg(r, 0));
+      return r;
+    };
     if (this.workers.length === 0) {
-      this.rt.runList(list);
-      return;
+      for (let after = -1; ;) {
+        const rc = this.rt.exports.run_jobs(list.ptr, list.length, 0, 1, 0, 0, after);
+        if (rc === 0) return;
+        if (rc < HOOK_RC) throw new Error('job list aborted');
+        after = hook(rc);
+      }
     }
     const c = this.ctrl;
     const tag = (this.tag = (this.tag % 65535) + 1); // 1..65535: the phase counters keep it in 16 bits
-    if (this.rt.exports.plan_jobs(list.ptr, list.length, this.threads, this.ctrlPtr, tag) < 0) {
-      throw new RangeError(`job list has more than ${MAX_PHASES - 1} barriers`);
-    }
+    const phases = this.rt.exports.plan_jobs(list.ptr, list.length, this.threads, this.ctrlPtr, tag);
+    if (phases < 0) throw new RangeError(`job list has more than ${MAX_PHASES - 1} barriers`);
     Atomics.store(c, W(CTRL.ERROR), 0);
     Atomics.store(c, W(CTRL.LIST), list.ptr);
     Atomics.store(c, W(CTRL.COUNT), list.length);
@@ -113,7 +127,14 @@ export class WorkerPool {
 
     let failure: unknown;
     try {
-      if (this.rt.exports.run_jobs(list.ptr, list.length, 0, this.threads, this.ctrlPtr, tag) !== 0) failure = null;
+      for (let after = -1; ;) {
+        const rc = this.rt.exports.run_jobs(list.ptr, list.length, 0, this.threads, this.ctrlPtr, tag, after);
+        if (rc < HOOK_RC) {
+          if (rc !== 0) failure = null;
+          break;
+        }
+        after = hook(rc);
+      }
     } catch (err) {
       failure = err;
       this.abort();
@@ -125,6 +146,14 @@ export class WorkerPool {
       // A failing worker publishes its message before it sets ABORT, which is what ended our wait.
       const errLen = Atomics.load(c, W(CTRL.ERROR));
       const message = errLen > 0 ? new TextDecoder().decode(this.rt.u8(this.ctrlPtr + CTRL.MESSAGE, errLen).slice()) : '';
+      // Retire the list before clearing ABORT: a worker that has not looked at ABORT yet may still wait in one of
+      // its phases. Counters under tag 0 belong to no dispatch, so such a worker sees a foreign list and leaves.
+      for (let p = 0; p < phases; p++) {
+        const at = W(CTRL.PHASES + 32 * p);
+        Atomics.store(c, at, 0);
+        Atomics.store(c, at + 1, 0);
+        Atomics.notify(c, at + 1);
+      }
       Atomics.store(c, W(CTRL.ERROR), 0);
       Atomics.store(c, W(CTRL.ABORT), 0);
       if (failure) throw failure;

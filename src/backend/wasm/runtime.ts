@@ -40,7 +40,7 @@ export interface KernelExports {
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows: number,
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
-  run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number): number;
+  run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number, after: number): number;
 }
 
 /** A q8_0 weight matrix in the runtime's memory (layout: layout.ts / kernels/q8.ts). */
@@ -373,7 +373,7 @@ export class WasmRuntime {
 
   /** Run a job list on this thread alone (the pool's multi-threaded run gives the same results). */
   runList(list: JobList): void {
-    if (this.exports.run_jobs(list.ptr, list.length, 0, 1, 0, 0) !== 0) throw new Error('job list aborted');
+    if (this.exports.run_jobs(list.ptr, list.length, 0, 1, 0, 0, -1) !== 0) throw new Error('job list aborted (or it holds a hook: run it through a WorkerPool)');
   }
 }
 

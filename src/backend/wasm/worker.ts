@@ -54,7 +54,7 @@ for (;;) {
   try {
     // LIST and COUNT were stored before SEQ. If a newer list replaced them meanwhile, its counters carry another
     // tag than `seen`, so this thread claims nothing of it and returns to wait.
-    kernels.run_jobs(Atomics.load(ctrl, W(CTRL.LIST)), Atomics.load(ctrl, W(CTRL.COUNT)), init.tid, init.threads, init.ctrl, seen);
+    kernels.run_jobs(Atomics.load(ctrl, W(CTRL.LIST)), Atomics.load(ctrl, W(CTRL.COUNT)), init.tid, init.threads, init.ctrl, seen, -1);
   } catch (err) {
     fail(err);
   }
