@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates docs/bench.md: `fastgen bench` on the default model (stories15M) — f32, q8_0 and f16 weights, full and
+# Regenerates docs/bench.md and docs/figures/bench.svg: `fastgen bench` on the default model (stories15M) — f32, q8_0 and f16 weights, full and
 # FastGen caches, prefill and decode — with llama2.c's run in the same interleaved rounds when its binary is given.
 #
 #   scripts/bench.sh [path/to/llama2.c/run]     # run built with: gcc -Ofast -march=native -fopenmp run.c -o run -lm
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run build >/dev/null
 REPS=${REPS:-5}
-args=(bench --dtype f32 --dtype q8_0 --dtype f16 --tests pp128,tg128,tg255,tg128@d200 -r "$REPS")
+args=(bench --dtype f32 --dtype q8_0 --dtype f16 --tests pp128,tg128,tg255,tg128@d200 -r "$REPS" --svg docs/figures/bench.svg)
 if [[ $# -ge 1 ]]; then args+=(--llama2c "$1"); fi
 out=$(node bin/fastgen.js "${args[@]}" 2>/dev/null)
 {
@@ -20,6 +20,8 @@ out=$(node bin/fastgen.js "${args[@]}" 2>/dev/null)
   echo "Repetitions run round-robin over all rows, so noise on a shared machine hits every row alike; the ratios"
   echo "against llama2.c's \`run\` come from the same rounds. tg255 is llama2.c's protocol (256 steps from BOS);"
   echo "tgN @ dD decodes N tokens after a D-token prompt (the FastGen rows compress that prompt first)."
+  echo
+  echo '![decode and prefill throughput](figures/bench.svg)'
   echo
   echo '```'
   echo "$out"

@@ -4,6 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { llama2cComparison, parseTest, type BenchRow } from '../src/cli/bench.js';
@@ -12,9 +14,10 @@ import { REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 const BIN = join(REPO_ROOT, 'bin', 'fastgen.js');
 const run = (args: string[]) => spawnSync(process.execPath, [BIN, 'bench', ...args], { encoding: 'utf8', timeout: 120_000 });
 
-test('bench --json: one row per model × dtype × KV dtype × cache × test, each with its samples', { skip: SKIP_SHARED }, () => {
+test('bench --json: one row per model × dtype × KV dtype × cache × test, each with its samples; --svg draws one bar per row', { skip: SKIP_SHARED }, () => {
+  const svg = join(mkdtempSync(join(tmpdir(), 'fastgen-bench-')), 'bench.svg');
   const r = run(['-m', sharedPath('models/stories260K/stories260K.bin'), '--dtype', 'f32', '--dtype', 'q8_0', '--kv-dtype', 'f32',
-    '--kv-dtype', 'f16', '--cache', 'full', '--cache', 'fastgen', '--tests', 'pp8,tg4@d5', '-r', '2', '--json']);
+    '--kv-dtype', 'f16', '--cache', 'full', '--cache', 'fastgen', '--tests', 'pp8,tg4@d5', '-r', '2', '--json', '--svg', svg]);
   assert.equal(r.status, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.rows.length, 2 * 2 * 2 * 2);
@@ -28,6 +31,12 @@ test('bench --json: one row per model × dtype × KV dtype × cache × test, eac
   assert.deepEqual([...caches].sort(), ['fastgen T=0.95', 'fastgen T=0.95 (f16 KV)', 'full', 'full (f16 KV)']);
   assert.deepEqual([...new Set(j.rows.map((x: BenchRow) => x.dtype))].sort(), ['f32', 'q8_0']);
   assert.deepEqual(j.versusLlama2c, []);
+  const figure = readFileSync(svg, 'utf8');
+  assert.match(figure, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  assert.equal(figure.match(/<rect /g)?.length, j.rows.length);
+  assert.match(figure, /decode, tokens\/s/);
+  assert.match(figure, /prefill, tokens\/s/);
+  assert.ok(figure.trimEnd().endsWith('</svg>'));
 });
 
 test('bench: bad test names and a broken --llama2c are clear errors (exit 1), no stack trace', () => {

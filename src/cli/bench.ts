@@ -17,6 +17,7 @@ import { argmax } from '../generate/sampler.js';
 import { formatBytes, table } from './format.js';
 import { locateDefaultPackage, parsePreloadFiles } from '../model/default-model.js';
 import { num } from './options.js';
+import { benchSvg } from './bench-svg.js';
 
 export interface BenchRow {
   model: string;
@@ -121,6 +122,7 @@ export async function benchCommand(args: string[]): Promise<number> {
       repetitions: { type: 'string', short: 'r' },
       threads: { type: 'string' },
       json: { type: 'boolean' },
+      svg: { type: 'string' },
       llama2c: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -128,13 +130,13 @@ export async function benchCommand(args: string[]): Promise<number> {
   if (v.help) {
     console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--kv-dtype f32|f16]...
        [--cache full|fastgen|...]...
-       [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json]
+       [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json] [--svg FILE]
        [--llama2c RUN_BINARY]
 Every combination of the repeated options is measured; repetitions run round-robin over all rows, so machine noise
 hits every row alike. --llama2c runs a compiled llama2.c \`run\` (legacy format, e.g. gcc -Ofast -march=native
 -fopenmp run.c) on the default model in the same rounds, as a tg255 row (256 steps from BOS), and prints each decode
 row's ratio to it. Defaults: the default model, the default backend, f32, --cache full and fastgen, tests
-pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
+pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also draws the table as bars.`);
     return 0;
   }
   const reps = num(v, 'repetitions', true) ?? 3;
@@ -197,6 +199,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round).`);
     for (const m of loaded) m.dispose();
   }
   const versus = llama2cComparison(rows);
+  if (v.svg) writeFileSync(v.svg as string, benchSvg(rows, machineLine()));
   if (v.json) {
     console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), rows, versusLlama2c: versus }, null, 2));
     return 0;
