@@ -162,12 +162,13 @@ function splitSize(rec: usize, op: i32): i32 {
 
 /**
  * Chunk length (in units of the split dimension) for the dynamic schedule. A chunk should be big enough that
- * claiming it stays a small part of its work, and small enough that every op has ≥ 8 chunks to balance two threads.
- * Matmuls: ≤ ~512 KB of weight rows per chunk (~20-30 µs from DRAM), fewer rows when several tokens share each row;
- * 4-aligned for the kernels' row blocking. Measured against 160 KB (paired A/B, stories15M, 2 threads): decode f32
- * +4.5 %, q8_0 +5.5 %; prefill f32 +18 %, q8_0 +8 % — claims cost more than their two atomics suggest, and each
- * chunk restarts the hardware prefetcher's stream. Per-token ops: an eighth of the tokens. Elementwise: ≥ 4096
- * elements, 16-aligned.
+ * claiming it stays a small part of its work, and small enough that the threads can balance. Matmuls: ≤ ~512 KB of
+ * weight rows per chunk (~20-30 µs from DRAM), fewer rows when several tokens share each row, and at most a quarter
+ * of the rows (two chunks per thread); 4-aligned for the kernels' row blocking. Claims cost far more here than their
+ * two atomics suggest (and each chunk restarts the prefetcher's stream): measured in paired A/Bs on stories15M with 2
+ * threads, 512 KB instead of 160 KB gave decode f32 +4.5 %, q8_0 +5.5 %, prefill f32 +18 %, q8_0 +8 %; then a
+ * quarter instead of an eighth of the rows gave decode f32 and q8_0 +10 % (half the rows: only +6 %).
+ * Per-token ops: an eighth of the tokens. Elementwise: ≥ 4096 elements, 16-aligned.
  */
 function chunkLen(rec: usize, op: i32, n: i32): i32 {
   if (op == OP_MATMUL_F32 || op == OP_MATMUL_F16 || op == OP_MATMUL_Q8 || op == OP_MATMUL_Q8_F32) {
@@ -175,7 +176,7 @@ function chunkLen(rec: usize, op: i32, n: i32): i32 {
     const cols = op == OP_MATMUL_Q8 ? ai(rec, 7) : op == OP_MATMUL_Q8_F32 ? ai(rec, 6) : ai(rec, 5);
     const rowBytes = op == OP_MATMUL_F32 ? cols << 2 : op == OP_MATMUL_F16 ? cols << 1 : cols + (cols >> 3);
     let byBytes = 524288 / max(1, rowBytes) / max(1, (T + 3) >> 2);
-    let c = min(byBytes, (n + 7) >> 3);
+    let c = min(byBytes, (n + 3) >> 2);
     c = (c + 3) & ~3;
     return max(4, c);
   }
