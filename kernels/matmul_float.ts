@@ -11,7 +11,7 @@
 // constant, so each instantiation is straight-line code for one type. Offsets `i` count bytes of x; the matching
 // weight offset is i >> WSHIFT.
 
-import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one } from './simd';
+import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from './simd';
 
 @inline function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
 
@@ -159,46 +159,32 @@ export function matmul_f16(out: usize, x: usize, w: usize, T: i32, rows: i32, co
 /**
  * One row of halves · x, read sequentially like seqRow (16 halves per step, four accumulators). Four rows sharing each
  * x vector widen halves with fewer instructions, but four streams per thread read DRAM slower (measured: stories15M f16
- * decode ~325 tok/s that way, ~445 this way). Either way f16 decode is bound by the widening arithmetic (wasm has no
+ * decode ~325 tok/s that way, ~430-490 this way). Either way f16 decode is bound by the widening arithmetic (wasm has no
  * half-precision conversion): ~4.7 G weights/s per thread here, so it is slower than f32 despite half the bytes.
  */
 @inline function seqRowHalf(x: usize, wr: usize, cols: i32): f32 {
   const end16 = <usize>(cols & ~15) << 1; // bytes of halves in whole 16-half steps
   const end8 = <usize>(cols & ~7) << 1;
   const wb = <usize>cols << 1;
-  // The widening constants, in locals that Binaryen cannot fold back into v128.const (cols ≥ 0, so the added term is
-  // 0): V8 rebuilds a v128.const inside a loop on every iteration (two 64-bit immediates each), which cost this loop
-  // more than its arithmetic.
-  const opaque = <i32>(<u32>cols >>> 31);
-  const mask = i32x4.splat(F16_MASK + opaque);
-  const scale = f32x4.splat(reinterpret<f32>(0x77800000 + opaque)); // 2^112
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   let i: usize = 0; // byte offset in the row of halves; the matching x offset is i << 1
   for (; i < end16; i += 32) {
     const h0 = v128.load(wr + i), h1 = v128.load(wr + i, 16);
     const xi = x + (i << 1);
-    a0 = f32x4.add(a0, f32x4.mul(widenLo(h0, mask, scale), v128.load(xi)));
-    a1 = f32x4.add(a1, f32x4.mul(widenHi(h0, mask, scale), v128.load(xi, 16)));
-    a2 = f32x4.add(a2, f32x4.mul(widenLo(h1, mask, scale), v128.load(xi, 32)));
-    a3 = f32x4.add(a3, f32x4.mul(widenHi(h1, mask, scale), v128.load(xi, 48)));
+    a0 = f32x4.add(a0, f32x4.mul(f16lo(h0), v128.load(xi)));
+    a1 = f32x4.add(a1, f32x4.mul(f16hi(h0), v128.load(xi, 16)));
+    a2 = f32x4.add(a2, f32x4.mul(f16lo(h1), v128.load(xi, 32)));
+    a3 = f32x4.add(a3, f32x4.mul(f16hi(h1), v128.load(xi, 48)));
   }
   for (; i < end8; i += 16) {
     const h = v128.load(wr + i);
     const xi = x + (i << 1);
-    a0 = f32x4.add(a0, f32x4.mul(widenLo(h, mask, scale), v128.load(xi)));
-    a1 = f32x4.add(a1, f32x4.mul(widenHi(h, mask, scale), v128.load(xi, 16)));
+    a0 = f32x4.add(a0, f32x4.mul(f16lo(h), v128.load(xi)));
+    a1 = f32x4.add(a1, f32x4.mul(f16hi(h), v128.load(xi, 16)));
   }
   let s = hsum(f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3)));
   for (; i < wb; i += 2) s += f16one(load<u16>(wr + i)) * load<f32>(x + (i << 1));
   return s;
-}
-
-/** f16lo/f16hi of simd.ts with the constants passed in (see seqRowHalf). */
-@inline function widenLo(h: v128, mask: v128, scale: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shl(i32x4.extend_low_i16x8_s(h), 13), mask), scale);
-}
-@inline function widenHi(h: v128, mask: v128, scale: v128): v128 {
-  return f32x4.mul(v128.and(i32x4.shl(i32x4.extend_high_i16x8_s(h), 13), mask), scale);
 }
 
 /**
