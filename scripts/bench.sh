@@ -5,7 +5,7 @@
 #   scripts/bench.sh [path/to/llama2.c/run]     # run built with: gcc -Ofast -march=native -fopenmp run.c -o run -lm
 #   REPS=5 scripts/bench.sh ...                 # repetitions per row (default 5)
 #
-# About 1½ minutes on 2 cores. A benchmark, not a test: the numbers depend on the machine and on whatever else runs.
+# About a minute on 2 cores. A benchmark, not a test: the numbers depend on the machine and on whatever else runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 npm run build >/dev/null
