@@ -185,7 +185,9 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
     if (v.llama2c) cases.push(...llama2cCases(v.llama2c as string, threads));
     const samples: number[][] = cases.map(() => []);
     for (let r = 0; r <= reps; r++) {
-      for (let i = 0; i < cases.length; i++) {
+      // Each round starts one case later, so no row always runs right after the same neighbour (e.g. llama2.c).
+      for (let j = 0; j < cases.length; j++) {
+        const i = (j + r) % cases.length;
         const tps = await cases[i].run(r); // round 0 warms up: JIT, page pool growth, the page cache for llama2.c
         if (r > 0) samples[i].push(tps);
       }
