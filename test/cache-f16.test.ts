@@ -1,21 +1,20 @@
 /** The f16 KV cache: exact half conversion, half the bytes, and logits close to the f32 cache. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { f16ToF32, f32ToF16 } from '../src/cache/half.js';
-import { f16ToF32 as loaderF16 } from '../src/model/describe.js';
+import { f16ToF32, f32ToF16 } from '../src/half.js';
 import { loadModel } from '../src/generate/model.js';
 import { relErr, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
 test('f32 → f16 rounds to nearest even, including subnormals, overflow, inf and nan', () => {
   // Every half value round-trips exactly.
   for (let h = 0; h < 65536; h++) {
-    const x = loaderF16(h);
+    const x = f16ToF32(h);
     if (Number.isNaN(x)) assert.ok(Number.isNaN(f16ToF32(f32ToF16(x))));
     else assert.equal(f32ToF16(x), h === 0x8000 ? 0x8000 : h, `half ${h.toString(16)}`);
   }
   // Midpoints between neighbours go to the even one; just above goes up.
   const one = 0x3c00;
-  const mid = (loaderF16(one) + loaderF16(one + 1)) / 2;
+  const mid = (f16ToF32(one) + f16ToF32(one + 1)) / 2;
   assert.equal(f32ToF16(mid), one);
   assert.equal(f32ToF16(Math.fround(mid + 2 ** -20)), one + 1);
   assert.equal(f32ToF16(1e6), 0x7c00);

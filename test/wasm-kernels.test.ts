@@ -10,7 +10,7 @@ import { matmul, rmsnorm, ropeRotateHalf, softmax, swiglu } from '../src/backend
 import * as ref from '../src/backend/wasm/reference-extra.js';
 import { q8ActBytes, q8Blocks, kvPageBytes, kvKeyOffset, kvValueOffset } from '../src/backend/wasm/layout.js';
 import { mulberry32 } from '../src/generate/rng.js';
-import { f16ToF32, f32ToF16 } from '../src/cache/half.js';
+import { f16ToF32, f32ToF16 } from '../src/half.js';
 
 const rt = await WasmRuntime.create();
 

@@ -1,6 +1,6 @@
 import type { PagePool } from './page-pool.js';
 import type { TokenClasses } from './evict.js';
-import { f16ToF32, f32ToF16 } from './half.js';
+import { f16Table, f32ToF16 } from '../half.js';
 
 /**
  * The kept tokens of one (sequence, layer, KV head): keys (after RoPE) and values in pool pages, plus per-slot
@@ -71,7 +71,8 @@ export class HeadStore {
     const d = this.headDim;
     if (this.pool.kvDtype === 'f16') {
       const h = this.pool.arena.halves;
-      for (let i = 0; i < d; i++) out[outOff + i] = f16ToF32(h[off + i]);
+      const table = f16Table();
+      for (let i = 0; i < d; i++) out[outOff + i] = table[h[off + i]];
     } else {
       out.set(this.pool.arena.floats.subarray(off, off + d), outOff);
     }

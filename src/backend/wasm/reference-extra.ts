@@ -85,43 +85,8 @@ export function matmulQ8_0(out: Float32Array, xq: Int16Array, xd: Float32Array, 
 
 // ---- IEEE half ---------------------------------------------------------------------------------------------------
 
-/** Half bits → number (exact). */
-export function f16ToF32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return sign * m * 2 ** -24;
-  if (e === 31) return m ? NaN : sign * Infinity;
-  return sign * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** number (taken as f32) → half bits, round to nearest even; overflow → inf; NaN → quiet NaN keeping payload bits. */
-const f32Scratch = new Float32Array(1);
-const u32Scratch = new Uint32Array(f32Scratch.buffer);
-
-export function f32ToF16(x: number): number {
-  f32Scratch[0] = x;
-  const bits = u32Scratch[0];
-  const sign = (bits >>> 16) & 0x8000;
-  const exp = (bits >>> 23) & 0xff;
-  let mant = bits & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    const half = mant >>> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const halfway = 1 << (shift - 1);
-    return sign | (half + (rem > halfway || (rem === halfway && (half & 1)) ? 1 : 0));
-  }
-  let h = (e << 10) | (mant >>> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && h & 1)) h++;
-  return sign | h;
-}
+// The half conversions every backend shares; re-exported so the kernel tests find the whole reference here.
+export { f16ToF32, f32ToF16 } from '../../half.js';
 
 // ---- attention over pages -------------------------------------------------------------------------------------
 
