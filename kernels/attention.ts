@@ -12,7 +12,8 @@
 // Slots need not be in position order (eviction compacts or reuses them); positions[s] (i32) is the token position
 // stored in slot s, used for the causal limit only.
 
-import { hsum, hsum4, exp4, exp1, F16_MASK, f16_scale, f16one } from './simd';
+import { hsum, hsum4, F16_MASK, f16_scale, f16one } from './simd';
+import { expShift, scaleInPlace } from './elementwise';
 import { toHalf } from './f16';
 
 /** Four consecutive K/V elements at p as f32x4 (E = f32 or u16 = IEEE half). */
@@ -110,24 +111,7 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
 
   // 3. Softmax in place (exp(-inf - mx) = 0 for masked slots).
   const nb = <usize>nSlots << 2;
-  const mv = f32x4.splat(mx);
-  let accv = f32x4.splat(0);
-  let i: usize = 0;
-  for (; i + 16 <= nb; i += 16) {
-    const e = exp4(f32x4.sub(v128.load(probs + i), mv));
-    v128.store(probs + i, e);
-    accv = f32x4.add(accv, e);
-  }
-  let sum = hsum(accv);
-  for (; i < nb; i += 4) {
-    const e = exp1(load<f32>(probs + i) - mx);
-    store<f32>(probs + i, e);
-    sum += e;
-  }
-  const inv: f32 = <f32>1.0 / sum;
-  const iv = f32x4.splat(inv);
-  for (i = 0; i + 16 <= nb; i += 16) v128.store(probs + i, f32x4.mul(v128.load(probs + i), iv));
-  for (; i < nb; i += 4) store<f32>(probs + i, load<f32>(probs + i) * inv);
+  scaleInPlace(probs, nSlots, <f32>1.0 / expShift(probs, nSlots, mx));
   if (accum != 0) addTo(accum, probs, 0, nb);
   if (band != 0 && bandFrom < nSlots) addTo(band, probs, <usize>max(0, bandFrom) << 2, nb);
 

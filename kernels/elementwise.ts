@@ -71,7 +71,7 @@ export function rope(x: usize, T: i32, nHeads: i32, headDim: i32, cosTab: usize,
 }
 
 /** x[i] = exp(x[i] - mx), returns Σ. */
-@inline function expShift(x: usize, n: i32, mx: f32): f32 {
+@inline export function expShift(x: usize, n: i32, mx: f32): f32 {
   const xb = <usize>n << 2;
   const end = <usize>(n & ~3) << 2;
   const mv = f32x4.splat(mx);
@@ -92,7 +92,7 @@ export function rope(x: usize, T: i32, nHeads: i32, headDim: i32, cosTab: usize,
 }
 
 /** x[i] *= k */
-@inline function scaleInPlace(x: usize, n: i32, k: f32): void {
+@inline export function scaleInPlace(x: usize, n: i32, k: f32): void {
   const xb = <usize>n << 2;
   const end = <usize>(n & ~3) << 2;
   const kv = f32x4.splat(k);
