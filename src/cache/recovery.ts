@@ -1,5 +1,6 @@
-import { frequentBudget, type HeadPolicy } from './policy.js';
-import type { TokenClasses } from './evict.js';
+import { localSpan, type HeadPolicy } from './policy.js';
+import { markKept } from './evict.js';
+import type { HeadStore } from './head-store.js';
 
 /**
  * Attention recovery of cache policies over a prompt (the FastGen profiling criterion):
@@ -31,7 +32,7 @@ export function bandDistance(candidates: readonly HeadPolicy[], promptLength: nu
   for (const cand of candidates) {
     for (const c of cand.components) {
       if (c.kind !== 'local') continue;
-      const d = localDistance(c, promptLength);
+      const d = localSpan(c, promptLength) - 1; // keeps distances 0..span−1
       if (w >= 0 && d !== w) throw new Error(`internal: hybrid candidates with two local windows (${w}, ${d})`);
       w = d;
     }
@@ -39,51 +40,22 @@ export function bandDistance(candidates: readonly HeadPolicy[], promptLength: nu
   return w;
 }
 
-function localDistance(c: Extract<HeadPolicy['components'][number], { kind: 'local' }>, n: number): number {
-  // Profiling uses the fixed window; ratio/budget forms are measured at the prompt length.
-  return c.maxDistance ?? (c.budget !== undefined ? c.budget - 1 : Math.ceil((c.ratio ?? 0) * n) - 1);
-}
-
 /**
- * Recovery of every candidate for one query head, from that head's column and band sums over `rows` query rows.
- * tokenIds/positions/scores describe the n slots; scores are the KV head's cumulative attention (for `frequent`).
+ * Recovery of every candidate for one query head, from that head's column and band sums over `rows` query rows, for
+ * the KV head's store (its slots, token classes and cumulative attention, which `frequent` ranks by). A candidate's
+ * static part is what eviction would keep of it without the window, so markKept decides it.
  */
-export function recoveryFromStats(
-  candidates: readonly HeadPolicy[],
-  stats: HeadAttentionStats,
-  rows: number,
-  tokenIds: Int32Array,
-  positions: Int32Array,
-  scores: Float32Array,
-  classes: TokenClasses,
-  n: number,
-): number[] {
+export function recoveryFromStats(candidates: readonly HeadPolicy[], stats: HeadAttentionStats, rows: number, store: HeadStore): number[] {
   if (rows === 0) return candidates.map(() => 1);
+  const n = store.length;
   const { column, band } = stats;
   let bandTotal = 0;
   for (let j = 0; j < n; j++) bandTotal += band[j];
-  let byScore: number[] | undefined;
   const mask = new Uint8Array(n);
   return candidates.map((cand) => {
-    mask.fill(0);
-    let local = false;
-    for (const c of cand.components) {
-      if (c.kind === 'full') {
-        mask.fill(1);
-      } else if (c.kind === 'special') {
-        for (let j = 0; j < n; j++) if (classes.special[tokenIds[j]]) mask[j] = 1;
-      } else if (c.kind === 'punct') {
-        for (let j = 0; j < n; j++) if (classes.punct[tokenIds[j]]) mask[j] = 1;
-      } else if (c.kind === 'frequent') {
-        byScore ??= topOrder(scores, positions, n);
-        const b = Math.min(n, frequentBudget(c, n));
-        for (let r = 0; r < b; r++) mask[byScore[r]] = 1;
-      } else if (c.kind === 'sink') {
-        for (let j = 0; j < n; j++) if (positions[j] < c.count) mask[j] = 1;
-      } else if (c.kind === 'local') {
-        local = true;
-      }
-    }
+    const local = cand.components.some((c) => c.kind === 'local');
+    const staticPart = local ? { name: cand.name, components: cand.components.filter((c) => c.kind !== 'local') } : cand;
+    markKept(store, staticPart, n - 1, n, mask);
     let inMask = 0;
     let bandInMask = 0;
     for (let j = 0; j < n; j++) {
@@ -93,12 +65,6 @@ export function recoveryFromStats(
     }
     return (inMask + (local ? bandTotal - bandInMask : 0)) / rows;
   });
-}
-
-/** Slots ordered by score descending, ties towards lower positions (matches eviction's ranking). */
-export function topOrder(scores: Float32Array, positions: Int32Array, n: number): number[] {
-  const idx = Array.from({ length: n }, (_, i) => i);
-  return idx.sort((a, b) => scores[b] - scores[a] || positions[a] - positions[b]);
 }
 
 /**

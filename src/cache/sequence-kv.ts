@@ -181,7 +181,8 @@ export class SequenceKv {
       if (startPos !== 0) throw new Error('internal: FastGen profiles the first pass, which must start from an empty cache');
       const t0 = performance.now();
       this.profiles[layer] = [];
-      for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(layer, h, n, stats);
+      const candidates = this.candidates(n);
+      for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(layer, h, n, stats, candidates);
       this.profileMs += performance.now() - t0;
       return;
     }
@@ -207,10 +208,9 @@ export class SequenceKv {
   }
 
   /** Profile one KV head of the n-token prompt from its query heads' statistics, then compress it. */
-  private profileHead(layer: number, h: number, n: number, stats: PromptAttentionStats): HeadProfile {
+  private profileHead(layer: number, h: number, n: number, stats: PromptAttentionStats, candidates: HeadPolicy[]): HeadProfile {
     const { nHeads, nKvHeads } = this.shape;
     const st = this.store(layer, h);
-    const candidates = this.candidates(n);
     const group = nHeads / nKvHeads;
     const m = st.length;
     // The KV head's cumulative attention: its query heads' column sums (what a scores-tracking pass adds).
@@ -220,7 +220,7 @@ export class SequenceKv {
     }
     const perQuery: number[][] = [];
     for (let g = 0; g < group; g++) {
-      perQuery.push(recoveryFromStats(candidates, stats[h * group + g], n, st.tokenIds, st.positions, st.scores, this.classes, m));
+      perQuery.push(recoveryFromStats(candidates, stats[h * group + g], n, st));
     }
     const recoveries = candidates.map((_, c) => {
       const vals = perQuery.map((r) => r[c]);
