@@ -46,7 +46,7 @@ interface PassItem {
   stats: Ptr[];
   /** [layer]: the band width w of the profiling statistics. */
   bands: number[];
-  /** Slots each head held before this pass (the same in every head of a layer, since the pass appends n to each). */
+  /** [layer][kvHead]: slots the head held before this pass; its n new tokens follow them. */
   older: number[][];
   /** Pointer to page 0 of the sequence's pool. */
   poolBase: Ptr;
@@ -333,12 +333,11 @@ export class WasmBackend implements Backend {
     });
 
     // Before: the new tokens' slots in every (layer, KV head), which the kernels fill; the pass's bookkeeping.
-    const older = items.map((it) => Array.from({ length: c.nLayers }, (_, l) => Array.from({ length: c.nKvHeads }, (_, h) => it.kv.store(l, h).length)));
     items.forEach((it, i) => {
       for (let l = 0; l < c.nLayers; l++) it.kv.reserveLayer(l, it.tokens.length, starts[i], it.tokens);
     });
     const queries = items.some((it) => it.kv.wantsQueries);
-    const { plan, layerQ } = this.planPass(items, starts, older, T, queries);
+    const { plan, layerQ } = this.planPass(items, starts, T, queries);
 
     // The pass: one dispatch. Compressing caches are finished layer by layer inside it: right after a layer's
     // attention, a hook hands this thread back to JS to fold that layer's scores and run its policy (profile or
@@ -383,7 +382,7 @@ export class WasmBackend implements Backend {
    * score accumulators for the heads whose policy tracks scores, zeroed profiling statistics for FastGen's prompt pass.
    * Also sizes the job list. Returns per item where things are, and each layer's query buffer.
    */
-  private planPass(items: readonly ForwardItem[], starts: number[], older: number[][][], T: number, queries: boolean):
+  private planPass(items: readonly ForwardItem[], starts: number[], T: number, queries: boolean):
     { plan: PassItem[]; layerQ: (l: number) => Ptr } {
     const c = this.config;
     let bytes = 0;
@@ -396,17 +395,19 @@ export class WasmBackend implements Backend {
     const plan: PassItem[] = items.map((it, i) => {
       const kv = it.kv;
       const n = it.tokens.length;
-      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], older: older[i], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
+      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], older: [], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
       for (let l = 0; l < c.nLayers; l++) {
         p.tables.push([]);
         p.accums.push([]);
+        p.older.push([]);
         for (let h = 0; h < c.nKvHeads; h++) {
           const st = kv.store(l, h);
+          p.older[l].push(st.length - n); // the slots were reserved already
           p.tables[l].push(take(st.pages.length));
           p.accums[l].push(kv.tracksScores(l, h) ? take(st.length) : -1);
         }
         const band = kv.profilingBand(l, starts[i] + n);
-        if (band !== null && older[i][l][0] !== 0) throw new Error('internal: FastGen profiles a prompt from an empty cache');
+        if (band !== null && p.older[l][0] !== 0) throw new Error('internal: FastGen profiles a prompt from an empty cache');
         p.stats.push(band === null ? -1 : take(2 * c.nHeads * n));
         p.bands.push(band ?? -1);
         records += c.nHeads * Math.ceil(n / ATTENTION_ROW_BLOCK) + c.nKvHeads + 3 * (n <= TAIL_ROWS ? 0 : 1);
