@@ -4,6 +4,7 @@
  * plotting dependency.
  */
 import type { BenchRow } from './bench.js';
+import { esc } from '../eval/svg.js';
 
 const DTYPE_COLORS: Record<string, string> = { f32: '#1f77b4', f16: '#2ca02c', q8_0: '#d62728' };
 const BAR = 14;
@@ -11,9 +12,6 @@ const GAP = 4;
 const LABEL_W = 250;
 const PLOT_W = 420;
 
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
 
 function niceMax(v: number): number {
   const mag = 10 ** Math.floor(Math.log10(Math.max(v, 1e-9)));

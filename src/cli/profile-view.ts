@@ -1,6 +1,7 @@
 /** Pictures of a FastGen profile: a coloured letter grid for the terminal and an SVG heatmap (layers × KV heads). */
 import type { ProfileReport } from '../generate/model.js';
 import { policyLetter } from '../cache/policy.js';
+import { esc } from '../eval/svg.js';
 
 /** Cheapest to most expensive, as in the hybrid order; colours run cool → warm. */
 const POLICY_COLORS: Record<string, { svg: string; ansi: number }> = {
@@ -32,9 +33,6 @@ export function profileGrid(report: ProfileReport, color: (code: number, s: stri
   return lines.join('\n');
 }
 
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
 
 export function profileSvg(report: ProfileReport, title: string): string {
   const nLayers = report.layers.length;

@@ -21,7 +21,8 @@ export const POLICY_ORDER = ['special', 'special+punct', 'special+punct+frequent
 const POLICY_COLORS = ['#2c7bb6', '#00a6ca', '#90d743', '#fdae61', '#d7191c'];
 const POLICY_LABELS = ['special', '+punct', '+frequent', '+local', 'full'];
 
-function esc(s: string): string {
+/** Text for SVG/XML content and attributes. */
+export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
