@@ -27,30 +27,28 @@ function quantizeBlock(x: ArrayLike<number>, start: number, n: number, q: Int8Ar
   return d;
 }
 
-/** f32 [rows, cols] → q8_0: qs int8 [rows][nb·32], d f32 [rows][nb] (layout of kernels/q8.ts). */
-export function quantizeQ8_0(w: Float32Array, rows: number, cols: number): { qs: Int8Array; d: Float32Array } {
+/** Rows of x [rows, cols] quantized block by block into q [rows][nb·32]; returns the scales d [rows][nb]. */
+function quantizeRows(x: Float32Array, rows: number, cols: number, q: Int8Array | Int16Array): Float32Array {
   const nb = Math.ceil(cols / QK);
-  const qs = new Int8Array(rows * nb * QK);
   const d = new Float32Array(rows * nb);
   for (let r = 0; r < rows; r++) {
     for (let b = 0; b < nb; b++) {
-      d[r * nb + b] = quantizeBlock(w, r * cols + b * QK, Math.min(QK, cols - b * QK), qs, (r * nb + b) * QK);
+      d[r * nb + b] = quantizeBlock(x, r * cols + b * QK, Math.min(QK, cols - b * QK), q, (r * nb + b) * QK);
     }
   }
-  return { qs, d };
+  return d;
+}
+
+/** f32 [rows, cols] → q8_0: qs int8 [rows][nb·32], d f32 [rows][nb] (layout of kernels/q8.ts). */
+export function quantizeQ8_0(w: Float32Array, rows: number, cols: number): { qs: Int8Array; d: Float32Array } {
+  const qs = new Int8Array(rows * Math.ceil(cols / QK) * QK);
+  return { qs, d: quantizeRows(w, rows, cols, qs) };
 }
 
 /** Activations: same blocks, int16 storage: xq [T][nb·32], xd [T][nb]. */
 export function quantizeQ8Act(x: Float32Array, T: number, cols: number): { q: Int16Array; d: Float32Array } {
-  const nb = Math.ceil(cols / QK);
-  const q = new Int16Array(T * nb * QK);
-  const d = new Float32Array(T * nb);
-  for (let t = 0; t < T; t++) {
-    for (let b = 0; b < nb; b++) {
-      d[t * nb + b] = quantizeBlock(x, t * cols + b * QK, Math.min(QK, cols - b * QK), q, (t * nb + b) * QK);
-    }
-  }
-  return { q, d };
+  const q = new Int16Array(T * Math.ceil(cols / QK) * QK);
+  return { q, d: quantizeRows(x, T, cols, q) };
 }
 
 /** q8_0 → f32 [rows, cols]: w = d·q, rounded once to f32 as the kernel does. */
