@@ -184,6 +184,16 @@ function argmaxExact(logits: Float32Array): number {
 const S = 64;
 const NB = 32 * S + 1;
 const LAST = NB - 1;
+
+/** The first bucket where the running sum of `amounts` reaches `target` (LAST if none), and the sum before it. */
+function bucketReaching(amounts: Float64Array, target: number): { bucket: number; before: number } {
+  let before = 0;
+  for (let b = 0; b < NB; b++) {
+    if (before + amounts[b] >= target) return { bucket: b, before };
+    before += amounts[b];
+  }
+  return { bucket: LAST, before };
+}
 const T_UNDERFLOW = 745 * S; // e^−745 is below the smallest subnormal
 const EXP_INT = Float64Array.from({ length: 746 }, (_, k) => Math.exp(-k));
 const EXP_FRAC = Float64Array.from({ length: S }, (_, j) => Math.exp(-j / S));
@@ -450,15 +460,7 @@ export class Sampler {
       const t = (m - x[i]) * S;
       cnt[t < LAST ? t | 0 : LAST]++;
     }
-    let before = 0;
-    let B = LAST;
-    for (let b = 0; b < NB; b++) {
-      if (before + cnt[b] >= k) {
-        B = b;
-        break;
-      }
-      before += cnt[b];
-    }
+    const { bucket: B } = bucketReaching(cnt, k);
     let r = 0;
     let tail = V;
     for (let i = 0; i < V; i++) {
@@ -526,15 +528,7 @@ export class Sampler {
       }
     }
     // B = first bucket where the cumulative mass reaches the target: all above it are kept, all below dropped
-    let before = 0;
-    let B = LAST;
-    for (let b = 0; b < NB; b++) {
-      if (before + mass[b] >= target) {
-        B = b;
-        break;
-      }
-      before += mass[b];
-    }
+    let { bucket: B, before } = bucketReaching(mass, target);
     // Split: buckets < B → out[0..r), bucket B → out[tail..). The keep test is branch-free (b < B is
     // unpredictable); r < tail always holds, so writing out[r] unconditionally only touches a free slot.
     let r = 0;
