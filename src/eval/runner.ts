@@ -22,6 +22,7 @@ import { HYBRID_ORDER } from '../cache/policy.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
 import { Sampler } from '../generate/sampler.js';
+import { causalAttentionRow } from '../backend/cpu-ref/math.js';
 import { judge, klDivergence, logProbOf, logSoftmax, matchedPrefix, rougeL, sameTokens, type JudgeOutcome } from './metrics.js';
 import type { EvalPrompt } from './prompts.js';
 import { TappedSequenceKv } from './tapped-kv.js';
@@ -226,31 +227,17 @@ export class PromptEvaluator {
       const st = kv.store(layer, h);
       const m = st.length;
       const keys = new Float32Array(m * headDim);
-      for (let s = 0; s < m; s++) st.readKey(s, keys, s * headDim);
-      const logits = new Float64Array(m);
+      const keyOff = new Int32Array(m);
+      for (let s = 0; s < m; s++) {
+        keyOff[s] = s * headDim;
+        st.readKey(s, keys, keyOff[s]);
+      }
+      const probs = new Float64Array(m);
       for (let g = 0; g < group; g++) {
         const qh = h * group + g;
-        const qo = qOff + qh * headDim;
-        let max = -Infinity;
-        for (let s = 0; s < m; s++) {
-          if (st.positions[s] > pos) {
-            logits[s] = -Infinity;
-            continue;
-          }
-          const ko = s * headDim;
-          let d = 0;
-          for (let i = 0; i < headDim; i++) d += q[qo + i] * keys[ko + i];
-          logits[s] = d * scale;
-          if (logits[s] > max) max = logits[s];
-        }
-        let sum = 0;
-        for (let s = 0; s < m; s++) {
-          const e = logits[s] === -Infinity ? 0 : Math.exp(logits[s] - max);
-          logits[s] = e;
-          sum += e;
-        }
+        causalAttentionRow(probs, q, qOff + qh * headDim, keys, keyOff, st.positions, pos, m, headDim, scale);
         const base = qh * stride;
-        for (let s = 0; s < m; s++) if (logits[s] > 0) out[base + st.positions[s]] = logits[s] / sum;
+        for (let s = 0; s < m; s++) if (probs[s] > 0) out[base + st.positions[s]] = probs[s];
       }
     }
     return out;

@@ -5,7 +5,7 @@ import type { PromptAttentionStats, SequenceKv } from '../../cache/sequence-kv.j
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import type { Backend, ForwardItem } from '../types.js';
-import { addInPlace, matmul, rmsnorm, ropeRotateHalf, swiglu } from './math.js';
+import { addInPlace, causalAttentionRow, matmul, rmsnorm, ropeRotateHalf, swiglu } from './math.js';
 import { ropeInvFreq } from './rope.js';
 
 /**
@@ -199,27 +199,9 @@ export class CpuRefBackend implements Backend {
         for (let t = 0; t < n; t++) {
           const pos = start + t;
           const qOff = t * qDim + h * hd;
-          let max = -Infinity;
+          causalAttentionRow(probs, q, qOff, floats, keyOff, st.positions, pos, m, hd, scale);
           for (let s = 0; s < m; s++) {
-            if (st.positions[s] > pos) {
-              probs[s] = -Infinity;
-              continue;
-            }
-            let d = 0;
-            const ko = keyOff[s];
-            for (let i = 0; i < hd; i++) d += q[qOff + i] * floats[ko + i];
-            probs[s] = d * scale;
-            if (probs[s] > max) max = probs[s];
-          }
-          let sum = 0;
-          for (let s = 0; s < m; s++) {
-            const e = probs[s] === -Infinity ? 0 : Math.exp(probs[s] - max);
-            probs[s] = e;
-            sum += e;
-          }
-          const oOff = t * qDim + h * hd;
-          for (let s = 0; s < m; s++) {
-            const p = probs[s] / sum;
+            const p = probs[s];
             if (p === 0) continue;
             if (track) st.scores[s] += p;
             if (band !== null) {
@@ -227,7 +209,7 @@ export class CpuRefBackend implements Backend {
               if (pos - st.positions[s] <= band) bandSums[s] += p;
             }
             const vo = keyOff[s] + valueShift;
-            for (let i = 0; i < hd; i++) out[oOff + i] += p * floats[vo + i];
+            for (let i = 0; i < hd; i++) out[qOff + i] += p * floats[vo + i];
           }
         }
       }

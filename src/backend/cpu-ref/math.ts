@@ -81,3 +81,31 @@ export function dot(a: Float32Array, aOff: number, b: Float32Array, bOff: number
   for (let i = 0; i < n; i++) s += a[aOff + i] * b[bOff + i];
   return s;
 }
+
+/**
+ * One query row's causal attention probabilities over m stored keys (f64):
+ *   probs[s] = softmax_s(scale · q·K[s]) over the slots with positions[s] ≤ pos (at least one), 0 for the others.
+ * q[qOff .. qOff+headDim); key s at keys[keyOff[s] ..].
+ */
+export function causalAttentionRow(probs: Float64Array, q: Float32Array, qOff: number, keys: Float32Array, keyOff: Int32Array,
+  positions: Int32Array, pos: number, m: number, headDim: number, scale: number): void {
+  let max = -Infinity;
+  for (let s = 0; s < m; s++) {
+    if (positions[s] > pos) {
+      probs[s] = -Infinity;
+      continue;
+    }
+    let d = 0;
+    const ko = keyOff[s];
+    for (let i = 0; i < headDim; i++) d += q[qOff + i] * keys[ko + i];
+    probs[s] = d * scale;
+    if (probs[s] > max) max = probs[s];
+  }
+  let sum = 0;
+  for (let s = 0; s < m; s++) {
+    const e = probs[s] === -Infinity ? 0 : Math.exp(probs[s] - max);
+    probs[s] = e;
+    sum += e;
+  }
+  for (let s = 0; s < m; s++) probs[s] /= sum;
+}
