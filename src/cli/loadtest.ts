@@ -13,6 +13,7 @@ import { CALIBRATION_TEXT } from '../server/capacity.js';
 import { FastgenServer } from '../server/http.js';
 import { parsePrometheus } from '../server/metrics.js';
 import { formatBytes, mulberry32, numFlag, parseRange, parseSize, percentile } from '../server/util.js';
+import { parseCommandArgs } from './options.js';
 
 export const LOADTEST_USAGE = `Usage: fastgen loadtest [options]
 
@@ -601,17 +602,8 @@ export function parseLoadtestArgs(args: string[]): (LoadtestOptions & { json: bo
 }
 
 export async function loadtestCommand(args: string[]): Promise<number> {
-  let o: ReturnType<typeof parseLoadtestArgs>;
-  try {
-    o = parseLoadtestArgs(args);
-  } catch (e) {
-    process.stderr.write(`fastgen loadtest: ${e instanceof Error ? e.message : String(e)}\n\n${LOADTEST_USAGE}\n`);
-    return 2;
-  }
-  if (o.help) {
-    process.stdout.write(`${LOADTEST_USAGE}\n`);
-    return 0;
-  }
+  const o = parseCommandArgs('loadtest', args, parseLoadtestArgs, LOADTEST_USAGE);
+  if (typeof o === 'number') return o;
   let report: LoadtestReport;
   try {
     report = await runLoadtest({ ...o, log: (l) => process.stderr.write(`${l}\n`) });

@@ -91,3 +91,22 @@ export function generateOptions(v: Values): GenerateOptions {
     cache: cacheOptions(v),
   };
 }
+
+/**
+ * A command's arguments parsed by `parse`: a bad option is printed with the usage (returns exit code 2), --help prints
+ * the usage (returns 0); otherwise the parsed options.
+ */
+export function parseCommandArgs<T extends { help: boolean }>(command: string, args: string[], parse: (args: string[]) => T, usage: string): T | number {
+  let o: T;
+  try {
+    o = parse(args);
+  } catch (e) {
+    process.stderr.write(`fastgen ${command}: ${e instanceof Error ? e.message : String(e)}\n\n${usage}\n`);
+    return 2;
+  }
+  if (o.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
+  return o;
+}

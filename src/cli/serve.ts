@@ -10,6 +10,7 @@ import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
 import { parseCacheField } from '../server/openai-types.js';
 import { numFlag, parseSize } from '../server/util.js';
+import { parseCommandArgs } from './options.js';
 
 export const SERVE_USAGE = `Usage: fastgen serve [options]
 
@@ -117,17 +118,8 @@ export function parseServeArgs(args: string[]) {
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
-  let o: ReturnType<typeof parseServeArgs>;
-  try {
-    o = parseServeArgs(args);
-  } catch (e) {
-    process.stderr.write(`fastgen serve: ${e instanceof Error ? e.message : String(e)}\n\n${SERVE_USAGE}\n`);
-    return 2;
-  }
-  if (o.help) {
-    process.stdout.write(`${SERVE_USAGE}\n`);
-    return 0;
-  }
+  const o = parseCommandArgs('serve', args, parseServeArgs, SERVE_USAGE);
+  if (typeof o === 'number') return o;
 
   let server: FastgenServer;
   try {
