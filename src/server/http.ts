@@ -15,6 +15,7 @@
  * a prompt whose byte length alone proves it longer than the context is refused before it is tokenised.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { statSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { dirname } from 'node:path';
@@ -22,6 +23,7 @@ import type { CacheOptions } from '../cache/policy.js';
 import { resolveCacheOptions } from '../cache/policy.js';
 import { FastgenError } from '../errors.js';
 import type { Model } from '../generate/model.js';
+import { HfTokenizer } from '../tokenizer/hf.js';
 import type { ChatMessage } from '../tokenizer/types.js';
 import { formatCapacity, measureCapacity, type CapacityReport } from './capacity.js';
 import { chatLogprobs, completionLogprobs, type TokenLogprob } from './logprobs.js';
@@ -44,6 +46,7 @@ import {
   type Usage,
 } from './openai-types.js';
 import { JobFailedError, Scheduler, SchedulerRejectError, type Job, type JobResult } from './scheduler.js';
+import { OffThreadTokenizer } from './tokenize-worker.js';
 import { formatBytes } from './util.js';
 
 export interface ServerOptions {
@@ -80,6 +83,8 @@ export interface ServerOptions {
   keepAliveTimeoutMs?: number;
   /** Open connections at most; beyond it a new connection gets a 503 and is closed (default 512). */
   maxConnections?: number;
+  /** Texts longer than this (UTF-8 bytes) are tokenised on a worker thread when the tokenizer allows (default 256 KiB). */
+  offThreadTokenizeBytes?: number;
   /** Log lines (startup, requests, shutdown). Default: none. */
   log?: (line: string) => void;
   /** Log one line per finished generation request (default true when `log` is given). */
@@ -130,6 +135,8 @@ export class FastgenServer {
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly apiKeyHash: Buffer | undefined;
   private maxTokenBytesCache: number | undefined;
+  /** Tokenises large prompts off the event loop (Hugging Face tokenizers loaded from a folder); null: not possible. */
+  private offThreadCache: OffThreadTokenizer | null | undefined;
 
   constructor(opts: ServerOptions) {
     if (!opts.model && !opts.load) throw new Error('FastgenServer needs `model` or `load`');
@@ -269,6 +276,7 @@ export class FastgenServer {
       while (this.active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       this.http.closeAllConnections();
       for (const s of this.sockets) s.destroy();
+      await this.offThreadCache?.close();
       await closed;
       this.state = 'closed';
       this.log('server closed');
@@ -475,11 +483,11 @@ export class FastgenServer {
     if (addSpecial !== undefined && typeof addSpecial !== 'boolean') throw new ApiError(400, "'add_special_tokens' must be a boolean", 'invalid_request_error', 'add_special_tokens', 'invalid_type');
     let tokens: number[];
     if (b.messages !== undefined) {
-      tokens = this.encodeChat(model, parseMessages(b.messages), Number.POSITIVE_INFINITY);
+      tokens = await this.encodeChat(model, parseMessages(b.messages), Number.POSITIVE_INFINITY);
     } else {
       const text = b.prompt ?? b.content;
       if (typeof text !== 'string') throw new ApiError(400, "give 'prompt' (a string) or 'messages'", 'invalid_request_error', 'prompt', text === undefined ? 'missing_required_parameter' : 'invalid_type');
-      tokens = this.encodeText(model, text, addSpecial as boolean | undefined, 'prompt', Number.POSITIVE_INFINITY);
+      tokens = await this.encodeText(model, text, addSpecial as boolean | undefined, 'prompt', Number.POSITIVE_INFINITY);
     }
     this.sendJson(res, 200, { tokens, count: tokens.length, max_model_len: model.config.maxSeqLen });
   }
@@ -531,16 +539,41 @@ export class FastgenServer {
     }
   }
 
-  private encodeText(model: Model, text: string, addBos: boolean | undefined, param: string, limit: number): number[] {
+  /** The worker that tokenises large texts, for a Hugging Face tokenizer loaded from a folder (else null). */
+  get offThread(): OffThreadTokenizer | null {
+    if (this.offThreadCache === undefined) {
+      const tok = this.model?.tokenizer;
+      let dir: string | undefined;
+      if (tok instanceof HfTokenizer) {
+        try {
+          if (statSync(tok.where).isDirectory()) dir = tok.where;
+        } catch {
+          dir = undefined;
+        }
+      }
+      this.offThreadCache = dir ? new OffThreadTokenizer(dir) : null;
+    }
+    return this.offThreadCache;
+  }
+
+  private offThreadFor(text: string): OffThreadTokenizer | null {
+    const threshold = this.options.offThreadTokenizeBytes ?? 256 * 1024;
+    return text.length * 3 > threshold && Buffer.byteLength(text) > threshold ? this.offThread : null;
+  }
+
+  private async encodeText(model: Model, text: string, addBos: boolean | undefined, param: string, limit: number): Promise<number[]> {
     this.checkTextLength(model, text, param, limit);
-    return model.encode(text, addBos);
+    const worker = this.offThreadFor(text);
+    return worker ? worker.encode(text, addBos) : model.encode(text, addBos);
   }
 
   /** The chat prompt's ids: the template's markers are special tokens, message content is always plain text. */
-  private encodeChat(model: Model, messages: ChatMessage[], limit: number): number[] {
+  private async encodeChat(model: Model, messages: ChatMessage[], limit: number): Promise<number[]> {
     try {
-      this.checkTextLength(model, model.renderChat(messages), 'messages', limit);
-      return model.encodeChat(messages);
+      const rendered = model.renderChat(messages);
+      this.checkTextLength(model, rendered, 'messages', limit);
+      const worker = model.tokenizer.hasChatTemplate ? this.offThreadFor(rendered) : null;
+      return await (worker ? worker.encodeChat(messages) : model.encodeChat(messages));
     } catch (e) {
       if (e instanceof FastgenError) throw new ApiError(400, e.message, 'invalid_request_error', 'messages', 'invalid_value');
       throw e;
@@ -565,12 +598,12 @@ export class FastgenServer {
       if (kind === 'chat') {
         const p = parseChatRequest(body, limits);
         this.checkModelName(p.model, model);
-        ids = this.encodeChat(model, p.messages, ctx - 1);
+        ids = await this.encodeChat(model, p.messages, ctx - 1);
         parsed = p;
       } else {
         const p = parseCompletionRequest(body, limits);
         this.checkModelName(p.model, model);
-        ids = typeof p.prompt === 'string' ? this.encodeText(model, p.prompt, undefined, 'prompt', ctx - 1) : p.prompt;
+        ids = typeof p.prompt === 'string' ? await this.encodeText(model, p.prompt, undefined, 'prompt', ctx - 1) : p.prompt;
         parsed = p;
       }
     } catch (e) {
@@ -709,7 +742,7 @@ export class FastgenServer {
     if (!failure && shutdown) failure = new ApiError(503, 'the server shut down before the request finished', 'service_unavailable', null, 'shutting_down');
     if (failure) {
       if (stream) {
-        write(errorBody(failure));
+        write(errorBody(this.scrub(failure)));
         this.endStream(res);
       } else this.sendError(res, failure);
       return;
