@@ -19,8 +19,8 @@ import { statSync } from 'node:fs';
 import type { AddressInfo, Socket } from 'node:net';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { dirname } from 'node:path';
-import type { CacheOptions } from '../cache/policy.js';
-import { resolveCacheOptions } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policies/index.js';
+import { cacheLabel, resolveCacheOptions } from '../cache/policies/index.js';
 import { FastgenError } from '../errors.js';
 import type { Model } from '../generate/model.js';
 import { HfTokenizer } from '../tokenizer/hf.js';
@@ -239,7 +239,7 @@ export class FastgenServer {
       for (const line of formatCapacity(this.capacity)) this.log(line);
       const rc = resolveCacheOptions(cache);
       this.log(
-        `default cache: ${rc.policy}${rc.policy === 'fastgen' ? ` (recovery ${rc.recovery})` : ''}; max running ${this.scheduler.maxRunning}, ` +
+        `default cache: ${cacheLabel(rc)}; max running ${this.scheduler.maxRunning}, ` +
           `queue ${this.scheduler.maxWaiting}; serving '${this.servedModelName}' at ${this.url}` +
           (this.apiKeyHash ? '; API key required' : '') +
           (this.options.allowedOrigins?.length ? `; CORS origins: ${this.options.allowedOrigins.join(', ')}` : ''),

@@ -23,7 +23,7 @@
  * if a batched forward throws, every request of that batch is restarted and from then on run in a forward of its own,
  * so only the request that fails again is failed.
  */
-import { resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policy.js';
+import { cachePolicy, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policies/index.js';
 import type { PagePool } from '../cache/page-pool.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import { KvPoolExhaustedError } from '../errors.js';
@@ -262,7 +262,10 @@ export class Scheduler {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
     const { onText, frequencyPenalty, presencePenalty, logprobs, ...gen } = opts;
     const extras = { frequencyPenalty, presencePenalty, logprobs };
-    const cache: CacheOptions = { ...this.defaultCache, ...(gen.cache ?? {}) };
+    // The server's options fill in what a request leaves out, for the same policy only: a request that names another
+    // policy takes that policy's defaults, not options meant for the server's.
+    const own = gen.cache ?? {};
+    const cache: CacheOptions = own.policy === undefined || own.policy === (this.defaultCache.policy ?? 'full') ? { ...this.defaultCache, ...own } : own;
     const seed = gen.seed ?? Math.floor(Math.random() * 2 ** 31);
     const reqs: GenerationRequest[] = [];
     const options: GenerateOptions[] = [];
@@ -472,15 +475,11 @@ export class Scheduler {
     const kv = j.req.kv;
     let pages = 0;
     if (kv.length === 0) {
-      const fullPages = this.heads * Math.ceil(finalLen / pt);
-      const c = j.cache;
-      if (c.policy === 'full') pages = fullPages;
-      else if (c.policy === 'fastgen') pages = this.heads * Math.ceil((this.fastgenPriorValue * finalLen) / pt);
-      else {
-        const sinks = c.policy === 'sink+local' ? c.sinkTokens : 0;
-        const perHead = Math.min(finalLen, (c.budget ?? Math.ceil((c.ratio ?? 0.5) * finalLen)) + sinks + 1);
-        pages = this.heads * Math.ceil(perHead / pt);
-      }
+      // What the policy keeps per head at the end, plus the step's new token, which sits in the cache during the
+      // step's attention before the policy evicts; a profiled policy's share is learned from finished requests.
+      const kept = cachePolicy(j.cache.policy).keptTokens(j.cache, finalLen, j.promptIds.length);
+      const perHead = kept === undefined ? Math.ceil(this.fastgenPriorValue * finalLen) : Math.min(finalLen, kept + 1);
+      pages = this.heads * Math.ceil(perHead / pt);
     } else {
       const n = kv.length;
       const remaining = Math.max(0, finalLen - n);
@@ -634,7 +633,7 @@ export class Scheduler {
     if (j.state !== 'running' || !this.tryAccept(j, logits)) return;
     if (prefill) {
       j.req.prefillMs += dt;
-      if (j.cache.policy === 'fastgen' && this.metrics) {
+      if (cachePolicy(j.cache.policy).adaptive && this.metrics) {
         for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc({ policy: p }, n);
       }
       if (j.followers.length) this.forkFollowers(j, logits, dt);
@@ -756,7 +755,7 @@ export class Scheduler {
       return;
     }
     if (j.cancelled) result.stopReason = 'aborted';
-    else if (j.cache.policy === 'fastgen' && result.generatedTokens > 0) this.observeFastgen(result);
+    else if (cachePolicy(j.cache.policy).adaptive && result.generatedTokens > 0) this.observeFastgen(result);
     const reason = result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : result.stopReason === 'aborted' ? 'aborted' : 'length';
     if (this.metrics) {
       this.metrics.requests.inc({ finish_reason: reason });
