@@ -311,8 +311,8 @@ export class HfTokenizer implements Tokenizer {
   }
 
   /**
-   * The chat prompt's ids. Each message's content has the text of every added token (and of the placeholder
-   * character itself) swapped for a private-use placeholder before rendering; the rendered text is encoded as usual
+   * The chat prompt's ids. Each message's content has the text of every special added token (and the placeholder
+   * characters themselves) swapped for a private-use placeholder before rendering; the rendered text is encoded as usual
    * (its markers become special tokens) piece by piece between placeholders, and each placeholder is encoded as the
    * plain text it stands for. The text around a marker is split there exactly as the tokenizer splits at added tokens,
    * so content without markers encodes exactly as before.
@@ -339,10 +339,13 @@ export class HfTokenizer implements Tokenizer {
     return ids;
   }
 
-  /** Added tokens' texts (longest first) and the placeholder character: what content may not carry as-is. */
+  /**
+   * Special added tokens' texts (longest first) and the placeholder characters: what content may not carry as-is.
+   * Non-special added tokens (e.g. Qwen3's <think>) stay as they are: templates read them in content.
+   */
   private get markerRe(): RegExp {
     if (!this.markerReCache) {
-      const texts = [...this.lib.get_added_tokens_decoder().values()].map((t) => t.content).filter((c) => c.length > 0);
+      const texts = [...this.lib.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.content).filter((c) => c.length > 0);
       texts.sort((a, b) => b.length - a.length);
       const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
       this.markerReCache = new RegExp([...texts.map(esc), PLACEHOLDER, PLACEHOLDER_END].join('|'), 'gu');
