@@ -531,6 +531,16 @@ describe('a Hugging Face model with a chat template, served', { skip: HAVE_HF ? 
     assert.equal(e.code, 'context_length_exceeded');
     assert.match(e.message, /your prompt is \d+ tokens/, 'it was tokenised (off the event loop), not refused by its byte length');
     assert.equal(worker.count - count0, 3);
+    // Many messages: more than the context can hold are refused by their count; thousands are rendered by the worker.
+    const flood = Array.from({ length: 70_000 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: 'a' }));
+    const refused = await post(`${server.url}/v1/chat/completions`, { messages: flood, max_tokens: 1 });
+    assert.equal(refused.status, 400);
+    assert.match((await refused.json()).error.message, /70000 messages/);
+    const many = flood.slice(0, 2001);
+    const manyIds = await (await post(`${server.url}/tokenize`, { messages: many })).json();
+    assert.deepEqual(manyIds.tokens, model.encodeChat(many));
+    assert.equal(worker.count - count0, 4);
+
     const ok = await post(`${server.url}/v1/chat/completions`, { messages: [{ role: 'user', content: 'Speak, citizen!' }], max_tokens: 4 });
     assert.equal(ok.status, 200);
     assert.equal(model.pool.pagesInUse, 0);

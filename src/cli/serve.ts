@@ -40,7 +40,7 @@ ${cacheFlagsHelp('      ')}
                               (default: the FASTGEN_API_KEY environment variable, if set)
       --allowed-origins LIST  browser origins allowed to call the API (CORS), comma-separated, or '*' (default: none)
       --allowed-hosts LIST    Host names accepted besides localhost when bound to loopback (DNS-rebinding protection)
-      --body-timeout S        seconds a client has to send its request body (default 30) → 408
+      --body-timeout S        seconds a client has to send its request body (default 60) → 408
       --headers-timeout S     seconds a client has to send its request headers (default 30) → 408
       --max-connections N     open connections at most; more get a 503 (default 512)
       --no-calibrate          skip the FastGen capacity estimate at startup

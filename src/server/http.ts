@@ -75,7 +75,7 @@ export interface ServerOptions {
   allowedOrigins?: readonly string[];
   /** Host header names accepted besides localhost / loopback addresses when bound to loopback. */
   allowedHosts?: readonly string[];
-  /** Time a client has to send the whole request body, from its headers (default 30 s) → 408. */
+  /** Time a client has to send the whole request body, from its headers (default 60 s) → 408. */
   bodyTimeoutMs?: number;
   /** Time a client has to send the request headers (default 30 s) → 408. */
   headersTimeoutMs?: number;
@@ -151,7 +151,7 @@ export class FastgenServer {
     });
     this.ready.catch(() => {});
     const headersTimeout = opts.headersTimeoutMs ?? 30_000;
-    const bodyTimeout = opts.bodyTimeoutMs ?? 30_000;
+    const bodyTimeout = opts.bodyTimeoutMs ?? 60_000;
     this.http = createServer(
       {
         // Streams can be long: the response is never timed out; the request body has its own timeout (readJson).
@@ -569,7 +569,20 @@ export class FastgenServer {
 
   /** The chat prompt's ids: the template's markers are special tokens, message content is always plain text. */
   private async encodeChat(model: Model, messages: ChatMessage[], limit: number): Promise<number[]> {
+    // Rendering is cheap per message, but not for a body of 100,000 tiny messages: a chat template writes at least one
+    // token per message, so more messages than the context holds cannot fit.
+    if (model.tokenizer.hasChatTemplate && messages.length > limit) {
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${model.config.maxSeqLen} tokens. However, you sent ${messages.length} messages, and the chat template writes at least one token for each. Please send fewer.`,
+        'invalid_request_error',
+        'messages',
+        'context_length_exceeded',
+      );
+    }
     try {
+      // Thousands of messages: even rendering them would hold the event loop; the worker renders and encodes.
+      if (model.tokenizer.hasChatTemplate && messages.length > 1000 && this.offThread) return await this.offThread.encodeChat(messages);
       const rendered = model.renderChat(messages);
       this.checkTextLength(model, rendered, 'messages', limit);
       const worker = model.tokenizer.hasChatTemplate ? this.offThreadFor(rendered) : null;
@@ -808,7 +821,7 @@ export class FastgenServer {
   /** The request body as JSON: at most maxBodyBytes, within bodyTimeoutMs of the headers (else 413 / 408). */
   private readJson(req: IncomingMessage): Promise<unknown> {
     const limit = this.options.maxBodyBytes ?? 4 * 1024 * 1024;
-    const timeoutMs = this.options.bodyTimeoutMs ?? 30_000;
+    const timeoutMs = this.options.bodyTimeoutMs ?? 60_000;
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       let size = 0;
