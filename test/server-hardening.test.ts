@@ -14,6 +14,7 @@ import { request as httpRequest } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
+import { runLoadtest } from '../src/cli/loadtest.js';
 import { generateOptions } from '../src/cli/options.js';
 import { parseServeArgs } from '../src/cli/serve.js';
 import { FastgenError, InvalidOptionError } from '../src/errors.js';
@@ -293,6 +294,11 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
       assert.equal(c.choices.length, 1);
       const wrong = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'nope', maxRetries: 0 });
       await assert.rejects(wrong.models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
+      // The load tester against a keyed server.
+      const lt = { url: s.url, clients: 2, requests: 2, promptTokens: [8, 8] as [number, number], maxTokens: [3, 3] as [number, number], caches: ['full'], recovery: 0.95, temperature: 0, seed: 1, timeoutMs: 30_000 };
+      const report = await runLoadtest({ ...lt, apiKey: 'sekret' });
+      assert.equal(report.phases[0].ok, 2);
+      await assert.rejects(runLoadtest(lt), /401/);
     } finally {
       await s.shutdown(100);
     }
