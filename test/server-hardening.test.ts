@@ -552,3 +552,21 @@ describe('a Hugging Face model with a chat template, served', { skip: HAVE_HF ? 
     assert.equal(model.pool.pagesInUse, 0);
   });
 });
+
+test('a model that fails to load: /health and generation say so without naming files', async () => {
+  const s = await FastgenServer.start({ port: 0, load: async () => Promise.reject(new Error('cannot read /home/alice/secret/model.bin')) });
+  try {
+    await assert.rejects(s.ready);
+    const health = await fetch(`${s.url}/health`);
+    assert.equal(health.status, 503);
+    const h = await health.text();
+    assert.match(h, /"status":"error"/);
+    const gen = await post(`${s.url}/v1/completions`, { prompt: 'Hi' });
+    assert.equal(gen.status, 503);
+    const g = await gen.text();
+    assert.match(g, /model_load_failed/);
+    for (const text of [h, g]) assert.ok(!text.includes('/home/alice'), text);
+  } finally {
+    await s.shutdown(100);
+  }
+});

@@ -431,7 +431,8 @@ export class FastgenServer {
       case 'loading':
         return this.sendJson(res, 503, { status: 'loading' });
       case 'failed':
-        return this.sendJson(res, 503, { status: 'error', error: this.loadError?.message });
+        // Unauthenticated: no details (they may name files on this machine); the server's log has them.
+        return this.sendJson(res, 503, { status: 'error', error: 'the model failed to load; see the server log' });
       default:
         return this.sendJson(res, 503, { status: 'shutting_down' });
     }
@@ -442,7 +443,7 @@ export class FastgenServer {
       this.metrics.rejected.inc({ reason: 'loading' });
       throw new ApiError(503, 'the model is still loading; retry when GET /health says ok', 'service_unavailable', null, 'model_loading');
     }
-    if (this.state === 'failed') throw new ApiError(503, `the model failed to load: ${this.loadError?.message}`, 'service_unavailable', null, 'model_load_failed');
+    if (this.state === 'failed') throw new ApiError(503, 'the model failed to load; see the server log', 'service_unavailable', null, 'model_load_failed');
     if (this.state !== 'ready' || !this.model || !this.scheduler) {
       this.metrics.rejected.inc({ reason: 'shutting_down' });
       throw new ApiError(503, 'the server is shutting down', 'service_unavailable', null, 'shutting_down');
