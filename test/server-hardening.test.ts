@@ -155,7 +155,16 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
       const headers = await openSocket(s.address.port);
       const headersReply = readAll(headers);
       headers.write('GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n');
-      assert.match(await headersReply, /^HTTP\/1\.1 408 /);
+      const hr = await headersReply;
+      assert.match(hr, /^HTTP\/1\.1 408 /);
+      assert.equal(JSON.parse(hr.slice(hr.indexOf('\r\n\r\n') + 4)).error.code, 'request_timeout');
+
+      const garbage = await openSocket(s.address.port);
+      const garbageReply = readAll(garbage);
+      garbage.write('NOT HTTP AT ALL\r\n\r\n');
+      const gr = await garbageReply;
+      assert.match(gr, /^HTTP\/1\.1 400 /);
+      assert.equal(JSON.parse(gr.slice(gr.indexOf('\r\n\r\n') + 4)).error.type, 'invalid_request_error');
       assert.equal((await fetch(`${s.url}/health`)).status, 200, 'the server still serves');
     } finally {
       await s.shutdown(100);

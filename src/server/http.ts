@@ -171,6 +171,7 @@ export class FastgenServer {
       },
     );
     this.http.on('connection', (socket: Socket) => this.onConnection(socket));
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => this.onClientError(err, socket, headersTimeout));
   }
 
   /** Start listening, then load the model (in the background); resolves once listening. */
@@ -302,6 +303,24 @@ export class FastgenServer {
     }
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
+  }
+
+  /** Node's own refusals (headers timeout, malformed request, headers too large), answered OpenAI-shaped. */
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket, headersTimeoutMs: number): void {
+    const inResponse = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
+    if (!socket.writable || inResponse || err.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const [status, reason, e] =
+      err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'Request Timeout', new ApiError(408, `the request headers did not arrive within ${headersTimeoutMs / 1000} s`, 'invalid_request_error', null, 'request_timeout')]
+        : err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'Request Header Fields Too Large', new ApiError(431, 'the request headers are too large', 'invalid_request_error', null, 'headers_too_large')]
+          : [400, 'Bad Request', new ApiError(400, `malformed HTTP request (${err.code ?? err.message})`, 'invalid_request_error', null, 'bad_request')];
+    if (status === 408) this.metrics.rejected.inc({ reason: 'timeout' });
+    const body = JSON.stringify(errorBody(e));
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
   }
 
   /** Host, Origin (CORS) and API key checks; returns false when the request was fully answered (a preflight). */
