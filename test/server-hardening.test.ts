@@ -472,6 +472,14 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
     assert.equal(m.get('fastgen_kv_bytes_used'), 0);
     assert.ok((m.get('fastgen_requests_total{finish_reason="length"}') ?? 0) > 0);
     assert.match(text, /# TYPE vllm:kv_cache_usage_perc gauge/);
+    // The counters and histograms vLLM's dashboards read: the same observations as the fastgen_* series.
+    const model = '{model_name="stories260K"}';
+    assert.equal(m.get(`vllm:generation_tokens_total${model}`), m.get('fastgen_generation_tokens_total'));
+    assert.equal(m.get(`vllm:prompt_tokens_total${model}`), m.get('fastgen_prompt_tokens_total'));
+    assert.equal(m.get(`vllm:time_to_first_token_seconds_count${model}`), m.get('fastgen_time_to_first_token_seconds_count'));
+    assert.equal(m.get('vllm:e2e_request_latency_seconds_bucket{le="+Inf",model_name="stories260K"}'), m.get('fastgen_e2e_request_latency_seconds_bucket{le="+Inf"}'));
+    assert.equal(m.get('vllm:request_success_total{finished_reason="length",model_name="stories260K"}'), m.get('fastgen_requests_total{finish_reason="length"}'));
+    assert.match(text, /# TYPE vllm:e2e_request_latency_seconds histogram/);
   });
 });
 

@@ -1,9 +1,10 @@
 /**
  * The server's Prometheus metrics, through prom-client (one registry per server, with prom-client's default process
  * and Node.js metrics). Counters and histograms move as requests go; gauges are read from the scheduler and the page
- * pool when /metrics is scraped. Besides the fastgen_* names, the gauges that routers and dashboards built for vLLM
- * read are exposed under vLLM's names (vllm:num_requests_running, vllm:num_requests_waiting,
- * vllm:kv_cache_usage_perc, labelled with model_name).
+ * pool when /metrics is scraped. Besides the fastgen_* names, what routers and dashboards built for vLLM read is
+ * exposed under vLLM's names, labelled with model_name: the gauges vllm:num_requests_running,
+ * vllm:num_requests_waiting, vllm:kv_cache_usage_perc, and (mirrors of the fastgen_* series) the token and request
+ * counters and the time-to-first-token, end-to-end and queue-time histograms.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
@@ -98,6 +99,49 @@ export class ServerMetrics {
     gauge('vllm:num_requests_running', 'Number of requests in model execution batches (vLLM name).', perModel((g) => g.running), ['model_name']);
     gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed (vLLM name).', perModel((g) => g.waiting), ['model_name']);
     gauge('vllm:kv_cache_usage_perc', 'KV-cache usage: 1 means 100 percent usage (vLLM name).', perModel(usage), ['model_name']);
+    this.mirror(this.promptTokens, 'vllm:prompt_tokens_total', 'Number of prefill tokens processed (vLLM name).');
+    this.mirror(this.generationTokens, 'vllm:generation_tokens_total', 'Number of generation tokens processed (vLLM name).');
+    this.mirror(this.preemptions, 'vllm:num_preemptions_total', 'Cumulative number of preemptions (vLLM name).');
+    this.mirror(this.ttft, 'vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds (vLLM name).');
+    this.mirror(this.e2e, 'vllm:e2e_request_latency_seconds', 'Histogram of end to end request latency in seconds (vLLM name).');
+    this.mirror(this.queueTime, 'vllm:request_queue_time_seconds', 'Histogram of time spent waiting in the queue in seconds (vLLM name).');
+    // vLLM counts finished requests by finished_reason stop / length / abort (a failed request is not a success).
+    const reasons: Record<string, string> = { stop: 'stop', length: 'length', aborted: 'abort' };
+    this.mirror(this.requests, 'vllm:request_success_total', 'Count of successfully processed requests (vLLM name).', (labels) => {
+      const r = reasons[String(labels.finish_reason)];
+      return r === undefined ? undefined : { finished_reason: r };
+    });
+  }
+
+  /**
+   * Expose `metric` also under vLLM's `name`, labelled with model_name: the same observations, read at scrape time.
+   * `relabel` maps a sample's labels (undefined: leave the sample out).
+   */
+  private mirror(
+    metric: Counter<string> | Histogram<string>,
+    name: string,
+    help: string,
+    relabel: (labels: Partial<Record<string, string | number>>) => Partial<Record<string, string | number>> | undefined = (l) => l,
+  ): void {
+    const type = metric instanceof Counter ? 'counter' : 'histogram';
+    const twin = {
+      name,
+      help,
+      type,
+      get: async () => {
+        const m = await metric.get();
+        const modelName = this.source?.()?.modelName;
+        const values = [];
+        for (const v of modelName === undefined ? [] : m.values) {
+          const labels = relabel(v.labels);
+          if (!labels) continue;
+          const metricName = (v as { metricName?: string }).metricName?.replace(m.name, name);
+          values.push({ ...v, ...(metricName ? { metricName } : {}), labels: { ...labels, model_name: modelName } });
+        }
+        return { name, help, type, aggregator: m.aggregator, values };
+      },
+    };
+    this.registry.registerMetric(twin as unknown as Counter<string>);
   }
 
   /** The Prometheus text exposition. */
