@@ -29,7 +29,7 @@ export interface EvalSettings {
   topP: number;
 }
 
-export type ConfigGroup = 'sweep' | 'baseline' | 'ablation' | 'gqa-min';
+export type ConfigGroup = 'sweep' | 'baseline' | 'paper' | 'ablation' | 'gqa-alt';
 
 /** One cache configuration evaluated on every prompt. */
 export interface ConfigSpec {
@@ -40,6 +40,8 @@ export interface ConfigSpec {
   /** FastGen: its threshold; baselines: the FastGen point whose KV ratio they match. */
   T: number;
   gqa?: 'mean' | 'min';
+  /** FastGen: the variant ('paper' for the published chain; the default otherwise). */
+  variant?: 'paper' | 'lattice';
   exclude?: BasicPolicyName[];
 }
 
