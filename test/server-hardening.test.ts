@@ -273,6 +273,7 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
       ['top_logprobs without logprobs', 'chat/completions', { messages: [{ role: 'user', content: 'x' }], top_logprobs: 2 }, 'top_logprobs'],
       ['too many logprobs', 'completions', { prompt: 'Hi', logprobs: 50 }, 'logprobs'],
       ['frequency_penalty out of range', 'completions', { prompt: 'Hi', frequency_penalty: 3 }, 'frequency_penalty'],
+      ['seed + n − 1 beyond the safe integers', 'completions', { prompt: 'Hi', seed: Number.MAX_SAFE_INTEGER, n: 2 }, 'seed'],
     ];
     for (const [name, endpoint, body, param] of cases) {
       const r = await post(`${url}/v1/${endpoint}`, body);

@@ -681,10 +681,10 @@ export class FastgenServer {
     // Per choice: log-probability entries and text characters already streamed.
     const lpSent = new Array<number>(n).fill(0);
     const textSent = new Array<number>(n).fill(0);
-    const logprobsOf = (index: number, entries: readonly TokenLogprob[], offset: number) =>
+    const logprobsOf = (entries: readonly TokenLogprob[], offset: number) =>
       top === undefined ? null : kind === 'chat' ? chatLogprobs(tokenizer, entries) : completionLogprobs(tokenizer, entries, top, offset);
     const chunk = (index: number, text: string, finish: ReturnType<typeof finishReason>, entries: readonly TokenLogprob[] = []) => {
-      const lp = logprobsOf(index, entries, textSent[index]);
+      const lp = logprobsOf(entries, textSent[index]);
       textSent[index] += text.length;
       if (kind === 'chat') {
         const c: ChatCompletionChunk = {
