@@ -207,6 +207,23 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
     poolEmpty();
   });
 
+  test('during the grace, in-flight requests finish and new ones get a 503 with Connection: close', async () => {
+    const s = await start(model);
+    const long = await post(`${s.url}/v1/completions`, { prompt: 'Once upon a time', max_tokens: 400, ignore_eos: true, stream: true });
+    const reader = long.body!.getReader();
+    await reader.read(); // it is running
+    const closed = s.shutdown(60_000);
+    const late = await post(`${s.url}/v1/completions`, { prompt: 'Hi', max_tokens: 2 });
+    assert.equal(late.status, 503);
+    assert.equal(late.headers.get('connection'), 'close');
+    assert.equal((await late.json()).error.code, 'shutting_down');
+    let text = '';
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += Buffer.from(r.value).toString();
+    assert.match(text, /"finish_reason":"length"/, 'the in-flight request finished');
+    await closed;
+    poolEmpty();
+  });
+
   test('--max-queue 0 means no waiting room, not no admission', async () => {
     const idle = new Scheduler(model, { maxWaiting: 0 });
     const r = await idle.submit(model.encode('Once upon a time'), { maxTokens: 3, temperature: 0 }).result;
