@@ -316,6 +316,9 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
         }
       }
       assert.equal((await fetch(`${s.url}/v1/models`, { headers: { Authorization: 'Bearer sekret' } })).status, 200);
+      // With a key, a proxy's public Host name is fine (a rebinding page cannot authenticate).
+      assert.equal((await rawRequest(s.url, 'GET', '/v1/models', { Host: 'api.example.com', Authorization: 'Bearer sekret' })).status, 200);
+      assert.equal((await rawRequest(s.url, 'GET', '/v1/models', { Host: 'api.example.com' })).status, 401);
       const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'sekret', maxRetries: 0 });
       const c = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 4 });
       assert.equal(c.choices.length, 1);
