@@ -207,6 +207,23 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
     poolEmpty();
   });
 
+  test('during the grace, in-flight requests finish and new ones get a 503 with Connection: close', async () => {
+    const s = await start(model);
+    const long = await post(`${s.url}/v1/completions`, { prompt: 'Once upon a time', max_tokens: 400, ignore_eos: true, stream: true });
+    const reader = long.body!.getReader();
+    await reader.read(); // it is running
+    const closed = s.shutdown(60_000);
+    const late = await post(`${s.url}/v1/completions`, { prompt: 'Hi', max_tokens: 2 });
+    assert.equal(late.status, 503);
+    assert.equal(late.headers.get('connection'), 'close');
+    assert.equal((await late.json()).error.code, 'shutting_down');
+    let text = '';
+    for (let r = await reader.read(); !r.done; r = await reader.read()) text += Buffer.from(r.value).toString();
+    assert.match(text, /"finish_reason":"length"/, 'the in-flight request finished');
+    await closed;
+    poolEmpty();
+  });
+
   test('--max-queue 0 means no waiting room, not no admission', async () => {
     const idle = new Scheduler(model, { maxWaiting: 0 });
     const r = await idle.submit(model.encode('Once upon a time'), { maxTokens: 3, temperature: 0 }).result;
@@ -273,6 +290,7 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
       ['top_logprobs without logprobs', 'chat/completions', { messages: [{ role: 'user', content: 'x' }], top_logprobs: 2 }, 'top_logprobs'],
       ['too many logprobs', 'completions', { prompt: 'Hi', logprobs: 50 }, 'logprobs'],
       ['frequency_penalty out of range', 'completions', { prompt: 'Hi', frequency_penalty: 3 }, 'frequency_penalty'],
+      ['seed + n − 1 beyond the safe integers', 'completions', { prompt: 'Hi', seed: Number.MAX_SAFE_INTEGER, n: 2 }, 'seed'],
     ];
     for (const [name, endpoint, body, param] of cases) {
       const r = await post(`${url}/v1/${endpoint}`, body);
@@ -298,6 +316,9 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
         }
       }
       assert.equal((await fetch(`${s.url}/v1/models`, { headers: { Authorization: 'Bearer sekret' } })).status, 200);
+      // With a key, a proxy's public Host name is fine (a rebinding page cannot authenticate).
+      assert.equal((await rawRequest(s.url, 'GET', '/v1/models', { Host: 'api.example.com', Authorization: 'Bearer sekret' })).status, 200);
+      assert.equal((await rawRequest(s.url, 'GET', '/v1/models', { Host: 'api.example.com' })).status, 401);
       const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'sekret', maxRetries: 0 });
       const c = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 4 });
       assert.equal(c.choices.length, 1);

@@ -39,7 +39,8 @@ ${cacheFlagsHelp('      ')}
       --api-key KEY           require 'Authorization: Bearer KEY' on every endpoint but /health
                               (default: the FASTGEN_API_KEY environment variable, if set)
       --allowed-origins LIST  browser origins allowed to call the API (CORS), comma-separated, or '*' (default: none)
-      --allowed-hosts LIST    Host names accepted besides localhost when bound to loopback (DNS-rebinding protection)
+      --allowed-hosts LIST    Host names accepted besides localhost when bound to loopback without an API key
+                              (DNS-rebinding protection; e.g. the public name a reverse proxy passes on)
       --body-timeout S        seconds a client has to send its request body (default 60) → 408
       --headers-timeout S     seconds a client has to send its request headers (default 30) → 408
       --max-connections N     open connections at most; more get a 503 (default 512)

@@ -8,8 +8,8 @@
  * It listens at once and loads the model in the background, so /health can say 503 until it is ready. Generation
  * goes through the Scheduler (continuous batching); a client that disconnects cancels its request.
  *
- * Hardening: optional Bearer API key on every endpoint but /health; when bound to loopback, a Host header that does
- * not name this machine is refused (DNS rebinding); requests from a browser Origin are refused unless allowed (CORS
+ * Hardening: optional Bearer API key on every endpoint but /health; bound to loopback without a key, a Host header
+ * that does not name this machine is refused (DNS rebinding); requests from a browser Origin are refused unless allowed (CORS
  * is off by default); POST bodies must be application/json (a cross-site text/plain form cannot run a generation);
  * body and header timeouts and a connection cap answer with OpenAI-shaped errors where a response is still possible;
  * a prompt whose byte length alone proves it longer than the context is refused before it is tokenised.
@@ -327,7 +327,9 @@ export class FastgenServer {
   private checkAccess(req: IncomingMessage, res: ServerResponse, path: string): boolean {
     const bound = this.options.host ?? '127.0.0.1';
     const host = req.headers.host;
-    if (isLoopbackName(bound) && host !== undefined) {
+    // DNS rebinding: a web page whose name now resolves to 127.0.0.1 calls the server as its own origin. Without an
+    // API key only the Host header tells; with one, such a page cannot authenticate (and a proxy may keep its Host).
+    if (isLoopbackName(bound) && host !== undefined && !this.apiKeyHash) {
       const name = hostOf(host);
       if (!isLoopbackName(name) && !(this.options.allowedHosts ?? []).some((h) => h.toLowerCase() === name)) {
         this.metrics.rejected.inc({ reason: 'forbidden' });
@@ -681,10 +683,10 @@ export class FastgenServer {
     // Per choice: log-probability entries and text characters already streamed.
     const lpSent = new Array<number>(n).fill(0);
     const textSent = new Array<number>(n).fill(0);
-    const logprobsOf = (index: number, entries: readonly TokenLogprob[], offset: number) =>
+    const logprobsOf = (entries: readonly TokenLogprob[], offset: number) =>
       top === undefined ? null : kind === 'chat' ? chatLogprobs(tokenizer, entries) : completionLogprobs(tokenizer, entries, top, offset);
     const chunk = (index: number, text: string, finish: ReturnType<typeof finishReason>, entries: readonly TokenLogprob[] = []) => {
-      const lp = logprobsOf(index, entries, textSent[index]);
+      const lp = logprobsOf(entries, textSent[index]);
       textSent[index] += text.length;
       if (kind === 'chat') {
         const c: ChatCompletionChunk = {

@@ -260,6 +260,9 @@ function parseCommon(b: Json, endpoint: 'completions' | 'chat', limits: RequestL
     cache: parseCacheField(b.cache),
   };
   if (options.topK === -1) options.topK = 0; // vLLM: -1 = off
+  if (options.seed !== undefined && !Number.isSafeInteger(options.seed + n - 1)) {
+    throw bad('seed', `'seed' + n − 1 must be a safe integer (choice i samples with seed + i); got seed ${options.seed} with n ${n}`);
+  }
   if (b.stop_token_ids !== undefined && b.stop_token_ids !== null) {
     const ids = b.stop_token_ids;
     const V = limits.vocabSize;
