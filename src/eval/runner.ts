@@ -39,7 +39,7 @@ export function configSpecs(settings: EvalSettings, nHeads: number, nKvHeads: nu
     out.push({ key: `fastgen@${T}`, group: 'sweep', method: 'fastgen', T, gqa: nKvHeads < nHeads ? 'min' : 'mean' });
     if (T < 1) for (const b of settings.baselines) out.push({ key: `${b}@${T}`, group: 'baseline', method: b, T });
     // The paper's own algorithm at the same T, beside the default variant.
-    if (T < 1) out.push({ key: `fastgen-paper@${T}`, group: 'paper', method: 'fastgen', T, gqa: 'mean', variant: 'paper' });
+    if (T < 1 && settings.paper) out.push({ key: `fastgen-paper@${T}`, group: 'paper', method: 'fastgen', T, gqa: 'mean', variant: 'paper' });
   }
   if (settings.ablation) {
     for (const p of HYBRID_ORDER) {

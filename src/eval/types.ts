@@ -11,6 +11,8 @@ export interface EvalSettings {
   thresholds: number[];
   /** Uniform baselines run at each FastGen point's achieved KV ratio (matched memory). */
   baselines: BaselineName[];
+  /** Also run the paper's variant of FastGen at every T < 1, beside the default. */
+  paper: boolean;
   /** Ablation (paper's Table 4): FastGen at `ablationT` with one basic policy left out of the hybrid set. */
   ablation: boolean;
   ablationT: number;

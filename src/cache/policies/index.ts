@@ -28,7 +28,7 @@ export interface CacheOptions {
   frequentRatio?: number;
   /** fastgen with GQA: recovery of a KV head = mean or min over its query heads (default: min; paper: mean). */
   gqa?: 'mean' | 'min';
-  /** fastgen, lattice variant: profile on the prompt's rows from this fraction on (default 0.5). */
+  /** fastgen, lattice variant: profile on the prompt's rows from this fraction on (default 0.25). */
   profileFrom?: number;
   /** fastgen ablation: basic policies left out of the hybrid set. */
   exclude?: BasicPolicyName[];
