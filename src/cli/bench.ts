@@ -13,7 +13,8 @@ import { parseArgs } from 'node:util';
 import { FastgenError } from '../errors.js';
 import type { CacheOptions } from '../cache/policy.js';
 import { loadModel, type Model } from '../generate/model.js';
-import { argmax } from '../generate/sampler.js';
+import type { GenerationRequest } from '../generate/request.js';
+import { step } from '../generate/step.js';
 import { formatBytes, table } from './format.js';
 import { locateDefaultPackage, parsePreloadFiles } from '../model/default-model.js';
 import { num } from './options.js';
@@ -82,30 +83,36 @@ function fillerTokens(model: Model, n: number, seed: number): number[] {
   return out;
 }
 
-/** One repetition of a test; returns tokens per second. */
+/**
+ * One repetition of a test; returns tokens per second. Requests go through the engine's own generation step (greedy,
+ * EOS ignored, so every row decodes exactly its token count).
+ */
 async function runOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: number): Promise<number> {
-  const seqs = Array.from({ length: spec.batch }, () => model.newSequence(cache));
+  const request = (prompt: number[], maxTokens: number) => model.createRequest(prompt, { cache, maxTokens, temperature: 0, ignoreEos: true });
+  const reqs: GenerationRequest[] = [];
   try {
     if (spec.kind === 'pp') {
-      const items = seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, spec.n, rep * 31 + b + 1), logits: 'last' as const }));
+      for (let b = 0; b < spec.batch; b++) reqs.push(request(fillerTokens(model, spec.n, rep * 31 + b + 1), 1));
       const t0 = performance.now();
-      await model.backend.forward(items);
+      await stepAll(model, reqs);
       return (spec.n * spec.batch * 1000) / (performance.now() - t0);
     }
-    // Context first (not timed), then decode greedily one token per step for every sequence at once.
+    // Context first (not timed), then one token per step for every sequence at once.
     const ctx = Math.max(1, spec.depth);
-    const first = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, ctx, rep * 31 + b + 7), logits: 'last' as const })));
-    let next = first.map((l) => argmax(l));
-    const outs = seqs.map(() => new Float32Array(model.config.vocabSize));
+    for (let b = 0; b < spec.batch; b++) reqs.push(request(fillerTokens(model, ctx, rep * 31 + b + 7), spec.n + 1));
+    await stepAll(model, reqs);
     const t0 = performance.now();
-    for (let i = 0; i < spec.n; i++) {
-      const logits = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: [next[b]], logits: 'last' as const, out: outs[b] })));
-      next = logits.map((l) => argmax(l));
-    }
-    return (spec.n * spec.batch * 1000) / (performance.now() - t0);
+    while (reqs.some((r) => !r.done)) await stepAll(model, reqs);
+    const ms = performance.now() - t0;
+    const decoded = reqs.reduce((sum, r) => sum + r.generated.length - 1, 0);
+    return (decoded * 1000) / ms;
   } finally {
-    for (const s of seqs) s.release();
+    for (const r of reqs) r.kv.release();
   }
+}
+
+async function stepAll(model: Model, reqs: GenerationRequest[]): Promise<void> {
+  for (const o of await step(model.backend, reqs)) if (o.error !== undefined) throw o.error;
 }
 
 export async function benchCommand(args: string[]): Promise<number> {

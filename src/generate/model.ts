@@ -12,6 +12,7 @@ import { loadTokenizer } from '../tokenizer/load-tokenizer.js';
 import { computeTokenClasses } from '../tokenizer/token-classes.js';
 import type { ChatMessage, Tokenizer } from '../tokenizer/types.js';
 import { GenerationRequest, type GenerateOptions, type GenerateResult } from './request.js';
+import { step } from './step.js';
 
 export interface LoadModelOptions {
   backend?: BackendName;
@@ -46,7 +47,8 @@ export interface ProfileReport {
 
 /**
  * A streaming generation: iterate it for text pieces; `result` resolves to the final report (token counts, stop
- * reason, timings, KV use). Reading `result` before iterating runs the generation to the end by itself.
+ * reason, timings, KV use). Reading `result` before iterating runs the generation to the end by itself; leaving the
+ * loop early (`break`) ends the generation there, and `result` then reports it with stopReason 'aborted'.
  */
 export class Generation implements AsyncIterable<string> {
   private readonly settled: Promise<GenerateResult>;
@@ -73,6 +75,7 @@ export class Generation implements AsyncIterable<string> {
     })();
   }
 
+  /** The final report; reading it without iterating runs the generation to the end. */
   get result(): Promise<GenerateResult> {
     if (!this.started) void this.drain();
     return this.settled;
@@ -83,9 +86,9 @@ export class Generation implements AsyncIterable<string> {
     return this.iterator;
   }
 
-  /** Run to completion and return the whole text with the report. */
-  async text(): Promise<GenerateResult> {
-    return this.result;
+  /** Run to completion and return the whole generated text (`result` has the full report). */
+  async text(): Promise<string> {
+    return (await this.result).text;
   }
 
   private async drain(): Promise<void> {
@@ -153,22 +156,25 @@ export class Model {
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
     const req = this.createRequest(prompt, opts);
     const backend = this.backend;
-    const out = new Float32Array(this.config.vocabSize);
     return new Generation(async function* (finish) {
+      let settled = false;
       try {
         while (!req.done) {
-          if (req.checkAbort()) break;
-          const prefill = req.kv.length === 0;
-          const t0 = performance.now();
-          const [logits] = await backend.forward([{ kv: req.kv, tokens: req.input(), logits: 'last', out }]);
-          const piece = req.accept(logits);
-          const dt = performance.now() - t0;
-          if (prefill) req.prefillMs = dt;
-          else req.decodeMs += dt;
-          if (piece) yield piece;
+          const [o] = await step(backend, [req]);
+          if (o.error) throw o.error;
+          if (o.piece) yield o.piece;
         }
-        finish(req.result(req.kv.profileMs));
+        settled = true;
+        finish(req.result());
+      } catch (e) {
+        settled = true;
+        throw e;
       } finally {
+        // The consumer left the loop early (break, return, a throw in its body): the generation ends here.
+        if (!settled) {
+          req.finish('aborted');
+          finish(req.result());
+        }
         req.kv.release();
       }
     });
@@ -176,7 +182,7 @@ export class Model {
 
   /** Generate to the end and return the report (text included). */
   async complete(prompt: string | readonly number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
-    return this.generate(prompt, opts).text();
+    return this.generate(prompt, opts).result;
   }
 
   /** Render `messages` with the model's chat template (plain "role: content" lines when it has none). */
@@ -189,10 +195,17 @@ export class Model {
     return messages.map((m) => m.content).join('\n');
   }
 
+  /**
+   * `messages` as the token ids a chat turn starts from: rendered by renderChat, then encoded. A rendered template
+   * already carries its own BOS when the template wants one, so none is added (unless `addBos` says otherwise); a
+   * model without a template gets the tokenizer's habit, as for any text. The library's chat and the server use this.
+   */
+  encodeChat(messages: readonly ChatMessage[], addBos?: boolean): number[] {
+    return this.encode(this.renderChat(messages), addBos ?? (this.tokenizer.hasChatTemplate ? false : undefined));
+  }
+
   chat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): Generation {
-    const text = this.renderChat(messages);
-    // A rendered template already carries its own BOS when the template wants one.
-    return this.generate(text, { ...opts, addBos: opts.addBos ?? (this.tokenizer.hasChatTemplate ? false : undefined) });
+    return this.generate(this.encodeChat(messages, opts.addBos), opts);
   }
 
   /** Run the prompt through the model with a FastGen cache and report every head's choice (no generation). */

@@ -321,8 +321,7 @@ export class FastgenServer {
     if (addSpecial !== undefined && typeof addSpecial !== 'boolean') throw new ApiError(400, "'add_special_tokens' must be a boolean", 'invalid_request_error', 'add_special_tokens', 'invalid_type');
     let tokens: number[];
     if (b.messages !== undefined) {
-      const text = this.renderChat(model, parseMessages(b.messages));
-      tokens = model.encode(text, addSpecial ?? (model.tokenizer.hasChatTemplate ? false : undefined));
+      tokens = this.encodeChat(model, parseMessages(b.messages), addSpecial as boolean | undefined);
     } else {
       const text = b.prompt ?? b.content;
       if (typeof text !== 'string') throw new ApiError(400, "give 'prompt' (a string) or 'messages'", 'invalid_request_error', 'prompt', text === undefined ? 'missing_required_parameter' : 'invalid_type');
@@ -342,9 +341,9 @@ export class FastgenServer {
     this.sendJson(res, 200, { prompt: text, content: text });
   }
 
-  private renderChat(model: Model, messages: { role: string; content: string }[]): string {
+  private encodeChat(model: Model, messages: { role: string; content: string }[], addBos?: boolean): number[] {
     try {
-      return model.renderChat(messages);
+      return model.encodeChat(messages, addBos);
     } catch (e) {
       if (e instanceof FastgenError) throw new ApiError(400, e.message, 'invalid_request_error', 'messages', 'invalid_value');
       throw e;
@@ -363,9 +362,7 @@ export class FastgenServer {
       if (kind === 'chat') {
         const p = parseChatRequest(body);
         this.checkModelName(p.model, model);
-        const text = this.renderChat(model, p.messages);
-        // A rendered template already carries its own BOS when the template wants one (as Model.chat does).
-        ids = model.encode(text, model.tokenizer.hasChatTemplate ? false : undefined);
+        ids = this.encodeChat(model, p.messages);
         parsed = p;
       } else {
         const p = parseCompletionRequest(body);

@@ -1,8 +1,8 @@
 /**
  * Continuous batching over the shared KV page pool.
  *
- * Requests wait in a bounded FIFO queue and join the running batch at step boundaries. One step is one
- * `backend.forward` over every running request: a newly admitted one pushes its prompt (prefill, its own forward item),
+ * Requests wait in a bounded FIFO queue and join the running batch at step boundaries. One step is one `step()`
+ * (src/generate/step.ts: a single `backend.forward`, then sampling) over every running request: a newly admitted one pushes its prompt (prefill, its own forward item),
  * the others their last sampled token (decode). Requests leave the batch as soon as they finish or are cancelled, and
  * their pages go back to the pool before the next step.
  *
@@ -28,6 +28,7 @@ import type { PagePool } from '../cache/page-pool.js';
 import { KvPoolExhaustedError } from '../errors.js';
 import type { Model } from '../generate/model.js';
 import type { GenerateOptions, GenerateResult, GenerationRequest } from '../generate/request.js';
+import { step, type StepOutcome } from '../generate/step.js';
 import type { GaugeSnapshot, ServerMetrics } from './metrics.js';
 
 export interface SchedulerOptions {
@@ -110,8 +111,6 @@ export class Job {
   peakPages = 0;
   /** Run in a forward of its own (after a batched forward failed). */
   isolated = false;
-  /** This job's logits, rewritten every step. */
-  logits: Float32Array | undefined;
   failures = 0;
   cancelled: 'client' | 'shutdown' | undefined;
   resolve!: (r: JobResult) => void;
@@ -365,20 +364,15 @@ export class Scheduler {
     this.metrics?.steps.inc();
     this.metrics?.batchedSequences.inc(batch.length);
     for (const group of groups) {
-      const inputs = group.map((j) => j.req.input());
       const prefill = group.map((j) => j.req.kv.length === 0);
-      const t0 = performance.now();
-      let logits: Float32Array[];
+      let outcomes: StepOutcome[];
       try {
-        const vocab = this.model.config.vocabSize;
-        logits = await this.model.backend.forward(group.map((j, i) => ({ kv: j.req.kv, tokens: inputs[i], logits: 'last' as const, out: (j.logits ??= new Float32Array(vocab)) })));
-        if (logits.length !== group.length) throw new Error(`backend returned ${logits.length} logits for ${group.length} sequences`);
+        outcomes = await step(this.model.backend, group.map((j) => j.req));
       } catch (e) {
         this.forwardFailed(group, e);
         continue;
       }
-      const dt = performance.now() - t0;
-      for (let i = 0; i < group.length; i++) this.acceptOne(group[i], logits[i], dt, prefill[i]);
+      for (let i = 0; i < group.length; i++) this.acceptOne(group[i], outcomes[i], prefill[i]);
     }
     if (this.pool.pagesInUse > this.peakPagesUsed) this.peakPagesUsed = this.pool.pagesInUse;
   }
@@ -563,22 +557,20 @@ export class Scheduler {
     }
   }
 
-  private acceptOne(j: Job, logits: Float32Array, dt: number, prefill: boolean): void {
+  private acceptOne(j: Job, outcome: StepOutcome, prefill: boolean): void {
     if (j.state !== 'running') return;
-    try {
-      j.req.accept(logits);
-    } catch (e) {
+    if (outcome.error !== undefined) {
+      const e = outcome.error;
       this.removeRunning(j);
       this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
       return;
     }
     const now = performance.now();
     if (prefill) {
-      j.req.prefillMs += dt;
       if (j.cache.policy === 'fastgen' && this.metrics) {
         for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc(n, { policy: p });
       }
-    } else j.req.decodeMs += dt;
+    }
     if (j.firstTokenAt === undefined) {
       j.firstTokenAt = now;
       this.metrics?.ttft.observe((now - j.arrival) / 1000);
@@ -626,7 +618,7 @@ export class Scheduler {
     j.state = 'done';
     let result: GenerateResult | undefined;
     try {
-      result = j.req.result(j.req.kv.profileMs);
+      result = j.req.result();
     } catch (e) {
       error ??= e;
     }
