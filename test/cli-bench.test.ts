@@ -39,9 +39,9 @@ test('bench --json: one row per model × dtype × KV dtype × cache × test, eac
   assert.ok(figure.trimEnd().endsWith('</svg>'));
 });
 
-test('bench: bad test names and a broken --llama2c are clear errors (exit 1), no stack trace', () => {
+test('bench: bad test names (bad usage, exit 2) and a broken --llama2c (exit 1) are clear errors, no stack trace', () => {
   const a = run(['--tests', 'pp', '-r', '1']);
-  assert.equal(a.status, 1);
+  assert.equal(a.status, 2);
   assert.doesNotMatch(a.stderr, /    at /);
   assert.match(a.stderr, /--tests: cannot read 'pp'/);
   const b = run(['--llama2c', '/nonexistent/run', '--tests', 'tg2', '-r', '1', '--cache', 'full']);

@@ -8,6 +8,8 @@ export const BACKEND_NAMES = ['cpu-ref', 'wasm'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8_0'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+/** Most worker threads a backend may start: far above any useful count, low enough that a typo cannot exhaust the machine. */
+export const MAX_THREADS = 64;
 
 export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: string; dtype?: string; threads?: number }): Promise<Backend> {
   const name = opts.backend ?? 'wasm'; // the fast path by default; cpu-ref is the readable reference
@@ -20,6 +22,9 @@ export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: st
   }
   if (name === 'cpu-ref' && dtype !== 'f32' && opts.dtype !== undefined) {
     throw new InvalidOptionError(`the cpu-ref backend computes in f32 only; use --backend wasm for ${dtype}`, 'dtype');
+  }
+  if (opts.threads !== undefined && !(Number.isInteger(opts.threads) && opts.threads >= 1 && opts.threads <= MAX_THREADS)) {
+    throw new InvalidOptionError(`threads must be an integer from 1 to ${MAX_THREADS}, got ${opts.threads} (more threads than cores only slows decoding)`, 'threads');
   }
   if (name === 'wasm') return WasmBackend.create(ckpt, { dtype: dtype as WeightDtype, threads: opts.threads });
   return new CpuRefBackend(ckpt);

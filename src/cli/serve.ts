@@ -3,71 +3,43 @@
  *
  *   fastgen serve [--model PATH] [--host 127.0.0.1] [--port 8080] [--kv-budget 512MiB] [--cache fastgen] [--recovery 0.95]
  */
-import { parseArgs } from 'node:util';
-import type { CacheOptions } from '../cache/policy.js';
 import { FastgenError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
-import { parseCacheField } from '../server/openai-types.js';
-import { numFlag, parseSize } from '../server/util.js';
-import { parseCommandArgs } from './options.js';
+import { parseSize } from '../format.js';
+import { cacheOptions, modelOptions, newCommand, numberArg, option, parseCommand, sizeArg, toCacheOptions } from './args.js';
 
-export const SERVE_USAGE = `Usage: fastgen serve [options]
-
-Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
+export function serveCli() {
+  const cmd = newCommand(
+    'fastgen serve',
+    `Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models,
-           GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize
-
-Options:
-  -m, --model PATH            llama2.c .bin or Hugging Face folder (default: the embedded stories15M)
-      --tokenizer PATH        tokenizer file when it is not next to the model
-      --backend NAME          compute backend (default wasm)
-      --dtype f32|f16|q8_0    weight dtype (backend-dependent)
-      --kv-dtype f32|f16      KV cache element type (default f32)
-      --threads N             worker threads for backends that use them
-      --host HOST             address to bind (default 127.0.0.1)
-      --port N                port (default 8080; 0 = any free port)
-      --kv-budget SIZE        KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)
-      --page-tokens N         tokens per KV page (default 16)
-      --cache POLICY          default cache policy: fastgen, full, local, frequent, local+frequent, sink+local (default fastgen)
-      --recovery T            FastGen attention recovery threshold in (0, 1] (default 0.95)
-      --local-ratio R         FastGen local window as a fraction of the prompt (default 0.3)
-      --frequent-ratio R      FastGen heavy-hitter budget as a fraction of the length (default 0.3)
-      --max-running N         most requests in the running batch (default 64)
-      --max-queue N           most requests waiting for KV memory; beyond it 429 (default 256)
-      --served-model-name ID  model id clients send in "model" (default: the model's name)
-      --shutdown-timeout S    on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)
-      --no-calibrate          skip the FastGen capacity estimate at startup
-  -q, --quiet                 no per-request log lines
-  -h, --help                  show this help
-
-Per request, the extra field "cache" picks the policy, e.g. {"cache": {"policy": "full"}} or
-{"cache": {"policy": "fastgen", "recovery": 0.9}}; usage reports kv_peak_bytes and kv_full_bytes.`;
-
-const flags = {
-  model: { type: 'string', short: 'm' },
-  tokenizer: { type: 'string' },
-  backend: { type: 'string' },
-  dtype: { type: 'string' },
-  'kv-dtype': { type: 'string' },
-  threads: { type: 'string' },
-  host: { type: 'string' },
-  port: { type: 'string', short: 'p' },
-  'kv-budget': { type: 'string' },
-  'page-tokens': { type: 'string' },
-  cache: { type: 'string' },
-  recovery: { type: 'string' },
-  'local-ratio': { type: 'string' },
-  'frequent-ratio': { type: 'string' },
-  'max-running': { type: 'string' },
-  'max-queue': { type: 'string' },
-  'served-model-name': { type: 'string' },
-  'shutdown-timeout': { type: 'string' },
-  'no-calibrate': { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+           GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize`,
+  );
+  modelOptions(cmd, { kvBudget: false });
+  cmd
+    .addOption(option('--host <host>', 'address to bind (default 127.0.0.1)'))
+    .addOption(option('-p, --port <n>', 'port (default 8080; 0 = any free port)', numberArg('--port', { integer: true, min: 0, max: 65535 })))
+    .addOption(option('--kv-budget <size>', 'KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)', sizeArg('--kv-budget')))
+    .addOption(option('--page-tokens <n>', 'tokens per KV page (default 16)', numberArg('--page-tokens', { integer: true, min: 1, max: 4096 })));
+  cacheOptions(cmd);
+  cmd
+    .addOption(option('--max-running <n>', 'most requests in the running batch (default 64)', numberArg('--max-running', { integer: true, min: 1 })))
+    .addOption(option('--max-queue <n>', 'most requests waiting for KV memory; beyond it 429 (default 256)', numberArg('--max-queue', { integer: true, min: 0 })))
+    .addOption(option('--served-model-name <id>', 'model id clients send in "model" (default: the model\'s name)'))
+    .addOption(option('--shutdown-timeout <s>', 'on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)', numberArg('--shutdown-timeout', { min: 0 })))
+    .addOption(option('--no-calibrate', 'skip the FastGen capacity estimate at startup'))
+    .addOption(option('-q, --quiet', 'no per-request log lines'));
+  cmd.addHelpText(
+    'after',
+    `
+The cache flags set the default policy (fastgen unless --cache says otherwise). Per request, the extra field "cache"
+picks the policy, e.g. {"cache": {"policy": "full"}} or {"cache": {"policy": "fastgen", "recovery": 0.9}}; usage
+reports kv_peak_bytes and kv_full_bytes.`,
+  );
+  return cmd;
+}
 
 function timestamp(): string {
   return new Date().toISOString().replace('T', ' ').slice(0, 19);
@@ -77,49 +49,44 @@ export function logLine(line: string): void {
   process.stderr.write(`INFO ${timestamp()} [fastgen] ${line}\n`);
 }
 
-/** Options of `serve` parsed into server options (exported for the load tester and tests). */
+/** Options of `serve` parsed into server options (exported for the load tester and tests); `help` after --help. */
 export function parseServeArgs(args: string[]) {
-  const { values: v } = parseArgs({ args, options: flags, allowPositionals: false, strict: true });
-  const budget = parseSize(v['kv-budget'] ?? '512MiB', '--kv-budget');
-  const cache: CacheOptions = parseCacheField(
-    {
-      policy: v.cache ?? 'fastgen',
-      recovery: numFlag(v.recovery, 'recovery'),
-      local_ratio: numFlag(v['local-ratio'], 'local-ratio'),
-      frequent_ratio: numFlag(v['frequent-ratio'], 'frequent-ratio'),
-    },
-    '--cache',
-  )!;
-  const port = numFlag(v.port, 'port', { integer: true, min: 0, max: 65535 }) ?? 8080;
+  const parsed = parseCommand(serveCli(), args);
+  return parsed ? serveOptions(parsed.opts) : { ...serveOptions({}), help: true };
+}
+
+function serveOptions(v: Record<string, any>) {
+  const budget: number = v.kvBudget ?? parseSize('512MiB');
+  const cache = toCacheOptions({ ...v, cache: v.cache ?? 'fastgen' })!;
   const load: LoadModelOptions = {
-    backend: v.backend as LoadModelOptions['backend'],
-    dtype: v.dtype as LoadModelOptions['dtype'],
-    kvDtype: v['kv-dtype'] as LoadModelOptions['kvDtype'],
-    threads: numFlag(v.threads, 'threads', { integer: true, min: 1 }),
+    backend: v.backend,
+    dtype: v.dtype,
+    kvDtype: v.kvDtype,
+    threads: v.threads,
     tokenizerPath: v.tokenizer,
     kvBudgetBytes: budget,
-    pageTokens: numFlag(v['page-tokens'], 'page-tokens', { integer: true, min: 1, max: 4096 }),
+    pageTokens: v.pageTokens,
   };
   return {
-    help: v.help === true,
-    modelPath: v.model,
+    help: false,
+    modelPath: v.model as string | undefined,
     load,
-    host: v.host ?? '127.0.0.1',
-    port,
+    host: (v.host as string | undefined) ?? '127.0.0.1',
+    port: (v.port as number | undefined) ?? 8080,
     budget,
     cache,
-    maxRunning: numFlag(v['max-running'], 'max-running', { integer: true, min: 1 }),
-    maxWaiting: numFlag(v['max-queue'], 'max-queue', { integer: true, min: 0 }),
-    servedModelName: v['served-model-name'],
-    shutdownMs: (numFlag(v['shutdown-timeout'], 'shutdown-timeout', { min: 0 }) ?? 30) * 1000,
-    calibrate: v['no-calibrate'] !== true,
+    maxRunning: v.maxRunning as number | undefined,
+    maxWaiting: v.maxQueue as number | undefined,
+    servedModelName: v.servedModelName as string | undefined,
+    shutdownMs: ((v.shutdownTimeout as number | undefined) ?? 30) * 1000,
+    calibrate: v.calibrate !== false,
     quiet: v.quiet === true,
   };
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
-  const o = parseCommandArgs('serve', args, parseServeArgs, SERVE_USAGE);
-  if (typeof o === 'number') return o;
+  const o = parseServeArgs(args);
+  if (o.help) return 0;
 
   let server: FastgenServer;
   try {

@@ -45,8 +45,8 @@ export interface PromptSetOptions {
 }
 
 const CYCLE: ('story' | 'ood' | 'story-long')[] = ['story', 'ood', 'story-long', 'story'];
-const STORIES_FILE = 'tinystories_sample.txt';
-const OOD_FILE = 'tinyshakespeare.txt';
+export const STORIES_FILE = 'tinystories_sample.txt';
+export const OOD_FILE = 'tinyshakespeare.txt';
 const MIN_PROMPT = 16;
 const MAX_CUTS = 3;
 

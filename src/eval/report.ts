@@ -1,6 +1,6 @@
 /** Text and Markdown renderings of an evaluation report. */
 import { existsSync, readFileSync } from 'node:fs';
-import { formatBytes, table } from '../cli/format.js';
+import { formatBytes, table } from '../format.js';
 import type { EvalReport, PointSummary } from './types.js';
 
 const pct = (x: number, d = 1) => (Number.isFinite(x) ? `${(100 * x).toFixed(d)}` : 'n/a');

@@ -163,6 +163,9 @@ export class Model {
           const [o] = await step(backend, [req]);
           if (o.error) throw o.error;
           if (o.piece) yield o.piece;
+          // A forward pass can settle without the event loop turning (the wasm backend's main thread computes too):
+          // let timers, signals and I/O (an abort, Ctrl-C, a closed pipe) in between tokens.
+          await yieldToEventLoop();
         }
         settled = true;
         finish(req.result());
@@ -247,6 +250,22 @@ export class Model {
     return ids.slice();
   }
 }
+
+/** A macrotask turn: setImmediate in Node, a MessageChannel round trip in browsers (setTimeout(0) is clamped to 4 ms). */
+const yieldToEventLoop: () => Promise<void> = (() => {
+  if (typeof setImmediate === 'function') return () => new Promise<void>((r) => setImmediate(r));
+  if (typeof MessageChannel === 'function') {
+    const channel = new MessageChannel();
+    const waiting: (() => void)[] = [];
+    channel.port1.onmessage = () => waiting.shift()?.();
+    return () =>
+      new Promise<void>((r) => {
+        waiting.push(r);
+        channel.port2.postMessage(0);
+      });
+  }
+  return () => new Promise<void>((r) => setTimeout(r, 0));
+})();
 
 /** Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). */
 export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions = {}): Promise<Model> {
