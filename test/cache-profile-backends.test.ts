@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { CacheOptions } from '../src/cache/policy.js';
+import type { CacheOptions } from '../src/cache/policies/index.js';
 import { TappedSequenceKv } from '../src/eval/tapped-kv.js';
 import { loadModel, type Model } from '../src/generate/model.js';
 import { attentionMaps, bruteForceRecoveries } from './recovery-brute-force.js';
@@ -34,7 +34,7 @@ async function checkProfiles(model: Model, cache: CacheOptions & { gqa: 'mean' |
   let worst = 0;
   for (let l = 0; l < c.nLayers; l++) {
     const want = bruteForceRecoveries(maps[l], c.nKvHeads, ids, (t) => model.classes.special[t] === 1, (t) => model.classes.punct[t] === 1,
-      o.localRatio, o.frequentRatio, cache.gqa);
+      o.localRatio!, o.frequentRatio!, cache.gqa);
     for (let h = 0; h < c.nKvHeads; h++) {
       const got = kv.profiles[l][h].recoveries.map((r) => r.recovery);
       assert.equal(got.length, want[h].length);

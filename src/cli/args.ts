@@ -10,7 +10,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { BACKEND_NAMES, MAX_THREADS, WEIGHT_DTYPES } from '../backend/index.js';
-import { CACHE_POLICY_NAMES, resolveCacheOptions, type CacheOptions } from '../cache/policy.js';
+import { allCacheOptions, CACHE_POLICY_NAMES, resolveCacheOptions, type CacheOptions, type OptionSpec } from '../cache/policies/index.js';
 import { FastgenError, InvalidOptionError } from '../errors.js';
 import { parseSize } from '../format.js';
 import type { LoadModelOptions } from '../generate/model.js';
@@ -100,8 +100,6 @@ export function option(flags: string, help: string, parse?: (value: string, prev
 // ---------------------------------------------------------------------------------------------------------------
 // Options shared by commands
 
-export const CACHE_FLAG_NAMES = ['--cache', '--recovery', '--local-ratio', '--frequent-ratio', '--gqa', '--ratio', '--budget'];
-
 export function modelOptions(cmd: Command, which: { tokenizer?: boolean; kvBudget?: boolean; dtype?: boolean; kvDtype?: boolean } = {}): Command {
   cmd.addOption(option('-m, --model <path>', 'llama2.c .bin or Hugging Face folder (default: the embedded stories15M)'));
   if (which.tokenizer !== false) cmd.addOption(option('--tokenizer <path>', 'tokenizer file when it is not next to the model'));
@@ -127,18 +125,43 @@ export function samplingOptions(cmd: Command): Command {
     .addOption(option('--ignore-eos', 'keep generating past the end-of-text token'));
 }
 
-/** The cache-policy flags (`--cache` and the policies' parameters). */
-export function cacheOptions(cmd: Command, which: { policy?: boolean } = {}): Command {
-  if (which.policy !== false) {
-    cmd.addOption(option('--cache <policy>', `KV cache policy: ${CACHE_POLICY_NAMES.join(', ')} (default full; fastgen when only FastGen's parameters are given)`));
+/** One flag per cache-policy option of the registry, named after its key (localRatio → --local-ratio). */
+const CACHE_OPTION_FLAGS = allCacheOptions().map(({ spec, policies }) => ({ spec, policies, flag: `--${kebabCase(spec.key)}`, prop: spec.key }));
+
+function kebabCase(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+function cacheOptionParser(spec: OptionSpec, flag: string): (v: string, previous: any) => unknown {
+  switch (spec.kind) {
+    case 'fraction':
+    case 'fraction0':
+      return numberArg(flag);
+    case 'count':
+    case 'count0':
+      return numberArg(flag, { integer: true });
+    case 'choice':
+      return choiceArg(flag, spec.choices!, spec.key);
+    case 'list':
+      // Repeatable and comma-separated: --exclude punct --exclude local, or --exclude punct,local.
+      return (v: string, previous: string[] | undefined) => [
+        ...(previous ?? []),
+        ...v.split(',').map((x) => x.trim()).filter(Boolean).map((x) => parseChoice(x, flag, spec.choices!, spec.key)),
+      ];
   }
-  return cmd
-    .addOption(option('--recovery <t>', 'FastGen: attention recovery threshold T in (0, 1] (default 0.95)', numberArg('--recovery')))
-    .addOption(option('--local-ratio <r>', 'FastGen: local window as a fraction of the prompt (default 0.3)', numberArg('--local-ratio')))
-    .addOption(option('--frequent-ratio <r>', 'FastGen: heavy-hitter budget as a fraction of the length (default 0.3)', numberArg('--frequent-ratio')))
-    .addOption(option('--gqa <mode>', 'FastGen with grouped-query attention: mean or min recovery over a KV head\'s query heads (default mean)', choiceArg('--gqa', ['mean', 'min'] as const, 'mode')))
-    .addOption(option('--ratio <r>', 'uniform baselines: fraction of the sequence each head keeps (default 0.5)', numberArg('--ratio')))
-    .addOption(option('--budget <n>', 'uniform baselines: tokens each head keeps (instead of --ratio)', numberArg('--budget', { integer: true })));
+}
+
+/** `--cache` and the options of every registered policy, with each option's help, default and policies. */
+export function cacheOptions(cmd: Command, which: { policy?: boolean; defaultPolicy?: string } = {}): Command {
+  if (which.policy !== false) {
+    cmd.addOption(option('--cache <policy>', `KV cache policy: ${CACHE_POLICY_NAMES.join(', ')} (default ${which.defaultPolicy ?? 'full'}; given only a policy's options, that policy)`));
+  }
+  for (const { spec, policies, flag } of CACHE_OPTION_FLAGS) {
+    const value = spec.kind === 'list' ? 'list' : spec.kind === 'choice' ? spec.choices!.join('|') : spec.kind.startsWith('count') ? 'n' : 'r';
+    const dflt = spec.default !== undefined && !(Array.isArray(spec.default) && spec.default.length === 0) ? ` (default ${spec.default})` : '';
+    cmd.addOption(option(`${flag} <${value}>`, `${policies.join(', ')}: ${spec.help}${dflt}`, cacheOptionParser(spec, flag)));
+  }
+  return cmd;
 }
 
 type Opts = Record<string, any>;
@@ -155,26 +178,18 @@ export function toLoadOptions(o: Opts): LoadModelOptions {
   };
 }
 
-/** The cache options the flags ask for (undefined: the library's default), checked now. */
-export function toCacheOptions(o: Opts): CacheOptions | undefined {
-  const given = ['cache', 'recovery', 'localRatio', 'frequentRatio', 'gqa', 'ratio', 'budget'].filter((k) => o[k] !== undefined);
-  if (given.length === 0) return undefined;
-  if (o.cache === undefined && (o.ratio !== undefined || o.budget !== undefined)) {
-    throw new UsageError(`--${o.ratio !== undefined ? 'ratio' : 'budget'} sizes a uniform baseline: add --cache local, frequent, local+frequent or sink+local`);
-  }
-  const cache: CacheOptions = {
-    // FastGen's own parameters alone mean FastGen.
-    policy: o.cache ?? 'fastgen',
-    recovery: o.recovery,
-    localRatio: o.localRatio,
-    frequentRatio: o.frequentRatio,
-    gqa: o.gqa,
-    ratio: o.ratio,
-    budget: o.budget,
-  };
-  for (const k of Object.keys(cache) as (keyof CacheOptions)[]) if (cache[k] === undefined) delete cache[k];
-  inFlagTerms(() => resolveCacheOptions(cache));
-  return cache;
+/**
+ * The cache options the flags ask for, checked now; undefined when none was given (the library's default). A policy
+ * option without --cache implies the (first) policy that takes it: --recovery 0.9 alone means FastGen.
+ */
+export function toCacheOptions(o: Opts, defaultPolicy?: string): CacheOptions | undefined {
+  const given = CACHE_OPTION_FLAGS.filter(({ prop }) => o[prop] !== undefined);
+  if (o.cache === undefined && given.length === 0 && defaultPolicy === undefined) return undefined;
+  const policy = o.cache ?? (given.length > 0 ? given[0].policies[0] : defaultPolicy);
+  const cache: Record<string, unknown> = { policy };
+  for (const { prop } of given) cache[prop] = o[prop];
+  inFlagTerms(() => resolveCacheOptions(cache as CacheOptions));
+  return cache as CacheOptions;
 }
 
 /** Generation options from the sampling and cache flags, fully validated before any model is loaded. */
@@ -201,6 +216,7 @@ export function toGenerateOptions(o: Opts): GenerateOptions {
 
 /** Library option names (an InvalidOptionError's `where`) → the flag a user typed. */
 const FLAG_OF: Record<string, string> = {
+  ...Object.fromEntries(CACHE_OPTION_FLAGS.map(({ spec, flag }) => [`cache.${spec.key}`, flag])),
   maxTokens: '--max-tokens',
   temperature: '--temperature',
   topK: '--top-k',
@@ -210,14 +226,6 @@ const FLAG_OF: Record<string, string> = {
   seed: '--seed',
   stop: '--stop',
   'cache.policy': '--cache',
-  'cache.recovery': '--recovery',
-  'cache.localRatio': '--local-ratio',
-  'cache.frequentRatio': '--frequent-ratio',
-  'cache.local_ratio': '--local-ratio',
-  'cache.frequent_ratio': '--frequent-ratio',
-  'cache.gqa': '--gqa',
-  'cache.ratio': '--ratio',
-  'cache.budget': '--budget',
   backend: '--backend',
   dtype: '--dtype',
   kvDtype: '--kv-dtype',
@@ -233,7 +241,7 @@ export function inFlagTerms<T>(f: () => T): T {
     if (e instanceof InvalidOptionError && !(e instanceof UsageError)) {
       const flag = e.where !== undefined ? FLAG_OF[e.where] : undefined;
       if (flag === undefined) throw new UsageError(e.message, e.where);
-      const msg = e.message.includes(e.where!) ? e.message.replace(e.where!, flag) : `${flag}: ${e.message}`;
+      const msg = e.message.includes(e.where!) ? e.message.replaceAll(e.where!, flag) : `${flag}: ${e.message}`;
       throw new UsageError(msg, flag);
     }
     throw e;

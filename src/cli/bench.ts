@@ -11,7 +11,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FastgenError } from '../errors.js';
 import { BACKEND_NAMES, MAX_THREADS, WEIGHT_DTYPES } from '../backend/index.js';
-import { CACHE_POLICY_NAMES, type CacheOptions } from '../cache/policy.js';
+import { CACHE_POLICY_NAMES, cacheLabel, cachePolicy, resolveCacheOptions, type CacheOptions, type CachePolicyName } from '../cache/policies/index.js';
 import { loadModel, type Model } from '../generate/model.js';
 import type { GenerationRequest } from '../generate/request.js';
 import { step } from '../generate/step.js';
@@ -153,7 +153,9 @@ async function bench(v: Record<string, any>): Promise<number> {
   const backends: (string | undefined)[] = v.backend ?? [undefined];
   const dtypes: (string | undefined)[] = v.dtype ?? [undefined];
   const kvDtypes: ('f32' | 'f16')[] = v.kvDtype ?? ['f32'];
-  const caches: CacheOptions['policy'][] = v.cache ?? ['full', 'fastgen'];
+  // Each policy with its defaults (and --recovery where it takes one).
+  const caches = ((v.cache ?? ['full', 'fastgen']) as CachePolicyName[]).map((policy) =>
+    resolveCacheOptions(cachePolicy(policy).options.some((o) => o.key === 'recovery') ? { policy, recovery } : { policy }));
   const testNames: string[] = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
   // Test names are checked before any model loads (their fit to each model's context after).
   for (const t of testNames) parseTest(t, Number.POSITIVE_INFINITY);
@@ -179,8 +181,7 @@ async function bench(v: Record<string, any>): Promise<number> {
               if (!notes.includes(note)) notes.push(note);
             }
           });
-          for (const policy of caches) {
-            const cache: CacheOptions = { policy, recovery };
+          for (const cache of caches) {
             for (const spec of specs) {
               cases.push({
                 row: {
@@ -190,7 +191,7 @@ async function bench(v: Record<string, any>): Promise<number> {
                   backend: model.backend.name,
                   threads: (model.backend as { threads?: number }).threads ?? 1,
                   dtype: model.backend.weightDtype,
-                  cache: (policy === 'fastgen' ? `fastgen T=${recovery}` : policy!) + kvLabel,
+                  cache: cacheLabel(cache) + kvLabel,
                   test: spec.label,
                 },
                 run: (rep) => runOnce(model, spec, cache, rep),

@@ -4,6 +4,7 @@
  */
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
+import { cachePolicy } from '../cache/policies/index.js';
 import { ContextOverflowError } from '../errors.js';
 import { formatBytes } from '../format.js';
 import { loadModel, type Model } from '../generate/model.js';
@@ -46,7 +47,7 @@ export function kvSummary(r: GenerateResult): string {
   return (
     `kv: ${kv.policy} ${formatBytes(kv.kvBytes)} of ${formatBytes(kv.fullKvBytes)} full (${(kv.prunedRatio * 100).toFixed(1)} % pruned), ` +
     `peak ${formatBytes(kv.peakKvBytes)}; heads ${heads}` +
-    (kv.policy === 'fastgen' ? `; profiling ${r.timings.profileMs.toFixed(1)} ms` : '')
+    (r.timings.profileMs > 0 ? `; ${cachePolicy(kv.policy).adaptive ? 'profiling' : 'selecting'} ${r.timings.profileMs.toFixed(1)} ms` : '')
   );
 }
 

@@ -12,7 +12,7 @@ import { CALIBRATION_TEXT } from '../server/capacity.js';
 import { FastgenServer } from '../server/http.js';
 import { parsePrometheus } from '../server/metrics.js';
 import { formatBytes, mulberry32, parseRange, percentile } from '../server/util.js';
-import { CACHE_POLICY_NAMES } from '../cache/policy.js';
+import { CACHE_POLICY_NAMES, cachePolicy } from '../cache/policies/index.js';
 import { modelOptions, newCommand, numberArg, option, parseChoice, parseCommand, sizeArg } from './args.js';
 
 export function loadtestCli() {
@@ -324,7 +324,8 @@ async function runPhase(
     sched.peakWaiting = 0;
     sched.peakPagesUsed = 0;
   }
-  const cache: Record<string, unknown> = cacheName === 'fastgen' ? { policy: 'fastgen', recovery: o.recovery } : { policy: cacheName };
+  const takesRecovery = cachePolicy(cacheName).options.some((s) => s.key === 'recovery');
+  const cache: Record<string, unknown> = takesRecovery ? { policy: cacheName, recovery: o.recovery } : { policy: cacheName };
   const before = await getMetrics(base);
   let peakRunning = 0;
   let peakWaiting = 0;

@@ -23,7 +23,7 @@ Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streamin
     .addOption(option('-p, --port <n>', 'port (default 8080; 0 = any free port)', numberArg('--port', { integer: true, min: 0, max: 65535 })))
     .addOption(option('--kv-budget <size>', 'KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)', sizeArg('--kv-budget')))
     .addOption(option('--page-tokens <n>', 'tokens per KV page (default 16)', numberArg('--page-tokens', { integer: true, min: 1, max: 4096 })));
-  cacheOptions(cmd);
+  cacheOptions(cmd, { defaultPolicy: 'fastgen' });
   cmd
     .addOption(option('--max-running <n>', 'most requests in the running batch (default 64)', numberArg('--max-running', { integer: true, min: 1 })))
     .addOption(option('--max-queue <n>', 'most requests waiting for KV memory; beyond it 429 (default 256)', numberArg('--max-queue', { integer: true, min: 0 })))
@@ -57,7 +57,7 @@ export function parseServeArgs(args: string[]) {
 
 function serveOptions(v: Record<string, any>) {
   const budget: number = v.kvBudget ?? parseSize('512MiB');
-  const cache = toCacheOptions({ ...v, cache: v.cache ?? 'fastgen' })!;
+  const cache = toCacheOptions(v, 'fastgen')!;
   const load: LoadModelOptions = {
     backend: v.backend,
     dtype: v.dtype,

@@ -2,8 +2,8 @@
  * Continuous batching over the shared KV page pool.
  *
  * Requests wait in a bounded FIFO queue and join the running batch at step boundaries. One step is one `step()`
- * (src/generate/step.ts: a single `backend.forward`, then sampling) over every running request: a newly admitted one pushes its prompt (prefill, its own forward item),
- * the others their last sampled token (decode). Requests leave the batch as soon as they finish or are cancelled, and
+ * (src/generate/step.ts: a single `backend.forward`, then sampling) over every running request: a newly admitted one
+ * pushes its prompt (prefill, its own forward item), the others their last sampled token (decode). Requests leave the batch as soon as they finish or are cancelled, and
  * their pages go back to the pool before the next step.
  *
  * Admission is by KV memory, in pages of the pool:
@@ -23,7 +23,7 @@
  * if a batched forward throws, every request of that batch is restarted and from then on run in a forward of its own,
  * so only the request that fails again is failed.
  */
-import { resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policy.js';
+import { cachePolicy, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policies/index.js';
 import type { PagePool } from '../cache/page-pool.js';
 import { KvPoolExhaustedError } from '../errors.js';
 import type { Model } from '../generate/model.js';
@@ -214,7 +214,10 @@ export class Scheduler {
   submit(promptIds: readonly number[], opts: SubmitOptions = {}): Job {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
     const { onText, ...gen } = opts;
-    const cache: CacheOptions = { ...this.defaultCache, ...(gen.cache ?? {}) };
+    // The server's options fill in what a request leaves out, for the same policy only: a request that names another
+    // policy takes that policy's defaults, not options meant for the server's.
+    const own = gen.cache ?? {};
+    const cache: CacheOptions = own.policy === undefined || own.policy === (this.defaultCache.policy ?? 'full') ? { ...this.defaultCache, ...own } : own;
     // A fixed seed makes a replay after preemption produce exactly the same tokens.
     const genOptions: GenerateOptions = {
       ...gen,
@@ -408,15 +411,11 @@ export class Scheduler {
     const kv = j.req.kv;
     let pages = 0;
     if (kv.length === 0) {
-      const fullPages = this.heads * Math.ceil(finalLen / pt);
-      const c = j.cache;
-      if (c.policy === 'full') pages = fullPages;
-      else if (c.policy === 'fastgen') pages = this.heads * Math.ceil((this.fastgenPriorValue * finalLen) / pt);
-      else {
-        const sinks = c.policy === 'sink+local' ? c.sinkTokens : 0;
-        const perHead = Math.min(finalLen, (c.budget ?? Math.ceil((c.ratio ?? 0.5) * finalLen)) + sinks + 1);
-        pages = this.heads * Math.ceil(perHead / pt);
-      }
+      // What the policy keeps per head at the end, plus the step's new token, which sits in the cache during the
+      // step's attention before the policy evicts; a profiled policy's share is learned from finished requests.
+      const kept = cachePolicy(j.cache.policy).keptTokens(j.cache, finalLen, j.promptIds.length);
+      const perHead = kept === undefined ? Math.ceil(this.fastgenPriorValue * finalLen) : Math.min(finalLen, kept + 1);
+      pages = this.heads * Math.ceil(perHead / pt);
     } else {
       const n = kv.length;
       const remaining = Math.max(0, finalLen - n);
@@ -567,7 +566,7 @@ export class Scheduler {
     }
     const now = performance.now();
     if (prefill) {
-      if (j.cache.policy === 'fastgen' && this.metrics) {
+      if (cachePolicy(j.cache.policy).adaptive && this.metrics) {
         for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc(n, { policy: p });
       }
     }
@@ -631,7 +630,7 @@ export class Scheduler {
       return;
     }
     if (j.cancelled) result.stopReason = 'aborted';
-    else if (j.cache.policy === 'fastgen' && result.generatedTokens > 0) this.observeFastgen(result);
+    else if (cachePolicy(j.cache.policy).adaptive && result.generatedTokens > 0) this.observeFastgen(result);
     const reason = result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : result.stopReason === 'aborted' ? 'aborted' : 'length';
     if (this.metrics) {
       this.metrics.requests.inc(1, { finish_reason: reason });
