@@ -159,7 +159,8 @@ export function cacheOptions(cmd: Command, which: { policy?: boolean; defaultPol
   for (const { spec, policies, flag } of CACHE_OPTION_FLAGS) {
     const value = spec.kind === 'list' ? 'list' : spec.kind === 'choice' ? spec.choices!.join('|') : spec.kind.startsWith('count') ? 'n' : 'r';
     const dflt = spec.default !== undefined && !(Array.isArray(spec.default) && spec.default.length === 0) ? ` (default ${spec.default})` : '';
-    cmd.addOption(option(`${flag} <${value}>`, `${policies.join(', ')}: ${spec.help}${dflt}`, cacheOptionParser(spec, flag)));
+    const help = spec.help.startsWith(`${policies[0]}: `) ? spec.help.slice(policies[0].length + 2) : spec.help;
+    cmd.addOption(option(`${flag} <${value}>`, `${policies.join(', ')}: ${help}${dflt}`, cacheOptionParser(spec, flag)));
   }
   return cmd;
 }

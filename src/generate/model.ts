@@ -24,7 +24,7 @@ export interface LoadModelOptions {
   pageTokens?: number;
   /** Element type of the KV cache: f32 (default) or f16 (half the bytes). */
   kvDtype?: 'f32' | 'f16';
-  /** Worker threads for backends that use them (wasm; default: all cores). */
+  /** Worker threads for backends that use them (wasm; default 2, 1 to MAX_THREADS). */
   threads?: number;
   /** llama2.c tokenizer file when it is not next to the checkpoint. */
   tokenizerPath?: string;

@@ -1,6 +1,5 @@
-/** Facts about a loaded model (sizes, memory per token) and dtype decoding for f16/bf16 tensors. */
+/** Facts about a loaded model: sizes, memory per token. */
 import type { ModelConfig, ModelWeights, Tensor } from './types.js';
-import { f16Table } from '../half.js';
 
 /** Number of weights. Tied embeddings are one tensor used twice, so they count once. */
 export function parameterCount(weights: ModelWeights): number {
@@ -22,19 +21,4 @@ export function parameterCount(weights: ModelWeights): number {
 /** Bytes of K and V cache one token occupies across all layers (uncompressed), at `bytesPerElement` per value. */
 export function kvBytesPerToken(config: ModelConfig, bytesPerElement = 4): number {
   return 2 * config.nLayers * config.nKvHeads * config.headDim * bytesPerElement;
-}
-
-/** The tensor's values as float32. An f32 tensor returns its own array (not a copy). */
-export function tensorToF32(t: Tensor): Float32Array {
-  if (t.dtype === 'f32') return t.data as Float32Array;
-  const src = t.data as Uint16Array;
-  const out = new Float32Array(src.length);
-  if (t.dtype === 'bf16') {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
-  } else {
-    const table = f16Table();
-    for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
-  }
-  return out;
 }

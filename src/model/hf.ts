@@ -11,7 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { asLoadError, bytesPerElement, elementCount, formatShape, openForReading, readSmallFile, statOrNull } from './binary-io.js';
-import { tensorToF32 } from './describe.js';
+import { tensorToF32 } from './tensor.js';
 import type { ProgressFn } from './llama2c.js';
 import { readSafetensor, readSafetensorsHeader, tensorDtype, type SafetensorsEntry, type SafetensorsFile } from './safetensors.js';
 import type { Architecture, DType, LayerWeights, LoadedCheckpoint, ModelConfig, RopeScaling, Tensor } from './types.js';

@@ -20,9 +20,9 @@
 import { InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
 import type { HeadAttentionStats } from '../../cache/policies/types.js';
-import { tensorToF32 } from '../../model/describe.js';
+import { tensorToF32 } from '../../model/tensor.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
-import { ropeInvFreq } from '../cpu-ref/rope.js';
+import { ropeInvFreq } from '../../model/rope.js';
 import type { Backend, ForwardItem } from '../types.js';
 import { JobList } from './jobs.js';
 import { WorkerPool } from './pool.js';
@@ -138,7 +138,7 @@ export class WasmBackend implements Backend {
   readonly weightDtype: WasmWeightDtype;
   readonly threads: number;
   private readonly rt: WasmRuntime;
-  private readonly pool: WorkerPool;
+  private readonly workers: WorkerPool;
   private readonly embedding: Float32Array; // [vocab, dim] (JS copy for row lookups)
   private readonly lmHead: Matrix;
   private readonly finalNorm: Ptr;
@@ -177,7 +177,7 @@ export class WasmBackend implements Backend {
   private constructor(ckpt: LoadedCheckpoint, rt: WasmRuntime, pool: WorkerPool, opts: WasmBackendOptions) {
     const c = (this.config = ckpt.config);
     this.rt = rt;
-    this.pool = pool;
+    this.workers = pool;
     this.threads = pool.threads;
     this.weightDtype = opts.dtype ?? 'f32';
     const w = ckpt.weights;
@@ -298,7 +298,7 @@ export class WasmBackend implements Backend {
   }
 
   dispose(): void {
-    void this.pool.close();
+    void this.workers.close();
   }
 
   private forwardBatch(items: readonly ForwardItem[]): Float32Array[] {
@@ -358,7 +358,7 @@ export class WasmBackend implements Backend {
       this.pushFfn(list, l, T, hooked);
     }
     if (wanted.length > 0) this.pushLogits(list, wanted);
-    this.pool.run(list, finish);
+    this.workers.run(list, finish);
     if (!hooked) for (let l = 0; l < c.nLayers; l++) finish(l);
     for (const it of items) it.kv.advance(it.tokens.length);
 

@@ -1,4 +1,4 @@
-import type { ModelConfig } from '../../model/types.js';
+import type { ModelConfig } from './types.js';
 
 /**
  * Inverse frequencies θ_j = base^(-2j/d), with the model's RoPE scaling applied (HF `_compute_llama3_parameters`,
