@@ -77,7 +77,7 @@ test('bad values: the message names the flag as typed (not topP / cache.recovery
     [['generate', '--kv-budget', 'lots', 'hi'], /--kv-budget: cannot read size 'lots'/],
     [['generate', '--threads', '1000', 'hi'], /--threads must be ≥ 1 and ≤ 64, got 1000/],
     [['generate', '--backend', 'gpu', 'hi'], /--backend: unknown backend 'gpu'; expected one of: cpu-ref, wasm/],
-    [['generate', '--gqa', 'max', 'hi'], /--gqa: unknown mode 'max'/],
+    [['generate', '--gqa', 'max', 'hi'], /--gqa: unknown value 'max'; expected one of: mean, min/],
     [['profile', '--svg', '/nonexistent-dir/p.svg', 'hi'], /--svg: the folder \/nonexistent-dir does not exist/],
     [['bench', '--tests', 'pp8,xx'], /--tests: cannot read 'xx'/],
     [['bench', '--svg', '/nonexistent-dir/b.svg'], /--svg: the folder/],

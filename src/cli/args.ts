@@ -141,12 +141,12 @@ function cacheOptionParser(spec: OptionSpec, flag: string): (v: string, previous
     case 'count0':
       return numberArg(flag, { integer: true });
     case 'choice':
-      return choiceArg(flag, spec.choices!, spec.key);
+      return choiceArg(flag, spec.choices!, 'value');
     case 'list':
       // Repeatable and comma-separated: --exclude punct --exclude local, or --exclude punct,local.
       return (v: string, previous: string[] | undefined) => [
         ...(previous ?? []),
-        ...v.split(',').map((x) => x.trim()).filter(Boolean).map((x) => parseChoice(x, flag, spec.choices!, spec.key)),
+        ...v.split(',').map((x) => x.trim()).filter(Boolean).map((x) => parseChoice(x, flag, spec.choices!, 'value')),
       ];
   }
 }
