@@ -113,6 +113,10 @@ export function chatCommand(args: string[]): Promise<number> {
     const opts: GenerateOptions = toGenerateOptions(o);
     const model = await loadModel(o.model, toLoadOptions(o));
     const messages: ChatMessage[] = o.system ? [{ role: 'system', content: o.system as string }] : [];
+    if (model.tokenizer.chatTemplateError !== undefined) {
+      model.dispose();
+      model.renderChat([{ role: 'user', content: '' }]); // throws the template's parse error, with its file
+    }
     if (!model.tokenizer.hasChatTemplate) console.error('(this model has no chat template: messages are continued as plain text)');
     const tty = !!process.stdin.isTTY && !!process.stdout.isTTY;
     // On a terminal readline gives line editing, arrow keys and history; piped input is read one line per turn.

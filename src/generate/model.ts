@@ -1,11 +1,12 @@
 import { AbortedError, InvalidOptionError } from '../errors.js';
 import type { Backend } from '../backend/types.js';
-import { createBackend, type BackendName, type WeightDtype } from '../backend/index.js';
+import { checkBackendOptions, checkModelFits, createBackend, type BackendName, type WeightDtype } from '../backend/index.js';
 import { PagePool } from '../cache/page-pool.js';
 import { resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { SequenceKv, type HeadProfile } from '../cache/sequence-kv.js';
 import type { TokenClasses } from '../cache/evict.js';
-import { loadCheckpoint } from '../model/load-checkpoint.js';
+import { inspectCheckpoint, loadCheckpoint } from '../model/load-checkpoint.js';
+import { checkFiniteWeights } from '../model/tensor.js';
 import { parameterCount } from '../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig } from '../model/types.js';
 import { loadTokenizer } from '../tokenizer/load-tokenizer.js';
@@ -24,10 +25,11 @@ export interface LoadModelOptions {
   pageTokens?: number;
   /** Element type of the KV cache: f32 (default) or f16 (half the bytes). */
   kvDtype?: 'f32' | 'f16';
-  /** Worker threads for backends that use them (wasm; default 2, 1 to MAX_THREADS). */
+  /** Worker threads for backends that use them (wasm; default 2, at most MAX_THREADS). */
   threads?: number;
   /** llama2.c tokenizer file when it is not next to the checkpoint. */
   tokenizerPath?: string;
+  /** Progress of the whole load: reading the weights, then converting and uploading them to the backend. */
   onProgress?: (loadedBytes: number, totalBytes: number, what: string) => void;
 }
 
@@ -193,7 +195,10 @@ export class Model {
     if (!Array.isArray(messages) || messages.some((m) => typeof m?.content !== 'string' || typeof m?.role !== 'string')) {
       throw new InvalidOptionError('messages must be an array of { role: string, content: string }', 'messages');
     }
-    if (this.tokenizer.hasChatTemplate) return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    // A template that does not parse is an error, never a silent fallback to plain text.
+    if (this.tokenizer.hasChatTemplate || this.tokenizer.chatTemplateError !== undefined) {
+      return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    }
     // Base models without a template (the stories models): continue the conversation as text.
     return messages.map((m) => m.content).join('\n');
   }
@@ -267,21 +272,29 @@ const yieldToEventLoop: () => Promise<void> = (() => {
   return () => new Promise<void>((r) => setTimeout(r, 0));
 })();
 
-/** Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). */
+/**
+ * Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). What can be
+ * checked from the headers is checked before the weights are read: the options, the tokenizer against the model's
+ * vocabulary, and whether the model fits the backend (the wasm backend's 4 GiB).
+ */
 export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions = {}): Promise<Model> {
   const t0 = performance.now();
-  const ckpt = await loadCheckpoint(pathOrDefault, { onProgress: opts.onProgress, tokenizerPath: opts.tokenizerPath });
-  if (!ckpt.tokenizer) {
-    throw new InvalidOptionError(
-      `no tokenizer found for ${ckpt.source.path}: put tokenizer.bin (llama2.c) or tokenizer.json (Hugging Face) next to the model, or pass tokenizerPath / --tokenizer`,
-      'tokenizer',
-    );
-  }
-  const tokenizer = await loadTokenizer(ckpt.tokenizer, ckpt.config.vocabSize);
   if (opts.kvDtype !== undefined && opts.kvDtype !== 'f32' && opts.kvDtype !== 'f16') {
     throw new InvalidOptionError(`kvDtype must be 'f32' or 'f16', got '${opts.kvDtype}'`, 'kvDtype');
   }
-  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads });
+  checkBackendOptions(opts);
+  const info = await inspectCheckpoint(pathOrDefault, { tokenizerPath: opts.tokenizerPath });
+  if (!info.tokenizer) {
+    throw new InvalidOptionError(
+      `no tokenizer found for ${info.source.path}: put tokenizer.bin (llama2.c) or tokenizer.json (Hugging Face) next to the model, or pass tokenizerPath / --tokenizer`,
+      'tokenizer',
+    );
+  }
+  const tokenizer = await loadTokenizer(info.tokenizer, info.config.vocabSize);
+  checkModelFits(info.config, opts);
+  const ckpt = await loadCheckpoint(pathOrDefault, { onProgress: opts.onProgress, tokenizerPath: opts.tokenizerPath });
+  checkFiniteWeights(ckpt.weights, ckpt.source.path);
+  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads, onProgress: opts.onProgress });
   return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
 }
 

@@ -22,7 +22,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { asLoadError, bytesOf, CHUNK_BYTES, openForReading, readExactly, statOrNull } from './binary-io.js';
-import type { LayerWeights, LoadedCheckpoint, ModelConfig, ModelWeights, Tensor } from './types.js';
+import { MAX_CONTEXT, type LayerWeights, type LoadedCheckpoint, type ModelConfig, type ModelWeights, type Tensor } from './types.js';
 
 export const LLAMA2C_HEADER_BYTES = 28;
 /** First uint32 of llama2.c's newer (version 1/2) export format: "ak42". */
@@ -67,6 +67,7 @@ export function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHead
     if (dim % nHeads !== 0) problems.push(`dim ${dim} is not a multiple of n_heads ${nHeads}`);
     else if ((dim / nHeads) % 2 !== 0) problems.push(`head size ${dim / nHeads} is odd (RoPE needs pairs)`);
     if (nKvHeads > nHeads || nHeads % nKvHeads !== 0) problems.push(`n_heads ${nHeads} is not a multiple of n_kv_heads ${nKvHeads}`);
+    if (seqLen > MAX_CONTEXT) problems.push(`seq_len ${seqLen} is beyond the ${MAX_CONTEXT}-token context fastgen supports`);
   }
   if (problems.length > 0) {
     throw new ModelLoadError(
@@ -277,6 +278,36 @@ export async function readLlama2cCheckpoint(
   }));
   opts.onProgress?.(length, length, 'done');
   return { config: llama2cConfig(header, opts.name), weights: { tokenEmbedding, layers, finalNorm, lmHead } };
+}
+
+/**
+ * A llama2.c checkpoint's config from its 28-byte header, checked against the size of the bytes it sits in
+ * [start, start + length) of `fh`: no weights are read.
+ */
+export async function readLlama2cConfig(fh: FileHandle, path: string, start: number, length: number, name: string): Promise<ModelConfig> {
+  if (length < LLAMA2C_HEADER_BYTES) {
+    throw new ModelLoadError('NOT_A_MODEL', `${path} is ${length} bytes, too small to be a llama2.c checkpoint (the header alone is 28 bytes)`, path);
+  }
+  const bytes = new Uint8Array(LLAMA2C_HEADER_BYTES);
+  await readExactly(fh, bytes, start, path);
+  const header = parseLlama2cHeader(bytes, path);
+  if (llama2cExpectedBytes(header) !== length) {
+    throw new ModelLoadError('CORRUPT_MODEL', `${path} is ${length} bytes, but its llama2.c header implies ${llama2cExpectedBytes(header)}; re-download or re-export it`, path);
+  }
+  return llama2cConfig(header, name);
+}
+
+/** The config of a standalone llama2.c .bin file, from its header only. */
+export async function inspectLlama2cFile(path: string): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source'] }> {
+  const st = await statOrNull(path);
+  if (st === null) throw new ModelLoadError('MODEL_NOT_FOUND', `model file ${path} does not exist`, path);
+  const fh = await openForReading(path);
+  try {
+    const config = await readLlama2cConfig(fh, path, 0, st.size, basename(path, extname(path)));
+    return { config, weightBytes: st.size, source: { kind: 'llama2c', path } };
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Load a standalone llama2.c .bin file. */
