@@ -52,6 +52,17 @@ export interface SchedulerOptions {
 export type RejectReason = 'queue_full' | 'shutting_down' | 'too_large';
 
 /** A request refused at submit time (queue full → 429, shutting down → 503, can never fit the KV budget → 400). */
+/**
+ * Tokens admission reserves per (layer, KV head) for a request that will reach `finalLength` tokens: what its policy
+ * keeps at that length (CachePolicy.keptTokens) plus the step's new token, which sits in the cache during the step's
+ * attention before the policy evicts. A profiled policy's share is not known before its prompt: `prior`, the fraction
+ * learned from finished requests.
+ */
+export function reservedTokensPerHead(cache: ResolvedCacheOptions, promptLength: number, finalLength: number, prior: number): number {
+  const kept = cachePolicy(cache.policy).keptTokens(cache, finalLength, promptLength);
+  return kept === undefined ? Math.ceil(prior * finalLength) : Math.min(finalLength, kept + 1);
+}
+
 export class SchedulerRejectError extends Error {
   constructor(
     readonly reason: RejectReason,
@@ -411,11 +422,7 @@ export class Scheduler {
     const kv = j.req.kv;
     let pages = 0;
     if (kv.length === 0) {
-      // What the policy keeps per head at the end, plus the step's new token, which sits in the cache during the
-      // step's attention before the policy evicts; a profiled policy's share is learned from finished requests.
-      const kept = cachePolicy(j.cache.policy).keptTokens(j.cache, finalLen, j.promptIds.length);
-      const perHead = kept === undefined ? Math.ceil(this.fastgenPriorValue * finalLen) : Math.min(finalLen, kept + 1);
-      pages = this.heads * Math.ceil(perHead / pt);
+      pages = this.heads * Math.ceil(reservedTokensPerHead(j.cache, j.promptIds.length, finalLen, this.fastgenPriorValue) / pt);
     } else {
       const n = kv.length;
       const remaining = Math.max(0, finalLen - n);
