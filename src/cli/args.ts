@@ -235,7 +235,7 @@ const FLAG_OF: Record<string, string> = {
 };
 
 /** Run a library check, re-wording its errors in terms of the flags (topP → --top-p) as a usage error. */
-export function inFlagTerms<T>(f: () => T): T {
+function inFlagTerms<T>(f: () => T): T {
   try {
     return f();
   } catch (e) {

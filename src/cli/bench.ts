@@ -256,9 +256,9 @@ async function bench(v: Record<string, any>): Promise<number> {
 }
 
 /** A row's spread (sample sd / mean) above which a ratio to or from it says more about the machine than the code. */
-export const UNSTABLE_CV = 0.2;
+const UNSTABLE_CV = 0.2;
 
-export function unstable(r: Pick<BenchRow, 'tokensPerSecond' | 'stddev'>): boolean {
+function unstable(r: Pick<BenchRow, 'tokensPerSecond' | 'stddev'>): boolean {
   return !(r.tokensPerSecond > 0) || r.stddev / r.tokensPerSecond > UNSTABLE_CV;
 }
 

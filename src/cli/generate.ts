@@ -39,7 +39,7 @@ export async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-export function kvSummary(r: GenerateResult): string {
+function kvSummary(r: GenerateResult): string {
   const kv = r.kv;
   const heads = Object.entries(kv.headsPerPolicy)
     .map(([p, n]) => `${p}:${n}`)
@@ -51,7 +51,7 @@ export function kvSummary(r: GenerateResult): string {
   );
 }
 
-export function timingLine(r: GenerateResult): string {
+function timingLine(r: GenerateResult): string {
   const t = r.timings;
   return (
     `prefill: ${r.promptTokens} tokens in ${t.prefillMs.toFixed(1)} ms (${t.prefillTokensPerSecond.toFixed(1)} tok/s); ` +

@@ -22,7 +22,7 @@ export interface MemoryEstimate {
   rows: { dtype: WeightDtype; weightBytes: number; kvBytes: number; totalBytes: number; wasmBytes: number; fitsWasm: boolean }[];
 }
 
-export function estimateMemory(info: CheckpointInfo, o: { context?: number; batch?: number; kvDtype?: 'f32' | 'f16'; threads?: number }): MemoryEstimate {
+function estimateMemory(info: CheckpointInfo, o: { context?: number; batch?: number; kvDtype?: 'f32' | 'f16'; threads?: number }): MemoryEstimate {
   const c = info.config;
   const context = o.context ?? c.maxSeqLen;
   const batch = o.batch ?? 1;
@@ -37,7 +37,7 @@ export function estimateMemory(info: CheckpointInfo, o: { context?: number; batc
   return { context, batch, kvDtype, rows };
 }
 
-export function describeCheckpoint(info: CheckpointInfo, tokenizer: Tokenizer, o: { backend?: string; dtype?: string }) {
+function describeCheckpoint(info: CheckpointInfo, tokenizer: Tokenizer, o: { backend?: string; dtype?: string }) {
   const c = info.config;
   return {
     name: c.name,

@@ -21,7 +21,7 @@ function label(p: PointSummary): string {
   return p.method;
 }
 
-export function headline(r: EvalReport): string {
+function headline(r: EvalReport): string {
   const m = r.model;
   const s = r.settings;
   return (
@@ -137,7 +137,7 @@ function tables(r: EvalReport, md: boolean): Tables {
 }
 
 /** Plain statements of where FastGen is beaten at equal memory, computed from the numbers. */
-export function findings(r: EvalReport): string[] {
+function findings(r: EvalReport): string[] {
   const out: string[] = [];
   for (const f of sweep(r)) {
     if (f.T >= 1) continue;

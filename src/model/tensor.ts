@@ -19,7 +19,7 @@ export function tensorToF32(t: Tensor): Float32Array {
 }
 
 /** Index of the first NaN or ±Infinity in the tensor, or -1. */
-export function firstNonFinite(t: Tensor): number {
+function firstNonFinite(t: Tensor): number {
   if (t.dtype === 'f32') {
     const x = t.data as Float32Array;
     // One pass of sums (NaN and ±∞ survive them; finite f32 values cannot overflow an f64 sum), then the search.
