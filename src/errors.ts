@@ -13,6 +13,7 @@ export type FastgenErrorCode =
   | 'CONTEXT_OVERFLOW' // prompt (plus generation) longer than the context
   | 'INVALID_OPTION' // sampling / cache / CLI option out of range
   | 'KV_POOL_EXHAUSTED' // page pool cannot serve an allocation
+  | 'NON_FINITE_LOGITS' // the logits to sample from hold NaN / +Infinity, or nothing but −Infinity
   | 'ABORTED';
 
 export class FastgenError extends Error {
@@ -63,6 +64,14 @@ export class KvPoolExhaustedError extends FastgenError {
     this.name = 'KvPoolExhaustedError';
     this.neededBytes = neededBytes;
     this.freeBytes = freeBytes;
+  }
+}
+
+/** The logits of a step cannot be sampled (NaN, +Infinity, or all −Infinity): a numerical failure, never a token. */
+export class NonFiniteLogitsError extends FastgenError {
+  constructor(message: string) {
+    super('NON_FINITE_LOGITS', message);
+    this.name = 'NonFiniteLogitsError';
   }
 }
 

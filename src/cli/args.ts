@@ -21,9 +21,9 @@ import { terminalProgress } from '../model/progress.js';
 export const EXIT = { ok: 0, failed: 1, usage: 2, invariant: 3, internal: 70 } as const;
 
 /** The command line is wrong: exit 2, with the message and a pointer to the command's --help. */
-export class UsageError extends FastgenError {
+export class UsageError extends InvalidOptionError {
   constructor(message: string, flag?: string) {
-    super('INVALID_OPTION', message, flag);
+    super(message, flag);
     this.name = 'UsageError';
   }
 }

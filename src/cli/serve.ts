@@ -3,18 +3,18 @@
  *
  *   fastgen serve [--model PATH] [--host 127.0.0.1] [--port 8080] [--kv-budget 512MiB] [--cache fastgen] [--recovery 0.95]
  */
-import { FastgenError } from '../errors.js';
+import { FastgenError, InvalidOptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
 import { parseSize } from '../format.js';
-import { cacheOptions, modelOptions, newCommand, numberArg, option, parseCommand, sizeArg, toCacheOptions } from './args.js';
+import { cacheOptions, modelOptions, newCommand, numberArg, option, parseCommand, parseNumber, sizeArg, toCacheOptions } from './args.js';
 
 export function serveCli() {
   const cmd = newCommand(
     'fastgen serve',
     `Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
 
-Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models,
+Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models[/ID],
            GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize`,
   );
   modelOptions(cmd, { kvBudget: false });
@@ -26,9 +26,15 @@ Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streamin
   cacheOptions(cmd, { defaultPolicy: 'fastgen' });
   cmd
     .addOption(option('--max-running <n>', 'most requests in the running batch (default 64)', numberArg('--max-running', { integer: true, min: 1 })))
-    .addOption(option('--max-queue <n>', 'most requests waiting for KV memory; beyond it 429 (default 256)', numberArg('--max-queue', { integer: true, min: 0 })))
+    .addOption(option('--max-queue <n>', 'most requests waiting beyond the free running slots; beyond it 429 (default 256; 0 = no waiting room: a request runs at once or gets a 429)', numberArg('--max-queue', { integer: true, min: 0 })))
     .addOption(option('--served-model-name <id>', 'model id clients send in "model" (default: the model\'s name)'))
     .addOption(option('--shutdown-timeout <s>', 'on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)', numberArg('--shutdown-timeout', { min: 0 })))
+    .addOption(option('--api-key <key>', "require 'Authorization: Bearer KEY' on every endpoint but /health (default: the FASTGEN_API_KEY environment variable, if set)"))
+    .addOption(option('--allowed-origins <list>', "browser origins allowed to call the API (CORS), comma-separated, or '*' (default: none)", list))
+    .addOption(option('--allowed-hosts <list>', 'Host names accepted besides localhost when bound to loopback (DNS-rebinding protection)', list))
+    .addOption(option('--body-timeout <s>', 'seconds a client has to send its request body (default 60) → 408', seconds('--body-timeout')))
+    .addOption(option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30) → 408', seconds('--headers-timeout')))
+    .addOption(option('--max-connections <n>', 'open connections at most; more get a 503 (default 512)', numberArg('--max-connections', { integer: true, min: 1 })))
     .addOption(option('--no-calibrate', 'skip the FastGen capacity estimate at startup'))
     .addOption(option('-q, --quiet', 'no per-request log lines'));
   cmd.addHelpText(
@@ -50,12 +56,12 @@ export function logLine(line: string): void {
 }
 
 /** Options of `serve` parsed into server options (exported for the load tester and tests); `help` after --help. */
-export function parseServeArgs(args: string[]) {
+export function parseServeArgs(args: string[], env: NodeJS.ProcessEnv = process.env) {
   const parsed = parseCommand(serveCli(), args);
-  return parsed ? serveOptions(parsed.opts) : { ...serveOptions({}), help: true };
+  return parsed ? serveOptions(parsed.opts, env) : { ...serveOptions({}, {}), help: true };
 }
 
-function serveOptions(v: Record<string, any>) {
+function serveOptions(v: Record<string, any>, env: NodeJS.ProcessEnv) {
   const budget: number = v.kvBudget ?? parseSize('512MiB');
   const cache = toCacheOptions(v, 'fastgen')!;
   const load: LoadModelOptions = {
@@ -81,7 +87,30 @@ function serveOptions(v: Record<string, any>) {
     shutdownMs: ((v.shutdownTimeout as number | undefined) ?? 30) * 1000,
     calibrate: v.calibrate !== false,
     quiet: v.quiet === true,
+    apiKey: apiKey(v.apiKey ?? env.FASTGEN_API_KEY),
+    allowedOrigins: v.allowedOrigins as string[] | undefined,
+    allowedHosts: v.allowedHosts as string[] | undefined,
+    bodyTimeoutMs: v.bodyTimeout as number | undefined,
+    headersTimeoutMs: v.headersTimeout as number | undefined,
+    maxConnections: v.maxConnections as number | undefined,
   };
+}
+
+function apiKey(key: string | undefined): string | undefined {
+  if (key === undefined) return undefined;
+  if (key.trim() === '') throw new InvalidOptionError('--api-key (or FASTGEN_API_KEY) is empty; give a key or leave it unset', '--api-key');
+  return key.trim();
+}
+
+/** A duration flag in seconds, as milliseconds. */
+function seconds(flag: string): (v: string) => number {
+  return (v) => Math.round(parseNumber(v, flag, { min: 0.001, max: 86_400 }) * 1000);
+}
+
+/** A comma-separated list flag. */
+function list(v: string): string[] | undefined {
+  const items = v.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+  return items.length ? items : undefined;
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
@@ -100,6 +129,12 @@ export async function serveCommand(args: string[]): Promise<number> {
       maxWaiting: o.maxWaiting,
       servedModelName: o.servedModelName,
       calibrate: o.calibrate,
+      apiKey: o.apiKey,
+      allowedOrigins: o.allowedOrigins,
+      allowedHosts: o.allowedHosts,
+      bodyTimeoutMs: o.bodyTimeoutMs,
+      headersTimeoutMs: o.headersTimeoutMs,
+      maxConnections: o.maxConnections,
       log: logLine,
       logRequests: !o.quiet,
     });

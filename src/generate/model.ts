@@ -204,16 +204,16 @@ export class Model {
   }
 
   /**
-   * `messages` as the token ids a chat turn starts from: rendered by renderChat, then encoded. A rendered template
-   * already carries its own BOS when the template wants one, so none is added (unless `addBos` says otherwise); a
-   * model without a template gets the tokenizer's habit, as for any text. The library's chat and the server use this.
+   * The chat prompt's ids: the template's markers are special tokens, message content is always plain text (typing a
+   * special token's text into a message does not make it that token). A rendered template carries its own BOS.
    */
-  encodeChat(messages: readonly ChatMessage[], addBos?: boolean): number[] {
-    return this.encode(this.renderChat(messages), addBos ?? (this.tokenizer.hasChatTemplate ? false : undefined));
+  encodeChat(messages: readonly ChatMessage[]): number[] {
+    const text = this.renderChat(messages); // validates; the plain-text rendering when there is no template
+    return this.tokenizer.hasChatTemplate ? this.tokenizer.encodeChat(messages, { addGenerationPrompt: true }) : this.encode(text);
   }
 
   chat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): Generation {
-    return this.generate(this.encodeChat(messages, opts.addBos), opts);
+    return this.generate(this.encodeChat(messages), opts);
   }
 
   /** Run the prompt through the model with a FastGen cache and report every head's choice (no generation). */

@@ -2,6 +2,7 @@ import { ContextOverflowError, InvalidOptionError } from '../errors.js';
 import type { SequenceKv, KvStats, HeadProfile } from '../cache/sequence-kv.js';
 import type { CacheOptions } from '../cache/policies/index.js';
 import type { StreamDecoder, Tokenizer } from '../tokenizer/types.js';
+import { applyPenalties, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { StopStringMatcher } from './stop.js';
 
@@ -20,6 +21,11 @@ export interface GenerateOptions extends SamplingOptions {
   addBos?: boolean;
   /** When the prompt is longer than the context: keep its last tokens instead of failing. */
   truncatePrompt?: boolean;
+  /** OpenAI's penalties over the generated tokens, in [-2, 2] (0 = off); applied before the sampler's own. */
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  /** Record each generated token's log-probability with this many alternatives, 0 to 20 (default: none). */
+  logprobs?: number;
 }
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'context' | 'aborted';
@@ -64,6 +70,13 @@ export function validateGenerateOptions(o: GenerateOptions): void {
   if (o.stopIds !== undefined && (!Array.isArray(o.stopIds) || o.stopIds.some((s) => !Number.isInteger(s) || s < 0))) {
     throw new InvalidOptionError('stopIds must be an array of non-negative integer token ids', 'stopIds');
   }
+  for (const k of ['frequencyPenalty', 'presencePenalty'] as const) {
+    const v = o[k];
+    if (v !== undefined && !(typeof v === 'number' && v >= -2 && v <= 2)) throw new InvalidOptionError(`${k} must be a number in [-2, 2] (0 = off), got ${v}`, k);
+  }
+  if (o.logprobs !== undefined && !(Number.isInteger(o.logprobs) && o.logprobs >= 0 && o.logprobs <= 20)) {
+    throw new InvalidOptionError(`logprobs must be an integer from 0 to 20, got ${o.logprobs}`, 'logprobs');
+  }
   // Duck-typed signals ({ aborted: true }) would never fire their 'abort' event: only the real thing is accepted.
   if (o.signal !== undefined && !(typeof AbortSignal !== 'undefined' && o.signal instanceof AbortSignal)) {
     throw new InvalidOptionError('signal must be an AbortSignal (e.g. new AbortController().signal or AbortSignal.timeout(ms))', 'signal');
@@ -89,8 +102,12 @@ export class GenerationRequest {
   stopToken: number | undefined;
   /** Logits to sample from at the next step without a forward pass (a request resumed from a shared prefill). */
   pendingLogits: Float32Array | undefined;
+  /** With the logprobs option: one entry per generated token. */
+  readonly logprobs: TokenLogprob[] = [];
   private prefilled = false;
   private logitsOut: Float32Array | undefined;
+  /** Penalised copy of the logits (frequency / presence penalties). */
+  private penalised: Float32Array | undefined;
   private readonly sampler: Sampler;
   private readonly decoder: StreamDecoder;
   private readonly stopper: StopStringMatcher;
@@ -189,13 +206,21 @@ export class GenerationRequest {
       this.peakFullKvBytes = this.kv.fullKvBytes();
     }
     if (this.checkAbort()) return '';
-    const id = this.sampler.sample(logits, this.history);
+    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0, logprobs } = this.opts;
+    let x = logits;
+    if (fp !== 0 || pp !== 0) {
+      x = this.penalised ??= new Float32Array(logits.length);
+      x.set(logits);
+      applyPenalties(x, this.generated, fp, pp);
+    }
+    const id = this.sampler.sample(x, this.history);
     this.history.push(id);
     if (this.stopIds.has(id)) {
       this.stopToken = id;
       this.stopReason = this.opts.stopIds?.includes(id) ? 'stop' : 'eos';
       return this.finishText();
     }
+    if (logprobs !== undefined) this.logprobs.push(tokenLogprob(logits, id, logprobs));
     this.generated.push(id);
     const { emit, stopped } = this.stopper.push(this.decoder.push(id));
     this.text += emit;

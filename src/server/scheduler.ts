@@ -1,9 +1,9 @@
 /**
  * Continuous batching over the shared KV page pool.
  *
- * Requests wait in a bounded FIFO queue and join the running batch at step boundaries. One step is one `step()`
- * (src/generate/step.ts: a single `backend.forward`, then sampling) over every running request: a newly admitted one
- * pushes its prompt (prefill, its own forward item), the others their last sampled token (decode). Requests leave the batch as soon as they finish or are cancelled, and
+ * Requests wait in a bounded FIFO queue and join the running batch at step boundaries. One step is one
+ * `backend.forward` over every running request: a newly admitted one pushes its prompt (prefill, its own forward item),
+ * the others their last sampled token (decode). Requests leave the batch as soon as they finish or are cancelled, and
  * their pages go back to the pool before the next step.
  *
  * Admission is by KV memory, in pages of the pool:
@@ -25,16 +25,21 @@
  */
 import { cachePolicy, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policies/index.js';
 import type { PagePool } from '../cache/page-pool.js';
+import type { SequenceKv } from '../cache/sequence-kv.js';
 import { KvPoolExhaustedError } from '../errors.js';
 import type { Model } from '../generate/model.js';
-import type { GenerateOptions, GenerateResult, GenerationRequest } from '../generate/request.js';
+import { GenerationRequest, type GenerateOptions, type GenerateResult } from '../generate/request.js';
 import { step, type StepOutcome } from '../generate/step.js';
 import type { GaugeSnapshot, ServerMetrics } from './metrics.js';
 
 export interface SchedulerOptions {
   /** Most requests in the running batch (default 64). */
   maxRunning?: number;
-  /** Most requests waiting for admission; beyond it, submit throws SchedulerRejectError('queue_full') (default 256). */
+  /**
+   * Most requests waiting for admission beyond the free running slots; beyond it, submit throws
+   * SchedulerRejectError('queue_full') (default 256). 0 = no waiting room: a request is taken only while a running
+   * slot is free.
+   */
   maxWaiting?: number;
   /** KV budget the scheduler admits against (default: the pool's budget; it may only be lower). */
   kvBudgetBytes?: number;
@@ -83,7 +88,7 @@ export class JobFailedError extends Error {
 
 export interface SubmitOptions extends GenerateOptions {
   /** Called with each new piece of text, in order (never twice for the same text, even across preemptions). */
-  onText?: (text: string) => void;
+  onText?: (text: string, job: Job) => void;
 }
 
 export interface JobResult extends GenerateResult {
@@ -124,6 +129,10 @@ export class Job {
   isolated = false;
   failures = 0;
   cancelled: 'client' | 'shutdown' | undefined;
+  /** Choices 2..n of an `n > 1` request: they fork this job's cache after its prefill instead of prefilling again. */
+  followers: Job[] = [];
+  /** For a follower: the job whose prefill it waits to fork. */
+  leader: Job | undefined;
   resolve!: (r: JobResult) => void;
   reject!: (e: unknown) => void;
 
@@ -131,7 +140,7 @@ export class Job {
     id: number,
     req: GenerationRequest,
     readonly genOptions: GenerateOptions,
-    readonly onText: ((text: string) => void) | undefined,
+    readonly onText: ((text: string, job: Job) => void) | undefined,
     private readonly scheduler: Scheduler,
   ) {
     this.id = id;
@@ -148,6 +157,11 @@ export class Job {
 
   get policy(): string {
     return this.cache.policy;
+  }
+
+  /** With the logprobs option: one entry per generated token (the current attempt's). */
+  get logprobs() {
+    return this.req.logprobs;
   }
 
   /** Stop generating; the pages go back to the pool at the next step boundary (at once when still waiting). */
@@ -173,6 +187,8 @@ export class Scheduler {
   peakPagesUsed = 0;
   /** Steps run so far. */
   steps = 0;
+  /** Choices of `n > 1` requests that started from a fork of their first choice's prefill. */
+  forkedChoices = 0;
   private readonly metrics: ServerMetrics | undefined;
   private readonly log: (line: string) => void;
   private nextId = 1;
@@ -223,43 +239,63 @@ export class Scheduler {
    * SchedulerRejectError), so a refused request never touches the pool or another request.
    */
   submit(promptIds: readonly number[], opts: SubmitOptions = {}): Job {
+    return this.submitChoices(promptIds, opts, 1)[0];
+  }
+
+  /**
+   * Queue `n` choices of one prompt (OpenAI's `n`): choice i samples with seed + i. The first prefills; the others
+   * fork its compressed cache after the prefill and sample their first token from the same logits — the same tokens
+   * each would produce alone with its seed. A choice that cannot fork (no free slot or pages) prefills on its own.
+   */
+  submitChoices(promptIds: readonly number[], opts: SubmitOptions, n: number): Job[] {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
     const { onText, ...gen } = opts;
     // The server's options fill in what a request leaves out, for the same policy only: a request that names another
     // policy takes that policy's defaults, not options meant for the server's.
     const own = gen.cache ?? {};
     const cache: CacheOptions = own.policy === undefined || own.policy === (this.defaultCache.policy ?? 'full') ? { ...this.defaultCache, ...own } : own;
-    // A fixed seed makes a replay after preemption produce exactly the same tokens.
-    const genOptions: GenerateOptions = {
-      ...gen,
-      cache,
-      signal: undefined,
-      seed: gen.seed ?? Math.floor(Math.random() * 2 ** 31),
-      maxTokens: gen.maxTokens ?? 256,
-    };
-    const req = this.model.createRequest(promptIds, genOptions); // throws InvalidOptionError / ContextOverflowError
-    const need = this.prefillPages(req.promptIds.length);
+    const seed = gen.seed ?? Math.floor(Math.random() * 2 ** 31);
+    const reqs: GenerationRequest[] = [];
+    const options: GenerateOptions[] = [];
+    const releaseAll = () => reqs.forEach((r) => r.kv.release());
+    try {
+      for (let i = 0; i < n; i++) {
+        // A fixed seed makes a replay after preemption produce exactly the same tokens.
+        options.push({ ...gen, cache, signal: undefined, seed: seed + i, maxTokens: gen.maxTokens ?? 256 });
+        reqs.push(this.model.createRequest(promptIds, options[i])); // throws InvalidOptionError / ContextOverflowError
+      }
+    } catch (e) {
+      releaseAll();
+      throw e;
+    }
+    const promptLength = reqs[0].promptIds.length;
+    const need = this.prefillPages(promptLength);
     if (need > this.budgetPages) {
-      req.kv.release();
+      releaseAll();
       throw new SchedulerRejectError(
         'too_large',
-        `the prompt (${req.promptIds.length} tokens) needs ${need} KV pages (${need * this.pool.pageBytes} bytes) for its prefill, ` +
+        `the prompt (${promptLength} tokens) needs ${need} KV pages (${need * this.pool.pageBytes} bytes) for its prefill, ` +
           `but the whole KV budget is ${this.budgetPages} pages (${this.budgetBytes} bytes); shorten the prompt or raise --kv-budget`,
       );
     }
-    if (this.waiting.length >= this.maxWaiting) {
-      req.kv.release();
+    // The waiting room is what is left after the free running slots: with maxWaiting 0 an idle server still runs.
+    const room = this.maxWaiting + Math.max(0, this.maxRunning - this.running.length) - this.waiting.length;
+    if (n > room) {
+      releaseAll();
       throw new SchedulerRejectError(
         'queue_full',
-        `the server is at capacity: ${this.running.length} requests running and ${this.waiting.length} waiting (queue limit ${this.maxWaiting}); retry later`,
+        `the server is at capacity: ${this.running.length} requests running and ${this.waiting.length} waiting (queue limit ${this.maxWaiting}` +
+          `${n > 1 ? `; this request asks for ${n} choices` : ''}); retry later`,
       );
     }
     // Submitted with ids: truncation (if any) is already applied, and a replay must not truncate again.
-    const job = new Job(this.nextId++, req, { ...genOptions, truncatePrompt: false }, onText, this);
-    this.waiting.push(job);
+    const jobs = reqs.map((req, i) => new Job(this.nextId++, req, { ...options[i], truncatePrompt: false }, onText, this));
+    this.waiting.push(jobs[0]);
+    for (const f of jobs.slice(1)) f.leader = jobs[0];
+    jobs[0].followers = jobs.slice(1);
     if (this.waiting.length > this.peakWaiting) this.peakWaiting = this.waiting.length;
     this.kick();
-    return job;
+    return jobs;
   }
 
   cancel(job: Job, reason: 'client' | 'shutdown'): void {
@@ -403,7 +439,8 @@ export class Scheduler {
 
   /** Pages the job's next forward can allocate: one per head whose last page is full, or its whole prompt for a prefill. */
   private stepNeed(j: Job): number {
-    if (j.req.done) return 0;
+    // A choice resumed from a forked prefill samples its first token without a forward pass.
+    if (j.req.done || j.req.pendingLogits !== undefined) return 0;
     const pt = this.pool.pageTokens;
     const n = j.req.input().length;
     let pages = 0;
@@ -473,14 +510,18 @@ export class Scheduler {
         // Alone it may well fit (the reservation is an estimate); the step check stops it if it does not.
       }
       this.waiting.shift();
-      j.state = 'running';
-      if (j.admittedAt === undefined) {
-        j.admittedAt = performance.now();
-        this.metrics?.queueTime.observe((j.admittedAt - j.arrival) / 1000);
-        this.metrics?.promptTokens.inc(j.promptIds.length);
-      }
-      this.running.push(j);
+      this.startRunning(j);
     }
+  }
+
+  private startRunning(j: Job): void {
+    j.state = 'running';
+    if (j.admittedAt === undefined) {
+      j.admittedAt = performance.now();
+      this.metrics?.queueTime.observe((j.admittedAt - j.arrival) / 1000);
+      this.metrics?.promptTokens.inc(j.promptIds.length);
+    }
+    this.running.push(j);
   }
 
   /** Make sure this step's allocations cannot fail: preempt the youngest requests until they fit. */
@@ -499,7 +540,7 @@ export class Scheduler {
           const piece = j.req.text.slice(j.sent);
           j.sent = j.req.text.length;
           try {
-            j.onText?.(piece);
+            j.onText?.(piece, j);
           } catch {
             // the consumer is gone; the job ends here anyway
           }
@@ -530,8 +571,12 @@ export class Scheduler {
       this.finishJob(j, new JobFailedError(`could not restart the request: ${String(e)}`, e));
       return;
     }
+    this.enqueue(j);
+  }
+
+  /** Into the queue in arrival order, so it goes before requests that came after it. */
+  private enqueue(j: Job): void {
     j.state = 'waiting';
-    // Back into the queue in arrival order, so it goes before requests that came after it.
     let i = 0;
     while (i < this.waiting.length && this.waiting[i].id < j.id) i++;
     this.waiting.splice(i, 0, j);
@@ -571,12 +616,51 @@ export class Scheduler {
       this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
       return;
     }
-    const now = performance.now();
     if (prefill) {
       if (cachePolicy(j.cache.policy).adaptive && this.metrics) {
-        for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc(n, { policy: p });
+        for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc({ policy: p }, n);
       }
+      if (j.followers.length) this.forkFollowers(j);
     }
+    this.delivered(j);
+  }
+
+  /**
+   * Choices 2..n start from a copy of the leader's compressed cache and sample their first token from its prefill
+   * logits at the next step, with no forward pass of their own (GenerationRequest.resume); one that finds no free
+   * running slot or pages for the copy is queued to prefill on its own.
+   */
+  private forkFollowers(leader: Job): void {
+    const followers = leader.followers;
+    leader.followers = [];
+    // The leader's buffer is rewritten by its next step: each follower keeps a copy of the prefill's logits.
+    const logits = leader.req.logitsBuffer(this.model.config.vocabSize);
+    for (const f of followers) {
+      if (f.state !== 'waiting') continue;
+      f.leader = undefined;
+      let kv: SequenceKv | undefined;
+      if (this.running.length < this.maxRunning && this.held(leader) <= this.freePages()) {
+        try {
+          kv = leader.req.kv.fork();
+        } catch {
+          kv = undefined; // the pool is short after all: prefill on its own
+        }
+      }
+      if (!kv) {
+        this.enqueue(f);
+        continue;
+      }
+      f.req.kv.release();
+      this.forkedChoices++;
+      f.req = GenerationRequest.resume(kv, logits.slice(), this.model.tokenizer, this.model.config.maxSeqLen, f.genOptions, leader.req.promptIds.slice());
+      f.req.prefillMs = leader.req.prefillMs; // the shared prefill
+      this.startRunning(f);
+    }
+  }
+
+  /** After a token: time to first token, counters, peak pages, streamed text; retire the job when it is done. */
+  private delivered(j: Job): void {
+    const now = performance.now();
     if (j.firstTokenAt === undefined) {
       j.firstTokenAt = now;
       this.metrics?.ttft.observe((now - j.arrival) / 1000);
@@ -592,7 +676,7 @@ export class Scheduler {
       const piece = j.req.text.slice(j.sent);
       j.sent = j.req.text.length;
       try {
-        j.onText?.(piece);
+        j.onText?.(piece, j);
       } catch (e) {
         this.log(`request ${j.id}: the consumer of its text failed (${String(e)}); cancelling it`);
         j.cancelled = 'client';
@@ -622,6 +706,14 @@ export class Scheduler {
     const wi = this.waiting.indexOf(j);
     if (wi >= 0) this.waiting.splice(wi, 1);
     j.state = 'done';
+    // Choices still waiting to fork this job's prefill: cancelled with it (one client request), else on their own.
+    const followers = j.followers;
+    j.followers = [];
+    for (const f of followers) {
+      f.leader = undefined;
+      if (j.cancelled) f.cancel(j.cancelled);
+      else if (f.state === 'waiting') this.enqueue(f);
+    }
     let result: GenerateResult | undefined;
     try {
       result = j.req.result();
@@ -632,7 +724,7 @@ export class Scheduler {
     const now = performance.now();
     const latency = (now - j.arrival) / 1000;
     if (error || !result) {
-      this.metrics?.requests.inc(1, { finish_reason: 'error' });
+      this.metrics?.requests.inc({ finish_reason: 'error' });
       j.reject(error);
       return;
     }
@@ -640,7 +732,7 @@ export class Scheduler {
     else if (cachePolicy(j.cache.policy).adaptive && result.generatedTokens > 0) this.observeFastgen(result);
     const reason = result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : result.stopReason === 'aborted' ? 'aborted' : 'length';
     if (this.metrics) {
-      this.metrics.requests.inc(1, { finish_reason: reason });
+      this.metrics.requests.inc({ finish_reason: reason });
       this.metrics.e2e.observe(latency);
       if (result.generatedTokens > 1 && j.firstTokenAt !== undefined) this.metrics.itl.observe((now - j.firstTokenAt) / 1000 / (result.generatedTokens - 1));
       this.metrics.peakKv.observe(result.kv.peakKvBytes);
