@@ -115,3 +115,10 @@ test('one number parser and one size parser for every flag', () => {
     assert.match(r.err, /--kv-budget: cannot read size '64kk'; write e.g. 512MiB/);
   }
 });
+
+test('eval without --data where there is none (an installed copy) says what data it needs and where it goes', () => {
+  const r = spawnSync(process.execPath, [BIN, 'eval', '--quick', '-m', NO_MODEL], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, FASTGEN_SHARED: '/nonexistent-shared' } });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /eval needs its evaluation text and found none in \/nonexistent-shared\/data\. Pass --data DIR, a folder with tinystories_sample\.txt .* and tinyshakespeare\.txt/);
+  assert.doesNotMatch(r.stderr, /node_modules/);
+});
