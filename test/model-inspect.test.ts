@@ -96,6 +96,14 @@ test('a model that cannot fit the wasm backend in its dtype is refused before lo
   assert.doesNotMatch(r.err, /internal error/);
 });
 
+test('a tokenizer that does not fit the model fails at load, before the weights (or the memory check) are reached', { skip: SKIP_SHARED }, async () => {
+  const dir = sparseBigModel();
+  await assert.rejects(
+    loadModel(dir, { tokenizerPath: sharedPath('models/stories260K/tok512.bin') }),
+    (e: FastgenError) => e.code === 'TOKENIZER_ERROR' && /has 512 tokens but the model's vocabulary has 32000/.test(e.message),
+  );
+});
+
 test('NaN or infinite weights, an absurd context, a broken chat template: each a specific error, never an internal one', { skip: SKIP_SHARED }, async () => {
   const nan = tinyCopy();
   const file = join(nan, 'model.safetensors');

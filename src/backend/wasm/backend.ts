@@ -1,5 +1,6 @@
 /**
- * The WASM SIMD backend: the same transformer as cpu-ref, run by the kernels in kernels/ on every core.
+ * The WASM SIMD backend: the same transformer as cpu-ref, run by the kernels in kernels/ on a pool of threads (2 by
+ * default, `threads` up to MAX_THREADS).
  *
  * Memory (one shared WebAssembly.Memory, bump-allocated in this order):
  *   weights (f32, f16 or q8_0)  |  rope tables  |  activation scratch for R rows  |  per-step attention scratch
