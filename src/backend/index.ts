@@ -30,7 +30,9 @@ export function checkModelFits(config: ModelConfig, opts: { backend?: string; dt
       `${gib(need(dtype))} of WebAssembly memory in ${dtype} on the wasm backend, over the 4 GiB a wasm32 memory can hold. ` +
       (fits.length > 0
         ? `What fits: ${fits.map((d) => `--dtype ${d} (about ${gib(need(d))})`).join(', ')}.`
-        : `No weight dtype fits (q8_0 needs about ${gib(need('q8_0'))}); this model is too large for the wasm backend.`),
+        : `No weight dtype fits (q8_0 needs about ${gib(need('q8_0'))}); this model is too large for the wasm backend.`) +
+      // A GPU backend keeps its weights outside the wasm memory.
+      ((BACKEND_NAMES as readonly string[]).includes('webgpu') ? ' Or use --backend webgpu, which holds the weights on the GPU.' : ''),
     'dtype',
   );
 }
