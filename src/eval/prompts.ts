@@ -18,7 +18,6 @@ import { InvalidOptionError } from '../errors.js';
 import type { Model } from '../generate/model.js';
 
 export type PromptCategory = 'story' | 'story-long' | 'ood' | 'ood-long';
-export const PROMPT_CATEGORIES: PromptCategory[] = ['story', 'story-long', 'ood', 'ood-long'];
 
 export interface EvalPrompt {
   id: string;
@@ -45,13 +44,13 @@ export interface PromptSetOptions {
 }
 
 const CYCLE: ('story' | 'ood' | 'story-long')[] = ['story', 'ood', 'story-long', 'story'];
-const STORIES_FILE = 'tinystories_sample.txt';
-const OOD_FILE = 'tinyshakespeare.txt';
+export const STORIES_FILE = 'tinystories_sample.txt';
+export const OOD_FILE = 'tinyshakespeare.txt';
 const MIN_PROMPT = 16;
 const MAX_CUTS = 3;
 
 /** Longest prompt that still leaves room for the generation: context − maxTokens − 4. */
-export function longPromptLength(contextLength: number, maxTokens: number): number {
+function longPromptLength(contextLength: number, maxTokens: number): number {
   return contextLength - maxTokens - 4;
 }
 
@@ -66,7 +65,7 @@ export function checkMaxTokens(contextLength: number, maxTokens: number): void {
   }
 }
 
-export function readEvalData(dataDir: string): { stories: string[]; shakespeare: string } {
+function readEvalData(dataDir: string): { stories: string[]; shakespeare: string } {
   const sp = join(dataDir, STORIES_FILE);
   const op = join(dataDir, OOD_FILE);
   for (const p of [sp, op]) {
