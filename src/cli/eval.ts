@@ -30,7 +30,7 @@ profiling time share; the paper's ablation (T = 0.98) and, for grouped-query mod
     .addOption(option('--samples <n>', 'judge samples per prompt and configuration, seeds differ (default 1)', numberArg('--samples', { integer: true, min: 1 })))
     .addOption(option('--control <n>', 'full-vs-full control pairs per prompt (default 2; --quick 3)', numberArg('--control', { integer: true, min: 0 })))
     .addOption(option('--no-ablation', 'skip the ablation'))
-    .addOption(option('--data <dir>', `folder with tinystories_sample.txt and tinyshakespeare.txt (default: ${DEFAULT_DATA_HINT})`))
+    .addOption(option('--data <dir>', `folder with tinystories_sample.txt and tinyshakespeare.txt, or any folder of .txt files (passages at blank lines; default: ${DEFAULT_DATA_HINT})`))
     .addOption(option('--json', 'print the whole report as JSON instead of tables'))
     .addOption(option('--out <file>', 'also write the JSON report to FILE'))
     .addOption(option('--checkpoint <file>', 'save each finished prompt to FILE; a rerun with the same settings resumes from it'))
