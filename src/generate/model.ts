@@ -4,13 +4,12 @@ import { checkBackendOptions, checkModelFits, createBackend, type BackendName, t
 import { PagePool } from '../cache/page-pool.js';
 import { resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { SequenceKv, type HeadProfile } from '../cache/sequence-kv.js';
-import type { TokenClasses } from '../cache/evict.js';
 import { inspectCheckpoint, loadCheckpoint } from '../model/load-checkpoint.js';
 import { checkFiniteWeights } from '../model/tensor.js';
 import { parameterCount } from '../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig } from '../model/types.js';
 import { loadTokenizer } from '../tokenizer/load-tokenizer.js';
-import { computeTokenClasses } from '../tokenizer/token-classes.js';
+import { computeTokenClasses, type TokenClasses } from '../tokenizer/token-classes.js';
 import type { ChatMessage, Tokenizer } from '../tokenizer/types.js';
 import { GenerationRequest, type GenerateOptions, type GenerateResult } from './request.js';
 import { step } from './step.js';

@@ -23,6 +23,7 @@
  */
 import type { Tokenizer } from './types.js';
 
+/** Per-token-id membership of the classes the cache's class policies keep (1 = member): one table per vocabulary. */
 export interface TokenClasses {
   /** 1 where the id is a special token. Length vocabSize. */
   special: Uint8Array;
