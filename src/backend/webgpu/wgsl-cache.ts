@@ -1,0 +1,412 @@
+/**
+ * WGSL kernels over the paged KV cache: writing new keys/values into their slots, ragged attention through each
+ * head's page table, the attention statistics cache policies need, and eviction + compaction.
+ *
+ * Cache layout on the GPU (the same page layout as src/cache/page-pool.ts):
+ *   kv parts: f32 pages, page id p in part ⌊p / pagesPerPart⌋: [ K: pageTokens × headDim | V: pageTokens × headDim ]
+ *   meta:     u32 per (page, row): position | token classes << 30 (SPECIAL = 1, PUNCT = 2)
+ *   scores:   f32 per (page, row): cumulative attention (for heavy-hitter policies)
+ *   tables:   u32 [sequence slot][layer][kvHead][maxPages]: each head's page ids in slot order (pages of its dense
+ *             slots, as HeadStore.pages)
+ * The per-pass bookkeeping comes from the `pass` buffer (u32), written once per forward pass:
+ *   rowItem[T], rowT[T] (row → sequence of the batch and index among its new tokens), items[i] = [seqSlot, rowStart,
+ *   nRows, _], older[(item·nLayers + layer)·nKvHeads + kvHead] = the head's slots before this pass (its new tokens
+ *   follow them, so row t sees the slot prefix [0, older + t]), rowMeta[T] = position | classes << 30.
+ */
+
+/** Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds. */
+export const MAX_KV_PARTS = 4;
+
+/** Bindings kv0..kv{n-1} and `fn kvGet(page, off) -> f32`, `fn kvSet(page, off, v)` over them. */
+function kvAccess(parts: number, write: boolean): string {
+  const decl = Array.from({ length: parts }, (_, i) =>
+    `@group(0) @binding(${10 + i}) var<storage, ${write ? 'read_write' : 'read'}> kv${i}: array<f32>;`).join('\n');
+  const cases = (body: (i: number) => string) =>
+    Array.from({ length: parts }, (_, i) => (i === parts - 1 ? `default { ${body(i)} }` : `case ${i}u { ${body(i)} }`)).join('\n    ');
+  return `${decl}
+fn kvGet(page: u32, off: u32) -> f32 {
+  let j = (page % PPP) * PAGE_FLOATS + off;
+  switch (page / PPP) {
+    ${cases((i) => `return kv${i}[j];`)}
+  }
+}
+${write ? `fn kvSet(page: u32, off: u32, v: f32) {
+  let j = (page % PPP) * PAGE_FLOATS + off;
+  switch (page / PPP) {
+    ${cases((i) => `kv${i}[j] = v;`)}
+  }
+}` : ''}`;
+}
+
+/** Compile-time constants of a cache kernel: pages per part, floats per page, page tokens, head dim. */
+export interface CacheShape {
+  parts: number;
+  pagesPerPart: number;
+  pageTokens: number;
+  headDim: number;
+}
+
+function consts(c: CacheShape): string {
+  return `const PPP = ${c.pagesPerPart}u;
+const PT = ${c.pageTokens}u;
+const HD = ${c.headDim}u;
+const PAGE_FLOATS = ${2 * c.pageTokens * c.headDim}u;`;
+}
+
+/** Parameters shared by the cache kernels (one struct, so the encoder fills them the same way). */
+const CACHE_PARAMS = `struct P {
+  nLayers: u32, layer: u32, nHeads: u32, nKvHeads: u32,
+  maxPages: u32, T: u32, qOff: u32, qStride: u32,
+  kOff: u32, vOff: u32, kvStride: u32, outOff: u32,
+  rowItemOff: u32, rowTOff: u32, itemOff: u32, olderOff: u32,
+  rowMetaOff: u32, mlOff: u32, flagsOff: u32, entryOff: u32,
+  scale: f32, band: u32, _a: u32, _b: u32,
+};
+@group(0) @binding(0) var<uniform> p: P;`;
+
+const TABLE_BASE = `fn tableBase(seqSlot: u32, kvh: u32) -> u32 { return ((seqSlot * p.nLayers + p.layer) * p.nKvHeads + kvh) * p.maxPages; }`;
+
+/** New keys (after RoPE) and values of every row into their reserved slots; the slot's meta word; score 0. */
+export function kvWriteWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+${kvAccess(c.parts, true)}
+${TABLE_BASE}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let i = (wid.x + wid.y * 65535u) * 64u + lid.x;
+  if (i >= p.T * p.nKvHeads * HD) { return; }
+  let e = i % HD;
+  let kvh = (i / HD) % p.nKvHeads;
+  let row = i / (HD * p.nKvHeads);
+  let item = pbuf[p.rowItemOff + row];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let slot = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row];
+  let page = tables[tableBase(seqSlot, kvh) + slot / PT];
+  let r = slot % PT;
+  kvSet(page, r * HD + e, act[p.kOff + row * p.kvStride + kvh * HD + e]);
+  kvSet(page, (PT + r) * HD + e, act[p.vOff + row * p.kvStride + kvh * HD + e]);
+  if (e == 0u) {
+    slotMeta[page * PT + r] = pbuf[p.rowMetaOff + row];
+    scores[page * PT + r] = 0.0;
+  }
+}`;
+}
+
+/**
+ * Ragged paged attention, one workgroup per (query head, row): out = Σ_s softmax_s(q·K_s · scale) V_s over the slots
+ * s ≤ older + t of the query head's KV head (GQA/MQA: kvHead = qh / group). Online softmax over chunks of 64 slots
+ * (any length, no score buffer); the row's final max m and sum l go to ml[(row · nHeads + qh) · 2] so that the
+ * statistics kernel can recompute exact probabilities without storing them.
+ */
+export function attentionWgsl(c: CacheShape): string {
+  const dPer = Math.ceil(c.headDim / 64);
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> ml: array<f32>;
+${kvAccess(c.parts, false)}
+${TABLE_BASE}
+const NEG = -3.0e38;
+var<workgroup> qs: array<f32, HD>;
+var<workgroup> sc: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> pg: array<u32, 64>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let qh = wid.x;
+  let row = wid.y;
+  let item = pbuf[p.rowItemOff + row];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let kvh = qh / (p.nHeads / p.nKvHeads);
+  let n = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row] + 1u;
+  let tb = tableBase(seqSlot, kvh);
+  let qb = p.qOff + row * p.qStride + qh * HD;
+  for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[qb + d]; }
+  workgroupBarrier();
+  var m = NEG;
+  var l = 0.0;
+  var acc: array<f32, ${dPer}>;
+  for (var s0 = 0u; s0 < n; s0 += 64u) {
+    let s = s0 + lid.x;
+    var score = NEG;
+    if (s < n) {
+      let page = tables[tb + s / PT];
+      pg[lid.x] = page;
+      let kb = (s % PT) * HD;
+      var dotv = 0.0;
+      for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+      score = dotv * p.scale;
+    }
+    red[lid.x] = score;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] = max(red[lid.x], red[lid.x + h]); }
+      workgroupBarrier();
+    }
+    let newm = max(m, red[0]);
+    workgroupBarrier();
+    let corr = exp(m - newm);
+    let e = select(0.0, exp(score - newm), s < n);
+    sc[lid.x] = e;
+    red[lid.x] = e;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
+      workgroupBarrier();
+    }
+    l = l * corr + red[0];
+    let cnt = min(64u, n - s0);
+    for (var k = 0u; k < ${dPer}u; k++) {
+      let d = lid.x + 64u * k;
+      if (d < HD) {
+        var a = acc[k] * corr;
+        for (var j = 0u; j < cnt; j++) { a += sc[j] * kvGet(pg[j], (PT + (s0 + j) % PT) * HD + d); }
+        acc[k] = a;
+      }
+    }
+    m = newm;
+    workgroupBarrier();
+  }
+  let ob = p.outOff + row * p.qStride + qh * HD;
+  for (var k = 0u; k < ${dPer}u; k++) {
+    let d = lid.x + 64u * k;
+    if (d < HD) { act[ob + d] = acc[k] / l; }
+  }
+  if (lid.x == 0u && p.mlOff != 0xffffffffu) {
+    ml[p.mlOff + (row * p.nHeads + qh) * 2u] = m;
+    ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u] = l;
+  }
+}`;
+}
+
+/**
+ * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
+ * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l:
+ *   flags[(item·nLayers + layer)·nKvHeads + kvHead] bit 0: add Σ over the group's query heads and the pass's rows to
+ *     the slot's cumulative score (heavy hitters);
+ *   bit 1 (FastGen's profiling pass): per query head the column sums col[s] = Σ_t p and band sums (rows with
+ *     t − s ≤ band) into stats at profOff(item) + (2·qh)·n (column) and + (2·qh + 1)·n (band), and the slot's score
+ *     set to Σ_qh col (in query-head order, rounding as the CPU's Float32Array sum does).
+ * Per head (h = (item·nLayers + layer)·nKvHeads + kvHead): pbuf[flagsOff + 2h] = flags, pbuf[flagsOff + 2h + 1] =
+ * profOff, where the item's statistics for this layer start in `stats`.
+ */
+export function attentionStatsWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> ml: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+${kvAccess(c.parts, false)}
+${TABLE_BASE}
+var<workgroup> qs: array<f32, HD>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let item = wid.y / p.nKvHeads;
+  let kvh = wid.y % p.nKvHeads;
+  let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
+  let flags = pbuf[p.flagsOff + head * 2u];
+  if (flags == 0u) { return; }
+  let profOff = pbuf[p.flagsOff + head * 2u + 1u];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let rowStart = pbuf[p.itemOff + item * 4u + 1u];
+  let nRows = pbuf[p.itemOff + item * 4u + 2u];
+  let older = pbuf[p.olderOff + head];
+  let total = older + nRows;
+  let s = wid.x * 64u + lid.x;
+  if (wid.x * 64u >= total) { return; }
+  let valid = s < total;
+  var page = 0u;
+  if (valid) { page = tables[tableBase(seqSlot, kvh) + s / PT]; }
+  let kb = (s % PT) * HD;
+  let group = p.nHeads / p.nKvHeads;
+  var sum = 0.0;
+  for (var g = 0u; g < group; g++) {
+    let qh = kvh * group + g;
+    var col = 0.0;
+    var bandSum = 0.0;
+    for (var t = 0u; t < nRows; t++) {
+      let row = rowStart + t;
+      workgroupBarrier();
+      for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
+      workgroupBarrier();
+      if (valid && s <= older + t) {
+        var dotv = 0.0;
+        for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+        let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
+        let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
+        let pr = exp(dotv * p.scale - mi) / li;
+        col += pr;
+        if (p.band != 0xffffffffu && older + t - s <= p.band) { bandSum += pr; }
+      }
+    }
+    sum += col;
+    if (valid && (flags & 2u) != 0u) {
+      stats[profOff + 2u * qh * nRows + s] = col;
+      stats[profOff + (2u * qh + 1u) * nRows + s] = bandSum;
+    }
+  }
+  if (valid) {
+    let at = page * PT + s % PT;
+    if ((flags & 2u) != 0u) { scores[at] = sum; } else { scores[at] += sum; }
+  }
+}`;
+}
+
+/**
+ * Eviction for one (sequence, layer, KV head) per workgroup, executing a keep rule (the numbers markKept in
+ * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
+ * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
+ * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
+ * the work buffer for applyMoves; the report gets [new length, evicted count, evicted slots ascending…] so that the
+ * CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result.
+ * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
+ * reportOff, reportCap, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ */
+export function evictWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read> slotMeta: array<u32>;
+@group(0) @binding(4) var<storage, read> scores: array<f32>;
+@group(0) @binding(5) var<storage, read_write> work: array<u32>;
+@group(0) @binding(6) var<storage, read_write> report: array<u32>;
+${TABLE_BASE}
+var<workgroup> red: array<u32, 256>;
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let e = p.entryOff + wid.x * 12u;
+  let seqSlot = pbuf[e];
+  let kvh = pbuf[e + 1u];
+  let n = pbuf[e + 2u];
+  let classMask = pbuf[e + 3u];
+  let span = pbuf[e + 4u];
+  let current = pbuf[e + 5u];
+  let sinks = pbuf[e + 6u];
+  let budget = pbuf[e + 7u];
+  let reportOff = pbuf[e + 8u];
+  let reportCap = pbuf[e + 9u];
+  let wk = pbuf[e + 10u];
+  let tb = tableBase(seqSlot, kvh);
+  // Static part, and each slot's score and position side by side for the ranking.
+  for (var s = lid.x; s < n; s += 256u) {
+    let at = tables[tb + s / PT] * PT + s % PT;
+    let m = slotMeta[at];
+    let pos = m & 0x3fffffffu;
+    let keep = ((m >> 30u) & classMask) != 0u || current - pos < span || pos < sinks || budget >= n;
+    work[wk + s] = select(0u, 1u, keep);
+    work[wk + n + s] = bitcast<u32>(scores[at]);
+    work[wk + 2u * n + s] = pos;
+  }
+  storageBarrier();
+  workgroupBarrier();
+  if (budget > 0u && budget < n) {
+    // Heavy hitters: rank = how many slots beat this one by (score desc, position asc).
+    for (var s = lid.x; s < n; s += 256u) {
+      let v = bitcast<f32>(work[wk + n + s]);
+      let ps = work[wk + 2u * n + s];
+      var rank = 0u;
+      for (var t = 0u; t < n; t++) {
+        let u = bitcast<f32>(work[wk + n + t]);
+        if (u > v || (u == v && work[wk + 2u * n + t] < ps)) { rank++; }
+      }
+      if (rank < budget) { work[wk + s] = 1u; }
+    }
+  }
+  storageBarrier();
+  workgroupBarrier();
+  var kept = 0u;
+  for (var s = lid.x; s < n; s += 256u) { kept += work[wk + s]; }
+  red[lid.x] = kept;
+  workgroupBarrier();
+  for (var h = 128u; h > 0u; h >>= 1u) {
+    if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
+    workgroupBarrier();
+  }
+  let newLen = red[0];
+  if (lid.x == 0u) {
+    report[reportOff] = newLen;
+    report[reportOff + 1u] = n - newLen;
+    var j = 0u;
+    for (var s = 0u; s < n; s++) {
+      if (work[wk + s] == 0u) {
+        if (j < reportCap) { report[reportOff + 2u + j] = s; }
+        j++;
+      }
+    }
+    // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each
+    // evicted slot takes the current last slot. orig[d] ends as the slot whose contents d holds.
+    let orig = wk + n;
+    for (var s = 0u; s < n; s++) { work[orig + s] = s; }
+    var len = n;
+    var s = n;
+    while (s > 0u) {
+      s--;
+      if (work[wk + s] != 0u) { continue; }
+      let last = len - 1u;
+      if (s != last) { work[orig + s] = work[orig + last]; }
+      len--;
+    }
+    // Every moved destination lies below newLen, every source at or above it: independent pairs.
+    let mv = wk + 3u * n;
+    var moves = 0u;
+    for (var d = 0u; d < newLen; d++) {
+      let src = work[orig + d];
+      if (src != d) {
+        work[mv + 1u + 2u * moves] = d;
+        work[mv + 2u + 2u * moves] = src;
+        moves++;
+      }
+    }
+    work[mv] = moves;
+  }
+}`;
+}
+
+/**
+ * Compaction moves, one workgroup per (sequence, layer, KV head): slot dst ← slot src for each pair (K, V, meta,
+ * score). Every destination lies below the new length and every source at or above it, so the pairs are independent.
+ * Entry (4 u32 at entryOff + 4·wid.x): seqSlot, kvHead, workOff (the move count there, then dst/src pairs), _.
+ */
+export function applyMovesWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(5) var<storage, read> work: array<u32>;
+${kvAccess(c.parts, true)}
+${TABLE_BASE}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let e = p.entryOff + wid.x * 4u;
+  let seqSlot = pbuf[e];
+  let kvh = pbuf[e + 1u];
+  let mv = pbuf[e + 2u];
+  let moves = work[mv];
+  let tb = tableBase(seqSlot, kvh);
+  for (var i = lid.x; i < moves * 2u * HD; i += 64u) {
+    let m = i / (2u * HD);
+    let el = i % (2u * HD);
+    let dst = work[mv + 1u + 2u * m];
+    let src = work[mv + 2u + 2u * m];
+    let dp = tables[tb + dst / PT];
+    let sp = tables[tb + src / PT];
+    // el < HD: the key's element; else the value's.
+    let row = select(PT + 0u, 0u, el < HD);
+    let d = el % HD;
+    kvSet(dp, (row + dst % PT) * HD + d, kvGet(sp, (row + src % PT) * HD + d));
+    if (el == 0u) {
+      slotMeta[dp * PT + dst % PT] = slotMeta[sp * PT + src % PT];
+      scores[dp * PT + dst % PT] = scores[sp * PT + src % PT];
+    }
+  }
+}`;
+}
