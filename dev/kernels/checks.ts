@@ -226,7 +226,8 @@ async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB
   const rowT: number[] = [];
   items.forEach((it, i) => { for (let t = 0; t < it.rows; t++) { rowItem.push(i); rowT.push(t); } });
   const offs = { rowItem: 0, rowT: T, item: 2 * T, older: 2 * T + 8, flags: 2 * T + 8 + 2 * nLayers * nKvHeads };
-  const pass = new Uint32Array(offs.flags + 2 * nLayers * nKvHeads * 2);
+  const pass = new Uint32Array(offs.flags + 2 * nLayers * nKvHeads * 3);
+  for (let h = 0; h < 2 * nLayers * nKvHeads; h++) pass[offs.flags + 3 * h + 2] = 0xffffffff;
   pass.set(rowItem, offs.rowItem);
   pass.set(rowT, offs.rowT);
   let rowStart = 0;
@@ -257,7 +258,7 @@ function scenarioParams(s: CacheScenario) {
     nLayers: s.nLayers, layer: s.layer, nHeads: s.nHeads, nKvHeads: s.nKvHeads, maxPages: s.maxPages, T: s.T,
     qOff: 0, qStride: s.nHeads * s.shape.headDim, outOff: s.T * s.nHeads * s.shape.headDim,
     rowItemOff: s.offs.rowItem, rowTOff: s.offs.rowT, itemOff: s.offs.item, olderOff: s.offs.older, flagsOff: s.offs.flags,
-    mlOff: 0, scale: 1 / Math.sqrt(s.shape.headDim), band: 0xffffffff,
+    mlOff: 0, scale: 1 / Math.sqrt(s.shape.headDim),
   };
 }
 
@@ -285,7 +286,7 @@ export async function checkAttention(ops: GpuOps, seed = 7): Promise<CheckResult
   const hd = s.shape.headDim;
   // Track scores on every head; start them from random values to see the += .
   const flags = s.pass.slice();
-  for (let h = 0; h < 2 * s.nLayers * s.nKvHeads; h++) flags[s.offs.flags + 2 * h] = 1;
+  for (let h = 0; h < 2 * s.nLayers * s.nKvHeads; h++) flags[s.offs.flags + 3 * h] = 1;
   ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
   const pt = s.shape.pageTokens;
   const scores0 = randn(mulberry32(seed + 1), 80 * pt);
@@ -323,16 +324,15 @@ export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckRes
   const s = await cacheScenario(ops, seed, [0, 0], [0, 0]);
   const band = 1;
   const flags = s.pass.slice();
-  // item 0's heads profile (statistics at 0 and 100), item 1's track nothing.
+  // item 0's heads profile (statistics from offset 0), item 1's track nothing.
   for (let h = 0; h < s.nKvHeads; h++) {
     const head = (0 * s.nLayers + s.layer) * s.nKvHeads + h;
-    flags[s.offs.flags + 2 * head] = 2;
-    flags[s.offs.flags + 2 * head + 1] = 0;
+    flags.set([2, 0, band], s.offs.flags + 3 * head);
   }
   ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
   const enc = new StepEncoder(ops.gpu);
   ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads);
-  ops.attentionStats(enc, s.shape, s.b, { ...scenarioParams(s), band }, 16, 2, s.nKvHeads);
+  ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
   enc.submit();
   const n = s.items[0].rows;
   const got = await readF32(ops.gpu, s.b.stats, 0, 2 * s.nHeads * n);

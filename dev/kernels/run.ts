@@ -7,7 +7,8 @@
  *   node dist/dev/kernels/run.js matmul  --kind f16 --shape 4096x4096 --tokens 128
  *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128]
  *
- * matvec variants: rows1, rows2, rows4 (default, measured below), rows8 — rows per 256-thread workgroup.
+ * matvec variants: rows1, rows2, rows4 (default), rows8 — rows per workgroup — each optionally -wg64/-wg128 (threads
+ * per workgroup; default: by row length).
  * Shapes are rows x cols of the weight matrix; the defaults cover stories15M (288x288, 768x288, 32000x288) and
  * Llama-2-7B (4096x4096, 11008x4096, 4096x11008, 32000x4096). Bandwidth = weight bytes / time per call.
  */
@@ -74,7 +75,12 @@ async function main(): Promise<void> {
         const act = await gpu.buffer((T * cols + T * rowsN) * 4, 'act');
         for (const variant of variants) {
           const tiled = variant === 'tiled';
-          if (!tiled) ops.matvecRows = Number(variant.replace('rows', ''));
+          if (!tiled) {
+            const parts = variant.split('-');
+            ops.matvecRows = Number(parts[0].replace('rows', ''));
+            ops.matvecThreads = Number(parts.find((x) => x.startsWith('wg'))?.slice(2) ?? 0);
+            ops.matvecSubgroups = !parts.includes('nosg');
+          }
           const t = await time(gpu, (enc) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rowsN, false, tiled ? 'tiled' : 'matvec'), reps);
           print({ kernel: what, kind, variant, shape, tokens: T, us: (t.median * 1e6).toFixed(1), 'GB/s': (m.bytes / t.median / 1e9).toFixed(0),
             'GFLOP/s': ((2 * T * rowsN * cols) / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });

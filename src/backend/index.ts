@@ -4,7 +4,7 @@ import { CpuRefBackend } from './cpu-ref/backend.js';
 import type { Backend } from './types.js';
 import { WasmBackend } from './wasm/backend.js';
 
-export const BACKEND_NAMES = ['cpu-ref', 'wasm'] as const;
+export const BACKEND_NAMES = ['cpu-ref', 'wasm', 'webgpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8_0'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
@@ -22,5 +22,10 @@ export async function createBackend(ckpt: LoadedCheckpoint, opts: { backend?: st
     throw new InvalidOptionError(`the cpu-ref backend computes in f32 only; use --backend wasm for ${dtype}`, 'dtype');
   }
   if (name === 'wasm') return WasmBackend.create(ckpt, { dtype: dtype as WeightDtype, threads: opts.threads });
+  if (name === 'webgpu') {
+    // Loaded on demand: Dawn's native module is only needed by those who ask for the GPU.
+    const { WebGpuBackend } = await import('./webgpu/backend.js');
+    return WebGpuBackend.create(ckpt, { dtype: dtype as WeightDtype });
+  }
   return new CpuRefBackend(ckpt);
 }

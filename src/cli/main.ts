@@ -30,7 +30,7 @@ commands:
 
 common options:
   -m, --model PATH    llama2.c .bin or Hugging Face folder (default: embedded stories15M)
-  --backend NAME      cpu-ref | wasm          --dtype f32|f16|q8_0
+  --backend NAME      cpu-ref | wasm | webgpu --dtype f32|f16|q8_0
   --cache POLICY      full | fastgen | local | frequent | local+frequent | sink+local
   --recovery T        FastGen attention recovery threshold (default 0.95)
   --json              machine-readable output

@@ -15,7 +15,7 @@ import { GenerationRequest, type GenerateOptions, type GenerateResult } from './
 
 export interface LoadModelOptions {
   backend?: BackendName;
-  /** Weight dtype the kernels run on (wasm backend): f32, f16 or q8_0. */
+  /** Weight dtype the kernels run on (wasm and webgpu backends): f32, f16 or q8_0. */
   dtype?: WeightDtype;
   /** Byte budget of the shared KV page pool (default: unlimited). */
   kvBudgetBytes?: number;

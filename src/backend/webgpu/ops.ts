@@ -60,6 +60,13 @@ const SMALL_ROWS = 8;
 export class GpuOps {
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` variants). */
   matvecRows = 4;
+  /**
+   * Threads per workgroup of the matrix × vector kernel (variants `…-wg32`, `…-wg64`, …); 0 = by row length: short
+   * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
+   */
+  matvecThreads = 0;
+  /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: through workgroup memory). */
+  matvecSubgroups = true;
   private readonly placeholder: Promise<GPUBuffer>;
 
   constructor(readonly gpu: GpuDevice) {
@@ -102,9 +109,10 @@ export class GpuOps {
     accumulate = false, variant?: 'matvec' | 'tiled'): void {
     const tiled = variant ? variant === 'tiled' : T > SMALL_ROWS;
     const R = this.matvecRows;
-    const sg = this.gpu.ctx.subgroups;
-    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}${sg ? '-sg' : ''}`;
-    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg)));
+    const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
+    const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
+    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-wg${WG}${sg ? '-sg' : ''}`;
+    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG)));
     for (const part of m.parts) {
       const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo];
       if (tiled) enc.dispatch(pl, key, [act, part.w, part.d], params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
@@ -218,6 +226,6 @@ const CACHE_PARAM_ORDER = [
   'kOff', 'vOff', 'kvStride', 'outOff',
   'rowItemOff', 'rowTOff', 'itemOff', 'olderOff',
   'rowMetaOff', 'mlOff', 'flagsOff', 'entryOff',
-  'scale', 'band',
+  'scale',
 ] as const;
 export type CacheParam = (typeof CACHE_PARAM_ORDER)[number];

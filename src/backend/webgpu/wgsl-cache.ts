@@ -60,7 +60,7 @@ const CACHE_PARAMS = `struct P {
   kOff: u32, vOff: u32, kvStride: u32, outOff: u32,
   rowItemOff: u32, rowTOff: u32, itemOff: u32, olderOff: u32,
   rowMetaOff: u32, mlOff: u32, flagsOff: u32, entryOff: u32,
-  scale: f32, band: u32, _a: u32, _b: u32,
+  scale: f32, _a: u32, _b: u32, _c: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;`;
 
@@ -193,8 +193,8 @@ var<workgroup> pg: array<u32, 64>;
  *   bit 1 (FastGen's profiling pass): per query head the column sums col[s] = Σ_t p and band sums (rows with
  *     t − s ≤ band) into stats at profOff(item) + (2·qh)·n (column) and + (2·qh + 1)·n (band), and the slot's score
  *     set to Σ_qh col (in query-head order, rounding as the CPU's Float32Array sum does).
- * Per head (h = (item·nLayers + layer)·nKvHeads + kvHead): pbuf[flagsOff + 2h] = flags, pbuf[flagsOff + 2h + 1] =
- * profOff, where the item's statistics for this layer start in `stats`.
+ * Per head (h = (item·nLayers + layer)·nKvHeads + kvHead): pbuf[flagsOff + 3h] = flags, [+ 1] = where the item's
+ * statistics for this layer start in `stats`, [+ 2] = the band distance (0xffffffff: none).
  */
 export function attentionStatsWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -212,9 +212,10 @@ var<workgroup> qs: array<f32, HD>;
   let item = wid.y / p.nKvHeads;
   let kvh = wid.y % p.nKvHeads;
   let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
-  let flags = pbuf[p.flagsOff + head * 2u];
+  let flags = pbuf[p.flagsOff + head * 3u];
   if (flags == 0u) { return; }
-  let profOff = pbuf[p.flagsOff + head * 2u + 1u];
+  let profOff = pbuf[p.flagsOff + head * 3u + 1u];
+  let band = pbuf[p.flagsOff + head * 3u + 2u];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let rowStart = pbuf[p.itemOff + item * 4u + 1u];
   let nRows = pbuf[p.itemOff + item * 4u + 2u];
@@ -244,7 +245,7 @@ var<workgroup> qs: array<f32, HD>;
         let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
         let pr = exp(dotv * p.scale - mi) / li;
         col += pr;
-        if (p.band != 0xffffffffu && older + t - s <= p.band) { bandSum += pr; }
+        if (band != 0xffffffffu && older + t - s <= band) { bandSum += pr; }
       }
     }
     sum += col;

@@ -55,52 +55,58 @@ ${weightAccess(kind)}
 
 /**
  * Matrix × a few vectors (decode): out[t, r] (+)= Σ_c W[r, c] · x[t, c] for t < T, r < rows.
- * One workgroup of 256 threads per R rows; the threads stride over the row's words (coalesced), each keeping R × TB
+ * One workgroup of WG threads (256 by default) per R rows; the threads stride over the row's words (coalesced), each keeping R × TB
  * partial sums (TB tokens at a time), reduced with subgroupAdd and then across subgroups.
  */
-export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean): string {
+export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean, WG = 256): string {
   const TB = 4;
-  const WG = 256;
   const accN = R * TB;
-  // Per word: which columns it holds and how to widen it.
-  const body = {
-    f32: `let col = wi;
-        let xv = act[xb + col];
-        for (var r = 0u; r < ${R}u; r++) { if (r0 + r < p.rows) { acc[r * ${TB}u + t] += bitcast<f32>(w[(r0 + r) * p.rowWords + wi]) * xv; } }`,
-    f16: `let col = wi * 2u;
-        let x0 = act[xb + col];
-        let x1 = select(0.0, act[xb + col + 1u], col + 1u < p.cols);
-        for (var r = 0u; r < ${R}u; r++) { if (r0 + r < p.rows) {
-          let h = unpack2x16float(w[(r0 + r) * p.rowWords + wi]);
-          acc[r * ${TB}u + t] += h.x * x0 + h.y * x1;
-        } }`,
-    q8_0: `let col = wi * 4u;
-        var xv = vec4f(0.0);
-        for (var j = 0u; j < 4u; j++) { if (col + j < p.cols) { xv[j] = act[xb + col + j]; } }
-        for (var r = 0u; r < ${R}u; r++) { if (r0 + r < p.rows) {
-          let word = bitcast<i32>(w[(r0 + r) * p.rowWords + wi]);
-          let qv = vec4f(f32(extractBits(word, 0u, 8u)), f32(extractBits(word, 8u, 8u)), f32(extractBits(word, 16u, 8u)), f32(extractBits(word, 24u, 8u)));
-          acc[r * ${TB}u + t] += wd[(r0 + r) * (p.rowWords >> 3u) + (wi >> 3u)] * dot(qv, xv);
-        } }`,
+  // Generated unrolled: one scalar accumulator per (row, token), no dynamically indexed arrays (which compilers
+  // spill to memory: 50× slower on lavapipe).
+  const rows = [...Array(R).keys()];
+  const toks = [...Array(TB).keys()];
+  const acc = (r: number, t: number) => `a${r}_${t}`;
+  // Per word wi: widen each row's word once, then multiply it into every token's x.
+  const load = {
+    f32: (r: number) => `let w${r} = select(0.0, bitcast<f32>(w[(r0 + ${r}u) * p.rowWords + wi]), r0 + ${r}u < p.rows);`,
+    f16: (r: number) => `let w${r} = select(vec2f(0.0), unpack2x16float(w[(r0 + ${r}u) * p.rowWords + wi]), r0 + ${r}u < p.rows);`,
+    q8_0: (r: number) => `var w${r} = vec4f(0.0);
+      if (r0 + ${r}u < p.rows) {
+        let word = bitcast<i32>(w[(r0 + ${r}u) * p.rowWords + wi]);
+        w${r} = wd[(r0 + ${r}u) * (p.rowWords >> 3u) + (wi >> 3u)]
+          * vec4f(f32(extractBits(word, 0u, 8u)), f32(extractBits(word, 8u, 8u)), f32(extractBits(word, 16u, 8u)), f32(extractBits(word, 24u, 8u)));
+      }`,
   }[kind];
+  const xload = {
+    f32: (t: number) => `let x${t} = act[p.xOff + (t0 + ${t}u) * p.xStride + wi];`,
+    f16: (t: number) => `let xb${t} = p.xOff + (t0 + ${t}u) * p.xStride + 2u * wi;
+        let x${t} = vec2f(act[xb${t}], select(0.0, act[xb${t} + 1u], 2u * wi + 1u < p.cols));`,
+    q8_0: (t: number) => `let xb${t} = p.xOff + (t0 + ${t}u) * p.xStride + 4u * wi;
+        var x${t} = vec4f(0.0);
+        for (var j = 0u; j < 4u; j++) { if (4u * wi + j < p.cols) { x${t}[j] = act[xb${t} + j]; } }`,
+  }[kind];
+  const mul = kind === 'f32' ? (r: number, t: number) => `w${r} * x${t}` : (r: number, t: number) => `dot(w${r}, x${t})`;
+  const body = `${rows.map(load).join('\n      ')}
+      ${toks.map((t) => `if (${t}u < tn) {
+        ${xload(t)}
+        ${rows.map((r) => `${acc(r, t)} += ${mul(r, t)};`).join(' ')}
+      }`).join('\n      ')}`;
+  const pairs = rows.flatMap((r) => toks.map((t) => [r, t] as const));
   const reduce = subgroups
-    ? `for (var i = 0u; i < ${accN}u; i++) {
-        let s = subgroupAdd(acc[i]);
-        if (sgi == 0u) { red[i * ${WG / 4}u + lid.x / sgs] = s; }
-      }
-      workgroupBarrier();
-      if (lid.x < ${accN}u) {
-        var s = 0.0;
-        for (var j = 0u; j < ${WG}u / sgs; j++) { s += red[lid.x * ${WG / 4}u + j]; }
-        final_[lid.x] = s;
-      }`
-    : `for (var i = 0u; i < ${accN}u; i++) { red[lid.x * ${accN}u + i] = acc[i]; }
-      workgroupBarrier();
-      if (lid.x < ${accN}u) {
-        var s = 0.0;
-        for (var j = 0u; j < ${WG}u; j++) { s += red[j * ${accN}u + lid.x]; }
-        final_[lid.x] = s;
-      }`;
+    ? `${pairs.map(([r, t], i) => `{ let s = subgroupAdd(${acc(r, t)}); if (sgi == 0u) { red[${i * (WG / 4)}u + lid.x / sgs] = s; } }`).join('\n    ')}
+    workgroupBarrier();
+    if (lid.x < ${accN}u) {
+      var s = 0.0;
+      for (var j = 0u; j < ${WG}u / sgs; j++) { s += red[lid.x * ${WG / 4}u + j]; }
+      final_[lid.x] = s;
+    }`
+    : `${pairs.map(([r, t], i) => `red[lid.x * ${accN}u + ${i}u] = ${acc(r, t)};`).join(' ')}
+    workgroupBarrier();
+    if (lid.x < ${accN}u) {
+      var s = 0.0;
+      for (var j = 0u; j < ${WG}u; j++) { s += red[j * ${accN}u + lid.x]; }
+      final_[lid.x] = s;
+    }`;
   return `${subgroups ? 'enable subgroups;' : ''}
 struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, _a: u32, _b: u32 };
 @group(0) @binding(0) var<uniform> p: P;
@@ -113,15 +119,10 @@ var<workgroup> final_: array<f32, ${accN}>;
   let r0 = (wid.x + wid.y * ${GRID_X}u) * ${R}u;
   if (r0 >= p.rows) { return; }
   for (var t0 = 0u; t0 < p.T; t0 += ${TB}u) {
-    // Zeroed explicitly: lavapipe keeps a loop-body var's previous contents (seen at T > ${TB}).
-    var acc: array<f32, ${accN}>;
-    for (var i = 0u; i < ${accN}u; i++) { acc[i] = 0.0; }
+    let tn = min(${TB}u, p.T - t0);
+    ${pairs.map(([r, t]) => `var ${acc(r, t)} = 0.0;`).join(' ')}
     for (var wi = lid.x; wi < p.rowWords; wi += ${WG}u) {
-      let tn = min(${TB}u, p.T - t0);
-      for (var t = 0u; t < tn; t++) {
-        let xb = p.xOff + (t0 + t) * p.xStride;
-        ${body}
-      }
+      ${body}
     }
     ${reduce}
     workgroupBarrier();

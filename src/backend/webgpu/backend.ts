@@ -1,0 +1,537 @@
+/**
+ * The WebGPU backend: the same transformer as cpu-ref, as WGSL kernels (wgsl.ts, wgsl-cache.ts) on one GPU device,
+ * in Node through Dawn (npm `webgpu`) or in a browser.
+ *
+ * A forward pass stacks the new tokens of every sequence of the batch into T rows and records the whole pass —
+ * embedding, every layer, the cache writes, attention, the cache policies' statistics and eviction, the classifier —
+ * into ONE command buffer; then one readback brings the logits (or token ids), the eviction reports and, on FastGen's
+ * prompt pass, the profiling statistics.
+ *
+ * The cache: the pool's pages are GPU buffers (arena.ts); the CPU keeps every head's per-slot metadata (positions,
+ * token ids, classes, pages) in its HeadStore, exactly as on the CPU backends, so byte counts are exact. Policies run
+ * as keep rules (keep-rule.ts) executed by the eviction kernel right after each layer's attention; the kernel reports
+ * which slots it evicted, and the CPU replays HeadStore.retain with that mask, which reproduces the GPU's compaction
+ * slot for slot and returns emptied pages to the pool. FastGen's profile is chosen on the CPU from the column and band
+ * sums the statistics kernel collected during the prompt's attention (one readback per prompt); the CPU compresses
+ * its metadata and the GPU applies the same moves.
+ */
+import { FastgenError, InvalidOptionError } from '../../errors.js';
+import type { KvArena } from '../../cache/page-pool.js';
+import type { HeadAttentionStats } from '../../cache/recovery.js';
+import type { SequenceKv } from '../../cache/sequence-kv.js';
+import { isFull } from '../../cache/policy.js';
+import { tensorToF32 } from '../../model/describe.js';
+import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
+import { ropeInvFreq } from '../cpu-ref/rope.js';
+import { ropeTables } from '../wasm/runtime.js';
+import type { Backend, ForwardItem } from '../types.js';
+import { GpuKvArena } from './arena.js';
+import { gpuContext } from './device.js';
+import { GpuDevice, StepEncoder } from './encoder.js';
+import { keepRule } from './keep-rule.js';
+import { GpuOps, type CacheBuffers, type GpuMatrix } from './ops.js';
+import type { WeightKind } from './wgsl.js';
+
+export type WebGpuWeightDtype = WeightKind;
+
+export interface WebGpuBackendOptions {
+  dtype?: WebGpuWeightDtype;
+  /** Most token rows one pass holds (default: the context length, at most 512). Larger batches are split. */
+  maxRows?: number;
+  /** Most sequences one pass holds (default 64). */
+  maxItems?: number;
+}
+
+interface Layer {
+  attnNorm: GPUBuffer;
+  ffnNorm: GPUBuffer;
+  wq: GpuMatrix;
+  wk: GpuMatrix;
+  wv: GpuMatrix;
+  wo: GpuMatrix;
+  wGate: GpuMatrix;
+  wUp: GpuMatrix;
+  wDown: GpuMatrix;
+  bq?: GPUBuffer;
+  bk?: GPUBuffer;
+  bv?: GPUBuffer;
+  qNorm?: GPUBuffer;
+  kNorm?: GPUBuffer;
+}
+
+/** Offsets (in f32 elements) of the activation regions inside the one `act` buffer. */
+interface ActLayout {
+  x: number;
+  xb: number;
+  q: number;
+  k: number;
+  v: number;
+  att: number;
+  hb: number;
+  hb2: number;
+  lrows: number;
+  logits: number;
+  total: number;
+}
+
+/** Growable u32 list for the per-pass bookkeeping buffer. */
+class U32List {
+  data = new Uint32Array(1024);
+  length = 0;
+  /** Reserve n words; returns their offset. */
+  take(n: number): number {
+    const at = this.length;
+    this.length += n;
+    if (this.length > this.data.length) {
+      const grown = new Uint32Array(Math.max(this.length, this.data.length * 2));
+      grown.set(this.data);
+      this.data = grown;
+    }
+    this.data.fill(0, at, this.length);
+    return at;
+  }
+  push(...v: number[]): number {
+    const at = this.take(v.length);
+    this.data.set(v, at);
+    return at;
+  }
+}
+
+/** One compressing head's eviction in this pass: where its report and scratch live. */
+interface EvictEntry {
+  item: number;
+  layer: number;
+  kvHead: number;
+  n: number;
+  reportOff: number;
+  reportCap: number;
+}
+
+/** A growable GPU buffer (storage), recreated larger when a pass needs more. */
+class Growable {
+  buf?: GPUBuffer;
+  private bytes = 0;
+  constructor(private readonly gpu: GpuDevice, private readonly what: string) {}
+  async ensure(bytes: number): Promise<GPUBuffer> {
+    if (!this.buf || bytes > this.bytes) {
+      this.buf?.destroy();
+      this.bytes = Math.max(bytes, Math.ceil(this.bytes * 1.5), 256);
+      this.buf = await this.gpu.buffer(this.bytes, this.what);
+    }
+    return this.buf;
+  }
+}
+
+const NO_QUERIES = new Float32Array(0);
+
+export class WebGpuBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly config: ModelConfig;
+  readonly weightDtype: WebGpuWeightDtype;
+  /** The adapter, for reports. */
+  readonly adapterName: string;
+  /** Bytes of weights uploaded. */
+  readonly weightBytes: number;
+  private readonly gpu: GpuDevice;
+  private readonly ops: GpuOps;
+  private readonly enc: StepEncoder;
+  private readonly maxRows: number;
+  private readonly maxItems: number;
+  private readonly act: GPUBuffer;
+  private readonly lay: ActLayout;
+  private readonly ml: GPUBuffer;
+  private readonly passBuf: Growable;
+  private readonly stats: Growable;
+  private readonly work: Growable;
+  private readonly report: Growable;
+  private staging?: { buf: GPUBuffer; bytes: number };
+  private readonly list = new U32List();
+
+  static async create(ckpt: LoadedCheckpoint, opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+    const gpu = new GpuDevice(await gpuContext());
+    const ops = new GpuOps(gpu);
+    const kind = opts.dtype ?? 'f32';
+    const c = ckpt.config;
+    const w = ckpt.weights;
+    let bytes = 0;
+    const mat = async (t: Tensor, rows: number, cols: number, what: string) => {
+      const m = await ops.uploadMatrix(tensorToF32(t), rows, cols, kind, what);
+      bytes += m.bytes;
+      return m;
+    };
+    const vec = async (t: Tensor, what: string) => {
+      const f = tensorToF32(t);
+      bytes += f.byteLength;
+      return gpu.buffer(f.byteLength, what, f);
+    };
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    const embedding = await mat(w.tokenEmbedding, c.vocabSize, c.dim, 'token embedding');
+    const lmHead = w.lmHead === w.tokenEmbedding ? embedding : await mat(w.lmHead, c.vocabSize, c.dim, 'output projection');
+    const layers: Layer[] = [];
+    for (let i = 0; i < w.layers.length; i++) {
+      const l = w.layers[i];
+      const at = `layer ${i}`;
+      layers.push({
+        attnNorm: await vec(l.attnNorm, `${at} attention norm`),
+        ffnNorm: await vec(l.ffnNorm, `${at} FFN norm`),
+        wq: await mat(l.wq, qDim, c.dim, `${at} wq`),
+        wk: await mat(l.wk, kvDim, c.dim, `${at} wk`),
+        wv: await mat(l.wv, kvDim, c.dim, `${at} wv`),
+        wo: await mat(l.wo, c.dim, qDim, `${at} wo`),
+        wGate: await mat(l.wGate, c.hiddenDim, c.dim, `${at} w_gate`),
+        wUp: await mat(l.wUp, c.hiddenDim, c.dim, `${at} w_up`),
+        wDown: await mat(l.wDown, c.dim, c.hiddenDim, `${at} w_down`),
+        bq: l.bq && (await vec(l.bq, `${at} q bias`)),
+        bk: l.bk && (await vec(l.bk, `${at} k bias`)),
+        bv: l.bv && (await vec(l.bv, `${at} v bias`)),
+        qNorm: l.qNorm && (await vec(l.qNorm, `${at} q norm`)),
+        kNorm: l.kNorm && (await vec(l.kNorm, `${at} k norm`)),
+      });
+    }
+    const finalNorm = await vec(w.finalNorm, 'final norm');
+    const t = ropeTables(ropeInvFreq(c), c.maxSeqLen);
+    const rope = { cos: await gpu.buffer(t.cos.byteLength, 'rope cos', t.cos), sin: await gpu.buffer(t.sin.byteLength, 'rope sin', t.sin) };
+    return new WebGpuBackend(c, gpu, ops, kind, { embedding, lmHead, layers, finalNorm, rope }, bytes, opts);
+  }
+
+  private constructor(config: ModelConfig, gpu: GpuDevice, ops: GpuOps, kind: WeightKind,
+    private readonly w: { embedding: GpuMatrix; lmHead: GpuMatrix; layers: Layer[]; finalNorm: GPUBuffer; rope: { cos: GPUBuffer; sin: GPUBuffer } },
+    weightBytes: number, opts: WebGpuBackendOptions) {
+    this.config = config;
+    this.gpu = gpu;
+    this.ops = ops;
+    this.weightDtype = kind;
+    this.weightBytes = weightBytes;
+    this.adapterName = gpu.ctx.adapterName;
+    this.enc = new StepEncoder(gpu);
+    const c = config;
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    // Rows per pass: as many as the activations (logits included) fit in one storage binding.
+    const perRow = c.dim * 3 + Math.max(c.dim, qDim) + 2 * qDim + 2 * kvDim + 2 * c.hiddenDim + c.vocabSize;
+    const fit = Math.floor(gpu.ctx.maxBinding / 4 / perRow);
+    this.maxRows = Math.max(1, Math.min(opts.maxRows ?? Math.min(c.maxSeqLen, 512), fit));
+    this.maxItems = opts.maxItems ?? 64;
+    const R = this.maxRows;
+    let off = 0;
+    const region = (n: number) => { const at = off; off += Math.ceil(n / 64) * 64; return at; };
+    this.lay = {
+      x: region(R * c.dim), xb: region(R * Math.max(c.dim, qDim)), q: region(R * qDim), k: region(R * kvDim), v: region(R * kvDim),
+      att: region(R * qDim), hb: region(R * c.hiddenDim), hb2: region(R * c.hiddenDim), lrows: region(R * c.dim), logits: region(R * c.vocabSize), total: 0,
+    };
+    this.lay.total = off;
+    this.act = gpu.device.createBuffer({ size: off * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'activations' });
+    this.ml = gpu.device.createBuffer({ size: R * c.nHeads * 2 * 4, usage: GPUBufferUsage.STORAGE, label: 'attention max/sum' });
+    this.passBuf = new Growable(gpu, 'pass bookkeeping');
+    this.stats = new Growable(gpu, 'profiling statistics');
+    this.work = new Growable(gpu, 'eviction scratch');
+    this.report = new Growable(gpu, 'eviction reports');
+  }
+
+  createArena(): KvArena {
+    return new GpuKvArena(this.gpu, { nLayers: this.config.nLayers, nKvHeads: this.config.nKvHeads, maxSeqLen: this.config.maxSeqLen });
+  }
+
+  dispose(): void {
+    // Buffers are released with the device's garbage collection; the device itself is shared by the process.
+  }
+
+  async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    const out: Float32Array[] = [];
+    let start = 0;
+    while (start < items.length) {
+      let rows = 0;
+      let end = start;
+      while (end < items.length && end - start < this.maxItems && rows + items[end].tokens.length <= this.maxRows
+        && items[end].kv.pool.arena === items[start].kv.pool.arena) {
+        rows += items[end].tokens.length;
+        end++;
+      }
+      if (end === start) {
+        throw new InvalidOptionError(`the webgpu backend processes at most ${this.maxRows} tokens in one pass, got a prompt of ${items[start].tokens.length}; shorten it`, 'prompt');
+      }
+      out.push(...(await this.forwardBatch(items.slice(start, end))));
+      start = end;
+    }
+    return out;
+  }
+
+  private async forwardBatch(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    const c = this.config;
+    const arena = items[0].kv.pool.arena;
+    if (!(arena instanceof GpuKvArena)) throw new Error('internal: sequence cache is not in this backend’s GPU arena');
+    for (const it of items) {
+      if (it.kv.length + it.tokens.length > c.maxSeqLen) throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
+      for (const tok of it.tokens) if (!Number.isInteger(tok) || tok < 0 || tok >= c.vocabSize) throw new InvalidOptionError(`token id ${tok} is outside the vocabulary (0..${c.vocabSize - 1})`, 'tokens');
+    }
+    const L = c.nLayers;
+    const H = c.nKvHeads;
+    const hd = c.headDim;
+    const qDim = c.nHeads * hd;
+    const kvDim = H * hd;
+    const starts = items.map((it) => it.kv.length);
+    const T = items.reduce((s, it) => s + it.tokens.length, 0);
+
+    // The new tokens' slots in every (layer, KV head), on the CPU; then storage and page tables on the GPU.
+    items.forEach((it, i) => { for (let l = 0; l < L; l++) it.kv.reserveLayer(l, it.tokens.length, starts[i], it.tokens); });
+    await arena.sync(items[0].kv.pool);
+    const seqSlots = await arena.slots(items.map((it) => it.kv));
+    const shape = arena.shape();
+
+    // The pass bookkeeping (see wgsl-cache.ts for the layout the kernels read).
+    const P = this.list;
+    P.length = 0;
+    const tokOff = P.take(T);
+    const rowMetaOff = P.take(T);
+    const rowItemOff = P.take(T);
+    const rowTOff = P.take(T);
+    const itemOff = P.take(4 * items.length);
+    const olderOff = P.take(items.length * L * H);
+    const flagsOff = P.take(items.length * L * H * 3);
+    const wanted: number[] = [];
+    let row = 0;
+    items.forEach((it, i) => {
+      const cls = it.kv.classes;
+      P.data.set([seqSlots[i], row, it.tokens.length, 0], itemOff + 4 * i);
+      it.tokens.forEach((tok, t) => {
+        P.data[tokOff + row] = tok;
+        P.data[rowMetaOff + row] = ((starts[i] + t) | ((cls.special[tok] | (cls.punct[tok] << 1)) << 30)) >>> 0;
+        P.data[rowItemOff + row] = i;
+        P.data[rowTOff + row] = t;
+        if (it.logits === 'all' || (it.logits === 'last' && t === it.tokens.length - 1)) wanted.push(row);
+        row++;
+      });
+    });
+    const wantedOff = P.push(...wanted);
+
+    // Per layer: which heads need statistics, FastGen's profiling regions, and the heads to evict.
+    let statsWords = 0;
+    let workWords = 0;
+    let reportWords = 0;
+    const profiling: { item: number; layer: number; at: number; n: number }[] = [];
+    const evicts: EvictEntry[][] = Array.from({ length: L }, () => []);
+    const evictOff: number[] = [];
+    const movesOff: number[] = [];
+    const statsLayers = new Array<boolean>(L).fill(false);
+    let maxSlots = 0;
+    for (let l = 0; l < L; l++) {
+      items.forEach((it, i) => {
+        const kv = it.kv;
+        const n = it.tokens.length;
+        const band = kv.profilingBand(l, starts[i] + n);
+        if (band !== null) {
+          profiling.push({ item: i, layer: l, at: statsWords, n });
+          for (let h = 0; h < H; h++) P.data.set([2, statsWords, band >= 0 ? band : 0xffffffff], flagsOff + ((i * L + l) * H + h) * 3);
+          statsWords += 2 * c.nHeads * n;
+          statsLayers[l] = true;
+        }
+        for (let h = 0; h < H; h++) {
+          const st = kv.store(l, h);
+          P.data[olderOff + (i * L + l) * H + h] = st.length - n;
+          maxSlots = Math.max(maxSlots, st.length);
+          if (band !== null) continue;
+          const policy = kv.policy(l, h);
+          if (kv.tracksScores(l, h)) { P.data[flagsOff + ((i * L + l) * H + h) * 3] = 1; statsLayers[l] = true; }
+          if (isFull(policy)) continue;
+          const total = st.length;
+          const cap = Math.min(total, 2 * n + 8);
+          evicts[l].push({ item: i, layer: l, kvHead: h, n: total, reportOff: reportWords, reportCap: cap });
+          reportWords += cap + 2;
+        }
+      });
+    }
+    // Eviction entries (12 words) and their compaction entries (4 words), layer by layer.
+    for (let l = 0; l < L; l++) {
+      evictOff.push(P.length);
+      const works: number[] = [];
+      for (const e of evicts[l]) {
+        const kv = items[e.item].kv;
+        const seqLength = starts[e.item] + items[e.item].tokens.length;
+        const rule = keepRule(kv.policy(l, e.kvHead), seqLength);
+        works.push(workWords);
+        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, seqLength - 1, rule.sinks, rule.heavy, e.reportOff, e.reportCap, workWords, 0);
+        workWords += 4 * e.n + 1;
+      }
+      movesOff.push(P.length);
+      evicts[l].forEach((e, j) => P.push(seqSlots[e.item], e.kvHead, works[j] + 3 * e.n, 0));
+    }
+
+    const pass = await this.passBuf.ensure(P.length * 4);
+    const b: CacheBuffers = {
+      act: this.act, pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, ml: this.ml,
+      stats: await this.stats.ensure(Math.max(1, statsWords) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
+      report: await this.report.ensure(Math.max(1, reportWords) * 4), kv: arena.kv,
+    };
+    this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
+
+    // The pass.
+    const enc = this.enc;
+    const ops = this.ops;
+    const A = this.act;
+    const lay = this.lay;
+    const eps = c.normEps;
+    const base = {
+      nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.q, qStride: qDim, kOff: lay.k, vOff: lay.v,
+      kvStride: kvDim, outOff: lay.att, rowItemOff, rowTOff, itemOff, olderOff, rowMetaOff, mlOff: 0, flagsOff, scale: 1 / Math.sqrt(hd),
+    };
+    ops.embed(enc, A, pass, this.w.embedding, T, tokOff, lay.x);
+    for (let l = 0; l < L; l++) {
+      const W = this.w.layers[l];
+      ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
+      ops.matmul(enc, A, W.wq, T, lay.xb, c.dim, lay.q, qDim);
+      ops.matmul(enc, A, W.wk, T, lay.xb, c.dim, lay.k, kvDim);
+      ops.matmul(enc, A, W.wv, T, lay.xb, c.dim, lay.v, kvDim);
+      if (W.bq) ops.bias(enc, A, W.bq, T, qDim, lay.q, qDim);
+      if (W.bk) ops.bias(enc, A, W.bk, T, kvDim, lay.k, kvDim);
+      if (W.bv) ops.bias(enc, A, W.bv, T, kvDim, lay.v, kvDim);
+      if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.q, hd, lay.q, hd, eps);
+      if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.k, hd, lay.k, hd, eps);
+      ops.rope(enc, A, this.w.rope, pass, T, c.nHeads, hd, lay.q, qDim, rowMetaOff);
+      ops.rope(enc, A, this.w.rope, pass, T, H, hd, lay.k, kvDim, rowMetaOff);
+      const p = { ...base, layer: l };
+      ops.kvWrite(enc, shape, b, p, T, H);
+      ops.attention(enc, shape, b, p, T, c.nHeads);
+      if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);
+      if (evicts[l].length > 0) {
+        ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
+        ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
+      }
+      ops.matmul(enc, A, W.wo, T, lay.att, qDim, lay.x, c.dim, true);
+      ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
+      ops.matmul(enc, A, W.wGate, T, lay.xb, c.dim, lay.hb, c.hiddenDim);
+      ops.matmul(enc, A, W.wUp, T, lay.xb, c.dim, lay.hb2, c.hiddenDim);
+      ops.swiglu(enc, A, T * c.hiddenDim, lay.hb, lay.hb2);
+      ops.matmul(enc, A, W.wDown, T, lay.hb, c.hiddenDim, lay.x, c.dim, true);
+    }
+    const nw = wanted.length;
+    if (nw > 0) {
+      ops.gatherRows(enc, A, pass, nw, c.dim, lay.x, lay.lrows, wantedOff);
+      ops.rmsnorm(enc, A, this.w.finalNorm, nw, c.dim, lay.lrows, c.dim, lay.lrows, c.dim, eps);
+      ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize);
+    }
+
+    // One readback: logits, eviction reports, profiling statistics.
+    const logitBytes = nw * c.vocabSize * 4;
+    const reportBytes = reportWords * 4;
+    const statsBytes = statsWords * 4;
+    const total = logitBytes + reportBytes + statsBytes;
+    const staging = total > 0 ? this.stagingBuffer(total) : undefined;
+    enc.submit((ce) => {
+      if (!staging) return;
+      if (logitBytes) ce.copyBufferToBuffer(A, lay.logits * 4, staging, 0, logitBytes);
+      if (reportBytes) ce.copyBufferToBuffer(b.report, 0, staging, logitBytes, reportBytes);
+      if (statsBytes) ce.copyBufferToBuffer(b.stats, 0, staging, logitBytes + reportBytes, statsBytes);
+    });
+    let data: ArrayBuffer = new ArrayBuffer(0);
+    if (staging) {
+      try {
+        await staging.mapAsync(GPUMapMode.READ, 0, total);
+      } catch (e) {
+        throw new FastgenError('GPU_UNAVAILABLE', `the GPU failed to finish a forward pass: ${(e as Error).message}`, 'backend', { cause: e });
+      }
+      data = staging.getMappedRange(0, total).slice(0);
+      staging.unmap();
+    }
+
+    // The cache, on the CPU: replay the GPU's evictions; FastGen profiles and compresses, and the GPU follows.
+    const reports = new Uint32Array(data, logitBytes, reportWords);
+    for (let l = 0; l < L; l++) {
+      for (const e of evicts[l]) {
+        const st = items[e.item].kv.store(l, e.kvHead);
+        const newLen = reports[e.reportOff];
+        const evicted = reports[e.reportOff + 1];
+        if (evicted === 0) continue;
+        if (evicted > e.reportCap || st.length !== e.n) throw new Error(`internal: eviction report of ${evicted} slots (room for ${e.reportCap}) for a head of ${st.length}`);
+        const keep = new Uint8Array(st.length).fill(1);
+        for (let j = 0; j < evicted; j++) keep[reports[e.reportOff + 2 + j]] = 0;
+        st.retain(keep);
+        if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
+      }
+    }
+    if (profiling.length > 0) await this.profile(items, starts, profiling, new Float32Array(data, logitBytes + reportBytes, statsWords), arena, seqSlots, shape, b);
+    items.forEach((it) => it.kv.advance(it.tokens.length));
+
+    const results: Float32Array[] = [];
+    const logits = new Float32Array(data, 0, nw * c.vocabSize);
+    let j = 0;
+    for (const it of items) {
+      const rows = it.logits === 'last' ? 1 : it.logits === 'all' ? it.tokens.length : 0;
+      const size = rows * c.vocabSize;
+      if (it.out && it.out.length < size) throw new Error(`internal: logits buffer of ${it.out.length} floats for ${size}`);
+      const dst = it.out ? it.out.subarray(0, size) : new Float32Array(size);
+      dst.set(logits.subarray(j * c.vocabSize, j * c.vocabSize + size));
+      results.push(dst);
+      j += rows;
+    }
+    return results;
+  }
+
+  /**
+   * FastGen's prompt pass, after the readback: each layer's profile from the collected statistics (SequenceKv
+   * chooses the policies and compresses the CPU-side metadata, as on every backend), then the same compaction on the
+   * GPU. Slot positions are unique within a head, so the CPU's result says which old slot each kept slot came from.
+   */
+  private async profile(items: readonly ForwardItem[], starts: number[], profiling: { item: number; layer: number; at: number; n: number }[],
+    stats: Float32Array, arena: GpuKvArena, seqSlots: number[], shape: ReturnType<GpuKvArena['shape']>, b: CacheBuffers): Promise<void> {
+    const c = this.config;
+    const qDim = c.nHeads * c.headDim;
+    const moves = new U32List();
+    const entries: { layer: number; words: number[] }[] = [];
+    for (const pr of profiling) {
+      const kv = items[pr.item].kv;
+      const perHead: HeadAttentionStats[] = [];
+      for (let qh = 0; qh < c.nHeads; qh++) {
+        const at = pr.at + 2 * qh * pr.n;
+        perHead.push({ column: stats.subarray(at, at + pr.n), band: stats.subarray(at + pr.n, at + 2 * pr.n) });
+      }
+      const before: Map<number, number>[] = [];
+      for (let h = 0; h < c.nKvHeads; h++) {
+        const st = kv.store(pr.layer, h);
+        const m = new Map<number, number>();
+        for (let s = 0; s < st.length; s++) m.set(st.positions[s], s);
+        before.push(m);
+      }
+      kv.finishLayer(pr.layer, NO_QUERIES, qDim, pr.n, starts[pr.item], perHead);
+      for (let h = 0; h < c.nKvHeads; h++) {
+        const st = kv.store(pr.layer, h);
+        const pairs: number[] = [];
+        for (let d = 0; d < st.length; d++) {
+          const src = before[h].get(st.positions[d])!;
+          if (src !== d) pairs.push(d, src);
+        }
+        if (pairs.length === 0) continue;
+        const at = moves.push(pairs.length / 2, ...pairs);
+        entries.push({ layer: pr.layer, words: [seqSlots[pr.item], h, at, 0] });
+      }
+    }
+    if (entries.length === 0) return;
+    const work = await this.work.ensure(moves.length * 4);
+    this.gpu.device.queue.writeBuffer(work, 0, moves.data.buffer, 0, moves.length * 4);
+    const P = new U32List();
+    const byLayer = new Map<number, number[][]>();
+    for (const e of entries) byLayer.set(e.layer, [...(byLayer.get(e.layer) ?? []), e.words]);
+    const offs: [number, number, number][] = [];
+    for (const [layer, list] of byLayer) {
+      offs.push([layer, P.length, list.length]);
+      for (const wds of list) P.push(...wds);
+    }
+    const pass = await this.gpu.buffer(P.length * 4, 'compaction moves', P.data.subarray(0, P.length));
+    const bb: CacheBuffers = { ...b, pass, work };
+    for (const [layer, off, count] of offs) {
+      this.ops.applyMoves(this.enc, shape, bb, { nLayers: c.nLayers, layer, nHeads: c.nHeads, nKvHeads: c.nKvHeads, maxPages: arena.tableStride, entryOff: off }, count);
+    }
+    this.enc.submit();
+    pass.destroy();
+  }
+
+  private stagingBuffer(bytes: number): GPUBuffer {
+    if (!this.staging || this.staging.bytes < bytes) {
+      this.staging?.buf.destroy();
+      const size = Math.max(bytes, Math.ceil((this.staging?.bytes ?? 0) * 1.5));
+      this.staging = { buf: this.gpu.readback(size, 'step readback'), bytes: Math.ceil(size / 16) * 16 };
+    }
+    return this.staging.buf;
+  }
+}
+
