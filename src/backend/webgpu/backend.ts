@@ -25,6 +25,7 @@ import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js
 import { ropeInvFreq } from '../cpu-ref/rope.js';
 import { ropeTables } from '../wasm/runtime.js';
 import type { Backend, ForwardItem } from '../types.js';
+import { splitBatch } from '../batch.js';
 import { GpuKvArena } from './arena.js';
 import { gpuContext } from './device.js';
 import { GpuDevice, StepEncoder } from './encoder.js';
@@ -239,20 +240,9 @@ export class WebGpuBackend implements Backend {
 
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
-    let start = 0;
-    while (start < items.length) {
-      let rows = 0;
-      let end = start;
-      while (end < items.length && end - start < this.maxItems && rows + items[end].tokens.length <= this.maxRows
-        && items[end].kv.pool.arena === items[start].kv.pool.arena) {
-        rows += items[end].tokens.length;
-        end++;
-      }
-      if (end === start) {
-        throw new InvalidOptionError(`the webgpu backend processes at most ${this.maxRows} tokens in one pass, got a prompt of ${items[start].tokens.length}; shorten it`, 'prompt');
-      }
-      out.push(...(await this.forwardBatch(items.slice(start, end))));
-      start = end;
+    // Parts that fit the activation buffer; sequences of one pass share one arena.
+    for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+      out.push(...(await this.forwardBatch(part)));
     }
     return out;
   }
