@@ -125,6 +125,21 @@ class Growable {
 
 const NO_QUERIES = new Float32Array(0);
 
+/** Where the weights come from: a checkpoint, or random numbers of the right shape (synthetic models). */
+interface WeightSource {
+  /** name: 'tokenEmbedding', 'lmHead' or 'layers.<i>.<field of LayerWeights>'. */
+  matrix(ops: GpuOps, name: string, rows: number, cols: number, kind: WeightKind): Promise<GpuMatrix>;
+  /** A norm weight or bias as f32, or undefined when the model has none. */
+  vector(name: string): Float32Array | undefined;
+  tied: boolean;
+}
+
+/** The tensor `layers.<i>.<field>` of a checkpoint (undefined for absent biases and norms). */
+function layerTensor(layers: LoadedCheckpoint['weights']['layers'], name: string): Tensor {
+  const [, i, field] = name.split('.');
+  return (layers[Number(i)] as unknown as Record<string, Tensor>)[field];
+}
+
 export class WebGpuBackend implements Backend {
   readonly name = 'webgpu';
   readonly config: ModelConfig;
@@ -149,48 +164,82 @@ export class WebGpuBackend implements Backend {
   private readonly list = new U32List();
 
   static async create(ckpt: LoadedCheckpoint, opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+    const w = ckpt.weights;
+    const c = ckpt.config;
+    return WebGpuBackend.build(c, opts, {
+      matrix: (ops, name, rows, cols, kind) => {
+        const t = name === 'lmHead' ? w.lmHead : name === 'tokenEmbedding' ? w.tokenEmbedding : layerTensor(w.layers, name);
+        return ops.uploadMatrix(tensorToF32(t), rows, cols, kind, name);
+      },
+      vector: (name) => {
+        const t = name === 'finalNorm' ? w.finalNorm : layerTensor(w.layers, name);
+        return t && tensorToF32(t);
+      },
+      tied: w.lmHead === w.tokenEmbedding,
+    });
+  }
+
+  /**
+   * A model of `config`'s shape with random weights generated on the way to the GPU (no checkpoint, no CPU copy):
+   * for speed measurements of models too large to ship. Norm weights are 1; its outputs mean nothing.
+   */
+  static async createSynthetic(config: ModelConfig, opts: WebGpuBackendOptions = {}, seed = 1): Promise<WebGpuBackend> {
+    let n = seed;
+    return WebGpuBackend.build(config, opts, {
+      matrix: (ops, name, rows, cols, kind) => ops.randomMatrix(rows, cols, kind, n++, name),
+      vector: (name) => {
+        const field = name.split('.').pop();
+        if (field === 'finalNorm' || field === 'attnNorm' || field === 'ffnNorm') return new Float32Array(config.dim).fill(1);
+        if ((field === 'qNorm' || field === 'kNorm') && config.qkNorm) return new Float32Array(config.headDim).fill(1);
+        if (config.qkvBias && (field === 'bq' || field === 'bk' || field === 'bv')) return new Float32Array((field === 'bq' ? config.nHeads : config.nKvHeads) * config.headDim);
+        return undefined;
+      },
+      tied: config.tiedEmbeddings,
+    });
+  }
+
+  private static async build(c: ModelConfig, opts: WebGpuBackendOptions, src: WeightSource): Promise<WebGpuBackend> {
     const gpu = new GpuDevice(await gpuContext());
     const ops = new GpuOps(gpu);
     const kind = opts.dtype ?? 'f32';
-    const c = ckpt.config;
-    const w = ckpt.weights;
     let bytes = 0;
-    const mat = async (t: Tensor, rows: number, cols: number, what: string) => {
-      const m = await ops.uploadMatrix(tensorToF32(t), rows, cols, kind, what);
+    const mat = async (name: string, rows: number, cols: number) => {
+      const m = await src.matrix(ops, name, rows, cols, kind);
       bytes += m.bytes;
       return m;
     };
-    const vec = async (t: Tensor, what: string) => {
-      const f = tensorToF32(t);
+    const vec = async (name: string) => {
+      const f = src.vector(name);
+      if (!f) return undefined;
       bytes += f.byteLength;
-      return gpu.buffer(f.byteLength, what, f);
+      return gpu.buffer(f.byteLength, name, f);
     };
+    const need = async (name: string) => (await vec(name))!;
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
-    const embedding = await mat(w.tokenEmbedding, c.vocabSize, c.dim, 'token embedding');
-    const lmHead = w.lmHead === w.tokenEmbedding ? embedding : await mat(w.lmHead, c.vocabSize, c.dim, 'output projection');
+    const embedding = await mat('tokenEmbedding', c.vocabSize, c.dim);
+    const lmHead = src.tied ? embedding : await mat('lmHead', c.vocabSize, c.dim);
     const layers: Layer[] = [];
-    for (let i = 0; i < w.layers.length; i++) {
-      const l = w.layers[i];
-      const at = `layer ${i}`;
+    for (let i = 0; i < c.nLayers; i++) {
+      const at = `layers.${i}`;
       layers.push({
-        attnNorm: await vec(l.attnNorm, `${at} attention norm`),
-        ffnNorm: await vec(l.ffnNorm, `${at} FFN norm`),
-        wq: await mat(l.wq, qDim, c.dim, `${at} wq`),
-        wk: await mat(l.wk, kvDim, c.dim, `${at} wk`),
-        wv: await mat(l.wv, kvDim, c.dim, `${at} wv`),
-        wo: await mat(l.wo, c.dim, qDim, `${at} wo`),
-        wGate: await mat(l.wGate, c.hiddenDim, c.dim, `${at} w_gate`),
-        wUp: await mat(l.wUp, c.hiddenDim, c.dim, `${at} w_up`),
-        wDown: await mat(l.wDown, c.dim, c.hiddenDim, `${at} w_down`),
-        bq: l.bq && (await vec(l.bq, `${at} q bias`)),
-        bk: l.bk && (await vec(l.bk, `${at} k bias`)),
-        bv: l.bv && (await vec(l.bv, `${at} v bias`)),
-        qNorm: l.qNorm && (await vec(l.qNorm, `${at} q norm`)),
-        kNorm: l.kNorm && (await vec(l.kNorm, `${at} k norm`)),
+        attnNorm: await need(`${at}.attnNorm`),
+        ffnNorm: await need(`${at}.ffnNorm`),
+        wq: await mat(`${at}.wq`, qDim, c.dim),
+        wk: await mat(`${at}.wk`, kvDim, c.dim),
+        wv: await mat(`${at}.wv`, kvDim, c.dim),
+        wo: await mat(`${at}.wo`, c.dim, qDim),
+        wGate: await mat(`${at}.wGate`, c.hiddenDim, c.dim),
+        wUp: await mat(`${at}.wUp`, c.hiddenDim, c.dim),
+        wDown: await mat(`${at}.wDown`, c.dim, c.hiddenDim),
+        bq: await vec(`${at}.bq`),
+        bk: await vec(`${at}.bk`),
+        bv: await vec(`${at}.bv`),
+        qNorm: await vec(`${at}.qNorm`),
+        kNorm: await vec(`${at}.kNorm`),
       });
     }
-    const finalNorm = await vec(w.finalNorm, 'final norm');
+    const finalNorm = await need('finalNorm');
     const t = ropeTables(ropeInvFreq(c), c.maxSeqLen);
     const rope = { cos: await gpu.buffer(t.cos.byteLength, 'rope cos', t.cos), sin: await gpu.buffer(t.sin.byteLength, 'rope sin', t.sin) };
     return new WebGpuBackend(c, gpu, ops, kind, { embedding, lmHead, layers, finalNorm, rope }, bytes, opts);

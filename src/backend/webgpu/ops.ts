@@ -92,6 +92,36 @@ export class GpuOps {
     return { kind, rows, cols, rowWords, parts, bytes };
   }
 
+  /**
+   * A matrix of random weights of the right shape, generated straight into the kind's words (no f32 copy): for speed
+   * runs of models too large to ship (issue 13's synthetic models). Values are of magnitude ~1/√cols.
+   */
+  async randomMatrix(rows: number, cols: number, kind: WeightKind, seed: number, what: string): Promise<GpuMatrix> {
+    const rowWords = rowWordsOf(kind, cols);
+    const perPart = Math.floor(this.gpu.ctx.maxBinding / (rowWords * 4));
+    const parts: MatrixPart[] = [];
+    let x = (seed * 2654435761) >>> 0 || 1;
+    const next = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x >>> 0; };
+    const scale = 1 / Math.sqrt(cols);
+    // f16: sign, exponent near log2(scale), random mantissa; f32 likewise in f32 bits; q8_0: random bytes, d = scale/64.
+    const e = Math.round(Math.log2(scale));
+    const half = (r: number) => ((r & 0x8000) | ((e + 15 - (r >>> 16 & 1)) << 10) | (r >>> 20 & 0x3ff)) & 0xffff;
+    let bytes = 0;
+    for (let r0 = 0; r0 < rows; r0 += perPart) {
+      const n = Math.min(perPart, rows - r0);
+      const words = new Uint32Array(n * rowWords);
+      if (kind === 'f32') for (let i = 0; i < words.length; i++) { const r = next(); words[i] = (r & 0x80000000) | ((e + 127 - (r & 1)) << 23) | (r >>> 9 & 0x7fffff); }
+      else if (kind === 'f16') for (let i = 0; i < words.length; i++) { const r = next(); words[i] = (half(r) | (half(r * 2654435761 >>> 0) << 16)) >>> 0; }
+      else for (let i = 0; i < words.length; i++) words[i] = next();
+      const w = await this.gpu.buffer(words.byteLength, what, words);
+      let d = await this.placeholder;
+      if (kind === 'q8_0') d = await this.gpu.buffer(n * (rowWords / 8) * 4, `${what} scales`, new Float32Array(n * (rowWords / 8)).fill(scale / 64));
+      bytes += words.byteLength + (kind === 'q8_0' ? n * (rowWords / 8) * 4 : 0);
+      parts.push({ rowLo: r0, rows: n, w, d });
+    }
+    return { kind, rows, cols, rowWords, parts, bytes };
+  }
+
   /** act[outOff + t·dim …] = embedding rows of pass[tokOff + t], t < T. */
   embed(enc: StepEncoder, act: GPUBuffer, pass: GPUBuffer, m: GpuMatrix, T: number, tokOff: number, outOff: number): void {
     const pl = this.gpu.pipeline(`embed-${m.kind}`, () => embedWgsl(m.kind));
