@@ -8,7 +8,7 @@
  */
 import { loadModel } from '../src/generate/model.js';
 import { argmax } from '../src/generate/sampler.js';
-import type { CacheOptions } from '../src/cache/policy.js';
+import type { CacheOptions } from '../src/cache/policies/index.js';
 
 const arg = (name: string, def: string): string => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) ?? def;
 const dtypes = arg('dtype', 'f32,q8_0').split(',');

@@ -14,14 +14,18 @@ export { PagePool, JsArena, type KvArena, type KvDtype } from './cache/page-pool
 export { HeadStore } from './cache/head-store.js';
 export { SequenceKv, type HeadProfile, type KvStats } from './cache/sequence-kv.js';
 export {
+  CACHE_POLICIES,
   CACHE_POLICY_NAMES,
+  cachePolicy,
   hybridCandidates,
   resolveCacheOptions,
   type CacheOptions,
+  type CachePolicy,
   type CachePolicyName,
-  type HeadPolicy,
-  type Component,
-} from './cache/policy.js';
+  type SequencePolicy,
+  type ResolvedCacheOptions,
+} from './cache/policies/index.js';
+export { keepRule, type HeadPolicy, type KeepRule, type Amount } from './cache/head-policy.js';
 export type { Backend, ForwardItem } from './backend/types.js';
 export { createBackend, BACKEND_NAMES } from './backend/index.js';
 export * from './server/index.js';

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { markKept } from '../src/cache/evict.js';
 import { HeadStore } from '../src/cache/head-store.js';
 import { PagePool } from '../src/cache/page-pool.js';
-import type { HeadPolicy } from '../src/cache/policy.js';
+import { keepRule, PUNCT, SPECIAL, type HeadPolicy } from '../src/cache/head-policy.js';
 import { mulberry32 } from '../src/generate/rng.js';
 
 test('frequent keeps the top B by (score desc, position asc), ties included, for random stores and budgets', () => {
@@ -19,9 +19,9 @@ test('frequent keeps the top B by (score desc, position asc), ties included, for
     const order = Array.from({ length: n }, (_, i) => i).sort(() => rand() - 0.5);
     for (let s = 0; s < n; s++) st.append(zero, 0, zero, 0, order[s] * 3, 5, Math.floor(rand() * levels) / levels);
     const budget = Math.floor(rand() * (n + 3));
-    const policy: HeadPolicy = { name: 'frequent', components: [{ kind: 'frequent', budget }] };
+    const policy: HeadPolicy = { name: 'frequent', heavy: { tokens: budget } };
     const keep = new Uint8Array(n);
-    const kept = markKept(st, policy, 10_000, 10_000, keep);
+    const kept = markKept(st, keepRule(policy, 10_000), 10_000, keep);
     const want = new Set(Array.from({ length: n }, (_, s) => s)
       .sort((a, b) => st.scores[b] - st.scores[a] || st.positions[a] - st.positions[b])
       .slice(0, budget));
@@ -32,7 +32,7 @@ test('frequent keeps the top B by (score desc, position asc), ties included, for
   assert.equal(pool.pagesInUse, 0);
 });
 
-test('components unite: special, punct, local span, sink and frequent in one pass', () => {
+test('rule parts unite: special, punct, local span, sink and frequent in one pass', () => {
   const pool = new PagePool({ headDim: 2 });
   const zero = new Float32Array(2);
   const classes = { special: Uint8Array.from([0, 1, 0, 0]), punct: Uint8Array.from([0, 0, 1, 0]) };
@@ -41,10 +41,13 @@ test('components unite: special, punct, local span, sink and frequent in one pas
   for (let p = 0; p < 20; p++) st.append(zero, 0, zero, 0, p, p === 4 ? 1 : p === 9 ? 2 : 3, p === 12 ? 1 : 0.01 * p);
   const policy: HeadPolicy = {
     name: 'all',
-    components: [{ kind: 'special' }, { kind: 'punct' }, { kind: 'local', budget: 3 }, { kind: 'sink', count: 2 }, { kind: 'frequent', budget: 2 }],
+    classes: SPECIAL | PUNCT,
+    window: { tokens: 3 },
+    sinks: 2,
+    heavy: { tokens: 2 },
   };
   const keep = new Uint8Array(20);
-  const kept = markKept(st, policy, 19, 20, keep);
+  const kept = markKept(st, keepRule(policy, 20), 19, keep);
   // sink 0,1 · special 4 · punct 9 · frequent 12 and 19 (0.19 is the next best score) · local 17,18,19
   const want = [0, 1, 4, 9, 12, 17, 18, 19];
   assert.deepEqual(Array.from(keep).flatMap((k, s) => (k ? [s] : [])), want);

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { CacheOptions } from '../src/cache/policy.js';
+import type { CacheOptions } from '../src/cache/policies/index.js';
 import { TappedSequenceKv } from '../src/eval/tapped-kv.js';
 import { loadModel, type Model } from '../src/generate/model.js';
-import { attentionMaps, bruteForceRecoveries } from './recovery-brute-force.js';
+import { bruteForceRecoveries, promptMapsTap } from './recovery-brute-force.js';
 import { SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
 const PROMPT = 'Once upon a time, there was a little girl named Lily. She had a red ball, and she liked to play in the park!';
@@ -18,23 +18,13 @@ async function checkProfiles(model: Model, cache: CacheOptions & { gqa: 'mean' |
   const ids = model.encode(PROMPT);
   const kv = TappedSequenceKv.create(model, { ...cache, policy: 'fastgen', recovery: 0.9 });
   const maps: number[][][][] = [];
-  kv.tap = (layer, tapped, q, qStride, n) => {
-    // Before compression the stores still hold every prompt key, slot j = position j.
-    const keys = Array.from({ length: c.nKvHeads }, (_, h) => {
-      const st = tapped.store(layer, h);
-      const buf = new Float32Array(st.length * c.headDim);
-      for (let s = 0; s < st.length; s++) st.readKey(s, buf, s * c.headDim);
-      return buf;
-    });
-    maps[layer] = attentionMaps(n, c.nHeads, c.nKvHeads, c.headDim,
-      (qh, i, x) => q[i * qStride + qh * c.headDim + x], (h, j, x) => keys[h][j * c.headDim + x]);
-  };
+  kv.tap = promptMapsTap(c, maps);
   await model.backend.forward([{ kv, tokens: ids, logits: 'last' }]);
   const o = kv.options;
   let worst = 0;
   for (let l = 0; l < c.nLayers; l++) {
     const want = bruteForceRecoveries(maps[l], c.nKvHeads, ids, (t) => model.classes.special[t] === 1, (t) => model.classes.punct[t] === 1,
-      o.localRatio, o.frequentRatio, cache.gqa);
+      o.localRatio!, o.frequentRatio!, cache.gqa);
     for (let h = 0; h < c.nKvHeads; h++) {
       const got = kv.profiles[l][h].recoveries.map((r) => r.recovery);
       assert.equal(got.length, want[h].length);

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { PagePool } from '../src/cache/page-pool.js';
-import { hybridCandidates, resolveCacheOptions } from '../src/cache/policy.js';
+import { hybridCandidates, resolveCacheOptions } from '../src/cache/policies/index.js';
 import { SequenceKv } from '../src/cache/sequence-kv.js';
 import { attentionMaps, bruteForceRecoveries } from './recovery-brute-force.js';
 
@@ -59,8 +59,10 @@ for (const c of CASES) {
         (qh, i, x) => q[(i * c.nHeads + qh) * c.headDim + x], (kvh, j, x) => k[(j * c.nKvHeads + kvh) * c.headDim + x]);
       const bf = { recoveries: bruteForceRecoveries(maps, c.nKvHeads, tokens, (t) => special.has(t), (t) => punct.has(t), rl, rf, gqa) };
       kv.appendLayer(0, k, v, kvDim, c.n, 0, tokens);
-      assert.equal(kv.tracksScores(0, 0), false, 'the profiling pass collects statistics instead of scores');
-      const w = kv.profilingBand(0, c.n);
+      const needs = kv.needs(0, c.n);
+      assert.equal(needs.scores[0], false, 'the profiling pass collects statistics instead of scores');
+      assert.equal(needs.stats?.fromRow, 0, 'over every row of the prompt');
+      const w = needs.stats?.band;
       assert.equal(w, Math.floor(rl * c.n));
       // What a backend collects while it computes the attention: per query head, column and band sums.
       const stats = maps.map((A) => {

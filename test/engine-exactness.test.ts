@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/types.js';
 import { PagePool } from '../src/cache/page-pool.js';
-import { resolveCacheOptions, type CacheOptions } from '../src/cache/policy.js';
+import { resolveCacheOptions, type CacheOptions } from '../src/cache/policies/index.js';
 import { SequenceKv } from '../src/cache/sequence-kv.js';
 import { loadCheckpoint } from '../src/model/load-checkpoint.js';
 import { argmax } from '../src/generate/sampler.js';

@@ -44,21 +44,29 @@ for (const backend of ['cpu-ref', 'wasm'] as const) test(`${backend}: a forked F
     const [lb] = await m.backend.forward([{ kv: b, tokens: prompt, logits: 'last' }]);
     assert.deepEqual(la, lb);
     const f = a.fork();
-    let seenBefore = -1;
-    let seenAfter = -1;
+    // A head whose policy evicts: the tap must see its store with the step's new token and nothing evicted yet.
+    const evicting: [number, number][] = [];
+    for (let l = 0; l < m.config.nLayers; l++) for (let h = 0; h < m.config.nKvHeads; h++) if (!f.headPolicy(l, h).full) evicting.push([l, h]);
+    assert.ok(evicting.length > 0, 'at T = 0.9 some head compresses');
+    const [L, H] = evicting[0];
+    let before = -1;
+    let seen = -1;
+    let evictedAfterTap = 0;
     f.tap = (layer, kv) => {
-      if (layer === 0) seenBefore = kv.store(0, 0).length;
+      if (layer === L) seen = kv.store(L, H).length;
     };
     try {
       let tok = 1000 % m.config.vocabSize;
       for (let i = 0; i < 12; i++) {
+        before = f.store(L, H).length;
         const [lf] = await m.backend.forward([{ kv: f, tokens: [tok], logits: 'last' }]);
-        seenAfter = f.store(0, 0).length;
+        assert.equal(seen, before + 1, 'the tap sees the new token in the store, before the policy evicts');
+        if (f.store(L, H).length < seen) evictedAfterTap++;
         const [lb2] = await m.backend.forward([{ kv: b, tokens: [tok], logits: 'last' }]);
         assert.deepEqual(lf, lb2, `step ${i}`);
-        assert.ok(seenBefore >= seenAfter, 'tap runs before eviction');
         tok = new Sampler({ temperature: 0 }, m.config.vocabSize).sample(lf);
       }
+      assert.ok(evictedAfterTap > 0, 'the policy evicted after the tap looked');
       assert.deepEqual(f.stats(), b.stats());
       // The original is untouched by the fork's decoding.
       assert.equal(a.length, prompt.length);

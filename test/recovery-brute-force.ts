@@ -1,7 +1,26 @@
+import type { LayerTap } from '../src/eval/tapped-kv.js';
 /**
  * FastGen's profiling criterion computed the slow, obvious way, for tests: explicit attention maps, and for each
  * candidate policy C, recovery = mean_i Σ_j [j ∈ C(i)] A[i, j] with the sets spelled out from the specification.
  */
+
+/**
+ * An evaluator tap that records, for every layer of the prompt's pass (from an empty cache, so slot j = position j),
+ * the explicit attention maps of that pass's own queries and keys, before the policy compresses anything.
+ */
+export function promptMapsTap(c: { nHeads: number; nKvHeads: number; headDim: number }, maps: number[][][][]): LayerTap {
+  return (layer, tapped, q, qStride, n) => {
+    if (tapped.length > 0) return; // later passes: not the prompt
+    const keys = Array.from({ length: c.nKvHeads }, (_, h) => {
+      const st = tapped.store(layer, h);
+      const buf = new Float32Array(st.length * c.headDim);
+      for (let s = 0; s < st.length; s++) st.readKey(s, buf, s * c.headDim);
+      return buf;
+    });
+    maps[layer] = attentionMaps(n, c.nHeads, c.nKvHeads, c.headDim,
+      (qh, i, x) => q[i * qStride + qh * c.headDim + x], (h, j, x) => keys[h][j * c.headDim + x]);
+  };
+}
 
 /** A[qh][i][j]: causal softmax(q_i · k_j / √d) for a prompt of n tokens at positions 0..n−1. */
 export function attentionMaps(n: number, nHeads: number, nKvHeads: number, headDim: number,

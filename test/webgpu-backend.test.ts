@@ -8,7 +8,7 @@ import { test, type TestContext } from 'node:test';
 import { createBackend } from '../src/backend/index.js';
 import type { Backend } from '../src/backend/types.js';
 import { PagePool } from '../src/cache/page-pool.js';
-import { resolveCacheOptions, type CacheOptions } from '../src/cache/policy.js';
+import { CACHE_POLICY_NAMES, resolveCacheOptions, type CacheOptions } from '../src/cache/policies/index.js';
 import { SequenceKv } from '../src/cache/sequence-kv.js';
 import { argmax } from '../src/generate/sampler.js';
 import { loadModel } from '../src/generate/model.js';
@@ -92,9 +92,11 @@ const POLICIES: CacheOptions[] = [
   { policy: 'local+frequent', budget: 12 },
   { policy: 'sink+local', budget: 10 },
   { policy: 'local', ratio: 0.4 },
+  { policy: 'snapkv', budget: 14, window: 4 },
 ];
 
-test('webgpu = cpu-ref on stories260K (GQA): greedy tokens, logits, kept slots per head after profiling and every eviction, bytes', { skip: SKIP_SHARED }, async (t) => {
+test('webgpu = cpu-ref on stories260K (GQA), every registered policy: greedy tokens, logits, kept slots per head after profiling and every eviction, bytes', { skip: SKIP_SHARED }, async (t) => {
+  assert.deepEqual(POLICIES.map((p) => p.policy).sort(), [...CACHE_POLICY_NAMES].sort(), 'a registered policy is not covered here');
   await compare(t, sharedPath('models/stories260K/stories260K.bin'), POLICIES, 12, 1e-3);
 });
 

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import { PagePool } from '../../src/cache/page-pool.js';
-import { resolveCacheOptions } from '../../src/cache/policy.js';
+import { resolveCacheOptions } from '../../src/cache/policies/index.js';
 import { SequenceKv } from '../../src/cache/sequence-kv.js';
 import { argmax } from '../../src/generate/sampler.js';
 import { loadCheckpoint } from '../../src/model/load-checkpoint.js';

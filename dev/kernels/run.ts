@@ -71,7 +71,7 @@ async function main(): Promise<void> {
       for (const shape of values.shape ?? DEFAULT_SHAPES) {
         const [rowsN, cols] = shape.split('x').map(Number);
         // Random weights straight on the GPU: the values do not matter for timing.
-        const m = await ops.uploadMatrix(new Float32Array(rowsN * cols).map((_, i) => ((i * 2654435761) % 1000) / 1000 - 0.5), rowsN, cols, kind, 'W');
+        const m = await ops.randomMatrix(rowsN, cols, kind, 1, 'W');
         const act = await gpu.buffer((T * cols + T * rowsN) * 4, 'act');
         for (const variant of variants) {
           const tiled = variant === 'tiled';

@@ -1,5 +1,5 @@
-import { PUNCT, SPECIAL, type HeadStore } from './head-store.js';
-import { frequentBudget, localSpan, type HeadPolicy } from './policy.js';
+import type { HeadStore } from './head-store.js';
+import type { KeepRule } from './head-policy.js';
 
 /** Per-token-id membership of the classes the `special` and `punct` policies keep (1 = member). */
 export interface TokenClasses {
@@ -8,58 +8,30 @@ export interface TokenClasses {
 }
 
 /**
- * Mark in `keep` (length ≥ store.length) which stored tokens `policy` keeps when the newest token is at position
- * `current` and the sequence holds `seqLength` tokens. Union of the components:
- *   special/punct: by token class (the store's classBits); local: current − pos < span; sink: pos < count;
- *   frequent: the top-B stored tokens by cumulative attention (ties: the older token wins).
+ * The CPU executor of a KeepRule, and the reference for every backend's eviction kernel. Marks in `keep` (length ≥
+ * store.length) which stored tokens the rule keeps when the newest token is at position `current`: the union of
+ *   classes: (classBits & classMask) ≠ 0;  sinks: pos < sinks;  window: current − pos < window;
+ *   heavy: the top-`heavy` stored tokens by cumulative attention (ties: the older token wins).
  * Returns the number kept.
  */
-export function markKept(
-  store: HeadStore,
-  policy: HeadPolicy,
-  current: number,
-  seqLength: number,
-  keep: Uint8Array,
-): number {
+export function markKept(store: HeadStore, rule: KeepRule, current: number, keep: Uint8Array): number {
   const n = store.length;
-  // The union of the components as a handful of numbers, then one pass over the slots: this runs for every
-  // compressed head on every decode step. Several components of a kind unite to the widest one.
-  let classMask = 0;
-  let span = 0;
-  let sink = 0;
-  let budget = 0;
-  for (const c of policy.components) {
-    switch (c.kind) {
-      case 'full':
-        keep.fill(1, 0, n);
-        return n;
-      case 'special':
-        classMask |= SPECIAL;
-        break;
-      case 'punct':
-        classMask |= PUNCT;
-        break;
-      case 'local':
-        span = Math.max(span, localSpan(c, seqLength));
-        break;
-      case 'sink':
-        sink = Math.max(sink, c.count);
-        break;
-      case 'frequent':
-        budget = Math.max(budget, frequentBudget(c, seqLength));
-        break;
-    }
+  if (rule.full) {
+    keep.fill(1, 0, n);
+    return n;
   }
+  // One pass over the slots: this runs for every compressed head on every decode step.
+  const { classMask, window, sinks } = rule;
   const bits = store.classBits;
   const pos = store.positions;
   let kept = 0;
   for (let s = 0; s < n; s++) {
     const p = pos[s];
-    const k = (bits[s] & classMask) !== 0 || current - p < span || p < sink ? 1 : 0;
+    const k = (bits[s] & classMask) !== 0 || current - p < window || p < sinks ? 1 : 0;
     keep[s] = k;
     kept += k;
   }
-  if (budget > 0) kept += markTopScores(store, budget, keep);
+  if (rule.heavy > 0) kept += markTopScores(store, rule.heavy, keep);
   return kept;
 }
 
@@ -150,15 +122,10 @@ function kthLargest(a: Float32Array, n: number, k: number): number {
   return a[k];
 }
 
-/** Apply `policy` to the store: evict every token it does not keep. Returns the number evicted. */
-export function applyPolicy(
-  store: HeadStore,
-  policy: HeadPolicy,
-  current: number,
-  seqLength: number,
-  keep: Uint8Array,
-): number {
-  const kept = markKept(store, policy, current, seqLength, keep);
+/** Evict every token `rule` does not keep from the store (compacting it, freeing emptied pages). Returns the number evicted. */
+export function applyRule(store: HeadStore, rule: KeepRule, current: number, keep: Uint8Array): number {
+  if (rule.full) return 0;
+  const kept = markKept(store, rule, current, keep);
   if (kept === store.length) return 0;
   return store.retain(keep);
 }

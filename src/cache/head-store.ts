@@ -1,5 +1,6 @@
 import type { PagePool } from './page-pool.js';
 import type { TokenClasses } from './evict.js';
+import { PUNCT, SPECIAL } from './head-policy.js';
 import { f16Table, f32ToF16 } from '../half.js';
 
 /**
@@ -10,10 +11,6 @@ import { f16Table, f32ToF16 } from '../half.js';
  * slot into the hole (attention does not care about order), so the store never has gaps and a page that empties at the
  * tail goes straight back to the pool.
  */
-/** HeadStore.classBits flags. */
-export const SPECIAL = 1;
-export const PUNCT = 2;
-
 export class HeadStore {
   readonly pool: PagePool;
   readonly headDim: number;

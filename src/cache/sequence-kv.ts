@@ -1,41 +1,11 @@
 import { HeadStore } from './head-store.js';
 import type { PagePool } from './page-pool.js';
-import { applyPolicy, type TokenClasses } from './evict.js';
-import {
-  FULL_POLICY,
-  hybridCandidates,
-  isFull,
-  uniformPolicy,
-  usesScores,
-  type HeadPolicy,
-  type ResolvedCacheOptions,
-} from './policy.js';
-import { bandDistance, chooseCandidate, recoveryFromStats, type HeadAttentionStats } from './recovery.js';
+import { applyRule, type TokenClasses } from './evict.js';
+import { keepRule, type HeadPolicy } from './head-policy.js';
+import { cachePolicy, profilesOf, type HeadProfile, type ResolvedCacheOptions } from './policies/index.js';
+import type { KvShape, LayerNeeds, PolicyTarget, PromptAttentionStats, SequencePolicy } from './policies/types.js';
 
-/** FastGen's profiling statistics of one layer's first pass, indexed by query head (see SequenceKv.profilingBand). */
-export type PromptAttentionStats = readonly HeadAttentionStats[];
-
-export interface KvShape {
-  nLayers: number;
-  nHeads: number;
-  nKvHeads: number;
-  headDim: number;
-}
-
-/** The profiling outcome of one (layer, KV head). */
-export interface HeadProfile {
-  layer: number;
-  kvHead: number;
-  /** Chosen policy name. */
-  policy: string;
-  /** Recovery of every candidate in hybrid order (aggregated over the group's query heads by mean or min). */
-  recoveries: { policy: string; recovery: number }[];
-  /** Per query head of the group: recovery of every candidate. */
-  queryHeadRecoveries: number[][];
-  /** Prompt tokens kept right after compression. */
-  tokensKept: number;
-  promptTokens: number;
-}
+export type { KvShape, HeadProfile, PromptAttentionStats };
 
 export interface KvStats {
   /** Tokens in the sequence (positions seen). */
@@ -56,78 +26,65 @@ export interface KvStats {
 }
 
 /**
- * The KV cache of one sequence: a HeadStore per (layer, KV head) and the policy each head follows.
+ * The KV cache of one sequence: a HeadStore per (layer, KV head), and the sequence's cache policy, which decides what
+ * each head keeps (src/cache/policies). SequenceKv owns storage, byte counts and fork; it never decides.
  *
- * The backend drives it during a forward pass: append each layer's new keys/values, add attention probabilities to
- * the scores of heads that need them, then `finishLayer`: profile + compress at the end of the first pass (the prompt),
- * evict on later ones. For FastGen's first pass the backend collects per-query-head attention statistics instead of
- * scores (`profilingBand`, `PromptAttentionStats`), from which the profile follows without recomputing attention.
+ * A backend drives it through one forward pass, per layer:
+ *   1. `appendLayer` the new keys/values (or `reserveLayer` their slots and write them with its own kernels);
+ *   2. `needs(layer, n)`: which heads' slot scores to add attention probabilities to, which column/band sums to collect;
+ *   3. after the layer's attention, `finishLayer` with those sums: the policy profiles/selects and evicts;
+ * and `advance(n)` after the pass.
  */
-export class SequenceKv {
+export class SequenceKv implements PolicyTarget {
   readonly shape: KvShape;
   readonly pool: PagePool;
   readonly options: ResolvedCacheOptions;
   readonly classes: TokenClasses;
   /** [layer * nKvHeads + kvHead] */
   readonly stores: HeadStore[];
-  readonly policies: HeadPolicy[];
-  /** Tokens seen so far; also the position of the next token. */
+  readonly policy: SequencePolicy;
+  /** Tokens that went through the model so far; also the position of the next token. */
   length = 0;
-  /** Per-layer profile results (FastGen), filled at the end of the first prefill. */
-  readonly profiles: HeadProfile[][] = [];
-  profileMs = 0;
-  private readonly prefilled: boolean[];
   private keepScratch = new Uint8Array(64);
   private released = false;
 
-  constructor(pool: PagePool, shape: KvShape, options: ResolvedCacheOptions, classes: TokenClasses) {
+  constructor(pool: PagePool, shape: KvShape, options: ResolvedCacheOptions, classes: TokenClasses, policy?: SequencePolicy) {
     if (pool.headDim !== shape.headDim) throw new Error(`internal: pool head dim ${pool.headDim} ≠ model head dim ${shape.headDim}`);
     this.pool = pool;
     this.shape = shape;
     this.options = options;
     this.classes = classes;
-    const count = shape.nLayers * shape.nKvHeads;
-    this.stores = Array.from({ length: count }, () => new HeadStore(pool, classes));
-    const initial = options.policy === 'fastgen' ? FULL_POLICY : uniformPolicy(options);
-    this.policies = Array.from({ length: count }, () => initial);
-    this.prefilled = new Array(shape.nLayers).fill(false);
+    this.stores = Array.from({ length: shape.nLayers * shape.nKvHeads }, () => new HeadStore(pool, classes));
+    this.policy = policy ?? cachePolicy(options.policy).start(options, shape);
   }
 
   store(layer: number, kvHead: number): HeadStore {
     return this.stores[layer * this.shape.nKvHeads + kvHead];
   }
-  policy(layer: number, kvHead: number): HeadPolicy {
-    return this.policies[layer * this.shape.nKvHeads + kvHead];
+
+  /** The policy head (layer, kvHead) follows now. */
+  headPolicy(layer: number, kvHead: number): HeadPolicy {
+    return this.policy.head(layer, kvHead);
   }
 
-  /**
-   * Whether attention probabilities must be added to this head's scores in the current pass. Not during FastGen's
-   * profiling pass: there the scores come from the collected column sums (see profilingBand).
-   */
-  tracksScores(layer: number, kvHead: number): boolean {
-    if (this.options.policy === 'fastgen' && !this.prefilled[layer]) return false;
-    return usesScores(this.policy(layer, kvHead));
+  /** FastGen's per-layer profiles (empty for other policies). */
+  get profiles(): HeadProfile[][] {
+    return profilesOf(this.policy);
   }
 
-  /**
-   * If this pass over `layer` profiles the heads (FastGen's first pass, over a prompt of promptLength tokens from an
-   * empty cache, so slot s holds position s): the band distance w for the statistics the backend must collect for
-   * every query head qh, over the pass's rows i and the KV head's slots s:
-   *   column[qh][s] = Σ_i A[i, s]        band[qh][s] = Σ_{i : i − s ≤ w} A[i, s]   (w = -1: no band, leave it 0)
-   * to hand to finishLayer. Otherwise null.
-   */
-  profilingBand(layer: number, promptLength: number): number | null {
-    if (this.options.policy !== 'fastgen' || this.prefilled[layer]) return null;
-    return bandDistance(this.candidates(promptLength), promptLength);
+  /** Milliseconds the policy spent deciding (FastGen's profiling). */
+  get profileMs(): number {
+    return this.policy.decideMs;
   }
 
-  private candidates(promptLength: number): HeadPolicy[] {
-    return hybridCandidates({
-      promptLength,
-      localRatio: this.options.localRatio,
-      frequentRatio: this.options.frequentRatio,
-      exclude: this.options.exclude,
-    });
+  /** What the backend must collect during this pass's attention over `layer` (n new tokens). */
+  needs(layer: number, n: number): LayerNeeds {
+    return this.policy.needs(layer, n, this.length);
+  }
+
+  /** Whether a policy may evict after attention (false: backends can skip the per-layer hook). */
+  get evicts(): boolean {
+    return this.policy.evicts;
   }
 
   /**
@@ -161,83 +118,25 @@ export class SequenceKv {
   }
 
   /**
-   * After a layer's attention. The first pass is the prompt: FastGen profiles every KV head from the statistics the
-   * backend collected (see profilingBand), chooses its policy and compresses the prompt's cache; uniform baselines
-   * compress with their policy. Later passes evict.
-   * q: [n, nHeads × headDim] after RoPE (rows `qStride` apart), the queries at positions startPos..startPos+n−1
-   * (the cache itself does not need them; subclasses such as the evaluator's tap look at them).
-   * stats: FastGen's first pass only, indexed by query head.
+   * After a layer's attention over n new tokens at positions startPos…: the policy decides and evicts.
+   * q: [n, nHeads × headDim] after RoPE (rows `qStride` apart), the pass's queries (the cache itself does not need
+   * them; subclasses such as the evaluator's tap look at them). stats: what needs() asked for, by query head.
    */
   finishLayer(layer: number, q: Float32Array, qStride: number, n: number, startPos: number, stats?: PromptAttentionStats): void {
-    if (this.prefilled[layer]) {
-      this.finishDecode(layer, startPos + n - 1);
-      return;
-    }
-    this.prefilled[layer] = true;
-    const seqLength = startPos + n;
-    const current = seqLength - 1;
-    if (this.options.policy === 'fastgen') {
-      if (!stats) throw new Error('internal: the backend did not collect the attention statistics FastGen profiles from');
-      if (startPos !== 0) throw new Error('internal: FastGen profiles the first pass, which must start from an empty cache');
-      const t0 = performance.now();
-      this.profiles[layer] = [];
-      const candidates = this.candidates(n);
-      for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(layer, h, n, stats, candidates);
-      this.profileMs += performance.now() - t0;
-      return;
-    }
-    for (let h = 0; h < this.shape.nKvHeads; h++) this.evict(layer, h, current, seqLength);
+    this.policy.afterAttention(this, { layer, n, startPos, stats });
   }
 
-  /** After a decode step's attention for one layer: apply every head's policy. `current` = the new token's position. */
-  finishDecode(layer: number, current: number): void {
-    for (let h = 0; h < this.shape.nKvHeads; h++) this.evict(layer, h, current, current + 1);
+  /** Evict from one head every token `policy` does not keep when the newest token is at `current` (the CPU executor). */
+  apply(layer: number, kvHead: number, policy: HeadPolicy, current: number): void {
+    if (policy.full) return;
+    const st = this.store(layer, kvHead);
+    if (this.keepScratch.length < st.length) this.keepScratch = new Uint8Array(st.length * 2);
+    applyRule(st, keepRule(policy, current + 1), current, this.keepScratch);
   }
 
   /** Record that n tokens went through the model (called once per forward pass, after the last layer). */
   advance(n: number): void {
     this.length += n;
-  }
-
-  private evict(layer: number, h: number, current: number, seqLength: number): void {
-    const policy = this.policy(layer, h);
-    if (isFull(policy)) return;
-    const st = this.store(layer, h);
-    if (this.keepScratch.length < st.length) this.keepScratch = new Uint8Array(st.length * 2);
-    applyPolicy(st, policy, current, seqLength, this.keepScratch);
-  }
-
-  /** Profile one KV head of the n-token prompt from its query heads' statistics, then compress it. */
-  private profileHead(layer: number, h: number, n: number, stats: PromptAttentionStats, candidates: HeadPolicy[]): HeadProfile {
-    const { nHeads, nKvHeads } = this.shape;
-    const st = this.store(layer, h);
-    const group = nHeads / nKvHeads;
-    const m = st.length;
-    // The KV head's cumulative attention: its query heads' column sums (what a scores-tracking pass adds).
-    for (let g = 0; g < group; g++) {
-      const col = stats[h * group + g].column;
-      for (let s = 0; s < m; s++) st.scores[s] += col[s];
-    }
-    const perQuery: number[][] = [];
-    for (let g = 0; g < group; g++) {
-      perQuery.push(recoveryFromStats(candidates, stats[h * group + g], n, st));
-    }
-    const recoveries = candidates.map((_, c) => {
-      const vals = perQuery.map((r) => r[c]);
-      return this.options.gqa === 'min' ? Math.min(...vals) : vals.reduce((a, b) => a + b, 0) / vals.length;
-    });
-    const chosen = chooseCandidate(recoveries, candidates, this.options.recovery);
-    this.policies[layer * nKvHeads + h] = candidates[chosen];
-    this.evict(layer, h, n - 1, n);
-    return {
-      layer,
-      kvHead: h,
-      policy: candidates[chosen].name,
-      recoveries: candidates.map((c, i) => ({ policy: c.name, recovery: recoveries[i] })),
-      queryHeadRecoveries: perQuery,
-      tokensKept: st.length,
-      promptTokens: n,
-    };
   }
 
   /** Bytes of K/V held for kept tokens (cheap: no per-head report is built). */
@@ -266,7 +165,7 @@ export class SequenceKv {
         kept += st.length;
         pages += st.pages.length;
         keptTokens[l].push(st.length);
-        const name = this.policy(l, h).name;
+        const name = this.headPolicy(l, h).name;
         headsPerPolicy[name] = (headsPerPolicy[name] ?? 0) + 1;
       }
     }
@@ -286,11 +185,11 @@ export class SequenceKv {
 
   /**
    * An independent copy of this cache after its prompt: the same kept slots in the same order (attention then sums in
-   * the same order, so the copy behaves bit for bit like the original), positions, token ids, scores, policies,
-   * profiles and pass state. Lets several continuations share one compressed prefill without recomputing it.
+   * the same order, so the copy behaves bit for bit like the original), positions, token ids, scores, and a fork of
+   * the policy's state (per-head choices, profiles). Lets several continuations share one compressed prefill without recomputing it.
    */
   fork(): SequenceKv {
-    return this.copyInto(new SequenceKv(this.pool, this.shape, this.options, this.classes));
+    return this.copyInto(new SequenceKv(this.pool, this.shape, this.options, this.classes, this.policy.fork()));
   }
 
   /** fork()'s work, for subclasses that fork into their own type. */
@@ -308,12 +207,8 @@ export class SequenceKv {
         src.readValue(s, vBuf);
         dst.append(kBuf, 0, vBuf, 0, src.positions[s], src.tokenIds[s], src.scores[s]);
       }
-      copy.policies[i] = this.policies[i];
     }
-    for (let l = 0; l < this.prefilled.length; l++) copy.prefilled[l] = this.prefilled[l];
     copy.length = this.length;
-    copy.profiles.push(...this.profiles);
-    copy.profileMs = this.profileMs;
     return copy;
   }
 

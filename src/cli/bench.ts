@@ -11,7 +11,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { FastgenError } from '../errors.js';
-import type { CacheOptions } from '../cache/policy.js';
+import { cacheLabel, cachePolicy, resolveCacheOptions, type CacheOptions, type CachePolicyName } from '../cache/policies/index.js';
 import { loadModel, type Model } from '../generate/model.js';
 import { argmax } from '../generate/sampler.js';
 import { formatBytes, table } from './format.js';
@@ -146,7 +146,9 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
   const backends = v.backend ?? [undefined];
   const dtypes = v.dtype ?? [undefined];
   const kvDtypes = (v['kv-dtype'] ?? ['f32']) as ('f32' | 'f16')[];
-  const caches = (v.cache ?? ['full', 'fastgen']) as CacheOptions['policy'][];
+  // Each policy with its defaults (and --recovery where it takes one), checked before any model loads.
+  const caches = (v.cache ?? ['full', 'fastgen']).map((policy) =>
+    resolveCacheOptions(cachePolicy(policy).options.some((o) => o.key === 'recovery') ? { policy: policy as CachePolicyName, recovery } : { policy: policy as CachePolicyName }));
   const testNames = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
   // Every row is a case; repetitions run round-robin over all cases (llama2.c included), so that a noisy stretch of
   // a shared machine hits every row alike and the ratios between rows stay meaningful.
@@ -161,8 +163,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
           loaded.push(model);
           const kvLabel = kvDtype === 'f32' ? '' : ` (${kvDtype} KV)`;
           const specs = testNames.map((t) => parseTest(t, model.config.maxSeqLen));
-          for (const policy of caches) {
-            const cache: CacheOptions = { policy, recovery };
+          for (const cache of caches) {
             for (const spec of specs) {
               cases.push({
                 row: {
@@ -172,7 +173,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
                   backend: model.backend.name,
                   threads: (model.backend as { threads?: number }).threads ?? 1,
                   dtype: model.backend.weightDtype,
-                  cache: (policy === 'fastgen' ? `fastgen T=${recovery}` : policy!) + kvLabel,
+                  cache: cacheLabel(cache) + kvLabel,
                   test: spec.label,
                 },
                 run: (rep) => runOnce(model, spec, cache, rep),

@@ -7,6 +7,7 @@
  */
 import { request as httpRequest } from 'node:http';
 import { parseArgs } from 'node:util';
+import { CACHE_POLICY_NAMES, cachePolicy } from '../cache/policies/index.js';
 import { InvalidOptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { CALIBRATION_TEXT } from '../server/capacity.js';
@@ -346,7 +347,8 @@ async function runPhase(
     sched.peakWaiting = 0;
     sched.peakPagesUsed = 0;
   }
-  const cache: Record<string, unknown> = cacheName === 'fastgen' ? { policy: 'fastgen', recovery: o.recovery } : { policy: cacheName };
+  const takesRecovery = cachePolicy(cacheName).options.some((s) => s.key === 'recovery');
+  const cache: Record<string, unknown> = takesRecovery ? { policy: cacheName, recovery: o.recovery } : { policy: cacheName };
   const before = await getMetrics(base);
   let peakRunning = 0;
   let peakWaiting = 0;
@@ -575,7 +577,7 @@ export function parseLoadtestArgs(args: string[]): (LoadtestOptions & { json: bo
   const requests = numFlag(v.requests, 'requests', { integer: true, min: 1, max: 10_000 }) ?? 2 * clients;
   const caches = (v.cache ?? 'full,fastgen').split(',').map((s) => s.trim()).filter(Boolean);
   for (const c of caches) {
-    if (!['full', 'fastgen', 'local', 'frequent', 'local+frequent', 'sink+local'].includes(c)) throw new InvalidOptionError(`--cache: unknown policy '${c}'`, '--cache');
+    if (!(CACHE_POLICY_NAMES as readonly string[]).includes(c)) throw new InvalidOptionError(`--cache: unknown policy '${c}'; expected one of: ${CACHE_POLICY_NAMES.join(', ')}`, '--cache');
   }
   return {
     modelPath: v.model,

@@ -11,6 +11,7 @@ import type { GenerateResult } from '../generate/request.js';
 import { kvBytesPerToken } from '../model/describe.js';
 import type { ChatMessage } from '../tokenizer/types.js';
 import { colorizer, formatBytes, table } from './format.js';
+import { cachePolicy } from '../cache/policies/index.js';
 import { cacheFlags, cacheOptions, generateOptions, loadOptions, modelFlags, samplingFlags } from './options.js';
 import { profileGrid, profileSvg } from './profile-view.js';
 
@@ -111,7 +112,7 @@ function kvSummary(r: GenerateResult): string {
   return (
     `kv: ${kv.policy} ${formatBytes(kv.kvBytes)} of ${formatBytes(kv.fullKvBytes)} full (${(kv.prunedRatio * 100).toFixed(1)} % pruned), ` +
     `peak ${formatBytes(kv.peakKvBytes)}; heads ${heads}` +
-    (kv.policy === 'fastgen' ? `; profiling ${r.timings.profileMs.toFixed(1)} ms` : '')
+    (r.timings.profileMs > 0 ? `; ${cachePolicy(kv.policy).adaptive ? 'profiling' : 'selecting'} ${r.timings.profileMs.toFixed(1)} ms` : '')
   );
 }
 

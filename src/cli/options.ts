@@ -1,6 +1,6 @@
 /** Flags shared by the commands that load a model and generate. */
 import { InvalidOptionError } from '../errors.js';
-import type { CacheOptions } from '../cache/policy.js';
+import { allCacheOptions, CACHE_POLICIES, resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import type { LoadModelOptions } from '../generate/model.js';
 import type { GenerateOptions } from '../generate/request.js';
 import { terminalProgress } from '../model/progress.js';
@@ -29,15 +29,26 @@ export const samplingFlags = {
   'ignore-eos': { type: 'boolean' },
 } as const;
 
-export const cacheFlags = {
-  cache: { type: 'string' },
-  recovery: { type: 'string' },
-  'local-ratio': { type: 'string' },
-  'frequent-ratio': { type: 'string' },
-  gqa: { type: 'string' },
-  ratio: { type: 'string' },
-  budget: { type: 'string' },
-} as const;
+/** --cache and one flag per cache-policy option of the registry (key in kebab-case: localRatio → --local-ratio). */
+const CACHE_OPTION_FLAGS = allCacheOptions().map(({ spec, policies }) => ({ flag: kebabCase(spec.key), spec, policies }));
+export const cacheFlags: Record<string, { type: 'string'; multiple?: boolean }> = Object.fromEntries([
+  ['cache', { type: 'string' }],
+  ...CACHE_OPTION_FLAGS.map(({ flag, spec }) => [flag, spec.kind === 'list' ? { type: 'string', multiple: true } : { type: 'string' }]),
+]);
+
+function kebabCase(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+/** The cache flags' help lines, from the registry. */
+export function cacheFlagsHelp(indent = '  '): string {
+  const lines = [`${indent}--cache POLICY          ${CACHE_POLICIES.map((p) => p.name).join(' | ')}`];
+  for (const { flag, spec, policies } of CACHE_OPTION_FLAGS) {
+    const dflt = spec.default !== undefined && !(Array.isArray(spec.default) && spec.default.length === 0) ? ` (default ${spec.default})` : '';
+    lines.push(`${indent}--${flag.padEnd(22)}${spec.help}${dflt} [${policies.join(', ')}]`);
+  }
+  return lines.join('\n');
+}
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
@@ -63,17 +74,33 @@ export function loadOptions(v: Values): LoadModelOptions {
   };
 }
 
+/**
+ * The cache options given on the command line, or undefined when none was. A policy option without --cache implies
+ * the (first) policy that takes it: --recovery 0.9 alone means FastGen. Options are validated by the registry, with
+ * errors naming the flag.
+ */
 export function cacheOptions(v: Values): CacheOptions | undefined {
-  if (v.cache === undefined && v.recovery === undefined) return undefined;
-  return {
-    policy: ((v.cache as string | undefined) ?? 'fastgen') as CacheOptions['policy'],
-    recovery: num(v, 'recovery'),
-    localRatio: num(v, 'local-ratio'),
-    frequentRatio: num(v, 'frequent-ratio'),
-    gqa: v.gqa as CacheOptions['gqa'],
-    ratio: num(v, 'ratio'),
-    budget: num(v, 'budget', true),
-  };
+  const given = CACHE_OPTION_FLAGS.filter(({ flag }) => v[flag] !== undefined);
+  if (v.cache === undefined && given.length === 0) return undefined;
+  const policy = (v.cache as string | undefined) ?? given[0].policies[0];
+  const o: Record<string, unknown> = { policy };
+  for (const { flag, spec } of given) {
+    if (spec.kind === 'choice') o[spec.key] = v[flag];
+    else if (spec.kind === 'list') o[spec.key] = (v[flag] as string[]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean);
+    else o[spec.key] = num(v, flag, spec.kind === 'count' || spec.kind === 'count0');
+  }
+  try {
+    resolveCacheOptions(o as CacheOptions);
+  } catch (e) {
+    // Name the flag the user typed, not the library's field.
+    if (e instanceof InvalidOptionError && e.where?.startsWith('cache.')) {
+      const key = e.where.slice(6);
+      const flag = key === 'policy' ? 'cache' : kebabCase(key);
+      throw new InvalidOptionError(e.message.replaceAll(`cache.${key}`, `--${flag}`).replace(`'${key}'`, `--${flag}`), `--${flag}`);
+    }
+    throw e;
+  }
+  return o as CacheOptions;
 }
 
 export function generateOptions(v: Values): GenerateOptions {

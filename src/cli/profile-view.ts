@@ -1,6 +1,6 @@
 /** Pictures of a FastGen profile: a coloured letter grid for the terminal and an SVG heatmap (layers × KV heads). */
 import type { ProfileReport } from '../generate/model.js';
-import { policyLetter } from '../cache/policy.js';
+import { policyLetter } from '../cache/head-policy.js';
 import { esc } from '../eval/svg.js';
 
 /** Cheapest to most expensive, as in the hybrid order; colours run cool → warm. */

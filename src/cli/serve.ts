@@ -4,13 +4,12 @@
  *   fastgen serve [--model PATH] [--host 127.0.0.1] [--port 8080] [--kv-budget 512MiB] [--cache fastgen] [--recovery 0.95]
  */
 import { parseArgs } from 'node:util';
-import type { CacheOptions } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policies/index.js';
 import { FastgenError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
-import { parseCacheField } from '../server/openai-types.js';
 import { numFlag, parseSize } from '../server/util.js';
-import { parseCommandArgs } from './options.js';
+import { cacheFlags, cacheFlagsHelp, cacheOptions, parseCommandArgs } from './options.js';
 
 export const SERVE_USAGE = `Usage: fastgen serve [options]
 
@@ -30,10 +29,8 @@ Options:
       --port N                port (default 8080; 0 = any free port)
       --kv-budget SIZE        KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)
       --page-tokens N         tokens per KV page (default 16)
-      --cache POLICY          default cache policy: fastgen, full, local, frequent, local+frequent, sink+local (default fastgen)
-      --recovery T            FastGen attention recovery threshold in (0, 1] (default 0.95)
-      --local-ratio R         FastGen local window as a fraction of the prompt (default 0.3)
-      --frequent-ratio R      FastGen heavy-hitter budget as a fraction of the length (default 0.3)
+  default cache policy (fastgen unless given) and its options:
+${cacheFlagsHelp('      ')}
       --max-running N         most requests in the running batch (default 64)
       --max-queue N           most requests waiting for KV memory; beyond it 429 (default 256)
       --served-model-name ID  model id clients send in "model" (default: the model's name)
@@ -56,10 +53,7 @@ const flags = {
   port: { type: 'string', short: 'p' },
   'kv-budget': { type: 'string' },
   'page-tokens': { type: 'string' },
-  cache: { type: 'string' },
-  recovery: { type: 'string' },
-  'local-ratio': { type: 'string' },
-  'frequent-ratio': { type: 'string' },
+  ...cacheFlags,
   'max-running': { type: 'string' },
   'max-queue': { type: 'string' },
   'served-model-name': { type: 'string' },
@@ -81,15 +75,7 @@ export function logLine(line: string): void {
 export function parseServeArgs(args: string[]) {
   const { values: v } = parseArgs({ args, options: flags, allowPositionals: false, strict: true });
   const budget = parseSize(v['kv-budget'] ?? '512MiB', '--kv-budget');
-  const cache: CacheOptions = parseCacheField(
-    {
-      policy: v.cache ?? 'fastgen',
-      recovery: numFlag(v.recovery, 'recovery'),
-      local_ratio: numFlag(v['local-ratio'], 'local-ratio'),
-      frequent_ratio: numFlag(v['frequent-ratio'], 'frequent-ratio'),
-    },
-    '--cache',
-  )!;
+  const cache: CacheOptions = cacheOptions(v) ?? { policy: 'fastgen' };
   const port = numFlag(v.port, 'port', { integer: true, min: 0, max: 65535 }) ?? 8080;
   const load: LoadModelOptions = {
     backend: v.backend as LoadModelOptions['backend'],

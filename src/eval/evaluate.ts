@@ -7,7 +7,8 @@ import { availableParallelism, cpus, platform } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { UNIFORM_POLICIES } from '../cache/policy.js';
+import { CACHE_POLICIES } from '../cache/policies/index.js';
+import type { BaselineName } from './types.js';
 import type { BackendName, WeightDtype } from '../backend/index.js';
 import { InvalidOptionError } from '../errors.js';
 import { loadModel, type Model } from '../generate/model.js';
@@ -79,7 +80,7 @@ export function resolveSettings(opts: EvalOptions, contextLength: number): EvalS
   if (!Number.isSafeInteger(seed)) throw new InvalidOptionError(`--seed must be an integer, got ${seed}`, '--seed');
   return {
     thresholds: [...new Set(thresholds)].sort((a, b) => b - a),
-    baselines: [...UNIFORM_POLICIES],
+    baselines: CACHE_POLICIES.filter((p) => p.baseline).map((p) => p.name as BaselineName),
     ablation: opts.ablation ?? !quick,
     ablationT: 0.98,
     gqaMin: true,

@@ -17,8 +17,8 @@
  *
  * Baselines run at the KV ratio the FastGen point just reached on the same prompt (matched memory).
  */
-import type { CacheOptions } from '../cache/policy.js';
-import { HYBRID_ORDER } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policies/index.js';
+import { cachePolicy, HYBRID_ORDER } from '../cache/policies/index.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
 import { Sampler } from '../generate/sampler.js';
@@ -30,9 +30,6 @@ import type { ConfigResult, ConfigSpec, EvalSettings, PromptResult } from './typ
 
 /** Reruns allowed to bring a baseline's end-of-generation KV ratio within a point of FastGen's. */
 const MAX_RATIO_CORRECTIONS = 2;
-
-/** Sink tokens of the sink+local baseline (the cache's default). */
-const SINK_TOKENS = 4;
 
 /** The configurations for these settings, in run order (each baseline right after the FastGen point it matches). */
 export function configSpecs(settings: EvalSettings, nHeads: number, nKvHeads: number): ConfigSpec[] {
@@ -137,12 +134,10 @@ export class PromptEvaluator {
         } else {
           target = ratioAt.get(spec.T);
           if (target === undefined) throw new Error(`internal: baseline ${spec.key} before its FastGen point`);
-          let ratio = target;
-          // sink+local keeps its sinks on top of ceil(ratio × length) recent tokens: take them off the window so that
-          // the end-of-generation total matches (the same thing the policy's budget form does).
-          if (spec.method === 'sink+local') ratio -= SINK_TOKENS / (prompt.ids.length + prompt.reference.length - 1);
-          // A ratio of 0 is not a cache; FastGen keeps at least BOS per head, so this floor is never the binding one.
-          cache = { policy: spec.method, ratio: Math.min(1, Math.max(ratio, 1e-6)) };
+          // The policy's own options for that memory at the end of generation (sink+local takes its sinks off the
+          // window, snapkv its generated tokens off the prompt's share).
+          const length = prompt.ids.length + prompt.reference.length - 1;
+          cache = { policy: spec.method, ...cachePolicy(spec.method).matchMemory!(target, length, prompt.ids.length) };
         }
         const res = await this.runConfig(spec, cache, prompt, full, target, reuse);
         if (spec.group === 'sweep') ratioAt.set(spec.T, res.tf.kvBytes / res.tf.fullKvBytes);

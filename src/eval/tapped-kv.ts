@@ -9,7 +9,7 @@
  *  - `fork()` (SequenceKv's, into this type): the teacher-forced, greedy and sampled runs of one configuration all
  *    start from the very same compressed prefill without recomputing it.
  */
-import { resolveCacheOptions, type CacheOptions } from '../cache/policy.js';
+import { resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { SequenceKv, type PromptAttentionStats } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
 
@@ -40,6 +40,6 @@ export class TappedSequenceKv extends SequenceKv {
   /** A copy of this cache to decode from independently (only after the prompt has gone through); no tap. */
   override fork(): TappedSequenceKv {
     if (this.length === 0) throw new Error('internal: fork() before the prompt was prefilled');
-    return this.copyInto(new TappedSequenceKv(this.pool, this.shape, this.options, this.classes));
+    return this.copyInto(new TappedSequenceKv(this.pool, this.shape, this.options, this.classes, this.policy.fork()));
   }
 }

@@ -1,5 +1,8 @@
 /** Shapes shared by the evaluation's runner, aggregation, reports and workers (all JSON-serialisable). */
-import type { BasicPolicyName, UniformPolicyName } from '../cache/policy.js';
+import type { BasicPolicyName, CachePolicyName } from '../cache/policies/index.js';
+
+/** A policy the evaluator runs at FastGen's memory (CachePolicy.baseline). */
+export type BaselineName = Exclude<CachePolicyName, 'full' | 'fastgen'>;
 import type { JudgeOutcome } from './metrics.js';
 import type { EvalPrompt, PromptCategory } from './prompts.js';
 
@@ -7,7 +10,7 @@ export interface EvalSettings {
   /** FastGen recovery thresholds T to sweep (1 included: it must reproduce the full cache exactly). */
   thresholds: number[];
   /** Uniform baselines run at each FastGen point's achieved KV ratio (matched memory). */
-  baselines: UniformPolicyName[];
+  baselines: BaselineName[];
   /** Ablation (paper's Table 4): FastGen at `ablationT` with one basic policy left out of the hybrid set. */
   ablation: boolean;
   ablationT: number;
@@ -33,7 +36,7 @@ export interface ConfigSpec {
   /** Stable key, e.g. 'fastgen@0.95', 'local@0.95' (baseline matched to FastGen at T = 0.95), 'fastgen@0.98-frequent'. */
   key: string;
   group: ConfigGroup;
-  method: 'fastgen' | UniformPolicyName;
+  method: 'fastgen' | BaselineName;
   /** FastGen: its threshold; baselines: the FastGen point whose KV ratio they match. */
   T: number;
   gqa?: 'mean' | 'min';

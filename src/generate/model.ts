@@ -2,7 +2,7 @@ import { AbortedError, InvalidOptionError } from '../errors.js';
 import type { Backend } from '../backend/types.js';
 import { createBackend, type BackendName, type WeightDtype } from '../backend/index.js';
 import { PagePool } from '../cache/page-pool.js';
-import { resolveCacheOptions, type CacheOptions } from '../cache/policy.js';
+import { resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { SequenceKv, type HeadProfile } from '../cache/sequence-kv.js';
 import type { TokenClasses } from '../cache/evict.js';
 import { loadCheckpoint } from '../model/load-checkpoint.js';
@@ -205,8 +205,8 @@ export class Model {
       const st = req.kv.stats();
       return {
         promptTokens: req.promptIds.length,
-        recovery: req.kv.options.recovery,
-        gqa: req.kv.options.gqa,
+        recovery: req.kv.options.recovery!,
+        gqa: req.kv.options.gqa!,
         layers: req.kv.profiles,
         headsPerPolicy: st.headsPerPolicy,
         kvBytes: st.kvBytes,

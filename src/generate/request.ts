@@ -1,6 +1,6 @@
 import { ContextOverflowError, InvalidOptionError } from '../errors.js';
 import type { SequenceKv, KvStats, HeadProfile } from '../cache/sequence-kv.js';
-import type { CacheOptions } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policies/index.js';
 import type { StreamDecoder, Tokenizer } from '../tokenizer/types.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { StopStringMatcher } from './stop.js';

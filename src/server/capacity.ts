@@ -2,7 +2,7 @@
  * KV capacity at startup, like vLLM's "# GPU blocks / Maximum concurrency" lines: how many tokens the KV budget holds
  * with a full cache and, measured on a calibration prompt, about how many with FastGen, and the concurrency each allows.
  */
-import type { CacheOptions } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policies/index.js';
 import type { Model } from '../generate/model.js';
 import { formatBytes } from './util.js';
 

@@ -11,8 +11,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
-import type { CacheOptions } from '../cache/policy.js';
-import { resolveCacheOptions } from '../cache/policy.js';
+import type { CacheOptions } from '../cache/policies/index.js';
+import { cacheLabel, resolveCacheOptions } from '../cache/policies/index.js';
 import { FastgenError } from '../errors.js';
 import type { Model } from '../generate/model.js';
 import { formatCapacity, measureCapacity, type CapacityReport } from './capacity.js';
@@ -177,7 +177,7 @@ export class FastgenServer {
       for (const line of formatCapacity(this.capacity)) this.log(line);
       const rc = resolveCacheOptions(cache);
       this.log(
-        `default cache: ${rc.policy}${rc.policy === 'fastgen' ? ` (recovery ${rc.recovery})` : ''}; max running ${this.scheduler.maxRunning}, ` +
+        `default cache: ${cacheLabel(rc)}; max running ${this.scheduler.maxRunning}, ` +
           `queue ${this.scheduler.maxWaiting}; serving '${this.servedModelName}' at ${this.url}`,
       );
       if (this.state === 'loading') this.state = 'ready';

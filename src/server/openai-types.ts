@@ -6,7 +6,7 @@
  * a 400 rather than silently dropped. Extra fields: top_k, min_p, repetition_penalty, ignore_eos (vLLM), and `cache`
  * (the per-request KV-cache policy: { policy, recovery, local_ratio, frequent_ratio, ... } or just "fastgen").
  */
-import { CACHE_POLICY_NAMES, HYBRID_ORDER, resolveCacheOptions, type BasicPolicyName, type CacheOptions } from '../cache/policy.js';
+import { allCacheOptions, CACHE_POLICY_NAMES, resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { FastgenError } from '../errors.js';
 import type { GenerateOptions, StopReason } from '../generate/request.js';
 import type { ChatMessage } from '../tokenizer/types.js';
@@ -139,53 +139,45 @@ function unsupported(b: Json, key: string, isDefault: (v: unknown) => boolean, h
   throw bad(key, `'${key}' = ${JSON.stringify(v)} is not supported by this server${hint ? `; ${hint}` : ''}`, 'unsupported_parameter');
 }
 
-/** Parse the `cache` extra field (object or policy name) into engine CacheOptions, validated. */
+/** Parse the `cache` extra field (object or policy name) into engine CacheOptions, validated against the policy registry. */
 export function parseCacheField(v: unknown, param = 'cache'): CacheOptions | undefined {
   if (v === undefined || v === null) return undefined;
   if (typeof v === 'string') v = { policy: v };
   const o = asObject(v, `'${param}'`);
-  const alias: Record<string, keyof CacheOptions> = {
-    policy: 'policy',
-    recovery: 'recovery',
-    local_ratio: 'localRatio',
-    localRatio: 'localRatio',
-    frequent_ratio: 'frequentRatio',
-    frequentRatio: 'frequentRatio',
-    gqa: 'gqa',
-    exclude: 'exclude',
-    ratio: 'ratio',
-    budget: 'budget',
-    sink_tokens: 'sinkTokens',
-    sinkTokens: 'sinkTokens',
-  };
+  // Every option any policy declares, by its snake_case name (and its library camelCase name).
+  const alias = new Map<string, string>([['policy', 'policy']]);
+  for (const { spec } of allCacheOptions()) {
+    alias.set(snakeCase(spec.key), spec.key);
+    alias.set(spec.key, spec.key);
+  }
+  const typedAs = new Map<string, string>();
   const out: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(o)) {
-    const key = alias[k];
-    if (!key) throw bad(`${param}.${k}`, `unknown field '${param}.${k}'; known: ${Object.keys(alias).filter((a) => !/[A-Z]/.test(a)).join(', ')}`, 'unknown_parameter');
+    const key = alias.get(k);
+    if (!key) throw bad(`${param}.${k}`, `unknown field '${param}.${k}'; known: ${[...alias.keys()].filter((a) => !/[A-Z]/.test(a)).join(', ')}`, 'unknown_parameter');
     if (val === null || val === undefined) continue;
-    if (key === 'policy' || key === 'gqa') {
+    if (key === 'policy') {
       if (typeof val !== 'string') throw bad(`${param}.${k}`, `'${param}.${k}' must be a string, got ${typeName(val)}`, 'invalid_type');
-      if (key === 'policy' && !(CACHE_POLICY_NAMES as readonly string[]).includes(val)) {
+      if (!(CACHE_POLICY_NAMES as readonly string[]).includes(val)) {
         throw bad(`${param}.policy`, `unknown cache policy '${val}'; expected one of: ${CACHE_POLICY_NAMES.join(', ')}`);
       }
-    } else if (key === 'exclude') {
-      if (!Array.isArray(val) || val.some((x) => typeof x !== 'string' || !HYBRID_ORDER.includes(x as BasicPolicyName))) {
-        throw bad(`${param}.exclude`, `'${param}.exclude' must be an array of: ${HYBRID_ORDER.join(', ')}`);
-      }
-    } else if (typeof val !== 'number' || !Number.isFinite(val)) {
-      throw bad(`${param}.${k}`, `'${param}.${k}' must be a number, got ${typeName(val)}`, 'invalid_type');
     }
+    typedAs.set(key, k);
     out[key] = val;
   }
-  const cache = out as CacheOptions;
   try {
-    resolveCacheOptions(cache);
+    resolveCacheOptions(out as CacheOptions);
   } catch (e) {
     const api = toApiError(e);
-    throw new ApiError(400, api.message, 'invalid_request_error', api.param ?? param, 'invalid_value');
+    // Name the field as the client wrote it.
+    const key = api.param?.startsWith('cache.') ? api.param.slice(6) : undefined;
+    const field = key !== undefined ? `${param}.${typedAs.get(key) ?? key}` : api.param ?? param;
+    throw new ApiError(400, key !== undefined ? api.message.replaceAll(`cache.${key}`, field) : api.message, 'invalid_request_error', field, 'invalid_value');
   }
-  return cache;
+  return out as CacheOptions;
 }
+
+const snakeCase = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 
 function parseStop(b: Json): string[] | undefined {
   const v = b.stop;

@@ -23,7 +23,7 @@
  * if a batched forward throws, every request of that batch is restarted and from then on run in a forward of its own,
  * so only the request that fails again is failed.
  */
-import { resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policy.js';
+import { cachePolicy, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policies/index.js';
 import type { PagePool } from '../cache/page-pool.js';
 import { KvPoolExhaustedError } from '../errors.js';
 import type { Model } from '../generate/model.js';
@@ -51,6 +51,17 @@ export interface SchedulerOptions {
 export type RejectReason = 'queue_full' | 'shutting_down' | 'too_large';
 
 /** A request refused at submit time (queue full → 429, shutting down → 503, can never fit the KV budget → 400). */
+/**
+ * Tokens admission reserves per (layer, KV head) for a request that will reach `finalLength` tokens: what its policy
+ * keeps at that length (CachePolicy.keptTokens) plus the step's new token, which sits in the cache during the step's
+ * attention before the policy evicts. A profiled policy's share is not known before its prompt: `prior`, the fraction
+ * learned from finished requests.
+ */
+export function reservedTokensPerHead(cache: ResolvedCacheOptions, promptLength: number, finalLength: number, prior: number): number {
+  const kept = cachePolicy(cache.policy).keptTokens(cache, finalLength, promptLength);
+  return kept === undefined ? Math.ceil(prior * finalLength) : Math.min(finalLength, kept + 1);
+}
+
 export class SchedulerRejectError extends Error {
   constructor(
     readonly reason: RejectReason,
@@ -215,7 +226,10 @@ export class Scheduler {
   submit(promptIds: readonly number[], opts: SubmitOptions = {}): Job {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
     const { onText, ...gen } = opts;
-    const cache: CacheOptions = { ...this.defaultCache, ...(gen.cache ?? {}) };
+    // The server's options fill in what a request leaves out, for the same policy only: a request that names another
+    // policy takes that policy's defaults, not options meant for the server's.
+    const own = gen.cache ?? {};
+    const cache: CacheOptions = own.policy === undefined || own.policy === (this.defaultCache.policy ?? 'full') ? { ...this.defaultCache, ...own } : own;
     // A fixed seed makes a replay after preemption produce exactly the same tokens.
     const genOptions: GenerateOptions = {
       ...gen,
@@ -414,15 +428,7 @@ export class Scheduler {
     const kv = j.req.kv;
     let pages = 0;
     if (kv.length === 0) {
-      const fullPages = this.heads * Math.ceil(finalLen / pt);
-      const c = j.cache;
-      if (c.policy === 'full') pages = fullPages;
-      else if (c.policy === 'fastgen') pages = this.heads * Math.ceil((this.fastgenPriorValue * finalLen) / pt);
-      else {
-        const sinks = c.policy === 'sink+local' ? c.sinkTokens : 0;
-        const perHead = Math.min(finalLen, (c.budget ?? Math.ceil((c.ratio ?? 0.5) * finalLen)) + sinks + 1);
-        pages = this.heads * Math.ceil(perHead / pt);
-      }
+      pages = this.heads * Math.ceil(reservedTokensPerHead(j.cache, j.promptIds.length, finalLen, this.fastgenPriorValue) / pt);
     } else {
       const n = kv.length;
       const remaining = Math.max(0, finalLen - n);
@@ -575,7 +581,7 @@ export class Scheduler {
     const now = performance.now();
     if (prefill) {
       j.req.prefillMs += dt;
-      if (j.cache.policy === 'fastgen' && this.metrics) {
+      if (cachePolicy(j.cache.policy).adaptive && this.metrics) {
         for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc(n, { policy: p });
       }
     } else j.req.decodeMs += dt;
@@ -639,7 +645,7 @@ export class Scheduler {
       return;
     }
     if (j.cancelled) result.stopReason = 'aborted';
-    else if (j.cache.policy === 'fastgen' && result.generatedTokens > 0) this.observeFastgen(result);
+    else if (cachePolicy(j.cache.policy).adaptive && result.generatedTokens > 0) this.observeFastgen(result);
     const reason = result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : result.stopReason === 'aborted' ? 'aborted' : 'length';
     if (this.metrics) {
       this.metrics.requests.inc(1, { finish_reason: reason });

@@ -1,7 +1,7 @@
 import { JsArena, type KvArena } from '../../cache/page-pool.js';
 import type { HeadStore } from '../../cache/head-store.js';
-import type { HeadAttentionStats } from '../../cache/recovery.js';
-import type { PromptAttentionStats, SequenceKv } from '../../cache/sequence-kv.js';
+import type { HeadAttentionStats, LayerNeeds, PromptAttentionStats } from '../../cache/policies/types.js';
+import type { SequenceKv } from '../../cache/sequence-kv.js';
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import type { Backend, ForwardItem } from '../types.js';
@@ -160,7 +160,7 @@ export class CpuRefBackend implements Backend {
 
     kv.appendLayer(l, k, v, kvDim, n, start, tokens);
     const att = new Float32Array(n * qDim); // [n, nHeads × hd]
-    const stats = this.attend(l, q, att, n, start, kv);
+    const stats = this.attend(l, q, att, n, start, kv, kv.needs(l, n));
     kv.finishLayer(l, q, qDim, n, start, stats);
 
     const o = new Float32Array(n * c.dim);
@@ -170,16 +170,16 @@ export class CpuRefBackend implements Backend {
 
   /**
    * out[t, h] = Σ_s softmax_s(q[t,h] · K_s / √hd) V_s over the slots s of KV head h / group with position ≤ start + t.
-   * Adds the probabilities to the slot scores where the cache policy tracks cumulative attention. On FastGen's
-   * profiling pass, returns every query head's column and band sums (see SequenceKv.profilingBand).
+   * Adds the probabilities to the slot scores of the heads the policy asks for, and collects the column and band sums
+   * it asks for (see StatsRequest), returned by query head.
    */
-  private attend(l: number, q: Float32Array, out: Float32Array, n: number, start: number, kv: SequenceKv): PromptAttentionStats | undefined {
+  private attend(l: number, q: Float32Array, out: Float32Array, n: number, start: number, kv: SequenceKv, needs: LayerNeeds): PromptAttentionStats | undefined {
     const c = this.config;
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const group = c.nHeads / c.nKvHeads;
     const scale = 1 / Math.sqrt(hd);
-    const band = kv.profilingBand(l, start + n);
+    const want = needs.stats;
     const stats: HeadAttentionStats[] = [];
     for (let kvh = 0; kvh < c.nKvHeads; kvh++) {
       const st = kv.store(l, kvh);
@@ -189,12 +189,12 @@ export class CpuRefBackend implements Backend {
       const valueShift = kv.pool.kvDtype === 'f16' ? hd : kv.pool.pageTokens * hd;
       const keyOff = new Int32Array(m);
       for (let s = 0; s < m; s++) keyOff[s] = kv.pool.kvDtype === 'f16' ? s * 2 * hd : st.keyOffset(s);
-      const track = kv.tracksScores(l, kvh);
+      const track = needs.scores[kvh];
       const probs = new Float64Array(m);
       for (let g = 0; g < group; g++) {
         const h = kvh * group + g;
-        const column = new Float64Array(band === null ? 0 : m);
-        const bandSums = new Float64Array(band === null ? 0 : m);
+        const column = new Float64Array(want === null ? 0 : m);
+        const bandSums = new Float64Array(want === null ? 0 : m);
         stats.push({ column, band: bandSums });
         for (let t = 0; t < n; t++) {
           const pos = start + t;
@@ -204,9 +204,9 @@ export class CpuRefBackend implements Backend {
             const p = probs[s];
             if (p === 0) continue;
             if (track) st.scores[s] += p;
-            if (band !== null) {
+            if (want !== null && t >= want.fromRow) {
               column[s] += p;
-              if (pos - st.positions[s] <= band) bandSums[s] += p;
+              if (pos - st.positions[s] <= want.band) bandSums[s] += p;
             }
             const vo = keyOff[s] + valueShift;
             for (let i = 0; i < hd; i++) out[qOff + i] += p * floats[vo + i];
@@ -214,7 +214,7 @@ export class CpuRefBackend implements Backend {
         }
       }
     }
-    return band === null ? undefined : stats;
+    return want === null ? undefined : stats;
   }
 
   /** x += Wdown · (silu(Wgate · norm(x)) ⊙ Wup · norm(x)) */

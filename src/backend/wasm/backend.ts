@@ -19,7 +19,7 @@
  */
 import { InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
-import type { HeadAttentionStats } from '../../cache/recovery.js';
+import type { HeadAttentionStats } from '../../cache/policies/types.js';
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import { ropeInvFreq } from '../cpu-ref/rope.js';
@@ -43,10 +43,12 @@ interface PassItem {
   tables: Ptr[][];
   /** [layer][kvHead]: the head's attention-score accumulator (f32 [slots]), 0 when the policy does not track scores. */
   accums: Ptr[][];
-  /** [layer]: FastGen's profiling statistics (per query head: column then band sums, f32 [slots] each), or 0. */
+  /** [layer]: the statistics the policy asked for (per query head: column then band sums, f32 [slots] each), or 0. */
   stats: Ptr[];
-  /** [layer]: the band width w of the profiling statistics. */
+  /** [layer]: their band distance (−1: no band sums) ... */
   bands: number[];
+  /** [layer]: ... and the first row of the pass they sum over. */
+  fromRows: number[];
   /** [layer][kvHead]: slots the head held before this pass; its n new tokens follow them. */
   older: number[][];
   /** Pointer to page 0 of the sequence's pool. */
@@ -329,7 +331,7 @@ export class WasmBackend implements Backend {
     const list = this.list;
     list.clear();
     const scale = 1 / Math.sqrt(c.headDim);
-    const hooked = items.some((it) => it.kv.options.policy !== 'full');
+    const hooked = items.some((it) => it.kv.evicts);
     const finish = (l: number) => items.forEach((it, i) => this.finishLayer(l, it, plan[i], rowStart[i], starts[i], layerQ));
     for (let l = 0; l < c.nLayers; l++) {
       const q = layerQ(l);
@@ -378,8 +380,9 @@ export class WasmBackend implements Backend {
     const plan: PassItem[] = items.map((it, i) => {
       const kv = it.kv;
       const n = it.tokens.length;
-      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], older: [], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
+      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], fromRows: [], older: [], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
       for (let l = 0; l < c.nLayers; l++) {
+        const needs = kv.needs(l, n);
         p.tables.push([]);
         p.accums.push([]);
         p.older.push([]);
@@ -387,13 +390,13 @@ export class WasmBackend implements Backend {
           const st = kv.store(l, h);
           p.older[l].push(st.length - n); // the slots were reserved already
           p.tables[l].push(take(st.pages.length));
-          p.accums[l].push(kv.tracksScores(l, h) ? take(st.length) : -1);
+          p.accums[l].push(needs.scores[h] ? take(st.length) : -1);
         }
-        const band = kv.profilingBand(l, starts[i] + n);
-        if (band !== null && p.older[l][0] !== 0) throw new Error('internal: FastGen profiles a prompt from an empty cache');
-        p.stats.push(band === null ? -1 : take(2 * c.nHeads * n));
-        p.bands.push(band ?? -1);
-        records += c.nHeads * Math.ceil(n / ATTENTION_ROW_BLOCK) + c.nKvHeads + 3 * (n <= TAIL_ROWS ? 0 : 1);
+        if (needs.stats && p.older[l][0] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
+        p.stats.push(needs.stats ? take(2 * c.nHeads * n) : -1);
+        p.bands.push(needs.stats?.band ?? -1);
+        p.fromRows.push(needs.stats?.fromRow ?? 0);
+        records += c.nHeads * (Math.ceil(n / ATTENTION_ROW_BLOCK) + 1) + c.nKvHeads + 3 * (n <= TAIL_ROWS ? 0 : 1);
       }
       return p;
     });
@@ -521,7 +524,11 @@ export class WasmBackend implements Backend {
           const column = p.stats[l] ? p.stats[l] + 2 * qh * n * 4 : 0;
           const owner = accum ? JobList.group(i * c.nKvHeads + h)
             : column ? JobList.group(this.maxItems * c.nKvHeads + i * c.nHeads + qh) : SPLIT;
-          for (let t0 = 0; t0 < n; t0 += ATTENTION_ROW_BLOCK) {
+          // Row blocks; the statistics sum over rows ≥ fromRow only, so a block never straddles it.
+          const from = column ? p.fromRows[l] : 0;
+          for (let t0 = 0; t0 < n;) {
+            const t1 = Math.min(t0 + ATTENTION_ROW_BLOCK, n, t0 < from ? from : n);
+            const sums = t0 >= from ? column : 0;
             const off = ((rowStart[i] + t0) * qDim + qh * hd) * 4;
             list.attentionRows({
               out: this.att + off,
@@ -529,18 +536,19 @@ export class WasmBackend implements Backend {
               probsStride: this.seqPad * 4, // per-thread scratch
               q: q + off,
               rowStride: qDim * 4,
-              rows: Math.min(ATTENTION_ROW_BLOCK, n - t0),
+              rows: t1 - t0,
               firstSlots: p.older[l][h] + t0,
               pool: p.poolBase,
               pageTable: p.tables[l][h],
               pageTokens: p.pageTokens,
               headDim: hd,
               scale,
-              accum: accum || column,
-              band: column && p.bands[l] >= 0 ? column + n * 4 : 0,
+              accum: accum || sums,
+              band: sums && p.bands[l] >= 0 ? sums + n * 4 : 0,
               bandWidth: p.bands[l],
               kvHalf: p.kvHalf,
             }, owner);
+            t0 = t1;
           }
         }
       }

@@ -17,9 +17,9 @@
  */
 import { FastgenError, InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
-import type { HeadAttentionStats } from '../../cache/recovery.js';
+import { keepRule, type HeadPolicy } from '../../cache/head-policy.js';
+import type { HeadAttentionStats, LayerNeeds, PolicyTarget } from '../../cache/policies/types.js';
 import type { SequenceKv } from '../../cache/sequence-kv.js';
-import { isFull } from '../../cache/policy.js';
 import { tensorToF32 } from '../../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import { ropeInvFreq } from '../cpu-ref/rope.js';
@@ -29,7 +29,6 @@ import { splitBatch } from '../batch.js';
 import { GpuKvArena } from './arena.js';
 import { gpuContext } from './device.js';
 import { GpuDevice, StepEncoder } from './encoder.js';
-import { keepRule } from './keep-rule.js';
 import { GpuOps, type CacheBuffers, type GpuMatrix } from './ops.js';
 import type { WeightKind } from './wgsl.js';
 
@@ -98,14 +97,27 @@ class U32List {
   }
 }
 
-/** One compressing head's eviction in this pass: where its report and scratch live. */
+/** One head's eviction in this pass, as the policy asked for it, and where its report lives. */
 interface EvictEntry {
   item: number;
   layer: number;
   kvHead: number;
+  /** Slots before eviction. */
   n: number;
+  policy: HeadPolicy;
+  /** Position of the newest token. */
+  current: number;
   reportOff: number;
   reportCap: number;
+}
+
+/** A pass over one layer of one sequence that collects statistics for the policy to decide from on the CPU. */
+interface StatsPass {
+  item: number;
+  layer: number;
+  /** Where its statistics start in the stats buffer (f32 words). */
+  at: number;
+  n: number;
 }
 
 /** A growable GPU buffer (storage), recreated larger when a pass needs more. */
@@ -327,7 +339,7 @@ export class WebGpuBackend implements Backend {
     const rowTOff = P.take(T);
     const itemOff = P.take(4 * items.length);
     const olderOff = P.take(items.length * L * H);
-    const flagsOff = P.take(items.length * L * H * 3);
+    const flagsOff = P.take(items.length * L * H * 4);
     const wanted: number[] = [];
     let row = 0;
     items.forEach((it, i) => {
@@ -344,11 +356,14 @@ export class WebGpuBackend implements Backend {
     });
     const wantedOff = P.push(...wanted);
 
-    // Per layer: which heads need statistics, FastGen's profiling regions, and the heads to evict.
+    // Per layer and sequence, what the cache policy needs: attention statistics (collected here, decided on the CPU
+    // after the readback) or evictions, which the GPU executes. A pass without statistics cannot depend on this
+    // pass's attention, so the policy's afterAttention runs now against a recorder: the heads it evicts, and by which
+    // rule, become eviction kernel entries.
     let statsWords = 0;
     let workWords = 0;
     let reportWords = 0;
-    const profiling: { item: number; layer: number; at: number; n: number }[] = [];
+    const profiling: StatsPass[] = [];
     const evicts: EvictEntry[][] = Array.from({ length: L }, () => []);
     const evictOff: number[] = [];
     const movesOff: number[] = [];
@@ -358,26 +373,34 @@ export class WebGpuBackend implements Backend {
       items.forEach((it, i) => {
         const kv = it.kv;
         const n = it.tokens.length;
-        const band = kv.profilingBand(l, starts[i] + n);
-        if (band !== null) {
-          profiling.push({ item: i, layer: l, at: statsWords, n });
-          for (let h = 0; h < H; h++) P.data.set([2, statsWords, band >= 0 ? band : 0xffffffff], flagsOff + ((i * L + l) * H + h) * 3);
-          statsWords += 2 * c.nHeads * n;
-          statsLayers[l] = true;
-        }
+        const needs: LayerNeeds = kv.needs(l, n);
         for (let h = 0; h < H; h++) {
           const st = kv.store(l, h);
           P.data[olderOff + (i * L + l) * H + h] = st.length - n;
           maxSlots = Math.max(maxSlots, st.length);
-          if (band !== null) continue;
-          const policy = kv.policy(l, h);
-          if (kv.tracksScores(l, h)) { P.data[flagsOff + ((i * L + l) * H + h) * 3] = 1; statsLayers[l] = true; }
-          if (isFull(policy)) continue;
-          const total = st.length;
-          const cap = Math.min(total, 2 * n + 8);
-          evicts[l].push({ item: i, layer: l, kvHead: h, n: total, reportOff: reportWords, reportCap: cap });
-          reportWords += cap + 2;
+          const flags = (needs.scores[h] ? 1 : 0) | (needs.stats ? 2 : 0);
+          if (needs.stats && needs.scores[h]) throw new Error('internal: the webgpu backend does not add scores on a pass that collects statistics');
+          P.data.set([flags, statsWords, needs.stats && needs.stats.band >= 0 ? needs.stats.band : 0xffffffff, needs.stats?.fromRow ?? 0], flagsOff + ((i * L + l) * H + h) * 4);
+          if (flags) statsLayers[l] = true;
         }
+        if (needs.stats) {
+          if (starts[i] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
+          profiling.push({ item: i, layer: l, at: statsWords, n });
+          statsWords += 2 * c.nHeads * n;
+          return;
+        }
+        if (!kv.evicts) return;
+        const recorder: PolicyTarget = {
+          shape: kv.shape,
+          store: (layer, h) => kv.store(layer, h),
+          apply: (layer, h, policy, current) => {
+            if (policy.full) return;
+            const total = kv.store(layer, h).length;
+            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords, reportCap: Math.min(total, 2 * n + 8) });
+            reportWords += Math.min(total, 2 * n + 8) + 2;
+          },
+        };
+        kv.policy.afterAttention(recorder, { layer: l, n, startPos: starts[i] });
       });
     }
     // Eviction entries (12 words) and their compaction entries (4 words), layer by layer.
@@ -385,11 +408,9 @@ export class WebGpuBackend implements Backend {
       evictOff.push(P.length);
       const works: number[] = [];
       for (const e of evicts[l]) {
-        const kv = items[e.item].kv;
-        const seqLength = starts[e.item] + items[e.item].tokens.length;
-        const rule = keepRule(kv.policy(l, e.kvHead), seqLength);
+        const rule = keepRule(e.policy, e.current + 1);
         works.push(workWords);
-        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, seqLength - 1, rule.sinks, rule.heavy, e.reportOff, e.reportCap, workWords, 0);
+        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, e.reportCap, workWords, 0);
         workWords += 4 * e.n + 1;
       }
       movesOff.push(P.length);
@@ -488,7 +509,7 @@ export class WebGpuBackend implements Backend {
         if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
       }
     }
-    if (profiling.length > 0) await this.profile(items, starts, profiling, new Float32Array(data, logitBytes + reportBytes, statsWords), arena, seqSlots, shape, b);
+    if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, logitBytes + reportBytes, statsWords), arena, seqSlots, shape, b);
     items.forEach((it) => it.kv.advance(it.tokens.length));
 
     const results: Float32Array[] = [];
@@ -507,17 +528,19 @@ export class WebGpuBackend implements Backend {
   }
 
   /**
-   * FastGen's prompt pass, after the readback: each layer's profile from the collected statistics (SequenceKv
-   * chooses the policies and compresses the CPU-side metadata, as on every backend), then the same compaction on the
-   * GPU. Slot positions are unique within a head, so the CPU's result says which old slot each kept slot came from.
+   * After the readback of a pass that collected statistics: the policy decides on the CPU (FastGen profiles, SnapKV
+   * selects) and compresses the CPU-side metadata, exactly as on every backend; then the GPU follows: the same
+   * compaction (slot positions are unique within a head, so the CPU's result says which old slot each kept slot came
+   * from) and the scores the policy set.
    */
-  private async profile(items: readonly ForwardItem[], starts: number[], profiling: { item: number; layer: number; at: number; n: number }[],
+  private async decide(items: readonly ForwardItem[], starts: number[], passes: StatsPass[],
     stats: Float32Array, arena: GpuKvArena, seqSlots: number[], shape: ReturnType<GpuKvArena['shape']>, b: CacheBuffers): Promise<void> {
     const c = this.config;
     const qDim = c.nHeads * c.headDim;
-    const moves = new U32List();
-    const entries: { layer: number; words: number[] }[] = [];
-    for (const pr of profiling) {
+    const work = new U32List();
+    const moves: { layer: number; words: number[] }[] = [];
+    const scores: { layer: number; words: number[] }[] = [];
+    for (const pr of passes) {
       const kv = items[pr.item].kv;
       const perHead: HeadAttentionStats[] = [];
       for (let qh = 0; qh < c.nHeads; qh++) {
@@ -539,26 +562,32 @@ export class WebGpuBackend implements Backend {
           const src = before[h].get(st.positions[d])!;
           if (src !== d) pairs.push(d, src);
         }
-        if (pairs.length === 0) continue;
-        const at = moves.push(pairs.length / 2, ...pairs);
-        entries.push({ layer: pr.layer, words: [seqSlots[pr.item], h, at, 0] });
+        if (pairs.length > 0) moves.push({ layer: pr.layer, words: [seqSlots[pr.item], h, work.push(pairs.length / 2, ...pairs), 0] });
+        const at = work.take(st.length);
+        work.data.set(new Uint32Array(st.scores.buffer, st.scores.byteOffset, st.length), at);
+        scores.push({ layer: pr.layer, words: [seqSlots[pr.item], h, at, st.length] });
       }
     }
-    if (entries.length === 0) return;
-    const work = await this.work.ensure(moves.length * 4);
-    this.gpu.device.queue.writeBuffer(work, 0, moves.data.buffer, 0, moves.length * 4);
+    const workBuf = await this.work.ensure(work.length * 4);
+    this.gpu.device.queue.writeBuffer(workBuf, 0, work.data.buffer, 0, work.length * 4);
     const P = new U32List();
-    const byLayer = new Map<number, number[][]>();
-    for (const e of entries) byLayer.set(e.layer, [...(byLayer.get(e.layer) ?? []), e.words]);
-    const offs: [number, number, number][] = [];
-    for (const [layer, list] of byLayer) {
-      offs.push([layer, P.length, list.length]);
-      for (const wds of list) P.push(...wds);
+    const lists: [number, number, number, boolean][] = [];
+    for (const [list, isMoves] of [[moves, true], [scores, false]] as const) {
+      const byLayer = new Map<number, number[][]>();
+      for (const e of list) byLayer.set(e.layer, [...(byLayer.get(e.layer) ?? []), e.words]);
+      for (const [layer, entries] of byLayer) {
+        lists.push([layer, P.length, entries.length, isMoves]);
+        for (const wds of entries) P.push(...wds);
+      }
     }
+    if (lists.length === 0) return;
     const pass = await this.gpu.buffer(P.length * 4, 'compaction moves', P.data.subarray(0, P.length));
-    const bb: CacheBuffers = { ...b, pass, work };
-    for (const [layer, off, count] of offs) {
-      this.ops.applyMoves(this.enc, shape, bb, { nLayers: c.nLayers, layer, nHeads: c.nHeads, nKvHeads: c.nKvHeads, maxPages: arena.tableStride, entryOff: off }, count);
+    const bb: CacheBuffers = { ...b, pass, work: workBuf };
+    // Moves first (they carry stale scores along), then the scores.
+    for (const [layer, off, count, isMoves] of lists) {
+      const p = { nLayers: c.nLayers, layer, nHeads: c.nHeads, nKvHeads: c.nKvHeads, maxPages: arena.tableStride, entryOff: off };
+      if (isMoves) this.ops.applyMoves(this.enc, shape, bb, p, count);
+      else this.ops.setScores(this.enc, shape, bb, p, count);
     }
     this.enc.submit();
     pass.destroy();

@@ -12,7 +12,7 @@ import {
   addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
-import { applyMovesWgsl, attentionStatsWgsl, attentionWgsl, evictWgsl, kvWriteWgsl, type CacheShape } from './wgsl-cache.js';
+import { applyMovesWgsl, attentionStatsWgsl, attentionWgsl, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
 
 /** One row range of a weight matrix in its own buffer(s). */
 export interface MatrixPart {
@@ -220,6 +220,11 @@ export class GpuOps {
     const key = this.cacheKey('evict', c);
     enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
       [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+  }
+
+  setScores(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
+    const key = this.cacheKey('setscores', c);
+    enc.dispatch(this.gpu.pipeline(key, () => setScoresWgsl(c)), key, [b.pass, b.tables, b.scores, b.work], GpuOps.cacheParams(p), entries);
   }
 
   applyMoves(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {

@@ -187,14 +187,13 @@ var<workgroup> pg: array<u32, 64>;
 
 /**
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
- * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l:
- *   flags[(item·nLayers + layer)·nKvHeads + kvHead] bit 0: add Σ over the group's query heads and the pass's rows to
- *     the slot's cumulative score (heavy hitters);
- *   bit 1 (FastGen's profiling pass): per query head the column sums col[s] = Σ_t p and band sums (rows with
- *     t − s ≤ band) into stats at profOff(item) + (2·qh)·n (column) and + (2·qh + 1)·n (band), and the slot's score
- *     set to Σ_qh col (in query-head order, rounding as the CPU's Float32Array sum does).
- * Per head (h = (item·nLayers + layer)·nKvHeads + kvHead): pbuf[flagsOff + 3h] = flags, [+ 1] = where the item's
- * statistics for this layer start in `stats`, [+ 2] = the band distance (0xffffffff: none).
+ * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l. Per head
+ * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset, band,
+ * fromRow.
+ *   flags bit 0: add Σ over the group's query heads and the pass's rows to the slot's cumulative score;
+ *   flags bit 1: per query head the column sums col[s] = Σ_{t ≥ fromRow} p and band sums (rows with t − s ≤ band;
+ *     band 0xffffffff: none) into stats at offset + (2·qh)·n (column) and + (2·qh + 1)·n (band) — collected on a pass
+ *     from an empty cache, where slot s holds position s.
  */
 export function attentionStatsWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -212,10 +211,11 @@ var<workgroup> qs: array<f32, HD>;
   let item = wid.y / p.nKvHeads;
   let kvh = wid.y % p.nKvHeads;
   let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
-  let flags = pbuf[p.flagsOff + head * 3u];
+  let flags = pbuf[p.flagsOff + head * 4u];
   if (flags == 0u) { return; }
-  let profOff = pbuf[p.flagsOff + head * 3u + 1u];
-  let band = pbuf[p.flagsOff + head * 3u + 2u];
+  let profOff = pbuf[p.flagsOff + head * 4u + 1u];
+  let band = pbuf[p.flagsOff + head * 4u + 2u];
+  let fromRow = pbuf[p.flagsOff + head * 4u + 3u];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let rowStart = pbuf[p.itemOff + item * 4u + 1u];
   let nRows = pbuf[p.itemOff + item * 4u + 2u];
@@ -244,20 +244,19 @@ var<workgroup> qs: array<f32, HD>;
         let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
         let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
         let pr = exp(dotv * p.scale - mi) / li;
-        col += pr;
-        if (band != 0xffffffffu && older + t - s <= band) { bandSum += pr; }
+        sum += pr;
+        if (t >= fromRow) {
+          col += pr;
+          if (band != 0xffffffffu && older + t - s <= band) { bandSum += pr; }
+        }
       }
     }
-    sum += col;
     if (valid && (flags & 2u) != 0u) {
       stats[profOff + 2u * qh * nRows + s] = col;
       stats[profOff + (2u * qh + 1u) * nRows + s] = bandSum;
     }
   }
-  if (valid) {
-    let at = page * PT + s % PT;
-    if ((flags & 2u) != 0u) { scores[at] = sum; } else { scores[at] += sum; }
-  }
+  if (valid && (flags & 1u) != 0u) { scores[page * PT + s % PT] += sum; }
 }`;
 }
 
@@ -409,5 +408,26 @@ ${TABLE_BASE}
       scores[dp * PT + dst % PT] = scores[sp * PT + src % PT];
     }
   }
+}`;
+}
+
+/**
+ * Slot scores set from the CPU, one workgroup per (sequence, layer, KV head), after the CPU decided on a pass with
+ * statistics (the policy set the scores it ranks by later from them). Entry (4 u32 at entryOff + 4·wid.x): seqSlot,
+ * kvHead, workOff, count; the scores (f32 bits) at work[workOff …].
+ */
+export function setScoresWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(4) var<storage, read> work: array<u32>;
+${TABLE_BASE}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let e = p.entryOff + wid.x * 4u;
+  let tb = tableBase(pbuf[e], pbuf[e + 1u]);
+  let off = pbuf[e + 2u];
+  for (var s = lid.x; s < pbuf[e + 3u]; s += 64u) { scores[tables[tb + s / PT] * PT + s % PT] = bitcast<f32>(work[off + s]); }
 }`;
 }

@@ -1,6 +1,7 @@
-import { localSpan, type HeadPolicy } from './policy.js';
-import { markKept } from './evict.js';
-import type { HeadStore } from './head-store.js';
+import { amountAt, keepRule, type HeadPolicy } from '../head-policy.js';
+import { markKept } from '../evict.js';
+import type { HeadStore } from '../head-store.js';
+import type { HeadAttentionStats } from './types.js';
 
 /**
  * Attention recovery of cache policies over a prompt (the FastGen profiling criterion):
@@ -18,24 +19,14 @@ import type { HeadStore } from './head-store.js';
  * range per row, since the prompt's slots are in position order). Cost: O(n) per candidate.
  */
 
-/** What a backend collects for one query head during the profiling pass (both over the KV head's slots). */
-export interface HeadAttentionStats {
-  /** col[s] = Σ over the pass's rows of A[row, s]. */
-  column: ArrayLike<number>;
-  /** band[s] = the same sum over the rows within the band distance of slot s. */
-  band: ArrayLike<number>;
-}
-
 /** The one local distance the candidates use (-1 if none has a local component). */
 export function bandDistance(candidates: readonly HeadPolicy[], promptLength: number): number {
   let w = -1;
   for (const cand of candidates) {
-    for (const c of cand.components) {
-      if (c.kind !== 'local') continue;
-      const d = localSpan(c, promptLength) - 1; // keeps distances 0..span−1
-      if (w >= 0 && d !== w) throw new Error(`internal: hybrid candidates with two local windows (${w}, ${d})`);
-      w = d;
-    }
+    if (cand.window === undefined) continue;
+    const d = amountAt(cand.window, promptLength) - 1; // keeps distances 0..window−1
+    if (w >= 0 && d !== w) throw new Error(`internal: hybrid candidates with two local windows (${w}, ${d})`);
+    w = d;
   }
   return w;
 }
@@ -53,9 +44,8 @@ export function recoveryFromStats(candidates: readonly HeadPolicy[], stats: Head
   for (let j = 0; j < n; j++) bandTotal += band[j];
   const mask = new Uint8Array(n);
   return candidates.map((cand) => {
-    const local = cand.components.some((c) => c.kind === 'local');
-    const staticPart = local ? { name: cand.name, components: cand.components.filter((c) => c.kind !== 'local') } : cand;
-    markKept(store, staticPart, n - 1, n, mask);
+    const local = cand.window !== undefined;
+    markKept(store, { ...keepRule(cand, n), window: 0 }, n - 1, mask);
     let inMask = 0;
     let bandInMask = 0;
     for (let j = 0; j < n; j++) {
@@ -73,7 +63,7 @@ export function recoveryFromStats(candidates: readonly HeadPolicy[], stats: Head
  */
 export function chooseCandidate(recoveries: readonly number[], candidates: readonly HeadPolicy[], threshold: number): number {
   for (let c = 0; c < candidates.length; c++) {
-    if (candidates[c].name === 'full') return c;
+    if (candidates[c].full) return c;
     if (threshold < 1 && recoveries[c] >= threshold) return c;
   }
   return candidates.length - 1;

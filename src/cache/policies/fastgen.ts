@@ -1,0 +1,176 @@
+/**
+ * `fastgen`: FastGen (Ge et al., ICLR 2024). On the prompt's pass every KV head is profiled from the attention
+ * statistics the backend collected (no attention map, see fastgen-recovery.ts) and given the first policy of the hybrid
+ * set whose recovery reaches T; the prompt's cache is compressed to it, and every later step evicts by it.
+ */
+import { FULL, PUNCT, SPECIAL, type HeadPolicy } from '../head-policy.js';
+import { bandDistance, chooseCandidate, recoveryFromStats } from './fastgen-recovery.js';
+import type { CachePolicy, KvShape, LayerNeeds, LayerPass, PolicyTarget, PromptAttentionStats, PolicyOptions, SequencePolicy } from './types.js';
+
+export type BasicPolicyName = 'special' | 'punct' | 'frequent' | 'local';
+export const HYBRID_ORDER: readonly BasicPolicyName[] = ['special', 'punct', 'frequent', 'local'];
+
+export interface FastgenOptions extends PolicyOptions {
+  recovery: number;
+  localRatio: number;
+  frequentRatio: number;
+  gqa: 'mean' | 'min';
+  exclude: readonly BasicPolicyName[];
+}
+
+/** The profiling outcome of one (layer, KV head). */
+export interface HeadProfile {
+  layer: number;
+  kvHead: number;
+  /** Chosen policy name. */
+  policy: string;
+  /** Recovery of every candidate in hybrid order (aggregated over the group's query heads by mean or min). */
+  recoveries: { policy: string; recovery: number }[];
+  /** Per query head of the group: recovery of every candidate. */
+  queryHeadRecoveries: number[][];
+  /** Prompt tokens kept right after compression. */
+  tokensKept: number;
+  promptTokens: number;
+}
+
+/**
+ * The hybrid set in the paper's order (cheapest first), each candidate the union of the basic policies so far, ending
+ * with full. `exclude` drops basic policies for the ablation (paper's Table 4). The local window is fixed at profile
+ * time: distance ≤ ⌊r_l × prompt length⌋.
+ */
+export function hybridCandidates(opts: {
+  promptLength: number;
+  localRatio: number;
+  frequentRatio: number;
+  exclude?: readonly BasicPolicyName[];
+}): HeadPolicy[] {
+  const out: HeadPolicy[] = [];
+  const names: string[] = [];
+  let p: { classes?: number; heavy?: HeadPolicy['heavy']; window?: HeadPolicy['window'] } = {};
+  for (const basic of HYBRID_ORDER) {
+    if (opts.exclude?.includes(basic)) continue;
+    names.push(basic);
+    if (basic === 'special') p = { ...p, classes: (p.classes ?? 0) | SPECIAL };
+    else if (basic === 'punct') p = { ...p, classes: (p.classes ?? 0) | PUNCT };
+    else if (basic === 'frequent') p = { ...p, heavy: { ratio: opts.frequentRatio } };
+    else p = { ...p, window: { tokens: Math.floor(opts.localRatio * opts.promptLength) + 1 } };
+    out.push({ name: names.join('+'), ...p });
+  }
+  out.push(FULL);
+  return out;
+}
+
+export const fastgen: CachePolicy = {
+  name: 'fastgen',
+  summary: "FastGen: each head's profiled choice among special → +punct → +frequent → +local → full",
+  options: [
+    { key: 'recovery', kind: 'fraction', default: 0.95, help: 'attention recovery threshold T' },
+    { key: 'localRatio', kind: 'fraction0', default: 0.3, help: 'r_l: local window as a fraction of the prompt' },
+    { key: 'frequentRatio', kind: 'fraction0', default: 0.3, help: 'r_f: heavy hitters as a fraction of the current length' },
+    { key: 'gqa', kind: 'choice', choices: ['mean', 'min'], default: 'mean', help: "grouped-query heads: a KV head's recovery is the mean or min over its query heads" },
+    { key: 'exclude', kind: 'list', choices: HYBRID_ORDER, default: [], help: 'basic policies left out of the hybrid set (ablation)' },
+  ],
+  adaptive: true,
+  baseline: false,
+  start: (o, shape) => new FastgenSequence(o as FastgenOptions, shape),
+  keptTokens: () => undefined,
+  label: (o) => `fastgen T=${o.recovery}`,
+};
+
+class FastgenSequence implements SequencePolicy {
+  readonly evicts = true;
+  decideMs = 0;
+  /** Per layer: profiles of its KV heads, once its first pass went through. */
+  readonly profiles: HeadProfile[][] = [];
+  private readonly heads: HeadPolicy[];
+  private readonly profiled: boolean[];
+
+  constructor(
+    private readonly o: FastgenOptions,
+    private readonly shape: KvShape,
+  ) {
+    this.heads = new Array<HeadPolicy>(shape.nLayers * shape.nKvHeads).fill(FULL);
+    this.profiled = new Array<boolean>(shape.nLayers).fill(false);
+  }
+
+  head(layer: number, kvHead: number): HeadPolicy {
+    return this.heads[layer * this.shape.nKvHeads + kvHead];
+  }
+
+  needs(layer: number, n: number, startPos: number): LayerNeeds {
+    const { nKvHeads } = this.shape;
+    if (!this.profiled[layer]) {
+      if (startPos !== 0) throw new Error('internal: FastGen profiles the first pass, which must start from an empty cache');
+      // The profile gives the prompt's scores (column sums), so the pass adds none itself.
+      return { scores: new Array<boolean>(nKvHeads).fill(false), stats: { fromRow: 0, band: bandDistance(this.candidates(n), n) } };
+    }
+    const scores: boolean[] = [];
+    for (let h = 0; h < nKvHeads; h++) scores.push(this.head(layer, h).heavy !== undefined && !this.head(layer, h).full);
+    return { scores, stats: null };
+  }
+
+  afterAttention(kv: PolicyTarget, pass: LayerPass): void {
+    const { layer, n, startPos } = pass;
+    const current = startPos + n - 1;
+    if (this.profiled[layer]) {
+      for (let h = 0; h < this.shape.nKvHeads; h++) kv.apply(layer, h, this.head(layer, h), current);
+      return;
+    }
+    if (!pass.stats) throw new Error('internal: the backend did not collect the attention statistics FastGen profiles from');
+    const t0 = performance.now();
+    this.profiled[layer] = true;
+    const candidates = this.candidates(n);
+    this.profiles[layer] = [];
+    for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(kv, layer, h, n, pass.stats, candidates);
+    this.decideMs += performance.now() - t0;
+  }
+
+  fork(): SequencePolicy {
+    const copy = new FastgenSequence(this.o, this.shape);
+    copy.heads.splice(0, this.heads.length, ...this.heads);
+    copy.profiled.splice(0, this.profiled.length, ...this.profiled);
+    copy.profiles.push(...this.profiles);
+    copy.decideMs = this.decideMs;
+    return copy;
+  }
+
+  private candidates(promptLength: number): HeadPolicy[] {
+    return hybridCandidates({ promptLength, localRatio: this.o.localRatio, frequentRatio: this.o.frequentRatio, exclude: this.o.exclude });
+  }
+
+  /** Profile one KV head of the n-token prompt from its query heads' statistics, then compress it. */
+  private profileHead(kv: PolicyTarget, layer: number, h: number, n: number, stats: PromptAttentionStats, candidates: HeadPolicy[]): HeadProfile {
+    const { nHeads, nKvHeads } = this.shape;
+    const st = kv.store(layer, h);
+    const group = nHeads / nKvHeads;
+    const m = st.length;
+    // The KV head's cumulative attention: its query heads' column sums (what a scores-tracking pass adds).
+    for (let g = 0; g < group; g++) {
+      const col = stats[h * group + g].column;
+      for (let s = 0; s < m; s++) st.scores[s] += col[s];
+    }
+    const perQuery: number[][] = [];
+    for (let g = 0; g < group; g++) perQuery.push(recoveryFromStats(candidates, stats[h * group + g], n, st));
+    const recoveries = candidates.map((_, c) => {
+      const vals = perQuery.map((r) => r[c]);
+      return this.o.gqa === 'min' ? Math.min(...vals) : vals.reduce((a, b) => a + b, 0) / vals.length;
+    });
+    const chosen = candidates[chooseCandidate(recoveries, candidates, this.o.recovery)];
+    this.heads[layer * nKvHeads + h] = chosen;
+    kv.apply(layer, h, chosen, n - 1);
+    return {
+      layer,
+      kvHead: h,
+      policy: chosen.name,
+      recoveries: candidates.map((c, i) => ({ policy: c.name, recovery: recoveries[i] })),
+      queryHeadRecoveries: perQuery,
+      tokensKept: st.length,
+      promptTokens: n,
+    };
+  }
+}
+
+/** The profiles of a sequence's FastGen policy ([] for any other policy). */
+export function profilesOf(p: SequencePolicy): HeadProfile[][] {
+  return p instanceof FastgenSequence ? p.profiles : [];
+}
