@@ -13,6 +13,7 @@ import { SequenceKv } from '../src/cache/sequence-kv.js';
 import { argmax } from '../src/generate/sampler.js';
 import { loadModel } from '../src/generate/model.js';
 import { loadCheckpoint } from '../src/model/load-checkpoint.js';
+import type { WebGpuBackend } from '../src/backend/webgpu/backend.js';
 import { HF_TINY, readJson, relErr, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 import { gpuOrSkip } from './webgpu-helpers.js';
 
@@ -139,7 +140,7 @@ for (const name of HF_TINY) {
   });
 }
 
-test('webgpu: batched decode of several sequences in one pass equals one at a time; the pool returns to empty after many generations', { skip: SKIP_SHARED }, async (t) => {
+test('webgpu: batched prefill and decode of several sequences in one pass, sampled greedily on the GPU, equal one at a time with CPU argmax; the pool returns to empty after many generations', { skip: SKIP_SHARED }, async (t) => {
   if (!(await gpuOrSkip(t))) return;
   const m = await loadModel(sharedPath('models/stories260K/stories260K.bin'), { backend: 'webgpu' });
   const prompts = ['Once upon a time', 'The cat sat on the mat.', 'Lily and Tom went to the park, and'];
@@ -147,15 +148,15 @@ test('webgpu: batched decode of several sequences in one pass equals one at a ti
   // One at a time.
   const alone: number[][] = [];
   for (let i = 0; i < prompts.length; i++) alone.push((await run(m, caches[i], 6, prompts[i])).tokens);
-  // All together, for several rounds: prefill batched, then decode batched.
+  // All together, for several rounds: prefill batched, then decode batched, the tokens chosen on the GPU.
+  const gpu = m.backend as WebGpuBackend;
   for (let round = 0; round < 8; round++) {
     const kvs = caches.map((c) => m.newSequence(c));
-    let logits = await m.backend.forward(kvs.map((kv, i) => ({ kv, tokens: m.encode(prompts[i]), logits: 'last' as const })));
+    let next = await gpu.forwardGreedy(kvs.map((kv, i) => ({ kv, tokens: m.encode(prompts[i]) })));
     const toks: number[][] = prompts.map(() => []);
     for (let s = 0; s < 6; s++) {
-      const next = logits.map((l) => argmax(l));
       next.forEach((tok, i) => toks[i].push(tok));
-      logits = await m.backend.forward(kvs.map((kv, i) => ({ kv, tokens: [next[i]], logits: 'last' as const })));
+      if (s < 5) next = await gpu.forwardGreedy(kvs.map((kv, i) => ({ kv, tokens: [next[i]] })));
     }
     assert.deepEqual(toks, alone, `round ${round}: batched tokens differ from one at a time`);
     for (const kv of kvs) kv.release();

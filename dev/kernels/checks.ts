@@ -245,6 +245,7 @@ async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB
     meta: await buf(ops.gpu, totalPages * pt * 4),
     scores: await buf(ops.gpu, totalPages * pt * 4),
     ml: await buf(ops.gpu, T * nHeads * 2 * 4),
+    part: await buf(ops.gpu, T * nHeads * 16 * (hd + 2) * 4),
     stats: await buf(ops.gpu, 4096 * 4),
     work: await buf(ops.gpu, 4096 * 4),
     report: await buf(ops.gpu, 1024 * 4),
@@ -281,8 +282,10 @@ function referenceAttention(s: CacheScenario, item: number, t: number, qh: numbe
 }
 
 /** Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it. */
-export async function checkAttention(ops: GpuOps, seed = 7): Promise<CheckResult[]> {
+export async function checkAttention(ops: GpuOps, seed = 7, chunk = 256): Promise<CheckResult[]> {
   const s = await cacheScenario(ops, seed, [5, 9], [0, 2]);
+  const saved = ops.attentionChunk;
+  ops.attentionChunk = chunk;
   const hd = s.shape.headDim;
   // Track scores on every head; start them from random values to see the += .
   const flags = s.pass.slice();
@@ -292,7 +295,7 @@ export async function checkAttention(ops: GpuOps, seed = 7): Promise<CheckResult
   const scores0 = randn(mulberry32(seed + 1), 80 * pt);
   ops.gpu.device.queue.writeBuffer(s.b.scores, 0, scores0);
   const enc = new StepEncoder(ops.gpu);
-  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads);
+  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
   ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
   enc.submit();
   const got = await readF32(ops.gpu, s.b.act, s.T * s.nHeads * hd, s.T * s.nHeads * hd);
@@ -313,9 +316,10 @@ export async function checkAttention(ops: GpuOps, seed = 7): Promise<CheckResult
     }
   });
   for (let i = 0; i < added.length; i++) wantScores[i] += added[i];
+  ops.attentionChunk = saved;
   return [
-    result('attention (paged, ragged, GQA, 2 parts)', outErr, 1e-5),
-    result('attention scores (+= probabilities)', maxAbsDiff(gotScores, wantScores), 1e-5),
+    result(`attention (paged, ragged, GQA, 2 parts, chunks of ${chunk})`, outErr, 1e-5),
+    result(`attention scores (+= probabilities), chunks of ${chunk}`, maxAbsDiff(gotScores, wantScores), 1e-5),
   ];
 }
 
@@ -332,7 +336,7 @@ export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckRes
   }
   ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
   const enc = new StepEncoder(ops.gpu);
-  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads);
+  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
   ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
   enc.submit();
   const n = s.items[0].rows;
@@ -389,7 +393,7 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
   const shape = { parts: 1, pagesPerPart: totalPages, pageTokens: pt, headDim: hd };
   const b: CacheBuffers = {
     act: await buf(ops.gpu, 16), pass: await buf(ops.gpu, entry), tables: await buf(ops.gpu, tables),
-    meta: await buf(ops.gpu, meta), scores: await buf(ops.gpu, scores), ml: await buf(ops.gpu, 16), stats: await buf(ops.gpu, 16),
+    meta: await buf(ops.gpu, meta), scores: await buf(ops.gpu, scores), ml: await buf(ops.gpu, 16), stats: await buf(ops.gpu, 16), part: await buf(ops.gpu, 16),
     work: await buf(ops.gpu, (4 * n + 8) * 4), report: await buf(ops.gpu, (n + 8) * 4), kv: [await buf(ops.gpu, pool.arena.floats.slice(0, totalPages * 2 * pt * hd))],
   };
   const params = { nLayers: 1, layer: 0, nHeads: 1, nKvHeads: 1, maxPages };
@@ -436,7 +440,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
   }
   out.push(await checkRmsnorm(ops), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
-  out.push(...(await checkAttention(ops)), await checkProfileStats(ops));
+  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
   for (const n of [1, 13, 53, 200]) out.push(await checkEvict(ops, 9 + n, n));
   return out;
 }

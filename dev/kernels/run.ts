@@ -5,7 +5,7 @@
  *   node dist/dev/kernels/run.js check                          every kernel against its reference (small, odd sizes)
  *   node dist/dev/kernels/run.js matvec [--variant rows4] [--kind f16] [--shape 4096x11008] [--tokens 1] [--json]
  *   node dist/dev/kernels/run.js matmul  --kind f16 --shape 4096x4096 --tokens 128
- *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128]
+ *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256]
  *
  * matvec variants: rows1, rows2, rows4 (default), rows8 — rows per workgroup — each optionally -wg64/-wg128 (threads
  * per workgroup; default: by row length).
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
       variant: { type: 'string', multiple: true }, kind: { type: 'string', multiple: true }, shape: { type: 'string', multiple: true },
       tokens: { type: 'string', default: '1' }, ctx: { type: 'string', default: '4096' }, heads: { type: 'string', default: '32' },
       'kv-heads': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
-      json: { type: 'boolean', default: false },
+      chunk: { type: 'string' }, json: { type: 'boolean', default: false },
     },
   });
   const what = positionals[0] ?? 'check';
@@ -104,14 +104,15 @@ async function main(): Promise<void> {
     const b: CacheBuffers = {
       act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
       tables: await gpu.buffer(tables.byteLength, 'tables', tables), meta: await gpu.buffer(16, 'meta'), scores: await gpu.buffer(16, 's'),
-      ml: await gpu.buffer(nHeads * 8, 'ml'), stats: await gpu.buffer(16, 'st'), work: await gpu.buffer(16, 'w'), report: await gpu.buffer(16, 'r'),
+      ml: await gpu.buffer(nHeads * 8, 'ml'), part: await gpu.buffer(ops.attentionPartFloats(1, nHeads, hd, n) * 4, 'part'), stats: await gpu.buffer(16, 'st'), work: await gpu.buffer(16, 'w'), report: await gpu.buffer(16, 'r'),
       kv: [await gpu.buffer(pages * 2 * pt * hd * 4, 'kv')],
     };
     const params = { nLayers: 1, layer: 0, nHeads, nKvHeads: nKv, maxPages, T: 1, qOff: 0, qStride: nHeads * hd, outOff: nHeads * hd,
       rowItemOff: 0, rowTOff: 1, itemOff: 2, olderOff: 6, mlOff: 0xffffffff, scale: 1 / Math.sqrt(hd) };
-    const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads), reps);
+    if (values.chunk) ops.attentionChunk = Number(values.chunk);
+    const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads, n), reps);
     const bytes = nKv * n * 2 * hd * 4;
-    print({ kernel: 'attention', variant: 'online64', ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
+    print({ kernel: 'attention', variant: `splitk${ops.attentionChunk}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
       'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
   } else {
     console.error(`unknown kernel '${what}'; expected check, matvec, matmul or attention`);

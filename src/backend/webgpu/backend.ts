@@ -160,6 +160,11 @@ export class WebGpuBackend implements Backend {
   readonly adapterName: string;
   /** Bytes of weights uploaded. */
   readonly weightBytes: number;
+  /**
+   * Where the last pass's time went: dispatches recorded, CPU time until submit (bookkeeping + encoding), time waiting
+   * for the GPU and the readback, CPU time after it (replaying evictions, policy decisions).
+   */
+  lastPass = { dispatches: 0, encodeMs: 0, waitMs: 0, afterMs: 0 };
   private readonly gpu: GpuDevice;
   private readonly ops: GpuOps;
   private readonly enc: StepEncoder;
@@ -168,8 +173,11 @@ export class WebGpuBackend implements Backend {
   private readonly act: GPUBuffer;
   private readonly lay: ActLayout;
   private readonly ml: GPUBuffer;
+  /** Greedy tokens of a pass (u32 per sequence). */
+  private readonly tokensOut: GPUBuffer;
   private readonly passBuf: Growable;
   private readonly stats: Growable;
+  private readonly part: Growable;
   private readonly work: Growable;
   private readonly report: Growable;
   private staging?: { buf: GPUBuffer; bytes: number };
@@ -285,8 +293,10 @@ export class WebGpuBackend implements Backend {
     this.lay.total = off;
     this.act = gpu.device.createBuffer({ size: off * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'activations' });
     this.ml = gpu.device.createBuffer({ size: R * c.nHeads * 2 * 4, usage: GPUBufferUsage.STORAGE, label: 'attention max/sum' });
+    this.tokensOut = gpu.device.createBuffer({ size: Math.ceil(this.maxItems / 4) * 16 * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'greedy tokens' });
     this.passBuf = new Growable(gpu, 'pass bookkeeping');
     this.stats = new Growable(gpu, 'profiling statistics');
+    this.part = new Growable(gpu, 'attention partials');
     this.work = new Growable(gpu, 'eviction scratch');
     this.report = new Growable(gpu, 'eviction reports');
   }
@@ -303,12 +313,26 @@ export class WebGpuBackend implements Backend {
     const out: Float32Array[] = [];
     // Parts that fit the activation buffer; sequences of one pass share one arena.
     for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
-      out.push(...(await this.forwardBatch(part)));
+      out.push(...((await this.forwardBatch(part, false)) as Float32Array[]));
     }
     return out;
   }
 
-  private async forwardBatch(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+  /**
+   * A forward pass that picks each sequence's next token greedily on the GPU (argmax of its last row's logits, the
+   * first index of the maximum): the step reads back 4 bytes per sequence instead of a vocabulary of floats.
+   */
+  async forwardGreedy(items: readonly Omit<ForwardItem, 'logits' | 'out'>[]): Promise<number[]> {
+    const out: number[] = [];
+    const all = items.map((it) => ({ ...it, logits: 'last' as const }));
+    for (const part of splitBatch(all, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+      out.push(...((await this.forwardBatch(part, true)) as number[]));
+    }
+    return out;
+  }
+
+  private async forwardBatch(items: readonly ForwardItem[], greedy: boolean): Promise<Float32Array[] | number[]> {
+    const t0 = performance.now();
     const c = this.config;
     const arena = items[0].kv.pool.arena;
     if (!(arena instanceof GpuKvArena)) throw new Error('internal: sequence cache is not in this backend’s GPU arena');
@@ -420,7 +444,7 @@ export class WebGpuBackend implements Backend {
     const pass = await this.passBuf.ensure(P.length * 4);
     const b: CacheBuffers = {
       act: this.act, pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, ml: this.ml,
-      stats: await this.stats.ensure(Math.max(1, statsWords) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
+      stats: await this.stats.ensure(Math.max(1, statsWords) * 4), part: await this.part.ensure(this.ops.attentionPartFloats(T, c.nHeads, hd, maxSlots) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
       report: await this.report.ensure(Math.max(1, reportWords) * 4), kv: arena.kv,
     };
     this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
@@ -451,7 +475,7 @@ export class WebGpuBackend implements Backend {
       ops.rope(enc, A, this.w.rope, pass, T, H, hd, lay.k, kvDim, rowMetaOff);
       const p = { ...base, layer: l };
       ops.kvWrite(enc, shape, b, p, T, H);
-      ops.attention(enc, shape, b, p, T, c.nHeads);
+      ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
       if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);
       if (evicts[l].length > 0) {
         ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
@@ -469,20 +493,23 @@ export class WebGpuBackend implements Backend {
       ops.gatherRows(enc, A, pass, nw, c.dim, lay.x, lay.lrows, wantedOff);
       ops.rmsnorm(enc, A, this.w.finalNorm, nw, c.dim, lay.lrows, c.dim, lay.lrows, c.dim, eps);
       ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize);
+      if (greedy) ops.argmax(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, nw, c.vocabSize, 0, 0);
     }
 
-    // One readback: logits, eviction reports, profiling statistics.
-    const logitBytes = nw * c.vocabSize * 4;
+    // One readback: logits (or the greedy tokens), eviction reports, statistics.
+    const logitBytes = greedy ? Math.ceil(nw / 4) * 16 : nw * c.vocabSize * 4;
     const reportBytes = reportWords * 4;
     const statsBytes = statsWords * 4;
     const total = logitBytes + reportBytes + statsBytes;
     const staging = total > 0 ? this.stagingBuffer(total) : undefined;
+    const dispatches = enc.count;
     enc.submit((ce) => {
       if (!staging) return;
-      if (logitBytes) ce.copyBufferToBuffer(A, lay.logits * 4, staging, 0, logitBytes);
+      if (logitBytes) ce.copyBufferToBuffer(greedy ? this.tokensOut : A, greedy ? 0 : lay.logits * 4, staging, 0, logitBytes);
       if (reportBytes) ce.copyBufferToBuffer(b.report, 0, staging, logitBytes, reportBytes);
       if (statsBytes) ce.copyBufferToBuffer(b.stats, 0, staging, logitBytes + reportBytes, statsBytes);
     });
+    const t1 = performance.now();
     let data: ArrayBuffer = new ArrayBuffer(0);
     if (staging) {
       try {
@@ -509,9 +536,12 @@ export class WebGpuBackend implements Backend {
         if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
       }
     }
+    const t2 = performance.now();
     if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, logitBytes + reportBytes, statsWords), arena, seqSlots, shape, b);
     items.forEach((it) => it.kv.advance(it.tokens.length));
+    this.lastPass = { dispatches, encodeMs: t1 - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
 
+    if (greedy) return Array.from(new Uint32Array(data, 0, nw));
     const results: Float32Array[] = [];
     const logits = new Float32Array(data, 0, nw * c.vocabSize);
     let j = 0;

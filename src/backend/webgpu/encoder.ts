@@ -18,13 +18,6 @@ export type Param = number | F32;
 
 const SLOT_BYTES = 256;
 
-let nextBufferId = 1;
-const bufferIds = new WeakMap<GPUBuffer, number>();
-function bufferId(b: GPUBuffer): number {
-  let id = bufferIds.get(b);
-  if (id === undefined) bufferIds.set(b, (id = nextBufferId++));
-  return id;
-}
 
 /** Workgroup grid for `count` workgroups: at most 65535 per dimension (the kernels flatten x + y · 65535). */
 export function grid(count: number): [number, number] {
@@ -34,12 +27,15 @@ export function grid(count: number): [number, number] {
 
 interface Op {
   pipeline: GPUComputePipeline;
-  /** Bind group cache key: pipeline, parameter slot, buffers. */
-  gkey: string;
-  entries: [number, Binding][];
+  /** What the bind group binds: the pipeline, then (binding, buffer, offset, size) per entry (−1: whole buffer). */
+  sig: (GPUBuffer | number | GPUComputePipeline)[];
+  /** The previous step's group for this slot, when it binds the same. */
+  group?: GPUBindGroup;
+  key: string;
   slot: number;
   x: number;
   y: number;
+  z: number;
 }
 
 /** Compiles and caches pipelines; creates buffers with clear out-of-memory errors. */
@@ -96,7 +92,8 @@ export class StepEncoder {
   private f32v: Float32Array;
   private uniform: GPUBuffer;
   private uniformSlots: number;
-  private readonly groups = new Map<string, GPUBindGroup>();
+  /** Per parameter slot: the last bind group created there and what it binds. */
+  private lastSig: { sig: Op['sig']; group: GPUBindGroup }[] = [];
   private ops: Op[] = [];
 
   constructor(private readonly gpu: GpuDevice, slots = 1024) {
@@ -112,7 +109,7 @@ export class StepEncoder {
   }
 
   /** Record one dispatch: storage bindings 1.. in order (or at explicit binding numbers), parameters, grid. */
-  dispatch(pipeline: GPUComputePipeline, key: string, bindings: (Binding | [number, Binding])[], params: Param[], x: number, y = 1): void {
+  dispatch(pipeline: GPUComputePipeline, key: string, bindings: (Binding | [number, Binding])[], params: Param[], x: number, y = 1, z = 1): void {
     const slot = this.ops.length;
     if ((slot + 1) * SLOT_BYTES > this.paramBytes.byteLength) {
       const bytes = new ArrayBuffer(this.paramBytes.byteLength * 2);
@@ -127,12 +124,19 @@ export class StepEncoder {
       if (v instanceof F32) this.f32v[base + i] = v.v;
       else this.u32[base + i] = v >>> 0;
     });
-    const entries = bindings.map((b, i): [number, Binding] => (Array.isArray(b) ? b : [i + 1, b]));
-    let gkey = `${key}|${slot}`;
-    for (const [n, b] of entries) {
-      gkey += b instanceof GPUBuffer ? `|${n}:${bufferId(b)}` : `|${n}:${bufferId(b.buffer)}@${b.offset}+${b.size}`;
+    // The bind group of this slot in the previous step is reused when the same pipeline binds the same buffers: a
+    // decode step shaped like the last one then builds no key and creates no group.
+    const sig: Op['sig'] = [pipeline];
+    for (let i = 0; i < bindings.length; i++) {
+      const b = bindings[i];
+      const [n, r] = Array.isArray(b) ? b : [i + 1, b];
+      if (r instanceof GPUBuffer) sig.push(n, r, -1, -1);
+      else sig.push(n, r.buffer, r.offset, r.size);
     }
-    this.ops.push({ pipeline, gkey, entries, slot, x, y });
+    const last = this.lastSig[slot];
+    let group: GPUBindGroup | undefined;
+    if (last && last.sig.length === sig.length && last.sig.every((v, i) => v === sig[i])) group = last.group;
+    this.ops.push({ pipeline, sig, group, slot, x, y, z, key });
   }
 
   /**
@@ -145,7 +149,8 @@ export class StepEncoder {
       this.uniform.destroy();
       this.uniformSlots = this.paramBytes.byteLength / SLOT_BYTES;
       this.uniform = this.newUniform(this.uniformSlots);
-      this.groups.clear(); // they point at the old uniform buffer
+      this.lastSig = []; // their groups point at the old uniform buffer
+      for (const op of this.ops) op.group = undefined;
     }
     if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, 0, this.paramBytes, 0, this.ops.length * SLOT_BYTES);
     const enc = dev.createCommandEncoder();
@@ -154,7 +159,7 @@ export class StepEncoder {
       for (const op of this.ops) {
         pass.setPipeline(op.pipeline);
         pass.setBindGroup(0, this.bindGroup(op));
-        pass.dispatchWorkgroups(op.x, op.y);
+        pass.dispatchWorkgroups(op.x, op.y, op.z);
       }
       pass.end();
     }
@@ -164,18 +169,15 @@ export class StepEncoder {
   }
 
   private bindGroup(op: Op): GPUBindGroup {
-    let group = this.groups.get(op.gkey);
-    if (!group) {
-      if (this.groups.size > 20000) this.groups.clear();
-      group = this.gpu.device.createBindGroup({
-        layout: op.pipeline.getBindGroupLayout(0),
-        entries: [
-          { binding: 0, resource: { buffer: this.uniform, offset: op.slot * SLOT_BYTES, size: SLOT_BYTES } },
-          ...op.entries.map(([n, b]) => ({ binding: n, resource: b instanceof GPUBuffer ? { buffer: b } : b })),
-        ],
-      });
-      this.groups.set(op.gkey, group);
+    if (op.group) return op.group;
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniform, offset: op.slot * SLOT_BYTES, size: SLOT_BYTES } }];
+    for (let i = 1; i < op.sig.length; i += 4) {
+      const buffer = op.sig[i + 1] as GPUBuffer;
+      const offset = op.sig[i + 2] as number;
+      entries.push({ binding: op.sig[i] as number, resource: offset < 0 ? { buffer } : { buffer, offset, size: op.sig[i + 3] as number } });
     }
+    const group = this.gpu.device.createBindGroup({ layout: op.pipeline.getBindGroupLayout(0), entries, label: op.key });
+    this.lastSig[op.slot] = { sig: op.sig, group };
     return group;
   }
 

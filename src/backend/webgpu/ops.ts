@@ -12,7 +12,7 @@ import {
   addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
-import { applyMovesWgsl, attentionStatsWgsl, attentionWgsl, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
+import { applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
 
 /** One row range of a weight matrix in its own buffer(s). */
 export interface MatrixPart {
@@ -67,6 +67,8 @@ export class GpuOps {
   matvecThreads = 0;
   /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: through workgroup memory). */
   matvecSubgroups = true;
+  /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
+  attentionChunk = ATTENTION_CHUNK;
   private readonly placeholder: Promise<GPUBuffer>;
 
   constructor(readonly gpu: GpuDevice) {
@@ -103,15 +105,16 @@ export class GpuOps {
     let x = (seed * 2654435761) >>> 0 || 1;
     const next = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x >>> 0; };
     const scale = 1 / Math.sqrt(cols);
-    // f16: sign, exponent near log2(scale), random mantissa; f32 likewise in f32 bits; q8_0: random bytes, d = scale/64.
-    const e = Math.round(Math.log2(scale));
-    const half = (r: number) => ((r & 0x8000) | ((e + 15 - (r >>> 16 & 1)) << 10) | (r >>> 20 & 0x3ff)) & 0xffff;
+    // Random sign and mantissa bits under a fixed exponent near log2(scale): magnitudes in [scale/2, 2·scale).
+    const e = Math.round(Math.log2(scale)) - 1;
+    const halfExp = ((e + 15) << 10) | ((e + 15) << 26);
+    const f32Exp = (e + 127) << 23;
     let bytes = 0;
     for (let r0 = 0; r0 < rows; r0 += perPart) {
       const n = Math.min(perPart, rows - r0);
       const words = new Uint32Array(n * rowWords);
-      if (kind === 'f32') for (let i = 0; i < words.length; i++) { const r = next(); words[i] = (r & 0x80000000) | ((e + 127 - (r & 1)) << 23) | (r >>> 9 & 0x7fffff); }
-      else if (kind === 'f16') for (let i = 0; i < words.length; i++) { const r = next(); words[i] = (half(r) | (half(r * 2654435761 >>> 0) << 16)) >>> 0; }
+      if (kind === 'f32') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x807fffff) | f32Exp) >>> 0;
+      else if (kind === 'f16') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x83ff83ff) | halfExp) >>> 0;
       else for (let i = 0; i < words.length; i++) words[i] = next();
       const w = await this.gpu.buffer(words.byteLength, what, words);
       let d = await this.placeholder;
@@ -204,10 +207,22 @@ export class GpuOps {
       [b.act, b.pass, b.tables, b.meta, b.scores, ...kvBindings(b.kv)], GpuOps.cacheParams(p), ...grid(Math.ceil((T * nKvHeads * c.headDim) / 64)));
   }
 
-  attention(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nHeads: number): void {
-    const key = this.cacheKey('attention', c);
-    enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, ...kvBindings(b.kv)], GpuOps.cacheParams(p), nHeads, T);
+  /**
+   * Attention of T rows over at most maxSlots slots each: chunk partials (split-K), then their combination; the rows'
+   * max and sum go to b.ml for the statistics kernel. b.part must hold T · nHeads · ⌈maxSlots / chunk⌉ · (hd + 2) floats.
+   */
+  attention(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nHeads: number, maxSlots: number): void {
+    const nChunks = Math.max(1, Math.ceil(maxSlots / this.attentionChunk));
+    const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
+    enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
+      [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T, nChunks);
+    const ckey = this.cacheKey('attncombine', c);
+    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T);
+  }
+
+  /** Floats of attention partials for T rows over at most maxSlots slots. */
+  attentionPartFloats(T: number, nHeads: number, headDim: number, maxSlots: number): number {
+    return T * nHeads * Math.max(1, Math.ceil(maxSlots / this.attentionChunk)) * (headDim + 2);
   }
 
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
@@ -245,6 +260,8 @@ export interface CacheBuffers {
   ml: GPUBuffer;
   /** FastGen's profiling statistics. */
   stats: GPUBuffer;
+  /** Attention's chunk partials (split-K). */
+  part: GPUBuffer;
   /** Eviction scratch and compaction moves. */
   work: GPUBuffer;
   report: GPUBuffer;
@@ -261,6 +278,6 @@ const CACHE_PARAM_ORDER = [
   'kOff', 'vOff', 'kvStride', 'outOff',
   'rowItemOff', 'rowTOff', 'itemOff', 'olderOff',
   'rowMetaOff', 'mlOff', 'flagsOff', 'entryOff',
-  'scale',
+  'scale', 'nChunks',
 ] as const;
 export type CacheParam = (typeof CACHE_PARAM_ORDER)[number];

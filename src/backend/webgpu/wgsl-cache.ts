@@ -60,7 +60,7 @@ const CACHE_PARAMS = `struct P {
   kOff: u32, vOff: u32, kvStride: u32, outOff: u32,
   rowItemOff: u32, rowTOff: u32, itemOff: u32, olderOff: u32,
   rowMetaOff: u32, mlOff: u32, flagsOff: u32, entryOff: u32,
-  scale: f32, _a: u32, _b: u32, _c: u32,
+  scale: f32, nChunks: u32, _b: u32, _c: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;`;
 
@@ -97,23 +97,28 @@ ${TABLE_BASE}
 }`;
 }
 
+/** Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined). */
+export const ATTENTION_CHUNK = 256;
+
 /**
- * Ragged paged attention, one workgroup per (query head, row): out = Σ_s softmax_s(q·K_s · scale) V_s over the slots
- * s ≤ older + t of the query head's KV head (GQA/MQA: kvHead = qh / group). Online softmax over chunks of 64 slots
- * (any length, no score buffer); the row's final max m and sum l go to ml[(row · nHeads + qh) · 2] so that the
- * statistics kernel can recompute exact probabilities without storing them.
+ * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
+ * computes, over the slots s ≤ older + t of the query head's KV head (GQA/MQA: kvHead = qh / group) in its chunk, the
+ * online-softmax partial (max m, sum l, Σ exp(score − m)·V) into `part`; attentionCombine merges a row's chunks. No
+ * score buffer, any length; decode rows get as many workgroups as their context needs.
+ * part[((row · nHeads + qh) · nChunks + chunk) · (HD + 2) …] = m, l, acc[HD].
  */
-export function attentionWgsl(c: CacheShape): string {
+export function attentionWgsl(c: CacheShape, chunk = ATTENTION_CHUNK): string {
   const dPer = Math.ceil(c.headDim / 64);
   return `${consts(c)}
 ${CACHE_PARAMS}
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
 @group(0) @binding(2) var<storage, read> pbuf: array<u32>;
 @group(0) @binding(3) var<storage, read> tables: array<u32>;
-@group(0) @binding(4) var<storage, read_write> ml: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
 ${kvAccess(c.parts, false)}
 ${TABLE_BASE}
 const NEG = -3.0e38;
+const CH = ${chunk}u;
 var<workgroup> qs: array<f32, HD>;
 var<workgroup> sc: array<f32, 64>;
 var<workgroup> red: array<f32, 64>;
@@ -121,10 +126,18 @@ var<workgroup> pg: array<u32, 64>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let qh = wid.x;
   let row = wid.y;
+  let chunk = wid.z;
   let item = pbuf[p.rowItemOff + row];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let kvh = qh / (p.nHeads / p.nKvHeads);
   let n = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row] + 1u;
+  let pb = ((row * p.nHeads + qh) * p.nChunks + chunk) * (HD + 2u);
+  let first = chunk * CH;
+  if (first >= n) {
+    if (lid.x == 0u) { part[pb] = NEG; part[pb + 1u] = 0.0; }
+    return;
+  }
+  let last = min(n, first + CH);
   let tb = tableBase(seqSlot, kvh);
   let qb = p.qOff + row * p.qStride + qh * HD;
   for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[qb + d]; }
@@ -132,10 +145,11 @@ var<workgroup> pg: array<u32, 64>;
   var m = NEG;
   var l = 0.0;
   var acc: array<f32, ${dPer}>;
-  for (var s0 = 0u; s0 < n; s0 += 64u) {
+  for (var k = 0u; k < ${dPer}u; k++) { acc[k] = 0.0; }
+  for (var s0 = first; s0 < last; s0 += 64u) {
     let s = s0 + lid.x;
     var score = NEG;
-    if (s < n) {
+    if (s < last) {
       let page = tables[tb + s / PT];
       pg[lid.x] = page;
       let kb = (s % PT) * HD;
@@ -152,7 +166,7 @@ var<workgroup> pg: array<u32, 64>;
     let newm = max(m, red[0]);
     workgroupBarrier();
     let corr = exp(m - newm);
-    let e = select(0.0, exp(score - newm), s < n);
+    let e = select(0.0, exp(score - newm), s < last);
     sc[lid.x] = e;
     red[lid.x] = e;
     workgroupBarrier();
@@ -161,7 +175,7 @@ var<workgroup> pg: array<u32, 64>;
       workgroupBarrier();
     }
     l = l * corr + red[0];
-    let cnt = min(64u, n - s0);
+    let cnt = min(64u, last - s0);
     for (var k = 0u; k < ${dPer}u; k++) {
       let d = lid.x + 64u * k;
       if (d < HD) {
@@ -173,13 +187,43 @@ var<workgroup> pg: array<u32, 64>;
     m = newm;
     workgroupBarrier();
   }
-  let ob = p.outOff + row * p.qStride + qh * HD;
+  if (lid.x == 0u) { part[pb] = m; part[pb + 1u] = l; }
   for (var k = 0u; k < ${dPer}u; k++) {
     let d = lid.x + 64u * k;
-    if (d < HD) { act[ob + d] = acc[k] / l; }
+    if (d < HD) { part[pb + 2u + d] = acc[k]; }
   }
-  if (lid.x == 0u && p.mlOff != 0xffffffffu) {
-    ml[p.mlOff + (row * p.nHeads + qh) * 2u] = m;
+}`;
+}
+
+/**
+ * Merges a row's chunk partials (one workgroup per (query head, row)): M = max m_c, l = Σ l_c·e^(m_c − M),
+ * out = Σ acc_c·e^(m_c − M) / l; the row's M and l go to ml[(row · nHeads + qh) · 2] for the statistics kernel.
+ */
+export function attentionCombineWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read_write> part: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ml: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let qh = wid.x;
+  let row = wid.y;
+  let pb = (row * p.nHeads + qh) * p.nChunks * (HD + 2u);
+  var big = -3.0e38;
+  for (var c = 0u; c < p.nChunks; c++) { big = max(big, part[pb + c * (HD + 2u)]); }
+  var l = 0.0;
+  for (var c = 0u; c < p.nChunks; c++) { l += part[pb + c * (HD + 2u) + 1u] * exp(part[pb + c * (HD + 2u)] - big); }
+  let ob = p.outOff + row * p.qStride + qh * HD;
+  for (var d = lid.x; d < HD; d += 64u) {
+    var a = 0.0;
+    for (var c = 0u; c < p.nChunks; c++) {
+      let w = exp(part[pb + c * (HD + 2u)] - big);
+      if (w > 0.0) { a += part[pb + c * (HD + 2u) + 2u + d] * w; }
+    }
+    act[ob + d] = a / l;
+  }
+  if (lid.x == 0u) {
+    ml[p.mlOff + (row * p.nHeads + qh) * 2u] = big;
     ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u] = l;
   }
 }`;
