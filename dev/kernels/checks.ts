@@ -282,7 +282,7 @@ function referenceAttention(s: CacheScenario, item: number, t: number, qh: numbe
 }
 
 /** Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it. */
-export async function checkAttention(ops: GpuOps, seed = 7, chunk = 256): Promise<CheckResult[]> {
+export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64): Promise<CheckResult[]> {
   const s = await cacheScenario(ops, seed, [5, 9], [0, 2]);
   const saved = ops.attentionChunk;
   ops.attentionChunk = chunk;

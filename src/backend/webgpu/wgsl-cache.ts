@@ -97,8 +97,12 @@ ${TABLE_BASE}
 }`;
 }
 
-/** Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined). */
-export const ATTENTION_CHUNK = 256;
+/**
+ * Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined). 64 measured
+ * best on the H200 (one decode row, 32 heads of 128: 64 / 128 / 256 slots = 202 / 232 / 326 µs at 4096, 64 / 89 / 148
+ * µs at 512; `run.js attention --chunk N`).
+ */
+export const ATTENTION_CHUNK = 64;
 
 /**
  * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
