@@ -166,17 +166,24 @@ export function attention(out: usize, probs: usize, q: usize, pool: usize, pageT
 /**
  * Attention of `rows` consecutive query rows of one head, as the prompt or a decode step appends them: row j (query
  * and output at q + j·rowStride, out + j·rowStride) sees the slot prefix [0, firstSlots + j + 1), i.e. every older
- * slot and the new ones up to its own. With band ≠ 0, row j adds its probabilities of the last bandWidth + 1 of those
- * slots to band (FastGen's band sums). The other arguments are those of attention(); probs is this thread's scratch.
+ * slot and the new ones up to its own. With band ≠ 0, row j adds its probabilities of the last w_k + 1 of those slots
+ * to band + k·stride for each band k (FastGen's band sums), as bands = [K, stride bytes, w_0 … w_{K−1}] (i32) says.
+ * The other arguments are those of attention(); probs is this thread's scratch.
  */
 export function attention_rows(out: usize, probs: usize, q: usize, rowStride: usize, rows: i32, firstSlots: i32,
-  pool: usize, pageTable: usize, pageTokens: i32, headDim: i32, scale: f32, accum: usize, band: usize, bandWidth: i32,
+  pool: usize, pageTable: usize, pageTokens: i32, headDim: i32, scale: f32, accum: usize, band: usize, bands: usize,
   kvHalf: i32): void {
+  const K = band != 0 ? load<i32>(bands) : 0;
+  const stride = band != 0 ? <usize>load<i32>(bands + 4) : 0;
   for (let j = 0; j < rows; j++) {
     const nSlots = firstSlots + j + 1;
     const o = <usize>j * rowStride;
-    attention(out + o, probs, q + o, pool, pageTable, nSlots, pageTokens, headDim, scale, 0, 0, accum,
-      band, nSlots - 1 - bandWidth, kvHalf);
+    attention(out + o, probs, q + o, pool, pageTable, nSlots, pageTokens, headDim, scale, 0, 0, accum, 0, 0, kvHalf);
+    const nb = <usize>nSlots << 2;
+    for (let k = 0; k < K; k++) {
+      const from = max(0, nSlots - 1 - load<i32>(bands + 8 + (<usize>k << 2)));
+      addTo(band + <usize>k * stride, probs, <usize>from << 2, nb);
+    }
   }
 }
 

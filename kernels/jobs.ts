@@ -127,9 +127,9 @@ function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
         ai(rec, 7), af(rec, 8), ap(rec, 9), ai(rec, 10), ap(rec, 11), ap(rec, 13), ai(rec, 14), ai(rec, 15));
       break;
     case OP_ATTENTION_ROWS: // out, probs, q, rowStride, rows, firstSlots, pool, pageTable, pageTokens, headDim, scale,
-      //                       accum, band, bandWidth, kvHalf, probsStride
+      //                       accum, band, bands (descriptor), kvHalf, probsStride
       attention_rows(ap(rec, 0), ap(rec, 1) + <usize>tid * ap(rec, 15), ap(rec, 2), ap(rec, 3), ai(rec, 4), ai(rec, 5),
-        ap(rec, 6), ap(rec, 7), ai(rec, 8), ai(rec, 9), af(rec, 10), ap(rec, 11), ap(rec, 12), ai(rec, 13), ai(rec, 14));
+        ap(rec, 6), ap(rec, 7), ai(rec, 8), ai(rec, 9), af(rec, 10), ap(rec, 11), ap(rec, 12), ap(rec, 13), ai(rec, 14));
       break;
     case OP_KV_WRITE: // pool, pageTable, slot, k, v, pageTokens, headDim, rows, rowStride, kvHalf
       kv_write(ap(rec, 0), ap(rec, 1), ai(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), ap(rec, 8), ai(rec, 9));

@@ -15,6 +15,7 @@ export type FastgenErrorCode =
   | 'KV_POOL_EXHAUSTED' // page pool cannot serve an allocation
   | 'GPU_UNAVAILABLE' // no WebGPU adapter (the message says what to install)
   | 'GPU_OUT_OF_MEMORY' // the GPU could not hold what was asked (the message says how much)
+  | 'NON_FINITE_LOGITS' // the logits to sample from hold NaN / +Infinity, or nothing but −Infinity
   | 'ABORTED';
 
 export class FastgenError extends Error {
@@ -65,6 +66,14 @@ export class KvPoolExhaustedError extends FastgenError {
     this.name = 'KvPoolExhaustedError';
     this.neededBytes = neededBytes;
     this.freeBytes = freeBytes;
+  }
+}
+
+/** The logits of a step cannot be sampled (NaN, +Infinity, or all −Infinity): a numerical failure, never a token. */
+export class NonFiniteLogitsError extends FastgenError {
+  constructor(message: string) {
+    super('NON_FINITE_LOGITS', message);
+    this.name = 'NonFiniteLogitsError';
   }
 }
 

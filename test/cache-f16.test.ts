@@ -56,7 +56,7 @@ test('the wasm backend with an f16 KV cache matches cpu-ref with one: logits and
   const ref = await loadModel(path, { kvDtype: 'f16', backend: 'cpu-ref' });
   const fast = await loadModel(path, { kvDtype: 'f16', backend: 'wasm' });
   const ids = ref.encode('Once upon a time, there was a little girl named Lily. She liked to play.');
-  for (const cache of [{ policy: 'full' as const }, { policy: 'fastgen' as const, recovery: 0.9 }]) {
+  for (const cache of [{ policy: 'full' as const }, { policy: 'fastgen' as const, variant: 'paper' as const, recovery: 0.9 }]) {
     const ka = ref.newSequence(cache);
     const kb = fast.newSequence(cache);
     const [la] = await ref.backend.forward([{ kv: ka, tokens: ids, logits: 'all' }]);

@@ -16,7 +16,7 @@ const PROMPT = 'Once upon a time, there was a little girl named Lily. She had a 
 async function checkProfiles(model: Model, cache: CacheOptions & { gqa: 'mean' | 'min' }): Promise<void> {
   const c = model.config;
   const ids = model.encode(PROMPT);
-  const kv = TappedSequenceKv.create(model, { ...cache, policy: 'fastgen', recovery: 0.9 });
+  const kv = TappedSequenceKv.create(model, { ...cache, policy: 'fastgen', variant: 'paper', recovery: 0.9 });
   const maps: number[][][][] = [];
   kv.tap = promptMapsTap(c, maps);
   await model.backend.forward([{ kv, tokens: ids, logits: 'last' }]);

@@ -54,7 +54,7 @@ for (const c of CASES) {
       const rl = 0.3;
       const rf = 0.3;
       const pool = new PagePool({ headDim: c.headDim });
-      const kv = new SequenceKv(pool, { nLayers: 1, ...c }, resolveCacheOptions({ policy: 'fastgen', recovery: 0.9, gqa, localRatio: rl, frequentRatio: rf }), classes);
+      const kv = new SequenceKv(pool, { nLayers: 1, ...c }, resolveCacheOptions({ policy: 'fastgen', variant: 'paper', recovery: 0.9, gqa, localRatio: rl, frequentRatio: rf }), classes);
       const maps = attentionMaps(c.n, c.nHeads, c.nKvHeads, c.headDim,
         (qh, i, x) => q[(i * c.nHeads + qh) * c.headDim + x], (kvh, j, x) => k[(j * c.nKvHeads + kvh) * c.headDim + x]);
       const bf = { recoveries: bruteForceRecoveries(maps, c.nKvHeads, tokens, (t) => special.has(t), (t) => punct.has(t), rl, rf, gqa) };
@@ -62,7 +62,8 @@ for (const c of CASES) {
       const needs = kv.needs(0, c.n);
       assert.equal(needs.scores[0], false, 'the profiling pass collects statistics instead of scores');
       assert.equal(needs.stats?.fromRow, 0, 'over every row of the prompt');
-      const w = needs.stats?.band;
+      assert.equal(needs.stats?.bands.length, 1, 'the paper\'s candidates share one window');
+      const w = needs.stats?.bands[0];
       assert.equal(w, Math.floor(rl * c.n));
       // What a backend collects while it computes the attention: per query head, column and band sums.
       const stats = maps.map((A) => {
@@ -72,7 +73,7 @@ for (const c of CASES) {
           column[j] += p;
           if (i - j <= w!) band[j] += p;
         }));
-        return { column, band };
+        return { column, bands: [band] };
       });
       kv.finishLayer(0, q, qDim, c.n, 0, stats);
       const candidates = hybridCandidates({ promptLength: c.n, localRatio: rl, frequentRatio: rf });
@@ -95,10 +96,10 @@ for (const c of CASES) {
 test('T = 1 picks full for every head, even where a cheaper policy recovers everything', () => {
   const classes = { special: Uint8Array.from([1, 0]), punct: new Uint8Array(2) };
   const pool = new PagePool({ headDim: 2 });
-  const kv = new SequenceKv(pool, { nLayers: 1, nHeads: 1, nKvHeads: 1, headDim: 2 }, resolveCacheOptions({ policy: 'fastgen', recovery: 1 }), classes);
+  const kv = new SequenceKv(pool, { nLayers: 1, nHeads: 1, nKvHeads: 1, headDim: 2 }, resolveCacheOptions({ policy: 'fastgen', variant: 'paper', recovery: 1 }), classes);
   // A one-token prompt of BOS: `special` recovers 100 % of the attention.
   kv.appendLayer(0, Float32Array.of(1, 0), Float32Array.of(1, 1), 2, 1, 0, [0]);
-  kv.finishLayer(0, Float32Array.of(1, 0), 2, 1, 0, [{ column: [1], band: [1] }]);
+  kv.finishLayer(0, Float32Array.of(1, 0), 2, 1, 0, [{ column: [1], bands: [[1]] }]);
   assert.equal(kv.store(0, 0).scores[0], 1, 'the column sums become the scores');
   assert.equal(kv.profiles[0][0].recoveries[0].recovery, 1);
   assert.equal(kv.profiles[0][0].policy, 'full');

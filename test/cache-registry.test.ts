@@ -68,7 +68,8 @@ test('every sized policy keeps its documented tokens per head (ratio and budget 
 });
 
 test('cache options: defaults filled from the policy; an option of another policy, an unknown one, a bad value: clear errors', () => {
-  assert.deepEqual(resolveCacheOptions({ policy: 'fastgen' }), { policy: 'fastgen', recovery: 0.95, localRatio: 0.3, frequentRatio: 0.3, gqa: 'mean', exclude: [] });
+  assert.deepEqual(resolveCacheOptions({ policy: 'fastgen' }), { policy: 'fastgen', variant: 'lattice', recovery: 0.95, localRatio: 0.3, frequentRatio: 0.3, gqa: 'min', exclude: [] });
+  assert.equal(resolveCacheOptions({ policy: 'fastgen', variant: 'paper' }).gqa, 'mean');
   assert.deepEqual(resolveCacheOptions({ policy: 'sink+local', budget: 10 }), { policy: 'sink+local', ratio: 0.5, budget: 10, sinkTokens: 4 });
   assert.deepEqual(resolveCacheOptions(undefined), { policy: 'full' });
   const fails = (o: unknown, re: RegExp, where: string) =>
@@ -82,6 +83,7 @@ test('cache options: defaults filled from the policy; an option of another polic
   fails({ policy: 'fastgen', gqa: 'max' }, /cache.gqa must be one of mean, min/, 'cache.gqa');
   fails({ policy: 'fastgen', exclude: ['local', 'x'] }, /cache.exclude must be a list of/, 'cache.exclude');
   fails({ policy: 'snapkv', poolKernel: 4 }, /poolKernel must be odd/, 'cache.poolKernel');
+  fails({ policy: 'fastgen', variant: 'paper', profileFrom: 0.5 }, /applies to the lattice variant/, 'cache.profileFrom');
   // The registry and the type's name list agree, and every policy has a label and a summary.
   assert.deepEqual(CACHE_POLICIES.map((p) => p.name), [...CACHE_POLICY_NAMES]);
   for (const name of CACHE_POLICY_NAMES) {

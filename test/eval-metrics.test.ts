@@ -107,6 +107,7 @@ test('win rate counts ties as half, with a Wilson interval', () => {
 const settings: EvalSettings = {
   thresholds: [1, 0.95, 0.9],
   baselines: ['local'],
+  paper: false,
   ablation: false,
   ablationT: 0.98,
   gqaMin: false,

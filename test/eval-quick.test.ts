@@ -129,7 +129,7 @@ test('--quick: T = 1 is the full cache, pruning grows as T falls, the control la
       'T = 1 prunes nothing',
       'T = 1 matches the full cache exactly',
       'pruning never decreases as T falls',
-      'pruning never decreases as T falls (gqa min)',
+      'pruning never decreases as T falls (gqa mean)',
       'full-vs-full control lands near 50 %',
     ],
   );
@@ -139,20 +139,31 @@ test('--quick: T = 1 is the full cache, pruning grows as T falls, the control la
   assert.equal(one.win.rate, 0.5);
   assert.equal(one.greedyIdentical, 1);
   assert.ok(Math.abs(one.recoveryAchieved - 1) < 1e-6);
-  // Every lower T prunes something on this model, and every baseline ran at (nearly) the same memory.
+  // Every lower T prunes something on this model, and every baseline ran at (nearly) the same memory on each prompt,
+  // unless even ratio 1 keeps less than FastGen (local+frequent's halves overlap: at ratio 1 it holds ~80 %).
   for (const f of r.points.filter((p) => p.group === 'sweep' && p.T < 1)) {
     assert.ok(f.pruned > 0.05, `T ${f.T} prunes ${f.pruned}`);
     assert.ok(f.recoveryPromised! >= f.T, 'profiling keeps at least T of the prompt attention');
-    for (const b of r.points.filter((p) => p.group === 'baseline' && p.T === f.T)) {
-      assert.ok(Math.abs(b.pruned - f.pruned) < 0.03, `${b.key} pruned ${b.pruned} vs FastGen ${f.pruned}`);
-      assert.ok(b.kl > 0);
+    for (const b of r.points.filter((p) => p.group === 'baseline' && p.T === f.T)) assert.ok(b.kl > 0);
+  }
+  let matched = 0;
+  for (const pr of r.prompts) {
+    for (const c of pr.configs.filter((x) => x.target !== undefined)) {
+      const got = c.tf.kvBytes / c.tf.fullKvBytes;
+      const atCeiling = c.ratio === 1 && got < c.target!;
+      assert.ok(Math.abs(got - c.target!) < 0.03 || atCeiling, `${pr.prompt.id} ${c.key}: KV ratio ${got} for a target of ${c.target}`);
+      if (!atCeiling) matched++;
     }
   }
-  // GQA model: the min series is there and at least as conservative as mean.
-  for (const m of r.points.filter((p) => p.group === 'gqa-min')) {
-    const mean = r.points.find((p) => p.key === `fastgen@${m.T}`)!;
-    assert.ok(m.recoveryPromised! >= m.T);
-    assert.ok(m.pruned <= mean.pruned + 0.02, `min ${m.pruned} vs mean ${mean.pruned}`);
+  assert.ok(matched > 0);
+  // GQA model: the mean series is there, and min (the default, the sweep) is at least as conservative as mean.
+  const alts = r.points.filter((p) => p.group === 'gqa-alt');
+  assert.ok(alts.length > 0);
+  for (const mean of alts) {
+    const min = r.points.find((p) => p.key === `fastgen@${mean.T}`)!;
+    assert.equal(min.gqa, 'min');
+    assert.ok(mean.recoveryPromised! >= mean.T);
+    assert.ok(min.pruned <= mean.pruned + 0.02, `min ${min.pruned} vs mean ${mean.pruned}`);
   }
   assert.ok(r.control.n >= 6);
   assert.equal(r.model.attention, 'grouped-query');

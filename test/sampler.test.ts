@@ -322,10 +322,20 @@ describe('sampling distribution', () => {
     assert.throws(() => s.sample(new Float32Array(3)), RangeError);
     assert.throws(() => s.sample(Float32Array.of(0, NaN, 0, 0)), /NaN/);
     assert.throws(() => s.sample(Float32Array.of(0, Infinity, 0, 0)), /Infinity/);
-    assert.throws(() => s.sample(new Float32Array(4).fill(-Infinity)), RangeError);
+    assert.throws(() => s.sample(new Float32Array(4).fill(-Infinity)), (e: unknown) => e instanceof FastgenError && e.code === 'NON_FINITE_LOGITS');
     assert.throws(() => s.sample(new Float32Array(4), [4]), /recentTokens/);
     assert.throws(() => s.sample(new Float32Array(4), [-1]), /recentTokens/);
     assert.throws(() => s.sample(new Float32Array(4), [1.5]), /recentTokens/);
+  });
+
+  test('non-finite logits are a NON_FINITE_LOGITS error when sampling and when greedy, never a token', () => {
+    const isNonFinite = (e: unknown) => e instanceof FastgenError && e.code === 'NON_FINITE_LOGITS';
+    for (const opts of [{ seed: 1 }, { temperature: 0 }, { topK: 1 }, { seed: 1, topK: 2, topP: 0.5 }]) {
+      const s = new Sampler(opts, 4);
+      assert.throws(() => s.sample(Float32Array.of(0, NaN, 0, 0)), isNonFinite, JSON.stringify(opts));
+      assert.throws(() => s.sample(Float32Array.of(0, Infinity, 0, 0)), isNonFinite, JSON.stringify(opts));
+      assert.throws(() => s.sample(new Float32Array(4).fill(-Infinity)), isNonFinite, JSON.stringify(opts));
+    }
   });
 });
 
@@ -603,7 +613,7 @@ describe('option validation', () => {
     ['topK', [-1, 2.5, NaN, Infinity, '40']],
     ['topP', [0, -0.5, 1.01, NaN, Infinity, '0.9']],
     ['minP', [-0.01, 1, 1.5, NaN, true]],
-    ['repetitionPenalty', [0, -1, NaN, Infinity]],
+    ['repetitionPenalty', [0, -1, NaN, Infinity, 1e-300, 1e-4, 1e4]],
     ['repetitionWindow', [-1, 1.5, NaN, -Infinity]],
     ['seed', [1.5, NaN, Infinity, 2 ** 53, -(2 ** 53), '42']],
   ];

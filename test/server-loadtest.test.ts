@@ -106,6 +106,7 @@ describe('fastgen serve as a process', { skip: SKIP }, () => {
 
       const res = await fetch(`${url}/v1/chat/completions`, {
         method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ model: 'stories260K', messages: [{ role: 'user', content: 'Once upon a time' }], max_tokens: 150, ignore_eos: true, stream: true }),
       });
       const reader = res.body!.getReader();

@@ -15,6 +15,7 @@ function fakeTokenizer(vocab: string[], special: number[], spaceScheme?: string)
     tokenString: (id: number): string => vocab[id]!,
     specialIds: (): ReadonlySet<number> => new Set(special),
     applyChatTemplate: (): string => '',
+    encodeChat: (): number[] => [],
     streamDecoder: (): StreamDecoder => ({ push: () => '', flush: () => '' }),
   };
   return spaceScheme ? Object.assign(t, { spaceScheme }) : t;

@@ -34,18 +34,43 @@ test('a batch of sequences in one pass gives the same logits as one pass each (m
   m.dispose();
 });
 
-test('wasm and cpu-ref agree under FastGen: same profile choices, same greedy tokens', { skip: SKIP_SHARED }, async () => {
+test('wasm and cpu-ref agree under FastGen (paper): same profile choices, same greedy tokens', { skip: SKIP_SHARED }, async () => {
   const ref = await loadModel(M260(), { backend: 'cpu-ref' });
   const fast = await loadModel(M260(), { backend: 'wasm' });
   const prompt = 'Once upon a time, there was a girl named Lily. She had a red ball. She liked to play with it in the park!';
   for (const recovery of [0.9, 0.95]) {
-    const o = { temperature: 0, maxTokens: 80, cache: { policy: 'fastgen' as const, recovery } };
+    const o = { temperature: 0, maxTokens: 80, cache: { policy: 'fastgen' as const, variant: 'paper' as const, recovery } };
     const r1 = await ref.complete(prompt, o);
     const r2 = await fast.complete(prompt, o);
     assert.deepEqual(r2.profile?.map((l) => l.map((h) => h.policy)), r1.profile?.map((l) => l.map((h) => h.policy)));
     assert.deepEqual(r2.tokens, r1.tokens);
     assert.equal(r2.kv.kvBytes, r1.kv.kvBytes);
   }
+  fast.dispose();
+});
+
+test('wasm and cpu-ref agree under FastGen (lattice): same recoveries; choices differ only where a candidate ties T', { skip: SKIP_SHARED }, async () => {
+  const ref = await loadModel(M260(), { backend: 'cpu-ref' });
+  const fast = await loadModel(M260(), { backend: 'wasm' });
+  const prompt = 'Once upon a time, there was a girl named Lily. She had a red ball. She liked to play with it in the park!';
+  let heads = 0;
+  let differ = 0;
+  for (const recovery of [0.9, 0.95]) {
+    const o = { temperature: 0, maxTokens: 1, cache: { policy: 'fastgen' as const, recovery } };
+    const p1 = (await ref.complete(prompt, o)).profile!;
+    const p2 = (await fast.complete(prompt, o)).profile!;
+    p1.forEach((layer, l) => layer.forEach((h1, h) => {
+      const h2 = p2[l][h];
+      heads++;
+      // f64 sums (cpu-ref) against f32 sums (wasm): every candidate's recovery within 1e-5.
+      h1.recoveries.forEach((r, c) => assert.ok(Math.abs(r.recovery - h2.recoveries[c].recovery) < 1e-5, `${l}/${h} ${r.policy}`));
+      if (h1.policy === h2.policy) return;
+      differ++;
+      const near = (name: string) => Math.abs(h1.recoveries.find((r) => r.policy === name)!.recovery - recovery) < 1e-5;
+      assert.ok(near(h1.policy) || near(h2.policy), `layer ${l} head ${h}: ${h1.policy} vs ${h2.policy} with no candidate at T`);
+    }));
+  }
+  assert.ok(differ <= heads / 10, `${differ} of ${heads} choices differ`);
   fast.dispose();
 });
 

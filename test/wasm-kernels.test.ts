@@ -396,8 +396,9 @@ test('paged attention matches the reference: f32 and f16 pages, page table, caus
   }
 });
 
-test('attention_rows = attention row by row over growing slot prefixes (accumulator, band, f32 and f16 pages)', () => {
-  for (const kvHalf of [false, true]) for (const [headDim, pageTokens, older, rows, bandWidth] of [[48, 16, 0, 37, 9], [6, 5, 7, 4, 0], [10, 3, 2, 1, -1]]) {
+test('attention_rows = attention row by row over growing slot prefixes (accumulator, several bands, f32 and f16 pages)', () => {
+  const cases: [number, number, number, number, number[]][] = [[48, 16, 0, 37, [3, 9, 40]], [6, 5, 7, 4, [0]], [10, 3, 2, 1, []]];
+  for (const kvHalf of [false, true]) for (const [headDim, pageTokens, older, rows, widths] of cases) {
     const nSlots = older + rows;
     const nPages = Math.ceil(nSlots / pageTokens) + 2;
     const E = kvHalf ? 2 : 4;
@@ -416,11 +417,13 @@ test('attention_rows = attention row by row over growing slot prefixes (accumula
       } else poolP = rt.putF32(pool);
       const qP = rt.putF32(q), out = rt.putF32(new Float32Array(rows * qDim).fill(7)), tableP = rt.putI32(pageTable);
       const probs = rt.alloc(nSlots * 4);
-      const accum = rt.putF32(new Float32Array(nSlots)), band = rt.putF32(new Float32Array(nSlots));
+      const K = widths.length;
+      const accum = rt.putF32(new Float32Array(nSlots)), band = rt.putF32(new Float32Array(K * nSlots + 1));
+      const desc = rt.putI32(Int32Array.from([K, nSlots * 4, ...widths]));
       rt.exports.attention_rows(out, probs, qP, qDim * 4, rows, older, poolP, tableP, pageTokens, headDim, scale, accum,
-        bandWidth >= 0 ? band : 0, bandWidth, kvHalf ? 1 : 0);
+        K ? band : 0, desc, kvHalf ? 1 : 0);
       const wantAccum = new Float32Array(nSlots);
-      const wantBand = new Float32Array(nSlots);
+      const wantBand = new Float32Array(K * nSlots + 1);
       const got = rt.f32(out, rows * qDim);
       for (let j = 0; j < rows; j++) {
         const want = ref.pagedAttention(q.subarray(j * qDim, j * qDim + headDim), pool, pageTable, older + j + 1, pageTokens, headDim, scale);
@@ -428,12 +431,15 @@ test('attention_rows = attention row by row over growing slot prefixes (accumula
         assert.ok(got.subarray(j * qDim + headDim, (j + 1) * qDim).every((x) => x === 7), 'other heads untouched');
         want.probs.forEach((p, s) => {
           wantAccum[s] += p;
-          if (older + j - s <= bandWidth) wantBand[s] += p;
+          widths.forEach((w, k) => {
+            if (older + j - s <= w) wantBand[k * nSlots + s] += p;
+          });
         });
       }
-      const label = `${kvHalf ? 'f16' : 'f32'} d=${headDim} page=${pageTokens} older=${older} rows=${rows} w=${bandWidth}`;
+      const label = `${kvHalf ? 'f16' : 'f32'} d=${headDim} page=${pageTokens} older=${older} rows=${rows} w=${widths}`;
       assertClose(rt.f32(accum, nSlots), wantAccum, 1, `${label} accum`);
-      assertClose(rt.f32(band, nSlots), bandWidth >= 0 ? wantBand : new Float32Array(nSlots), 1, `${label} band`);
+      // Each band's sums in its own row of the buffer; the float past them untouched.
+      assertClose(rt.f32(band, K * nSlots + 1), wantBand, 1, `${label} bands`);
     });
   }
 });

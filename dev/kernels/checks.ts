@@ -326,13 +326,16 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64): Promise
 /** FastGen's profiling statistics: column and band sums per query head of a prompt from an empty cache. */
 export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckResult> {
   const s = await cacheScenario(ops, seed, [0, 0], [0, 0]);
-  const band = 1;
+  const bands = [0, 2];
   const fromRow = 1; // SnapKV's observation window starts inside the pass
-  const flags = s.pass.slice();
+  const flags = new Uint32Array(s.pass.length + 3);
+  flags.set(s.pass);
+  flags.set([bands.length, ...bands], s.pass.length); // the band list at the end of the pass buffer
+  s.b.pass = await buf(ops.gpu, flags.length * 4);
   // item 0's heads profile (statistics from offset 0), item 1's track nothing.
   for (let h = 0; h < s.nKvHeads; h++) {
     const head = (0 * s.nLayers + s.layer) * s.nKvHeads + h;
-    flags.set([2, 0, band, fromRow], s.offs.flags + 4 * head);
+    flags.set([2, 0, flags.length - 3, fromRow], s.offs.flags + 4 * head);
   }
   ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
   const enc = new StepEncoder(ops.gpu);
@@ -340,18 +343,20 @@ export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckRes
   ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
   enc.submit();
   const n = s.items[0].rows;
-  const got = await readF32(ops.gpu, s.b.stats, 0, 2 * s.nHeads * n);
+  const got = await readF32(ops.gpu, s.b.stats, 0, (1 + bands.length) * s.nHeads * n);
   let err = 0;
   for (let qh = 0; qh < s.nHeads; qh++) {
     const col = new Float64Array(n);
-    const bandSums = new Float64Array(n);
+    const bandSums = bands.map(() => new Float64Array(n));
     for (let t = 0; t < n; t++) {
       const { probs } = referenceAttention(s, 0, t, qh);
-      if (t >= fromRow) probs.forEach((p, j) => { col[j] += p; if (t - j <= band) bandSums[j] += p; });
+      if (t >= fromRow) probs.forEach((p, j) => { col[j] += p; bands.forEach((w, k) => { if (t - j <= w) bandSums[k][j] += p; }); });
     }
-    err = Math.max(err, maxAbsDiff(got.subarray(2 * qh * n, 2 * qh * n + n), col), maxAbsDiff(got.subarray(2 * qh * n + n, 2 * qh * n + 2 * n), bandSums));
+    const at = qh * (1 + bands.length) * n;
+    err = Math.max(err, maxAbsDiff(got.subarray(at, at + n), col));
+    bandSums.forEach((b, k) => { err = Math.max(err, maxAbsDiff(got.subarray(at + (1 + k) * n, at + (2 + k) * n), b)); });
   }
-  return result('profiling column/band sums (from a row on)', err, 1e-5);
+  return result('profiling column sums and two band sums (from a row on)', err, 1e-5);
 }
 
 /**

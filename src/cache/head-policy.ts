@@ -68,9 +68,14 @@ export function maxKept(p: HeadPolicy, seqLength: number): number {
   return Math.min(seqLength, Math.min(r.sinks, seqLength) + r.window + r.heavy);
 }
 
+/** A policy's name without its sizes: 'special+frequent@0.1+local@0.2' → 'special+frequent+local'. */
+export function policyFamily(name: string): string {
+  return name.replace(/@[0-9.e-]+/g, '');
+}
+
 /** Short letter per policy for terminal grids: S, P, F (…+frequent), L (…+local), K (sink), * (full). */
 export function policyLetter(name: string): string {
   if (name === 'full') return '*';
-  const last = name.split('+').pop()!;
+  const last = policyFamily(name).split('+').pop()!;
   return { special: 'S', punct: 'P', frequent: 'F', local: 'L', sink: 'K', snapkv: 'V' }[last] ?? '?';
 }

@@ -28,6 +28,7 @@ Options:
       --kv-dtype f32|f16     KV cache element type (in-process server)
       --threads N            worker threads for backends that use them
       --url URL              use a running server on this machine instead (e.g. http://127.0.0.1:8080)
+      --api-key KEY          that server's API key (default: the FASTGEN_API_KEY environment variable)
   -c, --clients N            concurrent clients (default 8)
   -n, --requests N           requests per run (default 2 × clients)
       --kv-budget SIZE       KV budget (default: what a full cache needs for about a third of the clients' largest requests)
@@ -48,6 +49,7 @@ const flags = {
   'kv-dtype': { type: 'string' },
   threads: { type: 'string' },
   url: { type: 'string' },
+  'api-key': { type: 'string' },
   clients: { type: 'string', short: 'c' },
   requests: { type: 'string', short: 'n' },
   'kv-budget': { type: 'string' },
@@ -80,6 +82,8 @@ export interface LoadtestOptions {
   temperature: number;
   seed: number;
   timeoutMs: number;
+  /** Bearer key of a running server started with --api-key (--url). */
+  apiKey?: string;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -153,15 +157,15 @@ function isLoopback(url: URL): boolean {
   return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
 }
 
-async function getJson(url: string, init?: { method?: string; body?: string }): Promise<any> {
-  const r = await httpCall(url, init?.method ?? 'GET', init?.body, 120_000);
+async function getJson(url: string, init?: { method?: string; body?: string; apiKey?: string }): Promise<any> {
+  const r = await httpCall(url, init?.method ?? 'GET', init?.body, 120_000, init?.apiKey);
   const text = await readAll(r.body);
   if (r.status !== 200) throw new Error(`${init?.method ?? 'GET'} ${url}: HTTP ${r.status}: ${text.slice(0, 300)}`);
   return JSON.parse(text);
 }
 
-async function getMetrics(base: string): Promise<Map<string, number>> {
-  const r = await httpCall(`${base}/metrics`, 'GET', undefined, 120_000);
+async function getMetrics(base: string, apiKey: string | undefined): Promise<Map<string, number>> {
+  const r = await httpCall(`${base}/metrics`, 'GET', undefined, 120_000, apiKey);
   return parsePrometheus(await readAll(r.body));
 }
 
@@ -174,7 +178,7 @@ interface WorkItem {
 
 /** Deterministic workload: prompts cut from an in-domain text at varied offsets, lengths drawn from the ranges. */
 async function buildWorkload(base: string, model: string, ctx: number, o: LoadtestOptions): Promise<WorkItem[]> {
-  const tok = await getJson(`${base}/tokenize`, { method: 'POST', body: JSON.stringify({ model, prompt: CALIBRATION_TEXT }) });
+  const tok = await getJson(`${base}/tokenize`, { method: 'POST', body: JSON.stringify({ model, prompt: CALIBRATION_TEXT }), apiKey: o.apiKey });
   const ids: number[] = tok.tokens;
   const bos = ids[0];
   const body = ids.slice(1);
@@ -206,9 +210,11 @@ interface HttpReply {
  * One HTTP request on a fresh connection (no keep-alive pool: a pooled connection that the server closes while
  * idle would fail the next request sent on it, which a load test must not mistake for a server failure).
  */
-function httpCall(url: string, method: string, body: string | undefined, timeoutMs: number): Promise<HttpReply> {
+function httpCall(url: string, method: string, body: string | undefined, timeoutMs: number, apiKey?: string): Promise<HttpReply> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, { method, agent: false, headers: body ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : {}, timeout: timeoutMs });
+    const headers: Record<string, string | number> = body ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } : {};
+    if (apiKey !== undefined) headers.Authorization = `Bearer ${apiKey}`;
+    const req = httpRequest(url, { method, agent: false, headers, timeout: timeoutMs });
     req.on('response', (res) => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: res }));
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
     req.on('error', reject);
@@ -250,7 +256,7 @@ async function runOne(base: string, model: string, item: WorkItem, cache: Record
   try {
     let res: HttpReply;
     for (;;) {
-      res = await httpCall(`${base}/v1/completions`, 'POST', payload, o.timeoutMs);
+      res = await httpCall(`${base}/v1/completions`, 'POST', payload, o.timeoutMs, o.apiKey);
       if (res.status !== 429 || rec.retries429 >= 50) break;
       rec.retries429++;
       await readAll(res.body);
@@ -320,10 +326,10 @@ async function runOne(base: string, model: string, item: WorkItem, cache: Record
   return rec;
 }
 
-async function waitIdle(base: string, timeoutMs: number): Promise<void> {
+async function waitIdle(base: string, timeoutMs: number, apiKey: string | undefined): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
-    const m = await getMetrics(base);
+    const m = await getMetrics(base, apiKey);
     if ((m.get('fastgen_requests_running') ?? 0) === 0 && (m.get('fastgen_requests_waiting') ?? 0) === 0) return;
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -339,7 +345,7 @@ async function runPhase(
   pageBytes: number,
   server: FastgenServer | undefined,
 ): Promise<PhaseReport> {
-  await waitIdle(base, 60_000);
+  await waitIdle(base, 60_000, o.apiKey);
   // In-process: the scheduler's exact peaks, reset for this run (polling /metrics, used for --url, samples them).
   const sched = server?.scheduler;
   if (sched) {
@@ -349,7 +355,7 @@ async function runPhase(
   }
   const takesRecovery = cachePolicy(cacheName).options.some((s) => s.key === 'recovery');
   const cache: Record<string, unknown> = takesRecovery ? { policy: cacheName, recovery: o.recovery } : { policy: cacheName };
-  const before = await getMetrics(base);
+  const before = await getMetrics(base, o.apiKey);
   let peakRunning = 0;
   let peakWaiting = 0;
   let peakPages = 0;
@@ -357,7 +363,7 @@ async function runPhase(
   const poller = (async () => {
     while (polling) {
       try {
-        const m = await getMetrics(base);
+        const m = await getMetrics(base, o.apiKey);
         peakRunning = Math.max(peakRunning, m.get('fastgen_requests_running') ?? 0);
         peakWaiting = Math.max(peakWaiting, m.get('fastgen_requests_waiting') ?? 0);
         peakPages = Math.max(peakPages, m.get('fastgen_kv_pages_used') ?? 0);
@@ -382,7 +388,7 @@ async function runPhase(
   const makespanS = (performance.now() - t0) / 1000;
   polling = false;
   await poller;
-  const after = await getMetrics(base);
+  const after = await getMetrics(base, o.apiKey);
   if (sched) {
     peakRunning = Math.max(peakRunning, sched.peakRunning);
     peakWaiting = Math.max(peakWaiting, sched.peakWaiting);
@@ -453,10 +459,10 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestReport> {
       await server.ready;
       base = server.url;
     }
-    const models = await getJson(`${base}/v1/models`);
+    const models = await getJson(`${base}/v1/models`, { apiKey: o.apiKey });
     const model: string = models.data[0].id;
     const ctx: number = models.data[0].max_model_len;
-    const m0 = await getMetrics(base);
+    const m0 = await getMetrics(base, o.apiKey);
     const budgetBytes = m0.get('fastgen_kv_bytes_budget') ?? Number.POSITIVE_INFINITY;
     const budgetPages = m0.get('fastgen_kv_pages_total') ?? Number.POSITIVE_INFINITY;
     const pageBytes = budgetPages > 0 && Number.isFinite(budgetPages) ? Math.floor(budgetBytes / budgetPages) : 0;
@@ -467,6 +473,7 @@ export async function runLoadtest(o: LoadtestOptions): Promise<LoadtestReport> {
       await getJson(`${base}/v1/completions`, {
         method: 'POST',
         body: JSON.stringify({ model, prompt: work[0].prompt.slice(0, 8), max_tokens: 4, ignore_eos: true, cache: { policy: name } }),
+        apiKey: o.apiKey,
       });
     }
 
@@ -587,6 +594,7 @@ export function parseLoadtestArgs(args: string[]): (LoadtestOptions & { json: bo
       threads: numFlag(v.threads, 'threads', { integer: true, min: 1 }),
     },
     url: v.url,
+    apiKey: v['api-key'] ?? process.env.FASTGEN_API_KEY,
     clients,
     requests,
     kvBudgetBytes: v['kv-budget'] ? parseSize(v['kv-budget'], '--kv-budget') : undefined,

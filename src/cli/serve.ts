@@ -5,7 +5,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { CacheOptions } from '../cache/policies/index.js';
-import { FastgenError } from '../errors.js';
+import { FastgenError, InvalidOptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
 import { numFlag, parseSize } from '../server/util.js';
@@ -15,7 +15,7 @@ export const SERVE_USAGE = `Usage: fastgen serve [options]
 
 Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
 
-Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models,
+Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models[/ID],
            GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize
 
 Options:
@@ -32,9 +32,18 @@ Options:
   default cache policy (fastgen unless given) and its options:
 ${cacheFlagsHelp('      ')}
       --max-running N         most requests in the running batch (default 64)
-      --max-queue N           most requests waiting for KV memory; beyond it 429 (default 256)
+      --max-queue N           most requests waiting beyond the free running slots; beyond it 429 (default 256;
+                              0 = no waiting room: a request runs at once or gets a 429)
       --served-model-name ID  model id clients send in "model" (default: the model's name)
       --shutdown-timeout S    on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)
+      --api-key KEY           require 'Authorization: Bearer KEY' on every endpoint but /health
+                              (default: the FASTGEN_API_KEY environment variable, if set)
+      --allowed-origins LIST  browser origins allowed to call the API (CORS), comma-separated, or '*' (default: none)
+      --allowed-hosts LIST    Host names accepted besides localhost when bound to loopback without an API key
+                              (DNS-rebinding protection; e.g. the public name a reverse proxy passes on)
+      --body-timeout S        seconds a client has to send its request body (default 60) → 408
+      --headers-timeout S     seconds a client has to send its request headers (default 30) → 408
+      --max-connections N     open connections at most; more get a 503 (default 512)
       --no-calibrate          skip the FastGen capacity estimate at startup
   -q, --quiet                 no per-request log lines
   -h, --help                  show this help
@@ -58,6 +67,12 @@ const flags = {
   'max-queue': { type: 'string' },
   'served-model-name': { type: 'string' },
   'shutdown-timeout': { type: 'string' },
+  'api-key': { type: 'string' },
+  'allowed-origins': { type: 'string' },
+  'allowed-hosts': { type: 'string' },
+  'body-timeout': { type: 'string' },
+  'headers-timeout': { type: 'string' },
+  'max-connections': { type: 'string' },
   'no-calibrate': { type: 'boolean' },
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
@@ -71,8 +86,13 @@ export function logLine(line: string): void {
   process.stderr.write(`INFO ${timestamp()} [fastgen] ${line}\n`);
 }
 
+function list(v: string | undefined): string[] | undefined {
+  const items = v?.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+  return items?.length ? items : undefined;
+}
+
 /** Options of `serve` parsed into server options (exported for the load tester and tests). */
-export function parseServeArgs(args: string[]) {
+export function parseServeArgs(args: string[], env: NodeJS.ProcessEnv = process.env) {
   const { values: v } = parseArgs({ args, options: flags, allowPositionals: false, strict: true });
   const budget = parseSize(v['kv-budget'] ?? '512MiB', '--kv-budget');
   const cache: CacheOptions = cacheOptions(v) ?? { policy: 'fastgen' };
@@ -100,7 +120,24 @@ export function parseServeArgs(args: string[]) {
     shutdownMs: (numFlag(v['shutdown-timeout'], 'shutdown-timeout', { min: 0 }) ?? 30) * 1000,
     calibrate: v['no-calibrate'] !== true,
     quiet: v.quiet === true,
+    apiKey: apiKey(v['api-key'] ?? env.FASTGEN_API_KEY),
+    allowedOrigins: list(v['allowed-origins']),
+    allowedHosts: list(v['allowed-hosts']),
+    bodyTimeoutMs: seconds(v['body-timeout'], 'body-timeout'),
+    headersTimeoutMs: seconds(v['headers-timeout'], 'headers-timeout'),
+    maxConnections: numFlag(v['max-connections'], 'max-connections', { integer: true, min: 1 }),
   };
+}
+
+function apiKey(key: string | undefined): string | undefined {
+  if (key === undefined) return undefined;
+  if (key.trim() === '') throw new InvalidOptionError('--api-key (or FASTGEN_API_KEY) is empty; give a key or leave it unset', '--api-key');
+  return key.trim();
+}
+
+function seconds(v: string | undefined, flag: string): number | undefined {
+  const s = numFlag(v, flag, { min: 0.001, max: 86_400 });
+  return s === undefined ? undefined : Math.round(s * 1000);
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
@@ -119,6 +156,12 @@ export async function serveCommand(args: string[]): Promise<number> {
       maxWaiting: o.maxWaiting,
       servedModelName: o.servedModelName,
       calibrate: o.calibrate,
+      apiKey: o.apiKey,
+      allowedOrigins: o.allowedOrigins,
+      allowedHosts: o.allowedHosts,
+      bodyTimeoutMs: o.bodyTimeoutMs,
+      headersTimeoutMs: o.headersTimeoutMs,
+      maxConnections: o.maxConnections,
       log: logLine,
       logRequests: !o.quiet,
     });

@@ -1,6 +1,7 @@
 /** Summaries over prompts and the invariants every run must satisfy, whatever the model. */
 import { mean, quantile, wilsonInterval, winRate, type JudgeOutcome } from './metrics.js';
 import type { PromptCategory } from './prompts.js';
+import { policyFamily } from '../cache/head-policy.js';
 import type { ConfigResult, ConfigSpec, EvalReport, Invariant, PointSummary, PromptResult } from './types.js';
 
 export function summarize(specs: readonly ConfigSpec[], prompts: readonly PromptResult[]): PointSummary[] {
@@ -58,7 +59,9 @@ export function summarize(specs: readonly ConfigSpec[], prompts: readonly Prompt
         const pol = r.policies ?? [];
         const perLayer = pol[0]?.length ?? 0;
         pol.forEach((heads, l) =>
-          heads.forEach((name, h) => {
+          heads.forEach((chosen, h) => {
+            // By family: the lattice's sizes (frequent@0.1) would make one series per size.
+            const name = policyFamily(chosen);
             const i = l * perLayer + h;
             const e = byPolicy.get(name) ?? { heads: 0, promised: 0, achieved: 0 };
             e.heads++;
@@ -136,7 +139,7 @@ export function checkInvariants(specs: readonly ConfigSpec[], points: readonly P
           : `differs on ${bad.length} of ${rs.length} prompts (first: ${bad[0].p.prompt.source}; KL sum ${bad[0].r.tf.klSum})`,
     });
   }
-  for (const group of ['sweep', 'gqa-min'] as const) {
+  for (const group of ['sweep', 'gqa-alt'] as const) {
     const series = points.filter((p) => p.group === group).sort((a, b) => b.T - a.T);
     if (series.length < 2) continue;
     let ok = true;
@@ -149,7 +152,7 @@ export function checkInvariants(specs: readonly ConfigSpec[], points: readonly P
       for (let i = 1; i < byT.length; i++) if (byT[i].tf.pruned < byT[i - 1].tf.pruned - 1e-12) promptViolations++;
     }
     out.push({
-      name: `pruning never decreases as T falls${group === 'gqa-min' ? ' (gqa min)' : ''}`,
+      name: `pruning never decreases as T falls${group === 'gqa-alt' ? ' (gqa mean)' : ''}`,
       ok,
       detail: `${series.map((s) => `T ${s.T}: ${pct(s.pruned)}`).join(', ')}; per-prompt inversions: ${promptViolations}`,
     });

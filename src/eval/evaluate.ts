@@ -81,6 +81,7 @@ export function resolveSettings(opts: EvalOptions, contextLength: number): EvalS
   return {
     thresholds: [...new Set(thresholds)].sort((a, b) => b - a),
     baselines: CACHE_POLICIES.filter((p) => p.baseline).map((p) => p.name as BaselineName),
+    paper: !quick,
     ablation: opts.ablation ?? !quick,
     ablationT: 0.98,
     gqaMin: true,

@@ -17,7 +17,8 @@ function sweep(r: EvalReport): PointSummary[] {
 
 function label(p: PointSummary): string {
   if (p.group === 'ablation') return `without ${p.exclude?.join(', ')}`;
-  if (p.group === 'gqa-min') return 'fastgen (gqa min)';
+  if (p.group === 'gqa-alt') return 'fastgen (gqa mean)';
+  if (p.group === 'paper') return 'fastgen (paper)';
   return p.method;
 }
 
@@ -64,7 +65,7 @@ function tables(r: EvalReport, md: boolean): Tables {
   const brows: string[][] = [];
   for (const f of sw) {
     if (f.T >= 1) continue;
-    const group = [f, ...r.points.filter((p) => p.group === 'baseline' && p.T === f.T)];
+    const group = [f, ...r.points.filter((p) => (p.group === 'paper' || p.group === 'baseline') && p.T === f.T)];
     for (const p of group) {
       brows.push([
         String(f.T),
@@ -105,7 +106,7 @@ function tables(r: EvalReport, md: boolean): Tables {
     ]);
     ablation = table([`hybrid set at T = ${abl[0].T}`, 'pruned %', 'win rate % [95% CI]', 'PPL', 'KL nats/tok', 'ROUGE-L', 'recovery achieved %'], rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']);
   }
-  const mins = r.points.filter((p) => p.group === 'gqa-min');
+  const mins = r.points.filter((p) => p.group === 'gqa-alt');
   let gqa: string | undefined;
   if (mins.length) {
     const rows: string[][] = [];

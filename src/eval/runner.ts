@@ -36,16 +36,20 @@ export function configSpecs(settings: EvalSettings, nHeads: number, nKvHeads: nu
   const out: ConfigSpec[] = [];
   const Ts = [...settings.thresholds].sort((a, b) => b - a);
   for (const T of Ts) {
-    out.push({ key: `fastgen@${T}`, group: 'sweep', method: 'fastgen', T, gqa: 'mean' });
+    out.push({ key: `fastgen@${T}`, group: 'sweep', method: 'fastgen', T, gqa: nKvHeads < nHeads ? 'min' : 'mean' });
     if (T < 1) for (const b of settings.baselines) out.push({ key: `${b}@${T}`, group: 'baseline', method: b, T });
+    // The paper's own algorithm at the same T, beside the default variant.
+    if (T < 1 && settings.paper) out.push({ key: `fastgen-paper@${T}`, group: 'paper', method: 'fastgen', T, gqa: 'mean', variant: 'paper' });
   }
   if (settings.ablation) {
     for (const p of HYBRID_ORDER) {
-      out.push({ key: `fastgen@${settings.ablationT}-${p}`, group: 'ablation', method: 'fastgen', T: settings.ablationT, gqa: 'mean', exclude: [p] });
+      // The paper's Table 4, on the paper's algorithm.
+      out.push({ key: `fastgen@${settings.ablationT}-${p}`, group: 'ablation', method: 'fastgen', T: settings.ablationT, gqa: 'mean', exclude: [p], variant: 'paper' });
     }
   }
   if (settings.gqaMin && nKvHeads < nHeads) {
-    for (const T of Ts) if (T < 1) out.push({ key: `fastgen-min@${T}`, group: 'gqa-min', method: 'fastgen', T, gqa: 'min' });
+    // The other rule than the default (min) for a KV head's recovery over its query group.
+    for (const T of Ts) if (T < 1) out.push({ key: `fastgen-mean@${T}`, group: 'gqa-alt', method: 'fastgen', T, gqa: 'mean' });
   }
   return out;
 }
@@ -130,7 +134,7 @@ export class PromptEvaluator {
         let cache: CacheOptions;
         let target: number | undefined;
         if (spec.method === 'fastgen') {
-          cache = { policy: 'fastgen', recovery: spec.T, gqa: spec.gqa, exclude: spec.exclude };
+          cache = { policy: 'fastgen', variant: spec.variant, recovery: spec.T, gqa: spec.gqa, exclude: spec.exclude };
         } else {
           target = ratioAt.get(spec.T);
           if (target === undefined) throw new Error(`internal: baseline ${spec.key} before its FastGen point`);

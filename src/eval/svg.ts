@@ -8,11 +8,13 @@ import type { EvalReport, PointSummary } from './types.js';
 
 export const METHOD_COLORS: Record<string, string> = {
   fastgen: '#d62728',
-  'fastgen-min': '#9467bd',
+  'fastgen-mean': '#9467bd',
+  'fastgen-paper': '#8c564b',
   local: '#1f77b4',
   frequent: '#2ca02c',
   'local+frequent': '#ff7f0e',
   'sink+local': '#17becf',
+  snapkv: '#e377c2',
   full: '#000000',
 };
 
@@ -111,7 +113,7 @@ export function qualityVsKvSvg(report: EvalReport): string {
   const bySeries = new Map<string, PointSummary[]>();
   for (const p of report.points) {
     if (p.group === 'ablation') continue;
-    const name = p.group === 'gqa-min' ? 'fastgen-min' : p.method;
+    const name = p.group === 'gqa-alt' ? 'fastgen-mean' : p.group === 'paper' ? 'fastgen-paper' : p.method;
     if (!bySeries.has(name)) bySeries.set(name, []);
     bySeries.get(name)!.push(p);
   }
@@ -122,8 +124,8 @@ export function qualityVsKvSvg(report: EvalReport): string {
   const mk = (metric: (p: PointSummary) => number, withFull?: number) =>
     [...bySeries.entries()].map(([name, pts]) => {
       const points = pts.map((p) => ({ x: kept(p), y: metric(p), label: `T=${p.T}` }));
-      if (withFull !== undefined && name !== 'fastgen' && name !== 'fastgen-min') points.push({ x: 100, y: withFull, label: 'full' });
-      return { name, color: METHOD_COLORS[name] ?? '#666', points, dashed: name === 'fastgen-min' } as Series;
+      if (withFull !== undefined && !name.startsWith('fastgen')) points.push({ x: 100, y: withFull, label: 'full' });
+      return { name, color: METHOD_COLORS[name] ?? '#666', points, dashed: name === 'fastgen-mean' || name === 'fastgen-paper' } as Series;
     });
   const klVals = all.map((p) => p.kl).filter((v) => v > 0);
   const klMin = klVals.length ? 10 ** Math.floor(Math.log10(Math.min(...klVals))) : 1e-3;
@@ -147,7 +149,7 @@ export function qualityVsKvSvg(report: EvalReport): string {
   parts.push(panel(2 * W, 28, W, H, 'greedy agreement', xa, rAxis, mk((p) => p.rougeL, 1)));
   let lx = 10;
   for (const name of bySeries.keys()) {
-    parts.push(`<rect x="${lx}" y="${H + 52}" width="14" height="4" fill="${METHOD_COLORS[name] ?? '#666'}"/><text x="${lx + 18}" y="${H + 58}">${esc(name === 'fastgen-min' ? 'fastgen (gqa min)' : name)}</text>`);
+    parts.push(`<rect x="${lx}" y="${H + 52}" width="14" height="4" fill="${METHOD_COLORS[name] ?? '#666'}"/><text x="${lx + 18}" y="${H + 58}">${esc(name === 'fastgen-mean' ? 'fastgen (gqa mean)' : name === 'fastgen-paper' ? 'fastgen (paper)' : name)}</text>`);
     lx += 40 + name.length * 7;
   }
   parts.push('</svg>');

@@ -11,6 +11,8 @@ export interface EvalSettings {
   thresholds: number[];
   /** Uniform baselines run at each FastGen point's achieved KV ratio (matched memory). */
   baselines: BaselineName[];
+  /** Also run the paper's variant of FastGen at every T < 1, beside the default. */
+  paper: boolean;
   /** Ablation (paper's Table 4): FastGen at `ablationT` with one basic policy left out of the hybrid set. */
   ablation: boolean;
   ablationT: number;
@@ -29,7 +31,7 @@ export interface EvalSettings {
   topP: number;
 }
 
-export type ConfigGroup = 'sweep' | 'baseline' | 'ablation' | 'gqa-min';
+export type ConfigGroup = 'sweep' | 'baseline' | 'paper' | 'ablation' | 'gqa-alt';
 
 /** One cache configuration evaluated on every prompt. */
 export interface ConfigSpec {
@@ -40,6 +42,8 @@ export interface ConfigSpec {
   /** FastGen: its threshold; baselines: the FastGen point whose KV ratio they match. */
   T: number;
   gqa?: 'mean' | 'min';
+  /** FastGen: the variant ('paper' for the published chain; the default otherwise). */
+  variant?: 'paper' | 'lattice';
   exclude?: BasicPolicyName[];
 }
 

@@ -189,10 +189,17 @@ export class Model {
     return messages.map((m) => m.content).join('\n');
   }
 
+  /**
+   * The chat prompt's ids: the template's markers are special tokens, message content is always plain text (typing a
+   * special token's text into a message does not make it that token). A rendered template carries its own BOS.
+   */
+  encodeChat(messages: readonly ChatMessage[]): number[] {
+    const text = this.renderChat(messages); // validates; the plain-text rendering when there is no template
+    return this.tokenizer.hasChatTemplate ? this.tokenizer.encodeChat(messages, { addGenerationPrompt: true }) : this.encode(text);
+  }
+
   chat(messages: readonly ChatMessage[], opts: GenerateOptions = {}): Generation {
-    const text = this.renderChat(messages);
-    // A rendered template already carries its own BOS when the template wants one.
-    return this.generate(text, { ...opts, addBos: opts.addBos ?? (this.tokenizer.hasChatTemplate ? false : undefined) });
+    return this.generate(this.encodeChat(messages), opts);
   }
 
   /** Run the prompt through the model with a FastGen cache and report every head's choice (no generation). */

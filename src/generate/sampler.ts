@@ -23,7 +23,7 @@
  * Sorts use packed (logit-bits, id) float64 keys with the native numeric sort. Scratch buffers are allocated once
  * per Sampler; a sample() call allocates only O(1) small objects.
  */
-import { InvalidOptionError } from '../errors.js';
+import { InvalidOptionError, NonFiniteLogitsError } from '../errors.js';
 import { Xoshiro128StarStar, randomSeed } from './rng.js';
 
 export interface SamplingOptions {
@@ -35,7 +35,10 @@ export interface SamplingOptions {
   topP?: number;
   /** Drop tokens less likely than minP × the most likely one. In [0, 1). Default 0 (off). */
   minP?: number;
-  /** CTRL repetition penalty, finite, > 0. 1 (default) = off; > 1 discourages repeats, < 1 encourages them. */
+  /**
+   * CTRL repetition penalty in [1e-3, 1e3]. 1 (default) = off; > 1 discourages repeats, < 1 encourages them. (Beyond
+   * that range a penalised f32 logit can overflow to ±Infinity.)
+   */
   repetitionPenalty?: number;
   /** How many of the most recent tokens the penalty looks at. Integer ≥ 0 or Infinity (default: all). 0 = none. */
   repetitionWindow?: number;
@@ -102,9 +105,9 @@ export function validateSamplingOptions(o: SamplingOptions = {}): NormalizedSamp
   const minP = num(o, 'minP', mRange) ?? d.minP;
   if (!(minP >= 0 && minP < 1)) throw bad('minP', mRange, minP);
 
-  const rRange = 'a finite number > 0 (1 = off)';
+  const rRange = 'in [0.001, 1000] (1 = off)';
   const repetitionPenalty = num(o, 'repetitionPenalty', rRange) ?? d.repetitionPenalty;
-  if (!Number.isFinite(repetitionPenalty) || repetitionPenalty <= 0) throw bad('repetitionPenalty', rRange, repetitionPenalty);
+  if (!(repetitionPenalty >= 1e-3 && repetitionPenalty <= 1e3)) throw bad('repetitionPenalty', rRange, repetitionPenalty);
 
   const wRange = 'an integer ≥ 0 or Infinity (all tokens)';
   const repetitionWindow = num(o, 'repetitionWindow', wRange) ?? d.repetitionWindow;
@@ -215,7 +218,7 @@ const ID_SPACE = 2 ** 21;
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
-/** max(x) for sampling: throws RangeError on NaN, +Infinity, or all −Infinity. */
+/** max(x) for sampling: throws NonFiniteLogitsError on NaN, +Infinity, or all −Infinity. */
 function samplableMax(x: Float32Array): number {
   let m = -Infinity;
   let nan = false;
@@ -224,10 +227,13 @@ function samplableMax(x: Float32Array): number {
     if (v > m) m = v;
     else if (v !== v) nan = true;
   }
-  if (nan) throw new RangeError(`logits[${x.findIndex((v) => v !== v)}] is NaN`);
-  if (m === Infinity) throw new RangeError('logits contain +Infinity');
-  if (m === -Infinity) throw new RangeError('every logit is −Infinity: no token can be sampled');
+  if (nan || !(m > -Infinity && m < Infinity)) throw nonFinite(x, nan ? x.findIndex((v) => v !== v) : x.indexOf(m));
   return m;
+}
+
+function nonFinite(x: Float32Array, i: number): NonFiniteLogitsError {
+  const what = x[i] !== x[i] ? `logits[${i}] is NaN` : x[i] === Infinity ? `logits[${i}] is +Infinity` : 'every logit is −Infinity';
+  return new NonFiniteLogitsError(`cannot sample the next token: ${what} (a numerical failure of the model or of the penalties)`);
 }
 
 export class Sampler {
@@ -282,13 +288,18 @@ export class Sampler {
   /**
    * Picks the next token. `logits` (length vocabSize) is not modified. `recentTokens` are the ids the repetition
    * penalty looks at (prompt + generated so far, as in HF); only the last `repetitionWindow` are used.
-   * Throws RangeError on a wrong length, a token id outside the vocabulary (checked while the penalty is on), or
-   * (when sampling) logits with NaN, +Infinity, or nothing but −Infinity; greedy decoding is exactly `argmax` of
-   * the penalised logits and uses no randomness.
+   * Throws RangeError on a wrong length or a token id outside the vocabulary (checked while the penalty is on), and
+   * NonFiniteLogitsError (code NON_FINITE_LOGITS) when the penalised logits hold NaN, +Infinity, or nothing but
+   * −Infinity (greedy too); greedy decoding is exactly `argmax` of the penalised logits and uses no randomness.
    */
   sample(logits: Float32Array, recentTokens?: ArrayLike<number>): number {
     const x = this.penalize(logits, recentTokens);
-    if (this.greedy) return argmax(x);
+    if (this.greedy) {
+      // argmax picks the first NaN, else a +Infinity, else (all −Infinity) index 0: any of them is not a token.
+      const i = argmax(x);
+      if (!(x[i] > -Infinity && x[i] < Infinity)) throw nonFinite(x, i);
+      return i;
+    }
     const n = this.filter(x);
     return this.draw(n);
   }

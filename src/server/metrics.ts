@@ -1,76 +1,12 @@
 /**
- * Prometheus text exposition (format 0.0.4) for the server: counters and histograms updated as requests go, gauges
- * read from the scheduler and the page pool when /metrics is scraped. No dependencies.
+ * The server's Prometheus metrics, through prom-client (one registry per server, with prom-client's default process
+ * and Node.js metrics). Counters and histograms move as requests go; gauges are read from the scheduler and the page
+ * pool when /metrics is scraped. Besides the fastgen_* names, what routers and dashboards built for vLLM read is
+ * exposed under vLLM's names, labelled with model_name: the gauges vllm:num_requests_running,
+ * vllm:num_requests_waiting, vllm:kv_cache_usage_perc, and (mirrors of the fastgen_* series) the token and request
+ * counters and the time-to-first-token, end-to-end and queue-time histograms.
  */
-
-type Labels = Record<string, string>;
-
-function labelText(l: Labels | undefined): string {
-  if (!l) return '';
-  const parts = Object.entries(l).map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`);
-  return parts.length ? `{${parts.join(',')}}` : '';
-}
-
-function num(v: number): string {
-  if (Number.isNaN(v)) return 'NaN';
-  if (v === Number.POSITIVE_INFINITY) return '+Inf';
-  if (v === Number.NEGATIVE_INFINITY) return '-Inf';
-  return String(v);
-}
-
-class Counter {
-  private readonly values = new Map<string, { labels?: Labels; value: number }>();
-  constructor(
-    readonly name: string,
-    readonly help: string,
-  ) {}
-  inc(by = 1, labels?: Labels): void {
-    const k = labelText(labels);
-    const e = this.values.get(k) ?? { labels, value: 0 };
-    e.value += by;
-    this.values.set(k, e);
-  }
-  get(labels?: Labels): number {
-    return this.values.get(labelText(labels))?.value ?? 0;
-  }
-  render(out: string[]): void {
-    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`);
-    if (this.values.size === 0) out.push(`${this.name} 0`);
-    for (const { labels, value } of this.values.values()) out.push(`${this.name}${labelText(labels)} ${num(value)}`);
-  }
-}
-
-export class Histogram {
-  private readonly counts: number[];
-  private sum = 0;
-  private count = 0;
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    readonly buckets: readonly number[],
-  ) {
-    this.counts = new Array(buckets.length).fill(0);
-  }
-  observe(v: number): void {
-    this.sum += v;
-    this.count++;
-    for (let i = 0; i < this.buckets.length; i++) if (v <= this.buckets[i]) this.counts[i]++;
-  }
-  get total(): number {
-    return this.count;
-  }
-  render(out: string[]): void {
-    out.push(`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`);
-    this.buckets.forEach((b, i) => out.push(`${this.name}_bucket{le="${num(b)}"} ${this.counts[i]}`));
-    out.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${num(this.sum)}`, `${this.name}_count ${this.count}`);
-  }
-}
-
-function gauge(out: string[], name: string, help: string, samples: { labels?: Labels; value: number }[] | number): void {
-  out.push(`# HELP ${name} ${help}`, `# TYPE ${name} gauge`);
-  if (typeof samples === 'number') out.push(`${name} ${num(samples)}`);
-  else for (const s of samples) out.push(`${name}${labelText(s.labels)} ${num(s.value)}`);
-}
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** What the scheduler and pool report at scrape time. */
 export interface GaugeSnapshot {
@@ -96,54 +32,125 @@ export interface GaugeSnapshot {
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
 
 export class ServerMetrics {
-  readonly requests = new Counter('fastgen_requests_total', 'Finished generation requests, by finish reason (stop, length, aborted, error).');
-  readonly rejected = new Counter('fastgen_requests_rejected_total', 'Requests refused before running, by reason (invalid, queue_full, shutting_down, loading).');
-  readonly promptTokens = new Counter('fastgen_prompt_tokens_total', 'Prompt tokens of admitted requests.');
-  readonly generationTokens = new Counter('fastgen_generation_tokens_total', 'Generated tokens.');
-  readonly preemptions = new Counter('fastgen_preemptions_total', 'Running requests preempted (pages released, request requeued) because KV memory ran short.');
-  readonly steps = new Counter('fastgen_scheduler_steps_total', 'Scheduler steps (one batched forward each).');
-  readonly batchedSequences = new Counter('fastgen_scheduler_batched_sequences_total', 'Sum over steps of the sequences in the step (divide by steps for the mean batch size).');
-  readonly headsProfiled = new Counter('fastgen_kv_heads_profiled_total', 'FastGen: (layer, KV head) pairs given each policy at profiling, over all requests.');
-  readonly ttft = new Histogram('fastgen_time_to_first_token_seconds', 'Time from arrival to the first generated token.', LATENCY_BUCKETS);
-  readonly e2e = new Histogram('fastgen_e2e_request_latency_seconds', 'Time from arrival to the end of the request.', LATENCY_BUCKETS);
-  readonly queueTime = new Histogram('fastgen_request_queue_time_seconds', 'Time a request waited before it was first admitted.', LATENCY_BUCKETS);
-  readonly itl = new Histogram('fastgen_inter_token_latency_seconds', 'Mean time between generated tokens, per request.', LATENCY_BUCKETS);
-  readonly peakKv = new Histogram('fastgen_request_kv_peak_bytes', 'Peak K/V bytes held per finished request.', [
+  readonly registry = new Registry();
+  /** Read at scrape time; undefined until the model is loaded. */
+  source: (() => GaugeSnapshot | undefined) | undefined;
+
+  private readonly counter = <L extends string>(name: string, help: string, labelNames: L[] = []) =>
+    new Counter<L>({ name, help, labelNames, registers: [this.registry] });
+  private readonly histogram = (name: string, help: string, buckets: number[]) => new Histogram({ name, help, buckets, registers: [this.registry] });
+
+  readonly requests = this.counter('fastgen_requests_total', 'Finished generation requests, by finish reason (stop, length, aborted, error).', ['finish_reason']);
+  readonly rejected = this.counter(
+    'fastgen_requests_rejected_total',
+    'Requests refused before running, by reason (invalid, queue_full, shutting_down, loading, unauthorized, forbidden, timeout, too_many_connections).',
+    ['reason'],
+  );
+  readonly promptTokens = this.counter('fastgen_prompt_tokens_total', 'Prompt tokens of admitted requests.');
+  readonly generationTokens = this.counter('fastgen_generation_tokens_total', 'Generated tokens.');
+  readonly preemptions = this.counter('fastgen_preemptions_total', 'Running requests preempted (pages released, request requeued) because KV memory ran short.');
+  readonly steps = this.counter('fastgen_scheduler_steps_total', 'Scheduler steps (one batched forward each).');
+  readonly batchedSequences = this.counter('fastgen_scheduler_batched_sequences_total', 'Sum over steps of the sequences in the step (divide by steps for the mean batch size).');
+  readonly headsProfiled = this.counter('fastgen_kv_heads_profiled_total', 'FastGen: (layer, KV head) pairs given each policy at profiling, over all requests.', ['policy']);
+  readonly ttft = this.histogram('fastgen_time_to_first_token_seconds', 'Time from arrival to the first generated token.', LATENCY_BUCKETS);
+  readonly e2e = this.histogram('fastgen_e2e_request_latency_seconds', 'Time from arrival to the end of the request.', LATENCY_BUCKETS);
+  readonly queueTime = this.histogram('fastgen_request_queue_time_seconds', 'Time a request waited before it was first admitted.', LATENCY_BUCKETS);
+  readonly itl = this.histogram('fastgen_inter_token_latency_seconds', 'Mean time between generated tokens, per request.', LATENCY_BUCKETS);
+  readonly peakKv = this.histogram('fastgen_request_kv_peak_bytes', 'Peak K/V bytes held per finished request.', [
     16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456, 1073741824,
   ]);
 
-  render(g: GaugeSnapshot | undefined): string {
-    const out: string[] = [];
-    if (g) {
-      gauge(out, 'fastgen_model_info', 'The served model (value 1).', [{ labels: { model: g.modelName }, value: 1 }]);
-      gauge(out, 'fastgen_requests_running', 'Requests in the running batch.', g.running);
-      gauge(out, 'fastgen_requests_waiting', 'Requests waiting for admission (KV memory).', g.waiting);
-      gauge(out, 'fastgen_requests_running_peak', 'Highest number of requests running at once since start.', g.peakRunning);
-      gauge(
-        out,
-        'fastgen_requests_running_by_policy',
-        'Running requests per cache policy.',
-        Object.entries(g.runningPerPolicy).map(([policy, value]) => ({ labels: { policy }, value })),
-      );
-      gauge(out, 'fastgen_kv_bytes_used', 'KV pool bytes in use (whole pages).', g.kvPagesUsed * g.kvPageBytes);
-      gauge(out, 'fastgen_kv_bytes_budget', 'KV pool byte budget.', g.kvBudgetBytes);
-      gauge(out, 'fastgen_kv_pages_used', 'KV pool pages in use.', g.kvPagesUsed);
-      gauge(out, 'fastgen_kv_pages_total', 'KV pool pages the budget allows.', g.kvPagesTotal);
-      gauge(out, 'fastgen_kv_pages_used_peak', 'Highest number of KV pages in use since start.', g.kvPeakPagesUsed);
-      gauge(out, 'fastgen_kv_usage_ratio', 'Fraction of the KV budget in use.', g.kvPagesTotal > 0 && Number.isFinite(g.kvPagesTotal) ? g.kvPagesUsed / g.kvPagesTotal : 0);
-      gauge(out, 'fastgen_kv_token_bytes', 'K/V bytes held for kept tokens by running requests.', g.kvTokenBytes);
-      gauge(out, 'fastgen_kv_full_bytes', 'K/V bytes a full cache would hold for the running requests.', g.kvFullBytes);
-      gauge(out, 'fastgen_kv_pruned_ratio', 'Running requests: 1 − kept K/V bytes / full-cache bytes.', g.kvFullBytes > 0 ? 1 - g.kvTokenBytes / g.kvFullBytes : 0);
-      gauge(
-        out,
-        'fastgen_kv_heads',
-        'Running requests: (layer, KV head) pairs on each cache policy.',
-        Object.entries(g.headsPerPolicy).map(([policy, value]) => ({ labels: { policy }, value })),
-      );
-    }
-    for (const c of [this.requests, this.rejected, this.promptTokens, this.generationTokens, this.preemptions, this.steps, this.batchedSequences, this.headsProfiled]) c.render(out);
-    for (const h of [this.ttft, this.e2e, this.queueTime, this.itl, this.peakKv]) h.render(out);
-    return out.join('\n') + '\n';
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+    const gauge = (name: string, help: string, read: (g: GaugeSnapshot) => number | [Record<string, string>, number][], labelNames: string[] = []) =>
+      new Gauge({
+        name,
+        help,
+        labelNames,
+        registers: [this.registry],
+        collect: ((self: ServerMetrics) =>
+          function (this: Gauge) {
+            this.reset();
+            const g = self.source?.();
+            if (!g) return;
+            const v = read(g);
+            if (typeof v === 'number') this.set(v);
+            else for (const [labels, value] of v) this.set(labels, value);
+          })(this),
+      });
+    const usage = (g: GaugeSnapshot) => (g.kvPagesTotal > 0 && Number.isFinite(g.kvPagesTotal) ? g.kvPagesUsed / g.kvPagesTotal : 0);
+    const perModel = (read: (g: GaugeSnapshot) => number) => (g: GaugeSnapshot): [Record<string, string>, number][] => [[{ model_name: g.modelName }, read(g)]];
+    gauge('fastgen_model_info', 'The served model (value 1).', (g) => [[{ model: g.modelName }, 1]], ['model']);
+    gauge('fastgen_requests_running', 'Requests in the running batch.', (g) => g.running);
+    gauge('fastgen_requests_waiting', 'Requests waiting for admission (KV memory).', (g) => g.waiting);
+    gauge('fastgen_requests_running_peak', 'Highest number of requests running at once since start.', (g) => g.peakRunning);
+    gauge('fastgen_requests_running_by_policy', 'Running requests per cache policy.', (g) => Object.entries(g.runningPerPolicy).map(([policy, n]) => [{ policy }, n]), ['policy']);
+    gauge('fastgen_kv_bytes_used', 'KV pool bytes in use (whole pages).', (g) => g.kvPagesUsed * g.kvPageBytes);
+    gauge('fastgen_kv_bytes_budget', 'KV pool byte budget.', (g) => g.kvBudgetBytes);
+    gauge('fastgen_kv_pages_used', 'KV pool pages in use.', (g) => g.kvPagesUsed);
+    gauge('fastgen_kv_pages_total', 'KV pool pages the budget allows.', (g) => g.kvPagesTotal);
+    gauge('fastgen_kv_pages_used_peak', 'Highest number of KV pages in use since start.', (g) => g.kvPeakPagesUsed);
+    gauge('fastgen_kv_usage_ratio', 'Fraction of the KV budget in use.', usage);
+    gauge('fastgen_kv_token_bytes', 'K/V bytes held for kept tokens by running requests.', (g) => g.kvTokenBytes);
+    gauge('fastgen_kv_full_bytes', 'K/V bytes a full cache would hold for the running requests.', (g) => g.kvFullBytes);
+    gauge('fastgen_kv_pruned_ratio', 'Running requests: 1 − kept K/V bytes / full-cache bytes.', (g) => (g.kvFullBytes > 0 ? 1 - g.kvTokenBytes / g.kvFullBytes : 0));
+    gauge('fastgen_kv_heads', 'Running requests: (layer, KV head) pairs on each cache policy.', (g) => Object.entries(g.headsPerPolicy).map(([policy, n]) => [{ policy }, n]), ['policy']);
+    // vLLM's names, for dashboards and routers made for vLLM.
+    gauge('vllm:num_requests_running', 'Number of requests in model execution batches (vLLM name).', perModel((g) => g.running), ['model_name']);
+    gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed (vLLM name).', perModel((g) => g.waiting), ['model_name']);
+    gauge('vllm:kv_cache_usage_perc', 'KV-cache usage: 1 means 100 percent usage (vLLM name).', perModel(usage), ['model_name']);
+    this.mirror(this.promptTokens, 'vllm:prompt_tokens_total', 'Number of prefill tokens processed (vLLM name).');
+    this.mirror(this.generationTokens, 'vllm:generation_tokens_total', 'Number of generation tokens processed (vLLM name).');
+    this.mirror(this.preemptions, 'vllm:num_preemptions_total', 'Cumulative number of preemptions (vLLM name).');
+    this.mirror(this.ttft, 'vllm:time_to_first_token_seconds', 'Histogram of time to first token in seconds (vLLM name).');
+    this.mirror(this.e2e, 'vllm:e2e_request_latency_seconds', 'Histogram of end to end request latency in seconds (vLLM name).');
+    this.mirror(this.queueTime, 'vllm:request_queue_time_seconds', 'Histogram of time spent waiting in the queue in seconds (vLLM name).');
+    // vLLM counts finished requests by finished_reason stop / length / abort (a failed request is not a success).
+    const reasons: Record<string, string> = { stop: 'stop', length: 'length', aborted: 'abort' };
+    this.mirror(this.requests, 'vllm:request_success_total', 'Count of successfully processed requests (vLLM name).', (labels) => {
+      const r = reasons[String(labels.finish_reason)];
+      return r === undefined ? undefined : { finished_reason: r };
+    });
+  }
+
+  /**
+   * Expose `metric` also under vLLM's `name`, labelled with model_name: the same observations, read at scrape time.
+   * `relabel` maps a sample's labels (undefined: leave the sample out).
+   */
+  private mirror(
+    metric: Counter<string> | Histogram<string>,
+    name: string,
+    help: string,
+    relabel: (labels: Partial<Record<string, string | number>>) => Partial<Record<string, string | number>> | undefined = (l) => l,
+  ): void {
+    const type = metric instanceof Counter ? 'counter' : 'histogram';
+    const twin = {
+      name,
+      help,
+      type,
+      get: async () => {
+        const m = await metric.get();
+        const modelName = this.source?.()?.modelName;
+        const values = [];
+        for (const v of modelName === undefined ? [] : m.values) {
+          const labels = relabel(v.labels);
+          if (!labels) continue;
+          const metricName = (v as { metricName?: string }).metricName?.replace(m.name, name);
+          values.push({ ...v, ...(metricName ? { metricName } : {}), labels: { ...labels, model_name: modelName } });
+        }
+        return { name, help, type, aggregator: m.aggregator, values };
+      },
+    };
+    this.registry.registerMetric(twin as unknown as Counter<string>);
+  }
+
+  /** The Prometheus text exposition. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
   }
 }
 

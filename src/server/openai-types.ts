@@ -1,15 +1,17 @@
 /**
  * The OpenAI-compatible wire format: request validation (into engine options) and response shapes.
  *
- * Follows the OpenAI API and the habits of vLLM / llama.cpp: unknown fields are ignored; known fields that would
- * change the meaning of the request but are not implemented (n > 1, logprobs, penalties, tools, ...) are refused with
- * a 400 rather than silently dropped. Extra fields: top_k, min_p, repetition_penalty, ignore_eos (vLLM), and `cache`
- * (the per-request KV-cache policy: { policy, recovery, local_ratio, frequent_ratio, ... } or just "fastgen").
+ * Follows the OpenAI API and the habits of vLLM / llama.cpp: unknown top-level fields are ignored; known fields that
+ * would change the meaning of the request but are not implemented (best_of, tools, logit_bias, ...) are refused with a
+ * 400 rather than silently dropped. `model` may be left out (one model is served). Extra fields: top_k, min_p,
+ * repetition_penalty, ignore_eos, stop_token_ids (vLLM), and `cache` (the per-request KV-cache policy:
+ * { policy, recovery, local_ratio, frequent_ratio, ... } or just "fastgen").
  */
 import { allCacheOptions, CACHE_POLICY_NAMES, resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { FastgenError } from '../errors.js';
 import type { GenerateOptions, StopReason } from '../generate/request.js';
 import type { ChatMessage } from '../tokenizer/types.js';
+import type { ChatLogprobs, CompletionLogprobs } from './logprobs.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Errors
@@ -45,6 +47,8 @@ const SNAKE: Record<string, string> = {
   minP: 'min_p',
   repetitionPenalty: 'repetition_penalty',
   repetitionWindow: 'repetition_window',
+  frequencyPenalty: 'frequency_penalty',
+  presencePenalty: 'presence_penalty',
   stopIds: 'stop_token_ids',
   ignoreEos: 'ignore_eos',
 };
@@ -78,14 +82,29 @@ export function toApiError(e: unknown): ApiError {
 
 /** What both endpoints share after validation. */
 export interface ParsedRequest {
-  model: string;
+  /** undefined: the one served model. */
+  model: string | undefined;
   /** undefined: the endpoint's default (16 for completions, the rest of the context for chat). */
   maxTokens: number | undefined;
   stream: boolean;
   includeUsage: boolean;
+  /** Choices to generate for the prompt (they share one prefill). */
+  n: number;
+  /** Log-probabilities: undefined = none; else how many most likely alternatives to list per token (0 = none). */
+  logprobs: number | undefined;
   /** Engine options (sampling, stop, cache) — maxTokens is filled in by the server once the prompt is tokenised. */
-  options: GenerateOptions;
+  options: GenerateOptions & { frequencyPenalty?: number; presencePenalty?: number };
 }
+
+/** What validation needs to know about the served model. */
+export interface RequestLimits {
+  vocabSize?: number;
+}
+
+/** Most choices per request (`n`). */
+export const MAX_N = 16;
+/** Most alternatives per token (`logprobs` / `top_logprobs`), as vLLM. */
+export const MAX_TOP_LOGPROBS = 20;
 
 export interface ParsedCompletionRequest extends ParsedRequest {
   prompt: string | number[];
@@ -153,6 +172,7 @@ export function parseCacheField(v: unknown, param = 'cache'): CacheOptions | und
   const typedAs = new Map<string, string>();
   const out: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(o)) {
+    // A Map: inherited names ('constructor', '__proto__') are not fields.
     const key = alias.get(k);
     if (!key) throw bad(`${param}.${k}`, `unknown field '${param}.${k}'; known: ${[...alias.keys()].filter((a) => !/[A-Z]/.test(a)).join(', ')}`, 'unknown_parameter');
     if (val === null || val === undefined) continue;
@@ -189,10 +209,9 @@ function parseStop(b: Json): string[] | undefined {
   return out.length ? out : undefined;
 }
 
-function parseCommon(b: Json, endpoint: 'completions' | 'chat'): ParsedRequest {
+function parseCommon(b: Json, endpoint: 'completions' | 'chat', limits: RequestLimits): ParsedRequest {
   const model = b.model;
-  if (model === undefined || model === null) throw bad('model', "missing required field 'model' (see GET /v1/models)", 'missing_required_parameter');
-  if (typeof model !== 'string') throw bad('model', `'model' must be a string, got ${typeName(model)}`, 'invalid_type');
+  if (model !== undefined && model !== null && typeof model !== 'string') throw bad('model', `'model' must be a string, got ${typeName(model)}`, 'invalid_type');
 
   let maxTokens = optNumber(b, 'max_tokens', { integer: true, min: 1 });
   if (endpoint === 'chat') {
@@ -209,13 +228,17 @@ function parseCommon(b: Json, endpoint: 'completions' | 'chat'): ParsedRequest {
     includeUsage = so.include_usage === true;
   }
 
-  const n = optNumber(b, 'n', { integer: true, min: 1 });
-  if (n !== undefined && n !== 1) throw bad('n', `'n' = ${n} is not supported: this server returns one choice per request`, 'unsupported_parameter');
-  unsupported(b, 'best_of', (v) => v === 1);
-  unsupported(b, 'frequency_penalty', (v) => v === 0, 'use repetition_penalty');
-  unsupported(b, 'presence_penalty', (v) => v === 0, 'use repetition_penalty');
-  unsupported(b, 'logprobs', (v) => v === false || v === 0);
-  unsupported(b, 'top_logprobs', (v) => v === 0);
+  const n = optNumber(b, 'n', { integer: true, min: 1, max: MAX_N }) ?? 1;
+  let logprobs: number | undefined;
+  if (endpoint === 'chat') {
+    const want = optBool(b, 'logprobs') ?? false;
+    const top = optNumber(b, 'top_logprobs', { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
+    if (top !== undefined && !want) throw bad('top_logprobs', "'top_logprobs' needs 'logprobs': true");
+    if (want) logprobs = top ?? 0;
+  } else {
+    logprobs = optNumber(b, 'logprobs', { integer: true, min: 0, max: MAX_TOP_LOGPROBS });
+  }
+  unsupported(b, 'best_of', (v) => v === 1 || v === n);
   unsupported(b, 'logit_bias', (v) => typeof v === 'object' && v !== null && Object.keys(v).length === 0);
   unsupported(b, 'echo', (v) => v === false);
   unsupported(b, 'suffix', (v) => v === '');
@@ -223,32 +246,40 @@ function parseCommon(b: Json, endpoint: 'completions' | 'chat'): ParsedRequest {
   unsupported(b, 'functions', (v) => Array.isArray(v) && v.length === 0);
   unsupported(b, 'response_format', (v) => typeof v === 'object' && v !== null && (v as Json).type === 'text');
 
-  const options: GenerateOptions = {
+  const options: ParsedRequest['options'] = {
     temperature: optNumber(b, 'temperature', { min: 0 }),
     topP: optNumber(b, 'top_p', { min: 0, minExclusive: true, max: 1 }),
     topK: optNumber(b, 'top_k', { integer: true, min: -1 }),
     minP: optNumber(b, 'min_p', { min: 0 }),
     repetitionPenalty: optNumber(b, 'repetition_penalty', { min: 0, minExclusive: true }),
+    frequencyPenalty: optNumber(b, 'frequency_penalty', { min: -2, max: 2 }),
+    presencePenalty: optNumber(b, 'presence_penalty', { min: -2, max: 2 }),
     seed: optNumber(b, 'seed', { integer: true }),
     stop: parseStop(b),
     ignoreEos: optBool(b, 'ignore_eos'),
     cache: parseCacheField(b.cache),
   };
   if (options.topK === -1) options.topK = 0; // vLLM: -1 = off
+  if (options.seed !== undefined && !Number.isSafeInteger(options.seed + n - 1)) {
+    throw bad('seed', `'seed' + n − 1 must be a safe integer (choice i samples with seed + i); got seed ${options.seed} with n ${n}`);
+  }
   if (b.stop_token_ids !== undefined && b.stop_token_ids !== null) {
     const ids = b.stop_token_ids;
+    const V = limits.vocabSize;
     if (!Array.isArray(ids) || ids.some((x) => !Number.isSafeInteger(x) || (x as number) < 0)) {
       throw bad('stop_token_ids', "'stop_token_ids' must be an array of non-negative integers", 'invalid_type');
     }
+    const outside = V === undefined ? undefined : (ids as number[]).find((x) => x >= V);
+    if (outside !== undefined) throw bad('stop_token_ids', `'stop_token_ids' holds ${outside}, outside the vocabulary [0, ${V})`);
     options.stopIds = ids as number[];
   }
-  for (const k of Object.keys(options) as (keyof GenerateOptions)[]) if (options[k] === undefined) delete options[k];
-  return { model, maxTokens, stream, includeUsage, options };
+  for (const k of Object.keys(options) as (keyof typeof options)[]) if (options[k] === undefined) delete options[k];
+  return { model: typeof model === 'string' ? model : undefined, maxTokens, stream, includeUsage, n, logprobs, options };
 }
 
-export function parseCompletionRequest(body: unknown): ParsedCompletionRequest {
+export function parseCompletionRequest(body: unknown, limits: RequestLimits = {}): ParsedCompletionRequest {
   const b = asObject(body);
-  const common = parseCommon(b, 'completions');
+  const common = parseCommon(b, 'completions', limits);
   let p = b.prompt;
   if (p === undefined || p === null) throw bad('prompt', "missing required field 'prompt'", 'missing_required_parameter');
   // A batch of one is accepted: ["text"] or [[ids]].
@@ -267,6 +298,9 @@ export function parseCompletionRequest(body: unknown): ParsedCompletionRequest {
   throw bad('prompt', `'prompt' must be a string or an array of token ids, got ${typeName(p)}`, 'invalid_type');
 }
 
+/** Message roles a request may use ('developer' is taken as 'system'). */
+export const CHAT_ROLES = ['system', 'developer', 'user', 'assistant'] as const;
+
 export function parseMessages(v: unknown): ChatMessage[] {
   if (v === undefined || v === null) throw bad('messages', "missing required field 'messages'", 'missing_required_parameter');
   if (!Array.isArray(v)) throw bad('messages', `'messages' must be an array, got ${typeName(v)}`, 'invalid_type');
@@ -274,8 +308,15 @@ export function parseMessages(v: unknown): ChatMessage[] {
   return v.map((m, i) => {
     const where = `messages[${i}]`;
     if (typeof m !== 'object' || m === null || Array.isArray(m)) throw bad(where, `'${where}' must be an object, got ${typeName(m)}`, 'invalid_type');
-    const { role, content } = m as Json;
+    const { content } = m as Json;
+    let role: unknown = (m as Json).role;
     if (typeof role !== 'string' || role.length === 0) throw bad(`${where}.role`, `'${where}.role' must be a non-empty string`, 'invalid_type');
+    if (role === 'tool' || role === 'function') {
+      throw bad(`${where}.role`, `'${where}.role' = '${role}': tool messages need tool calling, which this server does not support`, 'unsupported_parameter');
+    }
+    // The role is written into the prompt by the chat template: only the roles it is made for.
+    if (!(CHAT_ROLES as readonly string[]).includes(role)) throw bad(`${where}.role`, `'${where}.role' = ${JSON.stringify(role)} is not a role; expected one of: ${CHAT_ROLES.join(', ')}`);
+    if (role === 'developer') role = 'system'; // OpenAI's newer name for the system message
     let text: string;
     if (typeof content === 'string') text = content;
     else if (content === null || content === undefined) {
@@ -294,13 +335,13 @@ export function parseMessages(v: unknown): ChatMessage[] {
         })
         .join('');
     } else throw bad(`${where}.content`, `'${where}.content' must be a string or an array of text parts, got ${typeName(content)}`, 'invalid_type');
-    return { role, content: text };
+    return { role: role as string, content: text };
   });
 }
 
-export function parseChatRequest(body: unknown): ParsedChatRequest {
+export function parseChatRequest(body: unknown, limits: RequestLimits = {}): ParsedChatRequest {
   const b = asObject(body);
-  const common = parseCommon(b, 'chat');
+  const common = parseCommon(b, 'chat', limits);
   return { ...common, messages: parseMessages(b.messages) };
 }
 
@@ -346,7 +387,7 @@ export interface Usage {
 export interface CompletionChoice {
   index: number;
   text: string;
-  logprobs: null;
+  logprobs: CompletionLogprobs | null;
   finish_reason: FinishReason | null;
 }
 
@@ -362,7 +403,7 @@ export interface CompletionResponse {
 export interface ChatChoice {
   index: number;
   message: { role: 'assistant'; content: string };
-  logprobs: null;
+  logprobs: ChatLogprobs | null;
   finish_reason: FinishReason | null;
 }
 
@@ -378,7 +419,7 @@ export interface ChatCompletionResponse {
 export interface ChatChunkChoice {
   index: number;
   delta: { role?: 'assistant'; content?: string };
-  logprobs: null;
+  logprobs: ChatLogprobs | null;
   finish_reason: FinishReason | null;
 }
 
@@ -391,7 +432,18 @@ export interface ChatCompletionChunk {
   usage?: Usage | null;
 }
 
+/** GET /v1/models/{id}: OpenAI's model object with vLLM's extras (`root` is the model's name, never a path). */
+export interface ModelCard {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+  root: string;
+  parent: null;
+  max_model_len: number;
+}
+
 export interface ModelList {
   object: 'list';
-  data: { id: string; object: 'model'; created: number; owned_by: string; max_model_len: number; root: string }[];
+  data: ModelCard[];
 }

@@ -25,15 +25,21 @@
  */
 import { cachePolicy, resolveCacheOptions, type CacheOptions, type ResolvedCacheOptions } from '../cache/policies/index.js';
 import type { PagePool } from '../cache/page-pool.js';
+import type { SequenceKv } from '../cache/sequence-kv.js';
 import { KvPoolExhaustedError } from '../errors.js';
 import type { Model } from '../generate/model.js';
-import type { GenerateOptions, GenerateResult, GenerationRequest } from '../generate/request.js';
+import { GenerationRequest, type GenerateOptions, type GenerateResult } from '../generate/request.js';
+import { applyPenalties, logSumExp, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import type { GaugeSnapshot, ServerMetrics } from './metrics.js';
 
 export interface SchedulerOptions {
   /** Most requests in the running batch (default 64). */
   maxRunning?: number;
-  /** Most requests waiting for admission; beyond it, submit throws SchedulerRejectError('queue_full') (default 256). */
+  /**
+   * Most requests waiting for admission beyond the free running slots; beyond it, submit throws
+   * SchedulerRejectError('queue_full') (default 256). 0 = no waiting room: a request is taken only while a running
+   * slot is free.
+   */
   maxWaiting?: number;
   /** KV budget the scheduler admits against (default: the pool's budget; it may only be lower). */
   kvBudgetBytes?: number;
@@ -82,7 +88,12 @@ export class JobFailedError extends Error {
 
 export interface SubmitOptions extends GenerateOptions {
   /** Called with each new piece of text, in order (never twice for the same text, even across preemptions). */
-  onText?: (text: string) => void;
+  onText?: (text: string, job: Job) => void;
+  /** OpenAI's penalties over the generated tokens, in [-2, 2] (0 = off). */
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  /** Record each generated token's log-probability with this many alternatives (undefined = none). */
+  logprobs?: number;
 }
 
 export interface JobResult extends GenerateResult {
@@ -125,6 +136,14 @@ export class Job {
   logits: Float32Array | undefined;
   failures = 0;
   cancelled: 'client' | 'shutdown' | undefined;
+  /** With SubmitOptions.logprobs: one entry per generated token (the current attempt's). */
+  logprobs: TokenLogprob[] = [];
+  /** Choices 2..n of an `n > 1` request: they fork this job's cache after its prefill instead of prefilling again. */
+  followers: Job[] = [];
+  /** For a follower: the job whose prefill it waits to fork. */
+  leader: Job | undefined;
+  /** Penalised copy of the logits (frequency / presence penalties). */
+  private penalised: Float32Array | undefined;
   resolve!: (r: JobResult) => void;
   reject!: (e: unknown) => void;
 
@@ -132,8 +151,9 @@ export class Job {
     id: number,
     req: GenerationRequest,
     readonly genOptions: GenerateOptions,
-    readonly onText: ((text: string) => void) | undefined,
+    readonly onText: ((text: string, job: Job) => void) | undefined,
     private readonly scheduler: Scheduler,
+    readonly extras: Pick<SubmitOptions, 'frequencyPenalty' | 'presencePenalty' | 'logprobs'> = {},
   ) {
     this.id = id;
     this.req = req;
@@ -149,6 +169,21 @@ export class Job {
 
   get policy(): string {
     return this.cache.policy;
+  }
+
+  /** Sample from this step's logits: the penalties and the log-probabilities around the request's own sampler. */
+  accept(logits: Float32Array): void {
+    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0, logprobs } = this.extras;
+    const before = this.req.generated.length;
+    const lse = logprobs !== undefined ? logSumExp(logits) : 0;
+    let x = logits;
+    if (fp !== 0 || pp !== 0) {
+      x = this.penalised ??= new Float32Array(logits.length);
+      x.set(logits);
+      applyPenalties(x, this.req.generated, fp, pp);
+    }
+    this.req.accept(x);
+    if (logprobs !== undefined && this.req.generated.length > before) this.logprobs.push(tokenLogprob(logits, this.req.generated[before], logprobs, lse));
   }
 
   /** Stop generating; the pages go back to the pool at the next step boundary (at once when still waiting). */
@@ -174,6 +209,8 @@ export class Scheduler {
   peakPagesUsed = 0;
   /** Steps run so far. */
   steps = 0;
+  /** Choices of `n > 1` requests that started from a fork of their first choice's prefill. */
+  forkedChoices = 0;
   private readonly metrics: ServerMetrics | undefined;
   private readonly log: (line: string) => void;
   private nextId = 1;
@@ -224,43 +261,64 @@ export class Scheduler {
    * SchedulerRejectError), so a refused request never touches the pool or another request.
    */
   submit(promptIds: readonly number[], opts: SubmitOptions = {}): Job {
+    return this.submitChoices(promptIds, opts, 1)[0];
+  }
+
+  /**
+   * Queue `n` choices of one prompt (OpenAI's `n`): choice i samples with seed + i. The first prefills; the others
+   * fork its compressed cache after the prefill and sample their first token from the same logits — the same tokens
+   * each would produce alone with its seed. A choice that cannot fork (no free slot or pages) prefills on its own.
+   */
+  submitChoices(promptIds: readonly number[], opts: SubmitOptions, n: number): Job[] {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
-    const { onText, ...gen } = opts;
+    const { onText, frequencyPenalty, presencePenalty, logprobs, ...gen } = opts;
+    const extras = { frequencyPenalty, presencePenalty, logprobs };
     // The server's options fill in what a request leaves out, for the same policy only: a request that names another
     // policy takes that policy's defaults, not options meant for the server's.
     const own = gen.cache ?? {};
     const cache: CacheOptions = own.policy === undefined || own.policy === (this.defaultCache.policy ?? 'full') ? { ...this.defaultCache, ...own } : own;
-    // A fixed seed makes a replay after preemption produce exactly the same tokens.
-    const genOptions: GenerateOptions = {
-      ...gen,
-      cache,
-      signal: undefined,
-      seed: gen.seed ?? Math.floor(Math.random() * 2 ** 31),
-      maxTokens: gen.maxTokens ?? 256,
-    };
-    const req = this.model.createRequest(promptIds, genOptions); // throws InvalidOptionError / ContextOverflowError
-    const need = this.prefillPages(req.promptIds.length);
+    const seed = gen.seed ?? Math.floor(Math.random() * 2 ** 31);
+    const reqs: GenerationRequest[] = [];
+    const options: GenerateOptions[] = [];
+    const releaseAll = () => reqs.forEach((r) => r.kv.release());
+    try {
+      for (let i = 0; i < n; i++) {
+        // A fixed seed makes a replay after preemption produce exactly the same tokens.
+        options.push({ ...gen, cache, signal: undefined, seed: seed + i, maxTokens: gen.maxTokens ?? 256 });
+        reqs.push(this.model.createRequest(promptIds, options[i])); // throws InvalidOptionError / ContextOverflowError
+      }
+    } catch (e) {
+      releaseAll();
+      throw e;
+    }
+    const promptLength = reqs[0].promptIds.length;
+    const need = this.prefillPages(promptLength);
     if (need > this.budgetPages) {
-      req.kv.release();
+      releaseAll();
       throw new SchedulerRejectError(
         'too_large',
-        `the prompt (${req.promptIds.length} tokens) needs ${need} KV pages (${need * this.pool.pageBytes} bytes) for its prefill, ` +
+        `the prompt (${promptLength} tokens) needs ${need} KV pages (${need * this.pool.pageBytes} bytes) for its prefill, ` +
           `but the whole KV budget is ${this.budgetPages} pages (${this.budgetBytes} bytes); shorten the prompt or raise --kv-budget`,
       );
     }
-    if (this.waiting.length >= this.maxWaiting) {
-      req.kv.release();
+    // The waiting room is what is left after the free running slots: with maxWaiting 0 an idle server still runs.
+    const room = this.maxWaiting + Math.max(0, this.maxRunning - this.running.length) - this.waiting.length;
+    if (n > room) {
+      releaseAll();
       throw new SchedulerRejectError(
         'queue_full',
-        `the server is at capacity: ${this.running.length} requests running and ${this.waiting.length} waiting (queue limit ${this.maxWaiting}); retry later`,
+        `the server is at capacity: ${this.running.length} requests running and ${this.waiting.length} waiting (queue limit ${this.maxWaiting}` +
+          `${n > 1 ? `; this request asks for ${n} choices` : ''}); retry later`,
       );
     }
     // Submitted with ids: truncation (if any) is already applied, and a replay must not truncate again.
-    const job = new Job(this.nextId++, req, { ...genOptions, truncatePrompt: false }, onText, this);
-    this.waiting.push(job);
+    const jobs = reqs.map((req, i) => new Job(this.nextId++, req, { ...options[i], truncatePrompt: false }, onText, this, extras));
+    this.waiting.push(jobs[0]);
+    for (const f of jobs.slice(1)) f.leader = jobs[0];
+    jobs[0].followers = jobs.slice(1);
     if (this.waiting.length > this.peakWaiting) this.peakWaiting = this.waiting.length;
     this.kick();
-    return job;
+    return jobs;
   }
 
   cancel(job: Job, reason: 'client' | 'shutdown'): void {
@@ -479,14 +537,18 @@ export class Scheduler {
         // Alone it may well fit (the reservation is an estimate); the step check stops it if it does not.
       }
       this.waiting.shift();
-      j.state = 'running';
-      if (j.admittedAt === undefined) {
-        j.admittedAt = performance.now();
-        this.metrics?.queueTime.observe((j.admittedAt - j.arrival) / 1000);
-        this.metrics?.promptTokens.inc(j.promptIds.length);
-      }
-      this.running.push(j);
+      this.startRunning(j);
     }
+  }
+
+  private startRunning(j: Job): void {
+    j.state = 'running';
+    if (j.admittedAt === undefined) {
+      j.admittedAt = performance.now();
+      this.metrics?.queueTime.observe((j.admittedAt - j.arrival) / 1000);
+      this.metrics?.promptTokens.inc(j.promptIds.length);
+    }
+    this.running.push(j);
   }
 
   /** Make sure this step's allocations cannot fail: preempt the youngest requests until they fit. */
@@ -505,7 +567,7 @@ export class Scheduler {
           const piece = j.req.text.slice(j.sent);
           j.sent = j.req.text.length;
           try {
-            j.onText?.(piece);
+            j.onText?.(piece, j);
           } catch {
             // the consumer is gone; the job ends here anyway
           }
@@ -536,8 +598,13 @@ export class Scheduler {
       this.finishJob(j, new JobFailedError(`could not restart the request: ${String(e)}`, e));
       return;
     }
+    j.logprobs = [];
+    this.enqueue(j);
+  }
+
+  /** Into the queue in arrival order, so it goes before requests that came after it. */
+  private enqueue(j: Job): void {
     j.state = 'waiting';
-    // Back into the queue in arrival order, so it goes before requests that came after it.
     let i = 0;
     while (i < this.waiting.length && this.waiting[i].id < j.id) i++;
     this.waiting.splice(i, 0, j);
@@ -570,21 +637,63 @@ export class Scheduler {
   }
 
   private acceptOne(j: Job, logits: Float32Array, dt: number, prefill: boolean): void {
-    if (j.state !== 'running') return;
-    try {
-      j.req.accept(logits);
-    } catch (e) {
-      this.removeRunning(j);
-      this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
-      return;
-    }
-    const now = performance.now();
+    if (j.state !== 'running' || !this.tryAccept(j, logits)) return;
     if (prefill) {
       j.req.prefillMs += dt;
       if (cachePolicy(j.cache.policy).adaptive && this.metrics) {
-        for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc(n, { policy: p });
+        for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc({ policy: p }, n);
       }
+      if (j.followers.length) this.forkFollowers(j, logits, dt);
     } else j.req.decodeMs += dt;
+    this.delivered(j);
+  }
+
+  private tryAccept(j: Job, logits: Float32Array): boolean {
+    try {
+      j.accept(logits);
+      return true;
+    } catch (e) {
+      this.removeRunning(j);
+      this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
+      return false;
+    }
+  }
+
+  /**
+   * Choices 2..n start from a copy of the leader's compressed cache and sample their first token from its prefill
+   * logits; one that finds no free running slot or pages for the copy is queued to prefill on its own.
+   */
+  private forkFollowers(leader: Job, logits: Float32Array, dt: number): void {
+    const followers = leader.followers;
+    leader.followers = [];
+    for (const f of followers) {
+      if (f.state !== 'waiting') continue;
+      f.leader = undefined;
+      let kv: SequenceKv | undefined;
+      if (this.running.length < this.maxRunning && this.held(leader) <= this.freePages()) {
+        try {
+          kv = leader.req.kv.fork();
+        } catch {
+          kv = undefined; // the pool is short after all: prefill on its own
+        }
+      }
+      if (!kv) {
+        this.enqueue(f);
+        continue;
+      }
+      f.req.kv.release();
+      this.forkedChoices++;
+      f.req = new GenerationRequest(kv, leader.req.promptIds.slice(), this.model.tokenizer, this.model.config.maxSeqLen, f.genOptions);
+      this.startRunning(f);
+      if (!this.tryAccept(f, logits)) continue;
+      f.req.prefillMs = dt;
+      this.delivered(f);
+    }
+  }
+
+  /** After a token: time to first token, counters, peak pages, streamed text; retire the job when it is done. */
+  private delivered(j: Job): void {
+    const now = performance.now();
     if (j.firstTokenAt === undefined) {
       j.firstTokenAt = now;
       this.metrics?.ttft.observe((now - j.arrival) / 1000);
@@ -600,7 +709,7 @@ export class Scheduler {
       const piece = j.req.text.slice(j.sent);
       j.sent = j.req.text.length;
       try {
-        j.onText?.(piece);
+        j.onText?.(piece, j);
       } catch (e) {
         this.log(`request ${j.id}: the consumer of its text failed (${String(e)}); cancelling it`);
         j.cancelled = 'client';
@@ -630,6 +739,14 @@ export class Scheduler {
     const wi = this.waiting.indexOf(j);
     if (wi >= 0) this.waiting.splice(wi, 1);
     j.state = 'done';
+    // Choices still waiting to fork this job's prefill: cancelled with it (one client request), else on their own.
+    const followers = j.followers;
+    j.followers = [];
+    for (const f of followers) {
+      f.leader = undefined;
+      if (j.cancelled) f.cancel(j.cancelled);
+      else if (f.state === 'waiting') this.enqueue(f);
+    }
     let result: GenerateResult | undefined;
     try {
       result = j.req.result(j.req.kv.profileMs);
@@ -640,7 +757,7 @@ export class Scheduler {
     const now = performance.now();
     const latency = (now - j.arrival) / 1000;
     if (error || !result) {
-      this.metrics?.requests.inc(1, { finish_reason: 'error' });
+      this.metrics?.requests.inc({ finish_reason: 'error' });
       j.reject(error);
       return;
     }
@@ -648,7 +765,7 @@ export class Scheduler {
     else if (cachePolicy(j.cache.policy).adaptive && result.generatedTokens > 0) this.observeFastgen(result);
     const reason = result.stopReason === 'eos' || result.stopReason === 'stop' ? 'stop' : result.stopReason === 'aborted' ? 'aborted' : 'length';
     if (this.metrics) {
-      this.metrics.requests.inc(1, { finish_reason: reason });
+      this.metrics.requests.inc({ finish_reason: reason });
       this.metrics.e2e.observe(latency);
       if (result.generatedTokens > 1 && j.firstTokenAt !== undefined) this.metrics.itl.observe((now - j.firstTokenAt) / 1000 / (result.generatedTokens - 1));
       this.metrics.peakKv.observe(result.kv.peakKvBytes);

@@ -52,6 +52,11 @@ function usesMetaspace(tj: Json): boolean {
   return JSON.stringify(tj.decoder ?? null).includes('\u2581') || JSON.stringify(tj.normalizer ?? null).includes('\u2581');
 }
 
+/** Stands in for an added token's text inside chat content while the template renders (private-use characters). */
+const PLACEHOLDER = '\uE000';
+const PLACEHOLDER_END = '\uE001';
+const PLACEHOLDER_RE = /\uE000(\d+)\uE001/;
+
 /** Marker-like strings in a chat template: <|...|>, <...> tags such as <start_of_turn>, [INST]-style and <<SYS>>. */
 const TEMPLATE_MARKER_RE = /<\|[^|<>\s]{1,64}\|>|<<\/?[A-Za-z_]{1,32}>>|\[\/?[A-Z_]{2,32}\]|<\/?[A-Za-z_][A-Za-z0-9_.-]{0,40}>|<｜[^｜]{1,64}｜>/g;
 
@@ -80,6 +85,7 @@ export class HfTokenizer implements Tokenizer {
   private readonly cleanUpSpaces: boolean;
   private readonly bosToken: string | undefined;
   private readonly eosToken: string | undefined;
+  private markerReCache: RegExp | undefined;
 
   constructor(parts: HfTokenizerParts) {
     const where = parts.where ?? 'tokenizer.json';
@@ -302,6 +308,69 @@ export class HfTokenizer implements Tokenizer {
       // Includes the template's own raise_exception('...') messages (e.g. "roles must alternate").
       throw new TokenizerError(`rendering the chat template of ${this.where} failed: ${(e as Error).message}`, cfgPath, { cause: e });
     }
+  }
+
+  /**
+   * The chat prompt's ids. Each message's content has the text of every special added token (and the placeholder
+   * characters themselves) swapped for a private-use placeholder before rendering; the rendered text is encoded as usual
+   * (its markers become special tokens) piece by piece between placeholders, and each placeholder is encoded as the
+   * plain text it stands for. The text around a marker is split there exactly as the tokenizer splits at added tokens,
+   * so content without markers encodes exactly as before.
+   */
+  encodeChat(messages: readonly ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): number[] {
+    const literals: string[] = [];
+    const escape = (text: string) =>
+      text.replace(this.markerRe, (m) => {
+        literals.push(m);
+        return `${PLACEHOLDER}${literals.length - 1}${PLACEHOLDER_END}`;
+      });
+    const rendered = this.applyChatTemplate(
+      messages.map((m) => ({ ...m, content: escape(m.content) })),
+      opts,
+    );
+    const parts = rendered.split(PLACEHOLDER_RE);
+    const ids: number[] = [];
+    for (let i = 0; i < parts.length; i++) {
+      if (i % 2 === 0) {
+        // The template carries its own BOS when it wants one.
+        if (parts[i]) ids.push(...this.lib.encode(parts[i], { add_special_tokens: false }).ids);
+      } else ids.push(...this.encodeLiteral(literals[Number(parts[i])] ?? ''));
+    }
+    return ids;
+  }
+
+  /**
+   * Special added tokens' texts (longest first) and the placeholder characters: what content may not carry as-is.
+   * Non-special added tokens (e.g. Qwen3's <think>) stay as they are: templates read them in content.
+   */
+  private get markerRe(): RegExp {
+    if (!this.markerReCache) {
+      const texts = [...this.lib.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.content).filter((c) => c.length > 0);
+      texts.sort((a, b) => b.length - a.length);
+      const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      this.markerReCache = new RegExp([...texts.map(esc), PLACEHOLDER, PLACEHOLDER_END].join('|'), 'gu');
+    }
+    return this.markerReCache;
+  }
+
+  /**
+   * Encode `text` as plain text, never as an added token: the pre-tokenizer and model alone (as the library does for
+   * the text between added tokens), with a character-by-character fallback should a merge still spell a special.
+   */
+  private encodeLiteral(text: string): number[] {
+    const lib = this.lib as unknown as {
+      normalizer: ((t: string) => string) | null;
+      pre_tokenizer: ((t: string, o?: { section_index: number }) => string[]) | null;
+      model: ((t: string[]) => string[]) & { tokens_to_ids: Map<string, number>; unk_token_id?: number };
+    };
+    const encode = (t: string): number[] => {
+      const normalized = lib.normalizer ? lib.normalizer(t) : t;
+      const pieces = lib.pre_tokenizer ? lib.pre_tokenizer(normalized, { section_index: 1 }) : [normalized];
+      return lib.model(pieces).map((tok) => lib.model.tokens_to_ids.get(tok) ?? lib.model.unk_token_id ?? 0);
+    };
+    const ids = encode(text);
+    if (!ids.some((id) => this.specials.has(id))) return ids;
+    return [...text].flatMap((ch) => encode(ch).filter((id) => !this.specials.has(id)));
   }
 
   /**

@@ -378,6 +378,10 @@ export class Llama2cTokenizer implements Tokenizer {
     return this.specials;
   }
 
+  encodeChat(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): number[] {
+    return this.encode(this.applyChatTemplate(messages, opts));
+  }
+
   applyChatTemplate(_messages: readonly ChatMessage[], _opts?: { addGenerationPrompt?: boolean }): string {
     throw new TokenizerError(
       `the llama2.c tokenizer ${this.where} has no chat template (llama2.c models are plain text-continuation models); ` +

@@ -27,6 +27,11 @@ export interface Tokenizer {
   /** Render messages with the chat template (adds the generation prompt by default). */
   applyChatTemplate(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
   /**
+   * The ids of the rendered chat: the template's own markers become special tokens, message content is always text
+   * (a special token's text typed into a message does not become that token: no role spoofing).
+   */
+  encodeChat(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): number[];
+  /**
    * Incremental decoder for streaming: push ids, get printable text, holding back incomplete UTF-8. `context` = the
    * ids already in the sequence (the prompt), so the first pieces decode as they would inside the whole sequence.
    */

@@ -194,8 +194,8 @@ export class CpuRefBackend implements Backend {
       for (let g = 0; g < group; g++) {
         const h = kvh * group + g;
         const column = new Float64Array(want === null ? 0 : m);
-        const bandSums = new Float64Array(want === null ? 0 : m);
-        stats.push({ column, band: bandSums });
+        const bandSums = (want?.bands ?? []).map(() => new Float64Array(m));
+        stats.push({ column, bands: bandSums });
         for (let t = 0; t < n; t++) {
           const pos = start + t;
           const qOff = t * qDim + h * hd;
@@ -206,7 +206,7 @@ export class CpuRefBackend implements Backend {
             if (track) st.scores[s] += p;
             if (want !== null && t >= want.fromRow) {
               column[s] += p;
-              if (pos - st.positions[s] <= want.band) bandSums[s] += p;
+              for (let k = 0; k < bandSums.length; k++) if (pos - st.positions[s] <= want.bands[k]) bandSums[k][s] += p;
             }
             const vo = keyOff[s] + valueShift;
             for (let i = 0; i < hd; i++) out[qOff + i] += p * floats[vo + i];

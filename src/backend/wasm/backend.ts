@@ -43,10 +43,12 @@ interface PassItem {
   tables: Ptr[][];
   /** [layer][kvHead]: the head's attention-score accumulator (f32 [slots]), 0 when the policy does not track scores. */
   accums: Ptr[][];
-  /** [layer]: the statistics the policy asked for (per query head: column then band sums, f32 [slots] each), or 0. */
+  /** [layer]: the statistics the policy asked for (per query head: column then each band's sums, f32 [slots] each), or 0. */
   stats: Ptr[];
-  /** [layer]: their band distance (−1: no band sums) ... */
-  bands: number[];
+  /** [layer]: their band distances ... */
+  bands: (readonly number[])[];
+  /** [layer]: ... as the kernel's descriptor (i32 [K, stride bytes, w_0 …]), 0 when there are none ... */
+  bandDescs: Ptr[];
   /** [layer]: ... and the first row of the pass they sum over. */
   fromRows: number[];
   /** [layer][kvHead]: slots the head held before this pass; its n new tokens follow them. */
@@ -380,7 +382,7 @@ export class WasmBackend implements Backend {
     const plan: PassItem[] = items.map((it, i) => {
       const kv = it.kv;
       const n = it.tokens.length;
-      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], fromRows: [], older: [], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
+      const p: PassItem = { tables: [], accums: [], stats: [], bands: [], bandDescs: [], fromRows: [], older: [], poolBase: 0, kvHalf: kv.pool.kvDtype === 'f16', pageTokens: kv.pool.pageTokens };
       for (let l = 0; l < c.nLayers; l++) {
         const needs = kv.needs(l, n);
         p.tables.push([]);
@@ -393,8 +395,10 @@ export class WasmBackend implements Backend {
           p.accums[l].push(needs.scores[h] ? take(st.length) : -1);
         }
         if (needs.stats && p.older[l][0] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
-        p.stats.push(needs.stats ? take(2 * c.nHeads * n) : -1);
-        p.bands.push(needs.stats?.band ?? -1);
+        const bands = needs.stats?.bands ?? [];
+        p.stats.push(needs.stats ? take((1 + bands.length) * c.nHeads * n) : -1);
+        p.bands.push(bands);
+        p.bandDescs.push(bands.length ? take(2 + bands.length) : -1);
         p.fromRows.push(needs.stats?.fromRow ?? 0);
         records += c.nHeads * (Math.ceil(n / ATTENTION_ROW_BLOCK) + 1) + c.nKvHeads + 3 * (n <= TAIL_ROWS ? 0 : 1);
       }
@@ -424,10 +428,16 @@ export class WasmBackend implements Backend {
             heap.f32.fill(0, p.accums[l][h] >> 2, (p.accums[l][h] >> 2) + st.length);
           }
         }
+        const n = it.tokens.length;
         if (p.stats[l] < 0) p.stats[l] = 0;
         else {
           p.stats[l] += base;
-          heap.f32.fill(0, p.stats[l] >> 2, (p.stats[l] >> 2) + 2 * c.nHeads * it.tokens.length);
+          heap.f32.fill(0, p.stats[l] >> 2, (p.stats[l] >> 2) + (1 + p.bands[l].length) * c.nHeads * n);
+        }
+        if (p.bandDescs[l] < 0) p.bandDescs[l] = 0;
+        else {
+          p.bandDescs[l] += base;
+          heap.i32.set([p.bands[l].length, n * 4, ...p.bands[l]], p.bandDescs[l] >> 2);
         }
       }
       // The arena may have moved while the slots were reserved: its address is read last.
@@ -520,8 +530,8 @@ export class WasmBackend implements Backend {
         const accum = p.accums[l][h];
         for (let g = 0; g < group; g++) {
           const qh = h * group + g;
-          // Profiling: this query head's column sums (as its accumulator) and band sums.
-          const column = p.stats[l] ? p.stats[l] + 2 * qh * n * 4 : 0;
+          // Statistics: this query head's column sums (as its accumulator), then its band sums.
+          const column = p.stats[l] ? p.stats[l] + (1 + p.bands[l].length) * qh * n * 4 : 0;
           const owner = accum ? JobList.group(i * c.nKvHeads + h)
             : column ? JobList.group(this.maxItems * c.nKvHeads + i * c.nHeads + qh) : SPLIT;
           // Row blocks; the statistics sum over rows ≥ fromRow only, so a block never straddles it.
@@ -544,8 +554,8 @@ export class WasmBackend implements Backend {
               headDim: hd,
               scale,
               accum: accum || sums,
-              band: sums && p.bands[l] >= 0 ? sums + n * 4 : 0,
-              bandWidth: p.bands[l],
+              band: sums && p.bandDescs[l] ? sums + n * 4 : 0,
+              bands: p.bandDescs[l],
               kvHalf: p.kvHalf,
             }, owner);
             t0 = t1;
@@ -594,9 +604,11 @@ export class WasmBackend implements Backend {
     let stats: HeadAttentionStats[] | undefined;
     if (p.stats[l]) {
       stats = [];
+      const K = p.bands[l].length;
       for (let qh = 0; qh < c.nHeads; qh++) {
-        const at = (p.stats[l] >> 2) + 2 * qh * n;
-        stats.push({ column: heap.f32.subarray(at, at + n), band: heap.f32.subarray(at + n, at + 2 * n) });
+        const at = (p.stats[l] >> 2) + (1 + K) * qh * n;
+        const bands = Array.from({ length: K }, (_, k) => heap.f32.subarray(at + (1 + k) * n, at + (2 + k) * n));
+        stats.push({ column: heap.f32.subarray(at, at + n), bands });
       }
     }
     const q = kv.wantsQueries ? this.rt.f32(layerQ(l) + row0 * qDim * 4, n * qDim) : NO_QUERIES;

@@ -125,14 +125,15 @@ export class JobList {
   }
   /**
    * Attention of `rows` consecutive query rows of one head (rowStride bytes apart in q and out) over a head's pages:
-   * row j sees slots [0, firstSlots + j + 1). band ≠ 0: add each row's probabilities of its last bandWidth + 1
-   * visible slots to band. probs + tid·probsStride is the per-thread scratch.
+   * row j sees slots [0, firstSlots + j + 1). band ≠ 0: add each row's probabilities of its last w_k + 1 visible
+   * slots to band + k·stride for each band k of the descriptor `bands` = i32 [K, stride bytes, w_0 … w_{K−1}].
+   * probs + tid·probsStride is the per-thread scratch.
    */
   attentionRows(a: { out: Ptr; probs: Ptr; probsStride: number; q: Ptr; rowStride: number; rows: number; firstSlots: number;
-    pool: Ptr; pageTable: Ptr; pageTokens: number; headDim: number; scale: number; accum: Ptr; band: Ptr; bandWidth: number;
+    pool: Ptr; pageTable: Ptr; pageTokens: number; headDim: number; scale: number; accum: Ptr; band: Ptr; bands: Ptr;
     kvHalf: boolean }, owner = SPLIT): number {
     return this.push(OP.ATTENTION_ROWS, owner, [a.out, a.probs, a.q, a.rowStride, a.rows, a.firstSlots, a.pool, a.pageTable,
-      a.pageTokens, a.headDim, a.scale, a.accum, a.band, a.bandWidth, a.kvHalf ? 1 : 0, a.probsStride], 10);
+      a.pageTokens, a.headDim, a.scale, a.accum, a.band, a.bands, a.kvHalf ? 1 : 0, a.probsStride], 10);
   }
   /** Writes the index (i32) to result. */
   argmax(result: Ptr, x: Ptr, n: number, owner = SPLIT): number {

@@ -36,7 +36,7 @@ export interface KernelExports {
   attention(out: Ptr, probs: Ptr, q: Ptr, pool: Ptr, pageTable: Ptr, nSlots: number, pageTokens: number, headDim: number,
     scale: number, positions: Ptr, queryPos: number, accum: Ptr, band: Ptr, bandFrom: number, kvHalf: number): void;
   attention_rows(out: Ptr, probs: Ptr, q: Ptr, rowStride: number, rows: number, firstSlots: number, pool: Ptr, pageTable: Ptr,
-    pageTokens: number, headDim: number, scale: number, accum: Ptr, band: Ptr, bandWidth: number, kvHalf: number): void;
+    pageTokens: number, headDim: number, scale: number, accum: Ptr, band: Ptr, bands: Ptr, kvHalf: number): void;
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows: number,
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;

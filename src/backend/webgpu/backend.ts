@@ -30,6 +30,7 @@ import { GpuKvArena } from './arena.js';
 import { gpuContext } from './device.js';
 import { GpuDevice, StepEncoder } from './encoder.js';
 import { GpuOps, type CacheBuffers, type GpuMatrix } from './ops.js';
+import { MAX_BANDS } from './wgsl-cache.js';
 import type { WeightKind } from './wgsl.js';
 
 export type WebGpuWeightDtype = WeightKind;
@@ -118,6 +119,8 @@ interface StatsPass {
   /** Where its statistics start in the stats buffer (f32 words). */
   at: number;
   n: number;
+  /** Band distances summed (per query head: column, then one array per band). */
+  bands: number;
 }
 
 /** A growable GPU buffer (storage), recreated larger when a pass needs more. */
@@ -398,19 +401,22 @@ export class WebGpuBackend implements Backend {
         const kv = it.kv;
         const n = it.tokens.length;
         const needs: LayerNeeds = kv.needs(l, n);
+        const bands = needs.stats?.bands ?? [];
+        if (bands.length > MAX_BANDS) throw new Error(`internal: ${bands.length} band distances asked for; the statistics kernel sums at most ${MAX_BANDS}`);
+        const bandsAt = P.push(bands.length, ...bands);
         for (let h = 0; h < H; h++) {
           const st = kv.store(l, h);
           P.data[olderOff + (i * L + l) * H + h] = st.length - n;
           maxSlots = Math.max(maxSlots, st.length);
           const flags = (needs.scores[h] ? 1 : 0) | (needs.stats ? 2 : 0);
           if (needs.stats && needs.scores[h]) throw new Error('internal: the webgpu backend does not add scores on a pass that collects statistics');
-          P.data.set([flags, statsWords, needs.stats && needs.stats.band >= 0 ? needs.stats.band : 0xffffffff, needs.stats?.fromRow ?? 0], flagsOff + ((i * L + l) * H + h) * 4);
+          P.data.set([flags, statsWords, bandsAt, needs.stats?.fromRow ?? 0], flagsOff + ((i * L + l) * H + h) * 4);
           if (flags) statsLayers[l] = true;
         }
         if (needs.stats) {
           if (starts[i] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
-          profiling.push({ item: i, layer: l, at: statsWords, n });
-          statsWords += 2 * c.nHeads * n;
+          profiling.push({ item: i, layer: l, at: statsWords, n, bands: bands.length });
+          statsWords += (1 + bands.length) * c.nHeads * n;
           return;
         }
         if (!kv.evicts) return;
@@ -574,8 +580,9 @@ export class WebGpuBackend implements Backend {
       const kv = items[pr.item].kv;
       const perHead: HeadAttentionStats[] = [];
       for (let qh = 0; qh < c.nHeads; qh++) {
-        const at = pr.at + 2 * qh * pr.n;
-        perHead.push({ column: stats.subarray(at, at + pr.n), band: stats.subarray(at + pr.n, at + 2 * pr.n) });
+        const at = pr.at + qh * (1 + pr.bands) * pr.n;
+        const bandSums = Array.from({ length: pr.bands }, (_, k) => stats.subarray(at + (1 + k) * pr.n, at + (2 + k) * pr.n));
+        perHead.push({ column: stats.subarray(at, at + pr.n), bands: bandSums });
       }
       const before: Map<number, number>[] = [];
       for (let h = 0; h < c.nKvHeads; h++) {

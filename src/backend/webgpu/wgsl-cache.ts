@@ -236,13 +236,15 @@ ${CACHE_PARAMS}
 /**
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
  * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l. Per head
- * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset, band,
- * fromRow.
+ * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
+ * bands offset (pbuf there: count nb ≤ MAX_BANDS, then the distances), fromRow.
  *   flags bit 0: add Σ over the group's query heads and the pass's rows to the slot's cumulative score;
- *   flags bit 1: per query head the column sums col[s] = Σ_{t ≥ fromRow} p and band sums (rows with t − s ≤ band;
- *     band 0xffffffff: none) into stats at offset + (2·qh)·n (column) and + (2·qh + 1)·n (band) — collected on a pass
- *     from an empty cache, where slot s holds position s.
+ *   flags bit 1: per query head the column sums col[s] = Σ_{t ≥ fromRow} p and, per distance w_k, the band sums
+ *     (rows with t − s ≤ w_k) into stats at offset + (qh·(1 + nb))·n (column) and + (qh·(1 + nb) + 1 + k)·n (band k)
+ *     — collected on a pass from an empty cache, where slot s holds position s.
  */
+export const MAX_BANDS = 8;
+
 export function attentionStatsWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
@@ -262,7 +264,8 @@ var<workgroup> qs: array<f32, HD>;
   let flags = pbuf[p.flagsOff + head * 4u];
   if (flags == 0u) { return; }
   let profOff = pbuf[p.flagsOff + head * 4u + 1u];
-  let band = pbuf[p.flagsOff + head * 4u + 2u];
+  let bandsAt = pbuf[p.flagsOff + head * 4u + 2u];
+  let nb = min(pbuf[bandsAt], ${MAX_BANDS}u);
   let fromRow = pbuf[p.flagsOff + head * 4u + 3u];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let rowStart = pbuf[p.itemOff + item * 4u + 1u];
@@ -280,7 +283,8 @@ var<workgroup> qs: array<f32, HD>;
   for (var g = 0u; g < group; g++) {
     let qh = kvh * group + g;
     var col = 0.0;
-    var bandSum = 0.0;
+    var bandSum: array<f32, ${MAX_BANDS}>;
+    for (var k = 0u; k < ${MAX_BANDS}u; k++) { bandSum[k] = 0.0; }
     for (var t = 0u; t < nRows; t++) {
       let row = rowStart + t;
       workgroupBarrier();
@@ -295,13 +299,13 @@ var<workgroup> qs: array<f32, HD>;
         sum += pr;
         if (t >= fromRow) {
           col += pr;
-          if (band != 0xffffffffu && older + t - s <= band) { bandSum += pr; }
+          for (var k = 0u; k < nb; k++) { if (older + t - s <= pbuf[bandsAt + 1u + k]) { bandSum[k] += pr; } }
         }
       }
     }
     if (valid && (flags & 2u) != 0u) {
-      stats[profOff + 2u * qh * nRows + s] = col;
-      stats[profOff + (2u * qh + 1u) * nRows + s] = bandSum;
+      stats[profOff + qh * (1u + nb) * nRows + s] = col;
+      for (var k = 0u; k < nb; k++) { stats[profOff + (qh * (1u + nb) + 1u + k) * nRows + s] = bandSum[k]; }
     }
   }
   if (valid && (flags & 1u) != 0u) { scores[page * PT + s % PT] += sum; }

@@ -19,41 +19,42 @@ import type { HeadAttentionStats } from './types.js';
  * range per row, since the prompt's slots are in position order). Cost: O(n) per candidate.
  */
 
-/** The one local distance the candidates use (-1 if none has a local component). */
-export function bandDistance(candidates: readonly HeadPolicy[], promptLength: number): number {
-  let w = -1;
-  for (const cand of candidates) {
-    if (cand.window === undefined) continue;
-    const d = amountAt(cand.window, promptLength) - 1; // keeps distances 0..window−1
-    if (w >= 0 && d !== w) throw new Error(`internal: hybrid candidates with two local windows (${w}, ${d})`);
-    w = d;
-  }
-  return w;
+/** The local distances the candidates use (window − 1), ascending and distinct: the band sums a backend collects. */
+export function bandDistances(candidates: readonly HeadPolicy[], promptLength: number): number[] {
+  const w = new Set<number>();
+  for (const cand of candidates) if (!cand.full && cand.window !== undefined) w.add(amountAt(cand.window, promptLength) - 1); // keeps distances 0..window−1
+  return [...w].sort((a, b) => a - b);
 }
 
 /**
- * Recovery of every candidate for one query head, from that head's column and band sums over `rows` query rows, for
- * the KV head's store (its slots, token classes and cumulative attention, which `frequent` ranks by). A candidate's
- * static part is what eviction would keep of it without the window, so markKept decides it.
+ * Recovery of every candidate for one query head, from that head's column and band sums over `rows` query rows
+ * (`bands`: the distances its band sums were collected for), for the KV head's store (its slots, token classes and
+ * cumulative attention, which `frequent` ranks by). A candidate's static part is what eviction would keep of it
+ * without the window, so markKept decides it.
  */
-export function recoveryFromStats(candidates: readonly HeadPolicy[], stats: HeadAttentionStats, rows: number, store: HeadStore): number[] {
+export function recoveryFromStats(candidates: readonly HeadPolicy[], stats: HeadAttentionStats, bands: readonly number[], rows: number, store: HeadStore): number[] {
   if (rows === 0) return candidates.map(() => 1);
   const n = store.length;
-  const { column, band } = stats;
-  let bandTotal = 0;
-  for (let j = 0; j < n; j++) bandTotal += band[j];
+  const { column } = stats;
+  const bandTotal = stats.bands.map((band) => {
+    let t = 0;
+    for (let j = 0; j < n; j++) t += band[j];
+    return t;
+  });
   const mask = new Uint8Array(n);
   return candidates.map((cand) => {
-    const local = cand.window !== undefined;
+    const local = !cand.full && cand.window !== undefined;
+    const k = local ? bands.indexOf(amountAt(cand.window, n) - 1) : -1;
+    if (local && k < 0) throw new Error(`internal: no band sums collected for ${cand.name}`);
     markKept(store, { ...keepRule(cand, n), window: 0 }, n - 1, mask);
     let inMask = 0;
     let bandInMask = 0;
     for (let j = 0; j < n; j++) {
       if (!mask[j]) continue;
       inMask += column[j];
-      bandInMask += band[j];
+      if (local) bandInMask += stats.bands[k][j];
     }
-    return (inMask + (local ? bandTotal - bandInMask : 0)) / rows;
+    return (inMask + (local ? bandTotal[k] - bandInMask : 0)) / rows;
   });
 }
 

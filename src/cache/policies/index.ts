@@ -18,14 +18,18 @@ export type CachePolicyName = (typeof CACHE_POLICY_NAMES)[number];
 /** Every policy's options, for the library (each applies to the policies that declare it). */
 export interface CacheOptions {
   policy?: CachePolicyName;
+  /** fastgen: 'lattice' (default: each head's cheapest of a grid of windows and heavy hitters) or 'paper'. */
+  variant?: 'lattice' | 'paper';
   /** fastgen: attention recovery threshold T in (0, 1]. Default 0.95. */
   recovery?: number;
   /** fastgen: r_l, local window as a fraction of the prompt length. Default 0.3. */
   localRatio?: number;
   /** fastgen: r_f, heavy-hitter budget as a fraction of the current length. Default 0.3. */
   frequentRatio?: number;
-  /** fastgen with GQA: recovery of a KV head = mean (default) or min over its query heads. */
+  /** fastgen with GQA: recovery of a KV head = mean or min over its query heads (default: min; paper: mean). */
   gqa?: 'mean' | 'min';
+  /** fastgen, lattice variant: profile on the prompt's rows from this fraction on (default 0.25). */
+  profileFrom?: number;
   /** fastgen ablation: basic policies left out of the hybrid set. */
   exclude?: BasicPolicyName[];
   /** Uniform baselines: fraction of the current sequence each head keeps (default 0.5); snapkv: of the prompt ... */
@@ -96,9 +100,7 @@ export function resolveCacheOptions(o: CacheOptions | undefined): ResolvedCacheO
     }
     out[spec.key] = checkOption(spec, v);
   }
-  const resolved = out as ResolvedCacheOptions;
-  policy.check?.(resolved);
-  return resolved;
+  return (policy.complete ? policy.complete(out as ResolvedCacheOptions) : out) as ResolvedCacheOptions;
 }
 
 function checkOption(spec: OptionSpec, v: unknown): unknown {

@@ -38,8 +38,9 @@ export const snapkv: CachePolicy = {
   ],
   adaptive: false,
   baseline: true,
-  check(o) {
+  complete(o) {
     if ((o.poolKernel as number) % 2 === 0) throw new InvalidOptionError(`cache.poolKernel must be odd, got ${o.poolKernel}`, 'cache.poolKernel');
+    return o;
   },
   start: (o, shape) => new SnapkvSequence(o as SnapkvOptions, shape),
   keptTokens(o, length, promptLength) {
@@ -74,7 +75,7 @@ class SnapkvSequence implements SequencePolicy {
     const scores = new Array<boolean>(this.shape.nKvHeads).fill(false);
     if (this.done[layer] || startPos !== 0) return { scores, stats: null };
     const { keep, window } = capacity(this.o, n);
-    return { scores, stats: keep < n ? { fromRow: n - window, band: -1 } : null };
+    return { scores, stats: keep < n ? { fromRow: n - window, bands: [] } : null };
   }
 
   afterAttention(kv: PolicyTarget, pass: LayerPass): void {

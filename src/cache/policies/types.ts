@@ -34,19 +34,21 @@ export interface PolicyOptions {
 
 /**
  * Column sums a backend collects during a pass (per query head, over the KV head's slots), from the attention
- * probabilities A[i, s] of the pass's rows i ≥ fromRow:
- *   column[qh][s] = Σ_{i ≥ fromRow} A[i, s]        band[qh][s] = Σ_{i ≥ fromRow, pos_i − pos_s ≤ band} A[i, s]
- * (band = −1: no band sums). Collected only on a pass that starts from an empty cache, so slot s holds position s.
+ * probabilities A[i, s] of the pass's rows i ≥ fromRow, and band sums for each distance w of `bands`:
+ *   column[qh][s] = Σ_{i ≥ fromRow} A[i, s]        bands[k][qh][s] = Σ_{i ≥ fromRow, pos_i − pos_s ≤ bands[k]} A[i, s]
+ * Collected only on a pass that starts from an empty cache, so slot s holds position s.
  */
 export interface StatsRequest {
   fromRow: number;
-  band: number;
+  /** Band distances, ascending, each ≥ 0 (empty: column sums only). */
+  bands: readonly number[];
 }
 
-/** What a backend collected for one query head (both over the KV head's slots). */
+/** What a backend collected for one query head (over the KV head's slots). */
 export interface HeadAttentionStats {
   column: ArrayLike<number>;
-  band: ArrayLike<number>;
+  /** One array per distance of StatsRequest.bands, in that order. */
+  bands: readonly ArrayLike<number>[];
 }
 
 /** The statistics of one layer's pass, indexed by query head. */
@@ -104,8 +106,8 @@ export interface CachePolicy {
   readonly adaptive: boolean;
   /** Whether the evaluator runs it as a baseline at FastGen's memory (see matchMemory). */
   readonly baseline: boolean;
-  /** Extra checks across options, after each was validated on its own. */
-  check?(o: PolicyOptions): void;
+  /** Checks across options, after each was validated on its own, and defaults that depend on other options. */
+  complete?(o: PolicyOptions): PolicyOptions;
   start(o: PolicyOptions, shape: KvShape): SequencePolicy;
   /**
    * Most tokens one head holds after a step at sequence length `length` of a sequence whose prompt had `promptLength`
