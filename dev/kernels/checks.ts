@@ -90,7 +90,7 @@ export async function checkEmbed(ops: GpuOps, kind: WeightKind, seed = 2): Promi
   return result(`embed ${kind}`, maxAbsDiff(got, want), 1e-6);
 }
 
-export async function checkRmsnorm(ops: GpuOps, seed = 3): Promise<CheckResult> {
+export async function checkRmsnorm(ops: GpuOps, seed = 3): Promise<CheckResult[]> {
   const r = mulberry32(seed);
   const rows = 5;
   const n = 301;
@@ -104,7 +104,24 @@ export async function checkRmsnorm(ops: GpuOps, seed = 3): Promise<CheckResult> 
   const got = await readF32(ops.gpu, act, 0, 2 * rows * n);
   const want = new Float32Array(rows * n);
   for (let i = 0; i < rows; i++) rmsnorm(want.subarray(i * n, (i + 1) * n), x.subarray(i * n, (i + 1) * n), wt, 1e-5);
-  return result('rmsnorm', Math.max(maxAbsDiff(got.subarray(0, rows * n), want), maxAbsDiff(got.subarray(rows * n), want)), 1e-5);
+  // q/k norm inside fused rows: 3 tokens × 4 heads of 10, rows 47 apart (the rest of each row untouched).
+  const T = 3, heads = 4, hd = 10, stride = 47;
+  const y = randn(r, T * stride, 2);
+  const hw = randn(r, hd);
+  const act2 = await buf(ops.gpu, y);
+  const enc2 = new StepEncoder(ops.gpu);
+  ops.rmsnorm(enc2, act2, await buf(ops.gpu, hw), T * heads, hd, 3, stride, 3, stride, 1e-6, heads);
+  enc2.submit();
+  const got2 = await readF32(ops.gpu, act2, 0, T * stride);
+  const want2 = y.slice();
+  for (let t = 0; t < T; t++) for (let h = 0; h < heads; h++) {
+    const o = t * stride + 3 + h * hd;
+    rmsnorm(want2.subarray(o, o + hd), y.subarray(o, o + hd), hw, 1e-6);
+  }
+  return [
+    result('rmsnorm', Math.max(maxAbsDiff(got.subarray(0, rows * n), want), maxAbsDiff(got.subarray(rows * n), want)), 1e-5),
+    result('rmsnorm per head inside fused rows (q/k norm)', maxAbsDiff(got2, want2), 1e-5),
+  ];
 }
 
 export async function checkRope(ops: GpuOps, seed = 4): Promise<CheckResult> {
@@ -135,11 +152,17 @@ export async function checkElementwise(ops: GpuOps, seed = 5): Promise<CheckResu
   const a = randn(r, n, 4);
   const b = randn(r, n, 4);
   const bias = randn(r, 17);
-  const act = await buf(ops.gpu, concat(a, b));
+  // Rows of gate | up side by side (the fused projection's output): 17 rows of 59, stride 118 — n = 1003.
+  const rowsG = 17, w = 59;
+  const fused = new Float32Array(2 * n);
+  for (let t = 0; t < rowsG; t++) { fused.set(a.subarray(t * w, (t + 1) * w), t * 2 * w); fused.set(b.subarray(t * w, (t + 1) * w), t * 2 * w + w); }
+  const act = await buf(ops.gpu, fused);
   const enc = new StepEncoder(ops.gpu);
-  ops.swiglu(enc, act, n, 0, n);
+  ops.swiglu(enc, act, rowsG, w, 0, w, 2 * w);
   enc.submit();
-  const g = await readF32(ops.gpu, act, 0, n);
+  const fusedOut = await readF32(ops.gpu, act, 0, 2 * n);
+  const g = new Float32Array(n);
+  for (let t = 0; t < rowsG; t++) g.set(fusedOut.subarray(t * 2 * w, t * 2 * w + w), t * w);
   const wantG = a.slice();
   swiglu(wantG, b);
   const act2 = await buf(ops.gpu, concat(a, b));
@@ -153,7 +176,7 @@ export async function checkElementwise(ops: GpuOps, seed = 5): Promise<CheckResu
   const wantB = b.slice();
   for (let t = 0; t < 3; t++) for (let i = 0; i < 17; i++) wantB[t * 19 + i] += bias[i];
   return [
-    result('swiglu', maxAbsDiff(g, wantG), 1e-5),
+    result('swiglu (gate | up rows)', maxAbsDiff(g, wantG), 1e-5),
     result('add', maxAbsDiff(s.subarray(0, n), wantS), 1e-6),
     result('bias', maxAbsDiff(s.subarray(n), wantB), 1e-6),
   ];
@@ -444,7 +467,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     for (const T of [1, 3, 6]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
   }
-  out.push(await checkRmsnorm(ops), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
+  out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
   for (const n of [1, 13, 53, 200]) out.push(await checkEvict(ops, 9 + n, n));
   return out;

@@ -46,16 +46,14 @@ export interface WebGpuBackendOptions {
 interface Layer {
   attnNorm: GPUBuffer;
   ffnNorm: GPUBuffer;
-  wq: GpuMatrix;
-  wk: GpuMatrix;
-  wv: GpuMatrix;
+  /** Wq, Wk, Wv stacked: one matrix × vector reads the normed input once for all three. */
+  wqkv: GpuMatrix;
   wo: GpuMatrix;
-  wGate: GpuMatrix;
-  wUp: GpuMatrix;
+  /** Wgate, Wup stacked. */
+  wGateUp: GpuMatrix;
   wDown: GpuMatrix;
-  bq?: GPUBuffer;
-  bk?: GPUBuffer;
-  bv?: GPUBuffer;
+  /** bq | bk | bv (zeros where a model has none of one). */
+  bqkv?: GPUBuffer;
   qNorm?: GPUBuffer;
   kNorm?: GPUBuffer;
 }
@@ -64,12 +62,12 @@ interface Layer {
 interface ActLayout {
   x: number;
   xb: number;
-  q: number;
-  k: number;
-  v: number;
+  /** [R, qDim + 2·kvDim]: q | k | v of each row (the fused projection's output). */
+  qkv: number;
+  /** [R, qDim + 2·kvDim]: attention output (only its first qDim columns), the qkv row stride kept. */
   att: number;
+  /** [R, 2·hidden]: gate | up of each row. */
   hb: number;
-  hb2: number;
   lrows: number;
   logits: number;
   total: number;
@@ -149,6 +147,22 @@ interface WeightSource {
   tied: boolean;
 }
 
+/** The checkpoint tensors a stacked weight is made of: `layers.<i>.wqkv` → wq, wk, wv; wGateUp → wGate, wUp. */
+function stacked(name: string): string[] {
+  const at = name.slice(0, name.lastIndexOf('.'));
+  const field = name.slice(at.length + 1);
+  const parts = { wqkv: ['wq', 'wk', 'wv'], bqkv: ['bq', 'bk', 'bv'], wGateUp: ['wGate', 'wUp'] }[field];
+  if (!parts) return [name];
+  return parts.map((p) => `${at}.${p}`);
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
 /** The tensor `layers.<i>.<field>` of a checkpoint (undefined for absent biases and norms). */
 function layerTensor(layers: LoadedCheckpoint['weights']['layers'], name: string): Tensor {
   const [, i, field] = name.split('.');
@@ -191,10 +205,16 @@ export class WebGpuBackend implements Backend {
     const c = ckpt.config;
     return WebGpuBackend.build(c, opts, {
       matrix: (ops, name, rows, cols, kind) => {
-        const t = name === 'lmHead' ? w.lmHead : name === 'tokenEmbedding' ? w.tokenEmbedding : layerTensor(w.layers, name);
-        return ops.uploadMatrix(tensorToF32(t), rows, cols, kind, name);
+        const t = name === 'lmHead' ? w.lmHead : name === 'tokenEmbedding' ? w.tokenEmbedding : undefined;
+        const data = t ? tensorToF32(t) : concat(stacked(name).map((n) => tensorToF32(layerTensor(w.layers, n))));
+        return ops.uploadMatrix(data, rows, cols, kind, name);
       },
       vector: (name) => {
+        if (name.endsWith('.bqkv')) {
+          if (!c.qkvBias) return undefined;
+          const sizes = [c.nHeads, c.nKvHeads, c.nKvHeads].map((h) => h * c.headDim);
+          return concat(stacked(name).map((n, i) => (layerTensor(w.layers, n) ? tensorToF32(layerTensor(w.layers, n)) : new Float32Array(sizes[i]))));
+        }
         const t = name === 'finalNorm' ? w.finalNorm : layerTensor(w.layers, name);
         return t && tensorToF32(t);
       },
@@ -214,7 +234,7 @@ export class WebGpuBackend implements Backend {
         const field = name.split('.').pop();
         if (field === 'finalNorm' || field === 'attnNorm' || field === 'ffnNorm') return new Float32Array(config.dim).fill(1);
         if ((field === 'qNorm' || field === 'kNorm') && config.qkNorm) return new Float32Array(config.headDim).fill(1);
-        if (config.qkvBias && (field === 'bq' || field === 'bk' || field === 'bv')) return new Float32Array((field === 'bq' ? config.nHeads : config.nKvHeads) * config.headDim);
+        if (config.qkvBias && field === 'bqkv') return new Float32Array((config.nHeads + 2 * config.nKvHeads) * config.headDim);
         return undefined;
       },
       tied: config.tiedEmbeddings,
@@ -248,16 +268,11 @@ export class WebGpuBackend implements Backend {
       layers.push({
         attnNorm: await need(`${at}.attnNorm`),
         ffnNorm: await need(`${at}.ffnNorm`),
-        wq: await mat(`${at}.wq`, qDim, c.dim),
-        wk: await mat(`${at}.wk`, kvDim, c.dim),
-        wv: await mat(`${at}.wv`, kvDim, c.dim),
+        wqkv: await mat(`${at}.wqkv`, qDim + 2 * kvDim, c.dim),
         wo: await mat(`${at}.wo`, c.dim, qDim),
-        wGate: await mat(`${at}.wGate`, c.hiddenDim, c.dim),
-        wUp: await mat(`${at}.wUp`, c.hiddenDim, c.dim),
+        wGateUp: await mat(`${at}.wGateUp`, 2 * c.hiddenDim, c.dim),
         wDown: await mat(`${at}.wDown`, c.dim, c.hiddenDim),
-        bq: await vec(`${at}.bq`),
-        bk: await vec(`${at}.bk`),
-        bv: await vec(`${at}.bv`),
+        bqkv: await vec(`${at}.bqkv`),
         qNorm: await vec(`${at}.qNorm`),
         kNorm: await vec(`${at}.kNorm`),
       });
@@ -282,7 +297,7 @@ export class WebGpuBackend implements Backend {
     const qDim = c.nHeads * c.headDim;
     const kvDim = c.nKvHeads * c.headDim;
     // Rows per pass: as many as the activations (logits included) fit in one storage binding.
-    const perRow = c.dim * 3 + Math.max(c.dim, qDim) + 2 * qDim + 2 * kvDim + 2 * c.hiddenDim + c.vocabSize;
+    const perRow = c.dim * 3 + Math.max(c.dim, qDim) + 2 * (qDim + 2 * kvDim) + 2 * c.hiddenDim + c.vocabSize;
     const fit = Math.floor(gpu.ctx.maxBinding / 4 / perRow);
     this.maxRows = Math.max(1, Math.min(opts.maxRows ?? Math.min(c.maxSeqLen, 512), fit));
     this.maxItems = opts.maxItems ?? 64;
@@ -290,8 +305,8 @@ export class WebGpuBackend implements Backend {
     let off = 0;
     const region = (n: number) => { const at = off; off += Math.ceil(n / 64) * 64; return at; };
     this.lay = {
-      x: region(R * c.dim), xb: region(R * Math.max(c.dim, qDim)), q: region(R * qDim), k: region(R * kvDim), v: region(R * kvDim),
-      att: region(R * qDim), hb: region(R * c.hiddenDim), hb2: region(R * c.hiddenDim), lrows: region(R * c.dim), logits: region(R * c.vocabSize), total: 0,
+      x: region(R * c.dim), xb: region(R * Math.max(c.dim, qDim)), qkv: region(R * (qDim + 2 * kvDim)), att: region(R * (qDim + 2 * kvDim)),
+      hb: region(R * 2 * c.hiddenDim), lrows: region(R * c.dim), logits: region(R * c.vocabSize), total: 0,
     };
     this.lay.total = off;
     this.act = gpu.device.createBuffer({ size: off * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'activations' });
@@ -348,6 +363,7 @@ export class WebGpuBackend implements Backend {
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
     const kvDim = H * hd;
+    const qkvDim = qDim + 2 * kvDim;
     const starts = items.map((it) => it.kv.length);
     const T = items.reduce((s, it) => s + it.tokens.length, 0);
 
@@ -462,23 +478,19 @@ export class WebGpuBackend implements Backend {
     const lay = this.lay;
     const eps = c.normEps;
     const base = {
-      nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.q, qStride: qDim, kOff: lay.k, vOff: lay.v,
-      kvStride: kvDim, outOff: lay.att, rowItemOff, rowTOff, itemOff, olderOff, rowMetaOff, mlOff: 0, flagsOff, scale: 1 / Math.sqrt(hd),
+      nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.qkv, qStride: qkvDim, kOff: lay.qkv + qDim,
+      vOff: lay.qkv + qDim + kvDim, kvStride: qkvDim, outOff: lay.att, rowItemOff, rowTOff, itemOff, olderOff, rowMetaOff, mlOff: 0, flagsOff, scale: 1 / Math.sqrt(hd),
     };
     ops.embed(enc, A, pass, this.w.embedding, T, tokOff, lay.x);
     for (let l = 0; l < L; l++) {
       const W = this.w.layers[l];
       ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-      ops.matmul(enc, A, W.wq, T, lay.xb, c.dim, lay.q, qDim);
-      ops.matmul(enc, A, W.wk, T, lay.xb, c.dim, lay.k, kvDim);
-      ops.matmul(enc, A, W.wv, T, lay.xb, c.dim, lay.v, kvDim);
-      if (W.bq) ops.bias(enc, A, W.bq, T, qDim, lay.q, qDim);
-      if (W.bk) ops.bias(enc, A, W.bk, T, kvDim, lay.k, kvDim);
-      if (W.bv) ops.bias(enc, A, W.bv, T, kvDim, lay.v, kvDim);
-      if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.q, hd, lay.q, hd, eps);
-      if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.k, hd, lay.k, hd, eps);
-      ops.rope(enc, A, this.w.rope, pass, T, c.nHeads, hd, lay.q, qDim, rowMetaOff);
-      ops.rope(enc, A, this.w.rope, pass, T, H, hd, lay.k, kvDim, rowMetaOff);
+      ops.matmul(enc, A, W.wqkv, T, lay.xb, c.dim, lay.qkv, qkvDim);
+      if (W.bqkv) ops.bias(enc, A, W.bqkv, T, qkvDim, lay.qkv, qkvDim);
+      if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.qkv, qkvDim, lay.qkv, qkvDim, eps, c.nHeads);
+      if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
+      // q's and k's heads lie side by side in each row: one RoPE over nHeads + nKvHeads heads.
+      ops.rope(enc, A, this.w.rope, pass, T, c.nHeads + H, hd, lay.qkv, qkvDim, rowMetaOff);
       const p = { ...base, layer: l };
       ops.kvWrite(enc, shape, b, p, T, H);
       ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
@@ -487,12 +499,11 @@ export class WebGpuBackend implements Backend {
         ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
         ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
       }
-      ops.matmul(enc, A, W.wo, T, lay.att, qDim, lay.x, c.dim, true);
+      ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
       ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-      ops.matmul(enc, A, W.wGate, T, lay.xb, c.dim, lay.hb, c.hiddenDim);
-      ops.matmul(enc, A, W.wUp, T, lay.xb, c.dim, lay.hb2, c.hiddenDim);
-      ops.swiglu(enc, A, T * c.hiddenDim, lay.hb, lay.hb2);
-      ops.matmul(enc, A, W.wDown, T, lay.hb, c.hiddenDim, lay.x, c.dim, true);
+      ops.matmul(enc, A, W.wGateUp, T, lay.xb, c.dim, lay.hb, 2 * c.hiddenDim);
+      ops.swiglu(enc, A, T, c.hiddenDim, lay.hb, lay.hb + c.hiddenDim, 2 * c.hiddenDim);
+      ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true);
     }
     const nw = wanted.length;
     if (nw > 0) {

@@ -153,11 +153,14 @@ export class GpuOps {
     }
   }
 
-  /** rows vectors of n: act[outOff + r·outStride …] = rmsnorm(act[inOff + r·inStride …]) ⊙ weight. */
+  /**
+   * rows vectors of n: act[outOff + r·outStride …] = rmsnorm(act[inOff + r·inStride …]) ⊙ weight; with G > 1, rows in
+   * groups of G vectors side by side (q/k norm: the heads of one token's row).
+   */
   rmsnorm(enc: StepEncoder, act: GPUBuffer, weight: GPUBuffer, rows: number, n: number, inOff: number, inStride: number,
-    outOff: number, outStride: number, eps: number): void {
+    outOff: number, outStride: number, eps: number, G = 1): void {
     enc.dispatch(this.gpu.pipeline('rmsnorm', () => rmsnormWgsl), 'rmsnorm', [act, weight],
-      [rows, n, inOff, inStride, outOff, outStride, f32(eps)], ...grid(rows));
+      [rows, n, inOff, inStride, outOff, outStride, f32(eps), G], ...grid(rows));
   }
 
   /** RoPE in place over T rows × nHeads heads at act[off + t·rowStride + h·hd], positions from pass[posOff + t]. */
@@ -171,8 +174,9 @@ export class GpuOps {
     enc.dispatch(this.gpu.pipeline('bias', () => biasWgsl), 'bias', [act, bias], [T, n, off, stride], ...grid(Math.ceil((T * n) / 64)));
   }
 
-  swiglu(enc: StepEncoder, act: GPUBuffer, n: number, gateOff: number, upOff: number): void {
-    enc.dispatch(this.gpu.pipeline('swiglu', () => swigluWgsl), 'swiglu', [act], [n, gateOff, upOff], ...grid(Math.ceil(n / 64)));
+  /** SwiGLU over T rows of n (gate and up at gateOff/upOff + t · stride). */
+  swiglu(enc: StepEncoder, act: GPUBuffer, T: number, n: number, gateOff: number, upOff: number, stride = n): void {
+    enc.dispatch(this.gpu.pipeline('swiglu', () => swigluWgsl), 'swiglu', [act], [T, n, gateOff, upOff, stride], ...grid(Math.ceil((T * n) / 64)));
   }
 
   add(enc: StepEncoder, act: GPUBuffer, n: number, xOff: number, yOff: number): void {

@@ -201,11 +201,12 @@ var<workgroup> ws: array<f32, ${64 * 33}>;
 const FLAT = `let i = (wid.x + wid.y * ${GRID_X}u) * 64u + lid.x;`;
 
 /**
- * RMSNorm of `rows` vectors of n: out[r] = x[r] / sqrt(mean(x[r]²) + eps) ⊙ weight. One workgroup per row; used for
- * the layer norms (rows = tokens) and for q/k norm (rows = tokens × heads, n = headDim). out may equal x.
+ * RMSNorm of `rows` vectors of n: out[r] = x[r] / sqrt(mean(x[r]²) + eps) ⊙ weight. One workgroup per row. Rows come
+ * in groups of G (row r at off + ⌊r / G⌋ · stride + (r mod G) · n): G = 1 for the layer norms (one row per token),
+ * G = heads for q/k norm (the heads of a token inside its fused q|k|v row). out may equal x.
  */
 export const rmsnormWgsl = `
-struct P { rows: u32, n: u32, inOff: u32, inStride: u32, outOff: u32, outStride: u32, eps: f32, _p: u32 };
+struct P { rows: u32, n: u32, inOff: u32, inStride: u32, outOff: u32, outStride: u32, eps: f32, G: u32 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
@@ -213,7 +214,7 @@ var<workgroup> red: array<f32, 256>;
 @compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let row = wid.x + wid.y * ${GRID_X}u;
   if (row >= p.rows) { return; }
-  let xin = p.inOff + row * p.inStride;
+  let xin = p.inOff + (row / p.G) * p.inStride + (row % p.G) * p.n;
   var ss = 0.0;
   for (var i = lid.x; i < p.n; i += 256u) { let v = act[xin + i]; ss += v * v; }
   red[lid.x] = ss;
@@ -223,7 +224,7 @@ var<workgroup> red: array<f32, 256>;
     workgroupBarrier();
   }
   let scale = 1.0 / sqrt(red[0] / f32(p.n) + p.eps);
-  let xout = p.outOff + row * p.outStride;
+  let xout = p.outOff + (row / p.G) * p.outStride + (row % p.G) * p.n;
   for (var i = lid.x; i < p.n; i += 256u) { act[xout + i] = act[xin + i] * scale * weight[i]; }
 }`;
 
@@ -270,16 +271,17 @@ struct P { T: u32, n: u32, off: u32, stride: u32 };
   act[p.off + t * p.stride + c] += bias[c];
 }`;
 
-/** SwiGLU: gate[i] = silu(gate[i]) · up[i] over n elements. */
+/** SwiGLU over T rows of n: gate = silu(gate) · up, gate and up at gateOff/upOff + t · stride (the fused gate|up rows). */
 export const swigluWgsl = `
-struct P { n: u32, gateOff: u32, upOff: u32, _p: u32 };
+struct P { T: u32, n: u32, gateOff: u32, upOff: u32, stride: u32, _a: u32, _b: u32, _c: u32 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   ${FLAT}
-  if (i >= p.n) { return; }
-  let g = act[p.gateOff + i];
-  act[p.gateOff + i] = g / (1.0 + exp(-g)) * act[p.upOff + i];
+  if (i >= p.T * p.n) { return; }
+  let o = (i / p.n) * p.stride + i % p.n;
+  let g = act[p.gateOff + o];
+  act[p.gateOff + o] = g / (1.0 + exp(-g)) * act[p.upOff + o];
 }`;
 
 /** x[i] += y[i] over n elements (the residual add, where it is not fused into a matmul). */
