@@ -400,7 +400,7 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
   const k = randn(r, hd);
   for (const pos of positions) {
     for (let d = 0; d < hd; d++) k[d] = r();
-    store.append(k, 0, k.map((v) => -v), 0, pos, Math.floor(r() * 50), Math.floor(r() * 6) / 8);
+    store.append(k, 0, k.map((v) => -v), 0, pos, Math.floor(r() * 50), Math.floor(r() * 6) / 8 - 0.25); // ties, negatives (SnapKV ranks the window at −1)
   }
   const current = n + 19;
   const rule: KeepRule = { full: false, classMask: SPECIAL | PUNCT, window: 9, sinks: 3, heavy: 11 };
@@ -469,7 +469,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
-  for (const n of [1, 13, 53, 200]) out.push(await checkEvict(ops, 9 + n, n));
+  for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   return out;
 }
 

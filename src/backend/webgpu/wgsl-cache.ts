@@ -333,6 +333,13 @@ ${CACHE_PARAMS}
 @group(0) @binding(6) var<storage, read_write> report: array<u32>;
 ${TABLE_BASE}
 var<workgroup> red: array<u32, 256>;
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> sel: array<u32, 4>;
+/** An f32's bits as a u32 that orders like the number (−0 as +0). */
+fn scoreKey(bits: u32) -> u32 {
+  let b = select(bits, 0u, bits == 0x80000000u);
+  return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
+}
 @compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let e = p.entryOff + wid.x * 12u;
   let seqSlot = pbuf[e];
@@ -360,16 +367,59 @@ var<workgroup> red: array<u32, 256>;
   storageBarrier();
   workgroupBarrier();
   if (budget > 0u && budget < n) {
-    // Heavy hitters: rank = how many slots beat this one by (score desc, position asc).
-    for (var s = lid.x; s < n; s += 256u) {
-      let v = bitcast<f32>(work[wk + n + s]);
-      let ps = work[wk + 2u * n + s];
-      var rank = 0u;
-      for (var t = 0u; t < n; t++) {
-        let u = bitcast<f32>(work[wk + n + t]);
-        if (u > v || (u == v && work[wk + 2u * n + t] < ps)) { rank++; }
+    // Heavy hitters: the 'budget' slots first by (score desc, position asc), found by two radix selects (8 bits a
+    // pass, a 256-bin histogram): the budget-th largest score key K, then among the slots scoring exactly K the
+    // smallest positions up to the places left. Linear in the slots, whatever their number.
+    if (lid.x == 0u) { sel[0] = 0u; sel[1] = budget; }
+    for (var digit = 0u; digit < 4u; digit++) {
+      let shift = 24u - 8u * digit;
+      let hi = select(0xffffffffu << (shift + 8u), 0u, digit == 0u);
+      atomicStore(&hist[lid.x], 0u);
+      workgroupBarrier();
+      let prefix = sel[0];
+      for (var s = lid.x; s < n; s += 256u) {
+        let k = scoreKey(work[wk + n + s]);
+        if ((k & hi) == (prefix & hi)) { atomicAdd(&hist[(k >> shift) & 255u], 1u); }
       }
-      if (rank < budget) { work[wk + s] = 1u; }
+      workgroupBarrier();
+      if (lid.x == 0u) {
+        var acc = 0u;
+        for (var d = 255i; d >= 0i; d--) {
+          let c = atomicLoad(&hist[d]);
+          if (acc + c >= sel[1]) { sel[0] = prefix | (u32(d) << shift); sel[1] = sel[1] - acc; break; }
+          acc += c;
+        }
+      }
+      workgroupBarrier();
+    }
+    let K = sel[0];
+    workgroupBarrier();
+    if (lid.x == 0u) { sel[2] = 0u; sel[3] = sel[1]; }
+    for (var digit = 0u; digit < 4u; digit++) {
+      let shift = 24u - 8u * digit;
+      let hi = select(0xffffffffu << (shift + 8u), 0u, digit == 0u);
+      atomicStore(&hist[lid.x], 0u);
+      workgroupBarrier();
+      let prefix = sel[2];
+      for (var s = lid.x; s < n; s += 256u) {
+        let ps = work[wk + 2u * n + s];
+        if (scoreKey(work[wk + n + s]) == K && (ps & hi) == (prefix & hi)) { atomicAdd(&hist[(ps >> shift) & 255u], 1u); }
+      }
+      workgroupBarrier();
+      if (lid.x == 0u) {
+        var acc = 0u;
+        for (var d = 0u; d < 256u; d++) {
+          let c = atomicLoad(&hist[d]);
+          if (acc + c >= sel[3]) { sel[2] = prefix | (d << shift); sel[3] = sel[3] - acc; break; }
+          acc += c;
+        }
+      }
+      workgroupBarrier();
+    }
+    let P = sel[2];
+    for (var s = lid.x; s < n; s += 256u) {
+      let k = scoreKey(work[wk + n + s]);
+      if (k > K || (k == K && work[wk + 2u * n + s] <= P)) { work[wk + s] = 1u; }
     }
   }
   storageBarrier();
