@@ -135,11 +135,13 @@ export function add(x: usize, y: usize, n: i32): void {
 }
 
 /**
- * Index of the largest of x[0..n); the first one on ties; NaN never wins; 0 when nothing beats -inf.
- * Two passes beat tracking indices in the loop: the max is one maxps per vector, and the search for its first
- * occurrence stops early.
+ * Index of the largest of x[0..n); the first one on ties; 0 when nothing beats -inf. A NaN wins (the first one), as in
+ * the engine's sampler and torch.argmax: a NaN logit shows instead of hiding behind a finite one.
+ * Passes beat tracking indices in the loop: the max is one maxps per vector, and the searches stop early.
  */
 export function argmax(x: usize, n: i32): i32 {
+  const nan = firstNaN(x, n);
+  if (nan >= 0) return nan;
   const m = maxOf(x, n);
   if (!(m > -Infinity)) return 0;
   const mv = f32x4.splat(m);
@@ -149,6 +151,20 @@ export function argmax(x: usize, n: i32): i32 {
   }
   for (; i < n; i++) if (load<f32>(x + (<usize>i << 2)) == m) return i;
   return 0; // unreachable: m is one of the elements
+}
+
+/** Index of the first NaN in x[0..n), or -1. */
+@inline function firstNaN(x: usize, n: i32): i32 {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v = v128.load(x + (<usize>i << 2));
+    if (v128.any_true(f32x4.ne(v, v))) break;
+  }
+  for (; i < n; i++) {
+    const v = load<f32>(x + (<usize>i << 2));
+    if (v != v) return i;
+  }
+  return -1;
 }
 
 /** memcpy (e.g. saving the residual stream inside a job list). */

@@ -39,9 +39,9 @@ test('bench --json: one row per model × dtype × KV dtype × cache × test, eac
   assert.ok(figure.trimEnd().endsWith('</svg>'));
 });
 
-test('bench: bad test names and a broken --llama2c are clear errors (exit 1), no stack trace', () => {
+test('bench: bad test names (bad usage, exit 2) and a broken --llama2c (exit 1) are clear errors, no stack trace', () => {
   const a = run(['--tests', 'pp', '-r', '1']);
-  assert.equal(a.status, 1);
+  assert.equal(a.status, 2);
   assert.doesNotMatch(a.stderr, /    at /);
   assert.match(a.stderr, /--tests: cannot read 'pp'/);
   const b = run(['--llama2c', '/nonexistent/run', '--tests', 'tg2', '-r', '1', '--cache', 'full']);
@@ -60,4 +60,29 @@ test('llama2.c comparison: decode rows with its thread count, against its fastes
   ]);
   assert.deepEqual(v.map((x) => [x.row, x.ratio, x.llama2cThreads]), [['wasm f32 full tg128', 1.2, 2]]);
   assert.deepEqual(llama2cComparison([row('wasm', 2, 'tg128', 600)]), []);
+});
+
+test('llama2.c comparison: a collapsed reference row is not picked, and a ratio with an unstable row is not meaningful', () => {
+  const row = (backend: string, threads: number, test: string, tps: number, sd: number): BenchRow =>
+    ({ model: 'm', sizeBytes: 1, params: 1, backend, threads, dtype: 'f32', cache: 'full', test, tokensPerSecond: tps, stddev: sd, samples: [tps] });
+  // 2 threads collapsed on a loaded machine (25.7 ± 18.6): the stable 1-thread row is the reference.
+  const v = llama2cComparison([row('wasm', 1, 'tg128', 350, 5), row('wasm', 2, 'tg128', 600, 10), row('llama2.c run', 1, 'tg255', 300, 6), row('llama2.c run', 2, 'tg255', 25.7, 18.6)]);
+  assert.deepEqual(v.map((x) => [x.row, x.llama2cThreads, x.meaningful]), [['wasm f32 full tg128', 1, true]]);
+  assert.ok(Math.abs(v[0].ratio - 350 / 300) < 1e-12);
+  // Our row unstable: the ratio is reported, marked not meaningful.
+  const w = llama2cComparison([row('wasm', 2, 'tg128', 600, 200), row('llama2.c run', 2, 'tg255', 500, 5)]);
+  assert.equal(w[0].meaningful, false);
+  // Every reference row unstable: the one with most threads, and nothing is meaningful.
+  const u = llama2cComparison([row('wasm', 2, 'tg128', 600, 5), row('llama2.c run', 1, 'tg255', 300, 100), row('llama2.c run', 2, 'tg255', 500, 200)]);
+  assert.deepEqual(u.map((x) => [x.llama2cThreads, x.meaningful]), [[2, false]]);
+});
+
+test('bench says when it clamps a test to the context, before measuring anything long', { skip: SKIP_SHARED }, () => {
+  const r = run(['-m', sharedPath('models/stories260K/stories260K.bin'), '--tests', 'pp600', '-r', '1', '--cache', 'full', '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stderr, /bench: pp600 runs as pp512: stories260K's context is 512 tokens/);
+  const j = JSON.parse(r.stdout);
+  assert.deepEqual(j.notes, ["pp600 runs as pp512: stories260K's context is 512 tokens"]);
+  assert.equal(j.rows[0].test, 'pp512');
+  assert.equal(typeof j.rows[0].unstable, 'boolean');
 });

@@ -90,7 +90,7 @@ test('the evaluator’s decoding loop reproduces model.complete (full and FastGe
       try {
         const [last] = await m.backend.forward([{ kv, tokens: ids, logits: 'last' }]);
         const fork = kv.fork();
-        const got = await continueSequence(m, fork, last, sampling.temperature ? new Sampler(sampling, m.config.vocabSize) : null, 40);
+        const got = await continueSequence(m, fork, last, sampling.temperature ? sampling : null, 40);
         assert.deepEqual(got.tokens, ref.tokens, `${cache.policy} ${JSON.stringify(sampling)}`);
         assert.equal(fork.stats().kvBytes, ref.kv.kvBytes);
         fork.release();

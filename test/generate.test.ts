@@ -120,7 +120,7 @@ test('invalid sampling and generation values are typed errors naming the option'
 
 test('chat without a template continues the messages as text; profile reports every head', { skip: SKIP_SHARED }, async () => {
   const m = await m260();
-  const r = await m.chat([{ role: 'user', content: 'Once upon a time' }], { temperature: 0, maxTokens: 10 }).text();
+  const r = await m.chat([{ role: 'user', content: 'Once upon a time' }], { temperature: 0, maxTokens: 10 }).result;
   const plain = await m.complete('Once upon a time', { temperature: 0, maxTokens: 10 });
   assert.equal(r.text, plain.text);
   const p = await m.profile('Once upon a time, Lily saw a cat. The cat was big!', { cache: { recovery: 0.9 } });
@@ -145,7 +145,7 @@ test('chat applies the chat template of a Hugging Face model (hf-tiny llama3 + t
   const ref = JSON.parse((await import('node:fs')).readFileSync(sharedPath('fixtures/tokenizer-bpe512/reference.json'), 'utf8'));
   assert.ok(rendered.includes('Hello there'));
   assert.notEqual(rendered, 'Hello there');
-  const viaChat = await m.chat(messages, { temperature: 0, maxTokens: 8, ignoreEos: true }).text();
+  const viaChat = await m.chat(messages, { temperature: 0, maxTokens: 8, ignoreEos: true }).result;
   const viaIds = await m.complete(m.encode(rendered, false), { temperature: 0, maxTokens: 8, ignoreEos: true });
   assert.deepEqual(viaChat.tokens, viaIds.tokens);
   assert.equal(viaChat.promptTokens, m.encode(rendered, false).length);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { kvBytesPerToken, parameterCount, tensorToF32 } from '../src/model/describe.js';
+import { kvBytesPerToken, parameterCount } from '../src/model/describe.js';
+import { tensorToF32 } from '../src/model/tensor.js';
 import { bf16ToF32, f16ToF32 } from '../src/half.js';
 import type { LayerWeights, ModelConfig, ModelWeights, Tensor } from '../src/model/types.js';
 

@@ -15,7 +15,8 @@ import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import OpenAI from 'openai';
 import { runLoadtest } from '../src/cli/loadtest.js';
-import { generateOptions } from '../src/cli/options.js';
+import { parseCommand, toGenerateOptions } from '../src/cli/args.js';
+import { generateCli } from '../src/cli/generate.js';
 import { parseServeArgs } from '../src/cli/serve.js';
 import { FastgenError, InvalidOptionError } from '../src/errors.js';
 import { validateSamplingOptions } from '../src/generate/sampler.js';
@@ -249,7 +250,7 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
       assert.equal(r.status, 400, String(v));
       assert.equal((await r.json()).error.param, 'repetition_penalty');
     }
-    assert.throws(() => validateSamplingOptions(generateOptions({ 'repeat-penalty': '1e-300' })), InvalidOptionError, 'the CLI flag too');
+    assert.throws(() => toGenerateOptions(parseCommand(generateCli(), ['--repeat-penalty', '1e-300', 'hi'])!.opts), InvalidOptionError, 'the CLI flag too');
 
     // A backend that returns NaN logits for one marked prompt: that request fails clearly, a concurrent one does not.
     const MARK = 77;

@@ -145,7 +145,7 @@ describe('server over HTTP', { skip: SKIP }, () => {
   test('chat: same text as model.chat for the same seed; streaming starts with the role', async () => {
     await server.ready;
     const messages = [{ role: 'user', content: 'Once upon a time there was a dog.' }];
-    const want = await lib.chat(messages, { maxTokens: 16, temperature: 0.8, seed: 3, cache: { policy: 'fastgen' } }).text();
+    const want = await lib.chat(messages, { maxTokens: 16, temperature: 0.8, seed: 3, cache: { policy: 'fastgen' } }).result;
     const r = await post(`${url}/v1/chat/completions`, { model: 'stories260K', messages, max_tokens: 16, temperature: 0.8, seed: 3 });
     const body = await r.json();
     assert.equal(body.object, 'chat.completion');
@@ -176,7 +176,7 @@ describe('server over HTTP', { skip: SKIP }, () => {
     assert.equal(usage.completion_tokens, want.generatedTokens);
 
     const messages = [{ role: 'user' as const, content: 'Tom had a red ball.' }];
-    const chatWant = await lib.chat(messages, { maxTokens: 10, temperature: 0.5, seed: 11, cache: { policy: 'full' } }).text();
+    const chatWant = await lib.chat(messages, { maxTokens: 10, temperature: 0.5, seed: 11, cache: { policy: 'full' } }).result;
     // The per-request cache policy is an extra field: the client passes it through in the body.
     const chat = await client.chat.completions.create({ model: 'stories260K', messages, max_tokens: 10, temperature: 0.5, seed: 11, cache: { policy: 'full' } } as any);
     assert.equal((chat as any).choices[0].message.content, chatWant.text);

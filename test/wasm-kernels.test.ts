@@ -322,7 +322,7 @@ test('swiglu matches the reference', () => {
   }
 });
 
-test('add is exact; argmax picks the first maximum and ignores NaN', () => {
+test('add is exact; argmax picks the first maximum, and the first NaN wins as in the sampler', () => {
   for (const n of [1, 3, 17, 32000]) {
     const x = randomF32(n), y = randomF32(n);
     scoped(() => {

@@ -8,8 +8,9 @@ import { HeadStore } from '../../src/cache/head-store.js';
 import { PUNCT, SPECIAL, type KeepRule } from '../../src/cache/head-policy.js';
 import { markKept } from '../../src/cache/evict.js';
 import { addInPlace, matmul, rmsnorm, ropeRotateHalf, swiglu, softmax, dot } from '../../src/backend/cpu-ref/math.js';
-import { ropeInvFreq } from '../../src/backend/cpu-ref/rope.js';
-import { argmax, dequantizeQ8_0, quantizeQ8_0 } from '../../src/backend/wasm/reference-extra.js';
+import { ropeInvFreq } from '../../src/model/rope.js';
+import { dequantizeQ8_0, quantizeQ8_0 } from '../../src/backend/wasm/reference-extra.js';
+import { argmax } from '../../src/argmax.js';
 import { ropeTables } from '../../src/backend/wasm/runtime.js';
 import { f16ToF32, f32ToF16 } from '../../src/half.js';
 import { mulberry32 } from '../../src/generate/rng.js';
@@ -187,7 +188,7 @@ export async function checkArgmax(ops: GpuOps, seed = 6): Promise<CheckResult> {
   const n = 1237;
   const rows = 3;
   const x = randn(r, rows * n);
-  x[5] = NaN; // NaN never wins
+  x[5] = NaN; x[700] = NaN; // the first NaN wins (src/argmax.ts)
   x[n + 100] = 50; x[n + 900] = 50; // ties: the first index
   x[2 * n + n - 1] = 60; // the last element
   const logits = await buf(ops.gpu, x);

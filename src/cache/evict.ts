@@ -1,12 +1,6 @@
 import type { HeadStore } from './head-store.js';
 import type { KeepRule } from './head-policy.js';
 
-/** Per-token-id membership of the classes the `special` and `punct` policies keep (1 = member). */
-export interface TokenClasses {
-  special: Uint8Array;
-  punct: Uint8Array;
-}
-
 /**
  * The CPU executor of a KeepRule, and the reference for every backend's eviction kernel. Marks in `keep` (length ≥
  * store.length) which stored tokens the rule keeps when the newest token is at position `current`: the union of

@@ -1,6 +1,7 @@
 import type { PagePool } from './page-pool.js';
-import type { TokenClasses } from './evict.js';
+import type { TokenClasses } from '../tokenizer/token-classes.js';
 import { PUNCT, SPECIAL } from './head-policy.js';
+import { keyOffsetInPage, valueOffsetInPage } from './page-layout.js';
 import { f16Table, f32ToF16 } from '../half.js';
 
 /**
@@ -46,10 +47,10 @@ export class HeadStore {
   keyOffset(slot: number): number {
     const pt = this.pool.pageTokens;
     const page = this.pages[(slot / pt) | 0];
-    return this.pool.pageOffset(page) + (slot % pt) * this.headDim;
+    return this.pool.pageOffset(page) + keyOffsetInPage(slot % pt, this.headDim);
   }
   valueOffset(slot: number): number {
-    return this.keyOffset(slot) + this.pool.pageTokens * this.headDim;
+    return this.pool.pageOffset(this.pages[Math.floor(slot / this.pool.pageTokens)]) + valueOffsetInPage(slot % this.pool.pageTokens, this.pool.pageTokens, this.headDim);
   }
 
   /** Bytes of K and V actually held for the kept tokens. */
@@ -95,7 +96,7 @@ export class HeadStore {
   append(src: Float32Array, kOff: number, vSrc: Float32Array, vOff: number, position: number, tokenId: number, score = 0): number {
     const slot = this.reserve(position, tokenId, score);
     const ko = this.keyOffset(slot);
-    const vo = ko + this.pool.pageTokens * this.headDim;
+    const vo = this.valueOffset(slot);
     const d = this.headDim;
     if (this.pool.kvDtype === 'f16') {
       const h = this.pool.arena.halves;

@@ -1,11 +1,10 @@
 import { KvPoolExhaustedError } from '../errors.js';
+import { DEFAULT_PAGE_TOKENS, pageBytes, pageElements } from './page-layout.js';
 
 /**
  * A pool of fixed-size KV pages shared by every sequence, layer and KV head.
  *
- * One page holds `pageTokens` tokens of ONE (layer, KV head): their keys then their values, in the KV dtype
- * (f32, or f16 stored as raw halves):
- *   page layout (elements): [ K: pageTokens × headDim | V: pageTokens × headDim ]
+ * One page holds `pageTokens` tokens of ONE (layer, KV head), laid out as page-layout.ts says.
  * Storage grows in slabs on demand, up to the byte budget, so the process only holds memory that was asked for;
  * a page freed by one sequence goes on the free list and is the next one handed out, to any sequence.
  *
@@ -76,11 +75,11 @@ export class PagePool {
 
   constructor(opts: PagePoolOptions) {
     this.headDim = opts.headDim;
-    this.pageTokens = opts.pageTokens ?? 16;
+    this.pageTokens = opts.pageTokens ?? DEFAULT_PAGE_TOKENS;
     this.kvDtype = opts.kvDtype ?? 'f32';
     this.elementBytes = this.kvDtype === 'f16' ? 2 : 4;
-    this.pageElements = 2 * this.pageTokens * this.headDim;
-    this.pageBytes = this.pageElements * this.elementBytes;
+    this.pageElements = pageElements(this.pageTokens, this.headDim);
+    this.pageBytes = pageBytes(this.pageTokens, this.headDim, this.elementBytes);
     // Keep pages 4-byte aligned so both views address them.
     this.pageWords = Math.ceil(this.pageBytes / 4);
     this.budgetBytes = opts.budgetBytes ?? Number.POSITIVE_INFINITY;

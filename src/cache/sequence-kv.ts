@@ -1,6 +1,7 @@
 import { HeadStore } from './head-store.js';
 import type { PagePool } from './page-pool.js';
-import { applyRule, type TokenClasses } from './evict.js';
+import { applyRule } from './evict.js';
+import type { TokenClasses } from '../tokenizer/token-classes.js';
 import { keepRule, type HeadPolicy } from './head-policy.js';
 import { cachePolicy, profilesOf, type HeadProfile, type ResolvedCacheOptions } from './policies/index.js';
 import type { KvShape, LayerNeeds, PolicyTarget, PromptAttentionStats, SequencePolicy } from './policies/types.js';

@@ -6,17 +6,18 @@
  * A benchmark command, never a timed test: compare ratios measured in one run on the same machine.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { FastgenError } from '../errors.js';
-import { cacheLabel, cachePolicy, resolveCacheOptions, type CacheOptions, type CachePolicyName } from '../cache/policies/index.js';
+import { BACKEND_NAMES, MAX_THREADS, WEIGHT_DTYPES } from '../backend/index.js';
+import { CACHE_POLICY_NAMES, cacheLabel, cachePolicy, resolveCacheOptions, type CacheOptions, type CachePolicyName } from '../cache/policies/index.js';
 import { loadModel, type Model } from '../generate/model.js';
-import { argmax } from '../generate/sampler.js';
-import { formatBytes, table } from './format.js';
+import type { GenerationRequest } from '../generate/request.js';
+import { step } from '../generate/step.js';
+import { formatBytes, table } from '../format.js';
 import { locateDefaultPackage, parsePreloadFiles } from '../model/default-model.js';
-import { num } from './options.js';
+import { choiceArg, newCommand, numberArg, option, outputFileArg, repeatable, runCommand, UsageError } from './args.js';
 import { benchSvg } from './bench-svg.js';
 
 export interface BenchRow {
@@ -49,12 +50,12 @@ interface TestSpec {
 
 export function parseTest(s: string, contextLength: number): TestSpec {
   const m = /^(pp|tg)(\d+)(?:@d(\d+))?(?:x(\d+))?$/.exec(s.replace(/\s+/g, ''));
-  if (!m) throw new FastgenError('INVALID_OPTION', `--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4`, '--tests');
+  if (!m) throw new UsageError(`--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4`, '--tests');
   const kind = m[1] as 'pp' | 'tg';
   let n = Number(m[2]);
   const depth = Number(m[3] ?? 0);
   const batch = Number(m[4] ?? 1);
-  if (n < 1 || batch < 1) throw new FastgenError('INVALID_OPTION', `--tests: '${s}' needs at least one token and one sequence`, '--tests');
+  if (n < 1 || batch < 1) throw new UsageError(`--tests: '${s}' needs at least one token and one sequence`, '--tests');
   // Clamp to the context and say so in the label rather than silently running something else.
   const room = contextLength - depth - (kind === 'tg' ? 1 : 0);
   if (room < 1) throw new FastgenError('INVALID_OPTION', `--tests: '${s}' does not fit the model's ${contextLength}-token context`, '--tests');
@@ -82,74 +83,84 @@ function fillerTokens(model: Model, n: number, seed: number): number[] {
   return out;
 }
 
-/** One repetition of a test; returns tokens per second. */
+/**
+ * One repetition of a test; returns tokens per second. Requests go through the engine's own generation step (greedy,
+ * EOS ignored, so every row decodes exactly its token count).
+ */
 async function runOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: number): Promise<number> {
-  const seqs = Array.from({ length: spec.batch }, () => model.newSequence(cache));
+  const request = (prompt: number[], maxTokens: number) => model.createRequest(prompt, { cache, maxTokens, temperature: 0, ignoreEos: true });
+  const reqs: GenerationRequest[] = [];
   try {
     if (spec.kind === 'pp') {
-      const items = seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, spec.n, rep * 31 + b + 1), logits: 'last' as const }));
+      for (let b = 0; b < spec.batch; b++) reqs.push(request(fillerTokens(model, spec.n, rep * 31 + b + 1), 1));
       const t0 = performance.now();
-      await model.backend.forward(items);
+      await stepAll(model, reqs);
       return (spec.n * spec.batch * 1000) / (performance.now() - t0);
     }
-    // Context first (not timed), then decode greedily one token per step for every sequence at once.
+    // Context first (not timed), then one token per step for every sequence at once.
     const ctx = Math.max(1, spec.depth);
-    const first = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: fillerTokens(model, ctx, rep * 31 + b + 7), logits: 'last' as const })));
-    let next = first.map((l) => argmax(l));
-    const outs = seqs.map(() => new Float32Array(model.config.vocabSize));
+    for (let b = 0; b < spec.batch; b++) reqs.push(request(fillerTokens(model, ctx, rep * 31 + b + 7), spec.n + 1));
+    await stepAll(model, reqs);
     const t0 = performance.now();
-    for (let i = 0; i < spec.n; i++) {
-      const logits = await model.backend.forward(seqs.map((kv, b) => ({ kv, tokens: [next[b]], logits: 'last' as const, out: outs[b] })));
-      next = logits.map((l) => argmax(l));
-    }
-    return (spec.n * spec.batch * 1000) / (performance.now() - t0);
+    while (reqs.some((r) => !r.done)) await stepAll(model, reqs);
+    const ms = performance.now() - t0;
+    const decoded = reqs.reduce((sum, r) => sum + r.generated.length - 1, 0);
+    return (decoded * 1000) / ms;
   } finally {
-    for (const s of seqs) s.release();
+    for (const r of reqs) r.kv.release();
   }
 }
 
-export async function benchCommand(args: string[]): Promise<number> {
-  const { values: v } = parseArgs({
-    args,
-    options: {
-      model: { type: 'string', short: 'm', multiple: true },
-      backend: { type: 'string', multiple: true },
-      dtype: { type: 'string', multiple: true },
-      'kv-dtype': { type: 'string', multiple: true },
-      cache: { type: 'string', multiple: true },
-      recovery: { type: 'string' },
-      tests: { type: 'string' },
-      repetitions: { type: 'string', short: 'r' },
-      threads: { type: 'string' },
-      json: { type: 'boolean' },
-      svg: { type: 'string' },
-      llama2c: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (v.help) {
-    console.log(`usage: fastgen bench [-m PATH]... [--backend NAME]... [--dtype f32|f16|q8_0]... [--kv-dtype f32|f16]...
-       [--cache full|fastgen|...]...
-       [--recovery T] [--tests pp128,tg128,tg128@d200,tg64x4] [-r N] [--threads N] [--json] [--svg FILE]
-       [--llama2c RUN_BINARY]
-Every combination of the repeated options is measured; repetitions run round-robin over all rows, so machine noise
-hits every row alike. --llama2c runs a compiled llama2.c \`run\` (legacy format, e.g. gcc -Ofast -march=native
--fopenmp run.c) on the default model in the same rounds, as a tg255 row (256 steps from BOS), and prints each decode
-row's ratio to it. Defaults: the default model, the default backend, f32, --cache full and fastgen, tests
-pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also draws the table as bars.`);
-    return 0;
-  }
-  const reps = num(v, 'repetitions', true) ?? 3;
-  const recovery = num(v, 'recovery') ?? 0.95;
-  const threads = num(v, 'threads', true);
-  const models = v.model ?? [undefined];
-  const backends = v.backend ?? [undefined];
-  const dtypes = v.dtype ?? [undefined];
-  const kvDtypes = (v['kv-dtype'] ?? ['f32']) as ('f32' | 'f16')[];
-  // Each policy with its defaults (and --recovery where it takes one), checked before any model loads.
-  const caches = (v.cache ?? ['full', 'fastgen']).map((policy) =>
-    resolveCacheOptions(cachePolicy(policy).options.some((o) => o.key === 'recovery') ? { policy: policy as CachePolicyName, recovery } : { policy: policy as CachePolicyName }));
-  const testNames = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
+async function stepAll(model: Model, reqs: GenerationRequest[]): Promise<void> {
+  for (const o of await step(model.backend, reqs)) if (o.error !== undefined) throw o.error;
+}
+
+export function benchCli() {
+  const cmd = newCommand('fastgen bench', 'Throughput in llama-bench\'s shape: every combination of the repeated options is measured.');
+  cmd
+    .addOption(option('-m, --model <path>', 'model to measure; repeatable (default: the embedded stories15M)', repeatable()))
+    .addOption(option('--backend <name>', `compute backend; repeatable: ${BACKEND_NAMES.join(', ')} (default wasm)`, repeatable(choiceArg('--backend', BACKEND_NAMES, 'backend'))))
+    .addOption(option('--dtype <dtype>', `weight dtype; repeatable: ${WEIGHT_DTYPES.join(', ')} (default f32)`, repeatable(choiceArg('--dtype', WEIGHT_DTYPES, 'dtype'))))
+    .addOption(option('--kv-dtype <dtype>', 'KV cache element type; repeatable: f32, f16 (default f32)', repeatable(choiceArg('--kv-dtype', ['f32', 'f16'] as const, 'KV dtype'))))
+    .addOption(option('--cache <policy>', `cache policy; repeatable: ${CACHE_POLICY_NAMES.join(', ')} (default: full and fastgen)`, repeatable(choiceArg('--cache', CACHE_POLICY_NAMES, 'cache policy'))))
+    .addOption(option('--recovery <t>', 'FastGen recovery threshold in (0, 1] (default 0.95)', numberArg('--recovery', { above: 0, max: 1 })))
+    .addOption(option('--tests <list>', 'comma-separated tests: ppN (prefill N), tgN (decode N), tgN@dD (after a D-token context), tgNxB (B sequences in one batch) (default pp128,tg128,tg128@d200)'))
+    .addOption(option('-r, --repetitions <n>', 'measured rounds, after one warm-up round (default 3)', numberArg('--repetitions', { integer: true, min: 1 })))
+    .addOption(option('--threads <n>', `worker threads of the wasm backend, 1 to ${MAX_THREADS} (default 2; llama2.c: 1 and 2)`, numberArg('--threads', { integer: true, min: 1, max: MAX_THREADS })))
+    .addOption(option('--json', 'print the rows (with every sample) as JSON'))
+    .addOption(option('--svg <file>', 'also draw the table as bars', outputFileArg('--svg')))
+    .addOption(option('--llama2c <run>', "a compiled llama2.c `run` (legacy format, e.g. gcc -Ofast -march=native -fopenmp run.c), measured on the default model in the same rounds as a tg255 row, with each decode row's ratio to it"));
+  cmd.addHelpText(
+    'after',
+    `
+Repetitions run round-robin over all rows (llama2.c included), each round starting one row later, so machine noise
+hits every row alike: compare ratios within one run. A row whose spread (sd / mean) exceeds ${UNSTABLE_CV * 100} % is flagged,
+and ratios involving it are marked as not meaningful. A test longer than a model's context is clamped to it, and
+bench says so.`,
+  );
+  return cmd;
+}
+
+export function benchCommand(args: string[]): Promise<number> {
+  return runCommand(benchCli(), args, (p) => bench(p.opts));
+}
+
+async function bench(v: Record<string, any>): Promise<number> {
+  const reps: number = v.repetitions ?? 3;
+  const recovery: number = v.recovery ?? 0.95;
+  const threads: number | undefined = v.threads;
+  const models: (string | undefined)[] = v.model ?? [undefined];
+  const backends: (string | undefined)[] = v.backend ?? [undefined];
+  const dtypes: (string | undefined)[] = v.dtype ?? [undefined];
+  const kvDtypes: ('f32' | 'f16')[] = v.kvDtype ?? ['f32'];
+  // Each policy with its defaults (and --recovery where it takes one).
+  const caches = ((v.cache ?? ['full', 'fastgen']) as CachePolicyName[]).map((policy) =>
+    resolveCacheOptions(cachePolicy(policy).options.some((o) => o.key === 'recovery') ? { policy, recovery } : { policy }));
+  const testNames: string[] = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
+  // Test names are checked before any model loads (their fit to each model's context after).
+  for (const t of testNames) parseTest(t, Number.POSITIVE_INFINITY);
+  if (v.llama2c !== undefined) checkRunnable(v.llama2c);
+  const notes: string[] = [];
   // Every row is a case; repetitions run round-robin over all cases (llama2.c included), so that a noisy stretch of
   // a shared machine hits every row alike and the ratios between rows stay meaningful.
   const cases: BenchCase[] = [];
@@ -163,6 +174,13 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
           loaded.push(model);
           const kvLabel = kvDtype === 'f32' ? '' : ` (${kvDtype} KV)`;
           const specs = testNames.map((t) => parseTest(t, model.config.maxSeqLen));
+          specs.forEach((spec, i) => {
+            const asked = parseTest(testNames[i], Number.POSITIVE_INFINITY);
+            if (spec.n !== asked.n) {
+              const note = `${asked.label} runs as ${spec.label}: ${model.config.name}'s context is ${model.config.maxSeqLen} tokens`;
+              if (!notes.includes(note)) notes.push(note);
+            }
+          });
           for (const cache of caches) {
             for (const spec of specs) {
               cases.push({
@@ -183,6 +201,7 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
         }
       }
     }
+    for (const n of notes) process.stderr.write(`bench: ${n}\n`);
     if (v.llama2c) cases.push(...llama2cCases(v.llama2c as string, threads));
     const samples: number[][] = cases.map(() => []);
     for (let r = 0; r <= reps; r++) {
@@ -204,7 +223,8 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
   const versus = llama2cComparison(rows);
   if (v.svg) writeFileSync(v.svg as string, benchSvg(rows, machineLine()));
   if (v.json) {
-    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), rows, versusLlama2c: versus }, null, 2));
+    const flagged = rows.map((r) => ({ ...r, unstable: unstable(r) }));
+    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), notes, rows: flagged, versusLlama2c: versus }, null, 2));
     return 0;
   }
   console.log(
@@ -219,28 +239,40 @@ pp128,tg128,tg128@d200, 3 repetitions (plus one warm-up round). --svg FILE also 
         r.dtype,
         r.cache,
         r.test,
-        `${r.tokensPerSecond.toFixed(2)} ± ${r.stddev.toFixed(2)}`,
+        `${r.tokensPerSecond.toFixed(2)} ± ${r.stddev.toFixed(2)}${unstable(r) ? ' (!)' : ''}`,
       ]),
       ['l', 'r', 'r', 'l', 'r', 'l', 'l', 'l', 'r'],
     ),
   );
+  if (rows.some(unstable)) console.log(`\n(!) spread over ${UNSTABLE_CV * 100} % of the mean: the machine was busy; ratios with this row are not meaningful, rerun`);
+  for (const n of notes) console.log(`note: ${n}`);
   if (versus.length > 0) {
     const base = versus[0];
     console.log(`\ndecode vs llama2.c run with ${base.llama2cThreads} threads (${base.llama2cTokensPerSecond.toFixed(1)} t/s, same rounds):`);
-    for (const c of versus) console.log(`  ${c.row}: ${c.ratio.toFixed(2)}×`);
+    for (const c of versus) console.log(`  ${c.row}: ${c.ratio.toFixed(2)}×${c.meaningful ? '' : '  (not meaningful: spread too large)'}`);
   }
   console.log(`\n${machineLine()}`);
   return 0;
 }
 
+/** A row's spread (sample sd / mean) above which a ratio to or from it says more about the machine than the code. */
+const UNSTABLE_CV = 0.2;
+
+function unstable(r: Pick<BenchRow, 'tokensPerSecond' | 'stddev'>): boolean {
+  return !(r.tokensPerSecond > 0) || r.stddev / r.tokensPerSecond > UNSTABLE_CV;
+}
+
 /**
- * Each single-sequence decode row of ours with llama2.c's thread count, as a ratio to llama2.c's run (the row with
- * the most threads). Ratios of means over the same interleaved rounds.
+ * Each single-sequence decode row of ours with llama2.c's thread count, as a ratio to llama2.c's run: the row with
+ * the most threads among those whose spread is small (a collapsed row, e.g. 25 ± 18 t/s on a loaded machine, would
+ * make any ratio meaningless); only when every llama2.c row is unstable the one with the most threads, and then no
+ * ratio is meaningful. Ratios of means over the same interleaved rounds.
  */
-export function llama2cComparison(rows: BenchRow[]): { row: string; ratio: number; llama2cThreads: number; llama2cTokensPerSecond: number }[] {
+export function llama2cComparison(rows: BenchRow[]): { row: string; ratio: number; llama2cThreads: number; llama2cTokensPerSecond: number; meaningful: boolean }[] {
   const refs = rows.filter((r) => r.backend === 'llama2.c run');
   if (refs.length === 0) return [];
-  const ref = refs.reduce((a, b) => (b.threads > a.threads ? b : a));
+  const stable = refs.filter((r) => !unstable(r));
+  const ref = (stable.length > 0 ? stable : refs).reduce((a, b) => (b.threads > a.threads ? b : a));
   return rows
     .filter((r) => r.backend !== 'llama2.c run' && r.test.startsWith('tg') && !r.test.includes(' x') && r.threads === ref.threads)
     .map((r) => ({
@@ -248,7 +280,18 @@ export function llama2cComparison(rows: BenchRow[]): { row: string; ratio: numbe
       ratio: r.tokensPerSecond / ref.tokensPerSecond,
       llama2cThreads: ref.threads,
       llama2cTokensPerSecond: ref.tokensPerSecond,
+      meaningful: !unstable(r) && !unstable(ref),
     }));
+}
+
+/** The --llama2c binary must exist and be executable (checked before any model loads). */
+function checkRunnable(bin: string): void {
+  try {
+    accessSync(bin, constants.X_OK);
+    if (!statSync(bin).isFile()) throw new Error('not a file');
+  } catch {
+    throw new FastgenError('INVALID_OPTION', `--llama2c: ${bin} is not an executable file; build llama2.c's run (e.g. gcc -Ofast -march=native -fopenmp run.c -lm -o run) and pass its path`, '--llama2c');
+  }
 }
 
 /**

@@ -6,64 +6,40 @@
  * `fastgen serve` on this machine instead (the two runs then differ by the per-request `cache` field).
  */
 import { request as httpRequest } from 'node:http';
-import { parseArgs } from 'node:util';
-import { CACHE_POLICY_NAMES, cachePolicy } from '../cache/policies/index.js';
 import { InvalidOptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { CALIBRATION_TEXT } from '../server/capacity.js';
 import { FastgenServer } from '../server/http.js';
 import { parsePrometheus } from '../server/metrics.js';
-import { formatBytes, mulberry32, numFlag, parseRange, parseSize, percentile } from '../server/util.js';
-import { parseCommandArgs } from './options.js';
+import { formatBytes, mulberry32, parseRange, percentile } from '../server/util.js';
+import { CACHE_POLICY_NAMES, cachePolicy } from '../cache/policies/index.js';
+import { modelOptions, newCommand, numberArg, option, parseChoice, parseCommand, sizeArg } from './args.js';
 
-export const LOADTEST_USAGE = `Usage: fastgen loadtest [options]
-
-Run N concurrent streaming clients (varied prompt and output lengths) against the server, first with a full KV cache
+export function loadtestCli() {
+  const cmd = newCommand(
+    'fastgen loadtest',
+    `Run N concurrent streaming clients (varied prompt and output lengths) against the server, first with a full KV cache
 and then with FastGen under the same KV budget; report throughput, latency, time to first token, peak concurrency and
-KV use. Starts the server in-process on 127.0.0.1 unless --url is given (loopback addresses only).
-
-Options:
-  -m, --model PATH           model (default: the embedded stories15M)
-      --backend NAME         compute backend of the in-process server (default wasm)
-      --kv-dtype f32|f16     KV cache element type (in-process server)
-      --threads N            worker threads for backends that use them
-      --url URL              use a running server on this machine instead (e.g. http://127.0.0.1:8080)
-      --api-key KEY          that server's API key (default: the FASTGEN_API_KEY environment variable)
-  -c, --clients N            concurrent clients (default 8)
-  -n, --requests N           requests per run (default 2 × clients)
-      --kv-budget SIZE       KV budget (default: what a full cache needs for about a third of the clients' largest requests)
-      --page-tokens N        tokens per KV page (in-process server; default 16)
-      --prompt-tokens A-B    prompt length range in tokens (default 24-96)
-      --max-tokens A-B       output length range in tokens (default 16-64; EOS is ignored so every output has its length)
-      --cache LIST           runs, in order (default full,fastgen)
-      --recovery T           FastGen recovery threshold (default 0.95)
-      --temperature T        sampling temperature (default 0.8; every request has a fixed seed)
-      --seed N               workload seed (default 1)
-      --timeout S            give up on a request after S seconds (default 600)
-      --json                 print the report as JSON
-  -h, --help                 show this help`;
-
-const flags = {
-  model: { type: 'string', short: 'm' },
-  backend: { type: 'string' },
-  'kv-dtype': { type: 'string' },
-  threads: { type: 'string' },
-  url: { type: 'string' },
-  'api-key': { type: 'string' },
-  clients: { type: 'string', short: 'c' },
-  requests: { type: 'string', short: 'n' },
-  'kv-budget': { type: 'string' },
-  'page-tokens': { type: 'string' },
-  'prompt-tokens': { type: 'string' },
-  'max-tokens': { type: 'string' },
-  cache: { type: 'string' },
-  recovery: { type: 'string' },
-  temperature: { type: 'string' },
-  seed: { type: 'string' },
-  timeout: { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+KV use. Starts the server in-process on 127.0.0.1 unless --url is given (loopback addresses only).`,
+  );
+  modelOptions(cmd, { tokenizer: false, dtype: false, kvBudget: false });
+  cmd
+    .addOption(option('--url <url>', 'use a running server on this machine instead (e.g. http://127.0.0.1:8080)'))
+    .addOption(option('--api-key <key>', "that server's API key (default: the FASTGEN_API_KEY environment variable)"))
+    .addOption(option('-c, --clients <n>', 'concurrent clients (default 8)', numberArg('--clients', { integer: true, min: 1, max: 256 })))
+    .addOption(option('-n, --requests <n>', 'requests per run (default 2 × clients)', numberArg('--requests', { integer: true, min: 1, max: 10_000 })))
+    .addOption(option('--kv-budget <size>', "KV budget (default: what a full cache needs for about a third of the clients' largest requests)", sizeArg('--kv-budget')))
+    .addOption(option('--page-tokens <n>', 'tokens per KV page (in-process server; default 16)', numberArg('--page-tokens', { integer: true, min: 1, max: 4096 })))
+    .addOption(option('--prompt-tokens <range>', 'prompt length range in tokens, A-B (default 24-96)', (v) => parseRange(v, '--prompt-tokens')))
+    .addOption(option('--max-tokens <range>', 'output length range in tokens, A-B (default 16-64; EOS is ignored so every output has its length)', (v) => parseRange(v, '--max-tokens')))
+    .addOption(option('--cache <list>', `runs, in order, comma-separated: ${CACHE_POLICY_NAMES.join(', ')} (default full,fastgen)`, (v) => v.split(',').map((c) => c.trim()).filter(Boolean).map((c) => parseChoice(c, '--cache', CACHE_POLICY_NAMES, 'cache policy'))))
+    .addOption(option('--recovery <t>', 'FastGen recovery threshold (default 0.95)', numberArg('--recovery', { above: 0, max: 1 })))
+    .addOption(option('--temperature <t>', 'sampling temperature (default 0.8; every request has a fixed seed)', numberArg('--temperature', { min: 0 })))
+    .addOption(option('--seed <n>', 'workload seed (default 1)', numberArg('--seed', { integer: true })))
+    .addOption(option('--timeout <s>', 'give up on a request after S seconds (default 600)', numberArg('--timeout', { above: 0 })))
+    .addOption(option('--json', 'print the report as JSON'));
+  return cmd;
+}
 
 export interface LoadtestOptions {
   modelPath?: string;
@@ -578,42 +554,34 @@ export function formatReport(r: LoadtestReport): string {
   return lines.join('\n');
 }
 
-export function parseLoadtestArgs(args: string[]): (LoadtestOptions & { json: boolean; help: boolean }) {
-  const { values: v } = parseArgs({ args, options: flags, allowPositionals: false, strict: true });
-  const clients = numFlag(v.clients, 'clients', { integer: true, min: 1, max: 256 }) ?? 8;
-  const requests = numFlag(v.requests, 'requests', { integer: true, min: 1, max: 10_000 }) ?? 2 * clients;
-  const caches = (v.cache ?? 'full,fastgen').split(',').map((s) => s.trim()).filter(Boolean);
-  for (const c of caches) {
-    if (!(CACHE_POLICY_NAMES as readonly string[]).includes(c)) throw new InvalidOptionError(`--cache: unknown policy '${c}'; expected one of: ${CACHE_POLICY_NAMES.join(', ')}`, '--cache');
-  }
+export function parseLoadtestArgs(args: string[]): LoadtestOptions & { json: boolean; help: boolean } {
+  const parsed = parseCommand(loadtestCli(), args);
+  const v: Record<string, any> = parsed?.opts ?? {};
+  const clients: number = v.clients ?? 8;
   return {
     modelPath: v.model,
-    load: {
-      backend: v.backend as LoadModelOptions['backend'],
-      kvDtype: v['kv-dtype'] as LoadModelOptions['kvDtype'],
-      threads: numFlag(v.threads, 'threads', { integer: true, min: 1 }),
-    },
+    load: { backend: v.backend, kvDtype: v.kvDtype, threads: v.threads },
     url: v.url,
-    apiKey: v['api-key'] ?? process.env.FASTGEN_API_KEY,
+    apiKey: v.apiKey ?? process.env.FASTGEN_API_KEY,
     clients,
-    requests,
-    kvBudgetBytes: v['kv-budget'] ? parseSize(v['kv-budget'], '--kv-budget') : undefined,
-    pageTokens: numFlag(v['page-tokens'], 'page-tokens', { integer: true, min: 1, max: 4096 }),
-    promptTokens: parseRange(v['prompt-tokens'] ?? '24-96', '--prompt-tokens'),
-    maxTokens: parseRange(v['max-tokens'] ?? '16-64', '--max-tokens'),
-    caches,
-    recovery: numFlag(v.recovery, 'recovery', { min: 0, max: 1 }) ?? 0.95,
-    temperature: numFlag(v.temperature, 'temperature', { min: 0 }) ?? 0.8,
-    seed: numFlag(v.seed, 'seed', { integer: true }) ?? 1,
-    timeoutMs: (numFlag(v.timeout, 'timeout', { min: 1 }) ?? 600) * 1000,
+    requests: v.requests ?? 2 * clients,
+    kvBudgetBytes: v.kvBudget,
+    pageTokens: v.pageTokens,
+    promptTokens: v.promptTokens ?? [24, 96],
+    maxTokens: v.maxTokens ?? [16, 64],
+    caches: v.cache ?? ['full', 'fastgen'],
+    recovery: v.recovery ?? 0.95,
+    temperature: v.temperature ?? 0.8,
+    seed: v.seed ?? 1,
+    timeoutMs: (v.timeout ?? 600) * 1000,
     json: v.json === true,
-    help: v.help === true,
+    help: parsed === null,
   };
 }
 
 export async function loadtestCommand(args: string[]): Promise<number> {
-  const o = parseCommandArgs('loadtest', args, parseLoadtestArgs, LOADTEST_USAGE);
-  if (typeof o === 'number') return o;
+  const o = parseLoadtestArgs(args);
+  if (o.help) return 0;
   let report: LoadtestReport;
   try {
     report = await runLoadtest({ ...o, log: (l) => process.stderr.write(`${l}\n`) });

@@ -12,6 +12,9 @@ const POLICY_COLORS: Record<string, { svg: string; ansi: number }> = {
   full: { svg: '#d7191c', ansi: 31 },
 };
 
+/** The legend's order: the hybrid set, cheapest first. */
+const LEGEND_ORDER = ['special', 'punct', 'frequent', 'local', 'full'];
+
 function lastPart(name: string): string {
   return name === 'full' ? 'full' : name.split('+').pop()!;
 }
@@ -26,13 +29,17 @@ export function profileGrid(report: ProfileReport, color: (code: number, s: stri
   });
   lines.push('');
   lines.push(
-    `legend: ${['special', 'punct', 'frequent', 'local', 'full']
+    `legend: ${LEGEND_ORDER
       .map((p) => color(POLICY_COLORS[p].ansi, `${policyLetter(p === 'full' ? 'full' : p)}`) + `=${p === 'special' ? 'special' : p === 'full' ? 'full' : '…+' + p}`)
       .join('  ')}`,
   );
   return lines.join('\n');
 }
 
+/** Rough width of sans-serif text at `size` px (SVG has no layout engine: boxes are sized from this). */
+function textWidth(s: string, size: number): number {
+  return Math.ceil(s.length * size * 0.6);
+}
 
 export function profileSvg(report: ProfileReport, title: string): string {
   const nLayers = report.layers.length;
@@ -40,16 +47,30 @@ export function profileSvg(report: ProfileReport, title: string): string {
   const cell = 28;
   const left = 70;
   const top = 60;
-  const legendH = 40;
-  const width = left + nHeads * cell + 180;
-  const height = top + nLayers * cell + legendH + 20;
+  const margin = 20;
+  const subtitle = `T = ${report.recovery}, ${report.promptTokens} prompt tokens, KV pruned ${(report.prunedRatio * 100).toFixed(1)} %`;
+  // The legend flows left to right and wraps onto more rows when the figure is narrower than it.
+  const legend = LEGEND_ORDER.map((p) => ({ p, label: p === 'special' || p === 'full' ? p : `…+${p}` }));
+  const itemWidth = (label: string) => 18 + textWidth(label, 12) + 16;
+  const gridRight = left + nHeads * cell;
+  const width = Math.max(gridRight + margin, left + textWidth(title, 14) + margin, left + textWidth(subtitle, 12) + margin, left + Math.max(...legend.map((l) => itemWidth(l.label))) + margin, 320);
+  const rows: { p: string; label: string; x: number }[][] = [[]];
+  let x = left;
+  for (const item of legend) {
+    if (x + itemWidth(item.label) > width - margin && rows[rows.length - 1].length > 0) {
+      rows.push([]);
+      x = left;
+    }
+    rows[rows.length - 1].push({ ...item, x });
+    x += itemWidth(item.label);
+  }
+  const legendTop = top + nLayers * cell + 20;
+  const height = legendTop + rows.length * 22 + margin;
   const parts: string[] = [];
-  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="12">`);
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
   parts.push(`<text x="${left}" y="20" font-size="14" font-weight="bold">${esc(title)}</text>`);
-  parts.push(
-    `<text x="${left}" y="38">T = ${report.recovery}, ${report.promptTokens} prompt tokens, KV pruned ${(report.prunedRatio * 100).toFixed(1)} %</text>`,
-  );
+  parts.push(`<text x="${left}" y="38">${esc(subtitle)}</text>`);
   for (let h = 0; h < nHeads; h++) parts.push(`<text x="${left + h * cell + cell / 2}" y="${top - 6}" text-anchor="middle">${h}</text>`);
   report.layers.forEach((heads, l) => {
     const y = top + l * cell;
@@ -62,11 +83,11 @@ export function profileSvg(report: ProfileReport, title: string): string {
       parts.push(`<text x="${x + cell / 2 - 1}" y="${y + cell / 2 + 4}" text-anchor="middle" fill="white">${policyLetter(hp.policy)}</text>`);
     });
   });
-  const ly = top + nLayers * cell + 20;
-  ['special', 'punct', 'frequent', 'local', 'full'].forEach((p, i) => {
-    const x = left + i * 100;
-    const label = p === 'special' || p === 'full' ? p : `…+${p}`;
-    parts.push(`<rect x="${x}" y="${ly}" width="14" height="14" fill="${POLICY_COLORS[p].svg}"/><text x="${x + 18}" y="${ly + 12}">${label}</text>`);
+  rows.forEach((row, r) => {
+    const ly = legendTop + r * 22;
+    for (const { p, label, x } of row) {
+      parts.push(`<rect x="${x}" y="${ly}" width="14" height="14" fill="${POLICY_COLORS[p].svg}"/><text x="${x + 18}" y="${ly + 12}">${esc(label)}</text>`);
+    }
   });
   parts.push('</svg>');
   return parts.join('\n');

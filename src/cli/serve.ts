@@ -3,80 +3,49 @@
  *
  *   fastgen serve [--model PATH] [--host 127.0.0.1] [--port 8080] [--kv-budget 512MiB] [--cache fastgen] [--recovery 0.95]
  */
-import { parseArgs } from 'node:util';
-import type { CacheOptions } from '../cache/policies/index.js';
 import { FastgenError, InvalidOptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
-import { numFlag, parseSize } from '../server/util.js';
-import { cacheFlags, cacheFlagsHelp, cacheOptions, parseCommandArgs } from './options.js';
+import { parseSize } from '../format.js';
+import { cacheOptions, modelOptions, newCommand, numberArg, option, parseCommand, parseNumber, sizeArg, toCacheOptions } from './args.js';
 
-export const SERVE_USAGE = `Usage: fastgen serve [options]
-
-Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
+export function serveCli() {
+  const cmd = newCommand(
+    'fastgen serve',
+    `Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models[/ID],
-           GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize
-
-Options:
-  -m, --model PATH            llama2.c .bin or Hugging Face folder (default: the embedded stories15M)
-      --tokenizer PATH        tokenizer file when it is not next to the model
-      --backend NAME          compute backend (default wasm)
-      --dtype f32|f16|q8_0    weight dtype (backend-dependent)
-      --kv-dtype f32|f16      KV cache element type (default f32)
-      --threads N             worker threads for backends that use them
-      --host HOST             address to bind (default 127.0.0.1)
-      --port N                port (default 8080; 0 = any free port)
-      --kv-budget SIZE        KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)
-      --page-tokens N         tokens per KV page (default 16)
-  default cache policy (fastgen unless given) and its options:
-${cacheFlagsHelp('      ')}
-      --max-running N         most requests in the running batch (default 64)
-      --max-queue N           most requests waiting beyond the free running slots; beyond it 429 (default 256;
-                              0 = no waiting room: a request runs at once or gets a 429)
-      --served-model-name ID  model id clients send in "model" (default: the model's name)
-      --shutdown-timeout S    on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)
-      --api-key KEY           require 'Authorization: Bearer KEY' on every endpoint but /health
-                              (default: the FASTGEN_API_KEY environment variable, if set)
-      --allowed-origins LIST  browser origins allowed to call the API (CORS), comma-separated, or '*' (default: none)
-      --allowed-hosts LIST    Host names accepted besides localhost when bound to loopback without an API key
-                              (DNS-rebinding protection; e.g. the public name a reverse proxy passes on)
-      --body-timeout S        seconds a client has to send its request body (default 60) → 408
-      --headers-timeout S     seconds a client has to send its request headers (default 30) → 408
-      --max-connections N     open connections at most; more get a 503 (default 512)
-      --no-calibrate          skip the FastGen capacity estimate at startup
-  -q, --quiet                 no per-request log lines
-  -h, --help                  show this help
-
-Per request, the extra field "cache" picks the policy, e.g. {"cache": {"policy": "full"}} or
-{"cache": {"policy": "fastgen", "recovery": 0.9}}; usage reports kv_peak_bytes and kv_full_bytes.`;
-
-const flags = {
-  model: { type: 'string', short: 'm' },
-  tokenizer: { type: 'string' },
-  backend: { type: 'string' },
-  dtype: { type: 'string' },
-  'kv-dtype': { type: 'string' },
-  threads: { type: 'string' },
-  host: { type: 'string' },
-  port: { type: 'string', short: 'p' },
-  'kv-budget': { type: 'string' },
-  'page-tokens': { type: 'string' },
-  ...cacheFlags,
-  'max-running': { type: 'string' },
-  'max-queue': { type: 'string' },
-  'served-model-name': { type: 'string' },
-  'shutdown-timeout': { type: 'string' },
-  'api-key': { type: 'string' },
-  'allowed-origins': { type: 'string' },
-  'allowed-hosts': { type: 'string' },
-  'body-timeout': { type: 'string' },
-  'headers-timeout': { type: 'string' },
-  'max-connections': { type: 'string' },
-  'no-calibrate': { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
+           GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize`,
+  );
+  modelOptions(cmd, { kvBudget: false });
+  cmd
+    .addOption(option('--host <host>', 'address to bind (default 127.0.0.1)'))
+    .addOption(option('-p, --port <n>', 'port (default 8080; 0 = any free port)', numberArg('--port', { integer: true, min: 0, max: 65535 })))
+    .addOption(option('--kv-budget <size>', 'KV page pool budget, e.g. 512MiB, 1GiB, 100MB (default 512MiB)', sizeArg('--kv-budget')))
+    .addOption(option('--page-tokens <n>', 'tokens per KV page (default 16)', numberArg('--page-tokens', { integer: true, min: 1, max: 4096 })));
+  cacheOptions(cmd, { defaultPolicy: 'fastgen' });
+  cmd
+    .addOption(option('--max-running <n>', 'most requests in the running batch (default 64)', numberArg('--max-running', { integer: true, min: 1 })))
+    .addOption(option('--max-queue <n>', 'most requests waiting beyond the free running slots; beyond it 429 (default 256; 0 = no waiting room: a request runs at once or gets a 429)', numberArg('--max-queue', { integer: true, min: 0 })))
+    .addOption(option('--served-model-name <id>', 'model id clients send in "model" (default: the model\'s name)'))
+    .addOption(option('--shutdown-timeout <s>', 'on SIGTERM, seconds to let in-flight requests finish before cancelling them (default 30)', numberArg('--shutdown-timeout', { min: 0 })))
+    .addOption(option('--api-key <key>', "require 'Authorization: Bearer KEY' on every endpoint but /health (default: the FASTGEN_API_KEY environment variable, if set)"))
+    .addOption(option('--allowed-origins <list>', "browser origins allowed to call the API (CORS), comma-separated, or '*' (default: none)", list))
+    .addOption(option('--allowed-hosts <list>', 'Host names accepted besides localhost when bound to loopback (DNS-rebinding protection)', list))
+    .addOption(option('--body-timeout <s>', 'seconds a client has to send its request body (default 60) → 408', seconds('--body-timeout')))
+    .addOption(option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30) → 408', seconds('--headers-timeout')))
+    .addOption(option('--max-connections <n>', 'open connections at most; more get a 503 (default 512)', numberArg('--max-connections', { integer: true, min: 1 })))
+    .addOption(option('--no-calibrate', 'skip the FastGen capacity estimate at startup'))
+    .addOption(option('-q, --quiet', 'no per-request log lines'));
+  cmd.addHelpText(
+    'after',
+    `
+The cache flags set the default policy (fastgen unless --cache says otherwise). Per request, the extra field "cache"
+picks the policy, e.g. {"cache": {"policy": "full"}} or {"cache": {"policy": "fastgen", "recovery": 0.9}}; usage
+reports kv_peak_bytes and kv_full_bytes.`,
+  );
+  return cmd;
+}
 
 function timestamp(): string {
   return new Date().toISOString().replace('T', ' ').slice(0, 19);
@@ -86,46 +55,44 @@ export function logLine(line: string): void {
   process.stderr.write(`INFO ${timestamp()} [fastgen] ${line}\n`);
 }
 
-function list(v: string | undefined): string[] | undefined {
-  const items = v?.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
-  return items?.length ? items : undefined;
+/** Options of `serve` parsed into server options (exported for the load tester and tests); `help` after --help. */
+export function parseServeArgs(args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const parsed = parseCommand(serveCli(), args);
+  return parsed ? serveOptions(parsed.opts, env) : { ...serveOptions({}, {}), help: true };
 }
 
-/** Options of `serve` parsed into server options (exported for the load tester and tests). */
-export function parseServeArgs(args: string[], env: NodeJS.ProcessEnv = process.env) {
-  const { values: v } = parseArgs({ args, options: flags, allowPositionals: false, strict: true });
-  const budget = parseSize(v['kv-budget'] ?? '512MiB', '--kv-budget');
-  const cache: CacheOptions = cacheOptions(v) ?? { policy: 'fastgen' };
-  const port = numFlag(v.port, 'port', { integer: true, min: 0, max: 65535 }) ?? 8080;
+function serveOptions(v: Record<string, any>, env: NodeJS.ProcessEnv) {
+  const budget: number = v.kvBudget ?? parseSize('512MiB');
+  const cache = toCacheOptions(v, 'fastgen')!;
   const load: LoadModelOptions = {
-    backend: v.backend as LoadModelOptions['backend'],
-    dtype: v.dtype as LoadModelOptions['dtype'],
-    kvDtype: v['kv-dtype'] as LoadModelOptions['kvDtype'],
-    threads: numFlag(v.threads, 'threads', { integer: true, min: 1 }),
+    backend: v.backend,
+    dtype: v.dtype,
+    kvDtype: v.kvDtype,
+    threads: v.threads,
     tokenizerPath: v.tokenizer,
     kvBudgetBytes: budget,
-    pageTokens: numFlag(v['page-tokens'], 'page-tokens', { integer: true, min: 1, max: 4096 }),
+    pageTokens: v.pageTokens,
   };
   return {
-    help: v.help === true,
-    modelPath: v.model,
+    help: false,
+    modelPath: v.model as string | undefined,
     load,
-    host: v.host ?? '127.0.0.1',
-    port,
+    host: (v.host as string | undefined) ?? '127.0.0.1',
+    port: (v.port as number | undefined) ?? 8080,
     budget,
     cache,
-    maxRunning: numFlag(v['max-running'], 'max-running', { integer: true, min: 1 }),
-    maxWaiting: numFlag(v['max-queue'], 'max-queue', { integer: true, min: 0 }),
-    servedModelName: v['served-model-name'],
-    shutdownMs: (numFlag(v['shutdown-timeout'], 'shutdown-timeout', { min: 0 }) ?? 30) * 1000,
-    calibrate: v['no-calibrate'] !== true,
+    maxRunning: v.maxRunning as number | undefined,
+    maxWaiting: v.maxQueue as number | undefined,
+    servedModelName: v.servedModelName as string | undefined,
+    shutdownMs: ((v.shutdownTimeout as number | undefined) ?? 30) * 1000,
+    calibrate: v.calibrate !== false,
     quiet: v.quiet === true,
-    apiKey: apiKey(v['api-key'] ?? env.FASTGEN_API_KEY),
-    allowedOrigins: list(v['allowed-origins']),
-    allowedHosts: list(v['allowed-hosts']),
-    bodyTimeoutMs: seconds(v['body-timeout'], 'body-timeout'),
-    headersTimeoutMs: seconds(v['headers-timeout'], 'headers-timeout'),
-    maxConnections: numFlag(v['max-connections'], 'max-connections', { integer: true, min: 1 }),
+    apiKey: apiKey(v.apiKey ?? env.FASTGEN_API_KEY),
+    allowedOrigins: v.allowedOrigins as string[] | undefined,
+    allowedHosts: v.allowedHosts as string[] | undefined,
+    bodyTimeoutMs: v.bodyTimeout as number | undefined,
+    headersTimeoutMs: v.headersTimeout as number | undefined,
+    maxConnections: v.maxConnections as number | undefined,
   };
 }
 
@@ -135,14 +102,20 @@ function apiKey(key: string | undefined): string | undefined {
   return key.trim();
 }
 
-function seconds(v: string | undefined, flag: string): number | undefined {
-  const s = numFlag(v, flag, { min: 0.001, max: 86_400 });
-  return s === undefined ? undefined : Math.round(s * 1000);
+/** A duration flag in seconds, as milliseconds. */
+function seconds(flag: string): (v: string) => number {
+  return (v) => Math.round(parseNumber(v, flag, { min: 0.001, max: 86_400 }) * 1000);
+}
+
+/** A comma-separated list flag. */
+function list(v: string): string[] | undefined {
+  const items = v.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+  return items.length ? items : undefined;
 }
 
 export async function serveCommand(args: string[]): Promise<number> {
-  const o = parseCommandArgs('serve', args, parseServeArgs, SERVE_USAGE);
-  if (typeof o === 'number') return o;
+  const o = parseServeArgs(args);
+  if (o.help) return 0;
 
   let server: FastgenServer;
   try {

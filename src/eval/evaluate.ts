@@ -19,8 +19,8 @@ import { buildPrompts, checkMaxTokens, type EvalPrompt } from './prompts.js';
 import { configSpecs, estimateCost, PromptEvaluator } from './runner.js';
 import type { EvalReport, EvalSettings, PromptResult } from './types.js';
 
-export const DEFAULT_THRESHOLDS = [0.91, 0.93, 0.95, 0.98, 1];
-export const QUICK_THRESHOLDS = [0.91, 0.95, 1];
+const DEFAULT_THRESHOLDS = [0.91, 0.93, 0.95, 0.98, 1];
+const QUICK_THRESHOLDS = [0.91, 0.95, 1];
 
 export interface EvalOptions {
   /** Model path (default: the embedded stories15M). */

@@ -11,14 +11,18 @@
  *               texts), medium length; every other one is long (`ood-long`).
  *   story-long  in-domain stories run together until the prompt fills most of the context (context − generation
  *               − 4 tokens), so that prompt + generation fills the model's context.
+ *
+ * Any other folder (--data DIR without those two files): every `.txt` file in it (UTF-8, passages separated by blank
+ * lines) is a source; prompts take turns over the files, passages evenly spread over each, alternating medium
+ * (`text`, 64 tokens) and long (`text-long`, context − generation − 4 tokens) prompts; the reference is the next
+ * tokens of the same text.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InvalidOptionError } from '../errors.js';
 import type { Model } from '../generate/model.js';
 
-export type PromptCategory = 'story' | 'story-long' | 'ood' | 'ood-long';
-export const PROMPT_CATEGORIES: PromptCategory[] = ['story', 'story-long', 'ood', 'ood-long'];
+export type PromptCategory = 'story' | 'story-long' | 'ood' | 'ood-long' | 'text' | 'text-long';
 
 export interface EvalPrompt {
   id: string;
@@ -45,13 +49,13 @@ export interface PromptSetOptions {
 }
 
 const CYCLE: ('story' | 'ood' | 'story-long')[] = ['story', 'ood', 'story-long', 'story'];
-const STORIES_FILE = 'tinystories_sample.txt';
-const OOD_FILE = 'tinyshakespeare.txt';
+export const STORIES_FILE = 'tinystories_sample.txt';
+export const OOD_FILE = 'tinyshakespeare.txt';
 const MIN_PROMPT = 16;
 const MAX_CUTS = 3;
 
 /** Longest prompt that still leaves room for the generation: context − maxTokens − 4. */
-export function longPromptLength(contextLength: number, maxTokens: number): number {
+function longPromptLength(contextLength: number, maxTokens: number): number {
   return contextLength - maxTokens - 4;
 }
 
@@ -66,17 +70,29 @@ export function checkMaxTokens(contextLength: number, maxTokens: number): void {
   }
 }
 
-export function readEvalData(dataDir: string): { stories: string[]; shakespeare: string } {
+/** The `.txt` files of a folder that is not the standard data set, by name. */
+function readTextFolder(dataDir: string): { name: string; text: string }[] {
+  if (!existsSync(dataDir)) {
+    throw new InvalidOptionError(
+      `eval data not found: ${dataDir}; pass --data DIR with ${STORIES_FILE} and ${OOD_FILE} (the repository keeps them in ../shared/data), or any folder of .txt files`,
+      '--data',
+    );
+  }
+  const names = readdirSync(dataDir).filter((f) => f.toLowerCase().endsWith('.txt')).sort();
+  const files = names.map((name) => ({ name, text: readFileSync(join(dataDir, name), 'utf8') })).filter((f) => f.text.trim().length > 0);
+  if (files.length === 0) {
+    throw new InvalidOptionError(`${dataDir} holds no non-empty .txt file; --data takes ${STORIES_FILE} + ${OOD_FILE}, or any folder of .txt files`, '--data');
+  }
+  return files;
+}
+
+function isStandardData(dataDir: string): boolean {
+  return existsSync(join(dataDir, STORIES_FILE)) && existsSync(join(dataDir, OOD_FILE));
+}
+
+function readEvalData(dataDir: string): { stories: string[]; shakespeare: string } {
   const sp = join(dataDir, STORIES_FILE);
   const op = join(dataDir, OOD_FILE);
-  for (const p of [sp, op]) {
-    if (!existsSync(p)) {
-      throw new InvalidOptionError(
-        `eval data not found: ${p}; pass --data DIR with ${STORIES_FILE} and ${OOD_FILE} (the repository keeps them in ../shared/data)`,
-        '--data',
-      );
-    }
-  }
   const stories = readFileSync(sp, 'utf8')
     .split('<|endoftext|>')
     .map((s) => s.trim())
@@ -105,6 +121,10 @@ export async function buildPrompts(model: Model, opts: PromptSetOptions): Promis
   checkMaxTokens(C, G);
   const longP = longPromptLength(C, G);
   const mediumP = Math.min(64, longP);
+  if (!isStandardData(opts.dataDir)) {
+    const files = readTextFolder(opts.dataDir);
+    return textPromptsFor(model, files, opts.count, G, mediumP, longP).map((p, i) => ({ ...p, id: `p${String(i).padStart(2, '0')}-${p.category}` }));
+  }
   const { stories, shakespeare } = readEvalData(opts.dataDir);
   if (stories.length === 0) throw new InvalidOptionError(`${STORIES_FILE} holds no stories`, '--data');
 
@@ -193,25 +213,41 @@ async function storyPromptsFor(model: Model, stories: string[], count: number, G
 }
 
 function oodPromptsFor(model: Model, text: string, count: number, G: number, mediumP: number, longP: number): Draft[] {
-  const blocks = text.split(/\n\s*\n/).filter((b) => b.trim().length > 0);
-  const out: Draft[] = [];
-  for (let j = 0; j < count; j++) {
+  return Array.from({ length: count }, (_, j) => passagePrompt(model, OOD_FILE, text, j, count, G, j % 2 === 1 ? longP : mediumP, j % 2 === 1 ? 'ood-long' : 'ood'));
+}
+
+/** Prompts from a folder of text files: files take turns; within a file, passages evenly spread; medium and long alternate. */
+function textPromptsFor(model: Model, files: { name: string; text: string }[], count: number, G: number, mediumP: number, longP: number): Draft[] {
+  return Array.from({ length: count }, (_, j) => {
+    const f = files[j % files.length];
+    const k = Math.floor(j / files.length); // this file's k-th prompt of `per`
+    const per = Math.ceil((count - (j % files.length)) / files.length);
     const long = j % 2 === 1;
-    const P = long ? longP : mediumP;
-    let b = Math.floor(((j + 0.5) * blocks.length) / Math.max(1, count));
-    let chunk = '';
-    while (b < blocks.length && chunk.length < (P + G) * 8) chunk += (chunk ? '\n\n' : '') + blocks[b++];
-    const ids = model.encode(chunk);
-    if (ids.length < P + G) throw new InvalidOptionError(`${OOD_FILE} is too short for a ${P + G}-token passage`, '--data');
-    out.push({
-      category: long ? 'ood-long' : 'ood',
-      source: `${OOD_FILE} from passage ${Math.floor(((j + 0.5) * blocks.length) / Math.max(1, count))} of ${blocks.length}`,
-      ids: ids.slice(0, P),
-      reference: ids.slice(P, P + G),
-      preview: preview(model, ids.slice(0, P)),
-    });
+    return passagePrompt(model, f.name, f.text, k, per, G, long ? longP : mediumP, long ? 'text-long' : 'text');
+  });
+}
+
+/** The j-th of `count` passages evenly spread over `text` (blank-line separated): P prompt tokens, then G of reference. */
+function passagePrompt(model: Model, name: string, text: string, j: number, count: number, G: number, P: number, category: PromptCategory): Draft {
+  const blocks = text.split(/\n\s*\n/).filter((b) => b.trim().length > 0);
+  const start = Math.floor(((j + 0.5) * blocks.length) / Math.max(1, count));
+  let b = start;
+  let chunk = '';
+  while (b < blocks.length && chunk.length < (P + G) * 8) chunk += (chunk ? '\n\n' : '') + blocks[b++];
+  let ids = model.encode(chunk);
+  if (ids.length < P + G) {
+    // Near the end of a short file: take the text's last P + G tokens instead.
+    ids = model.encode(text);
+    if (ids.length < P + G) throw new InvalidOptionError(`${name} is too short for a ${P + G}-token passage (${ids.length} tokens)`, '--data');
+    ids = ids.slice(ids.length - P - G);
   }
-  return out;
+  return {
+    category,
+    source: `${name} from passage ${start} of ${blocks.length}`,
+    ids: ids.slice(0, P),
+    reference: ids.slice(P, P + G),
+    preview: preview(model, ids.slice(0, P)),
+  };
 }
 
 function longStoryPrompts(model: Model, stories: string[], count: number, G: number, longP: number): Draft[] {

@@ -1,6 +1,6 @@
 /** Text and Markdown renderings of an evaluation report. */
 import { existsSync, readFileSync } from 'node:fs';
-import { formatBytes, table } from '../cli/format.js';
+import { formatBytes, table } from '../format.js';
 import type { EvalReport, PointSummary } from './types.js';
 
 const pct = (x: number, d = 1) => (Number.isFinite(x) ? `${(100 * x).toFixed(d)}` : 'n/a');
@@ -22,7 +22,7 @@ function label(p: PointSummary): string {
   return p.method;
 }
 
-export function headline(r: EvalReport): string {
+function headline(r: EvalReport): string {
   const m = r.model;
   const s = r.settings;
   return (
@@ -138,7 +138,7 @@ function tables(r: EvalReport, md: boolean): Tables {
 }
 
 /** Plain statements of where FastGen is beaten at equal memory, computed from the numbers. */
-export function findings(r: EvalReport): string[] {
+function findings(r: EvalReport): string[] {
   const out: string[] = [];
   for (const f of sweep(r)) {
     if (f.T >= 1) continue;

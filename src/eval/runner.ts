@@ -21,7 +21,9 @@ import type { CacheOptions } from '../cache/policies/index.js';
 import { cachePolicy, HYBRID_ORDER } from '../cache/policies/index.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import type { Model } from '../generate/model.js';
-import { Sampler } from '../generate/sampler.js';
+import { GenerationRequest } from '../generate/request.js';
+import type { SamplingOptions } from '../generate/sampler.js';
+import { step } from '../generate/step.js';
 import { causalAttentionRow } from '../backend/cpu-ref/math.js';
 import { judge, klDivergence, logProbOf, logSoftmax, matchedPrefix, rougeL, sameTokens, type JudgeOutcome } from './metrics.js';
 import type { EvalPrompt } from './prompts.js';
@@ -259,14 +261,18 @@ export class PromptEvaluator {
   }
 
   private sample(kv: TappedSequenceKv, firstLogits: Float32Array, seed: number): Promise<Continuation> {
-    const sampler = new Sampler({ temperature: this.settings.temperature, topP: this.settings.topP, seed }, this.vocab);
-    return this.decode(kv, firstLogits, sampler);
+    return this.decode(kv, firstLogits, this.sampling(seed));
   }
 
-  /** Continue from a prefilled cache (greedy when sampler is null); releases the cache unless `keep` is set. */
-  private async decode(kv: TappedSequenceKv, firstLogits: Float32Array, sampler: Sampler | null, keep = false): Promise<Continuation> {
+  /** The judge samples' sampling settings with this seed. */
+  private sampling(seed: number): SamplingOptions {
+    return { temperature: this.settings.temperature, topP: this.settings.topP, seed };
+  }
+
+  /** Continue from a prefilled cache (greedy when sampling is null); releases the cache unless `keep` is set. */
+  private async decode(kv: TappedSequenceKv, firstLogits: Float32Array, sampling: SamplingOptions | null, keep = false): Promise<Continuation> {
     try {
-      return await continueSequence(this.model, kv, firstLogits, sampler, this.settings.maxTokens);
+      return await continueSequence(this.model, kv, firstLogits, sampling, this.settings.maxTokens);
     } finally {
       if (!keep) kv.release();
     }
@@ -390,8 +396,7 @@ export class PromptEvaluator {
       let sampleStats: ReturnType<TappedSequenceKv['stats']> | undefined;
       for (const ref of full.samples) {
         const kv = pre.kv.fork();
-        const sampler = new Sampler({ temperature: this.settings.temperature, topP: this.settings.topP, seed: ref.seed }, this.vocab);
-        const c = await this.decode(kv, pre.lastLogits, sampler, true);
+        const c = await this.decode(kv, pre.lastLogits, this.sampling(ref.seed), true);
         if (!sample) {
           sample = c;
           sampleStats = kv.stats();
@@ -449,33 +454,23 @@ export class PromptEvaluator {
 }
 
 /**
- * Generate up to maxTokens from a prefilled cache whose last logits are `firstLogits` (greedy when sampler is null),
- * stopping at EOS or a full context exactly as the engine's generation loop does (the stop token is not fed back).
+ * Generate up to maxTokens from a prefilled cache whose last logits are `firstLogits` (greedy when `sampling` is
+ * null), through the engine's own generation step: it stops at EOS or a full context exactly as `generate` does
+ * (the stop token is not fed back). `promptIds`, when given, are the tokens already in the cache.
  */
 export async function continueSequence(
   model: Model,
   kv: SequenceKv,
   firstLogits: Float32Array,
-  sampler: Sampler | null,
+  sampling: SamplingOptions | null,
   maxTokens: number,
+  promptIds: number[] = [],
 ): Promise<{ tokens: number[]; scored: number[]; eos: boolean; ms: number }> {
-  const s = sampler ?? new Sampler({ temperature: 0 }, model.config.vocabSize);
-  const eosIds = new Set(model.tokenizer.eosIds);
-  const tokens: number[] = [];
-  const scored: number[] = [];
-  let eos = false;
-  const t0 = performance.now();
-  let logits = firstLogits;
-  for (;;) {
-    const id = s.sample(logits);
-    scored.push(id);
-    if (eosIds.has(id)) {
-      eos = true;
-      break;
-    }
-    tokens.push(id);
-    if (tokens.length >= maxTokens || kv.length >= model.config.maxSeqLen) break;
-    [logits] = await model.backend.forward([{ kv, tokens: [id], logits: 'last' }]);
+  const req = GenerationRequest.resume(kv, firstLogits, model.tokenizer, model.config.maxSeqLen, { ...(sampling ?? { temperature: 0 }), maxTokens }, promptIds);
+  while (!req.done) {
+    const [o] = await step(model.backend, [req]);
+    if (o.error !== undefined) throw o.error;
   }
-  return { tokens, scored, eos, ms: performance.now() - t0 };
+  const tokens = req.generated.slice();
+  return { tokens, scored: req.stopToken === undefined ? tokens : [...tokens, req.stopToken], eos: req.stopReason === 'eos', ms: req.decodeMs };
 }

@@ -6,7 +6,7 @@
  */
 import type { EvalReport, PointSummary } from './types.js';
 
-export const METHOD_COLORS: Record<string, string> = {
+const METHOD_COLORS: Record<string, string> = {
   fastgen: '#d62728',
   'fastgen-mean': '#9467bd',
   'fastgen-paper': '#8c564b',
@@ -19,7 +19,7 @@ export const METHOD_COLORS: Record<string, string> = {
 };
 
 /** Hybrid-set policies, cheapest first, with the colours the profile view uses. */
-export const POLICY_ORDER = ['special', 'special+punct', 'special+punct+frequent', 'special+punct+frequent+local', 'full'];
+const POLICY_ORDER = ['special', 'special+punct', 'special+punct+frequent', 'special+punct+frequent+local', 'full'];
 const POLICY_COLORS = ['#2c7bb6', '#00a6ca', '#90d743', '#fdae61', '#d7191c'];
 const POLICY_LABELS = ['special', '+punct', '+frequent', '+local', 'full'];
 

@@ -1,17 +1,18 @@
 import { AbortedError, InvalidOptionError } from '../errors.js';
 import type { Backend } from '../backend/types.js';
-import { createBackend, type BackendName, type WeightDtype } from '../backend/index.js';
+import { checkBackendOptions, checkModelFits, createBackend, type BackendName, type WeightDtype } from '../backend/index.js';
 import { PagePool } from '../cache/page-pool.js';
 import { resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { SequenceKv, type HeadProfile } from '../cache/sequence-kv.js';
-import type { TokenClasses } from '../cache/evict.js';
-import { loadCheckpoint } from '../model/load-checkpoint.js';
+import { inspectCheckpoint, loadCheckpoint } from '../model/load-checkpoint.js';
+import { checkFiniteWeights } from '../model/tensor.js';
 import { parameterCount } from '../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig } from '../model/types.js';
 import { loadTokenizer } from '../tokenizer/load-tokenizer.js';
-import { computeTokenClasses } from '../tokenizer/token-classes.js';
+import { computeTokenClasses, type TokenClasses } from '../tokenizer/token-classes.js';
 import type { ChatMessage, Tokenizer } from '../tokenizer/types.js';
 import { GenerationRequest, type GenerateOptions, type GenerateResult } from './request.js';
+import { step } from './step.js';
 
 export interface LoadModelOptions {
   backend?: BackendName;
@@ -23,10 +24,11 @@ export interface LoadModelOptions {
   pageTokens?: number;
   /** Element type of the KV cache: f32 (default) or f16 (half the bytes). */
   kvDtype?: 'f32' | 'f16';
-  /** Worker threads for backends that use them (wasm; default: all cores). */
+  /** Worker threads for backends that use them (wasm; default 2, at most MAX_THREADS). */
   threads?: number;
   /** llama2.c tokenizer file when it is not next to the checkpoint. */
   tokenizerPath?: string;
+  /** Progress of the whole load: reading the weights, then converting and uploading them to the backend. */
   onProgress?: (loadedBytes: number, totalBytes: number, what: string) => void;
 }
 
@@ -46,7 +48,8 @@ export interface ProfileReport {
 
 /**
  * A streaming generation: iterate it for text pieces; `result` resolves to the final report (token counts, stop
- * reason, timings, KV use). Reading `result` before iterating runs the generation to the end by itself.
+ * reason, timings, KV use). Reading `result` before iterating runs the generation to the end by itself; leaving the
+ * loop early (`break`) ends the generation there, and `result` then reports it with stopReason 'aborted'.
  */
 export class Generation implements AsyncIterable<string> {
   private readonly settled: Promise<GenerateResult>;
@@ -73,6 +76,7 @@ export class Generation implements AsyncIterable<string> {
     })();
   }
 
+  /** The final report; reading it without iterating runs the generation to the end. */
   get result(): Promise<GenerateResult> {
     if (!this.started) void this.drain();
     return this.settled;
@@ -83,9 +87,9 @@ export class Generation implements AsyncIterable<string> {
     return this.iterator;
   }
 
-  /** Run to completion and return the whole text with the report. */
-  async text(): Promise<GenerateResult> {
-    return this.result;
+  /** Run to completion and return the whole generated text (`result` has the full report). */
+  async text(): Promise<string> {
+    return (await this.result).text;
   }
 
   private async drain(): Promise<void> {
@@ -153,22 +157,28 @@ export class Model {
   generate(prompt: string | readonly number[], opts: GenerateOptions = {}): Generation {
     const req = this.createRequest(prompt, opts);
     const backend = this.backend;
-    const out = new Float32Array(this.config.vocabSize);
     return new Generation(async function* (finish) {
+      let settled = false;
       try {
         while (!req.done) {
-          if (req.checkAbort()) break;
-          const prefill = req.kv.length === 0;
-          const t0 = performance.now();
-          const [logits] = await backend.forward([{ kv: req.kv, tokens: req.input(), logits: 'last', out }]);
-          const piece = req.accept(logits);
-          const dt = performance.now() - t0;
-          if (prefill) req.prefillMs = dt;
-          else req.decodeMs += dt;
-          if (piece) yield piece;
+          const [o] = await step(backend, [req]);
+          if (o.error) throw o.error;
+          if (o.piece) yield o.piece;
+          // A forward pass can settle without the event loop turning (the wasm backend's main thread computes too):
+          // let timers, signals and I/O (an abort, Ctrl-C, a closed pipe) in between tokens.
+          await yieldToEventLoop();
         }
-        finish(req.result(req.kv.profileMs));
+        settled = true;
+        finish(req.result());
+      } catch (e) {
+        settled = true;
+        throw e;
       } finally {
+        // The consumer left the loop early (break, return, a throw in its body): the generation ends here.
+        if (!settled) {
+          req.finish('aborted');
+          finish(req.result());
+        }
         req.kv.release();
       }
     });
@@ -176,7 +186,7 @@ export class Model {
 
   /** Generate to the end and return the report (text included). */
   async complete(prompt: string | readonly number[], opts: GenerateOptions = {}): Promise<GenerateResult> {
-    return this.generate(prompt, opts).text();
+    return this.generate(prompt, opts).result;
   }
 
   /** Render `messages` with the model's chat template (plain "role: content" lines when it has none). */
@@ -184,7 +194,10 @@ export class Model {
     if (!Array.isArray(messages) || messages.some((m) => typeof m?.content !== 'string' || typeof m?.role !== 'string')) {
       throw new InvalidOptionError('messages must be an array of { role: string, content: string }', 'messages');
     }
-    if (this.tokenizer.hasChatTemplate) return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    // A template that does not parse is an error, never a silent fallback to plain text.
+    if (this.tokenizer.hasChatTemplate || this.tokenizer.chatTemplateError !== undefined) {
+      return this.tokenizer.applyChatTemplate(messages, { addGenerationPrompt: true });
+    }
     // Base models without a template (the stories models): continue the conversation as text.
     return messages.map((m) => m.content).join('\n');
   }
@@ -242,21 +255,45 @@ export class Model {
   }
 }
 
-/** Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). */
+/** A macrotask turn: setImmediate in Node, a MessageChannel round trip in browsers (setTimeout(0) is clamped to 4 ms). */
+const yieldToEventLoop: () => Promise<void> = (() => {
+  if (typeof setImmediate === 'function') return () => new Promise<void>((r) => setImmediate(r));
+  if (typeof MessageChannel === 'function') {
+    const channel = new MessageChannel();
+    const waiting: (() => void)[] = [];
+    channel.port1.onmessage = () => waiting.shift()?.();
+    return () =>
+      new Promise<void>((r) => {
+        waiting.push(r);
+        channel.port2.postMessage(0);
+      });
+  }
+  return () => new Promise<void>((r) => setTimeout(r, 0));
+})();
+
+/**
+ * Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). What can be
+ * checked from the headers is checked before the weights are read: the options, the tokenizer against the model's
+ * vocabulary, and whether the model fits the backend (the wasm backend's 4 GiB).
+ */
 export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions = {}): Promise<Model> {
   const t0 = performance.now();
-  const ckpt = await loadCheckpoint(pathOrDefault, { onProgress: opts.onProgress, tokenizerPath: opts.tokenizerPath });
-  if (!ckpt.tokenizer) {
-    throw new InvalidOptionError(
-      `no tokenizer found for ${ckpt.source.path}: put tokenizer.bin (llama2.c) or tokenizer.json (Hugging Face) next to the model, or pass tokenizerPath / --tokenizer`,
-      'tokenizer',
-    );
-  }
-  const tokenizer = await loadTokenizer(ckpt.tokenizer, ckpt.config.vocabSize);
   if (opts.kvDtype !== undefined && opts.kvDtype !== 'f32' && opts.kvDtype !== 'f16') {
     throw new InvalidOptionError(`kvDtype must be 'f32' or 'f16', got '${opts.kvDtype}'`, 'kvDtype');
   }
-  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads });
+  checkBackendOptions(opts);
+  const info = await inspectCheckpoint(pathOrDefault, { tokenizerPath: opts.tokenizerPath });
+  if (!info.tokenizer) {
+    throw new InvalidOptionError(
+      `no tokenizer found for ${info.source.path}: put tokenizer.bin (llama2.c) or tokenizer.json (Hugging Face) next to the model, or pass tokenizerPath / --tokenizer`,
+      'tokenizer',
+    );
+  }
+  const tokenizer = await loadTokenizer(info.tokenizer, info.config.vocabSize);
+  checkModelFits(info.config, opts);
+  const ckpt = await loadCheckpoint(pathOrDefault, { onProgress: opts.onProgress, tokenizerPath: opts.tokenizerPath });
+  checkFiniteWeights(ckpt.weights, ckpt.source.path);
+  const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads, onProgress: opts.onProgress });
   return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
 }
 

@@ -2,6 +2,7 @@ import { ContextOverflowError, InvalidOptionError } from '../errors.js';
 import type { SequenceKv, KvStats, HeadProfile } from '../cache/sequence-kv.js';
 import type { CacheOptions } from '../cache/policies/index.js';
 import type { StreamDecoder, Tokenizer } from '../tokenizer/types.js';
+import { applyPenalties, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import { StopStringMatcher } from './stop.js';
 
@@ -20,6 +21,11 @@ export interface GenerateOptions extends SamplingOptions {
   addBos?: boolean;
   /** When the prompt is longer than the context: keep its last tokens instead of failing. */
   truncatePrompt?: boolean;
+  /** OpenAI's penalties over the generated tokens, in [-2, 2] (0 = off); applied before the sampler's own. */
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  /** Record each generated token's log-probability with this many alternatives, 0 to 20 (default: none). */
+  logprobs?: number;
 }
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'context' | 'aborted';
@@ -64,12 +70,23 @@ export function validateGenerateOptions(o: GenerateOptions): void {
   if (o.stopIds !== undefined && (!Array.isArray(o.stopIds) || o.stopIds.some((s) => !Number.isInteger(s) || s < 0))) {
     throw new InvalidOptionError('stopIds must be an array of non-negative integer token ids', 'stopIds');
   }
+  for (const k of ['frequencyPenalty', 'presencePenalty'] as const) {
+    const v = o[k];
+    if (v !== undefined && !(typeof v === 'number' && v >= -2 && v <= 2)) throw new InvalidOptionError(`${k} must be a number in [-2, 2] (0 = off), got ${v}`, k);
+  }
+  if (o.logprobs !== undefined && !(Number.isInteger(o.logprobs) && o.logprobs >= 0 && o.logprobs <= 20)) {
+    throw new InvalidOptionError(`logprobs must be an integer from 0 to 20, got ${o.logprobs}`, 'logprobs');
+  }
+  // Duck-typed signals ({ aborted: true }) would never fire their 'abort' event: only the real thing is accepted.
+  if (o.signal !== undefined && !(typeof AbortSignal !== 'undefined' && o.signal instanceof AbortSignal)) {
+    throw new InvalidOptionError('signal must be an AbortSignal (e.g. new AbortController().signal or AbortSignal.timeout(ms))', 'signal');
+  }
 }
 
 /**
- * The generation state of one sequence: prompt, cache, sampler, stop conditions, streamed text. The model's
- * `generate` and the server's batch scheduler both drive it: `input()` is what to push through the model next,
- * `accept(logits)` samples from the returned logits.
+ * The generation state of one sequence: prompt, cache, sampler, stop conditions, streamed text and its own timings.
+ * `step()` (./step.ts) drives any number of them: `input()` is what to push through the model next,
+ * `accept(logits)` samples from the returned logits, `recordStep(ms)` books the step's time as prefill or decode.
  */
 export class GenerationRequest {
   readonly kv: SequenceKv;
@@ -81,6 +98,16 @@ export class GenerationRequest {
   decodeMs = 0;
   peakKvBytes = 0;
   peakFullKvBytes = 0;
+  /** The stop id (EOS or one of stopIds) that ended the generation, when one did; not part of `generated`. */
+  stopToken: number | undefined;
+  /** Logits to sample from at the next step without a forward pass (a request resumed from a shared prefill). */
+  pendingLogits: Float32Array | undefined;
+  /** With the logprobs option: one entry per generated token. */
+  readonly logprobs: TokenLogprob[] = [];
+  private prefilled = false;
+  private logitsOut: Float32Array | undefined;
+  /** Penalised copy of the logits (frequency / presence penalties). */
+  private penalised: Float32Array | undefined;
   private readonly sampler: Sampler;
   private readonly decoder: StreamDecoder;
   private readonly stopper: StopStringMatcher;
@@ -95,9 +122,13 @@ export class GenerationRequest {
     tokenizer: Tokenizer,
     contextLength: number,
     private readonly opts: GenerateOptions,
+    resumeFrom?: Float32Array,
   ) {
     validateGenerateOptions(opts);
-    if (promptIds.length === 0) throw new InvalidOptionError('the prompt is empty: give at least one token (or allow BOS)', 'prompt');
+    if (resumeFrom) {
+      this.pendingLogits = resumeFrom;
+      this.prefilled = true;
+    } else if (promptIds.length === 0) throw new InvalidOptionError('the prompt is empty: give at least one token (or allow BOS)', 'prompt');
     if (promptIds.length > contextLength) {
       if (!opts.truncatePrompt) {
         throw new ContextOverflowError(
@@ -118,6 +149,22 @@ export class GenerationRequest {
     if (this.maxTokens === 0) this.stopReason = 'length';
   }
 
+  /**
+   * A request whose prompt already went through `kv` (a fork of a prefill shared by several continuations): its first
+   * step samples from `logits`, the prompt's last logits, without a forward pass. `promptIds` (optional) are the
+   * prompt's tokens, for the repetition penalty and the text decoder's context.
+   */
+  static resume(
+    kv: SequenceKv,
+    logits: Float32Array,
+    tokenizer: Tokenizer,
+    contextLength: number,
+    opts: GenerateOptions,
+    promptIds: number[] = [],
+  ): GenerationRequest {
+    return new GenerationRequest(kv, promptIds, tokenizer, contextLength, opts, logits);
+  }
+
   get done(): boolean {
     return this.stopReason !== undefined;
   }
@@ -125,7 +172,13 @@ export class GenerationRequest {
   /** Tokens to push through the model next: the prompt first, then the last sampled token. */
   input(): number[] {
     if (this.kv.length === 0) return this.promptIds;
+    if (this.generated.length === 0) throw new Error('internal: a resumed request has no input before its first accept()');
     return [this.generated[this.generated.length - 1]];
+  }
+
+  /** This request's logits buffer (reused every step: no 128 KB allocation per token). */
+  logitsBuffer(vocabSize: number): Float32Array {
+    return (this.logitsOut ??= new Float32Array(vocabSize));
   }
 
   /** Check cancellation between steps. */
@@ -134,8 +187,18 @@ export class GenerationRequest {
     return this.done;
   }
 
+  /** Book a step's time (its forward pass and this request's sampling): prefill the first time, decode after that. */
+  recordStep(ms: number): void {
+    if (this.prefilled) this.decodeMs += ms;
+    else {
+      this.prefillMs += ms;
+      this.prefilled = true;
+    }
+  }
+
   /** Sample the next token from the logits of the last input token; returns the newly printable text. */
   accept(logits: Float32Array): string {
+    this.pendingLogits = undefined;
     // Every token: only the byte count, not the full per-head report of stats().
     const kvBytes = this.kv.kvBytes();
     if (kvBytes > this.peakKvBytes) {
@@ -143,12 +206,21 @@ export class GenerationRequest {
       this.peakFullKvBytes = this.kv.fullKvBytes();
     }
     if (this.checkAbort()) return '';
-    const id = this.sampler.sample(logits, this.history);
+    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0, logprobs } = this.opts;
+    let x = logits;
+    if (fp !== 0 || pp !== 0) {
+      x = this.penalised ??= new Float32Array(logits.length);
+      x.set(logits);
+      applyPenalties(x, this.generated, fp, pp);
+    }
+    const id = this.sampler.sample(x, this.history);
     this.history.push(id);
     if (this.stopIds.has(id)) {
+      this.stopToken = id;
       this.stopReason = this.opts.stopIds?.includes(id) ? 'stop' : 'eos';
       return this.finishText();
     }
+    if (logprobs !== undefined) this.logprobs.push(tokenLogprob(logits, id, logprobs));
     this.generated.push(id);
     const { emit, stopped } = this.stopper.push(this.decoder.push(id));
     this.text += emit;
@@ -177,7 +249,8 @@ export class GenerationRequest {
     return rest;
   }
 
-  result(profileMs: number): GenerateResult {
+  result(): GenerateResult {
+    const profileMs = this.kv.profileMs;
     const st = this.kv.stats();
     const decoded = Math.max(0, this.generated.length - 1);
     return {

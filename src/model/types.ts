@@ -5,6 +5,9 @@
  * rotate-half RoPE order. llama2.c checkpoints (interleaved RoPE pairs) are permuted at load time so that one RoPE
  * kernel serves every model.
  */
+/** Longest context fastgen accepts (2^24 tokens): per-position tables (RoPE, attention scratch) grow with it. */
+export const MAX_CONTEXT = 1 << 24;
+
 export type Architecture = 'llama' | 'mistral' | 'qwen2' | 'qwen3';
 
 export type DType = 'f32' | 'f16' | 'bf16';

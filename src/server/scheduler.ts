@@ -29,7 +29,7 @@ import type { SequenceKv } from '../cache/sequence-kv.js';
 import { KvPoolExhaustedError } from '../errors.js';
 import type { Model } from '../generate/model.js';
 import { GenerationRequest, type GenerateOptions, type GenerateResult } from '../generate/request.js';
-import { applyPenalties, logSumExp, tokenLogprob, type TokenLogprob } from './logprobs.js';
+import { step, type StepOutcome } from '../generate/step.js';
 import type { GaugeSnapshot, ServerMetrics } from './metrics.js';
 
 export interface SchedulerOptions {
@@ -89,11 +89,6 @@ export class JobFailedError extends Error {
 export interface SubmitOptions extends GenerateOptions {
   /** Called with each new piece of text, in order (never twice for the same text, even across preemptions). */
   onText?: (text: string, job: Job) => void;
-  /** OpenAI's penalties over the generated tokens, in [-2, 2] (0 = off). */
-  frequencyPenalty?: number;
-  presencePenalty?: number;
-  /** Record each generated token's log-probability with this many alternatives (undefined = none). */
-  logprobs?: number;
 }
 
 export interface JobResult extends GenerateResult {
@@ -132,18 +127,12 @@ export class Job {
   peakPages = 0;
   /** Run in a forward of its own (after a batched forward failed). */
   isolated = false;
-  /** This job's logits, rewritten every step. */
-  logits: Float32Array | undefined;
   failures = 0;
   cancelled: 'client' | 'shutdown' | undefined;
-  /** With SubmitOptions.logprobs: one entry per generated token (the current attempt's). */
-  logprobs: TokenLogprob[] = [];
   /** Choices 2..n of an `n > 1` request: they fork this job's cache after its prefill instead of prefilling again. */
   followers: Job[] = [];
   /** For a follower: the job whose prefill it waits to fork. */
   leader: Job | undefined;
-  /** Penalised copy of the logits (frequency / presence penalties). */
-  private penalised: Float32Array | undefined;
   resolve!: (r: JobResult) => void;
   reject!: (e: unknown) => void;
 
@@ -153,7 +142,6 @@ export class Job {
     readonly genOptions: GenerateOptions,
     readonly onText: ((text: string, job: Job) => void) | undefined,
     private readonly scheduler: Scheduler,
-    readonly extras: Pick<SubmitOptions, 'frequencyPenalty' | 'presencePenalty' | 'logprobs'> = {},
   ) {
     this.id = id;
     this.req = req;
@@ -171,19 +159,9 @@ export class Job {
     return this.cache.policy;
   }
 
-  /** Sample from this step's logits: the penalties and the log-probabilities around the request's own sampler. */
-  accept(logits: Float32Array): void {
-    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0, logprobs } = this.extras;
-    const before = this.req.generated.length;
-    const lse = logprobs !== undefined ? logSumExp(logits) : 0;
-    let x = logits;
-    if (fp !== 0 || pp !== 0) {
-      x = this.penalised ??= new Float32Array(logits.length);
-      x.set(logits);
-      applyPenalties(x, this.req.generated, fp, pp);
-    }
-    this.req.accept(x);
-    if (logprobs !== undefined && this.req.generated.length > before) this.logprobs.push(tokenLogprob(logits, this.req.generated[before], logprobs, lse));
+  /** With the logprobs option: one entry per generated token (the current attempt's). */
+  get logprobs() {
+    return this.req.logprobs;
   }
 
   /** Stop generating; the pages go back to the pool at the next step boundary (at once when still waiting). */
@@ -271,8 +249,7 @@ export class Scheduler {
    */
   submitChoices(promptIds: readonly number[], opts: SubmitOptions, n: number): Job[] {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
-    const { onText, frequencyPenalty, presencePenalty, logprobs, ...gen } = opts;
-    const extras = { frequencyPenalty, presencePenalty, logprobs };
+    const { onText, ...gen } = opts;
     // The server's options fill in what a request leaves out, for the same policy only: a request that names another
     // policy takes that policy's defaults, not options meant for the server's.
     const own = gen.cache ?? {};
@@ -312,7 +289,7 @@ export class Scheduler {
       );
     }
     // Submitted with ids: truncation (if any) is already applied, and a replay must not truncate again.
-    const jobs = reqs.map((req, i) => new Job(this.nextId++, req, { ...options[i], truncatePrompt: false }, onText, this, extras));
+    const jobs = reqs.map((req, i) => new Job(this.nextId++, req, { ...options[i], truncatePrompt: false }, onText, this));
     this.waiting.push(jobs[0]);
     for (const f of jobs.slice(1)) f.leader = jobs[0];
     jobs[0].followers = jobs.slice(1);
@@ -437,20 +414,15 @@ export class Scheduler {
     this.metrics?.steps.inc();
     this.metrics?.batchedSequences.inc(batch.length);
     for (const group of groups) {
-      const inputs = group.map((j) => j.req.input());
       const prefill = group.map((j) => j.req.kv.length === 0);
-      const t0 = performance.now();
-      let logits: Float32Array[];
+      let outcomes: StepOutcome[];
       try {
-        const vocab = this.model.config.vocabSize;
-        logits = await this.model.backend.forward(group.map((j, i) => ({ kv: j.req.kv, tokens: inputs[i], logits: 'last' as const, out: (j.logits ??= new Float32Array(vocab)) })));
-        if (logits.length !== group.length) throw new Error(`backend returned ${logits.length} logits for ${group.length} sequences`);
+        outcomes = await step(this.model.backend, group.map((j) => j.req));
       } catch (e) {
         this.forwardFailed(group, e);
         continue;
       }
-      const dt = performance.now() - t0;
-      for (let i = 0; i < group.length; i++) this.acceptOne(group[i], logits[i], dt, prefill[i]);
+      for (let i = 0; i < group.length; i++) this.acceptOne(group[i], outcomes[i], prefill[i]);
     }
     if (this.pool.pagesInUse > this.peakPagesUsed) this.peakPagesUsed = this.pool.pagesInUse;
   }
@@ -467,7 +439,8 @@ export class Scheduler {
 
   /** Pages the job's next forward can allocate: one per head whose last page is full, or its whole prompt for a prefill. */
   private stepNeed(j: Job): number {
-    if (j.req.done) return 0;
+    // A choice resumed from a forked prefill samples its first token without a forward pass.
+    if (j.req.done || j.req.pendingLogits !== undefined) return 0;
     const pt = this.pool.pageTokens;
     const n = j.req.input().length;
     let pages = 0;
@@ -598,7 +571,6 @@ export class Scheduler {
       this.finishJob(j, new JobFailedError(`could not restart the request: ${String(e)}`, e));
       return;
     }
-    j.logprobs = [];
     this.enqueue(j);
   }
 
@@ -636,36 +608,33 @@ export class Scheduler {
     }
   }
 
-  private acceptOne(j: Job, logits: Float32Array, dt: number, prefill: boolean): void {
-    if (j.state !== 'running' || !this.tryAccept(j, logits)) return;
+  private acceptOne(j: Job, outcome: StepOutcome, prefill: boolean): void {
+    if (j.state !== 'running') return;
+    if (outcome.error !== undefined) {
+      const e = outcome.error;
+      this.removeRunning(j);
+      this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
+      return;
+    }
     if (prefill) {
-      j.req.prefillMs += dt;
       if (cachePolicy(j.cache.policy).adaptive && this.metrics) {
         for (const [p, n] of Object.entries(j.req.kv.stats().headsPerPolicy)) this.metrics.headsProfiled.inc({ policy: p }, n);
       }
-      if (j.followers.length) this.forkFollowers(j, logits, dt);
-    } else j.req.decodeMs += dt;
-    this.delivered(j);
-  }
-
-  private tryAccept(j: Job, logits: Float32Array): boolean {
-    try {
-      j.accept(logits);
-      return true;
-    } catch (e) {
-      this.removeRunning(j);
-      this.finishJob(j, new JobFailedError(`sampling failed: ${e instanceof Error ? e.message : String(e)}`, e));
-      return false;
+      if (j.followers.length) this.forkFollowers(j);
     }
+    this.delivered(j);
   }
 
   /**
    * Choices 2..n start from a copy of the leader's compressed cache and sample their first token from its prefill
-   * logits; one that finds no free running slot or pages for the copy is queued to prefill on its own.
+   * logits at the next step, with no forward pass of their own (GenerationRequest.resume); one that finds no free
+   * running slot or pages for the copy is queued to prefill on its own.
    */
-  private forkFollowers(leader: Job, logits: Float32Array, dt: number): void {
+  private forkFollowers(leader: Job): void {
     const followers = leader.followers;
     leader.followers = [];
+    // The leader's buffer is rewritten by its next step: each follower keeps a copy of the prefill's logits.
+    const logits = leader.req.logitsBuffer(this.model.config.vocabSize);
     for (const f of followers) {
       if (f.state !== 'waiting') continue;
       f.leader = undefined;
@@ -683,11 +652,9 @@ export class Scheduler {
       }
       f.req.kv.release();
       this.forkedChoices++;
-      f.req = new GenerationRequest(kv, leader.req.promptIds.slice(), this.model.tokenizer, this.model.config.maxSeqLen, f.genOptions);
+      f.req = GenerationRequest.resume(kv, logits.slice(), this.model.tokenizer, this.model.config.maxSeqLen, f.genOptions, leader.req.promptIds.slice());
+      f.req.prefillMs = leader.req.prefillMs; // the shared prefill
       this.startRunning(f);
-      if (!this.tryAccept(f, logits)) continue;
-      f.req.prefillMs = dt;
-      this.delivered(f);
     }
   }
 
@@ -749,7 +716,7 @@ export class Scheduler {
     }
     let result: GenerateResult | undefined;
     try {
-      result = j.req.result(j.req.kv.profileMs);
+      result = j.req.result();
     } catch (e) {
       error ??= e;
     }

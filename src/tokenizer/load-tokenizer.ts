@@ -34,7 +34,7 @@ export async function loadTokenizer(source: TokenizerSource, modelVocabSize: num
  * pad the embedding table to a multiple of 64/128). llama2.c has no padding: run.c reads exactly vocab_size entries
  * of tokenizer.bin, so there the counts must be equal — a different count means a tokenizer from another model.
  */
-export function checkTokenizerFits(tok: Tokenizer, modelVocabSize: number, where: string): void {
+function checkTokenizerFits(tok: Tokenizer, modelVocabSize: number, where: string): void {
   if (!Number.isInteger(modelVocabSize) || modelVocabSize <= 0) {
     throw new TokenizerError(`model vocabulary size must be a positive integer, got ${modelVocabSize}`, where);
   }

@@ -23,6 +23,7 @@
  */
 import type { Tokenizer } from './types.js';
 
+/** Per-token-id membership of the classes the cache's class policies keep (1 = member): one table per vocabulary. */
 export interface TokenClasses {
   /** 1 where the id is a special token. Length vocabSize. */
   special: Uint8Array;
@@ -45,7 +46,7 @@ export function isPunctText(s: string): boolean {
 let byteDecoderTable: Map<string, number> | undefined;
 
 /** GPT-2's bytes_to_unicode, inverted: the character a byte-level vocabulary uses -> the byte. */
-export function byteLevelDecoder(): ReadonlyMap<string, number> {
+function byteLevelDecoder(): ReadonlyMap<string, number> {
   if (byteDecoderTable) return byteDecoderTable;
   const bs: number[] = [];
   for (let b = 0x21; b <= 0x7e; b++) bs.push(b);

@@ -24,6 +24,8 @@ export interface Tokenizer {
   specialIds(): ReadonlySet<number>;
   /** True when the tokenizer carries a chat template. */
   readonly hasChatTemplate: boolean;
+  /** Why the chat template the tokenizer ships could not be parsed (then hasChatTemplate is false). */
+  readonly chatTemplateError?: string;
   /** Render messages with the chat template (adds the generation prompt by default). */
   applyChatTemplate(messages: readonly ChatMessage[], opts?: { addGenerationPrompt?: boolean }): string;
   /**

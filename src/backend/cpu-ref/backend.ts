@@ -2,11 +2,11 @@ import { JsArena, type KvArena } from '../../cache/page-pool.js';
 import type { HeadStore } from '../../cache/head-store.js';
 import type { HeadAttentionStats, LayerNeeds, PromptAttentionStats } from '../../cache/policies/types.js';
 import type { SequenceKv } from '../../cache/sequence-kv.js';
-import { tensorToF32 } from '../../model/describe.js';
+import { tensorToF32 } from '../../model/tensor.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import type { Backend, ForwardItem } from '../types.js';
 import { addInPlace, causalAttentionRow, matmul, rmsnorm, ropeRotateHalf, swiglu } from './math.js';
-import { ropeInvFreq } from './rope.js';
+import { ropeInvFreq } from '../../model/rope.js';
 
 /**
  * The cache's K/V as f32 for the reference attention: the arena itself for an f32 cache; for an f16 cache a decoded

@@ -1,5 +1,6 @@
 /**
- * The WASM SIMD backend: the same transformer as cpu-ref, run by the kernels in kernels/ on every core.
+ * The WASM SIMD backend: the same transformer as cpu-ref, run by the kernels in kernels/ on a pool of threads (2 by
+ * default, `threads` up to MAX_THREADS).
  *
  * Memory (one shared WebAssembly.Memory, bump-allocated in this order):
  *   weights (f32, f16 or q8_0)  |  rope tables  |  activation scratch for R rows  |  per-step attention scratch
@@ -20,15 +21,15 @@
 import { InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
 import type { HeadAttentionStats } from '../../cache/policies/types.js';
-import { tensorToF32 } from '../../model/describe.js';
+import { tensorToF32 } from '../../model/tensor.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
-import { ropeInvFreq } from '../cpu-ref/rope.js';
+import { ropeInvFreq } from '../../model/rope.js';
 import type { Backend, ForwardItem } from '../types.js';
 import { splitBatch } from '../batch.js';
 import { JobList } from './jobs.js';
 import { WorkerPool } from './pool.js';
 import { WasmRuntime, type Ptr, type Q8Matrix } from './runtime.js';
-import { q8ActBytes, q8Blocks, SPLIT, TAIL } from './layout.js';
+import { q8ActBytes, q8Blocks, q8ScaleBytes, q8WeightBytes, SPLIT, TAIL } from './layout.js';
 
 /** Up to this many rows, small ops ride as TAIL records of the phase before them instead of a phase of their own. */
 const TAIL_ROWS = 4;
@@ -133,6 +134,37 @@ export interface WasmBackendOptions {
   maxRows?: number;
   /** Most sequences one forward pass holds (default 64). Larger batches are split. */
   maxItems?: number;
+  /** Progress of converting and uploading the weights (f32 bytes done of the total). */
+  onProgress?: (done: number, total: number, what: string) => void;
+}
+
+/** The wasm32 address space: one WebAssembly.Memory holds at most 4 GiB. */
+export const WASM_MEMORY_LIMIT = 4 * 1024 ** 3;
+
+/**
+ * WebAssembly memory the backend allocates for this model, before any KV page: the weight matrices in `dtype`
+ * (the token embedding stays in JS), norms and biases, RoPE tables, activations for `maxRows` rows, attention scratch.
+ * The same arithmetic as the constructor's allocations, so that a model that cannot fit is refused before loading.
+ */
+export function wasmMemoryBytes(c: ModelConfig, dtype: WasmWeightDtype, threads = 2, maxRows = Math.min(c.maxSeqLen, 1024)): number {
+  const qDim = c.nHeads * c.headDim;
+  const kvDim = c.nKvHeads * c.headDim;
+  const matrix = (rows: number, cols: number) =>
+    dtype === 'q8_0' ? q8WeightBytes(rows, cols) + q8ScaleBytes(rows, cols) : rows * cols * (dtype === 'f16' ? 2 : 4);
+  const perLayer =
+    matrix(qDim, c.dim) + 2 * matrix(kvDim, c.dim) + matrix(c.dim, qDim) + 2 * matrix(c.hiddenDim, c.dim) + matrix(c.dim, c.hiddenDim) +
+    4 * (2 * c.dim + (c.qkvBias ? qDim + 2 * kvDim : 0) + (c.qkNorm ? 2 * c.headDim : 0));
+  const R = maxRows;
+  const widest = Math.max(c.dim, qDim, c.hiddenDim);
+  const seqPad = Math.ceil((c.maxSeqLen + 16) / 16) * 16;
+  return (
+    matrix(c.vocabSize, c.dim) + 4 * c.dim + c.nLayers * perLayer +
+    2 * 4 * c.maxSeqLen * (c.headDim / 2) + // RoPE cos and sin
+    4 * R * (2 * c.dim + Math.max(c.dim, qDim) + 2 * qDim + 2 * kvDim + 2 * c.hiddenDim + c.vocabSize + 1) +
+    q8ActBytes(R, widest) + 4 * R * q8Blocks(widest) +
+    4 * threads * seqPad + 4 * c.nLayers * c.nKvHeads * (Math.ceil(seqPad / 16) + seqPad) +
+    (16 << 20) // job lists, staging buffers for conversion, the runtime's own data
+  );
 }
 
 export class WasmBackend implements Backend {
@@ -141,7 +173,7 @@ export class WasmBackend implements Backend {
   readonly weightDtype: WasmWeightDtype;
   readonly threads: number;
   private readonly rt: WasmRuntime;
-  private readonly pool: WorkerPool;
+  private readonly workers: WorkerPool;
   private readonly embedding: Float32Array; // [vocab, dim] (JS copy for row lookups)
   private readonly lmHead: Matrix;
   private readonly finalNorm: Ptr;
@@ -171,6 +203,8 @@ export class WasmBackend implements Backend {
   /** Longest sequence rounded up to whole SIMD blocks: the length of each thread's probability scratch. */
   private readonly seqPad: number;
   private list: JobList;
+  /** Progress of the upload, while the constructor runs. */
+  private uploaded: (elements: number) => void = () => {};
   static async create(ckpt: LoadedCheckpoint, opts: WasmBackendOptions = {}): Promise<WasmBackend> {
     const rt = await WasmRuntime.create({ initialBytes: 64 << 20 });
     const pool = await WorkerPool.create(rt, { threads: opts.threads ?? 2 });
@@ -180,11 +214,19 @@ export class WasmBackend implements Backend {
   private constructor(ckpt: LoadedCheckpoint, rt: WasmRuntime, pool: WorkerPool, opts: WasmBackendOptions) {
     const c = (this.config = ckpt.config);
     this.rt = rt;
-    this.pool = pool;
+    this.workers = pool;
     this.threads = pool.threads;
     this.weightDtype = opts.dtype ?? 'f32';
     const w = ckpt.weights;
     const vec = (t: Tensor) => rt.putF32(tensorToF32(t));
+    // Progress over the matrices (everything else is small): converting to the kernels' dtype and uploading.
+    const total = 4 * (c.vocabSize * c.dim + c.nLayers * (2 * c.nHeads * c.headDim * c.dim + 2 * c.nKvHeads * c.headDim * c.dim + 3 * c.hiddenDim * c.dim));
+    let done = 0;
+    const what = this.weightDtype === 'f32' ? 'uploading the weights' : `converting the weights to ${this.weightDtype}`;
+    this.uploaded = (n: number) => {
+      done += 4 * n;
+      opts.onProgress?.(Math.min(done, total), total, what);
+    };
     this.embedding = tensorToF32(w.tokenEmbedding);
     this.lmHead = this.matrix(w.lmHead === w.tokenEmbedding ? this.embedding : tensorToF32(w.lmHead), c.vocabSize, c.dim);
     this.finalNorm = vec(w.finalNorm);
@@ -236,6 +278,7 @@ export class WasmBackend implements Backend {
 
   /** Upload an f32 matrix in the backend's weight dtype. */
   private matrix(data: Float32Array, rows: number, cols: number): Matrix {
+    this.uploaded(rows * cols);
     if (this.weightDtype === 'q8_0') return { kind: 'q8_0', q: this.rt.quantizeQ8(data, rows, cols), rows, cols };
     if (this.weightDtype === 'f16') return { kind: 'f16', ptr: this.rt.toF16(data), rows, cols };
     return { kind: 'f32', ptr: this.rt.putF32(data), rows, cols };
@@ -283,7 +326,7 @@ export class WasmBackend implements Backend {
   }
 
   dispose(): void {
-    void this.pool.close();
+    void this.workers.close();
   }
 
   private forwardBatch(items: readonly ForwardItem[]): Float32Array[] {
@@ -343,7 +386,7 @@ export class WasmBackend implements Backend {
       this.pushFfn(list, l, T, hooked);
     }
     if (wanted.length > 0) this.pushLogits(list, wanted);
-    this.pool.run(list, finish);
+    this.workers.run(list, finish);
     if (!hooked) for (let l = 0; l < c.nLayers; l++) finish(l);
     for (const it of items) it.kv.advance(it.tokens.length);
 

@@ -2,6 +2,7 @@
  * Memory layouts shared between the AssemblyScript kernels (kernels/*.ts) and the JS side. Each constant here has a
  * twin in the kernel source named in its comment; the tests exercise every one of them through the kernels.
  */
+import { keyOffsetInPage, pageBytes, valueOffsetInPage } from '../../cache/page-layout.js';
 
 // ---- job lists (kernels/jobs.ts) ------------------------------------------------------------------------------
 
@@ -77,18 +78,13 @@ export const q8ActBytes = (T: number, cols: number): number => T * q8Blocks(cols
 // ---- paged KV store (kernels/attention.ts) ---------------------------------------------------------------------
 
 /**
- * Paged KV layout. The pool is an array of equal pages; page i starts at pool + i·kvPageBytes(pageTokens, headDim, E)
- * and holds pageTokens slots of one (layer, kv-head), in elements of E bytes (4: f32 cache, 2: f16 halves):
- *
- *   offset 0                          K: [pageTokens][headDim]
- *   offset pageTokens·headDim·E       V: [pageTokens][headDim]
- *
- * A head's slot s lives in page pageTable[s / pageTokens] (Int32Array of page indices), row s % pageTokens.
- * positions[s] (Int32Array) is the token position held by slot s; slots need not be in position order.
+ * Paged KV layout: src/cache/page-layout.ts, in bytes here. The pool is an array of equal pages; page i starts at
+ * pool + i·kvPageBytes(pageTokens, headDim, E) (E = 4: f32 cache, 2: f16 halves); a head's page table is an Int32Array
+ * of page indices; positions[s] (Int32Array) is the token position held by slot s.
  */
-export const KV_PAGE_TOKENS = 16;
-export const kvPageBytes = (pageTokens: number, headDim: number, elementBytes = 4): number => 2 * pageTokens * headDim * elementBytes;
+export const kvPageBytes = pageBytes;
 /** Byte offset of slot-in-page `row`'s key within its page. */
-export const kvKeyOffset = (row: number, headDim: number, elementBytes = 4): number => row * headDim * elementBytes;
+export const kvKeyOffset = (row: number, headDim: number, elementBytes = 4): number => keyOffsetInPage(row, headDim) * elementBytes;
 /** Byte offset of slot-in-page `row`'s value within its page. */
-export const kvValueOffset = (row: number, pageTokens: number, headDim: number, elementBytes = 4): number => (pageTokens + row) * headDim * elementBytes;
+export const kvValueOffset = (row: number, pageTokens: number, headDim: number, elementBytes = 4): number =>
+  valueOffsetInPage(row, pageTokens, headDim) * elementBytes;

@@ -114,10 +114,5 @@ export function pagedAttention(q: Float32Array, pool: Float32Array, pageTable: I
   return { out, probs };
 }
 
-/** First index of the maximum; NaN never wins. */
-export function argmax(x: Float32Array, n = x.length): number {
-  let best = -Infinity;
-  let at = 0;
-  for (let i = 0; i < n; i++) if (x[i] > best) { best = x[i]; at = i; }
-  return at;
-}
+/** The kernels' argmax follows the engine's (first maximum; the first NaN wins): one definition. */
+export { argmax } from '../../argmax.js';

@@ -2,7 +2,7 @@
  * WGSL kernels over the paged KV cache: writing new keys/values into their slots, ragged attention through each
  * head's page table, the attention statistics cache policies need, and eviction + compaction.
  *
- * Cache layout on the GPU (the same page layout as src/cache/page-pool.ts):
+ * Cache layout on the GPU (the page layout of src/cache/page-layout.ts):
  *   kv parts: f32 pages, page id p in part ⌊p / pagesPerPart⌋: [ K: pageTokens × headDim | V: pageTokens × headDim ]
  *   meta:     u32 per (page, row): position | token classes << 30 (SPECIAL = 1, PUNCT = 2)
  *   scores:   f32 per (page, row): cumulative attention (for heavy-hitter policies)
@@ -13,6 +13,8 @@
  *   nRows, _], older[(item·nLayers + layer)·nKvHeads + kvHead] = the head's slots before this pass (its new tokens
  *   follow them, so row t sees the slot prefix [0, older + t]), rowMeta[T] = position | classes << 30.
  */
+
+import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/page-layout.js';
 
 /** Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds. */
 export const MAX_KV_PARTS = 4;
@@ -46,11 +48,15 @@ export interface CacheShape {
   headDim: number;
 }
 
+/** The page layout of src/cache/page-layout.ts as WGSL constants: K rows at (row)·HD, V rows at (PT + row)·HD. */
 function consts(c: CacheShape): string {
+  if (keyOffsetInPage(1, c.headDim) !== c.headDim || valueOffsetInPage(0, c.pageTokens, c.headDim) !== c.pageTokens * c.headDim) {
+    throw new Error('internal: the WGSL cache kernels assume page-layout.ts\'s [K rows | V rows] pages');
+  }
   return `const PPP = ${c.pagesPerPart}u;
 const PT = ${c.pageTokens}u;
 const HD = ${c.headDim}u;
-const PAGE_FLOATS = ${2 * c.pageTokens * c.headDim}u;`;
+const PAGE_FLOATS = ${pageElements(c.pageTokens, c.headDim)}u;`;
 }
 
 /** Parameters shared by the cache kernels (one struct, so the encoder fills them the same way). */

@@ -310,35 +310,44 @@ struct P { count: u32, n: u32, srcOff: u32, dstOff: u32, listOff: u32, _a: u32, 
 }`;
 
 /**
- * Greedy sampling: tokens[outOff + r] = the first index of the maximum of logits row r (NaN never wins), one
- * workgroup per row. The step then reads back 4 bytes per sequence instead of a vocabulary of floats.
+ * Greedy sampling: tokens[outOff + r] = the index of the largest logit of row r, one workgroup per row, by the rule of
+ * src/argmax.ts: ties → the lowest index, and a NaN counts as larger than everything (the first NaN wins). The step
+ * then reads back 4 bytes per sequence instead of a vocabulary of floats.
  */
 export const argmaxWgsl = `
 struct P { rows: u32, n: u32, inOff: u32, outOff: u32 };
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
+const NONE = 0xffffffffu;
 var<workgroup> bv: array<f32, 256>;
 var<workgroup> bi: array<u32, 256>;
+var<workgroup> bn: array<u32, 256>;
 @compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let row = wid.x;
   if (row >= p.rows) { return; }
-  var best = -3.0e38;
-  var at = 0xffffffffu;
+  var best = 0.0;
+  var at = NONE;
+  var nan = NONE;
   for (var i = lid.x; i < p.n; i += 256u) {
-    let v = logits[p.inOff + row * p.n + i];
-    if (v > best || (at == 0xffffffffu && v == best)) { best = v; at = i; }
+    let bits = bitcast<u32>(logits[p.inOff + row * p.n + i]);
+    // NaN by its bits (a compiler may fold v != v away).
+    if ((bits & 0x7fffffffu) > 0x7f800000u) { nan = min(nan, i); continue; }
+    let v = bitcast<f32>(bits);
+    if (at == NONE || v > best) { best = v; at = i; }
   }
   bv[lid.x] = best;
   bi[lid.x] = at;
+  bn[lid.x] = nan;
   workgroupBarrier();
   for (var s = 128u; s > 0u; s >>= 1u) {
     if (lid.x < s) {
+      bn[lid.x] = min(bn[lid.x], bn[lid.x + s]);
       let v = bv[lid.x + s];
       let j = bi[lid.x + s];
-      if (j != 0xffffffffu && (v > bv[lid.x] || (v == bv[lid.x] && j < bi[lid.x]) || bi[lid.x] == 0xffffffffu)) { bv[lid.x] = v; bi[lid.x] = j; }
+      if (j != NONE && (bi[lid.x] == NONE || v > bv[lid.x] || (v == bv[lid.x] && j < bi[lid.x]))) { bv[lid.x] = v; bi[lid.x] = j; }
     }
     workgroupBarrier();
   }
-  if (lid.x == 0u) { tokens[p.outOff + row] = select(bi[0], 0u, bi[0] == 0xffffffffu); }
+  if (lid.x == 0u) { tokens[p.outOff + row] = select(select(bi[0], 0u, bi[0] == NONE), bn[0], bn[0] != NONE); }
 }`;

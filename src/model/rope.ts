@@ -1,4 +1,4 @@
-import type { ModelConfig } from '../../model/types.js';
+import type { ModelConfig } from './types.js';
 
 /**
  * Inverse frequencies θ_j = base^(-2j/d), with the model's RoPE scaling applied (HF `_compute_llama3_parameters`,
@@ -22,7 +22,7 @@ export function ropeInvFreq(config: ModelConfig): Float32Array {
 }
 
 /** Round an f32 value to bf16 or f16 precision (round to nearest even) and back. */
-export function roundToHalf(x: number, dtype: 'bf16' | 'f16'): number {
+function roundToHalf(x: number, dtype: 'bf16' | 'f16'): number {
   if (dtype === 'bf16') {
     const u = new Uint32Array(new Float32Array([x]).buffer)[0];
     const rounded = (u + 0x7fff + ((u >>> 16) & 1)) & 0xffff0000;
