@@ -355,7 +355,7 @@ export class WebGpuBackend implements Backend {
     const arena = items[0].kv.pool.arena;
     if (!(arena instanceof GpuKvArena)) throw new Error('internal: sequence cache is not in this backend’s GPU arena');
     for (const it of items) {
-      if (it.kv.length + it.tokens.length > c.maxSeqLen) throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
+      if (it.kv.seqLength + it.tokens.length > c.maxSeqLen) throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
       for (const tok of it.tokens) if (!Number.isInteger(tok) || tok < 0 || tok >= c.vocabSize) throw new InvalidOptionError(`token id ${tok} is outside the vocabulary (0..${c.vocabSize - 1})`, 'tokens');
     }
     const L = c.nLayers;
@@ -364,7 +364,7 @@ export class WebGpuBackend implements Backend {
     const qDim = c.nHeads * hd;
     const kvDim = H * hd;
     const qkvDim = qDim + 2 * kvDim;
-    const starts = items.map((it) => it.kv.length);
+    const starts = items.map((it) => it.kv.seqLength);
     const T = items.reduce((s, it) => s + it.tokens.length, 0);
 
     // The new tokens' slots in every (layer, KV head), on the CPU; then storage and page tables on the GPU.
