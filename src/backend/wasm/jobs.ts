@@ -76,8 +76,10 @@ export class JobList {
   matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0): number {
     return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid]);
   }
-  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0): number {
-    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid]);
+  /** kernel 'rows4': the workbench's four-row decode variant (kernels/variants.ts), never used by the engine. */
+  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
+    kernel: 'rows1' | 'rows4' = 'rows1'): number {
+    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : 0]);
   }
   matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
     return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid]);
