@@ -19,7 +19,7 @@ import { matmul_f32, matmul_f16 } from './matmul_float';
 import { matmul_q8_0, matmul_q8_0_f32, quantize_q8_act } from './q8';
 import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 import { attention, attention_rows, kv_write } from './attention';
-import { matmul_f16_rows4 } from './variants';
+import { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
 
 const JOB_BYTES: usize = 128;
 const BAR_WAITERS: usize = 128;
@@ -84,8 +84,9 @@ function exec(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
 
 function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
   switch (op) {
-    case OP_MATMUL_F32: // out, x, w, T, rows, cols
-      matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+    case OP_MATMUL_F32: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel)
+      if (ai(rec, 7) == 1) matmul_f32_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+      else matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       break;
     case OP_MATMUL_F16: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel)
       if (ai(rec, 7) == 1) matmul_f16_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);

@@ -522,6 +522,16 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
 
   // ---- variants and the threaded schedule ------------------------------------------------------------------------
 
+  check('matmul f32 rows4 (workbench variant) matches the reference (odd sizes, row sub-ranges)', () => {
+    for (const cols of COLS) for (const rows of ROWS) {
+      const W = randomF32(rows * cols), x = randomF32(cols);
+      scoped(() => {
+        const w = rt.putF32(W), xp = rt.putF32(x);
+        checkMatmul('f32 rows4', 1, rows, cols, W, x, (out, r0, r1) => rt.exports.matmul_f32_rows4(out, xp, w, 1, rows, cols, r0, r1));
+      });
+    }
+  });
+
   check('matmul f16 rows4 (workbench variant) matches the reference, large activations included', () => {
     for (const cols of COLS) for (const rows of ROWS) {
       const bits = Uint16Array.from(randomF32(rows * cols), ref.f32ToF16);
@@ -548,6 +558,7 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
           rt.quantizeQ8Act(xq, xd, xp, T, cols);
           const kinds: [string, (l: ReturnType<WasmRuntime['jobList']>, out: Ptr) => void][] = [
             ['f32', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols)],
+            ['f32 rows4', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols, undefined, 0, 'rows4')],
             ['f16', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols)],
             ['f16 rows4', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols, undefined, 0, 'rows4')],
             ['q8_0', (l, out) => l.matmulQ8(out, xq, xd, wq, T)],

@@ -14,8 +14,8 @@
  * Every command takes --rounds N (default 7) and --json.
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
- * (512k-quarter = shipped, 512k-eighth, 160k-eighth, 512k-half) and f16-rows4 (the four-row f16 decode kernel of
- * kernels/variants.ts, with the shipped chunks). Variants run round-robin within each round, so a noisy machine
+ * (512k-quarter = shipped, 512k-eighth, 160k-eighth, 512k-half), and f32-rows4 / f16-rows4 (the four-row decode
+ * kernels of kernels/variants.ts, with the shipped chunks; they apply to their dtype only). Variants run round-robin within each round, so a noisy machine
  * hits them alike; each row gives the median time over the rounds, the spread (max − min) / median, and the ratio to
  * the first variant. A ratio is flagged '?' when either row's spread exceeds twice its distance from 1: on a shared
  * machine, such a difference is noise.
@@ -32,10 +32,12 @@ const DEFAULT_SHAPES = ['288x288', '768x288', '288x768', '32000x288', '4096x4096
 const DTYPES = ['f32', 'f16', 'q8_0', 'q8_0-f32'] as const;
 type DType = (typeof DTYPES)[number];
 
-interface Variant { chunk: MatmulChunkName; f16: 'rows1' | 'rows4' }
+/** A chunk policy, and optionally the four-row decode kernel for one float dtype (which the variant only concerns). */
+interface Variant { chunk: MatmulChunkName; rows4?: 'f32' | 'f16' }
 const VARIANTS: Record<string, Variant> = {
-  ...Object.fromEntries(Object.keys(MATMUL_CHUNK_POLICIES).map((k) => [k, { chunk: k as MatmulChunkName, f16: 'rows1' as const }])),
-  'f16-rows4': { chunk: DEFAULT_MATMUL_CHUNK, f16: 'rows4' },
+  ...Object.fromEntries(Object.keys(MATMUL_CHUNK_POLICIES).map((k) => [k, { chunk: k as MatmulChunkName }])),
+  'f32-rows4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'f32' },
+  'f16-rows4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'f16' },
 };
 
 function fail(message: string): never {
@@ -192,8 +194,9 @@ function makeActs(T: number, cols: number, rowsN: number): { x: Ptr; xq: Ptr; xd
 
 /** Append out = x·Wᵀ; q8_0 quantizes the activations first (a phase of its own, as in the backend). */
 function pushMatmul(list: JobList, w: Weights, a: { x: Ptr; xq: Ptr; xd: Ptr }, T: number, out: Ptr, v: Variant, quantize = true): void {
-  if (w.dtype === 'f32') list.matmulF32(out, a.x, w.f32, T, w.rows, w.cols);
-  else if (w.dtype === 'f16') list.matmulF16(out, a.x, w.f16, T, w.rows, w.cols, undefined, 0, v.f16);
+  const kernel = v.rows4 === w.dtype ? 'rows4' : 'rows1';
+  if (w.dtype === 'f32') list.matmulF32(out, a.x, w.f32, T, w.rows, w.cols, undefined, 0, kernel);
+  else if (w.dtype === 'f16') list.matmulF16(out, a.x, w.f16, T, w.rows, w.cols, undefined, 0, kernel);
   else if (w.dtype === 'q8_0-f32') list.matmulQ8F32(out, a.x, w.q8!, T);
   else {
     if (quantize) { list.quantizeQ8Act(a.xq, a.xd, a.x, T, w.cols); list.barrier(); }
@@ -210,14 +213,15 @@ async function runner(threads: number, list: JobList, v: Variant): Promise<() =>
 }
 
 /**
- * The requested variants that mean something for this dtype and thread count: f16-rows4 only for f16; on one thread
- * there are no chunks, so variants that differ only in their chunk policy are one run (the first of them).
+ * The requested variants that mean something for this dtype and thread count: f32-rows4 / f16-rows4 only for their
+ * dtype; on one thread there are no chunks, so variants that differ only in their chunk policy are one run (the first).
  */
 function variantsFor(dtype: DType, threads: number): string[] {
+  const kernelOf = (n: string): string => (VARIANTS[n].rows4 === dtype ? 'rows4' : 'rows1');
   return variantNames.filter((n, i) => {
     const v = VARIANTS[n];
-    if (v.f16 === 'rows4' && dtype !== 'f16') return false;
-    return threads > 1 || variantNames.findIndex((m) => VARIANTS[m].f16 === v.f16) === i;
+    if (v.rows4 && v.rows4 !== dtype) return false;
+    return threads > 1 || variantNames.findIndex((m) => kernelOf(m) === kernelOf(n) && !(VARIANTS[m].rows4 && VARIANTS[m].rows4 !== dtype)) === i;
   });
 }
 
