@@ -75,7 +75,7 @@ test(`${backend} stories260K: special / local / frequent heads hold exactly what
   let [logits] = await model.backend.forward([{ kv, tokens: prompt, logits: 'last' }]);
   const prevSum = new Map<HeadStore, number>();
   for (let step = 0; step < 40; step++) {
-    const len = kv.length;
+    const len = kv.seqLength;
     const current = len - 1;
     for (let l = 0; l < nLayers; l++) {
       for (let h = 0; h < nKvHeads; h++) {

@@ -69,7 +69,7 @@ for (const backend of ['cpu-ref', 'wasm'] as const) test(`${backend}: a forked F
       assert.ok(evictedAfterTap > 0, 'the policy evicted after the tap looked');
       assert.deepEqual(f.stats(), b.stats());
       // The original is untouched by the fork's decoding.
-      assert.equal(a.length, prompt.length);
+      assert.equal(a.seqLength, prompt.length);
     } finally {
       f.release();
     }

@@ -10,7 +10,7 @@ import type { LayerTap } from '../src/eval/tapped-kv.js';
  */
 export function promptMapsTap(c: { nHeads: number; nKvHeads: number; headDim: number }, maps: number[][][][]): LayerTap {
   return (layer, tapped, q, qStride, n) => {
-    if (tapped.length > 0) return; // later passes: not the prompt
+    if (tapped.seqLength > 0) return; // later passes: not the prompt
     const keys = Array.from({ length: c.nKvHeads }, (_, h) => {
       const st = tapped.store(layer, h);
       const buf = new Float32Array(st.length * c.headDim);

@@ -258,7 +258,7 @@ describe('server hardening and ecosystem', { skip: SKIP }, () => {
     model.backend.forward = async (items) => {
       const out = await forward(items);
       items.forEach((it, i) => {
-        if (it.kv.length > 0 && [...it.kv.stores[0].tokenIds.slice(0, it.kv.stores[0].length)].includes(MARK)) out[i].fill(Number.NaN);
+        if (it.kv.seqLength > 0 && [...it.kv.stores[0].tokenIds.slice(0, it.kv.stores[0].length)].includes(MARK)) out[i].fill(Number.NaN);
       });
       return out;
     };

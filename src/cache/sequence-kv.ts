@@ -44,8 +44,11 @@ export class SequenceKv implements PolicyTarget {
   /** [layer * nKvHeads + kvHead] */
   readonly stores: HeadStore[];
   readonly policy: SequencePolicy;
-  /** Tokens that went through the model so far; also the position of the next token. */
-  length = 0;
+  /**
+   * Tokens that went through the model so far (the sequence's length, whatever the heads keep); also the position of
+   * the next token. A head's kept tokens are its store's `length`.
+   */
+  seqLength = 0;
   private keepScratch = new Uint8Array(64);
   private released = false;
 
@@ -80,7 +83,7 @@ export class SequenceKv implements PolicyTarget {
 
   /** What the backend must collect during this pass's attention over `layer` (n new tokens). */
   needs(layer: number, n: number): LayerNeeds {
-    return this.policy.needs(layer, n, this.length);
+    return this.policy.needs(layer, n, this.seqLength);
   }
 
   /** Whether a policy may evict after attention (false: backends can skip the per-layer hook). */
@@ -137,7 +140,7 @@ export class SequenceKv implements PolicyTarget {
 
   /** Record that n tokens went through the model (called once per forward pass, after the last layer). */
   advance(n: number): void {
-    this.length += n;
+    this.seqLength += n;
   }
 
   /** Bytes of K/V held for kept tokens (cheap: no per-head report is built). */
@@ -149,7 +152,7 @@ export class SequenceKv implements PolicyTarget {
 
   /** Bytes a full cache would hold for the tokens seen so far. */
   fullKvBytes(): number {
-    return this.length * this.shape.nLayers * this.shape.nKvHeads * 2 * this.shape.headDim * this.pool.elementBytes;
+    return this.seqLength * this.shape.nLayers * this.shape.nKvHeads * 2 * this.shape.headDim * this.pool.elementBytes;
   }
 
   stats(): KvStats {
@@ -173,7 +176,7 @@ export class SequenceKv implements PolicyTarget {
     const kvBytes = kept * perToken;
     const fullKvBytes = this.fullKvBytes();
     return {
-      sequenceTokens: this.length,
+      sequenceTokens: this.seqLength,
       kvBytes,
       fullKvBytes,
       prunedRatio: fullKvBytes ? 1 - kvBytes / fullKvBytes : 0,
@@ -209,7 +212,7 @@ export class SequenceKv implements PolicyTarget {
         dst.append(kBuf, 0, vBuf, 0, src.positions[s], src.tokenIds[s], src.scores[s]);
       }
     }
-    copy.length = this.length;
+    copy.seqLength = this.seqLength;
     return copy;
   }
 

@@ -39,7 +39,7 @@ export class TappedSequenceKv extends SequenceKv {
 
   /** A copy of this cache to decode from independently (only after the prompt has gone through); no tap. */
   override fork(): TappedSequenceKv {
-    if (this.length === 0) throw new Error('internal: fork() before the prompt was prefilled');
+    if (this.seqLength === 0) throw new Error('internal: fork() before the prompt was prefilled');
     return this.copyInto(new TappedSequenceKv(this.pool, this.shape, this.options, this.classes, this.policy.fork()));
   }
 }

@@ -171,7 +171,7 @@ export class GenerationRequest {
 
   /** Tokens to push through the model next: the prompt first, then the last sampled token. */
   input(): number[] {
-    if (this.kv.length === 0) return this.promptIds;
+    if (this.kv.seqLength === 0) return this.promptIds;
     if (this.generated.length === 0) throw new Error('internal: a resumed request has no input before its first accept()');
     return [this.generated[this.generated.length - 1]];
   }
@@ -230,7 +230,7 @@ export class GenerationRequest {
     }
     let out = emit;
     if (this.generated.length >= this.maxTokens) this.stopReason = 'length';
-    else if (this.kv.length >= this.contextLength) this.stopReason = 'context';
+    else if (this.kv.seqLength >= this.contextLength) this.stopReason = 'context';
     if (this.done) out += this.finishText();
     return out;
   }

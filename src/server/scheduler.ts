@@ -341,7 +341,7 @@ export class Scheduler {
     const runningPerPolicy: Record<string, number> = {};
     for (const j of this.running) {
       runningPerPolicy[j.policy] = (runningPerPolicy[j.policy] ?? 0) + 1;
-      if (j.req.kv.length === 0) continue;
+      if (j.req.kv.seqLength === 0) continue;
       const st = j.req.kv.stats();
       kvTokenBytes += st.kvBytes;
       kvFullBytes += st.fullKvBytes;
@@ -414,7 +414,7 @@ export class Scheduler {
     this.metrics?.steps.inc();
     this.metrics?.batchedSequences.inc(batch.length);
     for (const group of groups) {
-      const prefill = group.map((j) => j.req.kv.length === 0);
+      const prefill = group.map((j) => j.req.kv.seqLength === 0);
       let outcomes: StepOutcome[];
       try {
         outcomes = await step(this.model.backend, group.map((j) => j.req));
@@ -458,10 +458,10 @@ export class Scheduler {
     const finalLen = this.finalLength(j);
     const kv = j.req.kv;
     let pages = 0;
-    if (kv.length === 0) {
+    if (kv.seqLength === 0) {
       pages = this.heads * Math.ceil(reservedTokensPerHead(j.cache, j.promptIds.length, finalLen, this.fastgenPriorValue) / pt);
     } else {
-      const n = kv.length;
+      const n = kv.seqLength;
       const remaining = Math.max(0, finalLen - n);
       for (const st of kv.stores) {
         const projected = Math.min(finalLen, st.length + remaining, Math.ceil((st.length * finalLen) / n));

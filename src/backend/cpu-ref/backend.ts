@@ -101,7 +101,7 @@ export class CpuRefBackend implements Backend {
   private forwardOne(kv: SequenceKv, tokens: readonly number[], want: ForwardItem['logits']): Float32Array {
     const { dim, vocabSize } = this.config;
     const n = tokens.length;
-    const start = kv.length;
+    const start = kv.seqLength;
     // x: [n, dim] — the residual stream
     const x = new Float32Array(n * dim);
     for (let t = 0; t < n; t++) x.set(this.embedding.subarray(tokens[t] * dim, (tokens[t] + 1) * dim), t * dim);

@@ -351,7 +351,7 @@ export class WasmBackend implements Backend {
     const rt = this.rt;
     for (const it of items) {
       if (it.kv.pool.arena instanceof WasmKvArena === false) throw new Error('internal: sequence cache is not in this backend’s wasm arena');
-      if (it.kv.length + it.tokens.length > c.maxSeqLen) {
+      if (it.kv.seqLength + it.tokens.length > c.maxSeqLen) {
         throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
       }
     }
@@ -362,7 +362,7 @@ export class WasmBackend implements Backend {
       rowStart.push(T);
       T += it.tokens.length;
     }
-    const starts = items.map((it) => it.kv.length);
+    const starts = items.map((it) => it.kv.seqLength);
     // Embeddings and positions.
     const heap = rt.heap();
     items.forEach((it, i) => {
