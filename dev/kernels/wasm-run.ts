@@ -20,7 +20,7 @@
  * the first variant. A ratio is flagged '?' when either row's spread exceeds twice its distance from 1: on a shared
  * machine, such a difference is noise.
  */
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { WasmRuntime, type Ptr, type Q8Matrix } from '../../src/backend/wasm/runtime.js';
 import { WorkerPool, MATMUL_CHUNK_POLICIES, DEFAULT_MATMUL_CHUNK, type MatmulChunkName } from '../../src/backend/wasm/pool.js';
 import type { JobList } from '../../src/backend/wasm/jobs.js';
@@ -45,7 +45,16 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-const { positionals, values } = parseArgs({
+/** parseArgs, with an unknown or malformed option reported as one line (exit 2) instead of a stack trace. */
+function parseArgsOrExit<T extends ParseArgsConfig>(config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config);
+  } catch (err) {
+    fail(err instanceof Error ? err.message : String(err));
+  }
+}
+
+const { positionals, values } = parseArgsOrExit({
   allowPositionals: true,
   options: {
     variant: { type: 'string', multiple: true }, shape: { type: 'string', multiple: true }, dtype: { type: 'string', multiple: true },
@@ -378,11 +387,17 @@ function small(): void {
 }
 
 let ok = true;
-if (what === 'check') ok = await check();
-else if (what === 'matmul') await matmul();
-else if (what === 'model') await model();
-else if (what === 'attention') await attention();
-else small();
+try {
+  if (what === 'check') ok = await check();
+  else if (what === 'matmul') await matmul();
+  else if (what === 'model') await model();
+  else if (what === 'attention') await attention();
+  else small();
+} catch (err) {
+  // e.g. a shape beyond the 4 GiB of wasm32 memory: say so in one line.
+  if (!(err instanceof RangeError)) throw err;
+  fail(err.message);
+}
 if (values.json) console.log(JSON.stringify(rows));
 for (const p of pools.values()) await p.close();
 process.exit(ok ? 0 : 1);
