@@ -13,6 +13,8 @@ export type FastgenErrorCode =
   | 'CONTEXT_OVERFLOW' // prompt (plus generation) longer than the context
   | 'INVALID_OPTION' // sampling / cache / CLI option out of range
   | 'KV_POOL_EXHAUSTED' // page pool cannot serve an allocation
+  | 'GPU_UNAVAILABLE' // no WebGPU adapter (the message says what to install)
+  | 'GPU_OUT_OF_MEMORY' // the GPU could not hold what was asked (the message says how much)
   | 'NON_FINITE_LOGITS' // the logits to sample from hold NaN / +Infinity, or nothing but −Infinity
   | 'ABORTED';
 

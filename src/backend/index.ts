@@ -6,7 +6,7 @@ import { WASM_MEMORY_LIMIT, WasmBackend, wasmMemoryBytes } from './wasm/backend.
 import { kvBytesPerToken, parameterCountOf } from '../model/describe.js';
 import type { ModelConfig } from '../model/types.js';
 
-export const BACKEND_NAMES = ['cpu-ref', 'wasm'] as const;
+export const BACKEND_NAMES = ['cpu-ref', 'wasm', 'webgpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export const WEIGHT_DTYPES = ['f32', 'f16', 'q8_0'] as const;
 export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
@@ -63,5 +63,10 @@ export async function createBackend(
   const name = opts.backend ?? 'wasm'; // the fast path by default; cpu-ref is the readable reference
   const dtype = opts.dtype ?? 'f32';
   if (name === 'wasm') return WasmBackend.create(ckpt, { dtype: dtype as WeightDtype, threads: opts.threads, onProgress: opts.onProgress });
+  if (name === 'webgpu') {
+    // Loaded on demand: Dawn's native module is only needed by those who ask for the GPU.
+    const { WebGpuBackend } = await import('./webgpu/backend.js');
+    return WebGpuBackend.create(ckpt, { dtype: dtype as WeightDtype });
+  }
   return new CpuRefBackend(ckpt);
 }

@@ -16,7 +16,7 @@ import { step } from './step.js';
 
 export interface LoadModelOptions {
   backend?: BackendName;
-  /** Weight dtype the kernels run on (wasm backend): f32, f16 or q8_0. */
+  /** Weight dtype the kernels run on (wasm and webgpu backends): f32, f16 or q8_0. */
   dtype?: WeightDtype;
   /** Byte budget of the shared KV page pool (default: unlimited). */
   kvBudgetBytes?: number;

@@ -25,6 +25,7 @@ import { tensorToF32 } from '../../model/tensor.js';
 import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
 import { ropeInvFreq } from '../../model/rope.js';
 import type { Backend, ForwardItem } from '../types.js';
+import { splitBatch } from '../batch.js';
 import { JobList } from './jobs.js';
 import { WorkerPool } from './pool.js';
 import { WasmRuntime, type Ptr, type Q8Matrix } from './runtime.js';
@@ -320,26 +321,8 @@ export class WasmBackend implements Backend {
   }
 
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
-    const out: Float32Array[] = [];
     // Split the batch so that every part fits the scratch buffers.
-    let start = 0;
-    while (start < items.length) {
-      let rows = 0;
-      let end = start;
-      while (end < items.length && end - start < this.maxItems && rows + items[end].tokens.length <= this.maxRows) {
-        rows += items[end].tokens.length;
-        end++;
-      }
-      if (end === start) {
-        throw new InvalidOptionError(
-          `the wasm backend processes at most ${this.maxRows} tokens in one pass, got a prompt of ${items[start].tokens.length}; shorten it`,
-          'prompt',
-        );
-      }
-      out.push(...this.forwardBatch(items.slice(start, end)));
-      start = end;
-    }
-    return out;
+    return splitBatch(items, 'wasm', this.maxItems, this.maxRows).flatMap((part) => this.forwardBatch(part));
   }
 
   dispose(): void {

@@ -27,35 +27,59 @@ export function bandDistances(candidates: readonly HeadPolicy[], promptLength: n
 }
 
 /**
- * Recovery of every candidate for one query head, from that head's column and band sums over `rows` query rows
- * (`bands`: the distances its band sums were collected for), for the KV head's store (its slots, token classes and
- * cumulative attention, which `frequent` ranks by). A candidate's static part is what eviction would keep of it
- * without the window, so markKept decides it.
+ * Recovery of every candidate for each query head of one KV head's group, from their column and band sums over `rows`
+ * query rows (`bands`: the distances the band sums were collected for), and the prompt tokens each candidate keeps,
+ * for the KV head's store of the n-token prompt (slot s = position s; its token classes and cumulative attention,
+ * which `frequent` ranks by). A candidate's static part M is what eviction would keep of it without the window, so
+ * markKept decides it; candidates sharing a static part (the lattice's windows) share one mask and one pass over it:
+ *   kept(C) = |M| + [C has local] · (w − |M ∩ last w slots|)
  */
-export function recoveryFromStats(candidates: readonly HeadPolicy[], stats: HeadAttentionStats, bands: readonly number[], rows: number, store: HeadStore): number[] {
-  if (rows === 0) return candidates.map(() => 1);
+export function profileCandidates(candidates: readonly HeadPolicy[], group: readonly HeadAttentionStats[], bands: readonly number[], rows: number,
+  store: HeadStore): { recoveries: number[][]; kept: number[] } {
   const n = store.length;
-  const { column } = stats;
-  const bandTotal = stats.bands.map((band) => {
+  if (rows === 0) return { recoveries: group.map(() => candidates.map(() => 1)), kept: candidates.map(() => n) };
+  const bandTotal = group.map((st) => st.bands.map((band) => {
     let t = 0;
     for (let j = 0; j < n; j++) t += band[j];
     return t;
-  });
-  const mask = new Uint8Array(n);
-  return candidates.map((cand) => {
-    const local = !cand.full && cand.window !== undefined;
-    const k = local ? bands.indexOf(amountAt(cand.window, n) - 1) : -1;
-    if (local && k < 0) throw new Error(`internal: no band sums collected for ${cand.name}`);
-    markKept(store, { ...keepRule(cand, n), window: 0 }, n - 1, mask);
-    let inMask = 0;
-    let bandInMask = 0;
-    for (let j = 0; j < n; j++) {
-      if (!mask[j]) continue;
-      inMask += column[j];
-      if (local) bandInMask += stats.bands[k][j];
+  }));
+  // Per distinct static part: Σ_M col and Σ_M band_k per query head, and M's size from each slot to the end.
+  const statics = new Map<string, { inMask: number[]; bandInMask: number[][]; fromEnd: Int32Array }>();
+  const staticOf = (cand: HeadPolicy) => {
+    const rule = { ...keepRule(cand, n), window: 0 };
+    const key = `${rule.full}|${rule.classMask}|${rule.sinks}|${rule.heavy}`;
+    let s = statics.get(key);
+    if (!s) {
+      const mask = new Uint8Array(n);
+      markKept(store, rule, n - 1, mask);
+      const fromEnd = new Int32Array(n + 1); // fromEnd[i] = |M ∩ [i, n)|
+      for (let j = n - 1; j >= 0; j--) fromEnd[j] = fromEnd[j + 1] + mask[j];
+      const inMask = group.map(() => 0);
+      const bandInMask = group.map((st) => st.bands.map(() => 0));
+      group.forEach((st, g) => {
+        for (let j = 0; j < n; j++) {
+          if (!mask[j]) continue;
+          inMask[g] += st.column[j];
+          for (let k = 0; k < st.bands.length; k++) bandInMask[g][k] += st.bands[k][j];
+        }
+      });
+      s = { inMask, bandInMask, fromEnd };
+      statics.set(key, s);
     }
-    return (inMask + (local ? bandTotal[k] - bandInMask : 0)) / rows;
-  });
+    return s;
+  };
+  const kept: number[] = [];
+  const recoveries: number[][] = group.map(() => []);
+  for (const cand of candidates) {
+    const s = staticOf(cand);
+    const local = !cand.full && cand.window !== undefined;
+    const w = local ? Math.min(n, amountAt(cand.window, n)) : 0;
+    const k = local ? bands.indexOf(w - 1) : -1;
+    if (local && k < 0) throw new Error(`internal: no band sums collected for ${cand.name}`);
+    kept.push(s.fromEnd[0] + (local ? w - s.fromEnd[n - w] : 0));
+    group.forEach((_, g) => recoveries[g].push((s.inMask[g] + (local ? bandTotal[g][k] - s.bandInMask[g][k] : 0)) / rows));
+  }
+  return { recoveries, kept };
 }
 
 /**

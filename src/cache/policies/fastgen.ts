@@ -5,10 +5,7 @@
  */
 import { FULL, PUNCT, SPECIAL, type HeadPolicy } from '../head-policy.js';
 import { InvalidOptionError } from '../../errors.js';
-import { markKept } from '../evict.js';
-import type { HeadStore } from '../head-store.js';
-import { keepRule } from '../head-policy.js';
-import { bandDistances, chooseCandidate, recoveryFromStats } from './fastgen-recovery.js';
+import { bandDistances, chooseCandidate, profileCandidates } from './fastgen-recovery.js';
 import type { CachePolicy, KvShape, LayerNeeds, LayerPass, PolicyTarget, PromptAttentionStats, PolicyOptions, SequencePolicy } from './types.js';
 
 export type BasicPolicyName = 'special' | 'punct' | 'frequent' | 'local';
@@ -220,17 +217,14 @@ class FastgenSequence implements SequencePolicy {
       const col = stats[h * group + g].column;
       for (let s = 0; s < m; s++) st.scores[s] += col[s];
     }
-    const perQuery: number[][] = [];
-    const bands = bandDistances(candidates, n);
-    const rows = n - this.fromRow(n);
-    for (let g = 0; g < group; g++) perQuery.push(recoveryFromStats(candidates, stats[h * group + g], bands, rows, st));
+    const { recoveries: perQuery, kept } = profileCandidates(candidates, stats.slice(h * group, (h + 1) * group), bandDistances(candidates, n), n - this.fromRow(n), st);
     const recoveries = candidates.map((_, c) => {
       const vals = perQuery.map((r) => r[c]);
       return this.o.gqa === 'min' ? Math.min(...vals) : vals.reduce((a, b) => a + b, 0) / vals.length;
     });
     const chosen = candidates[this.o.variant === 'paper'
       ? chooseCandidate(recoveries, candidates, this.o.recovery)
-      : chooseCheapest(recoveries, candidates.map((c) => keptAt(st, c, n)), this.o.recovery)];
+      : chooseCheapest(recoveries, kept, this.o.recovery)];
     this.heads[layer * nKvHeads + h] = chosen;
     kv.apply(layer, h, chosen, n - 1);
     return {
@@ -243,11 +237,6 @@ class FastgenSequence implements SequencePolicy {
       promptTokens: n,
     };
   }
-}
-
-/** Tokens `policy` keeps of the n-token prompt held by `store` (the prompt's slots, in position order). */
-function keptAt(store: HeadStore, policy: HeadPolicy, n: number): number {
-  return markKept(store, keepRule(policy, n), n - 1, new Uint8Array(store.length));
 }
 
 /**

@@ -1,0 +1,477 @@
+/**
+ * Each WebGPU kernel against its plain-TS reference on random inputs with odd sizes. Used by the workbench
+ * (dev/kernels/run.ts) and by `npm test` (test/webgpu-kernels.test.ts, on lavapipe in CI).
+ * A check returns the worst error it saw and the tolerance it holds it to.
+ */
+import { PagePool } from '../../src/cache/page-pool.js';
+import { HeadStore } from '../../src/cache/head-store.js';
+import { PUNCT, SPECIAL, type KeepRule } from '../../src/cache/head-policy.js';
+import { markKept } from '../../src/cache/evict.js';
+import { addInPlace, matmul, rmsnorm, ropeRotateHalf, swiglu, softmax, dot } from '../../src/backend/cpu-ref/math.js';
+import { ropeInvFreq } from '../../src/model/rope.js';
+import { dequantizeQ8_0, quantizeQ8_0 } from '../../src/backend/wasm/reference-extra.js';
+import { argmax } from '../../src/argmax.js';
+import { ropeTables } from '../../src/backend/wasm/runtime.js';
+import { f16ToF32, f32ToF16 } from '../../src/half.js';
+import { mulberry32 } from '../../src/generate/rng.js';
+import type { ModelConfig } from '../../src/model/types.js';
+import { StepEncoder, type GpuDevice } from '../../src/backend/webgpu/encoder.js';
+import { readF32, readU32 } from '../../src/backend/webgpu/io.js';
+import { GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
+import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
+
+export interface CheckResult {
+  name: string;
+  maxError: number;
+  tolerance: number;
+  ok: boolean;
+  detail?: string;
+}
+
+type Rand = () => number;
+const randn = (r: Rand, n: number, scale = 1): Float32Array<ArrayBuffer> => Float32Array.from({ length: n }, () => (r() * 2 - 1) * scale);
+
+function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+function result(name: string, maxError: number, tolerance: number, detail?: string): CheckResult {
+  return { name, maxError, tolerance, ok: maxError <= tolerance, detail };
+}
+
+/** What the GPU sees of a weight matrix in each kind, as f32: the reference multiplies by exactly these values. */
+function asStored(kind: WeightKind, w: Float32Array, rows: number, cols: number): Float32Array {
+  if (kind === 'f32') return w;
+  if (kind === 'f16') return w.map((v) => f16ToF32(f32ToF16(v)));
+  const q = quantizeQ8_0(w, rows, cols);
+  return dequantizeQ8_0(q.qs, q.d, rows, cols);
+}
+
+async function buf(gpu: GpuDevice, data: ArrayBufferView | number, what = 'check'): Promise<GPUBuffer> {
+  return typeof data === 'number' ? gpu.buffer(data, what) : gpu.buffer(data.byteLength, what, data);
+}
+
+/** out[T, rows] = x[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel. */
+export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', T: number, rows: number, cols: number, seed = 1): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const w = randn(r, rows * cols);
+  const x = randn(r, T * cols);
+  const resid = randn(r, T * rows);
+  const m = await ops.uploadMatrix(w, rows, cols, kind, 'W');
+  // act: x [T, cols] then out [T, rows] holding a residual that the kernel adds to.
+  const act = await buf(ops.gpu, concat(x, resid));
+  const enc = new StepEncoder(ops.gpu);
+  ops.matmul(enc, act, m, T, 0, cols, T * cols, rows, true, variant);
+  enc.submit();
+  const got = await readF32(ops.gpu, act, T * cols, T * rows);
+  const want = new Float32Array(T * rows);
+  matmul(want, x, asStored(kind, w, rows, cols), T, rows, cols);
+  addInPlace(want, resid);
+  // f32 accumulation over `cols` terms of size ~1 in a different order than the f64 reference.
+  return result(`matmul ${kind} ${variant} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
+}
+
+export async function checkEmbed(ops: GpuOps, kind: WeightKind, seed = 2): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const vocab = 37;
+  const dim = 45;
+  const w = randn(r, vocab * dim);
+  const toks = Uint32Array.from([5, 0, 36, 5]);
+  const m = await ops.uploadMatrix(w, vocab, dim, kind, 'E');
+  const pass = await buf(ops.gpu, toks);
+  const act = await buf(ops.gpu, toks.length * dim * 4);
+  const enc = new StepEncoder(ops.gpu);
+  ops.embed(enc, act, pass, m, toks.length, 0, 0);
+  enc.submit();
+  const got = await readF32(ops.gpu, act, 0, toks.length * dim);
+  const stored = asStored(kind, w, vocab, dim);
+  const want = new Float32Array(toks.length * dim);
+  toks.forEach((t, i) => want.set(stored.subarray(t * dim, (t + 1) * dim), i * dim));
+  return result(`embed ${kind}`, maxAbsDiff(got, want), 1e-6);
+}
+
+export async function checkRmsnorm(ops: GpuOps, seed = 3): Promise<CheckResult[]> {
+  const r = mulberry32(seed);
+  const rows = 5;
+  const n = 301;
+  const x = randn(r, rows * n, 3);
+  const wt = randn(r, n);
+  const act = await buf(ops.gpu, concat(x, new Float32Array(rows * n)));
+  const enc = new StepEncoder(ops.gpu);
+  ops.rmsnorm(enc, act, await buf(ops.gpu, wt), rows, n, 0, n, rows * n, n, 1e-5);
+  ops.rmsnorm(enc, act, await buf(ops.gpu, wt), rows, n, 0, n, 0, n, 1e-5); // in place
+  enc.submit();
+  const got = await readF32(ops.gpu, act, 0, 2 * rows * n);
+  const want = new Float32Array(rows * n);
+  for (let i = 0; i < rows; i++) rmsnorm(want.subarray(i * n, (i + 1) * n), x.subarray(i * n, (i + 1) * n), wt, 1e-5);
+  // q/k norm inside fused rows: 3 tokens × 4 heads of 10, rows 47 apart (the rest of each row untouched).
+  const T = 3, heads = 4, hd = 10, stride = 47;
+  const y = randn(r, T * stride, 2);
+  const hw = randn(r, hd);
+  const act2 = await buf(ops.gpu, y);
+  const enc2 = new StepEncoder(ops.gpu);
+  ops.rmsnorm(enc2, act2, await buf(ops.gpu, hw), T * heads, hd, 3, stride, 3, stride, 1e-6, heads);
+  enc2.submit();
+  const got2 = await readF32(ops.gpu, act2, 0, T * stride);
+  const want2 = y.slice();
+  for (let t = 0; t < T; t++) for (let h = 0; h < heads; h++) {
+    const o = t * stride + 3 + h * hd;
+    rmsnorm(want2.subarray(o, o + hd), y.subarray(o, o + hd), hw, 1e-6);
+  }
+  return [
+    result('rmsnorm', Math.max(maxAbsDiff(got.subarray(0, rows * n), want), maxAbsDiff(got.subarray(rows * n), want)), 1e-5),
+    result('rmsnorm per head inside fused rows (q/k norm)', maxAbsDiff(got2, want2), 1e-5),
+  ];
+}
+
+export async function checkRope(ops: GpuOps, seed = 4): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  // llama3 scaling, so the table covers that branch; positions up to 300.
+  const config = { headDim: 14, ropeTheta: 500000, maxSeqLen: 301, ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 } } as unknown as ModelConfig;
+  const inv = ropeInvFreq(config);
+  const T = 3;
+  const nHeads = 3;
+  const hd = 14;
+  const stride = nHeads * hd + 5;
+  const x = randn(r, T * stride);
+  const positions = Uint32Array.from([0, 7, 300]);
+  const t = ropeTables(inv, config.maxSeqLen);
+  const act = await buf(ops.gpu, x);
+  const enc = new StepEncoder(ops.gpu);
+  ops.rope(enc, act, { cos: await buf(ops.gpu, t.cos), sin: await buf(ops.gpu, t.sin) }, await buf(ops.gpu, positions), T, nHeads, hd, 0, stride, 0);
+  enc.submit();
+  const got = await readF32(ops.gpu, act, 0, T * stride);
+  const want = x.slice();
+  for (let i = 0; i < T; i++) for (let h = 0; h < nHeads; h++) ropeRotateHalf(want, i * stride + h * hd, hd, positions[i], inv);
+  return result('rope (llama3 scaling)', maxAbsDiff(got, want), 1e-5);
+}
+
+export async function checkElementwise(ops: GpuOps, seed = 5): Promise<CheckResult[]> {
+  const r = mulberry32(seed);
+  const n = 1003;
+  const a = randn(r, n, 4);
+  const b = randn(r, n, 4);
+  const bias = randn(r, 17);
+  // Rows of gate | up side by side (the fused projection's output): 17 rows of 59, stride 118 — n = 1003.
+  const rowsG = 17, w = 59;
+  const fused = new Float32Array(2 * n);
+  for (let t = 0; t < rowsG; t++) { fused.set(a.subarray(t * w, (t + 1) * w), t * 2 * w); fused.set(b.subarray(t * w, (t + 1) * w), t * 2 * w + w); }
+  const act = await buf(ops.gpu, fused);
+  const enc = new StepEncoder(ops.gpu);
+  ops.swiglu(enc, act, rowsG, w, 0, w, 2 * w);
+  enc.submit();
+  const fusedOut = await readF32(ops.gpu, act, 0, 2 * n);
+  const g = new Float32Array(n);
+  for (let t = 0; t < rowsG; t++) g.set(fusedOut.subarray(t * 2 * w, t * 2 * w + w), t * w);
+  const wantG = a.slice();
+  swiglu(wantG, b);
+  const act2 = await buf(ops.gpu, concat(a, b));
+  const enc2 = new StepEncoder(ops.gpu);
+  ops.add(enc2, act2, n, 0, n);
+  ops.bias(enc2, act2, await buf(ops.gpu, bias), 3, 17, n, 19); // rows of 17 at stride 19 in the second half
+  enc2.submit();
+  const s = await readF32(ops.gpu, act2, 0, 2 * n);
+  const wantS = a.slice();
+  addInPlace(wantS, b);
+  const wantB = b.slice();
+  for (let t = 0; t < 3; t++) for (let i = 0; i < 17; i++) wantB[t * 19 + i] += bias[i];
+  return [
+    result('swiglu (gate | up rows)', maxAbsDiff(g, wantG), 1e-5),
+    result('add', maxAbsDiff(s.subarray(0, n), wantS), 1e-6),
+    result('bias', maxAbsDiff(s.subarray(n), wantB), 1e-6),
+  ];
+}
+
+export async function checkArgmax(ops: GpuOps, seed = 6): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const n = 1237;
+  const rows = 3;
+  const x = randn(r, rows * n);
+  x[5] = NaN; x[700] = NaN; // the first NaN wins (src/argmax.ts)
+  x[n + 100] = 50; x[n + 900] = 50; // ties: the first index
+  x[2 * n + n - 1] = 60; // the last element
+  const logits = await buf(ops.gpu, x);
+  const tokens = await buf(ops.gpu, 16);
+  const enc = new StepEncoder(ops.gpu);
+  ops.argmax(enc, logits, tokens, rows, n, 0, 0);
+  enc.submit();
+  const got = await readU32(ops.gpu, tokens, 0, rows);
+  let wrong = 0;
+  for (let i = 0; i < rows; i++) if (got[i] !== argmax(x.subarray(i * n, (i + 1) * n))) wrong++;
+  return result('argmax', wrong, 0, `got ${[...got]}`);
+}
+
+// ---- the paged cache ----------------------------------------------------------------------------------------------
+
+interface CacheScenario {
+  ops: GpuOps;
+  b: CacheBuffers;
+  shape: { parts: number; pagesPerPart: number; pageTokens: number; headDim: number };
+  nLayers: number;
+  layer: number;
+  nHeads: number;
+  nKvHeads: number;
+  maxPages: number;
+  pool: Float32Array;
+  tables: Uint32Array;
+  items: { seqSlot: number; rows: number; older: number[] }[];
+  q: Float32Array;
+  T: number;
+  offs: { rowItem: number; rowT: number; item: number; older: number; flags: number };
+  pass: Uint32Array;
+}
+
+/** A batch of two sequences over scattered pages of two KV parts, GQA 2:1, odd head dim. */
+async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[]): Promise<CacheScenario> {
+  const r = mulberry32(seed);
+  const pt = 4;
+  const hd = 20;
+  const nLayers = 2;
+  const layer = 1;
+  const nHeads = 4;
+  const nKvHeads = 2;
+  const maxPages = 8;
+  const pagesPerPart = 40;
+  const totalPages = 2 * pagesPerPart;
+  const items = [{ seqSlot: 1, rows: 3, older: olderA }, { seqSlot: 0, rows: 2, older: olderB }];
+  const T = items.reduce((s, it) => s + it.rows, 0);
+  const pool = randn(r, totalPages * 2 * pt * hd);
+  // Each head's page table: distinct pages in a shuffled order, across both parts.
+  const perm = Array.from({ length: totalPages }, (_, i) => i).sort(() => r() - 0.5);
+  const tables = new Uint32Array(2 * nLayers * nKvHeads * maxPages);
+  let next = 0;
+  for (let s = 0; s < 2; s++) for (let l = 0; l < nLayers; l++) for (let h = 0; h < nKvHeads; h++) {
+    for (let pg = 0; pg < 4; pg++) tables[((s * nLayers + l) * nKvHeads + h) * maxPages + pg] = perm[next++ % totalPages];
+  }
+  const q = randn(r, T * nHeads * hd, 2);
+  // pass: rowItem[T], rowT[T], items[2][4], older[2 · nLayers · nKvHeads], flags[2 · nLayers · nKvHeads · 2]
+  const rowItem: number[] = [];
+  const rowT: number[] = [];
+  items.forEach((it, i) => { for (let t = 0; t < it.rows; t++) { rowItem.push(i); rowT.push(t); } });
+  const offs = { rowItem: 0, rowT: T, item: 2 * T, older: 2 * T + 8, flags: 2 * T + 8 + 2 * nLayers * nKvHeads };
+  const pass = new Uint32Array(offs.flags + 2 * nLayers * nKvHeads * 4);
+  for (let h = 0; h < 2 * nLayers * nKvHeads; h++) pass[offs.flags + 4 * h + 2] = 0xffffffff;
+  pass.set(rowItem, offs.rowItem);
+  pass.set(rowT, offs.rowT);
+  let rowStart = 0;
+  items.forEach((it, i) => {
+    pass.set([it.seqSlot, rowStart, it.rows, 0], offs.item + 4 * i);
+    rowStart += it.rows;
+    for (let h = 0; h < nKvHeads; h++) pass[offs.older + (i * nLayers + layer) * nKvHeads + h] = it.older[h];
+  });
+  const shape = { parts: 2, pagesPerPart, pageTokens: pt, headDim: hd };
+  const partFloats = pagesPerPart * 2 * pt * hd;
+  const b: CacheBuffers = {
+    act: await buf(ops.gpu, concat(q, new Float32Array(T * nHeads * hd))),
+    pass: await buf(ops.gpu, pass),
+    tables: await buf(ops.gpu, tables),
+    meta: await buf(ops.gpu, totalPages * pt * 4),
+    scores: await buf(ops.gpu, totalPages * pt * 4),
+    ml: await buf(ops.gpu, T * nHeads * 2 * 4),
+    part: await buf(ops.gpu, T * nHeads * 16 * (hd + 2) * 4),
+    stats: await buf(ops.gpu, 4096 * 4),
+    work: await buf(ops.gpu, 4096 * 4),
+    report: await buf(ops.gpu, 1024 * 4),
+    kv: [await buf(ops.gpu, pool.subarray(0, partFloats)), await buf(ops.gpu, pool.subarray(partFloats))],
+  };
+  return { ops, b, shape, nLayers, layer, nHeads, nKvHeads, maxPages, pool, tables, items, q, T, offs, pass };
+}
+
+function scenarioParams(s: CacheScenario) {
+  return {
+    nLayers: s.nLayers, layer: s.layer, nHeads: s.nHeads, nKvHeads: s.nKvHeads, maxPages: s.maxPages, T: s.T,
+    qOff: 0, qStride: s.nHeads * s.shape.headDim, outOff: s.T * s.nHeads * s.shape.headDim,
+    rowItemOff: s.offs.rowItem, rowTOff: s.offs.rowT, itemOff: s.offs.item, olderOff: s.offs.older, flagsOff: s.offs.flags,
+    mlOff: 0, scale: 1 / Math.sqrt(s.shape.headDim),
+  };
+}
+
+/** The reference: each row's probabilities over its visible slot prefix, and its output. */
+function referenceAttention(s: CacheScenario, item: number, t: number, qh: number): { probs: Float32Array; out: Float32Array } {
+  const { pageTokens: pt, headDim: hd } = s.shape;
+  const it = s.items[item];
+  const kvh = Math.floor(qh / (s.nHeads / s.nKvHeads));
+  const n = it.older[kvh] + t + 1;
+  const tb = ((it.seqSlot * s.nLayers + s.layer) * s.nKvHeads + kvh) * s.maxPages;
+  const keyAt = (slot: number) => s.tables[tb + Math.floor(slot / pt)] * 2 * pt * hd + (slot % pt) * hd;
+  const row = s.items.slice(0, item).reduce((a, x) => a + x.rows, 0) + t;
+  const qOff = (row * s.nHeads + qh) * hd;
+  const probs = new Float32Array(n);
+  for (let j = 0; j < n; j++) probs[j] = dot(s.q, qOff, s.pool, keyAt(j), hd) / Math.sqrt(hd);
+  softmax(probs);
+  const out = new Float32Array(hd);
+  for (let j = 0; j < n; j++) for (let d = 0; d < hd; d++) out[d] += probs[j] * s.pool[keyAt(j) + pt * hd + d];
+  return { probs, out };
+}
+
+/** Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it. */
+export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64): Promise<CheckResult[]> {
+  const s = await cacheScenario(ops, seed, [5, 9], [0, 2]);
+  const saved = ops.attentionChunk;
+  ops.attentionChunk = chunk;
+  const hd = s.shape.headDim;
+  // Track scores on every head; start them from random values to see the += .
+  const flags = s.pass.slice();
+  for (let h = 0; h < 2 * s.nLayers * s.nKvHeads; h++) flags[s.offs.flags + 4 * h] = 1;
+  ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
+  const pt = s.shape.pageTokens;
+  const scores0 = randn(mulberry32(seed + 1), 80 * pt);
+  ops.gpu.device.queue.writeBuffer(s.b.scores, 0, scores0);
+  const enc = new StepEncoder(ops.gpu);
+  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
+  ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
+  enc.submit();
+  const got = await readF32(ops.gpu, s.b.act, s.T * s.nHeads * hd, s.T * s.nHeads * hd);
+  const gotScores = await readF32(ops.gpu, s.b.scores, 0, 80 * pt);
+  let outErr = 0;
+  const wantScores = scores0.slice();
+  const added = new Float64Array(80 * pt);
+  let row = 0;
+  s.items.forEach((it, i) => {
+    for (let t = 0; t < it.rows; t++, row++) {
+      for (let qh = 0; qh < s.nHeads; qh++) {
+        const ref = referenceAttention(s, i, t, qh);
+        outErr = Math.max(outErr, maxAbsDiff(got.subarray((row * s.nHeads + qh) * hd, (row * s.nHeads + qh + 1) * hd), ref.out));
+        const kvh = Math.floor(qh / 2);
+        const tb = ((it.seqSlot * s.nLayers + s.layer) * s.nKvHeads + kvh) * s.maxPages;
+        ref.probs.forEach((p, slot) => { added[s.tables[tb + Math.floor(slot / pt)] * pt + (slot % pt)] += p; });
+      }
+    }
+  });
+  for (let i = 0; i < added.length; i++) wantScores[i] += added[i];
+  ops.attentionChunk = saved;
+  return [
+    result(`attention (paged, ragged, GQA, 2 parts, chunks of ${chunk})`, outErr, 1e-5),
+    result(`attention scores (+= probabilities), chunks of ${chunk}`, maxAbsDiff(gotScores, wantScores), 1e-5),
+  ];
+}
+
+/** FastGen's profiling statistics: column and band sums per query head of a prompt from an empty cache. */
+export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckResult> {
+  const s = await cacheScenario(ops, seed, [0, 0], [0, 0]);
+  const bands = [0, 2];
+  const fromRow = 1; // SnapKV's observation window starts inside the pass
+  const flags = new Uint32Array(s.pass.length + 3);
+  flags.set(s.pass);
+  flags.set([bands.length, ...bands], s.pass.length); // the band list at the end of the pass buffer
+  s.b.pass = await buf(ops.gpu, flags.length * 4);
+  // item 0's heads profile (statistics from offset 0), item 1's track nothing.
+  for (let h = 0; h < s.nKvHeads; h++) {
+    const head = (0 * s.nLayers + s.layer) * s.nKvHeads + h;
+    flags.set([2, 0, flags.length - 3, fromRow], s.offs.flags + 4 * head);
+  }
+  ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
+  const enc = new StepEncoder(ops.gpu);
+  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
+  ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
+  enc.submit();
+  const n = s.items[0].rows;
+  const got = await readF32(ops.gpu, s.b.stats, 0, (1 + bands.length) * s.nHeads * n);
+  let err = 0;
+  for (let qh = 0; qh < s.nHeads; qh++) {
+    const col = new Float64Array(n);
+    const bandSums = bands.map(() => new Float64Array(n));
+    for (let t = 0; t < n; t++) {
+      const { probs } = referenceAttention(s, 0, t, qh);
+      if (t >= fromRow) probs.forEach((p, j) => { col[j] += p; bands.forEach((w, k) => { if (t - j <= w) bandSums[k][j] += p; }); });
+    }
+    const at = qh * (1 + bands.length) * n;
+    err = Math.max(err, maxAbsDiff(got.subarray(at, at + n), col));
+    bandSums.forEach((b, k) => { err = Math.max(err, maxAbsDiff(got.subarray(at + (1 + k) * n, at + (2 + k) * n), b)); });
+  }
+  return result('profiling column sums and two band sums (from a row on)', err, 1e-5);
+}
+
+/**
+ * Eviction + compaction against the CPU cache itself: a HeadStore of n slots (unique positions, random classes,
+ * scores with ties) evicted by markKept + HeadStore.retain, and the same store on the GPU evicted by the keep rule.
+ * Every kept slot must hold the same position and the same K/V, in the same order; the report must name the evicted.
+ */
+export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const hd = 20;
+  const pt = 4;
+  const pool = new PagePool({ headDim: hd, pageTokens: pt, slabPages: 8 });
+  const special = new Uint8Array(50);
+  const punct = new Uint8Array(50);
+  for (let i = 0; i < 50; i++) { special[i] = r() < 0.1 ? 1 : 0; punct[i] = !special[i] && r() < 0.2 ? 1 : 0; }
+  const store = new HeadStore(pool, { special, punct });
+  const positions = Array.from({ length: n + 20 }, (_, i) => i).sort(() => r() - 0.5).slice(0, n);
+  const k = randn(r, hd);
+  for (const pos of positions) {
+    for (let d = 0; d < hd; d++) k[d] = r();
+    store.append(k, 0, k.map((v) => -v), 0, pos, Math.floor(r() * 50), Math.floor(r() * 6) / 8 - 0.25); // ties, negatives (SnapKV ranks the window at −1)
+  }
+  const current = n + 19;
+  const rule: KeepRule = { full: false, classMask: SPECIAL | PUNCT, window: 9, sinks: 3, heavy: 11 };
+
+  // GPU copy of the store: one KV part holding the whole arena, a table with the store's pages.
+  const totalPages = pool.bytesReserved / pool.pageBytes;
+  const meta = new Uint32Array(totalPages * pt);
+  const scores = new Float32Array(totalPages * pt);
+  for (let s = 0; s < n; s++) {
+    const at = store.pages[Math.floor(s / pt)] * pt + (s % pt);
+    meta[at] = store.positions[s] | (store.classBits[s] << 30);
+    scores[at] = store.scores[s];
+  }
+  const maxPages = Math.ceil(n / pt) + 1;
+  const tables = new Uint32Array(maxPages);
+  tables.set(store.pages);
+  const entry = Uint32Array.from([0, 0, n, rule.classMask, rule.window, current, rule.sinks, rule.heavy, 0, n, 0, 0, /* moves */ 0, 0, 3 * n, 0]);
+  const shape = { parts: 1, pagesPerPart: totalPages, pageTokens: pt, headDim: hd };
+  const b: CacheBuffers = {
+    act: await buf(ops.gpu, 16), pass: await buf(ops.gpu, entry), tables: await buf(ops.gpu, tables),
+    meta: await buf(ops.gpu, meta), scores: await buf(ops.gpu, scores), ml: await buf(ops.gpu, 16), stats: await buf(ops.gpu, 16), part: await buf(ops.gpu, 16),
+    work: await buf(ops.gpu, (4 * n + 8) * 4), report: await buf(ops.gpu, (n + 8) * 4), kv: [await buf(ops.gpu, pool.arena.floats.slice(0, totalPages * 2 * pt * hd))],
+  };
+  const params = { nLayers: 1, layer: 0, nHeads: 1, nKvHeads: 1, maxPages };
+  const enc = new StepEncoder(ops.gpu);
+  ops.evict(enc, shape, b, { ...params, entryOff: 0 }, 1);
+  ops.applyMoves(enc, shape, b, { ...params, entryOff: 12 }, 1);
+  enc.submit();
+
+  const keep = new Uint8Array(n);
+  markKept(store, rule, current, keep);
+  const evictedWant = [...keep].flatMap((v, s) => (v ? [] : [s]));
+  store.retain(keep);
+  const report = await readU32(ops.gpu, b.report, 0, 2 + evictedWant.length);
+  const gotMeta = await readU32(ops.gpu, b.meta, 0, totalPages * pt);
+  const gotKv = await readF32(ops.gpu, b.kv[0], 0, totalPages * 2 * pt * hd);
+  let bad = 0;
+  const notes: string[] = [];
+  if (report[0] !== store.length) { bad++; notes.push(`new length ${report[0]} ≠ ${store.length}`); }
+  if (report[1] !== evictedWant.length || evictedWant.some((s, i) => report[2 + i] !== s)) { bad++; notes.push('evicted list differs'); }
+  for (let s = 0; s < store.length; s++) {
+    const at = store.pages[Math.floor(s / pt)] * pt + (s % pt);
+    if ((gotMeta[at] & 0x3fffffff) !== store.positions[s]) { bad++; notes.push(`slot ${s}: position ${gotMeta[at] & 0x3fffffff} ≠ ${store.positions[s]}`); break; }
+    const ko = store.keyOffset(s);
+    for (let d = 0; d < hd; d++) {
+      if (gotKv[ko + d] !== pool.arena.floats[ko + d] || gotKv[ko + pt * hd + d] !== pool.arena.floats[ko + pt * hd + d]) { bad++; notes.push(`slot ${s}: K/V differ`); break; }
+    }
+  }
+  return result(`evict + compaction (n=${n}, kept ${store.length})`, bad, 0, notes.join('; '));
+}
+
+function concat(...parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** Every check at the small sizes the test suite runs (lavapipe runs ~1–3 GFLOP/s). */
+export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
+  const out: CheckResult[] = [];
+  for (const kind of ['f32', 'f16', 'q8_0'] as const) {
+    out.push(await checkEmbed(ops, kind));
+    for (const T of [1, 3, 6]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
+    out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
+  }
+  out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
+  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
+  for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
+  return out;
+}
+
+export { GpuOps };

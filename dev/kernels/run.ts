@@ -1,0 +1,125 @@
+/**
+ * The WebGPU kernel workbench (llm.c dev/cuda style): check every kernel against its plain-TS reference, then time
+ * named variants over several shapes. Re-run it to revisit a measured decision.
+ *
+ *   node dist/dev/kernels/run.js check                          every kernel against its reference (small, odd sizes)
+ *   node dist/dev/kernels/run.js matvec [--variant rows4] [--kind f16] [--shape 4096x11008] [--tokens 1] [--json]
+ *   node dist/dev/kernels/run.js matmul  --kind f16 --shape 4096x4096 --tokens 128
+ *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256]
+ *
+ * matvec variants: rows1, rows2, rows4 (default), rows8 — rows per workgroup — each optionally -wg64/-wg128 (threads
+ * per workgroup; default: by row length).
+ * Shapes are rows x cols of the weight matrix; the defaults cover stories15M (288x288, 768x288, 32000x288) and
+ * Llama-2-7B (4096x4096, 11008x4096, 4096x11008, 32000x4096). Bandwidth = weight bytes / time per call.
+ */
+import { parseArgs } from 'node:util';
+import { tryGpuContext } from '../../src/backend/webgpu/device.js';
+import { GpuDevice, StepEncoder } from '../../src/backend/webgpu/encoder.js';
+import { GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
+import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
+import { runAllChecks } from './checks.js';
+
+const DEFAULT_SHAPES = ['288x288', '768x288', '32000x288', '4096x4096', '11008x4096', '4096x11008', '32000x4096'];
+
+/** Median seconds per call of `record` (dispatches recorded into one command buffer, `reps` times). */
+async function time(gpu: GpuDevice, record: (enc: StepEncoder) => void, reps: number, rounds = 5): Promise<{ median: number; spread: number }> {
+  const enc = new StepEncoder(gpu);
+  const times: number[] = [];
+  for (let round = -1; round < rounds; round++) {
+    for (let i = 0; i < reps; i++) record(enc);
+    const t0 = performance.now();
+    enc.submit();
+    await gpu.device.queue.onSubmittedWorkDone();
+    if (round >= 0) times.push((performance.now() - t0) / 1000 / reps); // round -1 warms up (compiles)
+  }
+  times.sort((a, b) => a - b);
+  const median = times[times.length >> 1];
+  return { median, spread: (times[times.length - 1] - times[0]) / median };
+}
+
+async function main(): Promise<void> {
+  const { positionals, values } = parseArgs({
+    allowPositionals: true,
+    options: {
+      variant: { type: 'string', multiple: true }, kind: { type: 'string', multiple: true }, shape: { type: 'string', multiple: true },
+      tokens: { type: 'string', default: '1' }, ctx: { type: 'string', default: '4096' }, heads: { type: 'string', default: '32' },
+      'kv-heads': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
+      chunk: { type: 'string' }, json: { type: 'boolean', default: false },
+    },
+  });
+  const what = positionals[0] ?? 'check';
+  const { ctx, reason } = await tryGpuContext();
+  if (!ctx) { console.error(reason); process.exit(1); }
+  const gpu = new GpuDevice(ctx);
+  const ops = new GpuOps(gpu);
+  const rows: Record<string, unknown>[] = [];
+  const print = (r: Record<string, unknown>) => { rows.push(r); if (!values.json) console.log(Object.entries(r).map(([k, v]) => `${k}=${v}`).join('  ')); };
+  if (!values.json) console.log(`adapter: ${ctx.adapterName}; subgroups: ${ctx.subgroups}; max binding ${ctx.maxBinding} B`);
+  const reps = Number(values.reps);
+
+  if (what === 'check') {
+    const results = await runAllChecks(ops);
+    for (const r of results) print({ kernel: r.name, ok: r.ok, maxError: r.maxError.toExponential(2), tolerance: r.tolerance.toExponential(1), ...(r.detail && !r.ok ? { detail: r.detail } : {}) });
+    if (values.json) console.log(JSON.stringify(rows));
+    process.exit(results.every((r) => r.ok) ? 0 : 1);
+  }
+
+  if (what === 'matvec' || what === 'matmul') {
+    const T = Number(values.tokens);
+    const variants = values.variant ?? (what === 'matvec' ? ['rows4'] : ['tiled']);
+    for (const kind of (values.kind ?? ['f16']) as WeightKind[]) {
+      for (const shape of values.shape ?? DEFAULT_SHAPES) {
+        const [rowsN, cols] = shape.split('x').map(Number);
+        // Random weights straight on the GPU: the values do not matter for timing.
+        const m = await ops.randomMatrix(rowsN, cols, kind, 1, 'W');
+        const act = await gpu.buffer((T * cols + T * rowsN) * 4, 'act');
+        for (const variant of variants) {
+          const tiled = variant === 'tiled';
+          if (!tiled) {
+            const parts = variant.split('-');
+            ops.matvecRows = Number(parts[0].replace('rows', ''));
+            ops.matvecThreads = Number(parts.find((x) => x.startsWith('wg'))?.slice(2) ?? 0);
+            ops.matvecSubgroups = !parts.includes('nosg');
+          }
+          const t = await time(gpu, (enc) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rowsN, false, tiled ? 'tiled' : 'matvec'), reps);
+          print({ kernel: what, kind, variant, shape, tokens: T, us: (t.median * 1e6).toFixed(1), 'GB/s': (m.bytes / t.median / 1e9).toFixed(0),
+            'GFLOP/s': ((2 * T * rowsN * cols) / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+        }
+        for (const p of m.parts) p.w.destroy();
+        act.destroy();
+      }
+    }
+  } else if (what === 'attention') {
+    // One decode row per query head over ctx slots in contiguous pages.
+    const nHeads = Number(values.heads);
+    const nKv = Number(values['kv-heads'] ?? values.heads);
+    const hd = Number(values['head-dim']);
+    const n = Number(values.ctx);
+    const pt = 16;
+    const pages = Math.ceil(n / pt) * nKv;
+    const shape = { parts: 1, pagesPerPart: pages, pageTokens: pt, headDim: hd };
+    const maxPages = Math.ceil(n / pt);
+    const tables = Uint32Array.from({ length: pages }, (_, i) => i);
+    const pass = Uint32Array.from([0, 0, 0, 0, 1, 0, ...new Array(nKv).fill(n - 1)]);
+    const b: CacheBuffers = {
+      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
+      tables: await gpu.buffer(tables.byteLength, 'tables', tables), meta: await gpu.buffer(16, 'meta'), scores: await gpu.buffer(16, 's'),
+      ml: await gpu.buffer(nHeads * 8, 'ml'), part: await gpu.buffer(ops.attentionPartFloats(1, nHeads, hd, n) * 4, 'part'), stats: await gpu.buffer(16, 'st'), work: await gpu.buffer(16, 'w'), report: await gpu.buffer(16, 'r'),
+      kv: [await gpu.buffer(pages * 2 * pt * hd * 4, 'kv')],
+    };
+    const params = { nLayers: 1, layer: 0, nHeads, nKvHeads: nKv, maxPages, T: 1, qOff: 0, qStride: nHeads * hd, outOff: nHeads * hd,
+      rowItemOff: 0, rowTOff: 1, itemOff: 2, olderOff: 6, mlOff: 0xffffffff, scale: 1 / Math.sqrt(hd) };
+    if (values.chunk) ops.attentionChunk = Number(values.chunk);
+    const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads, n), reps);
+    const bytes = nKv * n * 2 * hd * 4;
+    print({ kernel: 'attention', variant: `splitk${ops.attentionChunk}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
+      'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+  } else {
+    console.error(`unknown kernel '${what}'; expected check, matvec, matmul or attention`);
+    process.exit(2);
+  }
+  if (values.json) console.log(JSON.stringify(rows));
+  process.exit(0);
+}
+
+await main();

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device run (prepared by scripts/webgpu-carry.sh): WebGPU (Dawn) on the NVIDIA GPU — kernel checks, the backend's
+# equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, bench.
+set -u
+for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
+xz -dc .gpu/node.xz > /usr/local/bin/node && chmod +x /usr/local/bin/node
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+export FASTGEN_SHARED=$PWD/.gpu/shared
+cd .gpu/app && xz -dk node_modules/webgpu/dist/linux-x64/dawn.node.xz
+O=${OUT:-/tmp/out}; mkdir -p $O
+( date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; node --version ) 2>&1 | tee $O/env.txt
+step() { local name=$1 limit=$2; shift 2; echo "=== $name"; local t0=$(date +%s); timeout $limit "$@" > $O/$name.txt 2>&1; echo "rc=$? $(( $(date +%s) - t0 ))s"; grep -v '^Warning' $O/$name.txt | tail -n ${TAILN:-40}; }
+MODE=${1:-all}
+if [ "$MODE" = all ] || [ "$MODE" = tests ]; then
+  step check 120 node dist/dev/kernels/run.js check
+  TAILN=25 step tests 300 node --test --test-name-pattern='stories260K|hf-tiny|batched|kernel' dist/test/webgpu-backend.test.js dist/test/webgpu-kernels.test.js
+fi
+if [ "$MODE" = run2 ]; then
+  step check 120 node dist/dev/kernels/run.js check
+  TAILN=6 step tests 300 node --test --test-name-pattern='stories260K|hf-tiny|batched|kernel' dist/test/webgpu-backend.test.js dist/test/webgpu-kernels.test.js
+  step attention 90 bash -c 'for c in 512 4096; do for k in 64 128 256; do node dist/dev/kernels/run.js attention --ctx $c --chunk $k --reps 50 | grep -v adapter; done; done'
+  step decode_s15 120 bash -c 'for d in f32 f16; do for s in gpu cpu; do node dist/dev/kernels/decode.js --synthetic stories15M --dtype $d --sample $s --prompt 32 --steps 200; done; done; node dist/dev/kernels/decode.js --synthetic llama2-7b-thin --dtype f16 --prompt 32 --steps 64'
+  step decode_7b 330 bash -c 'node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 48; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --sample cpu; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 500 --steps 24; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype q8_0 --prompt 32 --steps 48; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 128 --steps 24 --batch 8'
+fi
+if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
+  step matvec 150 node dist/dev/kernels/run.js matvec --kind f16 --kind q8_0 --variant rows1 --variant rows2 --variant rows4 --variant rows8 --variant rows4-wg128 --variant rows2-wg64 --reps 50
+  step matvec_f32 60 node dist/dev/kernels/run.js matvec --kind f32 --shape 4096x4096 --shape 11008x4096 --shape 32000x4096 --variant rows4 --variant rows2 --reps 50
+  step prefill 60 node dist/dev/kernels/run.js matmul --kind f16 --shape 4096x4096 --shape 11008x4096 --tokens 128 --reps 10
+  step attention 60 bash -c 'for c in 512 4096; do node dist/dev/kernels/run.js attention --ctx $c --reps 50; done'
+  step decode_s15 90 bash -c 'for d in f32 f16 q8_0; do node dist/dev/kernels/decode.js --synthetic stories15M --dtype $d --prompt 32 --steps 200; done'
+  step decode_7b 240 bash -c 'for d in f16 q8_0; do node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype $d --prompt 32 --steps 48; done; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --batch 8'
+fi

@@ -1,0 +1,167 @@
+/**
+ * The KV arena of the WebGPU backend: the page pool's pages live in GPU buffers. The PagePool (src/cache) allocates
+ * and frees page ids exactly as on the CPU backends, so byte accounting is unchanged; this arena only makes sure that
+ * every page id the pool created has storage on the GPU, and keeps each sequence's page tables there.
+ *
+ * GPU state per arena:
+ *   kv parts   f32 pages (page layout of page-pool.ts), at most one storage binding each: page p is in part
+ *              ⌊p / pagesPerPart⌋; the last part grows (by copying) as the pool creates pages
+ *   meta       u32 per (page, row): position | token classes << 30;   scores: f32 per (page, row)
+ *   tables     u32 [sequence slot][layer][kvHead][maxPages]: each head's page ids, mirrored from HeadStore.pages
+ * The CPU views (`floats`, `halves`) are empty: the cache's HeadStores keep their per-slot metadata on the CPU and
+ * never touch K/V on this backend (their copyWithin on an empty view is a no-op).
+ */
+import { FastgenError } from '../../errors.js';
+import type { KvArena, PagePool } from '../../cache/page-pool.js';
+import type { SequenceKv } from '../../cache/sequence-kv.js';
+import type { GpuDevice } from './encoder.js';
+import { MAX_KV_PARTS, type CacheShape } from './wgsl-cache.js';
+
+export class GpuKvArena implements KvArena {
+  readonly floats = new Float32Array(0);
+  readonly halves = new Uint16Array(0);
+  readonly baseByteOffset = 0;
+  /** 4-byte words the pool asked for (createdPages × words per page). */
+  private words = 0;
+
+  kv: GPUBuffer[] = [];
+  meta?: GPUBuffer;
+  scores?: GPUBuffer;
+  tables?: GPUBuffer;
+  /** Pages with storage on the GPU. */
+  private capacityPages = 0;
+  private pagesPerPart = 0;
+  private pageTokens = 0;
+  private headDim = 0;
+  private maxPages = 0;
+  private seqSlots = 0;
+  private readonly slotOf = new Map<SequenceKv, number>();
+  /** Per slot, per (layer, kvHead): the page ids last written to the GPU table. */
+  private shadow: number[][][] = [];
+
+  constructor(private readonly gpu: GpuDevice, private readonly shapeOf: { nLayers: number; nKvHeads: number; maxSeqLen: number }) {}
+
+  ensureFloats(count: number): void {
+    this.words = Math.max(this.words, count);
+  }
+
+  /** Compile-time shape of the cache kernels for the current storage. */
+  shape(): CacheShape {
+    return { parts: this.kv.length, pagesPerPart: this.pagesPerPart, pageTokens: this.pageTokens, headDim: this.headDim };
+  }
+
+  get tableStride(): number {
+    return this.maxPages;
+  }
+
+  /** Give every page the pool created storage on the GPU (growing the buffers); called before each pass. */
+  async sync(pool: PagePool): Promise<void> {
+    if (pool.kvDtype !== 'f32') {
+      throw new FastgenError('INVALID_OPTION', `the webgpu backend keeps the KV cache in f32 for now; --kv-dtype ${pool.kvDtype} is not supported there (use --backend wasm for an f16 cache)`, 'kvDtype');
+    }
+    if (this.pageTokens === 0) {
+      this.pageTokens = pool.pageTokens;
+      this.headDim = pool.headDim;
+      this.pagesPerPart = Math.floor(this.gpu.ctx.maxBinding / pool.pageBytes);
+      this.maxPages = Math.ceil(this.shapeOf.maxSeqLen / pool.pageTokens) + 1;
+    }
+    const pageWords = pool.pageBytes / 4;
+    const needed = Math.ceil(this.words / pageWords);
+    if (needed <= this.capacityPages) return;
+    const grown = Math.max(needed, Math.min(2 * this.capacityPages, needed + 4096));
+    const parts = Math.ceil(grown / this.pagesPerPart);
+    if (parts > MAX_KV_PARTS) {
+      throw new FastgenError('GPU_OUT_OF_MEMORY', `the KV cache would need ${grown} pages (${grown * pool.pageBytes} bytes), more than the ${MAX_KV_PARTS} storage bindings of ${this.pagesPerPart * pool.pageBytes} bytes this backend binds; set a KV budget (--kv-budget) or use a compressing cache policy`);
+    }
+    const enc = this.gpu.device.createCommandEncoder();
+    const next: GPUBuffer[] = [];
+    for (let i = 0; i < parts; i++) {
+      const pages = i < parts - 1 ? this.pagesPerPart : grown - i * this.pagesPerPart;
+      const old = this.kv[i];
+      const oldPages = old ? Math.min(this.pagesPerPart, this.capacityPages - i * this.pagesPerPart) : 0;
+      if (old && oldPages === pages) { next.push(old); continue; }
+      const buf = await this.gpu.buffer(pages * pool.pageBytes, `KV cache part ${i} (${pages} pages)`);
+      if (old) enc.copyBufferToBuffer(old, 0, buf, 0, oldPages * pool.pageBytes);
+      next.push(buf);
+    }
+    const rows = grown * this.pageTokens * 4;
+    const meta = await this.gpu.buffer(rows, 'KV slot metadata');
+    const scores = await this.gpu.buffer(rows, 'KV slot scores');
+    if (this.meta && this.scores) {
+      const oldRows = this.capacityPages * this.pageTokens * 4;
+      enc.copyBufferToBuffer(this.meta, 0, meta, 0, oldRows);
+      enc.copyBufferToBuffer(this.scores, 0, scores, 0, oldRows);
+    }
+    this.gpu.device.queue.submit([enc.finish()]);
+    for (const b of this.kv) if (!next.includes(b)) b.destroy();
+    this.meta?.destroy();
+    this.scores?.destroy();
+    this.kv = next;
+    this.meta = meta;
+    this.scores = scores;
+    this.capacityPages = grown;
+  }
+
+  /**
+   * The sequences' table slots (assigned on first sight; slots of sequences that hold no page any more are reused),
+   * with every head's page table brought up to date on the GPU.
+   */
+  async slots(seqs: readonly SequenceKv[]): Promise<number[]> {
+    const { nLayers, nKvHeads } = this.shapeOf;
+    const heads = nLayers * nKvHeads;
+    const out: number[] = [];
+    for (const kv of seqs) {
+      let slot = this.slotOf.get(kv);
+      if (slot === undefined) {
+        slot = this.freeSlot(seqs);
+        if (slot === undefined) {
+          await this.growSlots(Math.max(4, this.seqSlots * 2));
+          slot = this.freeSlot(seqs)!;
+        }
+        this.slotOf.set(kv, slot);
+        this.shadow[slot] = Array.from({ length: heads }, () => []);
+      }
+      out.push(slot);
+      for (let i = 0; i < heads; i++) {
+        const pages = kv.stores[i].pages;
+        const seen = this.shadow[slot][i];
+        let from = 0;
+        while (from < pages.length && from < seen.length && pages[from] === seen[from]) from++;
+        if (from === pages.length) { seen.length = pages.length; continue; }
+        if (pages.length > this.maxPages) throw new Error(`internal: ${pages.length} pages in one head, the table holds ${this.maxPages}`);
+        const fresh = Uint32Array.from(pages.slice(from));
+        this.gpu.device.queue.writeBuffer(this.tables!, ((slot * heads + i) * this.maxPages + from) * 4, fresh);
+        this.shadow[slot][i] = pages.slice();
+      }
+    }
+    return out;
+  }
+
+  private freeSlot(busy: readonly SequenceKv[]): number | undefined {
+    const used = new Set(this.slotOf.values());
+    for (let s = 0; s < this.seqSlots; s++) if (!used.has(s)) return s;
+    // A sequence that holds no page (released, or not started) gives its slot up, unless it is in this pass.
+    for (const [kv, s] of this.slotOf) {
+      if (busy.includes(kv)) continue;
+      if (kv.stores.every((st) => st.pages.length === 0)) {
+        this.slotOf.delete(kv);
+        return s;
+      }
+    }
+    return undefined;
+  }
+
+  private async growSlots(slots: number): Promise<void> {
+    const { nLayers, nKvHeads } = this.shapeOf;
+    const bytes = slots * nLayers * nKvHeads * this.maxPages * 4;
+    const tables = await this.gpu.buffer(bytes, 'KV page tables');
+    if (this.tables) {
+      const enc = this.gpu.device.createCommandEncoder();
+      enc.copyBufferToBuffer(this.tables, 0, tables, 0, this.seqSlots * nLayers * nKvHeads * this.maxPages * 4);
+      this.gpu.device.queue.submit([enc.finish()]);
+      this.tables.destroy();
+    }
+    this.tables = tables;
+    this.seqSlots = slots;
+  }
+}

@@ -1,0 +1,653 @@
+/**
+ * The WebGPU backend: the same transformer as cpu-ref, as WGSL kernels (wgsl.ts, wgsl-cache.ts) on one GPU device,
+ * in Node through Dawn (npm `webgpu`) or in a browser.
+ *
+ * A forward pass stacks the new tokens of every sequence of the batch into T rows and records the whole pass —
+ * embedding, every layer, the cache writes, attention, the cache policies' statistics and eviction, the classifier —
+ * into ONE command buffer; then one readback brings the logits (or token ids), the eviction reports and, on FastGen's
+ * prompt pass, the profiling statistics.
+ *
+ * The cache: the pool's pages are GPU buffers (arena.ts); the CPU keeps every head's per-slot metadata (positions,
+ * token ids, classes, pages) in its HeadStore, exactly as on the CPU backends, so byte counts are exact. Policies run
+ * as keep rules (keep-rule.ts) executed by the eviction kernel right after each layer's attention; the kernel reports
+ * which slots it evicted, and the CPU replays HeadStore.retain with that mask, which reproduces the GPU's compaction
+ * slot for slot and returns emptied pages to the pool. FastGen's profile is chosen on the CPU from the column and band
+ * sums the statistics kernel collected during the prompt's attention (one readback per prompt); the CPU compresses
+ * its metadata and the GPU applies the same moves.
+ */
+import { FastgenError, InvalidOptionError } from '../../errors.js';
+import type { KvArena } from '../../cache/page-pool.js';
+import { keepRule, type HeadPolicy } from '../../cache/head-policy.js';
+import type { HeadAttentionStats, LayerNeeds, PolicyTarget } from '../../cache/policies/types.js';
+import type { SequenceKv } from '../../cache/sequence-kv.js';
+import { tensorToF32 } from '../../model/tensor.js';
+import type { LoadedCheckpoint, ModelConfig, Tensor } from '../../model/types.js';
+import { ropeInvFreq } from '../../model/rope.js';
+import { ropeTables } from '../wasm/runtime.js';
+import type { Backend, ForwardItem } from '../types.js';
+import { splitBatch } from '../batch.js';
+import { GpuKvArena } from './arena.js';
+import { gpuContext } from './device.js';
+import { GpuDevice, StepEncoder } from './encoder.js';
+import { GpuOps, type CacheBuffers, type GpuMatrix } from './ops.js';
+import { MAX_BANDS } from './wgsl-cache.js';
+import type { WeightKind } from './wgsl.js';
+
+export type WebGpuWeightDtype = WeightKind;
+
+export interface WebGpuBackendOptions {
+  dtype?: WebGpuWeightDtype;
+  /** Most token rows one pass holds (default: the context length, at most 512). Larger batches are split. */
+  maxRows?: number;
+  /** Most sequences one pass holds (default 64). */
+  maxItems?: number;
+}
+
+interface Layer {
+  attnNorm: GPUBuffer;
+  ffnNorm: GPUBuffer;
+  /** Wq, Wk, Wv stacked: one matrix × vector reads the normed input once for all three. */
+  wqkv: GpuMatrix;
+  wo: GpuMatrix;
+  /** Wgate, Wup stacked. */
+  wGateUp: GpuMatrix;
+  wDown: GpuMatrix;
+  /** bq | bk | bv (zeros where a model has none of one). */
+  bqkv?: GPUBuffer;
+  qNorm?: GPUBuffer;
+  kNorm?: GPUBuffer;
+}
+
+/** Offsets (in f32 elements) of the activation regions inside the one `act` buffer. */
+interface ActLayout {
+  x: number;
+  xb: number;
+  /** [R, qDim + 2·kvDim]: q | k | v of each row (the fused projection's output). */
+  qkv: number;
+  /** [R, qDim + 2·kvDim]: attention output (only its first qDim columns), the qkv row stride kept. */
+  att: number;
+  /** [R, 2·hidden]: gate | up of each row. */
+  hb: number;
+  lrows: number;
+  logits: number;
+  total: number;
+}
+
+/** Growable u32 list for the per-pass bookkeeping buffer. */
+class U32List {
+  data = new Uint32Array(1024);
+  length = 0;
+  /** Reserve n words; returns their offset. */
+  take(n: number): number {
+    const at = this.length;
+    this.length += n;
+    if (this.length > this.data.length) {
+      const grown = new Uint32Array(Math.max(this.length, this.data.length * 2));
+      grown.set(this.data);
+      this.data = grown;
+    }
+    this.data.fill(0, at, this.length);
+    return at;
+  }
+  push(...v: number[]): number {
+    const at = this.take(v.length);
+    this.data.set(v, at);
+    return at;
+  }
+}
+
+/** One head's eviction in this pass, as the policy asked for it, and where its report lives. */
+interface EvictEntry {
+  item: number;
+  layer: number;
+  kvHead: number;
+  /** Slots before eviction. */
+  n: number;
+  policy: HeadPolicy;
+  /** Position of the newest token. */
+  current: number;
+  reportOff: number;
+  reportCap: number;
+}
+
+/** A pass over one layer of one sequence that collects statistics for the policy to decide from on the CPU. */
+interface StatsPass {
+  item: number;
+  layer: number;
+  /** Where its statistics start in the stats buffer (f32 words). */
+  at: number;
+  n: number;
+  /** Band distances summed (per query head: column, then one array per band). */
+  bands: number;
+}
+
+/** A growable GPU buffer (storage), recreated larger when a pass needs more. */
+class Growable {
+  buf?: GPUBuffer;
+  private bytes = 0;
+  constructor(private readonly gpu: GpuDevice, private readonly what: string) {}
+  async ensure(bytes: number): Promise<GPUBuffer> {
+    if (!this.buf || bytes > this.bytes) {
+      this.buf?.destroy();
+      this.bytes = Math.max(bytes, Math.ceil(this.bytes * 1.5), 256);
+      this.buf = await this.gpu.buffer(this.bytes, this.what);
+    }
+    return this.buf;
+  }
+}
+
+const NO_QUERIES = new Float32Array(0);
+
+/** Where the weights come from: a checkpoint, or random numbers of the right shape (synthetic models). */
+interface WeightSource {
+  /** name: 'tokenEmbedding', 'lmHead' or 'layers.<i>.<field of LayerWeights>'. */
+  matrix(ops: GpuOps, name: string, rows: number, cols: number, kind: WeightKind): Promise<GpuMatrix>;
+  /** A norm weight or bias as f32, or undefined when the model has none. */
+  vector(name: string): Float32Array | undefined;
+  tied: boolean;
+}
+
+/** The checkpoint tensors a stacked weight is made of: `layers.<i>.wqkv` → wq, wk, wv; wGateUp → wGate, wUp. */
+function stacked(name: string): string[] {
+  const at = name.slice(0, name.lastIndexOf('.'));
+  const field = name.slice(at.length + 1);
+  const parts = { wqkv: ['wq', 'wk', 'wv'], bqkv: ['bq', 'bk', 'bv'], wGateUp: ['wGate', 'wUp'] }[field];
+  if (!parts) return [name];
+  return parts.map((p) => `${at}.${p}`);
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+
+/** The tensor `layers.<i>.<field>` of a checkpoint (undefined for absent biases and norms). */
+function layerTensor(layers: LoadedCheckpoint['weights']['layers'], name: string): Tensor {
+  const [, i, field] = name.split('.');
+  return (layers[Number(i)] as unknown as Record<string, Tensor>)[field];
+}
+
+export class WebGpuBackend implements Backend {
+  readonly name = 'webgpu';
+  readonly config: ModelConfig;
+  readonly weightDtype: WebGpuWeightDtype;
+  /** The adapter, for reports. */
+  readonly adapterName: string;
+  /** Bytes of weights uploaded. */
+  readonly weightBytes: number;
+  /**
+   * Where the last pass's time went: dispatches recorded, CPU time until submit (bookkeeping + encoding), time waiting
+   * for the GPU and the readback, CPU time after it (replaying evictions, policy decisions).
+   */
+  lastPass = { dispatches: 0, encodeMs: 0, waitMs: 0, afterMs: 0 };
+  private readonly gpu: GpuDevice;
+  private readonly ops: GpuOps;
+  private readonly enc: StepEncoder;
+  private readonly maxRows: number;
+  private readonly maxItems: number;
+  private readonly act: GPUBuffer;
+  private readonly lay: ActLayout;
+  private readonly ml: GPUBuffer;
+  /** Greedy tokens of a pass (u32 per sequence). */
+  private readonly tokensOut: GPUBuffer;
+  private readonly passBuf: Growable;
+  private readonly stats: Growable;
+  private readonly part: Growable;
+  private readonly work: Growable;
+  private readonly report: Growable;
+  private staging?: { buf: GPUBuffer; bytes: number };
+  private readonly list = new U32List();
+
+  static async create(ckpt: LoadedCheckpoint, opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+    const w = ckpt.weights;
+    const c = ckpt.config;
+    return WebGpuBackend.build(c, opts, {
+      matrix: (ops, name, rows, cols, kind) => {
+        const t = name === 'lmHead' ? w.lmHead : name === 'tokenEmbedding' ? w.tokenEmbedding : undefined;
+        const data = t ? tensorToF32(t) : concat(stacked(name).map((n) => tensorToF32(layerTensor(w.layers, n))));
+        return ops.uploadMatrix(data, rows, cols, kind, name);
+      },
+      vector: (name) => {
+        if (name.endsWith('.bqkv')) {
+          if (!c.qkvBias) return undefined;
+          const sizes = [c.nHeads, c.nKvHeads, c.nKvHeads].map((h) => h * c.headDim);
+          return concat(stacked(name).map((n, i) => (layerTensor(w.layers, n) ? tensorToF32(layerTensor(w.layers, n)) : new Float32Array(sizes[i]))));
+        }
+        const t = name === 'finalNorm' ? w.finalNorm : layerTensor(w.layers, name);
+        return t && tensorToF32(t);
+      },
+      tied: w.lmHead === w.tokenEmbedding,
+    });
+  }
+
+  /**
+   * A model of `config`'s shape with random weights generated on the way to the GPU (no checkpoint, no CPU copy):
+   * for speed measurements of models too large to ship. Norm weights are 1; its outputs mean nothing.
+   */
+  static async createSynthetic(config: ModelConfig, opts: WebGpuBackendOptions = {}, seed = 1): Promise<WebGpuBackend> {
+    let n = seed;
+    return WebGpuBackend.build(config, opts, {
+      matrix: (ops, name, rows, cols, kind) => ops.randomMatrix(rows, cols, kind, n++, name),
+      vector: (name) => {
+        const field = name.split('.').pop();
+        if (field === 'finalNorm' || field === 'attnNorm' || field === 'ffnNorm') return new Float32Array(config.dim).fill(1);
+        if ((field === 'qNorm' || field === 'kNorm') && config.qkNorm) return new Float32Array(config.headDim).fill(1);
+        if (config.qkvBias && field === 'bqkv') return new Float32Array((config.nHeads + 2 * config.nKvHeads) * config.headDim);
+        return undefined;
+      },
+      tied: config.tiedEmbeddings,
+    });
+  }
+
+  private static async build(c: ModelConfig, opts: WebGpuBackendOptions, src: WeightSource): Promise<WebGpuBackend> {
+    const gpu = new GpuDevice(await gpuContext());
+    const ops = new GpuOps(gpu);
+    const kind = opts.dtype ?? 'f32';
+    let bytes = 0;
+    const mat = async (name: string, rows: number, cols: number) => {
+      const m = await src.matrix(ops, name, rows, cols, kind);
+      bytes += m.bytes;
+      return m;
+    };
+    const vec = async (name: string) => {
+      const f = src.vector(name);
+      if (!f) return undefined;
+      bytes += f.byteLength;
+      return gpu.buffer(f.byteLength, name, f);
+    };
+    const need = async (name: string) => (await vec(name))!;
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    const embedding = await mat('tokenEmbedding', c.vocabSize, c.dim);
+    const lmHead = src.tied ? embedding : await mat('lmHead', c.vocabSize, c.dim);
+    const layers: Layer[] = [];
+    for (let i = 0; i < c.nLayers; i++) {
+      const at = `layers.${i}`;
+      layers.push({
+        attnNorm: await need(`${at}.attnNorm`),
+        ffnNorm: await need(`${at}.ffnNorm`),
+        wqkv: await mat(`${at}.wqkv`, qDim + 2 * kvDim, c.dim),
+        wo: await mat(`${at}.wo`, c.dim, qDim),
+        wGateUp: await mat(`${at}.wGateUp`, 2 * c.hiddenDim, c.dim),
+        wDown: await mat(`${at}.wDown`, c.dim, c.hiddenDim),
+        bqkv: await vec(`${at}.bqkv`),
+        qNorm: await vec(`${at}.qNorm`),
+        kNorm: await vec(`${at}.kNorm`),
+      });
+    }
+    const finalNorm = await need('finalNorm');
+    const t = ropeTables(ropeInvFreq(c), c.maxSeqLen);
+    const rope = { cos: await gpu.buffer(t.cos.byteLength, 'rope cos', t.cos), sin: await gpu.buffer(t.sin.byteLength, 'rope sin', t.sin) };
+    return new WebGpuBackend(c, gpu, ops, kind, { embedding, lmHead, layers, finalNorm, rope }, bytes, opts);
+  }
+
+  private constructor(config: ModelConfig, gpu: GpuDevice, ops: GpuOps, kind: WeightKind,
+    private readonly w: { embedding: GpuMatrix; lmHead: GpuMatrix; layers: Layer[]; finalNorm: GPUBuffer; rope: { cos: GPUBuffer; sin: GPUBuffer } },
+    weightBytes: number, opts: WebGpuBackendOptions) {
+    this.config = config;
+    this.gpu = gpu;
+    this.ops = ops;
+    this.weightDtype = kind;
+    this.weightBytes = weightBytes;
+    this.adapterName = gpu.ctx.adapterName;
+    this.enc = new StepEncoder(gpu);
+    const c = config;
+    const qDim = c.nHeads * c.headDim;
+    const kvDim = c.nKvHeads * c.headDim;
+    // Rows per pass: as many as the activations (logits included) fit in one storage binding.
+    const perRow = c.dim * 3 + Math.max(c.dim, qDim) + 2 * (qDim + 2 * kvDim) + 2 * c.hiddenDim + c.vocabSize;
+    const fit = Math.floor(gpu.ctx.maxBinding / 4 / perRow);
+    this.maxRows = Math.max(1, Math.min(opts.maxRows ?? Math.min(c.maxSeqLen, 512), fit));
+    this.maxItems = opts.maxItems ?? 64;
+    const R = this.maxRows;
+    let off = 0;
+    const region = (n: number) => { const at = off; off += Math.ceil(n / 64) * 64; return at; };
+    this.lay = {
+      x: region(R * c.dim), xb: region(R * Math.max(c.dim, qDim)), qkv: region(R * (qDim + 2 * kvDim)), att: region(R * (qDim + 2 * kvDim)),
+      hb: region(R * 2 * c.hiddenDim), lrows: region(R * c.dim), logits: region(R * c.vocabSize), total: 0,
+    };
+    this.lay.total = off;
+    this.act = gpu.device.createBuffer({ size: off * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'activations' });
+    this.ml = gpu.device.createBuffer({ size: R * c.nHeads * 2 * 4, usage: GPUBufferUsage.STORAGE, label: 'attention max/sum' });
+    this.tokensOut = gpu.device.createBuffer({ size: Math.ceil(this.maxItems / 4) * 16 * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'greedy tokens' });
+    this.passBuf = new Growable(gpu, 'pass bookkeeping');
+    this.stats = new Growable(gpu, 'profiling statistics');
+    this.part = new Growable(gpu, 'attention partials');
+    this.work = new Growable(gpu, 'eviction scratch');
+    this.report = new Growable(gpu, 'eviction reports');
+  }
+
+  createArena(): KvArena {
+    return new GpuKvArena(this.gpu, { nLayers: this.config.nLayers, nKvHeads: this.config.nKvHeads, maxSeqLen: this.config.maxSeqLen });
+  }
+
+  dispose(): void {
+    // Buffers are released with the device's garbage collection; the device itself is shared by the process.
+  }
+
+  async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    const out: Float32Array[] = [];
+    // Parts that fit the activation buffer; sequences of one pass share one arena.
+    for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+      out.push(...((await this.forwardBatch(part, false)) as Float32Array[]));
+    }
+    return out;
+  }
+
+  /**
+   * A forward pass that picks each sequence's next token greedily on the GPU (argmax of its last row's logits, the
+   * first index of the maximum): the step reads back 4 bytes per sequence instead of a vocabulary of floats.
+   */
+  async forwardGreedy(items: readonly Omit<ForwardItem, 'logits' | 'out'>[]): Promise<number[]> {
+    const out: number[] = [];
+    const all = items.map((it) => ({ ...it, logits: 'last' as const }));
+    for (const part of splitBatch(all, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+      out.push(...((await this.forwardBatch(part, true)) as number[]));
+    }
+    return out;
+  }
+
+  private async forwardBatch(items: readonly ForwardItem[], greedy: boolean): Promise<Float32Array[] | number[]> {
+    const t0 = performance.now();
+    const c = this.config;
+    const arena = items[0].kv.pool.arena;
+    if (!(arena instanceof GpuKvArena)) throw new Error('internal: sequence cache is not in this backend’s GPU arena');
+    for (const it of items) {
+      if (it.kv.seqLength + it.tokens.length > c.maxSeqLen) throw new InvalidOptionError(`sequence would exceed the model's ${c.maxSeqLen}-token context`, 'tokens');
+      for (const tok of it.tokens) if (!Number.isInteger(tok) || tok < 0 || tok >= c.vocabSize) throw new InvalidOptionError(`token id ${tok} is outside the vocabulary (0..${c.vocabSize - 1})`, 'tokens');
+    }
+    const L = c.nLayers;
+    const H = c.nKvHeads;
+    const hd = c.headDim;
+    const qDim = c.nHeads * hd;
+    const kvDim = H * hd;
+    const qkvDim = qDim + 2 * kvDim;
+    const starts = items.map((it) => it.kv.seqLength);
+    const T = items.reduce((s, it) => s + it.tokens.length, 0);
+
+    // The new tokens' slots in every (layer, KV head), on the CPU; then storage and page tables on the GPU.
+    items.forEach((it, i) => { for (let l = 0; l < L; l++) it.kv.reserveLayer(l, it.tokens.length, starts[i], it.tokens); });
+    await arena.sync(items[0].kv.pool);
+    const seqSlots = await arena.slots(items.map((it) => it.kv));
+    const shape = arena.shape();
+
+    // The pass bookkeeping (see wgsl-cache.ts for the layout the kernels read).
+    const P = this.list;
+    P.length = 0;
+    const tokOff = P.take(T);
+    const rowMetaOff = P.take(T);
+    const rowItemOff = P.take(T);
+    const rowTOff = P.take(T);
+    const itemOff = P.take(4 * items.length);
+    const olderOff = P.take(items.length * L * H);
+    const flagsOff = P.take(items.length * L * H * 4);
+    const wanted: number[] = [];
+    let row = 0;
+    items.forEach((it, i) => {
+      const cls = it.kv.classes;
+      P.data.set([seqSlots[i], row, it.tokens.length, 0], itemOff + 4 * i);
+      it.tokens.forEach((tok, t) => {
+        P.data[tokOff + row] = tok;
+        P.data[rowMetaOff + row] = ((starts[i] + t) | ((cls.special[tok] | (cls.punct[tok] << 1)) << 30)) >>> 0;
+        P.data[rowItemOff + row] = i;
+        P.data[rowTOff + row] = t;
+        if (it.logits === 'all' || (it.logits === 'last' && t === it.tokens.length - 1)) wanted.push(row);
+        row++;
+      });
+    });
+    const wantedOff = P.push(...wanted);
+
+    // Per layer and sequence, what the cache policy needs: attention statistics (collected here, decided on the CPU
+    // after the readback) or evictions, which the GPU executes. A pass without statistics cannot depend on this
+    // pass's attention, so the policy's afterAttention runs now against a recorder: the heads it evicts, and by which
+    // rule, become eviction kernel entries.
+    let statsWords = 0;
+    let workWords = 0;
+    let reportWords = 0;
+    const profiling: StatsPass[] = [];
+    const evicts: EvictEntry[][] = Array.from({ length: L }, () => []);
+    const evictOff: number[] = [];
+    const movesOff: number[] = [];
+    const statsLayers = new Array<boolean>(L).fill(false);
+    let maxSlots = 0;
+    for (let l = 0; l < L; l++) {
+      items.forEach((it, i) => {
+        const kv = it.kv;
+        const n = it.tokens.length;
+        const needs: LayerNeeds = kv.needs(l, n);
+        const bands = needs.stats?.bands ?? [];
+        if (bands.length > MAX_BANDS) throw new Error(`internal: ${bands.length} band distances asked for; the statistics kernel sums at most ${MAX_BANDS}`);
+        const bandsAt = P.push(bands.length, ...bands);
+        for (let h = 0; h < H; h++) {
+          const st = kv.store(l, h);
+          P.data[olderOff + (i * L + l) * H + h] = st.length - n;
+          maxSlots = Math.max(maxSlots, st.length);
+          const flags = (needs.scores[h] ? 1 : 0) | (needs.stats ? 2 : 0);
+          if (needs.stats && needs.scores[h]) throw new Error('internal: the webgpu backend does not add scores on a pass that collects statistics');
+          P.data.set([flags, statsWords, bandsAt, needs.stats?.fromRow ?? 0], flagsOff + ((i * L + l) * H + h) * 4);
+          if (flags) statsLayers[l] = true;
+        }
+        if (needs.stats) {
+          if (starts[i] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
+          profiling.push({ item: i, layer: l, at: statsWords, n, bands: bands.length });
+          statsWords += (1 + bands.length) * c.nHeads * n;
+          return;
+        }
+        if (!kv.evicts) return;
+        const recorder: PolicyTarget = {
+          shape: kv.shape,
+          store: (layer, h) => kv.store(layer, h),
+          apply: (layer, h, policy, current) => {
+            if (policy.full) return;
+            const total = kv.store(layer, h).length;
+            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords, reportCap: Math.min(total, 2 * n + 8) });
+            reportWords += Math.min(total, 2 * n + 8) + 2;
+          },
+        };
+        kv.policy.afterAttention(recorder, { layer: l, n, startPos: starts[i] });
+      });
+    }
+    // Eviction entries (12 words) and their compaction entries (4 words), layer by layer.
+    for (let l = 0; l < L; l++) {
+      evictOff.push(P.length);
+      const works: number[] = [];
+      for (const e of evicts[l]) {
+        const rule = keepRule(e.policy, e.current + 1);
+        works.push(workWords);
+        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, e.reportCap, workWords, 0);
+        workWords += 4 * e.n + 1;
+      }
+      movesOff.push(P.length);
+      evicts[l].forEach((e, j) => P.push(seqSlots[e.item], e.kvHead, works[j] + 3 * e.n, 0));
+    }
+
+    const pass = await this.passBuf.ensure(P.length * 4);
+    const b: CacheBuffers = {
+      act: this.act, pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, ml: this.ml,
+      stats: await this.stats.ensure(Math.max(1, statsWords) * 4), part: await this.part.ensure(this.ops.attentionPartFloats(T, c.nHeads, hd, maxSlots) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
+      report: await this.report.ensure(Math.max(1, reportWords) * 4), kv: arena.kv,
+    };
+    this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
+
+    // The pass.
+    const enc = this.enc;
+    const ops = this.ops;
+    const A = this.act;
+    const lay = this.lay;
+    const eps = c.normEps;
+    const base = {
+      nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.qkv, qStride: qkvDim, kOff: lay.qkv + qDim,
+      vOff: lay.qkv + qDim + kvDim, kvStride: qkvDim, outOff: lay.att, rowItemOff, rowTOff, itemOff, olderOff, rowMetaOff, mlOff: 0, flagsOff, scale: 1 / Math.sqrt(hd),
+    };
+    ops.embed(enc, A, pass, this.w.embedding, T, tokOff, lay.x);
+    for (let l = 0; l < L; l++) {
+      const W = this.w.layers[l];
+      ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
+      ops.matmul(enc, A, W.wqkv, T, lay.xb, c.dim, lay.qkv, qkvDim);
+      if (W.bqkv) ops.bias(enc, A, W.bqkv, T, qkvDim, lay.qkv, qkvDim);
+      if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.qkv, qkvDim, lay.qkv, qkvDim, eps, c.nHeads);
+      if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
+      // q's and k's heads lie side by side in each row: one RoPE over nHeads + nKvHeads heads.
+      ops.rope(enc, A, this.w.rope, pass, T, c.nHeads + H, hd, lay.qkv, qkvDim, rowMetaOff);
+      const p = { ...base, layer: l };
+      ops.kvWrite(enc, shape, b, p, T, H);
+      ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
+      if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);
+      if (evicts[l].length > 0) {
+        ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
+        ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
+      }
+      ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
+      ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
+      ops.matmul(enc, A, W.wGateUp, T, lay.xb, c.dim, lay.hb, 2 * c.hiddenDim);
+      ops.swiglu(enc, A, T, c.hiddenDim, lay.hb, lay.hb + c.hiddenDim, 2 * c.hiddenDim);
+      ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true);
+    }
+    const nw = wanted.length;
+    if (nw > 0) {
+      ops.gatherRows(enc, A, pass, nw, c.dim, lay.x, lay.lrows, wantedOff);
+      ops.rmsnorm(enc, A, this.w.finalNorm, nw, c.dim, lay.lrows, c.dim, lay.lrows, c.dim, eps);
+      ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize);
+      if (greedy) ops.argmax(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, nw, c.vocabSize, 0, 0);
+    }
+
+    // One readback: logits (or the greedy tokens), eviction reports, statistics.
+    const logitBytes = greedy ? Math.ceil(nw / 4) * 16 : nw * c.vocabSize * 4;
+    const reportBytes = reportWords * 4;
+    const statsBytes = statsWords * 4;
+    const total = logitBytes + reportBytes + statsBytes;
+    const staging = total > 0 ? this.stagingBuffer(total) : undefined;
+    const dispatches = enc.count;
+    enc.submit((ce) => {
+      if (!staging) return;
+      if (logitBytes) ce.copyBufferToBuffer(greedy ? this.tokensOut : A, greedy ? 0 : lay.logits * 4, staging, 0, logitBytes);
+      if (reportBytes) ce.copyBufferToBuffer(b.report, 0, staging, logitBytes, reportBytes);
+      if (statsBytes) ce.copyBufferToBuffer(b.stats, 0, staging, logitBytes + reportBytes, statsBytes);
+    });
+    const t1 = performance.now();
+    let data: ArrayBuffer = new ArrayBuffer(0);
+    if (staging) {
+      try {
+        await staging.mapAsync(GPUMapMode.READ, 0, total);
+      } catch (e) {
+        throw new FastgenError('GPU_UNAVAILABLE', `the GPU failed to finish a forward pass: ${(e as Error).message}`, 'backend', { cause: e });
+      }
+      data = staging.getMappedRange(0, total).slice(0);
+      staging.unmap();
+    }
+
+    // The cache, on the CPU: replay the GPU's evictions; FastGen profiles and compresses, and the GPU follows.
+    const reports = new Uint32Array(data, logitBytes, reportWords);
+    for (let l = 0; l < L; l++) {
+      for (const e of evicts[l]) {
+        const st = items[e.item].kv.store(l, e.kvHead);
+        const newLen = reports[e.reportOff];
+        const evicted = reports[e.reportOff + 1];
+        if (evicted === 0) continue;
+        if (evicted > e.reportCap || st.length !== e.n) throw new Error(`internal: eviction report of ${evicted} slots (room for ${e.reportCap}) for a head of ${st.length}`);
+        const keep = new Uint8Array(st.length).fill(1);
+        for (let j = 0; j < evicted; j++) keep[reports[e.reportOff + 2 + j]] = 0;
+        st.retain(keep);
+        if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
+      }
+    }
+    const t2 = performance.now();
+    if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, logitBytes + reportBytes, statsWords), arena, seqSlots, shape, b);
+    items.forEach((it) => it.kv.advance(it.tokens.length));
+    this.lastPass = { dispatches, encodeMs: t1 - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
+
+    if (greedy) return Array.from(new Uint32Array(data, 0, nw));
+    const results: Float32Array[] = [];
+    const logits = new Float32Array(data, 0, nw * c.vocabSize);
+    let j = 0;
+    for (const it of items) {
+      const rows = it.logits === 'last' ? 1 : it.logits === 'all' ? it.tokens.length : 0;
+      const size = rows * c.vocabSize;
+      if (it.out && it.out.length < size) throw new Error(`internal: logits buffer of ${it.out.length} floats for ${size}`);
+      const dst = it.out ? it.out.subarray(0, size) : new Float32Array(size);
+      dst.set(logits.subarray(j * c.vocabSize, j * c.vocabSize + size));
+      results.push(dst);
+      j += rows;
+    }
+    return results;
+  }
+
+  /**
+   * After the readback of a pass that collected statistics: the policy decides on the CPU (FastGen profiles, SnapKV
+   * selects) and compresses the CPU-side metadata, exactly as on every backend; then the GPU follows: the same
+   * compaction (slot positions are unique within a head, so the CPU's result says which old slot each kept slot came
+   * from) and the scores the policy set.
+   */
+  private async decide(items: readonly ForwardItem[], starts: number[], passes: StatsPass[],
+    stats: Float32Array, arena: GpuKvArena, seqSlots: number[], shape: ReturnType<GpuKvArena['shape']>, b: CacheBuffers): Promise<void> {
+    const c = this.config;
+    const qDim = c.nHeads * c.headDim;
+    const work = new U32List();
+    const moves: { layer: number; words: number[] }[] = [];
+    const scores: { layer: number; words: number[] }[] = [];
+    for (const pr of passes) {
+      const kv = items[pr.item].kv;
+      const perHead: HeadAttentionStats[] = [];
+      for (let qh = 0; qh < c.nHeads; qh++) {
+        const at = pr.at + qh * (1 + pr.bands) * pr.n;
+        const bandSums = Array.from({ length: pr.bands }, (_, k) => stats.subarray(at + (1 + k) * pr.n, at + (2 + k) * pr.n));
+        perHead.push({ column: stats.subarray(at, at + pr.n), bands: bandSums });
+      }
+      const before: Map<number, number>[] = [];
+      for (let h = 0; h < c.nKvHeads; h++) {
+        const st = kv.store(pr.layer, h);
+        const m = new Map<number, number>();
+        for (let s = 0; s < st.length; s++) m.set(st.positions[s], s);
+        before.push(m);
+      }
+      kv.finishLayer(pr.layer, NO_QUERIES, qDim, pr.n, starts[pr.item], perHead);
+      for (let h = 0; h < c.nKvHeads; h++) {
+        const st = kv.store(pr.layer, h);
+        const pairs: number[] = [];
+        for (let d = 0; d < st.length; d++) {
+          const src = before[h].get(st.positions[d])!;
+          if (src !== d) pairs.push(d, src);
+        }
+        if (pairs.length > 0) moves.push({ layer: pr.layer, words: [seqSlots[pr.item], h, work.push(pairs.length / 2, ...pairs), 0] });
+        const at = work.take(st.length);
+        work.data.set(new Uint32Array(st.scores.buffer, st.scores.byteOffset, st.length), at);
+        scores.push({ layer: pr.layer, words: [seqSlots[pr.item], h, at, st.length] });
+      }
+    }
+    const workBuf = await this.work.ensure(work.length * 4);
+    this.gpu.device.queue.writeBuffer(workBuf, 0, work.data.buffer, 0, work.length * 4);
+    const P = new U32List();
+    const lists: [number, number, number, boolean][] = [];
+    for (const [list, isMoves] of [[moves, true], [scores, false]] as const) {
+      const byLayer = new Map<number, number[][]>();
+      for (const e of list) byLayer.set(e.layer, [...(byLayer.get(e.layer) ?? []), e.words]);
+      for (const [layer, entries] of byLayer) {
+        lists.push([layer, P.length, entries.length, isMoves]);
+        for (const wds of entries) P.push(...wds);
+      }
+    }
+    if (lists.length === 0) return;
+    const pass = await this.gpu.buffer(P.length * 4, 'compaction moves', P.data.subarray(0, P.length));
+    const bb: CacheBuffers = { ...b, pass, work: workBuf };
+    // Moves first (they carry stale scores along), then the scores.
+    for (const [layer, off, count, isMoves] of lists) {
+      const p = { nLayers: c.nLayers, layer, nHeads: c.nHeads, nKvHeads: c.nKvHeads, maxPages: arena.tableStride, entryOff: off };
+      if (isMoves) this.ops.applyMoves(this.enc, shape, bb, p, count);
+      else this.ops.setScores(this.enc, shape, bb, p, count);
+    }
+    this.enc.submit();
+    pass.destroy();
+  }
+
+  private stagingBuffer(bytes: number): GPUBuffer {
+    if (!this.staging || this.staging.bytes < bytes) {
+      this.staging?.buf.destroy();
+      const size = Math.max(bytes, Math.ceil((this.staging?.bytes ?? 0) * 1.5));
+      this.staging = { buf: this.gpu.readback(size, 'step readback'), bytes: Math.ceil(size / 16) * 16 };
+    }
+    return this.staging.buf;
+  }
+}
+

@@ -1,0 +1,187 @@
+/**
+ * Recording a step's dispatches into ONE command buffer. Each dispatch gets a 256-byte slot of one uniform buffer for
+ * its parameters (written with one writeBuffer per step); bind groups are cached by (pipeline, slot, buffers), so a
+ * decode step that repeats the previous step's shape creates none.
+ */
+import { FastgenError } from '../../errors.js';
+import type { GpuContext } from './device.js';
+
+/** A storage binding: a whole buffer or a range of it. */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset: number; size: number };
+
+/** Marks a parameter as f32 (the others are u32). */
+export class F32 {
+  constructor(readonly v: number) {}
+}
+export const f32 = (v: number): F32 => new F32(v);
+export type Param = number | F32;
+
+const SLOT_BYTES = 256;
+
+
+/** Workgroup grid for `count` workgroups: at most 65535 per dimension (the kernels flatten x + y · 65535). */
+export function grid(count: number): [number, number] {
+  const x = Math.max(1, Math.min(count, 65535));
+  return [x, Math.max(1, Math.ceil(count / 65535))];
+}
+
+interface Op {
+  pipeline: GPUComputePipeline;
+  /** What the bind group binds: the pipeline, then (binding, buffer, offset, size) per entry (−1: whole buffer). */
+  sig: (GPUBuffer | number | GPUComputePipeline)[];
+  /** The previous step's group for this slot, when it binds the same. */
+  group?: GPUBindGroup;
+  key: string;
+  slot: number;
+  x: number;
+  y: number;
+  z: number;
+}
+
+/** Compiles and caches pipelines; creates buffers with clear out-of-memory errors. */
+export class GpuDevice {
+  readonly device: GPUDevice;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+
+  constructor(readonly ctx: GpuContext) {
+    this.device = ctx.device;
+  }
+
+  /** The pipeline for `key`, compiled from source() on first use. */
+  pipeline(key: string, source: () => string): GPUComputePipeline {
+    let p = this.pipelines.get(key);
+    if (!p) {
+      const module = this.device.createShaderModule({ code: source(), label: key });
+      p = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: key });
+      this.pipelines.set(key, p);
+    }
+    return p;
+  }
+
+  /** A storage buffer of `bytes` (rounded up to 4), optionally filled. Out of memory → GPU_OUT_OF_MEMORY. */
+  async buffer(bytes: number, what: string, data?: ArrayBufferView, usage = 0): Promise<GPUBuffer> {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    if (size > this.ctx.maxBuffer) {
+      throw new FastgenError('GPU_OUT_OF_MEMORY', `${what}: one buffer of ${size} bytes exceeds the adapter's ${this.ctx.maxBuffer}-byte limit`);
+    }
+    this.device.pushErrorScope('out-of-memory');
+    const buf = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC | usage,
+      label: what,
+    });
+    const err = await this.device.popErrorScope();
+    if (err) {
+      throw new FastgenError('GPU_OUT_OF_MEMORY',
+        `the GPU could not allocate ${size} bytes for ${what}: ${err.message}. Use a smaller model, --dtype q8_0/f16, or a smaller KV budget.`);
+    }
+    if (data) this.device.queue.writeBuffer(buf, 0, data.buffer, data.byteOffset, data.byteLength);
+    return buf;
+  }
+
+  /** A buffer the CPU maps to read results back. */
+  readback(bytes: number, what: string): GPUBuffer {
+    return this.device.createBuffer({ size: Math.max(16, Math.ceil(bytes / 16) * 16), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: what });
+  }
+}
+
+/** One step's dispatches, submitted as one command buffer. */
+export class StepEncoder {
+  private paramBytes: ArrayBuffer;
+  private u32: Uint32Array;
+  private f32v: Float32Array;
+  private uniform: GPUBuffer;
+  private uniformSlots: number;
+  /** Per parameter slot: the last bind group created there and what it binds. */
+  private lastSig: { sig: Op['sig']; group: GPUBindGroup }[] = [];
+  private ops: Op[] = [];
+
+  constructor(private readonly gpu: GpuDevice, slots = 1024) {
+    this.paramBytes = new ArrayBuffer(slots * SLOT_BYTES);
+    this.u32 = new Uint32Array(this.paramBytes);
+    this.f32v = new Float32Array(this.paramBytes);
+    this.uniformSlots = slots;
+    this.uniform = this.newUniform(slots);
+  }
+
+  get count(): number {
+    return this.ops.length;
+  }
+
+  /** Record one dispatch: storage bindings 1.. in order (or at explicit binding numbers), parameters, grid. */
+  dispatch(pipeline: GPUComputePipeline, key: string, bindings: (Binding | [number, Binding])[], params: Param[], x: number, y = 1, z = 1): void {
+    const slot = this.ops.length;
+    if ((slot + 1) * SLOT_BYTES > this.paramBytes.byteLength) {
+      const bytes = new ArrayBuffer(this.paramBytes.byteLength * 2);
+      new Uint8Array(bytes).set(new Uint8Array(this.paramBytes));
+      this.paramBytes = bytes;
+      this.u32 = new Uint32Array(bytes);
+      this.f32v = new Float32Array(bytes);
+    }
+    const base = (slot * SLOT_BYTES) / 4;
+    this.u32.fill(0, base, base + SLOT_BYTES / 4);
+    params.forEach((v, i) => {
+      if (v instanceof F32) this.f32v[base + i] = v.v;
+      else this.u32[base + i] = v >>> 0;
+    });
+    // The bind group of this slot in the previous step is reused when the same pipeline binds the same buffers: a
+    // decode step shaped like the last one then builds no key and creates no group.
+    const sig: Op['sig'] = [pipeline];
+    for (let i = 0; i < bindings.length; i++) {
+      const b = bindings[i];
+      const [n, r] = Array.isArray(b) ? b : [i + 1, b];
+      if (r instanceof GPUBuffer) sig.push(n, r, -1, -1);
+      else sig.push(n, r.buffer, r.offset, r.size);
+    }
+    const last = this.lastSig[slot];
+    let group: GPUBindGroup | undefined;
+    if (last && last.sig.length === sig.length && last.sig.every((v, i) => v === sig[i])) group = last.group;
+    this.ops.push({ pipeline, sig, group, slot, x, y, z, key });
+  }
+
+  /**
+   * Encode everything recorded since the last submit in one compute pass, then `after` (copies to readback buffers),
+   * and submit.
+   */
+  submit(after?: (enc: GPUCommandEncoder) => void): void {
+    const dev = this.gpu.device;
+    if (this.ops.length > this.uniformSlots) {
+      this.uniform.destroy();
+      this.uniformSlots = this.paramBytes.byteLength / SLOT_BYTES;
+      this.uniform = this.newUniform(this.uniformSlots);
+      this.lastSig = []; // their groups point at the old uniform buffer
+      for (const op of this.ops) op.group = undefined;
+    }
+    if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, 0, this.paramBytes, 0, this.ops.length * SLOT_BYTES);
+    const enc = dev.createCommandEncoder();
+    if (this.ops.length > 0) {
+      const pass = enc.beginComputePass();
+      for (const op of this.ops) {
+        pass.setPipeline(op.pipeline);
+        pass.setBindGroup(0, this.bindGroup(op));
+        pass.dispatchWorkgroups(op.x, op.y, op.z);
+      }
+      pass.end();
+    }
+    after?.(enc);
+    dev.queue.submit([enc.finish()]);
+    this.ops = [];
+  }
+
+  private bindGroup(op: Op): GPUBindGroup {
+    if (op.group) return op.group;
+    const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer: this.uniform, offset: op.slot * SLOT_BYTES, size: SLOT_BYTES } }];
+    for (let i = 1; i < op.sig.length; i += 4) {
+      const buffer = op.sig[i + 1] as GPUBuffer;
+      const offset = op.sig[i + 2] as number;
+      entries.push({ binding: op.sig[i] as number, resource: offset < 0 ? { buffer } : { buffer, offset, size: op.sig[i + 3] as number } });
+    }
+    const group = this.gpu.device.createBindGroup({ layout: op.pipeline.getBindGroupLayout(0), entries, label: op.key });
+    this.lastSig[op.slot] = { sig: op.sig, group };
+    return group;
+  }
+
+  private newUniform(slots: number): GPUBuffer {
+    return this.gpu.device.createBuffer({ size: slots * SLOT_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'params' });
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * The WebGPU backend's operations: each records one or more dispatches of a WGSL kernel (wgsl.ts, wgsl-cache.ts)
+ * onto a StepEncoder. The backend strings them into a forward pass; the kernel workbench (dev/kernels) runs them one
+ * at a time against their plain-TS references. Weight matrices are uploaded here, split by rows into parts of at most
+ * one storage binding each.
+ */
+import { FastgenError } from '../../errors.js';
+import { f32ToF16 } from '../../half.js';
+import { quantizeQ8_0 } from '../wasm/reference-extra.js';
+import { f32, grid, type Binding, type GpuDevice, type StepEncoder } from './encoder.js';
+import {
+  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
+  type WeightKind,
+} from './wgsl.js';
+import { applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
+
+/** One row range of a weight matrix in its own buffer(s). */
+export interface MatrixPart {
+  rowLo: number;
+  rows: number;
+  w: GPUBuffer;
+  /** q8_0 block scales (f32 [rows][blocks]); a 16-byte placeholder for the other kinds. */
+  d: GPUBuffer;
+}
+
+/** A weight matrix [rows, cols] on the GPU: u32 words per row (rowWords), in parts of at most maxBinding bytes. */
+export interface GpuMatrix {
+  kind: WeightKind;
+  rows: number;
+  cols: number;
+  rowWords: number;
+  parts: MatrixPart[];
+  bytes: number;
+}
+
+/** u32 words per row of a [·, cols] matrix in this kind. */
+export function rowWordsOf(kind: WeightKind, cols: number): number {
+  if (kind === 'f32') return cols;
+  if (kind === 'f16') return Math.ceil(cols / 2);
+  return Math.ceil(cols / 32) * 8;
+}
+
+/** Encode rows [r0, r1) of an f32 matrix into the kind's words (and q8_0 scales). */
+export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r0: number, r1: number): { words: Uint32Array; scales?: Float32Array } {
+  const rows = r1 - r0;
+  const src = data.subarray(r0 * cols, r1 * cols);
+  if (kind === 'f32') return { words: new Uint32Array(src.buffer.slice(src.byteOffset, src.byteOffset + src.byteLength)) };
+  const rw = rowWordsOf(kind, cols);
+  if (kind === 'f16') {
+    const halves = new Uint16Array(rows * rw * 2);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) halves[r * rw * 2 + c] = f32ToF16(src[r * cols + c]);
+    return { words: new Uint32Array(halves.buffer) };
+  }
+  const q = quantizeQ8_0(src, rows, cols);
+  return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
+}
+
+const SMALL_ROWS = 8;
+
+export class GpuOps {
+  /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` variants). */
+  matvecRows = 4;
+  /**
+   * Threads per workgroup of the matrix × vector kernel (variants `…-wg32`, `…-wg64`, …); 0 = by row length: short
+   * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
+   */
+  matvecThreads = 0;
+  /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: through workgroup memory). */
+  matvecSubgroups = true;
+  /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
+  attentionChunk = ATTENTION_CHUNK;
+  private readonly placeholder: Promise<GPUBuffer>;
+
+  constructor(readonly gpu: GpuDevice) {
+    this.placeholder = gpu.buffer(16, 'placeholder');
+  }
+
+  /** Upload an f32 matrix [rows, cols] as `kind`, split at the storage-binding limit. */
+  async uploadMatrix(data: Float32Array, rows: number, cols: number, kind: WeightKind, what: string): Promise<GpuMatrix> {
+    const rowWords = rowWordsOf(kind, cols);
+    const rowBytes = rowWords * 4;
+    const perPart = Math.floor(this.gpu.ctx.maxBinding / rowBytes);
+    if (perPart < 1) throw new FastgenError('UNSUPPORTED_MODEL', `${what}: one row of ${rowBytes} bytes exceeds the GPU's storage binding limit`);
+    const parts: MatrixPart[] = [];
+    let bytes = 0;
+    for (let r0 = 0; r0 < rows; r0 += perPart) {
+      const r1 = Math.min(rows, r0 + perPart);
+      const enc = encodeRows(kind, data, cols, r0, r1);
+      const w = await this.gpu.buffer(enc.words.byteLength, what, enc.words);
+      const d = enc.scales ? await this.gpu.buffer(enc.scales.byteLength, `${what} scales`, enc.scales) : await this.placeholder;
+      bytes += enc.words.byteLength + (enc.scales?.byteLength ?? 0);
+      parts.push({ rowLo: r0, rows: r1 - r0, w, d });
+    }
+    return { kind, rows, cols, rowWords, parts, bytes };
+  }
+
+  /**
+   * A matrix of random weights of the right shape, generated straight into the kind's words (no f32 copy): for speed
+   * runs of models too large to ship (issue 13's synthetic models). Values are of magnitude ~1/√cols.
+   */
+  async randomMatrix(rows: number, cols: number, kind: WeightKind, seed: number, what: string): Promise<GpuMatrix> {
+    const rowWords = rowWordsOf(kind, cols);
+    const perPart = Math.floor(this.gpu.ctx.maxBinding / (rowWords * 4));
+    const parts: MatrixPart[] = [];
+    let x = (seed * 2654435761) >>> 0 || 1;
+    const next = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x >>> 0; };
+    const scale = 1 / Math.sqrt(cols);
+    // Random sign and mantissa bits under a fixed exponent near log2(scale): magnitudes in [scale/2, 2·scale).
+    const e = Math.round(Math.log2(scale)) - 1;
+    const halfExp = ((e + 15) << 10) | ((e + 15) << 26);
+    const f32Exp = (e + 127) << 23;
+    let bytes = 0;
+    for (let r0 = 0; r0 < rows; r0 += perPart) {
+      const n = Math.min(perPart, rows - r0);
+      const words = new Uint32Array(n * rowWords);
+      if (kind === 'f32') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x807fffff) | f32Exp) >>> 0;
+      else if (kind === 'f16') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x83ff83ff) | halfExp) >>> 0;
+      else for (let i = 0; i < words.length; i++) words[i] = next();
+      const w = await this.gpu.buffer(words.byteLength, what, words);
+      let d = await this.placeholder;
+      if (kind === 'q8_0') d = await this.gpu.buffer(n * (rowWords / 8) * 4, `${what} scales`, new Float32Array(n * (rowWords / 8)).fill(scale / 64));
+      bytes += words.byteLength + (kind === 'q8_0' ? n * (rowWords / 8) * 4 : 0);
+      parts.push({ rowLo: r0, rows: n, w, d });
+    }
+    return { kind, rows, cols, rowWords, parts, bytes };
+  }
+
+  /** act[outOff + t·dim …] = embedding rows of pass[tokOff + t], t < T. */
+  embed(enc: StepEncoder, act: GPUBuffer, pass: GPUBuffer, m: GpuMatrix, T: number, tokOff: number, outOff: number): void {
+    const pl = this.gpu.pipeline(`embed-${m.kind}`, () => embedWgsl(m.kind));
+    for (const part of m.parts) {
+      enc.dispatch(pl, `embed-${m.kind}`, [act, part.w, part.d, pass],
+        [T, m.cols, m.rowWords, outOff, tokOff, part.rowLo, part.rowLo + part.rows], Math.ceil(m.cols / 64), T);
+    }
+  }
+
+  /**
+   * out[t, r] (+)= Σ_c W[r, c] · x[t, c]: x at act[xOff + t·xStride], out at act[outOff + t·outStride]. A few rows
+   * (decode) use the matrix × vector kernel, more (prefill) the tiled one.
+   */
+  matmul(enc: StepEncoder, act: GPUBuffer, m: GpuMatrix, T: number, xOff: number, xStride: number, outOff: number, outStride: number,
+    accumulate = false, variant?: 'matvec' | 'tiled'): void {
+    const tiled = variant ? variant === 'tiled' : T > SMALL_ROWS;
+    const R = this.matvecRows;
+    const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
+    const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
+    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-wg${WG}${sg ? '-sg' : ''}`;
+    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG)));
+    for (const part of m.parts) {
+      const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo];
+      if (tiled) enc.dispatch(pl, key, [act, part.w, part.d], params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
+      else enc.dispatch(pl, key, [act, part.w, part.d], params, ...grid(Math.ceil(part.rows / R)));
+    }
+  }
+
+  /**
+   * rows vectors of n: act[outOff + r·outStride …] = rmsnorm(act[inOff + r·inStride …]) ⊙ weight; with G > 1, rows in
+   * groups of G vectors side by side (q/k norm: the heads of one token's row).
+   */
+  rmsnorm(enc: StepEncoder, act: GPUBuffer, weight: GPUBuffer, rows: number, n: number, inOff: number, inStride: number,
+    outOff: number, outStride: number, eps: number, G = 1): void {
+    enc.dispatch(this.gpu.pipeline('rmsnorm', () => rmsnormWgsl), 'rmsnorm', [act, weight],
+      [rows, n, inOff, inStride, outOff, outStride, f32(eps), G], ...grid(rows));
+  }
+
+  /** RoPE in place over T rows × nHeads heads at act[off + t·rowStride + h·hd], positions from pass[posOff + t]. */
+  rope(enc: StepEncoder, act: GPUBuffer, tables: { cos: GPUBuffer; sin: GPUBuffer }, pass: GPUBuffer, T: number, nHeads: number,
+    hd: number, off: number, rowStride: number, posOff: number): void {
+    enc.dispatch(this.gpu.pipeline('rope', () => ropeWgsl), 'rope', [act, tables.cos, tables.sin, pass],
+      [T, nHeads, hd, off, rowStride, posOff], ...grid(Math.ceil((T * nHeads * (hd / 2)) / 64)));
+  }
+
+  bias(enc: StepEncoder, act: GPUBuffer, bias: GPUBuffer, T: number, n: number, off: number, stride: number): void {
+    enc.dispatch(this.gpu.pipeline('bias', () => biasWgsl), 'bias', [act, bias], [T, n, off, stride], ...grid(Math.ceil((T * n) / 64)));
+  }
+
+  /** SwiGLU over T rows of n (gate and up at gateOff/upOff + t · stride). */
+  swiglu(enc: StepEncoder, act: GPUBuffer, T: number, n: number, gateOff: number, upOff: number, stride = n): void {
+    enc.dispatch(this.gpu.pipeline('swiglu', () => swigluWgsl), 'swiglu', [act], [T, n, gateOff, upOff, stride], ...grid(Math.ceil((T * n) / 64)));
+  }
+
+  add(enc: StepEncoder, act: GPUBuffer, n: number, xOff: number, yOff: number): void {
+    enc.dispatch(this.gpu.pipeline('add', () => addWgsl), 'add', [act], [n, xOff, yOff], ...grid(Math.ceil(n / 64)));
+  }
+
+  gatherRows(enc: StepEncoder, act: GPUBuffer, pass: GPUBuffer, count: number, n: number, srcOff: number, dstOff: number, listOff: number): void {
+    enc.dispatch(this.gpu.pipeline('gather', () => gatherRowsWgsl), 'gather', [act, pass],
+      [count, n, srcOff, dstOff, listOff], ...grid(Math.ceil((count * n) / 64)));
+  }
+
+  argmax(enc: StepEncoder, logits: Binding, tokens: GPUBuffer, rows: number, n: number, inOff: number, outOff: number): void {
+    enc.dispatch(this.gpu.pipeline('argmax', () => argmaxWgsl), 'argmax', [logits, tokens], [rows, n, inOff, outOff], rows);
+  }
+
+  // ---- the paged cache -----------------------------------------------------------------------------------------
+
+  private cacheKey(name: string, c: CacheShape): string {
+    return `${name}-${c.parts}-${c.pagesPerPart}-${c.pageTokens}-${c.headDim}`;
+  }
+
+  /** Parameters of the cache kernels (struct P of wgsl-cache.ts), by name; the rest 0. */
+  static cacheParams(v: Partial<Record<CacheParam, number>> & { scale?: number }): (number | ReturnType<typeof f32>)[] {
+    const out: (number | ReturnType<typeof f32>)[] = CACHE_PARAM_ORDER.map((k) => v[k] ?? 0);
+    out[CACHE_PARAM_ORDER.indexOf('scale')] = f32(v.scale ?? 0);
+    return out;
+  }
+
+  kvWrite(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nKvHeads: number): void {
+    const key = this.cacheKey('kvwrite', c);
+    enc.dispatch(this.gpu.pipeline(key, () => kvWriteWgsl(c)), key,
+      [b.act, b.pass, b.tables, b.meta, b.scores, ...kvBindings(b.kv)], GpuOps.cacheParams(p), ...grid(Math.ceil((T * nKvHeads * c.headDim) / 64)));
+  }
+
+  /**
+   * Attention of T rows over at most maxSlots slots each: chunk partials (split-K), then their combination; the rows'
+   * max and sum go to b.ml for the statistics kernel. b.part must hold T · nHeads · ⌈maxSlots / chunk⌉ · (hd + 2) floats.
+   */
+  attention(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nHeads: number, maxSlots: number): void {
+    const nChunks = Math.max(1, Math.ceil(maxSlots / this.attentionChunk));
+    const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
+    enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
+      [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T, nChunks);
+    const ckey = this.cacheKey('attncombine', c);
+    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T);
+  }
+
+  /** Floats of attention partials for T rows over at most maxSlots slots. */
+  attentionPartFloats(T: number, nHeads: number, headDim: number, maxSlots: number): number {
+    return T * nHeads * Math.max(1, Math.ceil(maxSlots / this.attentionChunk)) * (headDim + 2);
+  }
+
+  attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
+    const key = this.cacheKey('attnstats', c);
+    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+  }
+
+  evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
+    const key = this.cacheKey('evict', c);
+    enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
+      [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+  }
+
+  setScores(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
+    const key = this.cacheKey('setscores', c);
+    enc.dispatch(this.gpu.pipeline(key, () => setScoresWgsl(c)), key, [b.pass, b.tables, b.scores, b.work], GpuOps.cacheParams(p), entries);
+  }
+
+  applyMoves(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
+    const key = this.cacheKey('moves', c);
+    enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
+      [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams(p), entries);
+  }
+}
+
+/** The buffers the cache kernels bind. */
+export interface CacheBuffers {
+  act: GPUBuffer;
+  pass: GPUBuffer;
+  tables: GPUBuffer;
+  meta: GPUBuffer;
+  scores: GPUBuffer;
+  /** Per (row, query head): the attention's final max and sum. */
+  ml: GPUBuffer;
+  /** FastGen's profiling statistics. */
+  stats: GPUBuffer;
+  /** Attention's chunk partials (split-K). */
+  part: GPUBuffer;
+  /** Eviction scratch and compaction moves. */
+  work: GPUBuffer;
+  report: GPUBuffer;
+  kv: GPUBuffer[];
+}
+
+function kvBindings(kv: GPUBuffer[]): [number, Binding][] {
+  return kv.map((b, i): [number, Binding] => [10 + i, b]);
+}
+
+const CACHE_PARAM_ORDER = [
+  'nLayers', 'layer', 'nHeads', 'nKvHeads',
+  'maxPages', 'T', 'qOff', 'qStride',
+  'kOff', 'vOff', 'kvStride', 'outOff',
+  'rowItemOff', 'rowTOff', 'itemOff', 'olderOff',
+  'rowMetaOff', 'mlOff', 'flagsOff', 'entryOff',
+  'scale', 'nChunks',
+] as const;
+export type CacheParam = (typeof CACHE_PARAM_ORDER)[number];

@@ -1,0 +1,541 @@
+/**
+ * WGSL kernels over the paged KV cache: writing new keys/values into their slots, ragged attention through each
+ * head's page table, the attention statistics cache policies need, and eviction + compaction.
+ *
+ * Cache layout on the GPU (the page layout of src/cache/page-layout.ts):
+ *   kv parts: f32 pages, page id p in part ⌊p / pagesPerPart⌋: [ K: pageTokens × headDim | V: pageTokens × headDim ]
+ *   meta:     u32 per (page, row): position | token classes << 30 (SPECIAL = 1, PUNCT = 2)
+ *   scores:   f32 per (page, row): cumulative attention (for heavy-hitter policies)
+ *   tables:   u32 [sequence slot][layer][kvHead][maxPages]: each head's page ids in slot order (pages of its dense
+ *             slots, as HeadStore.pages)
+ * The per-pass bookkeeping comes from the `pass` buffer (u32), written once per forward pass:
+ *   rowItem[T], rowT[T] (row → sequence of the batch and index among its new tokens), items[i] = [seqSlot, rowStart,
+ *   nRows, _], older[(item·nLayers + layer)·nKvHeads + kvHead] = the head's slots before this pass (its new tokens
+ *   follow them, so row t sees the slot prefix [0, older + t]), rowMeta[T] = position | classes << 30.
+ */
+
+import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/page-layout.js';
+
+/** Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds. */
+export const MAX_KV_PARTS = 4;
+
+/** Bindings kv0..kv{n-1} and `fn kvGet(page, off) -> f32`, `fn kvSet(page, off, v)` over them. */
+function kvAccess(parts: number, write: boolean): string {
+  const decl = Array.from({ length: parts }, (_, i) =>
+    `@group(0) @binding(${10 + i}) var<storage, ${write ? 'read_write' : 'read'}> kv${i}: array<f32>;`).join('\n');
+  const cases = (body: (i: number) => string) =>
+    Array.from({ length: parts }, (_, i) => (i === parts - 1 ? `default { ${body(i)} }` : `case ${i}u { ${body(i)} }`)).join('\n    ');
+  return `${decl}
+fn kvGet(page: u32, off: u32) -> f32 {
+  let j = (page % PPP) * PAGE_FLOATS + off;
+  switch (page / PPP) {
+    ${cases((i) => `return kv${i}[j];`)}
+  }
+}
+${write ? `fn kvSet(page: u32, off: u32, v: f32) {
+  let j = (page % PPP) * PAGE_FLOATS + off;
+  switch (page / PPP) {
+    ${cases((i) => `kv${i}[j] = v;`)}
+  }
+}` : ''}`;
+}
+
+/** Compile-time constants of a cache kernel: pages per part, floats per page, page tokens, head dim. */
+export interface CacheShape {
+  parts: number;
+  pagesPerPart: number;
+  pageTokens: number;
+  headDim: number;
+}
+
+/** The page layout of src/cache/page-layout.ts as WGSL constants: K rows at (row)·HD, V rows at (PT + row)·HD. */
+function consts(c: CacheShape): string {
+  if (keyOffsetInPage(1, c.headDim) !== c.headDim || valueOffsetInPage(0, c.pageTokens, c.headDim) !== c.pageTokens * c.headDim) {
+    throw new Error('internal: the WGSL cache kernels assume page-layout.ts\'s [K rows | V rows] pages');
+  }
+  return `const PPP = ${c.pagesPerPart}u;
+const PT = ${c.pageTokens}u;
+const HD = ${c.headDim}u;
+const PAGE_FLOATS = ${pageElements(c.pageTokens, c.headDim)}u;`;
+}
+
+/** Parameters shared by the cache kernels (one struct, so the encoder fills them the same way). */
+const CACHE_PARAMS = `struct P {
+  nLayers: u32, layer: u32, nHeads: u32, nKvHeads: u32,
+  maxPages: u32, T: u32, qOff: u32, qStride: u32,
+  kOff: u32, vOff: u32, kvStride: u32, outOff: u32,
+  rowItemOff: u32, rowTOff: u32, itemOff: u32, olderOff: u32,
+  rowMetaOff: u32, mlOff: u32, flagsOff: u32, entryOff: u32,
+  scale: f32, nChunks: u32, _b: u32, _c: u32,
+};
+@group(0) @binding(0) var<uniform> p: P;`;
+
+const TABLE_BASE = `fn tableBase(seqSlot: u32, kvh: u32) -> u32 { return ((seqSlot * p.nLayers + p.layer) * p.nKvHeads + kvh) * p.maxPages; }`;
+
+/** New keys (after RoPE) and values of every row into their reserved slots; the slot's meta word; score 0. */
+export function kvWriteWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+${kvAccess(c.parts, true)}
+${TABLE_BASE}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let i = (wid.x + wid.y * 65535u) * 64u + lid.x;
+  if (i >= p.T * p.nKvHeads * HD) { return; }
+  let e = i % HD;
+  let kvh = (i / HD) % p.nKvHeads;
+  let row = i / (HD * p.nKvHeads);
+  let item = pbuf[p.rowItemOff + row];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let slot = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row];
+  let page = tables[tableBase(seqSlot, kvh) + slot / PT];
+  let r = slot % PT;
+  kvSet(page, r * HD + e, act[p.kOff + row * p.kvStride + kvh * HD + e]);
+  kvSet(page, (PT + r) * HD + e, act[p.vOff + row * p.kvStride + kvh * HD + e]);
+  if (e == 0u) {
+    slotMeta[page * PT + r] = pbuf[p.rowMetaOff + row];
+    scores[page * PT + r] = 0.0;
+  }
+}`;
+}
+
+/**
+ * Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined). 64 measured
+ * best on the H200 (one decode row, 32 heads of 128: 64 / 128 / 256 slots = 202 / 232 / 326 µs at 4096, 64 / 89 / 148
+ * µs at 512; `run.js attention --chunk N`).
+ */
+export const ATTENTION_CHUNK = 64;
+
+/**
+ * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
+ * computes, over the slots s ≤ older + t of the query head's KV head (GQA/MQA: kvHead = qh / group) in its chunk, the
+ * online-softmax partial (max m, sum l, Σ exp(score − m)·V) into `part`; attentionCombine merges a row's chunks. No
+ * score buffer, any length; decode rows get as many workgroups as their context needs.
+ * part[((row · nHeads + qh) · nChunks + chunk) · (HD + 2) …] = m, l, acc[HD].
+ */
+export function attentionWgsl(c: CacheShape, chunk = ATTENTION_CHUNK): string {
+  const dPer = Math.ceil(c.headDim / 64);
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
+${kvAccess(c.parts, false)}
+${TABLE_BASE}
+const NEG = -3.0e38;
+const CH = ${chunk}u;
+var<workgroup> qs: array<f32, HD>;
+var<workgroup> sc: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> pg: array<u32, 64>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let qh = wid.x;
+  let row = wid.y;
+  let chunk = wid.z;
+  let item = pbuf[p.rowItemOff + row];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let kvh = qh / (p.nHeads / p.nKvHeads);
+  let n = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row] + 1u;
+  let pb = ((row * p.nHeads + qh) * p.nChunks + chunk) * (HD + 2u);
+  let first = chunk * CH;
+  if (first >= n) {
+    if (lid.x == 0u) { part[pb] = NEG; part[pb + 1u] = 0.0; }
+    return;
+  }
+  let last = min(n, first + CH);
+  let tb = tableBase(seqSlot, kvh);
+  let qb = p.qOff + row * p.qStride + qh * HD;
+  for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[qb + d]; }
+  workgroupBarrier();
+  var m = NEG;
+  var l = 0.0;
+  var acc: array<f32, ${dPer}>;
+  for (var k = 0u; k < ${dPer}u; k++) { acc[k] = 0.0; }
+  for (var s0 = first; s0 < last; s0 += 64u) {
+    let s = s0 + lid.x;
+    var score = NEG;
+    if (s < last) {
+      let page = tables[tb + s / PT];
+      pg[lid.x] = page;
+      let kb = (s % PT) * HD;
+      var dotv = 0.0;
+      for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+      score = dotv * p.scale;
+    }
+    red[lid.x] = score;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] = max(red[lid.x], red[lid.x + h]); }
+      workgroupBarrier();
+    }
+    let newm = max(m, red[0]);
+    workgroupBarrier();
+    let corr = exp(m - newm);
+    let e = select(0.0, exp(score - newm), s < last);
+    sc[lid.x] = e;
+    red[lid.x] = e;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
+      workgroupBarrier();
+    }
+    l = l * corr + red[0];
+    let cnt = min(64u, last - s0);
+    for (var k = 0u; k < ${dPer}u; k++) {
+      let d = lid.x + 64u * k;
+      if (d < HD) {
+        var a = acc[k] * corr;
+        for (var j = 0u; j < cnt; j++) { a += sc[j] * kvGet(pg[j], (PT + (s0 + j) % PT) * HD + d); }
+        acc[k] = a;
+      }
+    }
+    m = newm;
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { part[pb] = m; part[pb + 1u] = l; }
+  for (var k = 0u; k < ${dPer}u; k++) {
+    let d = lid.x + 64u * k;
+    if (d < HD) { part[pb + 2u + d] = acc[k]; }
+  }
+}`;
+}
+
+/**
+ * Merges a row's chunk partials (one workgroup per (query head, row)): M = max m_c, l = Σ l_c·e^(m_c − M),
+ * out = Σ acc_c·e^(m_c − M) / l; the row's M and l go to ml[(row · nHeads + qh) · 2] for the statistics kernel.
+ */
+export function attentionCombineWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read_write> part: array<f32>;
+@group(0) @binding(3) var<storage, read_write> ml: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let qh = wid.x;
+  let row = wid.y;
+  let pb = (row * p.nHeads + qh) * p.nChunks * (HD + 2u);
+  var big = -3.0e38;
+  for (var c = 0u; c < p.nChunks; c++) { big = max(big, part[pb + c * (HD + 2u)]); }
+  var l = 0.0;
+  for (var c = 0u; c < p.nChunks; c++) { l += part[pb + c * (HD + 2u) + 1u] * exp(part[pb + c * (HD + 2u)] - big); }
+  let ob = p.outOff + row * p.qStride + qh * HD;
+  for (var d = lid.x; d < HD; d += 64u) {
+    var a = 0.0;
+    for (var c = 0u; c < p.nChunks; c++) {
+      let w = exp(part[pb + c * (HD + 2u)] - big);
+      if (w > 0.0) { a += part[pb + c * (HD + 2u) + 2u + d] * w; }
+    }
+    act[ob + d] = a / l;
+  }
+  if (lid.x == 0u) {
+    ml[p.mlOff + (row * p.nHeads + qh) * 2u] = big;
+    ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u] = l;
+  }
+}`;
+}
+
+/**
+ * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
+ * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l. Per head
+ * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
+ * bands offset (pbuf there: count nb ≤ MAX_BANDS, then the distances), fromRow.
+ *   flags bit 0: add Σ over the group's query heads and the pass's rows to the slot's cumulative score;
+ *   flags bit 1: per query head the column sums col[s] = Σ_{t ≥ fromRow} p and, per distance w_k, the band sums
+ *     (rows with t − s ≤ w_k) into stats at offset + (qh·(1 + nb))·n (column) and + (qh·(1 + nb) + 1 + k)·n (band k)
+ *     — collected on a pass from an empty cache, where slot s holds position s.
+ */
+export const MAX_BANDS = 8;
+
+export function attentionStatsWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> ml: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+${kvAccess(c.parts, false)}
+${TABLE_BASE}
+var<workgroup> qs: array<f32, HD>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let item = wid.y / p.nKvHeads;
+  let kvh = wid.y % p.nKvHeads;
+  let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
+  let flags = pbuf[p.flagsOff + head * 4u];
+  if (flags == 0u) { return; }
+  let profOff = pbuf[p.flagsOff + head * 4u + 1u];
+  let bandsAt = pbuf[p.flagsOff + head * 4u + 2u];
+  let nb = min(pbuf[bandsAt], ${MAX_BANDS}u);
+  let fromRow = pbuf[p.flagsOff + head * 4u + 3u];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let rowStart = pbuf[p.itemOff + item * 4u + 1u];
+  let nRows = pbuf[p.itemOff + item * 4u + 2u];
+  let older = pbuf[p.olderOff + head];
+  let total = older + nRows;
+  let s = wid.x * 64u + lid.x;
+  if (wid.x * 64u >= total) { return; }
+  let valid = s < total;
+  var page = 0u;
+  if (valid) { page = tables[tableBase(seqSlot, kvh) + s / PT]; }
+  let kb = (s % PT) * HD;
+  let group = p.nHeads / p.nKvHeads;
+  var sum = 0.0;
+  for (var g = 0u; g < group; g++) {
+    let qh = kvh * group + g;
+    var col = 0.0;
+    var bandSum: array<f32, ${MAX_BANDS}>;
+    for (var k = 0u; k < ${MAX_BANDS}u; k++) { bandSum[k] = 0.0; }
+    for (var t = 0u; t < nRows; t++) {
+      let row = rowStart + t;
+      workgroupBarrier();
+      for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
+      workgroupBarrier();
+      if (valid && s <= older + t) {
+        var dotv = 0.0;
+        for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+        let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
+        let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
+        let pr = exp(dotv * p.scale - mi) / li;
+        sum += pr;
+        if (t >= fromRow) {
+          col += pr;
+          for (var k = 0u; k < nb; k++) { if (older + t - s <= pbuf[bandsAt + 1u + k]) { bandSum[k] += pr; } }
+        }
+      }
+    }
+    if (valid && (flags & 2u) != 0u) {
+      stats[profOff + qh * (1u + nb) * nRows + s] = col;
+      for (var k = 0u; k < nb; k++) { stats[profOff + (qh * (1u + nb) + 1u + k) * nRows + s] = bandSum[k]; }
+    }
+  }
+  if (valid && (flags & 1u) != 0u) { scores[page * PT + s % PT] += sum; }
+}`;
+}
+
+/**
+ * Eviction for one (sequence, layer, KV head) per workgroup, executing a keep rule (the numbers markKept in
+ * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
+ * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
+ * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
+ * the work buffer for applyMoves; the report gets [new length, evicted count, evicted slots ascending…] so that the
+ * CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result.
+ * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
+ * reportOff, reportCap, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ */
+export function evictWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read> slotMeta: array<u32>;
+@group(0) @binding(4) var<storage, read> scores: array<f32>;
+@group(0) @binding(5) var<storage, read_write> work: array<u32>;
+@group(0) @binding(6) var<storage, read_write> report: array<u32>;
+${TABLE_BASE}
+var<workgroup> red: array<u32, 256>;
+var<workgroup> hist: array<atomic<u32>, 256>;
+var<workgroup> sel: array<u32, 4>;
+/** An f32's bits as a u32 that orders like the number (−0 as +0). */
+fn scoreKey(bits: u32) -> u32 {
+  let b = select(bits, 0u, bits == 0x80000000u);
+  return select(b | 0x80000000u, ~b, (b >> 31u) == 1u);
+}
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let e = p.entryOff + wid.x * 12u;
+  let seqSlot = pbuf[e];
+  let kvh = pbuf[e + 1u];
+  let n = pbuf[e + 2u];
+  let classMask = pbuf[e + 3u];
+  let span = pbuf[e + 4u];
+  let current = pbuf[e + 5u];
+  let sinks = pbuf[e + 6u];
+  let budget = pbuf[e + 7u];
+  let reportOff = pbuf[e + 8u];
+  let reportCap = pbuf[e + 9u];
+  let wk = pbuf[e + 10u];
+  let tb = tableBase(seqSlot, kvh);
+  // Static part, and each slot's score and position side by side for the ranking.
+  for (var s = lid.x; s < n; s += 256u) {
+    let at = tables[tb + s / PT] * PT + s % PT;
+    let m = slotMeta[at];
+    let pos = m & 0x3fffffffu;
+    let keep = ((m >> 30u) & classMask) != 0u || current - pos < span || pos < sinks || budget >= n;
+    work[wk + s] = select(0u, 1u, keep);
+    work[wk + n + s] = bitcast<u32>(scores[at]);
+    work[wk + 2u * n + s] = pos;
+  }
+  storageBarrier();
+  workgroupBarrier();
+  if (budget > 0u && budget < n) {
+    // Heavy hitters: the 'budget' slots first by (score desc, position asc), found by two radix selects (8 bits a
+    // pass, a 256-bin histogram): the budget-th largest score key K, then among the slots scoring exactly K the
+    // smallest positions up to the places left. Linear in the slots, whatever their number.
+    if (lid.x == 0u) { sel[0] = 0u; sel[1] = budget; }
+    for (var digit = 0u; digit < 4u; digit++) {
+      let shift = 24u - 8u * digit;
+      let hi = select(0xffffffffu << (shift + 8u), 0u, digit == 0u);
+      atomicStore(&hist[lid.x], 0u);
+      workgroupBarrier();
+      let prefix = sel[0];
+      for (var s = lid.x; s < n; s += 256u) {
+        let k = scoreKey(work[wk + n + s]);
+        if ((k & hi) == (prefix & hi)) { atomicAdd(&hist[(k >> shift) & 255u], 1u); }
+      }
+      workgroupBarrier();
+      if (lid.x == 0u) {
+        var acc = 0u;
+        for (var d = 255i; d >= 0i; d--) {
+          let c = atomicLoad(&hist[d]);
+          if (acc + c >= sel[1]) { sel[0] = prefix | (u32(d) << shift); sel[1] = sel[1] - acc; break; }
+          acc += c;
+        }
+      }
+      workgroupBarrier();
+    }
+    let K = sel[0];
+    workgroupBarrier();
+    if (lid.x == 0u) { sel[2] = 0u; sel[3] = sel[1]; }
+    for (var digit = 0u; digit < 4u; digit++) {
+      let shift = 24u - 8u * digit;
+      let hi = select(0xffffffffu << (shift + 8u), 0u, digit == 0u);
+      atomicStore(&hist[lid.x], 0u);
+      workgroupBarrier();
+      let prefix = sel[2];
+      for (var s = lid.x; s < n; s += 256u) {
+        let ps = work[wk + 2u * n + s];
+        if (scoreKey(work[wk + n + s]) == K && (ps & hi) == (prefix & hi)) { atomicAdd(&hist[(ps >> shift) & 255u], 1u); }
+      }
+      workgroupBarrier();
+      if (lid.x == 0u) {
+        var acc = 0u;
+        for (var d = 0u; d < 256u; d++) {
+          let c = atomicLoad(&hist[d]);
+          if (acc + c >= sel[3]) { sel[2] = prefix | (d << shift); sel[3] = sel[3] - acc; break; }
+          acc += c;
+        }
+      }
+      workgroupBarrier();
+    }
+    let P = sel[2];
+    for (var s = lid.x; s < n; s += 256u) {
+      let k = scoreKey(work[wk + n + s]);
+      if (k > K || (k == K && work[wk + 2u * n + s] <= P)) { work[wk + s] = 1u; }
+    }
+  }
+  storageBarrier();
+  workgroupBarrier();
+  var kept = 0u;
+  for (var s = lid.x; s < n; s += 256u) { kept += work[wk + s]; }
+  red[lid.x] = kept;
+  workgroupBarrier();
+  for (var h = 128u; h > 0u; h >>= 1u) {
+    if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
+    workgroupBarrier();
+  }
+  let newLen = red[0];
+  if (lid.x == 0u) {
+    report[reportOff] = newLen;
+    report[reportOff + 1u] = n - newLen;
+    var j = 0u;
+    for (var s = 0u; s < n; s++) {
+      if (work[wk + s] == 0u) {
+        if (j < reportCap) { report[reportOff + 2u + j] = s; }
+        j++;
+      }
+    }
+    // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each
+    // evicted slot takes the current last slot. orig[d] ends as the slot whose contents d holds.
+    let orig = wk + n;
+    for (var s = 0u; s < n; s++) { work[orig + s] = s; }
+    var len = n;
+    var s = n;
+    while (s > 0u) {
+      s--;
+      if (work[wk + s] != 0u) { continue; }
+      let last = len - 1u;
+      if (s != last) { work[orig + s] = work[orig + last]; }
+      len--;
+    }
+    // Every moved destination lies below newLen, every source at or above it: independent pairs.
+    let mv = wk + 3u * n;
+    var moves = 0u;
+    for (var d = 0u; d < newLen; d++) {
+      let src = work[orig + d];
+      if (src != d) {
+        work[mv + 1u + 2u * moves] = d;
+        work[mv + 2u + 2u * moves] = src;
+        moves++;
+      }
+    }
+    work[mv] = moves;
+  }
+}`;
+}
+
+/**
+ * Compaction moves, one workgroup per (sequence, layer, KV head): slot dst ← slot src for each pair (K, V, meta,
+ * score). Every destination lies below the new length and every source at or above it, so the pairs are independent.
+ * Entry (4 u32 at entryOff + 4·wid.x): seqSlot, kvHead, workOff (the move count there, then dst/src pairs), _.
+ */
+export function applyMovesWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(5) var<storage, read> work: array<u32>;
+${kvAccess(c.parts, true)}
+${TABLE_BASE}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let e = p.entryOff + wid.x * 4u;
+  let seqSlot = pbuf[e];
+  let kvh = pbuf[e + 1u];
+  let mv = pbuf[e + 2u];
+  let moves = work[mv];
+  let tb = tableBase(seqSlot, kvh);
+  for (var i = lid.x; i < moves * 2u * HD; i += 64u) {
+    let m = i / (2u * HD);
+    let el = i % (2u * HD);
+    let dst = work[mv + 1u + 2u * m];
+    let src = work[mv + 2u + 2u * m];
+    let dp = tables[tb + dst / PT];
+    let sp = tables[tb + src / PT];
+    // el < HD: the key's element; else the value's.
+    let row = select(PT + 0u, 0u, el < HD);
+    let d = el % HD;
+    kvSet(dp, (row + dst % PT) * HD + d, kvGet(sp, (row + src % PT) * HD + d));
+    if (el == 0u) {
+      slotMeta[dp * PT + dst % PT] = slotMeta[sp * PT + src % PT];
+      scores[dp * PT + dst % PT] = scores[sp * PT + src % PT];
+    }
+  }
+}`;
+}
+
+/**
+ * Slot scores set from the CPU, one workgroup per (sequence, layer, KV head), after the CPU decided on a pass with
+ * statistics (the policy set the scores it ranks by later from them). Entry (4 u32 at entryOff + 4·wid.x): seqSlot,
+ * kvHead, workOff, count; the scores (f32 bits) at work[workOff …].
+ */
+export function setScoresWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(4) var<storage, read> work: array<u32>;
+${TABLE_BASE}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let e = p.entryOff + wid.x * 4u;
+  let tb = tableBase(pbuf[e], pbuf[e + 1u]);
+  let off = pbuf[e + 2u];
+  for (var s = lid.x; s < pbuf[e + 3u]; s += 64u) { scores[tables[tb + s / PT] * PT + s % PT] = bitcast<f32>(work[off + s]); }
+}`;
+}

@@ -1,0 +1,353 @@
+/**
+ * The WGSL kernels of the WebGPU backend, as source builders. Conventions shared by all of them:
+ *   - binding 0 is a uniform block of parameters (struct P), one 256-byte slot per dispatch (see encoder.ts);
+ *   - activations live in ONE f32 storage buffer `act` at offsets (x, q, k, v, …): one read_write binding per kernel,
+ *     so a kernel may read and write different regions of it without aliasing two bindings;
+ *   - weights are `array<u32>` words: f32 bit patterns, two packed halves (widened with unpack2x16float: never
+ *     shader-f16, which the NVIDIA Vulkan adapter lacks), or q8_0 (4 int8 per word, rows padded to 32-value blocks,
+ *     one f32 scale per block in a second buffer: the wasm backend's layout);
+ *   - more than 65535 workgroups go to a second grid dimension: workgroup index = wid.x + wid.y · 65535.
+ * Every kernel has a plain-TS reference in dev/kernels/ (checked on random inputs with odd sizes).
+ */
+
+export type WeightKind = 'f32' | 'f16' | 'q8_0';
+
+/** Grid columns used by every kernel that flattens a large index space (see the file comment). */
+export const GRID_X = 65535;
+
+/** `fn wload(row, col) -> f32` and `fn wword(row, i) -> u32` over bindings `w` (and `wd` for q8_0 scales). */
+function weightAccess(kind: WeightKind): string {
+  switch (kind) {
+    case 'f32':
+      return `fn wload(row: u32, col: u32) -> f32 { return bitcast<f32>(w[row * p.rowWords + col]); }`;
+    case 'f16':
+      return `fn wload(row: u32, col: u32) -> f32 { return unpack2x16float(w[row * p.rowWords + (col >> 1u)])[col & 1u]; }`;
+    case 'q8_0':
+      return `fn wload(row: u32, col: u32) -> f32 {
+  let q = extractBits(bitcast<i32>(w[row * p.rowWords + (col >> 2u)]), (col & 3u) * 8u, 8u);
+  return wd[row * (p.rowWords >> 3u) + (col >> 5u)] * f32(q);
+}`;
+  }
+}
+
+const WEIGHT_BINDINGS = `@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> wd: array<f32>;`;
+
+/** Embedding rows: act[outOff + t·dim + c] = W[token[t], c] for the tokens of this weight part [rowLo, rowHi). */
+export function embedWgsl(kind: WeightKind): string {
+  return `
+struct P { T: u32, dim: u32, rowWords: u32, outOff: u32, tokOff: u32, rowLo: u32, rowHi: u32, _p: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+${WEIGHT_BINDINGS}
+@group(0) @binding(4) var<storage, read> pbuf: array<u32>;
+${weightAccess(kind)}
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  _ = &wd; // declared for every kind: keeps the binding in the auto layout
+  let c = g.x;
+  let t = g.y;
+  if (c >= p.dim || t >= p.T) { return; }
+  let tok = pbuf[p.tokOff + t];
+  if (tok < p.rowLo || tok >= p.rowHi) { return; }
+  act[p.outOff + t * p.dim + c] = wload(tok - p.rowLo, c);
+}`;
+}
+
+/**
+ * Matrix × a few vectors (decode): out[t, r] (+)= Σ_c W[r, c] · x[t, c] for t < T, r < rows.
+ * One workgroup of WG threads (256 by default) per R rows; the threads stride over the row's words (coalesced), each keeping R × TB
+ * partial sums (TB tokens at a time), reduced with subgroupAdd and then across subgroups.
+ */
+export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean, WG = 256): string {
+  const TB = 4;
+  const accN = R * TB;
+  // Generated unrolled: one scalar accumulator per (row, token), no dynamically indexed arrays (which compilers
+  // spill to memory: 50× slower on lavapipe).
+  const rows = [...Array(R).keys()];
+  const toks = [...Array(TB).keys()];
+  const acc = (r: number, t: number) => `a${r}_${t}`;
+  // Per word wi: widen each row's word once, then multiply it into every token's x.
+  const load = {
+    f32: (r: number) => `let w${r} = select(0.0, bitcast<f32>(w[(r0 + ${r}u) * p.rowWords + wi]), r0 + ${r}u < p.rows);`,
+    f16: (r: number) => `let w${r} = select(vec2f(0.0), unpack2x16float(w[(r0 + ${r}u) * p.rowWords + wi]), r0 + ${r}u < p.rows);`,
+    q8_0: (r: number) => `var w${r} = vec4f(0.0);
+      if (r0 + ${r}u < p.rows) {
+        let word = bitcast<i32>(w[(r0 + ${r}u) * p.rowWords + wi]);
+        w${r} = wd[(r0 + ${r}u) * (p.rowWords >> 3u) + (wi >> 3u)]
+          * vec4f(f32(extractBits(word, 0u, 8u)), f32(extractBits(word, 8u, 8u)), f32(extractBits(word, 16u, 8u)), f32(extractBits(word, 24u, 8u)));
+      }`,
+  }[kind];
+  const xload = {
+    f32: (t: number) => `let x${t} = act[p.xOff + (t0 + ${t}u) * p.xStride + wi];`,
+    f16: (t: number) => `let xb${t} = p.xOff + (t0 + ${t}u) * p.xStride + 2u * wi;
+        let x${t} = vec2f(act[xb${t}], select(0.0, act[xb${t} + 1u], 2u * wi + 1u < p.cols));`,
+    q8_0: (t: number) => `let xb${t} = p.xOff + (t0 + ${t}u) * p.xStride + 4u * wi;
+        var x${t} = vec4f(0.0);
+        for (var j = 0u; j < 4u; j++) { if (4u * wi + j < p.cols) { x${t}[j] = act[xb${t} + j]; } }`,
+  }[kind];
+  const mul = kind === 'f32' ? (r: number, t: number) => `w${r} * x${t}` : (r: number, t: number) => `dot(w${r}, x${t})`;
+  const body = `${rows.map(load).join('\n      ')}
+      ${toks.map((t) => `if (${t}u < tn) {
+        ${xload(t)}
+        ${rows.map((r) => `${acc(r, t)} += ${mul(r, t)};`).join(' ')}
+      }`).join('\n      ')}`;
+  const pairs = rows.flatMap((r) => toks.map((t) => [r, t] as const));
+  const reduce = subgroups
+    ? `${pairs.map(([r, t], i) => `{ let s = subgroupAdd(${acc(r, t)}); if (sgi == 0u) { red[${i * (WG / 4)}u + lid.x / sgs] = s; } }`).join('\n    ')}
+    workgroupBarrier();
+    if (lid.x < ${accN}u) {
+      var s = 0.0;
+      for (var j = 0u; j < ${WG}u / sgs; j++) { s += red[lid.x * ${WG / 4}u + j]; }
+      final_[lid.x] = s;
+    }`
+    : `${pairs.map(([r, t], i) => `red[lid.x * ${accN}u + ${i}u] = ${acc(r, t)};`).join(' ')}
+    workgroupBarrier();
+    if (lid.x < ${accN}u) {
+      var s = 0.0;
+      for (var j = 0u; j < ${WG}u; j++) { s += red[j * ${accN}u + lid.x]; }
+      final_[lid.x] = s;
+    }`;
+  return `${subgroups ? 'enable subgroups;' : ''}
+struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, _a: u32, _b: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+${WEIGHT_BINDINGS}
+var<workgroup> red: array<f32, ${subgroups ? accN * (WG / 4) : accN * WG}>;
+var<workgroup> final_: array<f32, ${accN}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u
+  ${subgroups ? ', @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32' : ''}) {
+  _ = &wd;
+  let r0 = (wid.x + wid.y * ${GRID_X}u) * ${R}u;
+  if (r0 >= p.rows) { return; }
+  for (var t0 = 0u; t0 < p.T; t0 += ${TB}u) {
+    let tn = min(${TB}u, p.T - t0);
+    ${pairs.map(([r, t]) => `var ${acc(r, t)} = 0.0;`).join(' ')}
+    for (var wi = lid.x; wi < p.rowWords; wi += ${WG}u) {
+      ${body}
+    }
+    ${reduce}
+    workgroupBarrier();
+    if (lid.x < ${accN}u) {
+      let r = lid.x / ${TB}u;
+      let t = t0 + lid.x % ${TB}u;
+      if (r0 + r < p.rows && t < p.T) {
+        let o = p.outOff + t * p.outStride + p.rowBase + r0 + r;
+        act[o] = select(0.0, act[o], p.accumulate != 0u) + final_[lid.x];
+      }
+    }
+    workgroupBarrier();
+  }
+}`;
+}
+
+/**
+ * Matrix × many vectors (prefill): out[t, r] (+)= Σ_c W[r, c] · x[t, c]. Tiles of 32 tokens × 64 rows, 32 columns at
+ * a time through workgroup memory (weights widened to f32 as they are loaded); each of 256 threads computes 2 × 4.
+ */
+export function matmulWgsl(kind: WeightKind): string {
+  return `
+struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, _a: u32, _b: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+${WEIGHT_BINDINGS}
+${weightAccess(kind)}
+const TM = 32u; const TN = 64u; const TK = 32u;
+var<workgroup> xs: array<f32, ${32 * 33}>;
+var<workgroup> ws: array<f32, ${64 * 33}>;
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  _ = &wd;
+  let n0 = wid.x * TN;
+  let m0 = wid.y * TM;
+  let tx = lid.x % 16u; // rows tx, tx+16, tx+32, tx+48
+  let ty = lid.x / 16u; // tokens ty, ty+16
+  var acc: array<f32, 8>;
+  for (var k0 = 0u; k0 < p.cols; k0 += TK) {
+    for (var i = lid.x; i < TM * TK; i += 256u) {
+      let m = i / TK; let k = i % TK;
+      var v = 0.0;
+      if (m0 + m < p.T && k0 + k < p.cols) { v = act[p.xOff + (m0 + m) * p.xStride + k0 + k]; }
+      xs[m * 33u + k] = v;
+    }
+    for (var i = lid.x; i < TN * TK; i += 256u) {
+      let n = i / TK; let k = i % TK;
+      var v = 0.0;
+      if (n0 + n < p.rows && k0 + k < p.cols) { v = wload(n0 + n, k0 + k); }
+      ws[n * 33u + k] = v;
+    }
+    workgroupBarrier();
+    for (var k = 0u; k < TK; k++) {
+      let a0 = xs[ty * 33u + k];
+      let a1 = xs[(ty + 16u) * 33u + k];
+      for (var j = 0u; j < 4u; j++) {
+        let b = ws[(tx + 16u * j) * 33u + k];
+        acc[j] += a0 * b;
+        acc[4u + j] += a1 * b;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 2u; i++) {
+    let m = m0 + ty + 16u * i;
+    if (m >= p.T) { continue; }
+    for (var j = 0u; j < 4u; j++) {
+      let n = n0 + tx + 16u * j;
+      if (n >= p.rows) { continue; }
+      let o = p.outOff + m * p.outStride + p.rowBase + n;
+      act[o] = select(0.0, act[o], p.accumulate != 0u) + acc[i * 4u + j];
+    }
+  }
+}`;
+}
+
+/** Elementwise kernels over `act`. One thread per element of a flattened index space (see GRID_X). */
+const FLAT = `let i = (wid.x + wid.y * ${GRID_X}u) * 64u + lid.x;`;
+
+/**
+ * RMSNorm of `rows` vectors of n: out[r] = x[r] / sqrt(mean(x[r]²) + eps) ⊙ weight. One workgroup per row. Rows come
+ * in groups of G (row r at off + ⌊r / G⌋ · stride + (r mod G) · n): G = 1 for the layer norms (one row per token),
+ * G = heads for q/k norm (the heads of a token inside its fused q|k|v row). out may equal x.
+ */
+export const rmsnormWgsl = `
+struct P { rows: u32, n: u32, inOff: u32, inStride: u32, outOff: u32, outStride: u32, eps: f32, G: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+var<workgroup> red: array<f32, 256>;
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let row = wid.x + wid.y * ${GRID_X}u;
+  if (row >= p.rows) { return; }
+  let xin = p.inOff + (row / p.G) * p.inStride + (row % p.G) * p.n;
+  var ss = 0.0;
+  for (var i = lid.x; i < p.n; i += 256u) { let v = act[xin + i]; ss += v * v; }
+  red[lid.x] = ss;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) { red[lid.x] += red[lid.x + s]; }
+    workgroupBarrier();
+  }
+  let scale = 1.0 / sqrt(red[0] / f32(p.n) + p.eps);
+  let xout = p.outOff + (row / p.G) * p.outStride + (row % p.G) * p.n;
+  for (var i = lid.x; i < p.n; i += 256u) { act[xout + i] = act[xin + i] * scale * weight[i]; }
+}`;
+
+/**
+ * RoPE, rotate-half, in place on T rows of nHeads heads: (x[j], x[j + d/2]) rotated by the angle of the row's
+ * position, from cos/sin tables [position, d/2] computed on the CPU exactly as cpu-ref/rope.ts's frequencies.
+ * Positions: pbuf[posOff + t] (low 30 bits; the top bits are token classes).
+ */
+export const ropeWgsl = `
+struct P { T: u32, nHeads: u32, hd: u32, off: u32, rowStride: u32, posOff: u32, _a: u32, _b: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> cosT: array<f32>;
+@group(0) @binding(3) var<storage, read> sinT: array<f32>;
+@group(0) @binding(4) var<storage, read> pbuf: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  ${FLAT}
+  let half = p.hd / 2u;
+  if (i >= p.T * p.nHeads * half) { return; }
+  let j = i % half;
+  let h = (i / half) % p.nHeads;
+  let t = i / (half * p.nHeads);
+  let pos = pbuf[p.posOff + t] & 0x3fffffffu;
+  let base = p.off + t * p.rowStride + h * p.hd;
+  let a = act[base + j];
+  let b = act[base + j + half];
+  let c = cosT[pos * half + j];
+  let s = sinT[pos * half + j];
+  act[base + j] = a * c - b * s;
+  act[base + j + half] = b * c + a * s;
+}`;
+
+/** x[t, i] += bias[i] for T rows of n (rows `stride` apart). */
+export const biasWgsl = `
+struct P { T: u32, n: u32, off: u32, stride: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  ${FLAT}
+  if (i >= p.T * p.n) { return; }
+  let t = i / p.n;
+  let c = i % p.n;
+  act[p.off + t * p.stride + c] += bias[c];
+}`;
+
+/** SwiGLU over T rows of n: gate = silu(gate) · up, gate and up at gateOff/upOff + t · stride (the fused gate|up rows). */
+export const swigluWgsl = `
+struct P { T: u32, n: u32, gateOff: u32, upOff: u32, stride: u32, _a: u32, _b: u32, _c: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  ${FLAT}
+  if (i >= p.T * p.n) { return; }
+  let o = (i / p.n) * p.stride + i % p.n;
+  let g = act[p.gateOff + o];
+  act[p.gateOff + o] = g / (1.0 + exp(-g)) * act[p.upOff + o];
+}`;
+
+/** x[i] += y[i] over n elements (the residual add, where it is not fused into a matmul). */
+export const addWgsl = `
+struct P { n: u32, xOff: u32, yOff: u32, _p: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  ${FLAT}
+  if (i >= p.n) { return; }
+  act[p.xOff + i] += act[p.yOff + i];
+}`;
+
+/** Copy rows: dst[j] = src[pbuf[listOff + j]] for `count` rows of n (gathers the rows whose logits are wanted). */
+export const gatherRowsWgsl = `
+struct P { count: u32, n: u32, srcOff: u32, dstOff: u32, listOff: u32, _a: u32, _b: u32, _c: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  ${FLAT}
+  if (i >= p.count * p.n) { return; }
+  let j = i / p.n;
+  let c = i % p.n;
+  act[p.dstOff + j * p.n + c] = act[p.srcOff + pbuf[p.listOff + j] * p.n + c];
+}`;
+
+/**
+ * Greedy sampling: tokens[outOff + r] = the index of the largest logit of row r, one workgroup per row, by the rule of
+ * src/argmax.ts: ties → the lowest index, and a NaN counts as larger than everything (the first NaN wins). The step
+ * then reads back 4 bytes per sequence instead of a vocabulary of floats.
+ */
+export const argmaxWgsl = `
+struct P { rows: u32, n: u32, inOff: u32, outOff: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
+const NONE = 0xffffffffu;
+var<workgroup> bv: array<f32, 256>;
+var<workgroup> bi: array<u32, 256>;
+var<workgroup> bn: array<u32, 256>;
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let row = wid.x;
+  if (row >= p.rows) { return; }
+  var best = 0.0;
+  var at = NONE;
+  var nan = NONE;
+  for (var i = lid.x; i < p.n; i += 256u) {
+    let bits = bitcast<u32>(logits[p.inOff + row * p.n + i]);
+    // NaN by its bits (a compiler may fold v != v away).
+    if ((bits & 0x7fffffffu) > 0x7f800000u) { nan = min(nan, i); continue; }
+    let v = bitcast<f32>(bits);
+    if (at == NONE || v > best) { best = v; at = i; }
+  }
+  bv[lid.x] = best;
+  bi[lid.x] = at;
+  bn[lid.x] = nan;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s >>= 1u) {
+    if (lid.x < s) {
+      bn[lid.x] = min(bn[lid.x], bn[lid.x + s]);
+      let v = bv[lid.x + s];
+      let j = bi[lid.x + s];
+      if (j != NONE && (bi[lid.x] == NONE || v > bv[lid.x] || (v == bv[lid.x] && j < bi[lid.x]))) { bv[lid.x] = v; bi[lid.x] = j; }
+    }
+    workgroupBarrier();
+  }
+  if (lid.x == 0u) { tokens[p.outOff + row] = select(select(bi[0], 0u, bi[0] == NONE), bn[0], bn[0] != NONE); }
+}`;
