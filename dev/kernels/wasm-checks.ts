@@ -17,14 +17,10 @@ import * as ref from '../../src/backend/wasm/reference-extra.js';
 import { q8ActBytes, q8Blocks, kvPageBytes, kvKeyOffset, kvValueOffset } from '../../src/backend/wasm/layout.js';
 import { mulberry32 } from '../../src/generate/rng.js';
 import { f16ToF32, f32ToF16 } from '../../src/half.js';
+import type { CheckResult } from './checks.js'; // a type only: nothing of the WebGPU side is loaded
 
-export interface CheckResult {
-  name: string;
-  maxError: number;
-  tolerance: number;
-  ok: boolean;
-  detail?: string;
-}
+/** The result shape both workbenches report. */
+export type { CheckResult };
 
 export interface WasmCheck {
   name: string;
