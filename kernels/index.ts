@@ -8,6 +8,7 @@ export { f32_to_f16, f16_to_f32 } from './f16';
 export { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 export { attention, attention_rows, kv_write } from './attention';
 export { run_jobs, plan_jobs } from './jobs';
+export { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
 
 /** First byte after the module's static data; the JS arena starts above it. */
 export function heap_base(): usize {

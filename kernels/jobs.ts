@@ -12,17 +12,21 @@
 // is complete. See "the dynamic schedule" below for how threads share the work.
 //
 // Control block (ctrl, 64-byte lines so the hot words do not share a cache line; layout.ts CTRL):
-//   +128 sleeping phase waiters   +192 abort flag   +256 spin count   +704 live dispatch tag   +2048 phase counters
+//   +128 sleeping phase waiters   +192 abort flag   +256 spin count   +704 live dispatch tag
+//   +768 matmul chunk policy: most weight bytes per chunk, and the least number of chunks per matmul   +2048 phase counters
 
 import { matmul_f32, matmul_f16 } from './matmul_float';
 import { matmul_q8_0, matmul_q8_0_f32, quantize_q8_act } from './q8';
 import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 import { attention, attention_rows, kv_write } from './attention';
+import { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
 
 const JOB_BYTES: usize = 128;
 const BAR_WAITERS: usize = 128;
 const ABORT: usize = 192;
 const SPIN: usize = 256;
+const CHUNK_BYTES: usize = 768; // layout.ts CTRL.CHUNK_BYTES
+const CHUNK_SPLIT: usize = 772; // layout.ts CTRL.CHUNK_SPLIT
 
 // Opcodes (layout.ts OP).
 const OP_BARRIER = 1;
@@ -80,11 +84,13 @@ function exec(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
 
 function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
   switch (op) {
-    case OP_MATMUL_F32: // out, x, w, T, rows, cols
-      matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+    case OP_MATMUL_F32: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel)
+      if (ai(rec, 7) == 1) matmul_f32_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+      else matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       break;
-    case OP_MATMUL_F16:
-      matmul_f16(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+    case OP_MATMUL_F16: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel)
+      if (ai(rec, 7) == 1) matmul_f16_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+      else matmul_f16(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       break;
     case OP_MATMUL_Q8: // out, xq, xd, wq, wd, T, rows, cols
       matmul_q8_0(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
@@ -162,21 +168,25 @@ function splitSize(rec: usize, op: i32): i32 {
 
 /**
  * Chunk length (in units of the split dimension) for the dynamic schedule. A chunk should be big enough that
- * claiming it stays a small part of its work, and small enough that the threads can balance. Matmuls: ≤ ~512 KB of
- * weight rows per chunk (~20-30 µs from DRAM), fewer rows when several tokens share each row, and at most a quarter
- * of the rows (two chunks per thread); 4-aligned for the kernels' row blocking. Claims cost far more here than their
- * two atomics suggest (and each chunk restarts the prefetcher's stream): measured in paired A/Bs on stories15M with 2
- * threads, 512 KB instead of 160 KB gave decode f32 +4.5 %, q8_0 +5.5 %, prefill f32 +18 %, q8_0 +8 %; then a
- * quarter instead of an eighth of the rows gave decode f32 and q8_0 +10 % (half the rows: only +6 %).
+ * claiming it stays a small part of its work, and small enough that the threads can balance. Matmuls: ≤ maxBytes of
+ * weight rows per chunk, fewer rows when several tokens share each row, and at most 1/split of the rows; 4-aligned
+ * for the kernels' row blocking. The pool writes (maxBytes, split) into ctrl (pool.ts MATMUL_CHUNK_POLICIES; the
+ * shipped default is 512 KB and a quarter, ~20-30 µs from DRAM and two chunks per thread). Claims cost far more here
+ * than their two atomics suggest (and each chunk restarts the prefetcher's stream): measured in paired A/Bs on
+ * stories15M with 2 threads, 512 KB instead of 160 KB gave decode f32 +4.5 %, q8_0 +5.5 %, prefill f32 +18 %, q8_0
+ * +8 %; then a quarter instead of an eighth of the rows gave decode f32 and q8_0 +10 % (half the rows: only +6 %).
+ * Re-measure with `node dist/dev/kernels/wasm-run.js model --variant ...` (docs/bench.md).
  * Per-token ops: an eighth of the tokens. Elementwise: ≥ 4096 elements, 16-aligned.
  */
-function chunkLen(rec: usize, op: i32, n: i32): i32 {
+function chunkLen(ctrl: usize, rec: usize, op: i32, n: i32): i32 {
   if (op == OP_MATMUL_F32 || op == OP_MATMUL_F16 || op == OP_MATMUL_Q8 || op == OP_MATMUL_Q8_F32) {
     const T = op == OP_MATMUL_Q8 ? ai(rec, 5) : op == OP_MATMUL_Q8_F32 ? ai(rec, 4) : ai(rec, 3);
     const cols = op == OP_MATMUL_Q8 ? ai(rec, 7) : op == OP_MATMUL_Q8_F32 ? ai(rec, 6) : ai(rec, 5);
     const rowBytes = op == OP_MATMUL_F32 ? cols << 2 : op == OP_MATMUL_F16 ? cols << 1 : cols + (cols >> 3);
-    let byBytes = 524288 / max(1, rowBytes) / max(1, (T + 3) >> 2);
-    let c = min(byBytes, (n + 3) >> 2);
+    const maxBytes = load<i32>(ctrl + CHUNK_BYTES);
+    const split = max(1, load<i32>(ctrl + CHUNK_SPLIT));
+    let byBytes = maxBytes / max(1, rowBytes) / max(1, (T + 3) >> 2);
+    let c = min(byBytes, (n + split - 1) / split);
     c = (c + 3) & ~3;
     return max(4, c);
   }
@@ -212,7 +222,7 @@ const GROUP_BASE = -2; // owner ≤ GROUP_BASE: a group id
 const TAIL: i32 = -2147483648; // layout.ts TAIL
 
 /** Chunks of record rec for the dynamic schedule (0 for pinned records and for group records after the first). */
-@inline function recChunks(list: usize, r: i32, op: i32, owner: i32): i32 {
+@inline function recChunks(ctrl: usize, list: usize, r: i32, op: i32, owner: i32): i32 {
   if (owner >= 0 || owner == TAIL) return 0;
   if (owner <= GROUP_BASE) {
     if (r > 0 && load<i32>(list + <usize>(r - 1) * JOB_BYTES, 4) == owner && load<i32>(list + <usize>(r - 1) * JOB_BYTES) != OP_BARRIER) return 0;
@@ -222,7 +232,7 @@ const TAIL: i32 = -2147483648; // layout.ts TAIL
   const rec = list + <usize>r * JOB_BYTES;
   const n = splitSize(rec, op);
   if (n <= 0) return 1;
-  const c = chunkLen(rec, op, n);
+  const c = chunkLen(ctrl, rec, op, n);
   return (n + c - 1) / c;
 }
 
@@ -257,7 +267,7 @@ export function plan_jobs(list: usize, count: i32, nThreads: i32, ctrl: usize, t
     const owner = load<i32>(rec, 4);
     if (owner == TAIL) tails++;
     else if (owner >= 0) pinned++;
-    else claimable += recChunks(list, r, load<i32>(rec), owner);
+    else claimable += recChunks(ctrl, list, r, load<i32>(rec), owner);
   }
   atomic.store<i32>(ctrl + ABORT, 0);
   atomic.store<i32>(ctrl + CUR_RUN, tag);
@@ -359,14 +369,14 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
       let rec = list + <usize>r * JOB_BYTES;
       let op = load<i32>(rec);
       let owner = load<i32>(rec, 4);
-      let nc = recChunks(list, r, op, owner);
+      let nc = recChunks(ctrl, list, r, op, owner);
       while (k >= base + nc) {
         base += nc;
         r++;
         rec = list + <usize>r * JOB_BYTES;
         op = load<i32>(rec);
         owner = load<i32>(rec, 4);
-        nc = recChunks(list, r, op, owner);
+        nc = recChunks(ctrl, list, r, op, owner);
       }
       if (owner <= GROUP_BASE) {
         // The group: this record and the following ones with the same owner.
@@ -376,7 +386,7 @@ function runDynamic(list: usize, count: i32, tid: i32, nThreads: i32, ctrl: usiz
         }
       } else if (canSplit(op)) {
         const n = splitSize(rec, op);
-        const c = chunkLen(rec, op, n);
+        const c = chunkLen(ctrl, rec, op, n);
         const r0 = (k - base) * c;
         exec(rec, op, r0, min(n, r0 + c), tid);
       } else {

@@ -13,10 +13,10 @@
 
 import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from './simd';
 
-@inline function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
+@inline export function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
 
 /** Four consecutive weights at p as f32x4. f16: load-and-sign-extend, then the shift/mask/scale of simd.ts. */
-@inline function loadW4<W>(p: usize): v128 {
+@inline export function loadW4<W>(p: usize): v128 {
   if (sizeof<W>() == 2) {
     return f32x4.mul(v128.and(i32x4.shl(v128.load16x4_s(p), 13), i32x4.splat(F16_MASK)), f16_scale());
   }
@@ -34,7 +34,7 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
 }
 
 /** 1 row × 1 token. */
-@inline function r1t1<W>(x: usize, w: usize, cols: i32): f32 {
+@inline export function r1t1<W>(x: usize, w: usize, cols: i32): f32 {
   const S = wshift<W>();
   let a = f32x4.splat(0);
   const xb = <usize>cols << 2;

@@ -13,6 +13,8 @@ REPS=${REPS:-5}
 args=(bench --dtype f32 --dtype q8_0 --dtype f16 --tests pp128,tg128,tg255,tg128@d200 -r "$REPS" --svg docs/figures/bench.svg)
 if [[ $# -ge 1 ]]; then args+=(--llama2c "$1"); fi
 out=$(node bin/fastgen.js "${args[@]}" 2>/dev/null)
+# The kernel decisions (written by hand, re-measured by the workbench) are kept from the old file.
+decisions=$(sed -n '/^## Kernel decisions/,$p' docs/bench.md 2>/dev/null || true)
 {
   echo "# Throughput"
   echo
@@ -26,5 +28,6 @@ out=$(node bin/fastgen.js "${args[@]}" 2>/dev/null)
   echo '```'
   echo "$out"
   echo '```'
+  if [[ -n "$decisions" ]]; then echo; echo "$decisions"; fi
 } > docs/bench.md
 echo "wrote docs/bench.md" >&2

@@ -14,6 +14,9 @@
 import { GROUP_BASE, JOB_BYTES, JOB_MAX_ARGS, OP, SPLIT } from './layout.js';
 import type { AttentionArgs, Ptr, Q8Matrix, WasmRuntime } from './runtime.js';
 
+/** Float decode (T = 1) kernels: rows1 = one sequential row at a time (shipped), rows4 = the workbench's variant. */
+export type DecodeKernel = 'rows1' | 'rows4';
+
 export class JobList {
   readonly ptr: Ptr;
   readonly capacity: number;
@@ -73,11 +76,14 @@ export class JobList {
 
   // Matmuls: out[T, rows] = x · Wᵀ. With resid ≠ 0, also resid[T, rows] += out as each chunk of rows is done
   // (a fused residual add: same arithmetic as a separate add, one phase less).
-  matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0): number {
-    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid]);
+  // kernel 'rows4': the workbench's four-row decode variant (kernels/variants.ts), never used by the engine.
+  matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
+    kernel: DecodeKernel = 'rows1'): number {
+    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : 0]);
   }
-  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0): number {
-    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid]);
+  matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
+    kernel: DecodeKernel = 'rows1'): number {
+    return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : 0]);
   }
   matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
     return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid]);

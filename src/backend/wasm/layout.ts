@@ -54,6 +54,8 @@ export const CTRL = {
   QUIT: 584, //           1 = workers exit
   ERROR: 640, //          byte length of the first worker error message (0 = none)
   CUR_RUN: 704, //        tag of the list being run, 0 once it is complete (wasm: pinned ops check it)
+  CHUNK_BYTES: 768, //    matmul chunk policy: most weight bytes per chunk (wasm; pool.ts MatmulChunkPolicy)
+  CHUNK_SPLIT: 772, //    … and at most 1/split of a matmul's rows per chunk
   MESSAGE: 1024, //       the message, UTF-8
   PHASES: 2048, //        per phase (32 bytes each): claim and done counters, totals (wasm)
 } as const;

@@ -29,7 +29,28 @@ export interface PoolOptions {
   spinMicros?: number;
   /** Spin iterations of a wasm phase wait before it sleeps (default 20000, roughly 20-40 µs; a chunk is ≤ ~10 µs). */
   barrierSpin?: number;
+  /** How matmul rows are cut into chunks (default MATMUL_CHUNK_POLICIES[DEFAULT_MATMUL_CHUNK]). */
+  matmulChunk?: MatmulChunkPolicy;
 }
+
+/** A matmul chunk holds at most maxBytes of weight rows (fewer rows when several tokens share them) and 1/split of the rows. */
+export interface MatmulChunkPolicy {
+  maxBytes: number;
+  split: number;
+}
+
+/**
+ * The chunk policies behind measured decisions (kernels/jobs.ts chunkLen has the numbers), by name, so the workbench
+ * can re-run them: `node dist/dev/kernels/wasm-run.js model --variant NAME ...`.
+ */
+export const MATMUL_CHUNK_POLICIES = {
+  '512k-quarter': { maxBytes: 512 * 1024, split: 4 }, // shipped
+  '512k-eighth': { maxBytes: 512 * 1024, split: 8 }, //  before b7af145
+  '160k-eighth': { maxBytes: 160 * 1024, split: 8 }, //  before 729635c
+  '512k-half': { maxBytes: 512 * 1024, split: 2 }, //    measured worse than a quarter
+} as const satisfies Record<string, MatmulChunkPolicy>;
+export type MatmulChunkName = keyof typeof MATMUL_CHUNK_POLICIES;
+export const DEFAULT_MATMUL_CHUNK: MatmulChunkName = '512k-quarter';
 
 /** What a worker receives (worker.ts). */
 export interface WorkerInit {
@@ -42,6 +63,14 @@ export interface WorkerInit {
 }
 
 const W = (byteOffset: number): number => byteOffset >> 2; // Int32Array index of a CTRL offset
+
+function writeChunkPolicy(ctrl: Int32Array, p: MatmulChunkPolicy): void {
+  if (!(Number.isInteger(p.maxBytes) && p.maxBytes > 0 && Number.isInteger(p.split) && p.split > 0)) {
+    throw new RangeError(`matmulChunk: maxBytes and split must be positive integers (got ${p.maxBytes}, ${p.split})`);
+  }
+  ctrl[W(CTRL.CHUNK_BYTES)] = p.maxBytes;
+  ctrl[W(CTRL.CHUNK_SPLIT)] = p.split;
+}
 /** run_jobs returns HOOK_RC + r at hook record r (kernels/jobs.ts HOOK_BASE). */
 const HOOK_RC = 2;
 
@@ -62,6 +91,7 @@ export class WorkerPool {
     const ctrlPtr = rt.alloc(CTRL_BYTES, 64);
     rt.u8(ctrlPtr, CTRL_BYTES).fill(0);
     rt.i32(ctrlPtr + CTRL.SPIN, 1)[0] = options.barrierSpin ?? 20_000;
+    writeChunkPolicy(rt.i32(ctrlPtr, CTRL_BYTES / 4), options.matmulChunk ?? MATMUL_CHUNK_POLICIES[DEFAULT_MATMUL_CHUNK]);
     const workers: Worker[] = [];
     const ready: Promise<void>[] = [];
     for (let tid = 1; tid < threads; tid++) {
@@ -93,6 +123,11 @@ export class WorkerPool {
     this.exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
     // A forgotten pool must not keep the process alive; close() re-refs them while it waits for their exit.
     for (const w of workers) w.unref();
+  }
+
+  /** Change the matmul chunk policy for the next lists (the workbench's A/B; not while a list runs). */
+  setMatmulChunk(policy: MatmulChunkPolicy): void {
+    writeChunkPolicy(this.ctrl, policy);
   }
 
   /**

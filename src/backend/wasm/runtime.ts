@@ -19,6 +19,9 @@ export interface KernelExports {
   heap_base(): number;
   matmul_f32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_f16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  /** Workbench variants of matmul_f32 / matmul_f16 (kernels/variants.ts): the four-row decode kernels. */
+  matmul_f32_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  matmul_f16_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0_f32(out: Ptr, x: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_0(qs: Ptr, d: Ptr, src: Ptr, rows: number, cols: number, r0: number, r1: number): void;
