@@ -3,6 +3,7 @@
  * IEEE half conversion, paged attention, argmax. Like math.ts they read like the formula; the quantizers reproduce
  * the kernels' f32 arithmetic exactly (Math.fround after every operation), so the tests can demand bit equality.
  */
+import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/page-layout.js';
 import { dot, softmax } from '../cpu-ref/math.js';
 
 const f = Math.fround;
@@ -89,14 +90,15 @@ export { f16ToF32, f32ToF16 } from '../../half.js';
 // ---- attention over pages -------------------------------------------------------------------------------------
 
 /**
- * The kernels/attention.ts contract on plain arrays. pool: all pages as one Float32Array (page i at
- * i·2·pageTokens·headDim floats: K rows then V rows). Returns out [headDim] and probs [nSlots].
+ * The kernels/attention.ts contract on plain arrays. pool: all pages as one Float32Array, laid out as
+ * src/cache/page-layout.ts says (page i at i·pageElements floats: K rows then V rows). Returns out [headDim] and probs [nSlots].
  */
 export function pagedAttention(q: Float32Array, pool: Float32Array, pageTable: Int32Array, nSlots: number,
   pageTokens: number, headDim: number, scale: number, positions?: Int32Array, queryPos = 0): { out: Float32Array; probs: Float32Array } {
-  const pageFloats = 2 * pageTokens * headDim;
-  const keyAt = (s: number): number => pageTable[Math.floor(s / pageTokens)] * pageFloats + (s % pageTokens) * headDim;
-  const valueAt = (s: number): number => keyAt(s) + pageTokens * headDim;
+  const pageFloats = pageElements(pageTokens, headDim);
+  const pageOf = (s: number): number => pageTable[Math.floor(s / pageTokens)] * pageFloats;
+  const keyAt = (s: number): number => pageOf(s) + keyOffsetInPage(s % pageTokens, headDim);
+  const valueAt = (s: number): number => pageOf(s) + valueOffsetInPage(s % pageTokens, pageTokens, headDim);
   const probs = new Float32Array(nSlots);
   const out = new Float32Array(headDim);
   const live: number[] = [];
