@@ -1,5 +1,6 @@
 /**
- * A fixed per-head assignment: head (layer, kvHead) follows `assign(layer, kvHead)` from the first token on. Not in the
+ * A fixed per-head assignment: head (layer, kvHead) follows `assign(layer, kvHead)` from the first token on (the uniform
+ * baselines are the case of one policy for all heads). Not in the
  * registry (it takes a function, not options): for tests that put chosen policies on chosen heads, and for speed runs
  * on random weights, whose attention gives FastGen nothing real to profile, with a policy mix taken from a real run.
  */

@@ -3,7 +3,7 @@
  * statistics the backend collected (no attention map, see fastgen-recovery.ts) and given the first policy of the hybrid
  * set whose recovery reaches T; the prompt's cache is compressed to it, and every later step evicts by it.
  */
-import { FULL, PUNCT, SPECIAL, type HeadPolicy } from '../head-policy.js';
+import { FULL, PUNCT, SPECIAL, usesScores, type HeadPolicy } from '../head-policy.js';
 import { InvalidOptionError } from '../../errors.js';
 import { bandDistances, chooseCandidate, profileCandidates } from './fastgen-recovery.js';
 import type { CachePolicy, KvShape, LayerNeeds, LayerPass, PolicyTarget, PromptAttentionStats, PolicyOptions, SequencePolicy } from './types.js';
@@ -160,7 +160,7 @@ class FastgenSequence implements SequencePolicy {
       return { scores: new Array<boolean>(nKvHeads).fill(false), stats: { fromRow: this.fromRow(n), bands: bandDistances(this.candidates(n), n) } };
     }
     const scores: boolean[] = [];
-    for (let h = 0; h < nKvHeads; h++) scores.push(this.head(layer, h).heavy !== undefined && !this.head(layer, h).full);
+    for (let h = 0; h < nKvHeads; h++) scores.push(usesScores(this.head(layer, h)));
     return { scores, stats: null };
   }
 

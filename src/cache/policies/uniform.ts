@@ -6,8 +6,9 @@
  *   local+frequent  half each (H2O)
  *   sink+local      the first `sinkTokens` positions plus a recent window (StreamingLLM); the budget includes the sinks
  */
-import { maxKept, usesScores, type Amount, type HeadPolicy } from '../head-policy.js';
-import type { CachePolicy, KvShape, OptionSpec, PolicyOptions, SequencePolicy } from './types.js';
+import { maxKept, type Amount, type HeadPolicy } from '../head-policy.js';
+import { assignedHeads } from './assigned.js';
+import type { CachePolicy, OptionSpec, PolicyOptions } from './types.js';
 
 const SIZE: OptionSpec[] = [
   { key: 'ratio', kind: 'fraction', default: 0.5, help: 'fraction of the current sequence each head keeps (snapkv: of the prompt)' },
@@ -29,7 +30,10 @@ function uniform(name: string, summary: string, head: (o: Size & PolicyOptions) 
     options,
     adaptive: false,
     baseline: true,
-    start: (o, shape) => sameForEveryHead(head(o as Size & PolicyOptions), shape),
+    start: (o, shape) => {
+      const policy = head(o as Size & PolicyOptions);
+      return assignedHeads(shape, () => policy);
+    },
     keptTokens: (o, length) => maxKept(head(o as Size & PolicyOptions), length),
     matchMemory: (fraction) => ({ ratio: clampRatio(fraction) }),
     label: (o) => (o.budget !== undefined ? `${name} B=${o.budget}` : `${name} r=${o.ratio}`),
@@ -38,21 +42,6 @@ function uniform(name: string, summary: string, head: (o: Size & PolicyOptions) 
 
 /** A ratio of 0 is not a cache. */
 const clampRatio = (r: number) => Math.min(1, Math.max(r, 1e-6));
-
-function sameForEveryHead(policy: HeadPolicy, shape: KvShape): SequencePolicy {
-  const needs = { scores: new Array<boolean>(shape.nKvHeads).fill(usesScores(policy)), stats: null };
-  const seq: SequencePolicy = {
-    head: () => policy,
-    needs: () => needs,
-    afterAttention(kv, pass) {
-      for (let h = 0; h < kv.shape.nKvHeads; h++) kv.apply(pass.layer, h, policy, pass.startPos + pass.n - 1);
-    },
-    evicts: !policy.full,
-    fork: () => seq,
-    decideMs: 0,
-  };
-  return seq;
-}
 
 const amount = (o: Size): Amount => (o.budget !== undefined ? { tokens: o.budget } : { ratio: o.ratio });
 const half = (o: Size): Amount => (o.budget !== undefined ? { tokens: Math.max(1, Math.floor(o.budget / 2)) } : { ratio: o.ratio / 2 });
