@@ -22,6 +22,8 @@ const METHOD_COLORS: Record<string, string> = {
 const POLICY_ORDER = ['special', 'special+punct', 'special+punct+frequent', 'special+punct+frequent+local', 'full'];
 const POLICY_COLORS = ['#2c7bb6', '#00a6ca', '#90d743', '#fdae61', '#d7191c'];
 const POLICY_LABELS = ['special', '+punct', '+frequent', '+local', 'full'];
+/** Colours for the lattice's other families (special+local, special+frequent, …), in name order. */
+const OTHER_COLORS = ['#762a83', '#9970ab', '#c2a5cf', '#1b7837', '#5aae61', '#bf812d', '#8c510a', '#c51b7d', '#4d9221', '#35978f'];
 
 /** Text for SVG/XML content and attributes. */
 export function esc(s: string): string {
@@ -165,7 +167,15 @@ export function policiesByLayerSvg(report: EvalReport): string {
   const top = 50;
   const left = 60;
   const width = Math.max(720, left + pts.length * (panelW + 20) + 10);
-  const height = top + nLayers * rowH + 86;
+  // Every family any head chose: the paper's chain in its order, then the others (the lattice's) by name.
+  const present = new Set(pts.flatMap((p) => p.policyShareByLayer!.flatMap((shares) => Object.keys(shares))));
+  const others = [...present].filter((n) => !POLICY_ORDER.includes(n)).sort();
+  const order = [...POLICY_ORDER.filter((n) => present.has(n) || n === 'full'), ...others];
+  const color = (n: string) => (POLICY_ORDER.includes(n) ? POLICY_COLORS[POLICY_ORDER.indexOf(n)] : OTHER_COLORS[others.indexOf(n) % OTHER_COLORS.length]);
+  const label = (n: string) => (others.length === 0 ? POLICY_LABELS[POLICY_ORDER.indexOf(n)] : n);
+  const perRow = others.length === 0 ? order.length : Math.max(1, Math.floor((width - left) / 240));
+  const legendRows = Math.ceil(order.length / perRow);
+  const height = top + nLayers * rowH + 70 + legendRows * 20;
   const parts: string[] = [];
   parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`);
   parts.push(`<rect width="100%" height="100%" fill="white"/>`);
@@ -176,25 +186,26 @@ export function policiesByLayerSvg(report: EvalReport): string {
     parts.push(`<text x="${x0 + panelW / 2}" y="${top - 8}" text-anchor="middle" font-weight="bold">T = ${p.T} (pruned ${(100 * p.pruned).toFixed(1)} %)</text>`);
     p.policyShareByLayer!.forEach((shares, l) => {
       let x = x0;
-      POLICY_ORDER.forEach((name, k) => {
+      for (const name of order) {
         const s = shares[name] ?? 0;
-        if (s <= 0) return;
+        if (s <= 0) continue;
         const w = s * panelW;
-        parts.push(`<rect x="${f(x)}" y="${top + l * rowH}" width="${f(w)}" height="${rowH - 3}" fill="${POLICY_COLORS[k]}"><title>${esc(`T ${p.T}, layer ${l}: ${name} ${(100 * s).toFixed(0)} %`)}</title></rect>`);
+        parts.push(`<rect x="${f(x)}" y="${top + l * rowH}" width="${f(w)}" height="${rowH - 3}" fill="${color(name)}"><title>${esc(`T ${p.T}, layer ${l}: ${name} ${(100 * s).toFixed(0)} %`)}</title></rect>`);
         x += w;
-      });
-      // Policies outside the standard hybrid set (ablation runs never reach this figure, but be total).
-      const other = Object.entries(shares).filter(([k]) => !POLICY_ORDER.includes(k)).reduce((a, [, v]) => a + v, 0);
-      if (other > 0) parts.push(`<rect x="${f(x)}" y="${top + l * rowH}" width="${f(other * panelW)}" height="${rowH - 3}" fill="#999"/>`);
+      }
     });
   });
   const ly = top + nLayers * rowH + 20;
-  POLICY_LABELS.forEach((label, k) => {
-    const x = left + k * 95;
-    parts.push(`<rect x="${x}" y="${ly}" width="14" height="14" fill="${POLICY_COLORS[k]}"/><text x="${x + 18}" y="${ly + 12}">${esc(label)}</text>`);
+  order.forEach((name, k) => {
+    const x = left + (k % perRow) * (others.length === 0 ? 95 : 240);
+    const y = ly + Math.floor(k / perRow) * 20;
+    parts.push(`<rect x="${x}" y="${y}" width="14" height="14" fill="${color(name)}"/><text x="${x + 18}" y="${y + 12}">${esc(label(name))}</text>`);
   });
-  parts.push(`<text x="${left}" y="${ly + 34}" font-size="11">Hybrid set, cheapest first: special ⊂ +punct ⊂ +frequent ⊂ +local ⊂ full.</text>`);
-  parts.push(`<text x="${left}" y="${ly + 50}" font-size="11">Each bar: share of the layer's (prompt, KV head) pairs that chose each policy.</text>`);
+  const ny = ly + legendRows * 20;
+  parts.push(`<text x="${left}" y="${ny + 14}" font-size="11">${others.length === 0
+    ? 'Hybrid set, cheapest first: special ⊂ +punct ⊂ +frequent ⊂ +local ⊂ full.'
+    : 'Policy families; a lattice choice counts under its family whatever its sizes (special+frequent@0.1+local@0.2 → special+frequent+local).'}</text>`);
+  parts.push(`<text x="${left}" y="${ny + 30}" font-size="11">Each bar: share of the layer's (prompt, KV head) pairs that chose each policy.</text>`);
   parts.push('</svg>');
   return parts.join('\n');
 }
