@@ -11,6 +11,9 @@ import { addInPlace, matmul, rmsnorm, ropeRotateHalf, swiglu, softmax, dot } fro
 import { ropeInvFreq } from '../../src/model/rope.js';
 import { dequantizeQ8_0, quantizeQ8_0 } from '../../src/backend/wasm/reference-extra.js';
 import { argmax } from '../../src/argmax.js';
+import { sampleWithUniform, type DeviceSample } from '../../src/generate/sample-rule.js';
+import { Sampler } from '../../src/generate/sampler.js';
+import { sampleParams } from '../../src/backend/webgpu/wgsl-sample.js';
 import { ropeTables } from '../../src/backend/wasm/runtime.js';
 import { f16ToF32, f32ToF16 } from '../../src/half.js';
 import { mulberry32 } from '../../src/generate/rng.js';
@@ -200,6 +203,111 @@ export async function checkArgmax(ops: GpuOps, seed = 6): Promise<CheckResult> {
   let wrong = 0;
   for (let i = 0; i < rows; i++) if (got[i] !== argmax(x.subarray(i * n, (i + 1) * n))) wrong++;
   return result('argmax', wrong, 0, `got ${[...got]}`);
+}
+
+/** Run the sampling kernel over `rows` (each: a logits row of `x` and a rule); returns (token, status) per row. */
+async function gpuSample(ops: GpuOps, x: Float32Array, n: number, rows: { src: number; s: DeviceSample }[]): Promise<Uint32Array> {
+  const logits = await buf(ops.gpu, x);
+  const params = await buf(ops.gpu, Uint32Array.from(rows.flatMap((r) => sampleParams(r.src, r.s))));
+  const tokens = await buf(ops.gpu, rows.length * 8);
+  const enc = new StepEncoder(ops.gpu);
+  ops.sample(enc, logits, tokens, params, rows.length, n, 0, 0, 0);
+  enc.submit();
+  return readU32(ops.gpu, tokens, 0, 2 * rows.length);
+}
+
+/**
+ * The sampling kernel against src/generate/sample-rule.ts: the same token for the same uniform, over temperatures,
+ * top-k (ties at the cut included), top-p, min-p and their combinations, on rows of odd lengths; greedy rows; the
+ * non-finite statuses. Draws whose uniform lies within 1e-5 (relative) of a boundary are not compared (f32 sums in
+ * another order may fall on either side); the check fails if fewer than 75 % were compared (one draw in six is u = 0.9999999, next to the last boundary on purpose).
+ */
+export async function checkSample(ops: GpuOps, seed = 10): Promise<CheckResult[]> {
+  const r = mulberry32(seed);
+  const out: CheckResult[] = [];
+  for (const n of [1237, 5003]) {
+    const logitRows: Float32Array[] = [
+      randn(r, n, 4),
+      randn(r, n, 12),
+      // Few distinct values: many ties at every cut.
+      randn(r, n, 3).map((v) => Math.round(v * 2) / 2),
+      // −Infinity entries (masked tokens) and one dominant logit.
+      randn(r, n, 2).map((v, i) => (i % 7 === 3 ? -Infinity : i === n - 2 ? 9 : v)),
+    ];
+    const x = new Float32Array(n * logitRows.length);
+    logitRows.forEach((row, i) => x.set(row, i * n));
+    const rules: Omit<DeviceSample, 'uniform'>[] = [
+      { invTemperature: 1, topK: 0, topP: 1, minP: 0 },
+      { invTemperature: 1 / 0.7, topK: 40, topP: 1, minP: 0 },
+      { invTemperature: 1, topK: 1, topP: 1, minP: 0 },
+      { invTemperature: 0, topK: 0, topP: 1, minP: 0 },
+      { invTemperature: 1, topK: 0, topP: 0.9, minP: 0 },
+      { invTemperature: 2, topK: 0, topP: 0.5, minP: 0 },
+      { invTemperature: 1, topK: 300, topP: 0.95, minP: 0 },
+      { invTemperature: 1, topK: 7, topP: 0.3, minP: 0 },
+      { invTemperature: 0.8, topK: 0, topP: 1, minP: 0.05 },
+      { invTemperature: 1.3, topK: 100, topP: 0.8, minP: 0.02 },
+      { invTemperature: 1, topK: n + 5, topP: 1, minP: 0 },
+    ];
+    const rows: { src: number; s: DeviceSample }[] = [];
+    for (let src = 0; src < logitRows.length; src++) {
+      for (const rule of rules) for (let j = 0; j < 6; j++) rows.push({ src, s: { ...rule, uniform: j === 0 ? 0 : j === 5 ? 0.9999999 : r() } });
+    }
+    const got = await gpuSample(ops, x, n, rows);
+    let wrong = 0;
+    let compared = 0;
+    const detail: string[] = [];
+    rows.forEach((row, j) => {
+      const want = sampleWithUniform(logitRows[row.src], row.s);
+      if (got[2 * j + 1] !== 0) { wrong++; detail.push(`row ${j}: status ${got[2 * j + 1]}`); return; }
+      if (want.margin < 1e-5) return;
+      compared++;
+      if (got[2 * j] !== want.token) { wrong++; if (detail.length < 4) detail.push(`row ${j} (${JSON.stringify(row.s)}, logits ${row.src}): got ${got[2 * j]}, want ${want.token}`); }
+    });
+    if (compared < 0.75 * rows.length) { wrong++; detail.push(`only ${compared} of ${rows.length} draws were far enough from a boundary`); }
+    out.push(result(`sample ${n}: ${rows.length} draws against sample-rule.ts`, wrong, 0, detail.join('; ')));
+  }
+  // Statuses: NaN, +Infinity, every logit −Infinity (greedy and sampled rows alike).
+  const n = 301;
+  const bad = new Float32Array(3 * n).fill(-Infinity);
+  bad.set(randn(r, n), 0); bad[17] = NaN; bad[30] = Infinity;
+  bad.set(randn(r, n), n); bad[n + 200] = Infinity;
+  const st = await gpuSample(ops, bad, n, [0, 1, 2].flatMap((src) => [{ src, s: { invTemperature: 1, topK: 0, topP: 0.9, minP: 0, uniform: 0.5 } }, { src, s: { invTemperature: 0, topK: 1, topP: 1, minP: 0, uniform: 0 } }]));
+  const statuses = [1, 1, 2, 2, 3, 3];
+  out.push(result('sample: non-finite statuses', statuses.filter((s, i) => st[2 * i + 1] !== s).length, 0, `got ${[...st]}`));
+  return out;
+}
+
+/**
+ * The sampling kernel's distribution against the CPU Sampler's (sampler.ts's `distribution`, which sorts): N
+ * evenly spaced uniforms u = (j + ½)/N pick each token about N·p times (at most one off per boundary), under top-k,
+ * top-p, min-p and temperature. The error is the largest |count/N − p|.
+ */
+export async function checkSampleDistribution(ops: GpuOps, seed = 11): Promise<CheckResult[]> {
+  const r = mulberry32(seed);
+  const n = 211;
+  const x = randn(r, n, 3);
+  const N = 1500;
+  const out: CheckResult[] = [];
+  const cases = [
+    { temperature: 1, topK: 0, topP: 1, minP: 0 },
+    { temperature: 0.7, topK: 12, topP: 1, minP: 0 },
+    { temperature: 1.5, topK: 0, topP: 0.8, minP: 0 },
+    { temperature: 1, topK: 50, topP: 0.9, minP: 0.03 },
+  ];
+  for (const c of cases) {
+    const rows = Array.from({ length: N }, (_, j) => ({ src: 0, s: { invTemperature: 1 / c.temperature, topK: c.topK, topP: c.topP, minP: c.minP, uniform: (j + 0.5) / N } }));
+    const got = await gpuSample(ops, x, n, rows);
+    const counts = new Float64Array(n);
+    for (let j = 0; j < N; j++) counts[got[2 * j]]++;
+    const d = new Sampler({ ...c, seed: 1 }, n).distribution(x);
+    const p = new Float64Array(n);
+    d.ids.forEach((id, k) => { p[id] = d.probs[k]; });
+    let err = 0;
+    for (let i = 0; i < n; i++) err = Math.max(err, Math.abs(counts[i] / N - p[i]));
+    out.push(result(`sample distribution ${JSON.stringify(c)} over ${N} stratified draws`, err, 1.5 / N));
+  }
+  return out;
 }
 
 // ---- the paged cache ----------------------------------------------------------------------------------------------
@@ -469,6 +577,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
+  out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   return out;

@@ -12,6 +12,7 @@ import {
   addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
+import { sampleWgsl } from './wgsl-sample.js';
 import { applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
 
 /** One row range of a weight matrix in its own buffer(s). */
@@ -190,6 +191,14 @@ export class GpuOps {
 
   argmax(enc: StepEncoder, logits: Binding, tokens: GPUBuffer, rows: number, n: number, inOff: number, outOff: number): void {
     enc.dispatch(this.gpu.pipeline('argmax', () => argmaxWgsl), 'argmax', [logits, tokens], [rows, n, inOff, outOff], rows);
+  }
+
+  /**
+   * Sample `rows` tokens (wgsl-sample.ts): row j reads logits row par[parOff + 8j] of n floats from inOff, writes
+   * (token, status) to tokens[outOff + 2j].
+   */
+  sample(enc: StepEncoder, logits: Binding, tokens: GPUBuffer, params: Binding, rows: number, n: number, inOff: number, outOff: number, parOff: number): void {
+    enc.dispatch(this.gpu.pipeline('sample', () => sampleWgsl), 'sample', [logits, tokens, params], [rows, n, inOff, outOff, parOff], rows);
   }
 
   // ---- the paged cache -----------------------------------------------------------------------------------------
