@@ -1,6 +1,7 @@
 import type { KvArena } from '../cache/page-pool.js';
 import type { SequenceKv } from '../cache/sequence-kv.js';
 import type { ModelConfig } from '../model/types.js';
+import type { DeviceSample } from '../generate/sample-rule.js';
 
 /** One sequence's part of a forward pass: its cache and the new tokens to push through the model. */
 export interface ForwardItem {
@@ -13,6 +14,11 @@ export interface ForwardItem {
    * one buffer per sequence: a fresh 128 KB array per token costs ~7 % of stories15M's decode in allocation and GC.
    */
   out?: Float32Array;
+  /**
+   * On a backend that samples on its device (`forwardSampled`): sample this item's next token there by the rule of
+   * src/generate/sample-rule.ts instead of returning logits (`logits` must then be 'last').
+   */
+  sample?: DeviceSample;
 }
 
 /**
@@ -36,6 +42,11 @@ export interface Backend {
   /** Where this backend wants KV pages to live. */
   createArena(): KvArena;
   forward(items: readonly ForwardItem[]): Promise<Float32Array[]>;
+  /**
+   * Optional: a forward pass in which the items that carry `sample` get their next token sampled on the device (a
+   * token id back, or the NonFiniteLogitsError their logits would raise), the others their logits as in forward().
+   */
+  forwardSampled?(items: readonly ForwardItem[]): Promise<(Float32Array | number | Error)[]>;
   /** Weight dtype actually used by the kernels (f32, f16, q8_0). */
   readonly weightDtype: string;
   dispose(): void;

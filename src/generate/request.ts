@@ -4,6 +4,7 @@ import type { CacheOptions } from '../cache/policies/index.js';
 import type { StreamDecoder, Tokenizer } from '../tokenizer/types.js';
 import { applyPenalties, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
+import type { DeviceSample } from './sample-rule.js';
 import { StopStringMatcher } from './stop.js';
 
 export interface GenerateOptions extends SamplingOptions {
@@ -104,6 +105,8 @@ export class GenerationRequest {
   pendingLogits: Float32Array | undefined;
   /** With the logprobs option: one entry per generated token. */
   readonly logprobs: TokenLogprob[] = [];
+  /** Set while a caller needs this request's logits after its next step (the server forks a leader's prefill from them). */
+  keepLogits = false;
   private prefilled = false;
   private logitsOut: Float32Array | undefined;
   /** Penalised copy of the logits (frequency / presence penalties). */
@@ -196,8 +199,38 @@ export class GenerationRequest {
     }
   }
 
+  /**
+   * The next token's parameters for a backend that samples on its device (one uniform drawn now, as accept() would),
+   * or undefined when this token needs its logits on the CPU: the repetition, frequency or presence penalty, logprobs,
+   * or `keepLogits`.
+   */
+  deviceSample(): DeviceSample | undefined {
+    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0, logprobs } = this.opts;
+    if (this.keepLogits || logprobs !== undefined || fp !== 0 || pp !== 0 || this.done) return undefined;
+    return this.sampler.deviceSample();
+  }
+
   /** Sample the next token from the logits of the last input token; returns the newly printable text. */
   accept(logits: Float32Array): string {
+    if (this.beforeToken()) return '';
+    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0 } = this.opts;
+    let x = logits;
+    if (fp !== 0 || pp !== 0) {
+      x = this.penalised ??= new Float32Array(logits.length);
+      x.set(logits);
+      applyPenalties(x, this.generated, fp, pp);
+    }
+    return this.take(this.sampler.sample(x, this.history), logits);
+  }
+
+  /** Take a token the backend sampled on its device (with this request's deviceSample()); returns the new text. */
+  acceptToken(id: number): string {
+    if (this.beforeToken()) return '';
+    return this.take(id);
+  }
+
+  /** Bookkeeping before each token; true when the request was aborted. */
+  private beforeToken(): boolean {
     this.pendingLogits = undefined;
     // Every token: only the byte count, not the full per-head report of stats().
     const kvBytes = this.kv.kvBytes();
@@ -205,22 +238,18 @@ export class GenerationRequest {
       this.peakKvBytes = kvBytes;
       this.peakFullKvBytes = this.kv.fullKvBytes();
     }
-    if (this.checkAbort()) return '';
-    const { frequencyPenalty: fp = 0, presencePenalty: pp = 0, logprobs } = this.opts;
-    let x = logits;
-    if (fp !== 0 || pp !== 0) {
-      x = this.penalised ??= new Float32Array(logits.length);
-      x.set(logits);
-      applyPenalties(x, this.generated, fp, pp);
-    }
-    const id = this.sampler.sample(x, this.history);
+    return this.checkAbort();
+  }
+
+  private take(id: number, logits?: Float32Array): string {
+    const { logprobs } = this.opts;
     this.history.push(id);
     if (this.stopIds.has(id)) {
       this.stopToken = id;
       this.stopReason = this.opts.stopIds?.includes(id) ? 'stop' : 'eos';
       return this.finishText();
     }
-    if (logprobs !== undefined) this.logprobs.push(tokenLogprob(logits, id, logprobs));
+    if (logprobs !== undefined && logits) this.logprobs.push(tokenLogprob(logits, id, logprobs));
     this.generated.push(id);
     const { emit, stopped } = this.stopper.push(this.decoder.push(id));
     this.text += emit;

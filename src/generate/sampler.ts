@@ -26,6 +26,7 @@
 import { argmax } from '../argmax.js';
 import { InvalidOptionError, NonFiniteLogitsError } from '../errors.js';
 import { Xoshiro128StarStar, randomSeed } from './rng.js';
+import { GREEDY_SAMPLE, type DeviceSample } from './sample-rule.js';
 
 export interface SamplingOptions {
   /** Softmax temperature, finite, ≥ 0. 0 = greedy (argmax). Default 1. */
@@ -250,6 +251,19 @@ export class Sampler {
     }
     const n = this.filter(x);
     return this.draw(n);
+  }
+
+  /**
+   * This token's parameters for a backend that samples on its device (the rule of sample-rule.ts: the same candidate
+   * set), with its uniform drawn from this sampler's generator exactly where sample() would draw it (none when
+   * greedy). Undefined when the repetition penalty is on: it needs the token history applied to the logits, so that
+   * token is sampled here, from logits read back.
+   */
+  deviceSample(): DeviceSample | undefined {
+    if (this.work.length > 0) return undefined;
+    if (this.greedy) return GREEDY_SAMPLE;
+    const { topP, minP } = this.options;
+    return { invTemperature: this.invT, topK: this.k, topP, minP, uniform: this.rng.nextFloat() };
   }
 
   /**

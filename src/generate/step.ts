@@ -3,8 +3,8 @@
  * continuous-batching scheduler, the evaluator and `bench` all advance their requests through it.
  *
  * Every request that is not done pushes its next input (its prompt the first time, then its last token) through one
- * batched forward pass; then each samples from its own logits, checks its stop conditions and books the step's time
- * as prefill or decode. A request resumed from a shared prefill samples from the logits it was given, with no forward.
+ * batched forward pass; then each samples from its own logits (or takes the token a backend that samples on its device
+ * drew for it: `Backend.forwardSampled`), checks its stop conditions and books the step's time as prefill or decode. A request resumed from a shared prefill samples from the logits it was given, with no forward.
  */
 import type { Backend } from '../backend/types.js';
 import type { GenerationRequest } from './request.js';
@@ -21,20 +21,25 @@ export async function step(backend: Backend, requests: readonly GenerationReques
   const forwarded = requests.filter((r, i) => live[i] && r.pendingLogits === undefined);
   const vocab = backend.config.vocabSize;
   const t0 = performance.now();
-  let logits: Float32Array[] = [];
+  // On a backend that samples on its device, each request that can be sampled there gets its token back instead of
+  // its logits (src/generate/sample-rule.ts); the others (penalties, logprobs, a prefill to fork) get logits.
+  const samples = backend.forwardSampled ? forwarded.map((r) => r.deviceSample()) : [];
+  let outputs: (Float32Array | number | Error)[] = [];
   if (forwarded.length > 0) {
-    logits = await backend.forward(forwarded.map((r) => ({ kv: r.kv, tokens: r.input(), logits: 'last' as const, out: r.logitsBuffer(vocab) })));
-    if (logits.length !== forwarded.length) throw new Error(`internal: the backend returned ${logits.length} logits for ${forwarded.length} sequences`);
+    const items = forwarded.map((r, i) => ({ kv: r.kv, tokens: r.input(), logits: 'last' as const, out: samples[i] ? undefined : r.logitsBuffer(vocab), sample: samples[i] }));
+    outputs = samples.some((s) => s) ? await backend.forwardSampled!(items) : await backend.forward(items);
+    if (outputs.length !== forwarded.length) throw new Error(`internal: the backend returned ${outputs.length} results for ${forwarded.length} sequences`);
   }
   const forwardMs = performance.now() - t0;
   let k = 0;
   return requests.map((r, i): StepOutcome => {
     if (!live[i]) return { piece: '' };
     const pending = r.pendingLogits;
-    const own = pending ?? logits[k++];
+    const own = pending ?? outputs[k++];
     const t1 = performance.now();
+    if (own instanceof Error) return { piece: '', error: own };
     try {
-      const piece = r.accept(own);
+      const piece = typeof own === 'number' ? r.acceptToken(own) : r.accept(own);
       r.recordStep((pending ? 0 : forwardMs) + (performance.now() - t1));
       return { piece };
     } catch (error) {

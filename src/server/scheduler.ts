@@ -415,6 +415,9 @@ export class Scheduler {
     this.metrics?.batchedSequences.inc(batch.length);
     for (const group of groups) {
       const prefill = group.map((j) => j.req.kv.seqLength === 0);
+      // A leader's prefill logits are copied to the choices that fork it: they must come back, even from a backend
+      // that samples on its device.
+      for (const j of group) j.req.keepLogits = j.followers.length > 0;
       let outcomes: StepOutcome[];
       try {
         outcomes = await step(this.model.backend, group.map((j) => j.req));

@@ -31,6 +31,7 @@ import { gpuContext } from './device.js';
 import { GpuDevice, StepEncoder } from './encoder.js';
 import { GpuOps, type CacheBuffers, type GpuMatrix } from './ops.js';
 import { MAX_BANDS } from './wgsl-cache.js';
+import { sampleParams, sampleStatusError } from './wgsl-sample.js';
 import type { WeightKind } from './wgsl.js';
 
 export type WebGpuWeightDtype = WeightKind;
@@ -331,7 +332,7 @@ export class WebGpuBackend implements Backend {
     const out: Float32Array[] = [];
     // Parts that fit the activation buffer; sequences of one pass share one arena.
     for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
-      out.push(...((await this.forwardBatch(part, false)) as Float32Array[]));
+      out.push(...((await this.forwardBatch(part, 'logits')) as Float32Array[]));
     }
     return out;
   }
@@ -344,12 +345,29 @@ export class WebGpuBackend implements Backend {
     const out: number[] = [];
     const all = items.map((it) => ({ ...it, logits: 'last' as const }));
     for (const part of splitBatch(all, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
-      out.push(...((await this.forwardBatch(part, true)) as number[]));
+      out.push(...((await this.forwardBatch(part, 'greedy')) as number[]));
     }
     return out;
   }
 
-  private async forwardBatch(items: readonly ForwardItem[], greedy: boolean): Promise<Float32Array[] | number[]> {
+  /**
+   * A forward pass in which each item with `sample` gets its next token sampled on the GPU (wgsl-sample.ts, the rule
+   * of src/generate/sample-rule.ts): 8 bytes back per such sequence instead of its logits; the others get logits.
+   */
+  async forwardSampled(items: readonly ForwardItem[]): Promise<(Float32Array | number | Error)[]> {
+    const out: (Float32Array | number | Error)[] = [];
+    for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+      out.push(...(await this.forwardBatch(part, 'sample')));
+    }
+    return out;
+  }
+
+  /**
+   * One pass. Mode 'logits': every item's wanted logits back. 'greedy': every item's argmax (forwardGreedy). 'sample':
+   * the items with `sample` are sampled on the GPU, the others get their logits.
+   */
+  private async forwardBatch(items: readonly ForwardItem[], mode: 'logits' | 'greedy' | 'sample'): Promise<(Float32Array | number | Error)[]> {
+    const greedy = mode === 'greedy';
     const t0 = performance.now();
     const c = this.config;
     const arena = items[0].kv.pool.arena;
@@ -384,6 +402,8 @@ export class WebGpuBackend implements Backend {
     const olderOff = P.take(items.length * L * H);
     const flagsOff = P.take(items.length * L * H * 4);
     const wanted: number[] = [];
+    const sampledRows: number[] = [];
+    const sampled = (it: ForwardItem) => mode === 'sample' && it.sample !== undefined;
     let row = 0;
     items.forEach((it, i) => {
       const cls = it.kv.classes;
@@ -393,11 +413,20 @@ export class WebGpuBackend implements Backend {
         P.data[rowMetaOff + row] = ((starts[i] + t) | ((cls.special[tok] | (cls.punct[tok] << 1)) << 30)) >>> 0;
         P.data[rowItemOff + row] = i;
         P.data[rowTOff + row] = t;
-        if (it.logits === 'all' || (it.logits === 'last' && t === it.tokens.length - 1)) wanted.push(row);
+        if (sampled(it)) {
+          if (it.logits !== 'last') throw new Error('internal: a sampled item must ask for its last logits');
+          if (t === it.tokens.length - 1) sampledRows.push(row);
+        } else if (it.logits === 'all' || (it.logits === 'last' && t === it.tokens.length - 1)) wanted.push(row);
         row++;
       });
     });
+    // Logits rows first, then the rows sampled on the GPU, with the sampling kernel's parameters.
+    const nLogits = wanted.length;
+    wanted.push(...sampledRows);
     const wantedOff = P.push(...wanted);
+    const sampleParOff = P.length;
+    let sj = 0;
+    for (const it of items) if (sampled(it)) P.push(...sampleParams(nLogits + sj++, it.sample!));
 
     // Per layer and sequence, what the cache policy needs: attention statistics (collected here, decided on the CPU
     // after the readback) or evictions, which the GPU executes. A pass without statistics cannot depend on this
@@ -511,20 +540,27 @@ export class WebGpuBackend implements Backend {
       ops.rmsnorm(enc, A, this.w.finalNorm, nw, c.dim, lay.lrows, c.dim, lay.lrows, c.dim, eps);
       ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize);
       if (greedy) ops.argmax(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, nw, c.vocabSize, 0, 0);
+      if (sampledRows.length > 0) {
+        ops.sample(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, pass, sampledRows.length, c.vocabSize, 0, 0, sampleParOff);
+      }
     }
 
-    // One readback: logits (or the greedy tokens), eviction reports, statistics.
-    const logitBytes = greedy ? Math.ceil(nw / 4) * 16 : nw * c.vocabSize * 4;
+    // One readback: logits (or the greedy tokens), the sampled tokens, eviction reports, statistics.
+    const logitBytes = greedy ? Math.ceil(nw / 4) * 16 : nLogits * c.vocabSize * 4;
+    const tokenBytes = Math.ceil(sampledRows.length / 2) * 16;
     const reportBytes = reportWords * 4;
     const statsBytes = statsWords * 4;
-    const total = logitBytes + reportBytes + statsBytes;
+    // Where the reports start in the readback.
+    const head = logitBytes + tokenBytes;
+    const total = head + reportBytes + statsBytes;
     const staging = total > 0 ? this.stagingBuffer(total) : undefined;
     const dispatches = enc.count;
     enc.submit((ce) => {
       if (!staging) return;
       if (logitBytes) ce.copyBufferToBuffer(greedy ? this.tokensOut : A, greedy ? 0 : lay.logits * 4, staging, 0, logitBytes);
-      if (reportBytes) ce.copyBufferToBuffer(b.report, 0, staging, logitBytes, reportBytes);
-      if (statsBytes) ce.copyBufferToBuffer(b.stats, 0, staging, logitBytes + reportBytes, statsBytes);
+      if (tokenBytes) ce.copyBufferToBuffer(this.tokensOut, 0, staging, logitBytes, tokenBytes);
+      if (reportBytes) ce.copyBufferToBuffer(b.report, 0, staging, head, reportBytes);
+      if (statsBytes) ce.copyBufferToBuffer(b.stats, 0, staging, head + reportBytes, statsBytes);
     });
     const t1 = performance.now();
     let data: ArrayBuffer = new ArrayBuffer(0);
@@ -539,7 +575,7 @@ export class WebGpuBackend implements Backend {
     }
 
     // The cache, on the CPU: replay the GPU's evictions; FastGen profiles and compresses, and the GPU follows.
-    const reports = new Uint32Array(data, logitBytes, reportWords);
+    const reports = new Uint32Array(data, head, reportWords);
     for (let l = 0; l < L; l++) {
       for (const e of evicts[l]) {
         const st = items[e.item].kv.store(l, e.kvHead);
@@ -554,15 +590,23 @@ export class WebGpuBackend implements Backend {
       }
     }
     const t2 = performance.now();
-    if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, logitBytes + reportBytes, statsWords), arena, seqSlots, shape, b);
+    if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, head + reportBytes, statsWords), arena, seqSlots, shape, b);
     items.forEach((it) => it.kv.advance(it.tokens.length));
     this.lastPass = { dispatches, encodeMs: t1 - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
 
     if (greedy) return Array.from(new Uint32Array(data, 0, nw));
-    const results: Float32Array[] = [];
-    const logits = new Float32Array(data, 0, nw * c.vocabSize);
+    const results: (Float32Array | number | Error)[] = [];
+    const logits = new Float32Array(data, 0, nLogits * c.vocabSize);
+    const tokens = new Uint32Array(data, logitBytes, 2 * sampledRows.length);
     let j = 0;
+    let k = 0;
     for (const it of items) {
+      if (sampled(it)) {
+        const status = tokens[2 * k + 1];
+        results.push(status === 0 ? tokens[2 * k] : sampleStatusError(status));
+        k++;
+        continue;
+      }
       const rows = it.logits === 'last' ? 1 : it.logits === 'all' ? it.tokens.length : 0;
       const size = rows * c.vocabSize;
       if (it.out && it.out.length < size) throw new Error(`internal: logits buffer of ${it.out.length} floats for ${size}`);
