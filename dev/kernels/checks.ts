@@ -568,6 +568,41 @@ function concat(...parts: Float32Array[]): Float32Array {
   return out;
 }
 
+/**
+ * fork()'s page copies across two KV parts: each destination page gets its source's K/V, metadata and scores (the
+ * reference: the same copies between plain arrays); every other page is untouched.
+ */
+export async function checkCopyPages(ops: GpuOps, seed = 12): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const shape = { parts: 2, pagesPerPart: 3, pageTokens: 4, headDim: 5 };
+  const pageFloats = 2 * shape.pageTokens * shape.headDim;
+  const pages = 2 * shape.pagesPerPart;
+  const kv = randn(r, pages * pageFloats);
+  const meta = Uint32Array.from({ length: pages * shape.pageTokens }, () => Math.floor(r() * 2 ** 32));
+  const scores = randn(r, pages * shape.pageTokens);
+  const pairs = [0, 4, 5, 1, 2, 3];
+  const half = shape.pagesPerPart * pageFloats;
+  const b = {
+    meta: await buf(ops.gpu, meta), scores: await buf(ops.gpu, scores),
+    kv: [await buf(ops.gpu, kv.slice(0, half)), await buf(ops.gpu, kv.slice(half))],
+  };
+  const enc = new StepEncoder(ops.gpu);
+  ops.copyPages(enc, shape, b, await buf(ops.gpu, Uint32Array.from(pairs)), pairs.length / 2);
+  enc.submit();
+  const got = concat(await readF32(ops.gpu, b.kv[0], 0, half), await readF32(ops.gpu, b.kv[1], 0, half));
+  const gotMeta = await readU32(ops.gpu, b.meta, 0, meta.length);
+  const gotScores = await readF32(ops.gpu, b.scores, 0, scores.length);
+  const pt = shape.pageTokens;
+  for (let j = 0; j < pairs.length; j += 2) {
+    const [src, dst] = [pairs[j], pairs[j + 1]];
+    kv.copyWithin(dst * pageFloats, src * pageFloats, (src + 1) * pageFloats);
+    meta.copyWithin(dst * pt, src * pt, (src + 1) * pt);
+    scores.copyWithin(dst * pt, src * pt, (src + 1) * pt);
+  }
+  const err = Math.max(maxAbsDiff(got, kv), maxAbsDiff(gotScores, scores), gotMeta.some((v, i) => v !== meta[i]) ? 1 : 0);
+  return result('copy pages (fork) across two KV parts', err, 0);
+}
+
 /** Every check at the small sizes the test suite runs (lavapipe runs ~1–3 GFLOP/s). */
 export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
@@ -580,6 +615,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
+  out.push(await checkCopyPages(ops));
   return out;
 }
 

@@ -20,6 +20,11 @@ export interface KvArena {
   ensureFloats(count: number): void;
   /** Byte offset of the arena inside the backend's memory (0 for a plain array). */
   readonly baseByteOffset: number;
+  /**
+   * An arena whose K/V the CPU cannot read (a GPU's): copy whole pages there, (src, dst) page id pairs, with whatever
+   * per-row data the backend keeps beside them. fork() then copies slot metadata on the CPU and pages through this.
+   */
+  copyPages?(pairs: readonly number[]): void;
 }
 
 /** A plain growable JS arena: used by the reference backend and in tests. */

@@ -193,7 +193,13 @@ export class SequenceKv implements PolicyTarget {
    * the policy's state (per-head choices, profiles). Lets several continuations share one compressed prefill without recomputing it.
    */
   fork(): SequenceKv {
-    return this.copyInto(new SequenceKv(this.pool, this.shape, this.options, this.classes, this.policy.fork()));
+    const copy = new SequenceKv(this.pool, this.shape, this.options, this.classes, this.policy.fork());
+    try {
+      return this.copyInto(copy);
+    } catch (e) {
+      copy.release(); // the pool ran short mid-copy: give back what the copy took
+      throw e;
+    }
   }
 
   /** fork()'s work, for subclasses that fork into their own type. */
@@ -202,9 +208,17 @@ export class SequenceKv implements PolicyTarget {
     const hd = this.shape.headDim;
     const kBuf = new Float32Array(hd);
     const vBuf = new Float32Array(hd);
+    const arena = this.pool.arena;
+    // Dense slots in the same order: the copy's page j holds exactly the rows of the original's page j.
+    const pairs: number[] = [];
     for (let i = 0; i < this.stores.length; i++) {
       const src = this.stores[i];
       const dst = copy.stores[i];
+      if (arena.copyPages) {
+        for (let s = 0; s < src.length; s++) dst.reserve(src.positions[s], src.tokenIds[s], src.scores[s]);
+        src.pages.forEach((p, j) => pairs.push(p, dst.pages[j]));
+        continue;
+      }
       for (let s = 0; s < src.length; s++) {
         // Through f32 scratch (exact for an f16 cache too): appending may grow the arena and replace its views.
         src.readKey(s, kBuf);
@@ -212,6 +226,7 @@ export class SequenceKv implements PolicyTarget {
         dst.append(kBuf, 0, vBuf, 0, src.positions[s], src.tokenIds[s], src.scores[s]);
       }
     }
+    if (pairs.length > 0) arena.copyPages!(pairs);
     copy.seqLength = this.seqLength;
     return copy;
   }

@@ -4,10 +4,12 @@
  *
  * Every request that is not done pushes its next input (its prompt the first time, then its last token) through one
  * batched forward pass; then each samples from its own logits (or takes the token a backend that samples on its device
- * drew for it: `Backend.forwardSampled`), checks its stop conditions and books the step's time as prefill or decode. A request resumed from a shared prefill samples from the logits it was given, with no forward.
+ * drew for it: `Backend.forwardSampled`), checks its stop conditions and books the step's time as prefill or decode. A request resumed from a shared prefill samples from the logits it was given, with no forward (by the
+ * device's rule, sample-rule.ts, when the backend samples on its device: a forked choice picks what it would alone).
  */
 import type { Backend } from '../backend/types.js';
 import type { GenerationRequest } from './request.js';
+import { sampleWithUniform } from './sample-rule.js';
 
 /** What one request got from a step: its newly printable text, or the error its sampling threw (its alone). */
 export type StepOutcome = { piece: string; error?: undefined } | { piece: ''; error: unknown };
@@ -39,7 +41,9 @@ export async function step(backend: Backend, requests: readonly GenerationReques
     const t1 = performance.now();
     if (own instanceof Error) return { piece: '', error: own };
     try {
-      const piece = typeof own === 'number' ? r.acceptToken(own) : r.accept(own);
+      // A choice resumed from a forked prefill on a backend that samples on its device: the device's rule, here.
+      const rule = pending && backend.forwardSampled ? r.deviceSample() : undefined;
+      const piece = typeof own === 'number' ? r.acceptToken(own) : rule ? r.acceptToken(sampleWithUniform(own, rule).token) : r.accept(own);
       r.recordStep((pending ? 0 : forwardMs) + (performance.now() - t1));
       return { piece };
     } catch (error) {

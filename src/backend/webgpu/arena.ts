@@ -14,7 +14,8 @@
 import { FastgenError } from '../../errors.js';
 import type { KvArena, PagePool } from '../../cache/page-pool.js';
 import type { SequenceKv } from '../../cache/sequence-kv.js';
-import type { GpuDevice } from './encoder.js';
+import { StepEncoder, type GpuDevice } from './encoder.js';
+import { GpuOps } from './ops.js';
 import { MAX_KV_PARTS, type CacheShape } from './wgsl-cache.js';
 
 export class GpuKvArena implements KvArena {
@@ -38,11 +39,35 @@ export class GpuKvArena implements KvArena {
   private readonly slotOf = new Map<SequenceKv, number>();
   /** Per slot, per (layer, kvHead): the page ids last written to the GPU table. */
   private shadow: number[][][] = [];
+  /** Page copies (src, dst) asked for by fork(), done at the next sync, before the next pass. */
+  private pendingCopies: number[] = [];
+  private ops?: GpuOps;
 
   constructor(private readonly gpu: GpuDevice, private readonly shapeOf: { nLayers: number; nKvHeads: number; maxSeqLen: number }) {}
 
   ensureFloats(count: number): void {
     this.words = Math.max(this.words, count);
+  }
+
+  /**
+   * fork(): the copy's pages get the original's K/V, slot metadata and scores on the GPU. The pages may not have GPU
+   * storage yet, so the copies wait for the next sync(), which runs before any pass is encoded: queue order puts them
+   * ahead of every later kernel, and a source page freed meanwhile is not written before they run.
+   */
+  copyPages(pairs: readonly number[]): void {
+    this.pendingCopies.push(...pairs);
+  }
+
+  /** Run the pending page copies (one copy-pages kernel for all). */
+  private async runCopies(): Promise<void> {
+    const q = this.pendingCopies;
+    if (q.length === 0) return;
+    this.pendingCopies = [];
+    const pairs = await this.gpu.buffer(q.length * 4, 'fork page pairs', Uint32Array.from(q));
+    const enc = new StepEncoder(this.gpu);
+    (this.ops ??= new GpuOps(this.gpu)).copyPages(enc, this.shape(), { meta: this.meta!, scores: this.scores!, kv: this.kv }, pairs, q.length / 2);
+    enc.submit();
+    pairs.destroy();
   }
 
   /** Compile-time shape of the cache kernels for the current storage. */
@@ -67,7 +92,7 @@ export class GpuKvArena implements KvArena {
     }
     const pageWords = pool.pageBytes / 4;
     const needed = Math.ceil(this.words / pageWords);
-    if (needed <= this.capacityPages) return;
+    if (needed <= this.capacityPages) return this.runCopies();
     const grown = Math.max(needed, Math.min(2 * this.capacityPages, needed + 4096));
     const parts = Math.ceil(grown / this.pagesPerPart);
     if (parts > MAX_KV_PARTS) {
@@ -100,6 +125,7 @@ export class GpuKvArena implements KvArena {
     this.meta = meta;
     this.scores = scores;
     this.capacityPages = grown;
+    await this.runCopies();
   }
 
   /**

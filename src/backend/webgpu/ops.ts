@@ -13,7 +13,7 @@ import {
   type WeightKind,
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
-import { applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
+import { applyMovesWgsl, attentionCombineWgsl, copyPagesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
 
 /** One row range of a weight matrix in its own buffer(s). */
 export interface MatrixPart {
@@ -253,6 +253,12 @@ export class GpuOps {
   setScores(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('setscores', c);
     enc.dispatch(this.gpu.pipeline(key, () => setScoresWgsl(c)), key, [b.pass, b.tables, b.scores, b.work], GpuOps.cacheParams(p), entries);
+  }
+
+  /** Copy `count` whole pages ((src, dst) page id pairs in `pairs`): K/V, slot metadata, scores (fork()). */
+  copyPages(enc: StepEncoder, c: CacheShape, b: Pick<CacheBuffers, 'meta' | 'scores' | 'kv'>, pairs: GPUBuffer, count: number): void {
+    const key = this.cacheKey('copypages', c);
+    enc.dispatch(this.gpu.pipeline(key, () => copyPagesWgsl(c)), key, [pairs, b.meta, b.scores, ...kvBindings(b.kv)], [count], ...grid(count));
   }
 
   applyMoves(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {

@@ -539,3 +539,28 @@ ${TABLE_BASE}
   for (var s = lid.x; s < pbuf[e + 3u]; s += 64u) { scores[tables[tb + s / PT] * PT + s % PT] = bitcast<f32>(work[off + s]); }
 }`;
 }
+
+/**
+ * Whole pages copied (fork()): pair j = (src, dst) page ids at pairs[2j], pairs[2j + 1]; one workgroup per pair
+ * copies the page's K and V, and its rows' metadata and scores. Source and destination may lie in any KV parts.
+ */
+export function copyPagesWgsl(c: CacheShape): string {
+  return `${consts(c)}
+struct P { count: u32, _a: u32, _b: u32, _c: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> pairs: array<u32>;
+@group(0) @binding(2) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+${kvAccess(c.parts, true)}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let j = wid.x + wid.y * 65535u;
+  if (j >= p.count) { return; }
+  let src = pairs[2u * j];
+  let dst = pairs[2u * j + 1u];
+  for (var i = lid.x; i < PAGE_FLOATS; i += 64u) { kvSet(dst, i, kvGet(src, i)); }
+  for (var r = lid.x; r < PT; r += 64u) {
+    slotMeta[dst * PT + r] = slotMeta[src * PT + r];
+    scores[dst * PT + r] = scores[src * PT + r];
+  }
+}`;
+}
