@@ -11,7 +11,7 @@ import { PagePool } from '../src/cache/page-pool.js';
 import { CACHE_POLICY_NAMES, resolveCacheOptions, type CacheOptions } from '../src/cache/policies/index.js';
 import { SequenceKv } from '../src/cache/sequence-kv.js';
 import { argmax } from '../src/generate/sampler.js';
-import { loadModel } from '../src/generate/model.js';
+import { loadModel, Model } from '../src/generate/model.js';
 import { loadCheckpoint } from '../src/model/load-checkpoint.js';
 import type { WebGpuBackend } from '../src/backend/webgpu/backend.js';
 import { HF_TINY, readJson, relErr, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
@@ -173,4 +173,27 @@ test('webgpu: an f16 KV cache is refused with a clear error', async (t) => {
   const kv = m.newSequence();
   await assert.rejects(m.backend.forward([{ kv, tokens: [1, 2], logits: 'last' }]), (e: Error & { code?: string }) => e.code === 'INVALID_OPTION' && /f16/.test(e.message));
   m.backend.dispose();
+});
+
+test('webgpu chunked prefill: a prompt longer than a pass (here 48 rows) runs in chunks; FastGen\'s and SnapKV\'s statistics and the heavy-hitter scores accumulate across them: tokens, logits, kept slots and bytes = cpu-ref', { skip: SKIP_SHARED }, async (t) => {
+  if (!(await gpuOrSkip(t))) return;
+  const path = sharedPath('models/stories260K/stories260K.bin');
+  const ref = await loadModel(path, { backend: 'cpu-ref' });
+  const ckpt = await loadCheckpoint(path);
+  const { WebGpuBackend } = await import('../src/backend/webgpu/backend.js');
+  const gpu = new Model(ckpt, ref.tokenizer, await WebGpuBackend.create(ckpt, { maxRows: 48 }), {}, 0);
+  const prompt = `${PROMPT} Her mom said it was time for lunch, so Lily ran home with the ball. After lunch they went back to the park, where a big dog wanted to play too. The dog ran after the ball and Lily laughed. Then it began to rain, and everyone ran under a tree to stay dry. When the sun came out, they saw a rainbow.`;
+  const ids = ref.encode(prompt);
+  assert.ok(ids.length > 2 * 48, `the prompt spans three chunks or more (${ids.length} tokens)`);
+  await compareEngines(t, ref, gpu, [
+    { policy: 'fastgen', recovery: 0.9 },
+    { policy: 'fastgen', recovery: 0.9, variant: 'paper' },
+    { policy: 'snapkv', budget: 30, window: 60 },
+    { policy: 'frequent', ratio: 0.5 },
+    { policy: 'full' },
+  ] as CacheOptions[], 6, 1e-3, ids);
+  // Every row's logits over more rows than a pass: refused clearly.
+  const kv = gpu.newSequence({ policy: 'full' });
+  await assert.rejects(gpu.backend.forward([{ kv, tokens: ids, logits: 'all' }]), /at most 48 tokens/);
+  kv.release();
 });

@@ -455,24 +455,37 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64): Promise
   ];
 }
 
-/** FastGen's profiling statistics: column and band sums per query head of a prompt from an empty cache. */
-export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckResult> {
+/**
+ * FastGen's profiling statistics: column and band sums per query head of a prompt from an empty cache; `chunked`:
+ * the prompt's rows in two dispatches (a chunked prefill), the second adding to the first's sums.
+ */
+export async function checkProfileStats(ops: GpuOps, seed = 8, chunked = false): Promise<CheckResult> {
   const s = await cacheScenario(ops, seed, [0, 0], [0, 0]);
   const bands = [0, 2];
   const fromRow = 1; // SnapKV's observation window starts inside the pass
-  const flags = new Uint32Array(s.pass.length + 3);
+  const n0 = s.items[0].rows;
+  const split = Math.ceil(n0 / 2);
+  // After the pass: the band list (count, the pass's rows, distances), then the items entries of the two chunks.
+  const extra = [bands.length, n0, ...bands, s.items[0].seqSlot, 0, split, 0, s.items[1].seqSlot, n0, 0, 0,
+    s.items[0].seqSlot, split, n0 - split, split, s.items[1].seqSlot, n0, 0, 0];
+  const flags = new Uint32Array(s.pass.length + extra.length);
   flags.set(s.pass);
-  flags.set([bands.length, ...bands], s.pass.length); // the band list at the end of the pass buffer
+  flags.set(extra, s.pass.length);
+  const bandsAt = s.pass.length;
   s.b.pass = await buf(ops.gpu, flags.length * 4);
   // item 0's heads profile (statistics from offset 0), item 1's track nothing.
   for (let h = 0; h < s.nKvHeads; h++) {
     const head = (0 * s.nLayers + s.layer) * s.nKvHeads + h;
-    flags.set([2, 0, flags.length - 3, fromRow], s.offs.flags + 4 * head);
+    flags.set([2, 0, bandsAt, fromRow], s.offs.flags + 4 * head);
   }
   ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
   const enc = new StepEncoder(ops.gpu);
   ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
-  ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
+  if (!chunked) ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
+  else {
+    ops.attentionStats(enc, s.shape, s.b, { ...scenarioParams(s), itemOff: bandsAt + 2 + bands.length }, 16, 2, s.nKvHeads);
+    ops.attentionStats(enc, s.shape, s.b, { ...scenarioParams(s), itemOff: bandsAt + 10 + bands.length }, 16, 2, s.nKvHeads);
+  }
   enc.submit();
   const n = s.items[0].rows;
   const got = await readF32(ops.gpu, s.b.stats, 0, (1 + bands.length) * s.nHeads * n);
@@ -488,7 +501,7 @@ export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckRes
     err = Math.max(err, maxAbsDiff(got.subarray(at, at + n), col));
     bandSums.forEach((b, k) => { err = Math.max(err, maxAbsDiff(got.subarray(at + (1 + k) * n, at + (2 + k) * n), b)); });
   }
-  return result('profiling column sums and two band sums (from a row on)', err, 1e-5);
+  return result(`profiling column sums and two band sums (from a row on${chunked ? ', the rows in two chunks' : ''})`, err, 1e-5);
 }
 
 /**
@@ -613,7 +626,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
-  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
+  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   out.push(await checkCopyPages(ops));
   return out;

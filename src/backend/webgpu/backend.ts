@@ -331,7 +331,7 @@ export class WebGpuBackend implements Backend {
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
     const out: Float32Array[] = [];
     // Parts that fit the activation buffer; sequences of one pass share one arena.
-    for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+    for (const part of this.passes(items)) {
       out.push(...((await this.forwardBatch(part, 'logits')) as Float32Array[]));
     }
     return out;
@@ -344,7 +344,7 @@ export class WebGpuBackend implements Backend {
   async forwardGreedy(items: readonly Omit<ForwardItem, 'logits' | 'out'>[]): Promise<number[]> {
     const out: number[] = [];
     const all = items.map((it) => ({ ...it, logits: 'last' as const }));
-    for (const part of splitBatch(all, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+    for (const part of this.passes(all)) {
       out.push(...((await this.forwardBatch(part, 'greedy')) as number[]));
     }
     return out;
@@ -356,9 +356,32 @@ export class WebGpuBackend implements Backend {
    */
   async forwardSampled(items: readonly ForwardItem[]): Promise<(Float32Array | number | Error)[]> {
     const out: (Float32Array | number | Error)[] = [];
-    for (const part of splitBatch(items, 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena)) {
+    for (const part of this.passes(items)) {
       out.push(...(await this.forwardBatch(part, 'sample')));
     }
+    return out;
+  }
+
+  /**
+   * The passes a batch runs as: consecutive items that fit the activations together (sharing one arena), and each
+   * prompt longer than a pass's rows alone (a chunked prefill).
+   */
+  private passes(items: readonly ForwardItem[]): ForwardItem[][] {
+    const out: ForwardItem[][] = [];
+    let from = 0;
+    const flush = (to: number) => {
+      if (to > from) out.push(...splitBatch(items.slice(from, to), 'webgpu', this.maxItems, this.maxRows, (a, b) => a.kv.pool.arena === b.kv.pool.arena));
+      from = to + 1;
+    };
+    items.forEach((it, i) => {
+      if (it.tokens.length <= this.maxRows) return;
+      if (it.logits === 'all') {
+        throw new InvalidOptionError(`the webgpu backend returns every row's logits for at most ${this.maxRows} tokens in one pass, got ${it.tokens.length}; ask for fewer`, 'tokens');
+      }
+      flush(i);
+      out.push([it]);
+    });
+    flush(items.length);
     return out;
   }
 
@@ -420,7 +443,23 @@ export class WebGpuBackend implements Backend {
         row++;
       });
     });
-    // Logits rows first, then the rows sampled on the GPU, with the sampling kernel's parameters.
+    // Chunked prefill: a prompt longer than the activations' rows (alone in its pass) runs as consecutive chunks of
+    // rows through every layer; the policy still sees one pass (its statistics accumulate across the chunks, its
+    // evictions run after the last). Each chunk gets its own items entry: [seqSlot, rowStart, rows, first row's t].
+    const chunks: { r0: number; rows: number; itemOff: number }[] = [];
+    if (T <= this.maxRows) chunks.push({ r0: 0, rows: T, itemOff });
+    else {
+      if (items.length !== 1 || items[0].logits === 'all') throw new Error('internal: a chunked prefill is one sequence that wants at most its last logits');
+      for (let r0 = 0; r0 < T; r0 += this.maxRows) {
+        const rows = Math.min(this.maxRows, T - r0);
+        chunks.push({ r0, rows, itemOff: P.push(seqSlots[0], 0, rows, r0) });
+      }
+    }
+    const last = chunks[chunks.length - 1];
+    // Logits rows first, then the rows sampled on the GPU, with the sampling kernel's parameters (rows of the last
+    // chunk, counted from its first).
+    for (let j = 0; j < wanted.length; j++) wanted[j] -= last.r0;
+    for (let j = 0; j < sampledRows.length; j++) sampledRows[j] -= last.r0;
     const nLogits = wanted.length;
     wanted.push(...sampledRows);
     const wantedOff = P.push(...wanted);
@@ -448,7 +487,7 @@ export class WebGpuBackend implements Backend {
         const needs: LayerNeeds = kv.needs(l, n);
         const bands = needs.stats?.bands ?? [];
         if (bands.length > MAX_BANDS) throw new Error(`internal: ${bands.length} band distances asked for; the statistics kernel sums at most ${MAX_BANDS}`);
-        const bandsAt = P.push(bands.length, ...bands);
+        const bandsAt = P.push(bands.length, n, ...bands);
         for (let h = 0; h < H; h++) {
           const st = kv.store(l, h);
           P.data[olderOff + (i * L + l) * H + h] = st.length - n;
@@ -495,7 +534,7 @@ export class WebGpuBackend implements Backend {
     const pass = await this.passBuf.ensure(P.length * 4);
     const b: CacheBuffers = {
       act: this.act, pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, ml: this.ml,
-      stats: await this.stats.ensure(Math.max(1, statsWords) * 4), part: await this.part.ensure(this.ops.attentionPartFloats(T, c.nHeads, hd, maxSlots) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
+      stats: await this.stats.ensure(Math.max(1, statsWords) * 4), part: await this.part.ensure(this.ops.attentionPartFloats(Math.max(...chunks.map((ch) => ch.rows)), c.nHeads, hd, maxSlots) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
       report: await this.report.ensure(Math.max(1, reportWords) * 4), kv: arena.kv,
     };
     this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
@@ -506,33 +545,39 @@ export class WebGpuBackend implements Backend {
     const A = this.act;
     const lay = this.lay;
     const eps = c.normEps;
-    const base = {
-      nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.qkv, qStride: qkvDim, kOff: lay.qkv + qDim,
-      vOff: lay.qkv + qDim + kvDim, kvStride: qkvDim, outOff: lay.att, rowItemOff, rowTOff, itemOff, olderOff, rowMetaOff, mlOff: 0, flagsOff, scale: 1 / Math.sqrt(hd),
-    };
-    ops.embed(enc, A, pass, this.w.embedding, T, tokOff, lay.x);
-    for (let l = 0; l < L; l++) {
-      const W = this.w.layers[l];
-      ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-      ops.matmul(enc, A, W.wqkv, T, lay.xb, c.dim, lay.qkv, qkvDim);
-      if (W.bqkv) ops.bias(enc, A, W.bqkv, T, qkvDim, lay.qkv, qkvDim);
-      if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.qkv, qkvDim, lay.qkv, qkvDim, eps, c.nHeads);
-      if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
-      // q's and k's heads lie side by side in each row: one RoPE over nHeads + nKvHeads heads.
-      ops.rope(enc, A, this.w.rope, pass, T, c.nHeads + H, hd, lay.qkv, qkvDim, rowMetaOff);
-      const p = { ...base, layer: l };
-      ops.kvWrite(enc, shape, b, p, T, H);
-      ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
-      if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);
-      if (evicts[l].length > 0) {
-        ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
-        ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
+    for (const ch of chunks) {
+      if (ch !== chunks[0]) enc.submit(); // the previous chunk
+      const T = ch.rows;
+      const final = ch === last;
+      const base = {
+        nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.qkv, qStride: qkvDim, kOff: lay.qkv + qDim,
+        vOff: lay.qkv + qDim + kvDim, kvStride: qkvDim, outOff: lay.att, rowItemOff: rowItemOff + ch.r0, rowTOff: rowTOff + ch.r0, itemOff: ch.itemOff,
+        olderOff, rowMetaOff: rowMetaOff + ch.r0, mlOff: 0, flagsOff, scale: 1 / Math.sqrt(hd),
+      };
+      ops.embed(enc, A, pass, this.w.embedding, T, tokOff + ch.r0, lay.x);
+      for (let l = 0; l < L; l++) {
+        const W = this.w.layers[l];
+        ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
+        ops.matmul(enc, A, W.wqkv, T, lay.xb, c.dim, lay.qkv, qkvDim);
+        if (W.bqkv) ops.bias(enc, A, W.bqkv, T, qkvDim, lay.qkv, qkvDim);
+        if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.qkv, qkvDim, lay.qkv, qkvDim, eps, c.nHeads);
+        if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
+        // q's and k's heads lie side by side in each row: one RoPE over nHeads + nKvHeads heads.
+        ops.rope(enc, A, this.w.rope, pass, T, c.nHeads + H, hd, lay.qkv, qkvDim, rowMetaOff + ch.r0);
+        const p = { ...base, layer: l };
+        ops.kvWrite(enc, shape, b, p, T, H);
+        ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
+        if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);
+        if (final && evicts[l].length > 0) {
+          ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
+          ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
+        }
+        ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
+        ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
+        ops.matmul(enc, A, W.wGateUp, T, lay.xb, c.dim, lay.hb, 2 * c.hiddenDim);
+        ops.swiglu(enc, A, T, c.hiddenDim, lay.hb, lay.hb + c.hiddenDim, 2 * c.hiddenDim);
+        ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true);
       }
-      ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
-      ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-      ops.matmul(enc, A, W.wGateUp, T, lay.xb, c.dim, lay.hb, 2 * c.hiddenDim);
-      ops.swiglu(enc, A, T, c.hiddenDim, lay.hb, lay.hb + c.hiddenDim, 2 * c.hiddenDim);
-      ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true);
     }
     const nw = wanted.length;
     if (nw > 0) {

@@ -10,8 +10,9 @@
  *             slots, as HeadStore.pages)
  * The per-pass bookkeeping comes from the `pass` buffer (u32), written once per forward pass:
  *   rowItem[T], rowT[T] (row → sequence of the batch and index among its new tokens), items[i] = [seqSlot, rowStart,
- *   nRows, _], older[(item·nLayers + layer)·nKvHeads + kvHead] = the head's slots before this pass (its new tokens
- *   follow them, so row t sees the slot prefix [0, older + t]), rowMeta[T] = position | classes << 30.
+ *   nRows, t of its first row (0 but in a chunked prefill's later chunks)], older[(item·nLayers + layer)·nKvHeads +
+ *   kvHead] = the head's slots before this pass (its new tokens follow them, so row t sees the slot prefix
+ *   [0, older + t]), rowMeta[T] = position | classes << 30.
  */
 
 import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/page-layout.js';
@@ -243,10 +244,11 @@ ${CACHE_PARAMS}
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
  * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l. Per head
  * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
- * bands offset (pbuf there: count nb ≤ MAX_BANDS, then the distances), fromRow.
+ * bands offset (pbuf there: count nb ≤ MAX_BANDS, the pass's rows N, then the distances), fromRow. A chunked prefill
+ * runs the N rows in several dispatches: the item's entry says which (its 4th word: the first row's index t).
  *   flags bit 0: add Σ over the group's query heads and the pass's rows to the slot's cumulative score;
  *   flags bit 1: per query head the column sums col[s] = Σ_{t ≥ fromRow} p and, per distance w_k, the band sums
- *     (rows with t − s ≤ w_k) into stats at offset + (qh·(1 + nb))·n (column) and + (qh·(1 + nb) + 1 + k)·n (band k)
+ *     (rows with t − s ≤ w_k) into stats at offset + (qh·(1 + nb))·N (column) and + (qh·(1 + nb) + 1 + k)·N (band k)
  *     — collected on a pass from an empty cache, where slot s holds position s.
  */
 export const MAX_BANDS = 8;
@@ -272,12 +274,15 @@ var<workgroup> qs: array<f32, HD>;
   let profOff = pbuf[p.flagsOff + head * 4u + 1u];
   let bandsAt = pbuf[p.flagsOff + head * 4u + 2u];
   let nb = min(pbuf[bandsAt], ${MAX_BANDS}u);
+  // The policy's pass: N rows, of which this dispatch runs nRows from the rowBase-th (several for a chunked prefill).
+  let N = pbuf[bandsAt + 1u];
   let fromRow = pbuf[p.flagsOff + head * 4u + 3u];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let rowStart = pbuf[p.itemOff + item * 4u + 1u];
   let nRows = pbuf[p.itemOff + item * 4u + 2u];
+  let rowBase = pbuf[p.itemOff + item * 4u + 3u];
   let older = pbuf[p.olderOff + head];
-  let total = older + nRows;
+  let total = older + N;
   let s = wid.x * 64u + lid.x;
   if (wid.x * 64u >= total) { return; }
   let valid = s < total;
@@ -291,8 +296,9 @@ var<workgroup> qs: array<f32, HD>;
     var col = 0.0;
     var bandSum: array<f32, ${MAX_BANDS}>;
     for (var k = 0u; k < ${MAX_BANDS}u; k++) { bandSum[k] = 0.0; }
-    for (var t = 0u; t < nRows; t++) {
-      let row = rowStart + t;
+    for (var tc = 0u; tc < nRows; tc++) {
+      let row = rowStart + tc;
+      let t = rowBase + tc;
       workgroupBarrier();
       for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
       workgroupBarrier();
@@ -305,13 +311,19 @@ var<workgroup> qs: array<f32, HD>;
         sum += pr;
         if (t >= fromRow) {
           col += pr;
-          for (var k = 0u; k < nb; k++) { if (older + t - s <= pbuf[bandsAt + 1u + k]) { bandSum[k] += pr; } }
+          for (var k = 0u; k < nb; k++) { if (older + t - s <= pbuf[bandsAt + 2u + k]) { bandSum[k] += pr; } }
         }
       }
     }
+    // The first chunk writes every slot's sums (zero where no row of it sees the slot), later chunks add theirs.
     if (valid && (flags & 2u) != 0u) {
-      stats[profOff + qh * (1u + nb) * nRows + s] = col;
-      for (var k = 0u; k < nb; k++) { stats[profOff + (qh * (1u + nb) + 1u + k) * nRows + s] = bandSum[k]; }
+      let first = rowBase == 0u;
+      let at = profOff + qh * (1u + nb) * N + s;
+      stats[at] = select(stats[at], 0.0, first) + col;
+      for (var k = 0u; k < nb; k++) {
+        let bk = profOff + (qh * (1u + nb) + 1u + k) * N + s;
+        stats[bk] = select(stats[bk], 0.0, first) + bandSum[k];
+      }
     }
   }
   if (valid && (flags & 1u) != 0u) { scores[page * PT + s % PT] += sum; }
