@@ -315,7 +315,7 @@ export async function checkSampleDistribution(ops: GpuOps, seed = 11): Promise<C
 interface CacheScenario {
   ops: GpuOps;
   b: CacheBuffers;
-  shape: { parts: number; pagesPerPart: number; pageTokens: number; headDim: number };
+  shape: { parts: number; pagesPerPart: number; pageTokens: number; headDim: number; half: boolean };
   nLayers: number;
   layer: number;
   nHeads: number;
@@ -331,7 +331,7 @@ interface CacheScenario {
 }
 
 /** A batch of two sequences over scattered pages of two KV parts, GQA 2:1, odd head dim. */
-async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[]): Promise<CacheScenario> {
+async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[], half = false): Promise<CacheScenario> {
   const r = mulberry32(seed);
   const pt = 4;
   const hd = 20;
@@ -344,7 +344,8 @@ async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB
   const totalPages = 2 * pagesPerPart;
   const items = [{ seqSlot: 1, rows: 3, older: olderA }, { seqSlot: 0, rows: 2, older: olderB }];
   const T = items.reduce((s, it) => s + it.rows, 0);
-  const pool = randn(r, totalPages * 2 * pt * hd);
+  // An f16 cache holds halves: the reference reads the same rounded values.
+  const pool = randn(r, totalPages * 2 * pt * hd).map((v) => (half ? f16ToF32(f32ToF16(v)) : v));
   // Each head's page table: distinct pages in a shuffled order, across both parts.
   const perm = Array.from({ length: totalPages }, (_, i) => i).sort(() => r() - 0.5);
   const tables = new Uint32Array(2 * nLayers * nKvHeads * maxPages);
@@ -368,8 +369,9 @@ async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB
     rowStart += it.rows;
     for (let h = 0; h < nKvHeads; h++) pass[offs.older + (i * nLayers + layer) * nKvHeads + h] = it.older[h];
   });
-  const shape = { parts: 2, pagesPerPart, pageTokens: pt, headDim: hd };
+  const shape = { parts: 2, pagesPerPart, pageTokens: pt, headDim: hd, half };
   const partFloats = pagesPerPart * 2 * pt * hd;
+  const stored = (x: Float32Array) => (half ? new Uint32Array(Uint16Array.from(x, f32ToF16).buffer) : x);
   const b: CacheBuffers = {
     act: await buf(ops.gpu, concat(q, new Float32Array(T * nHeads * hd))),
     pass: await buf(ops.gpu, pass),
@@ -381,7 +383,7 @@ async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB
     stats: await buf(ops.gpu, 4096 * 4),
     work: await buf(ops.gpu, 4096 * 4),
     report: await buf(ops.gpu, 1024 * 4),
-    kv: [await buf(ops.gpu, pool.subarray(0, partFloats)), await buf(ops.gpu, pool.subarray(partFloats))],
+    kv: [await buf(ops.gpu, stored(pool.subarray(0, partFloats))), await buf(ops.gpu, stored(pool.subarray(partFloats)))],
   };
   return { ops, b, shape, nLayers, layer, nHeads, nKvHeads, maxPages, pool, tables, items, q, T, offs, pass };
 }
@@ -393,6 +395,54 @@ function scenarioParams(s: CacheScenario) {
     rowItemOff: s.offs.rowItem, rowTOff: s.offs.rowT, itemOff: s.offs.item, olderOff: s.offs.older, flagsOff: s.offs.flags,
     mlOff: 0, scale: 1 / Math.sqrt(s.shape.headDim),
   };
+}
+
+/**
+ * The cache write: each new row's K and V (after RoPE) into its reserved slot (older + t) through the page tables of
+ * two KV parts, in f32 or as halves packed two per word, rounded to nearest even exactly as src/half.ts (the CPU
+ * backends' f16 cache); values include ties, subnormals, overflow and a NaN.
+ */
+export async function checkKvWrite(ops: GpuOps, half: boolean, seed = 13): Promise<CheckResult> {
+  const s = await cacheScenario(ops, seed, [5, 9], [0, 2]);
+  const { pageTokens: pt, headDim: hd } = s.shape;
+  const kvDim = s.nKvHeads * hd;
+  const r = mulberry32(seed);
+  const kv = randn(r, 2 * s.T * kvDim, 3);
+  // Edge values: halfway between two halves (both parities), a subnormal half, beyond the half range, NaN.
+  kv.set([1 + 2 ** -11, 1 + 3 * 2 ** -11, 2 ** -20 * 1.5, 70000, -1e-9, NaN, 65520, 5.960464477539063e-8]);
+  const act = await buf(ops.gpu, kv);
+  const shape = { ...s.shape, half };
+  const enc = new StepEncoder(ops.gpu);
+  ops.kvWrite(enc, shape, { ...s.b, act }, { ...scenarioParams(s), kOff: 0, vOff: s.T * kvDim, kvStride: kvDim, rowMetaOff: s.offs.rowT }, s.T, s.nKvHeads);
+  enc.submit();
+  const words = s.shape.pagesPerPart * 2 * pt * hd;
+  const parts = [await readU32(ops.gpu, s.b.kv[0], 0, words), await readU32(ops.gpu, s.b.kv[1], 0, words)];
+  const f32v = new Float32Array(1);
+  const bitsOf = (x: number) => { f32v[0] = x; return new Uint32Array(f32v.buffer)[0]; };
+  let bad = 0;
+  const notes: string[] = [];
+  let row = 0;
+  s.items.forEach((it, i) => {
+    for (let t = 0; t < it.rows; t++, row++) {
+      for (let h = 0; h < s.nKvHeads; h++) {
+        const slot = it.older[h] + t;
+        const page = s.tables[((it.seqSlot * s.nLayers + s.layer) * s.nKvHeads + h) * s.maxPages + Math.floor(slot / pt)];
+        const part = parts[Math.floor(page / s.shape.pagesPerPart)];
+        const pageWords = (2 * pt * hd) / (half ? 2 : 1);
+        for (const [which, off] of [[0, 0], [1, s.T * kvDim]] as const) {
+          for (let d = 0; d < hd; d++) {
+            const x = kv[off + row * kvDim + h * hd + d];
+            const el = (which * pt + (slot % pt)) * hd + d;
+            const w = part[(page % s.shape.pagesPerPart) * pageWords + (half ? el >> 1 : el)];
+            const got = half ? (w >>> (16 * (el & 1))) & 0xffff : w;
+            const want = half ? f32ToF16(x) : bitsOf(x);
+            if (got !== want) { bad++; if (notes.length < 3) notes.push(`item ${i} row ${t} head ${h} ${which ? 'V' : 'K'}[${d}] = ${x}: got ${got.toString(16)}, want ${want.toString(16)}`); }
+          }
+        }
+      }
+    }
+  });
+  return result(`cache write (${half ? 'f16, packed halves' : 'f32'})`, bad, 0, notes.join('; '));
 }
 
 /** The reference: each row's probabilities over its visible slot prefix, and its output. */
@@ -414,8 +464,8 @@ function referenceAttention(s: CacheScenario, item: number, t: number, qh: numbe
 }
 
 /** Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it. */
-export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64): Promise<CheckResult[]> {
-  const s = await cacheScenario(ops, seed, [5, 9], [0, 2]);
+export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = false): Promise<CheckResult[]> {
+  const s = await cacheScenario(ops, seed, [5, 9], [0, 2], half);
   const saved = ops.attentionChunk;
   ops.attentionChunk = chunk;
   const hd = s.shape.headDim;
@@ -450,8 +500,8 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64): Promise
   for (let i = 0; i < added.length; i++) wantScores[i] += added[i];
   ops.attentionChunk = saved;
   return [
-    result(`attention (paged, ragged, GQA, 2 parts, chunks of ${chunk})`, outErr, 1e-5),
-    result(`attention scores (+= probabilities), chunks of ${chunk}`, maxAbsDiff(gotScores, wantScores), 1e-5),
+    result(`attention (paged, ragged, GQA, 2 parts, chunks of ${chunk}${half ? ', f16 K/V' : ''})`, outErr, 1e-5),
+    result(`attention scores (+= probabilities), chunks of ${chunk}${half ? ', f16 K/V' : ''}`, maxAbsDiff(gotScores, wantScores), 1e-5),
   ];
 }
 
@@ -626,9 +676,9 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
-  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
+  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), ...(await checkAttention(ops, 7, 16, true)), await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
-  out.push(await checkCopyPages(ops));
+  out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true));
   return out;
 }
 

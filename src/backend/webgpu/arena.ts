@@ -4,7 +4,7 @@
  * every page id the pool created has storage on the GPU, and keeps each sequence's page tables there.
  *
  * GPU state per arena:
- *   kv parts   f32 pages (page layout of page-pool.ts), at most one storage binding each: page p is in part
+ *   kv parts   f32 or f16 pages (page layout of page-pool.ts; halves packed two per u32), at most one storage binding each: page p is in part
  *              ⌊p / pagesPerPart⌋; the last part grows (by copying) as the pool creates pages
  *   meta       u32 per (page, row): position | token classes << 30;   scores: f32 per (page, row)
  *   tables     u32 [sequence slot][layer][kvHead][maxPages]: each head's page ids, mirrored from HeadStore.pages
@@ -42,6 +42,8 @@ export class GpuKvArena implements KvArena {
   /** Page copies (src, dst) asked for by fork(), done at the next sync, before the next pass. */
   private pendingCopies: number[] = [];
   private ops?: GpuOps;
+  /** K/V in f16 (two halves per u32 word) rather than f32. */
+  private half = false;
 
   constructor(private readonly gpu: GpuDevice, private readonly shapeOf: { nLayers: number; nKvHeads: number; maxSeqLen: number }) {}
 
@@ -72,7 +74,7 @@ export class GpuKvArena implements KvArena {
 
   /** Compile-time shape of the cache kernels for the current storage. */
   shape(): CacheShape {
-    return { parts: this.kv.length, pagesPerPart: this.pagesPerPart, pageTokens: this.pageTokens, headDim: this.headDim };
+    return { parts: this.kv.length, pagesPerPart: this.pagesPerPart, pageTokens: this.pageTokens, headDim: this.headDim, half: this.half };
   }
 
   get tableStride(): number {
@@ -81,10 +83,11 @@ export class GpuKvArena implements KvArena {
 
   /** Give every page the pool created storage on the GPU (growing the buffers); called before each pass. */
   async sync(pool: PagePool): Promise<void> {
-    if (pool.kvDtype !== 'f32') {
-      throw new FastgenError('INVALID_OPTION', `the webgpu backend keeps the KV cache in f32 for now; --kv-dtype ${pool.kvDtype} is not supported there (use --backend wasm for an f16 cache)`, 'kvDtype');
-    }
     if (this.pageTokens === 0) {
+      if (pool.kvDtype === 'f16' && pool.headDim % 2 !== 0) {
+        throw new FastgenError('INVALID_OPTION', `an f16 KV cache on the webgpu backend packs two halves per word and needs an even head dim; this model's is ${pool.headDim} (use --kv-dtype f32)`, 'kvDtype');
+      }
+      this.half = pool.kvDtype === 'f16';
       this.pageTokens = pool.pageTokens;
       this.headDim = pool.headDim;
       this.pagesPerPart = Math.floor(this.gpu.ctx.maxBinding / pool.pageBytes);

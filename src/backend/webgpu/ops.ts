@@ -204,7 +204,7 @@ export class GpuOps {
   // ---- the paged cache -----------------------------------------------------------------------------------------
 
   private cacheKey(name: string, c: CacheShape): string {
-    return `${name}-${c.parts}-${c.pagesPerPart}-${c.pageTokens}-${c.headDim}`;
+    return `${name}-${c.parts}-${c.pagesPerPart}-${c.pageTokens}-${c.headDim}${c.half ? '-f16' : ''}`;
   }
 
   /** Parameters of the cache kernels (struct P of wgsl-cache.ts), by name; the rest 0. */

@@ -3,7 +3,7 @@
  * head's page table, the attention statistics cache policies need, and eviction + compaction.
  *
  * Cache layout on the GPU (the page layout of src/cache/page-layout.ts):
- *   kv parts: f32 pages, page id p in part ⌊p / pagesPerPart⌋: [ K: pageTokens × headDim | V: pageTokens × headDim ]
+ *   kv parts: f32 or f16 pages (halves packed two per u32 word), page id p in part ⌊p / pagesPerPart⌋: [ K: pageTokens × headDim | V: pageTokens × headDim ]
  *   meta:     u32 per (page, row): position | token classes << 30 (SPECIAL = 1, PUNCT = 2)
  *   scores:   f32 per (page, row): cumulative attention (for heavy-hitter policies)
  *   tables:   u32 [sequence slot][layer][kvHead][maxPages]: each head's page ids in slot order (pages of its dense
@@ -20,33 +20,70 @@ import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/pa
 /** Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds. */
 export const MAX_KV_PARTS = 4;
 
-/** Bindings kv0..kv{n-1} and `fn kvGet(page, off) -> f32`, `fn kvSet(page, off, v)` over them. */
+/**
+ * Bindings kv0..kv{n-1} (u32 words: f32 bits, or two packed halves of an f16 cache, widened with unpack2x16float — no
+ * shader-f16) and over them `fn kvGet(page, element) -> f32`, `fn kvWord(page, word) -> u32`, `fn kvSetWord(page,
+ * word, v)`. Kernels that move K/V copy words; a cache row (HD elements) is HDW words (HD even for f16).
+ */
 function kvAccess(parts: number, write: boolean): string {
   const decl = Array.from({ length: parts }, (_, i) =>
-    `@group(0) @binding(${10 + i}) var<storage, ${write ? 'read_write' : 'read'}> kv${i}: array<f32>;`).join('\n');
+    `@group(0) @binding(${10 + i}) var<storage, ${write ? 'read_write' : 'read'}> kv${i}: array<u32>;`).join('\n');
   const cases = (body: (i: number) => string) =>
     Array.from({ length: parts }, (_, i) => (i === parts - 1 ? `default { ${body(i)} }` : `case ${i}u { ${body(i)} }`)).join('\n    ');
   return `${decl}
-fn kvGet(page: u32, off: u32) -> f32 {
-  let j = (page % PPP) * PAGE_FLOATS + off;
+fn kvWord(page: u32, w: u32) -> u32 {
+  let j = (page % PPP) * PAGE_WORDS + w;
   switch (page / PPP) {
     ${cases((i) => `return kv${i}[j];`)}
   }
 }
-${write ? `fn kvSet(page: u32, off: u32, v: f32) {
-  let j = (page % PPP) * PAGE_FLOATS + off;
+fn kvGet(page: u32, off: u32) -> f32 {
+  if (HALF) { return unpack2x16float(kvWord(page, off >> 1u))[off & 1u]; }
+  return bitcast<f32>(kvWord(page, off));
+}
+/**
+ * f32 → half bits, round to nearest even, exactly as src/half.ts's f32ToF16 (WGSL leaves pack2x16float's rounding to
+ * the implementation: lavapipe's differs), so an f16 cache holds the same halves as on the CPU backends.
+ */
+fn toHalf(x: f32) -> u32 {
+  let bits = bitcast<u32>(x);
+  let sign = (bits >> 16u) & 0x8000u;
+  let exp = i32((bits >> 23u) & 0xffu);
+  var mant = bits & 0x7fffffu;
+  if (exp == 0xff) { return sign | 0x7c00u | select(0u, 0x200u | (mant >> 13u), mant != 0u); }
+  let e = exp - 127 + 15;
+  if (e >= 31) { return sign | 0x7c00u; }
+  if (e <= 0) {
+    if (e < -10) { return sign; }
+    mant |= 0x800000u;
+    let shift = u32(14 - e);
+    let h = mant >> shift;
+    let rem = mant & ((1u << shift) - 1u);
+    let halfway = 1u << (shift - 1u);
+    return sign | (h + select(0u, 1u, rem > halfway || (rem == halfway && (h & 1u) != 0u)));
+  }
+  var h = (u32(e) << 10u) | (mant >> 13u);
+  let rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u) != 0u)) { h++; }
+  return sign | h;
+}
+fn packHalves(a: f32, b: f32) -> u32 { return toHalf(a) | (toHalf(b) << 16u); }
+${write ? `fn kvSetWord(page: u32, w: u32, v: u32) {
+  let j = (page % PPP) * PAGE_WORDS + w;
   switch (page / PPP) {
     ${cases((i) => `kv${i}[j] = v;`)}
   }
 }` : ''}`;
 }
 
-/** Compile-time constants of a cache kernel: pages per part, floats per page, page tokens, head dim. */
+/** Compile-time constants of a cache kernel: pages per part, page tokens, head dim, and whether K/V are f16. */
 export interface CacheShape {
   parts: number;
   pagesPerPart: number;
   pageTokens: number;
   headDim: number;
+  /** An f16 cache (packed in u32 words); f32 when absent. */
+  half?: boolean;
 }
 
 /** The page layout of src/cache/page-layout.ts as WGSL constants: K rows at (row)·HD, V rows at (PT + row)·HD. */
@@ -54,10 +91,15 @@ function consts(c: CacheShape): string {
   if (keyOffsetInPage(1, c.headDim) !== c.headDim || valueOffsetInPage(0, c.pageTokens, c.headDim) !== c.pageTokens * c.headDim) {
     throw new Error('internal: the WGSL cache kernels assume page-layout.ts\'s [K rows | V rows] pages');
   }
+  if (c.half && c.headDim % 2 !== 0) throw new Error(`internal: an f16 cache on the GPU needs an even head dim, got ${c.headDim}`);
+  const ew = c.half ? 2 : 1;
   return `const PPP = ${c.pagesPerPart}u;
 const PT = ${c.pageTokens}u;
 const HD = ${c.headDim}u;
-const PAGE_FLOATS = ${pageElements(c.pageTokens, c.headDim)}u;`;
+const HALF = ${c.half ? 'true' : 'false'};
+/** Words of one K or V row, of one page. */
+const HDW = ${c.headDim / ew}u;
+const PAGE_WORDS = ${pageElements(c.pageTokens, c.headDim) / ew}u;`;
 }
 
 /** Parameters shared by the cache kernels (one struct, so the encoder fills them the same way). */
@@ -85,18 +127,26 @@ ${CACHE_PARAMS}
 ${kvAccess(c.parts, true)}
 ${TABLE_BASE}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  // One word per thread: an element (f32) or two (f16, packed).
   let i = (wid.x + wid.y * 65535u) * 64u + lid.x;
-  if (i >= p.T * p.nKvHeads * HD) { return; }
-  let e = i % HD;
-  let kvh = (i / HD) % p.nKvHeads;
-  let row = i / (HD * p.nKvHeads);
+  if (i >= p.T * p.nKvHeads * HDW) { return; }
+  let e = i % HDW;
+  let kvh = (i / HDW) % p.nKvHeads;
+  let row = i / (HDW * p.nKvHeads);
   let item = pbuf[p.rowItemOff + row];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let slot = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row];
   let page = tables[tableBase(seqSlot, kvh) + slot / PT];
   let r = slot % PT;
-  kvSet(page, r * HD + e, act[p.kOff + row * p.kvStride + kvh * HD + e]);
-  kvSet(page, (PT + r) * HD + e, act[p.vOff + row * p.kvStride + kvh * HD + e]);
+  let k = p.kOff + row * p.kvStride + kvh * HD;
+  let v = p.vOff + row * p.kvStride + kvh * HD;
+  if (HALF) {
+    kvSetWord(page, r * HDW + e, packHalves(act[k + 2u * e], act[k + 2u * e + 1u]));
+    kvSetWord(page, (PT + r) * HDW + e, packHalves(act[v + 2u * e], act[v + 2u * e + 1u]));
+  } else {
+    kvSetWord(page, r * HDW + e, bitcast<u32>(act[k + e]));
+    kvSetWord(page, (PT + r) * HDW + e, bitcast<u32>(act[v + e]));
+  }
   if (e == 0u) {
     slotMeta[page * PT + r] = pbuf[p.rowMetaOff + row];
     scores[page * PT + r] = 0.0;
@@ -273,15 +323,17 @@ var<workgroup> qs: array<f32, HD>;
   if (flags == 0u) { return; }
   let profOff = pbuf[p.flagsOff + head * 4u + 1u];
   let bandsAt = pbuf[p.flagsOff + head * 4u + 2u];
-  let nb = min(pbuf[bandsAt], ${MAX_BANDS}u);
-  // The policy's pass: N rows, of which this dispatch runs nRows from the rowBase-th (several for a chunked prefill).
-  let N = pbuf[bandsAt + 1u];
+  let profiles = (flags & 2u) != 0u;
+  let nb = select(0u, min(pbuf[bandsAt], ${MAX_BANDS}u), profiles);
   let fromRow = pbuf[p.flagsOff + head * 4u + 3u];
   let seqSlot = pbuf[p.itemOff + item * 4u];
   let rowStart = pbuf[p.itemOff + item * 4u + 1u];
   let nRows = pbuf[p.itemOff + item * 4u + 2u];
   let rowBase = pbuf[p.itemOff + item * 4u + 3u];
   let older = pbuf[p.olderOff + head];
+  // The policy's pass: N rows, of which this dispatch runs nRows from the rowBase-th (several for a chunked prefill);
+  // its statistics cover every slot of the pass, its scores the slots these rows see.
+  let N = select(rowBase + nRows, pbuf[bandsAt + 1u], profiles);
   let total = older + N;
   let s = wid.x * 64u + lid.x;
   if (wid.x * 64u >= total) { return; }
@@ -512,17 +564,17 @@ ${TABLE_BASE}
   let mv = pbuf[e + 2u];
   let moves = work[mv];
   let tb = tableBase(seqSlot, kvh);
-  for (var i = lid.x; i < moves * 2u * HD; i += 64u) {
-    let m = i / (2u * HD);
-    let el = i % (2u * HD);
+  for (var i = lid.x; i < moves * 2u * HDW; i += 64u) {
+    let m = i / (2u * HDW);
+    let el = i % (2u * HDW);
     let dst = work[mv + 1u + 2u * m];
     let src = work[mv + 2u + 2u * m];
     let dp = tables[tb + dst / PT];
     let sp = tables[tb + src / PT];
-    // el < HD: the key's element; else the value's.
-    let row = select(PT + 0u, 0u, el < HD);
-    let d = el % HD;
-    kvSet(dp, (row + dst % PT) * HD + d, kvGet(sp, (row + src % PT) * HD + d));
+    // el < HDW: a word of the key; else of the value.
+    let row = select(PT + 0u, 0u, el < HDW);
+    let d = el % HDW;
+    kvSetWord(dp, (row + dst % PT) * HDW + d, kvWord(sp, (row + src % PT) * HDW + d));
     if (el == 0u) {
       slotMeta[dp * PT + dst % PT] = slotMeta[sp * PT + src % PT];
       scores[dp * PT + dst % PT] = scores[sp * PT + src % PT];
@@ -569,7 +621,7 @@ ${kvAccess(c.parts, true)}
   if (j >= p.count) { return; }
   let src = pairs[2u * j];
   let dst = pairs[2u * j + 1u];
-  for (var i = lid.x; i < PAGE_FLOATS; i += 64u) { kvSet(dst, i, kvGet(src, i)); }
+  for (var i = lid.x; i < PAGE_WORDS; i += 64u) { kvSetWord(dst, i, kvWord(src, i)); }
   for (var r = lid.x; r < PT; r += 64u) {
     slotMeta[dst * PT + r] = slotMeta[src * PT + r];
     scores[dst * PT + r] = scores[src * PT + r];
