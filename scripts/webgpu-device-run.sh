@@ -11,9 +11,15 @@ O=${OUT:-/tmp/out}; mkdir -p $O
 ( date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; node --version ) 2>&1 | tee $O/env.txt
 step() { local name=$1 limit=$2; shift 2; echo "=== $name"; local t0=$(date +%s); timeout $limit "$@" > $O/$name.txt 2>&1; echo "rc=$? $(( $(date +%s) - t0 ))s"; grep -v '^Warning' $O/$name.txt | tail -n ${TAILN:-40}; }
 MODE=${1:-all}
-if [ "$MODE" = all ] || [ "$MODE" = tests ]; then
+if [ "$MODE" = all ]; then
   step check 120 node dist/dev/kernels/run.js check
   TAILN=25 step tests 300 node --test --test-name-pattern='stories260K|hf-tiny|batched|kernel' dist/test/webgpu-backend.test.js dist/test/webgpu-kernels.test.js
+fi
+# Every kernel check, then every WebGPU test file (sampling, server batching, fork, chunked prefill, f16 KV, every
+# policy), except stories15M's (its 58 MB model does not travel); CI set: a missing adapter fails instead of skipping.
+if [ "$MODE" = tests ]; then
+  step check 120 node dist/dev/kernels/run.js check
+  CI=true TAILN=60 step tests 420 node --test --test-concurrency=4 --test-name-pattern='stories260K|hf-tiny|batched|kernel|generate|fork|server|chunked|f16 KV' dist/test/webgpu-*.test.js
 fi
 if [ "$MODE" = run2 ]; then
   step check 120 node dist/dev/kernels/run.js check
