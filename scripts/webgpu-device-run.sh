@@ -16,10 +16,11 @@ if [ "$MODE" = all ]; then
   TAILN=25 step tests 300 node --test --test-name-pattern='stories260K|hf-tiny|batched|kernel' dist/test/webgpu-backend.test.js dist/test/webgpu-kernels.test.js
 fi
 # Every kernel check, then every WebGPU test file (sampling, server batching, fork, chunked prefill, f16 KV, every
-# policy), except stories15M's (its 58 MB model does not travel); CI set: a missing adapter fails instead of skipping.
+# policy, errors), except stories15M's (its 58 MB model does not travel) and the no-adapter one (it runs the CLI, which
+# does not travel); CI set: a missing adapter fails instead of skipping.
 if [ "$MODE" = tests ]; then
   step check 120 node dist/dev/kernels/run.js check
-  CI=true TAILN=60 step tests 420 node --test --test-concurrency=4 --test-name-pattern='stories260K|hf-tiny|batched|kernel|generate|fork|server|chunked|f16 KV' dist/test/webgpu-*.test.js
+  CI=true TAILN=60 step tests 420 node --test --test-concurrency=4 --test-name-pattern='stories260K|hf-tiny|batched|kernel|generate|fork|server|chunked|f16 KV|out of memory|dtypes' dist/test/webgpu-*.test.js
 fi
 if [ "$MODE" = run2 ]; then
   step check 120 node dist/dev/kernels/run.js check

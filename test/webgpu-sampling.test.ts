@@ -84,7 +84,7 @@ test('webgpu generate: greedy and seeded top-k/top-p/min-p sampling run on the G
   assert.equal(m.pool.pagesInUse, 0);
 });
 
-test('webgpu generate: greedy on the GPU = cpu-ref greedy; penalties and logprobs read logits back and equal cpu-ref with the same seed', { skip: SKIP_SHARED }, async (t) => {
+test('webgpu generate: greedy on the GPU = cpu-ref greedy; penalties and logprobs read logits back (greedy: = cpu-ref; seeded: reproducible)', { skip: SKIP_SHARED }, async (t) => {
   if (!(await gpuOrSkip(t))) return;
   const gpu = await loadModel(MODEL, { backend: 'webgpu' });
   const ref = await loadModel(MODEL, { backend: 'cpu-ref' });
@@ -94,10 +94,13 @@ test('webgpu generate: greedy on the GPU = cpu-ref greedy; penalties and logprob
     assert.deepEqual((await gpu.complete(PROMPT, opts)).tokens, (await ref.complete(PROMPT, opts)).tokens, `${cache.policy}: greedy`);
   }
   assert.equal(passes.logits, 0);
+  // Greedy with penalties or logprobs: every step reads logits back, and the tokens equal cpu-ref's. (Seeded sampling
+  // is not compared across backends: logits that differ by 1e-5 move a draw that falls that close to a boundary —
+  // seen once on the H200 at the 16th token.)
   const cpuSampled = [
-    { temperature: 0.9, topK: 30, repetitionPenalty: 1.3, seed: 5 },
-    { temperature: 1, frequencyPenalty: 0.5, presencePenalty: 0.3, seed: 6 },
-    { temperature: 0.7, logprobs: 3, seed: 7 },
+    { temperature: 0, repetitionPenalty: 1.3 },
+    { temperature: 0, frequencyPenalty: 0.5, presencePenalty: 0.3 },
+    { temperature: 0, logprobs: 3 },
   ];
   for (const o of cpuSampled) {
     const before: number = passes.logits;
@@ -106,5 +109,11 @@ test('webgpu generate: greedy on the GPU = cpu-ref greedy; penalties and logprob
     assert.equal(passes.logits - before, 16, `${JSON.stringify(o)}: every step read logits back`);
     assert.deepEqual(got.tokens, (await ref.complete(PROMPT, opts)).tokens, `${JSON.stringify(o)}: the CPU sampler on the GPU's logits = cpu-ref`);
   }
+  // Seeded sampling with a penalty: on the CPU from the GPU's logits, reproducible by seed.
+  const penalised = { temperature: 0.9, topK: 30, repetitionPenalty: 1.3, seed: 5, maxTokens: 16, ignoreEos: true };
+  const before: number = passes.logits;
+  const once = await gpu.complete(PROMPT, penalised);
+  assert.equal(passes.logits - before, 16);
+  assert.deepEqual((await gpu.complete(PROMPT, penalised)).tokens, once.tokens);
   assert.equal(gpu.pool.pagesInUse, 0);
 });
