@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device run (prepared by scripts/webgpu-carry.sh): WebGPU (Dawn) on the NVIDIA GPU — kernel checks, the backend's
-# equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, bench.
+# equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, sampling, bench.
 set -u
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 xz -dc .gpu/node.xz > /usr/local/bin/node && chmod +x /usr/local/bin/node
@@ -28,6 +28,11 @@ if [ "$MODE" = run2 ]; then
   step attention 90 bash -c 'for c in 512 4096; do for k in 64 128 256; do node dist/dev/kernels/run.js attention --ctx $c --chunk $k --reps 50 | grep -v adapter; done; done'
   step decode_s15 120 bash -c 'for d in f32 f16; do for s in gpu cpu; do node dist/dev/kernels/decode.js --synthetic stories15M --dtype $d --sample $s --prompt 32 --steps 200; done; done; node dist/dev/kernels/decode.js --synthetic llama2-7b-thin --dtype f16 --prompt 32 --steps 64'
   step decode_7b 330 bash -c 'node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 48; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --sample cpu; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 500 --steps 24; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype q8_0 --prompt 32 --steps 48; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 128 --steps 24 --batch 8'
+fi
+# The GPU-sampling tests again, and the sampling kernel's time per sequence for each rule (32000 and 128256 logits).
+if [ "$MODE" = sampling ]; then
+  CI=true TAILN=12 step tests 120 node --test dist/test/webgpu-sampling.test.js
+  step sample 60 bash -c 'for v in 32000 128256; do node dist/dev/kernels/run.js sample --vocab $v --reps 50 | grep -v adapter; done'
 fi
 if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   step matvec 150 node dist/dev/kernels/run.js matvec --kind f16 --kind q8_0 --variant rows1 --variant rows2 --variant rows4 --variant rows8 --variant rows4-wg128 --variant rows2-wg64 --reps 50

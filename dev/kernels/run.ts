@@ -6,6 +6,7 @@
  *   node dist/dev/kernels/run.js matvec [--variant rows4] [--kind f16] [--shape 4096x11008] [--tokens 1] [--json]
  *   node dist/dev/kernels/run.js matmul  --kind f16 --shape 4096x4096 --tokens 128
  *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256]
+ *   node dist/dev/kernels/run.js sample [--vocab 32000]                one sequence's token under each sampling rule
  *
  * matvec variants: rows1, rows2, rows4 (default), rows8 — rows per workgroup — each optionally -wg64/-wg128 (threads
  * per workgroup; default: by row length).
@@ -18,6 +19,9 @@ import { GpuDevice, StepEncoder } from '../../src/backend/webgpu/encoder.js';
 import { GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
 import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
 import { runAllChecks } from './checks.js';
+import { mulberry32 } from '../../src/generate/rng.js';
+import { GREEDY_SAMPLE, type DeviceSample } from '../../src/generate/sample-rule.js';
+import { sampleParams } from '../../src/backend/webgpu/wgsl-sample.js';
 
 const DEFAULT_SHAPES = ['288x288', '768x288', '32000x288', '4096x4096', '11008x4096', '4096x11008', '32000x4096'];
 
@@ -44,7 +48,7 @@ async function main(): Promise<void> {
       variant: { type: 'string', multiple: true }, kind: { type: 'string', multiple: true }, shape: { type: 'string', multiple: true },
       tokens: { type: 'string', default: '1' }, ctx: { type: 'string', default: '4096' }, heads: { type: 'string', default: '32' },
       'kv-heads': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
-      chunk: { type: 'string' }, json: { type: 'boolean', default: false },
+      chunk: { type: 'string' }, vocab: { type: 'string', default: '32000' }, json: { type: 'boolean', default: false },
     },
   });
   const what = positionals[0] ?? 'check';
@@ -114,8 +118,28 @@ async function main(): Promise<void> {
     const bytes = nKv * n * 2 * hd * 4;
     print({ kernel: 'attention', variant: `splitk${ops.attentionChunk}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
       'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+  } else if (what === 'sample') {
+    // One sequence's token from --vocab logits (random normal × 3), for each rule: the step's sampling cost.
+    const vocab = Number(values.vocab);
+    const r = mulberry32(1);
+    const logits = Float32Array.from({ length: vocab }, () => (r() + r() + r() - 1.5) * 3);
+    const rules: [string, DeviceSample][] = [
+      ['greedy', GREEDY_SAMPLE],
+      ['temperature', { invTemperature: 1, topK: 0, topP: 1, minP: 0, uniform: 0.5 }],
+      ['top-k 40', { invTemperature: 1, topK: 40, topP: 1, minP: 0, uniform: 0.5 }],
+      ['top-p 0.9', { invTemperature: 1, topK: 0, topP: 0.9, minP: 0, uniform: 0.5 }],
+      ['top-k 40 + top-p 0.9', { invTemperature: 1, topK: 40, topP: 0.9, minP: 0, uniform: 0.5 }],
+    ];
+    const lb = await gpu.buffer(logits.byteLength, 'logits', logits);
+    const out = await gpu.buffer(16, 'tokens');
+    for (const [name, rule] of rules) {
+      const par = Uint32Array.from(sampleParams(0, rule));
+      const pb = await gpu.buffer(par.byteLength, 'params', par);
+      const t = await time(gpu, (enc) => ops.sample(enc, lb, out, pb, 1, vocab, 0, 0, 0), reps);
+      print({ kernel: 'sample', variant: name, vocab, us: (t.median * 1e6).toFixed(1), spread: `${(t.spread * 100).toFixed(0)}%` });
+    }
   } else {
-    console.error(`unknown kernel '${what}'; expected check, matvec, matmul or attention`);
+    console.error(`unknown kernel '${what}'; expected check, matvec, matmul, attention or sample`);
     process.exit(2);
   }
   if (values.json) console.log(JSON.stringify(rows));
