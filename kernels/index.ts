@@ -9,6 +9,7 @@ export { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise
 export { attention, attention_rows, kv_write } from './attention';
 export { run_jobs, plan_jobs } from './jobs';
 export { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
+export { sample_split, sample_partition, sample_walk } from './sample';
 
 /** First byte after the module's static data; the JS arena starts above it. */
 export function heap_base(): usize {

@@ -43,6 +43,10 @@ export interface KernelExports {
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows: number,
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
+  /** Sampling's pass over the vocabulary (kernels/sample.ts, driven by sampling.ts). */
+  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
+  sample_partition(x: Ptr, ids: Ptr, n: number, m: number, sP: number, B: number, keep: Ptr, edge: Ptr, out: Ptr): number;
+  sample_walk(ids: Ptr, gaps: Ptr, w: Ptr, n: number, target: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number, after: number): number;
 }
 
