@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mulberry32, Xoshiro128StarStar } from '../src/generate/rng.js';
-import { Sampler, type SamplingOptions } from '../src/generate/sampler.js';
+import { Sampler, argmax, type SamplingOptions } from '../src/generate/sampler.js';
 import { prepareSamplingKernel, samplingKernel } from '../src/backend/wasm/sampling.js';
 
 const V = 32000;
@@ -134,5 +134,24 @@ test('near path: NaN and infinite logits are still reported, not sampled', async
     x[777] = bad;
     assert.throws(() => s.sample(x), { code: 'NON_FINITE_LOGITS' });
   }
+  assert.throws(() => s.sample(new Float32Array(V).fill(Number.NEGATIVE_INFINITY)), { code: 'NON_FINITE_LOGITS' });
+});
+
+test('greedy through the kernel: exactly argmax (ties → the lower id), NaN and all −∞ still rejected', async () => {
+  const kern = await prepareSamplingKernel();
+  assert.ok(kern);
+  const s = new Sampler({ temperature: 0 }, V);
+  for (const x of SETS) assert.equal(s.sample(x), argmax(x));
+  const tie = SETS[1].slice();
+  const top = argmax(tie);
+  tie[V - 3] = tie[top];
+  tie[5] = tie[top];
+  assert.equal(s.sample(tie), 5);
+  const odd = new Sampler({ temperature: 0 }, 1001);
+  const x = SETS[0].subarray(0, 1001);
+  assert.equal(odd.sample(x), argmax(x));
+  const nan = SETS[0].slice();
+  nan[9] = Number.NaN;
+  assert.throws(() => s.sample(nan), { code: 'NON_FINITE_LOGITS' });
   assert.throws(() => s.sample(new Float32Array(V).fill(Number.NEGATIVE_INFINITY)), { code: 'NON_FINITE_LOGITS' });
 });

@@ -87,6 +87,14 @@ export class SamplingKernel {
     return count;
   }
 
+  /** argmax(logits) (src/argmax.ts's semantics: the first NaN, else the first maximum; the kernel is checked against it). */
+  argmax(logits: Float32Array): number {
+    const n = logits.length;
+    if (n > this.capacity) this.grow(n);
+    this.logits.set(logits);
+    return this.exports.argmax(this.p.x, n);
+  }
+
   /** The nucleus split of the last split()'s near tokens at bucket B (t as in split); returns how many are below it. */
   partition(sP: number, B: number): number {
     const p = this.p;
