@@ -153,7 +153,7 @@ for (const backend of ['wasm', 'webgpu'] as const) {
     await page.goto(query(s));
     await waitLoaded(page, 'stories15M');
     assert.equal(await backendOf(page), backend);
-    assert.match((await page.textContent('#backend-why'))!, backend === 'wasm' ? /threads.*cross-origin isolated/ : /adapter|asked for/);
+    assert.match((await page.textContent('#backend-why'))!, backend === 'wasm' ? /backend=wasm: WebAssembly SIMD on \d threads, one shared memory/ : /backend=webgpu: WGSL kernels on \S/);
     await recordKv(page);
     const text = await generate(page);
     assert.equal(text, await expected, 'the page generates what the Node CLI generates');
@@ -217,6 +217,23 @@ test('a file that is not a model is reported in plain words, and the page stays 
   // An address with a cache policy that does not exist says so, in words, too.
   await page.goto(`${baseUrl}?cache=everything&backend=wasm`);
   assert.match((await page.textContent('#error-message'))!, /cache=everything is not a cache policy/);
+});
+
+test('once loaded, the page works offline: its service worker serves the page, the engine and the model', { skip: SKIP }, async (t) => {
+  const page = await newPage(t);
+  await page.goto(`${baseUrl}?backend=wasm&max_tokens=4&cache=full&temperature=0`);
+  await waitLoaded(page, 'stories15M');
+  // Installed (and so its copies made) before it is active.
+  const ready = await page.evaluate(() =>
+    Promise.race([navigator.serviceWorker.ready.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 60_000))]),
+  );
+  assert.ok(ready, 'the page registered a service worker that became active');
+  await page.context().setOffline(true);
+  assert.equal(await page.evaluate(() => navigator.onLine), false);
+  await page.reload();
+  await waitLoaded(page, 'stories15M');
+  assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the cached page keeps its COOP/COEP headers');
+  assert.equal(await generate(page), await cliText(['--max-tokens', '4', '--temperature', '0', 'Once upon a time']));
 });
 
 test('fastgen web serves the page cross-origin isolated, and the default model\'s bytes', { skip: SKIP }, async () => {

@@ -40,25 +40,25 @@ scope.onmessage = (e: MessageEvent) => {
 /** WebGPU when an adapter answers, else the wasm SIMD kernels on threads, else (not isolated) the TypeScript reference. */
 async function chooseBackend(asked: BackendRequest): Promise<BackendChoice & { threads?: number }> {
   let why = '';
-  if (asked === 'cpu-ref') return { name: 'cpu-ref', why: 'asked for: the plain-TypeScript reference (slow, for checking)' };
+  if (asked === 'cpu-ref') return { name: 'cpu-ref', why: 'backend=cpu-ref: the plain-TypeScript reference (slow, for checking)' };
   if (asked === 'webgpu' || asked === 'auto') {
     if (scope.navigator.gpu === undefined) {
-      why = 'this browser offers no WebGPU (navigator.gpu is missing)';
+      why = 'no WebGPU in this browser (navigator.gpu is missing)';
     } else {
       try {
         const ctx = await gpuContext();
-        return { name: 'webgpu', why: `${asked === 'auto' ? 'a WebGPU adapter answered' : 'asked for'}: ${ctx.adapterName}` };
+        return { name: 'webgpu', why: `${asked === 'auto' ? 'a WebGPU adapter answered' : 'backend=webgpu'}: WGSL kernels on ${ctx.adapterName}` };
       } catch (err) {
         why = `WebGPU found no adapter (${(err as Error).message.split('. ')[0]})`;
       }
     }
     if (asked === 'webgpu') throw new FastgenError('GPU_UNAVAILABLE', `${why}. Choose the wasm backend instead.`, 'backend');
   } else {
-    why = 'asked for';
+    why = 'backend=wasm';
   }
   if (scope.crossOriginIsolated) {
     const threads = Math.max(1, Math.min(4, scope.navigator.hardwareConcurrency ?? 2));
-    return { name: 'wasm', why: `${why}; WebAssembly SIMD on ${threads} threads sharing one memory (the page is cross-origin isolated)`, threads };
+    return { name: 'wasm', why: `${why}: WebAssembly SIMD on ${threads} threads, one shared memory (cross-origin isolated)`, threads };
   }
   if (asked === 'wasm') {
     throw new FastgenError(

@@ -50,6 +50,7 @@ const ui = {
   kvBar: $('kv-bar-held'),
   grid: $('grid'),
   gridCaption: $('grid-caption'),
+  explain: $('explain'),
   legend: $('legend'),
   error: $('error'),
   errorTitle: $('error-title'),
@@ -201,7 +202,20 @@ function run(): void {
   ui.tokS.textContent = '–';
   ui.tokens.textContent = '–';
   setState('generating', 'prefilling the prompt…');
-  send({ type: 'generate', id: ++generationId, settings: settings() });
+  const s = settings();
+  ui.explain.textContent = explanation(s);
+  send({ type: 'generate', id: ++generationId, settings: s });
+}
+
+/** What the grid shows for these settings, in a sentence. */
+function explanation(s: GenerateSettings): string {
+  const c = s.cache;
+  if (c.policy === 'fastgen') {
+    return `FastGen profiled every head once, at the end of the prompt, and gave it the cheapest policy that still recovers ` +
+      `T = ${c.recovery?.toFixed(2)} of its attention; the pages it does not keep are freed.`;
+  }
+  if (c.policy === 'full') return 'A full cache: every head keeps every token (the baseline FastGen is measured against).';
+  return `A uniform baseline: every head keeps the same share (${c.ratio?.toFixed(2)}) of the sequence by the ${c.policy} rule.`;
 }
 
 let autorun = params.get('autorun') === '1';

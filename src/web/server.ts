@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -35,8 +35,8 @@ const TYPES: Record<string, string> = {
 interface Served {
   path: string;
   start: number;
-  /** Bytes; the range is [start, start + length). */
-  length: number;
+  /** Bytes; the range is [start, start + length). Undefined: the whole file as it is now (a rebuild may change it). */
+  length?: number;
   type: string;
 }
 
@@ -87,10 +87,7 @@ async function pageFiles(dir: string): Promise<Map<string, Served>> {
     const ext = name.slice(name.lastIndexOf('.'));
     const type = TYPES[ext];
     if (type === undefined) continue;
-    const path = join(dir, name);
-    const src = await openFile(path);
-    files.set(`/${name}`, { path, start: 0, length: src.size, type });
-    await src.close();
+    files.set(`/${name}`, { path: join(dir, name), start: 0, type });
   }
   files.set('/', files.get('/index.html')!);
   return files;
@@ -119,11 +116,7 @@ export async function startWebServer(opts: { port: number; host?: string; dir?: 
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname);
     const f = files.get(path);
     if (f === undefined) return plain(res, 404, `${path}: not found\n`);
-    res.writeHead(200, { 'Content-Type': f.type, 'Content-Length': f.length, 'Cache-Control': 'no-cache' });
-    if (req.method === 'HEAD' || f.length === 0) return void res.end();
-    createReadStream(f.path, { start: f.start, end: f.start + f.length - 1 })
-      .on('error', (err) => res.destroy(err))
-      .pipe(res);
+    void send(req, res, f);
   });
   const host = opts.host ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
@@ -143,6 +136,20 @@ export async function startWebServer(opts: { port: number; host?: string; dir?: 
         http.closeAllConnections();
       }),
   };
+}
+
+async function send(req: IncomingMessage, res: ServerResponse, f: Served): Promise<void> {
+  let length = f.length;
+  if (length === undefined) {
+    const st = await stat(f.path).catch(() => null);
+    if (st === null) return plain(res, 404, `${f.path} is gone (a rebuild under way?)\n`);
+    length = st.size;
+  }
+  res.writeHead(200, { 'Content-Type': f.type, 'Content-Length': length, 'Cache-Control': 'no-cache' });
+  if (req.method === 'HEAD' || length === 0) return void res.end();
+  createReadStream(f.path, { start: f.start, end: f.start + length - 1 })
+    .on('error', (err) => res.destroy(err))
+    .pipe(res);
 }
 
 function plain(res: ServerResponse, status: number, text: string): void {

@@ -1,6 +1,6 @@
 /**
- * The page's service worker: it makes the page work offline once it has been loaded. Same-origin GETs (the page, the
- * bundles, kernels.wasm, the default model's bytes) go to the network first and are kept in a cache on the way
+ * The page's service worker: it makes the page work offline once it has been loaded. At install it keeps the page,
+ * the bundles, kernels.wasm and the default model's bytes; after that, same-origin GETs go to the network first and are kept in a cache on the way
  * through, so an update is seen at once and, offline, the last copy answers; cross-origin model files (opened by URL)
  * are taken from the cache first, since a model at a URL does not change and may be gigabytes. Cached responses keep
  * their COOP/COEP headers, so the offline page is still cross-origin isolated. Bundled as sw.js.
@@ -22,7 +22,24 @@ const sw = globalThis as unknown as {
 
 const CACHE = 'fastgen-web-1';
 
-sw.addEventListener('install', (e) => e.waitUntil(sw.skipWaiting()));
+/**
+ * Kept at install, so that the first visit is enough: the page starts fetching before this worker controls it. The
+ * default model is there when `fastgen web` serves the page; elsewhere its absence is no failure.
+ */
+const SHELL = [
+  './', 'index.html', 'style.css', 'fastgen-page.js', 'fastgen-engine.js', 'fastgen-wasm-worker.js', 'kernels.wasm',
+  'models/stories15M/stories15M.bin', 'models/stories15M/tokenizer.bin',
+];
+
+sw.addEventListener('install', (e) =>
+  e.waitUntil(
+    (async () => {
+      const cache = await caches.open(CACHE);
+      await Promise.all(SHELL.map((f) => cache.add(new URL(f, sw.location.href)).catch(() => undefined)));
+      await sw.skipWaiting();
+    })(),
+  ),
+);
 sw.addEventListener('activate', (e) => e.waitUntil(sw.clients.claim()));
 sw.addEventListener('fetch', (e) => {
   const req = e.request;
