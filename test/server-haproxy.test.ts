@@ -168,6 +168,16 @@ describe('replicas behind HAProxy', { skip: SKIP, timeout: 180_000 }, () => {
       }
     };
     const load = Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    // Meanwhile, the weights HAProxy holds for the replicas, as their agents report them.
+    let lowestWeight = 100;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        const s = await lb!.servers().catch(() => undefined);
+        for (const [name, row] of s ?? []) if (name !== 'r2' && row.status === 'UP') lowestWeight = Math.min(lowestWeight, Number(row.weight));
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
 
     // Kill r1 while it has requests both running and queued.
     const atKill = await until('r1 never had requests running and queued at once', 30_000, killed, async () => {
@@ -189,6 +199,8 @@ describe('replicas behind HAProxy', { skip: SKIP, timeout: 180_000 }, () => {
     });
 
     await load;
+    sampling = false;
+    await sampler;
     const drainExit = await drained.exited;
     t.diagnostic(`r2 drained and exited ${((performance.now() - drainedAt) / 1000).toFixed(1)} s after SIGTERM; at the kill r1 had ${atKill.running} running, ${atKill.waiting} queued`);
 
@@ -213,6 +225,10 @@ describe('replicas behind HAProxy', { skip: SKIP, timeout: 180_000 }, () => {
     t.diagnostic(`HAProxy redispatched ${r1.wredis} requests away from r1 and retried ${r1.wretr} connections to it`);
     assert.ok(Number(r1.wredis) >= 1, `no request was redispatched away from r1, yet ${atKill.waiting} were queued there at the kill`);
     assert.equal(r1.status, 'DOWN');
+
+    // Busy replicas asked for less weight (free KV memory by reservation; 1 % when requests wait).
+    t.diagnostic(`lowest agent weight of a serving replica during the load: ${lowestWeight}`);
+    assert.ok(lowestWeight < 100, 'the agents never lowered a busy replica\'s weight');
 
     // Streaming passes through unbuffered: a complete stream's events arrive over time, not in one piece at the end.
     const spreads = complete.filter((o) => o.stream).map((o) => o.spreadMs!);
