@@ -12,6 +12,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
@@ -258,6 +260,48 @@ test('fastgen web --model serves another model, which the page opens first: a ll
     await waitLoaded(page, name);
     assert.equal(await generate(page), await expected, `${name}: the page generates what the Node CLI generates`);
   }
+});
+
+test('without WebGPU, and without cross-origin isolation, the page says so and falls back: wasm threads, then the TypeScript reference', { skip: SKIP }, async (t) => {
+  // A Chromium without the WebGPU flags offers no adapter on this machine.
+  const plain = await chromium.launch({ executablePath: CHROMIUM });
+  t.after(() => plain.close());
+  const page = await plain.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${baseUrl}?backend=webgpu`);
+  await page.waitForFunction(() => !document.getElementById('error')!.hidden, null, { timeout: GENERATION_MS });
+  assert.equal(await page.getAttribute('#error', 'data-code'), 'GPU_UNAVAILABLE');
+  assert.equal(await page.textContent('#error-title'), 'No WebGPU');
+  assert.match((await page.textContent('#error-message'))!, /WebGPU|navigator\.gpu|adapter/);
+
+  await page.goto(`${baseUrl}?backend=auto&max_tokens=4&cache=full&temperature=0`);
+  await waitLoaded(page, 'stories15M');
+  assert.equal(await backendOf(page), 'wasm');
+  assert.match((await page.textContent('#backend-why'))!, /(no WebGPU|found no adapter).*WebAssembly SIMD on \d threads/);
+  assert.ok(await page.locator('#notice').isHidden(), 'cross-origin isolated: no notice');
+
+  // The same page through a proxy that drops COOP/COEP: not isolated, so no shared memory for the wasm threads.
+  const proxy = createServer(async (req, res) => {
+    const upstream = await fetch(new URL(req.url ?? '/', baseUrl));
+    const headers: Record<string, string> = {};
+    upstream.headers.forEach((v, k) => {
+      if (!k.startsWith('cross-origin-')) headers[k] = v;
+    });
+    res.writeHead(upstream.status, headers);
+    res.end(new Uint8Array(await upstream.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+  const proxied = `http://localhost:${(proxy.address() as AddressInfo).port}/`;
+  await page.goto(`${proxied}?backend=auto&max_tokens=4&cache=full&temperature=0`);
+  await waitLoaded(page, 'stories15M');
+  assert.equal(await page.evaluate(() => crossOriginIsolated), false);
+  assert.match((await page.textContent('#notice'))!, /not cross-origin isolated/);
+  assert.equal(await backendOf(page), 'cpu-ref');
+  assert.match((await page.textContent('#backend-why'))!, /not cross-origin isolated.*TypeScript reference/);
+  assert.equal(await generate(page), await cliText(['--max-tokens', '4', '--temperature', '0', 'Once upon a time']));
+  assert.deepEqual(errors, []);
 });
 
 test('fastgen web --help says how to use the page; a bad --port is a usage error (exit 2)', async () => {
