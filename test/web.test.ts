@@ -278,7 +278,7 @@ test('without WebGPU, and without cross-origin isolation, the page says so and f
   await page.goto(`${baseUrl}?backend=auto&max_tokens=4&cache=full&temperature=0`);
   await waitLoaded(page, 'stories15M');
   assert.equal(await backendOf(page), 'wasm');
-  assert.match((await page.textContent('#backend-why'))!, /(no WebGPU|found no adapter).*WebAssembly SIMD on \d threads/);
+  assert.match((await page.textContent('#backend-why'))!, /(no WebGPU|found no adapter|a software one).*WebAssembly SIMD on \d threads/);
   assert.ok(await page.locator('#notice').isHidden(), 'cross-origin isolated: no notice');
 
   // The same page through a proxy that drops COOP/COEP: not isolated, so no shared memory for the wasm threads.

@@ -48,7 +48,13 @@ async function chooseBackend(asked: BackendRequest): Promise<BackendChoice & { t
     } else {
       try {
         const ctx = await gpuContext();
-        return { name: 'webgpu', why: `${asked === 'auto' ? 'a WebGPU adapter answered' : 'backend=webgpu'}: WGSL kernels on ${ctx.adapterName}` };
+        // Chromium's stand-in where there is no GPU: it runs the kernels, but far slower than the wasm ones (stories15M
+        // at under a token per second on a 2-core machine), so `auto` takes it only when there is nothing better.
+        const software = /swiftshader/i.test(ctx.adapterName);
+        if (asked === 'webgpu' || !software || !scope.crossOriginIsolated) {
+          return { name: 'webgpu', why: `${asked === 'auto' ? 'a WebGPU adapter answered' : 'backend=webgpu'}: WGSL kernels on ${ctx.adapterName}` };
+        }
+        why = `the only WebGPU adapter is ${ctx.adapterName}, a software one, slower than the wasm kernels`;
       } catch (err) {
         why = `WebGPU found no adapter (${(err as Error).message.split('. ')[0]})`;
       }
