@@ -14,6 +14,7 @@ import { computeTokenClasses, type TokenClasses } from '../tokenizer/token-class
 import type { ChatMessage, Tokenizer } from '../tokenizer/types.js';
 import { GenerationRequest, type GenerateOptions, type GenerateResult } from './request.js';
 import { step } from './step.js';
+import { prepareSamplingKernel } from '../backend/wasm/sampling.js';
 
 export interface LoadModelOptions {
   backend?: BackendName;
@@ -297,6 +298,8 @@ export async function loadModel(where?: ModelLocation, opts: LoadModelOptions = 
   const ckpt = await loadModelInput(input, opts.onProgress);
   checkFiniteWeights(ckpt.weights, ckpt.source.path);
   const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads, onProgress: opts.onProgress });
+  // Sampling's SIMD pass over the vocabulary, whatever the backend (its absence only costs speed).
+  await prepareSamplingKernel();
   return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
 }
 

@@ -22,6 +22,8 @@ export interface KernelExports {
   matmul_f32_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_f16_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  /** Workbench variant of matmul_q8_0 (kernels/q8.ts): one row × four tokens for prefill. */
+  matmul_q8_0_r1t4(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0_f32(out: Ptr, x: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_0(qs: Ptr, d: Ptr, src: Ptr, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_act(xq: Ptr, xd: Ptr, x: Ptr, T: number, cols: number): void;
@@ -42,6 +44,10 @@ export interface KernelExports {
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows: number,
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
+  /** Sampling's pass over the vocabulary (kernels/sample.ts, driven by sampling.ts). */
+  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
+  sample_partition(x: Ptr, ids: Ptr, n: number, m: number, sP: number, B: number, keep: Ptr, edge: Ptr, out: Ptr): number;
+  sample_walk(ids: Ptr, gaps: Ptr, w: Ptr, n: number, target: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number, after: number): number;
 }
 
