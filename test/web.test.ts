@@ -224,6 +224,10 @@ test('a file that is not a model is reported in plain words, and the page stays 
 
   // An address with a cache policy that does not exist says so, in words, too.
   await page.goto(`${baseUrl}?cache=everything&backend=wasm`);
+  assert.match((await page.textContent('#error-message'))!, /cache=everything is not a cache policy/, 'said at once');
+  // ... and still there once the model has opened meanwhile (with fastgen, the page's default policy).
+  await page.waitForFunction(() => document.body.dataset.model === 'yes', null, { timeout: GENERATION_MS });
+  assert.equal(await page.inputValue('#cache'), 'fastgen');
   assert.match((await page.textContent('#error-message'))!, /cache=everything is not a cache policy/);
 });
 

@@ -409,9 +409,10 @@ ui.backendSelect.addEventListener('change', () => {
 });
 
 writeUrl();
+if (urlProblem !== undefined) showError(urlProblem);
 void firstModelUrl().then((url) => {
   open({ kind: 'url', url });
-  if (urlProblem !== undefined) showError(urlProblem);
+  if (urlProblem !== undefined) showError(urlProblem); // open() clears the banner
 });
 
 // Works offline once loaded: the service worker keeps the page, the engine and the model bytes it fetched.
