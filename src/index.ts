@@ -8,6 +8,10 @@ export { GenerationRequest } from './generate/request.js';
 export { Sampler, argmax, validateSamplingOptions, type SamplingOptions } from './generate/sampler.js';
 export { Xoshiro128StarStar } from './generate/rng.js';
 export { loadCheckpoint, DEFAULT_MODEL_NAME } from './model/load-checkpoint.js';
+// Models from bytes rather than paths (as the browser page loads them): loadModel(await detectModelFolder(folder)).
+export { blobFolder, bytesSource, type ByteSource, type ModelFolder } from './model/files.js';
+export { urlFolder } from './model/url-files.js';
+export { detectModelFolder, type ModelInput } from './model/model-input.js';
 export { loadTokenizer } from './tokenizer/load-tokenizer.js';
 export { computeTokenClasses } from './tokenizer/token-classes.js';
 export { PagePool, JsArena, type KvArena, type KvDtype } from './cache/page-pool.js';

@@ -10,8 +10,10 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import { promisify } from 'node:util';
@@ -33,20 +35,26 @@ let server: ChildProcess | undefined;
 let baseUrl = '';
 let browser: Browser | undefined;
 
-before(async () => {
-  if (SKIP) return;
-  server = spawn(process.execPath, [CLI, 'web', '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Start `fastgen web --port 0 ...args`; resolves with the process and the address it prints. */
+async function startWeb(args: string[] = []): Promise<{ proc: ChildProcess; url: string }> {
+  const proc = spawn(process.execPath, [CLI, 'web', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
-  server.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  baseUrl = await new Promise<string>((resolve, reject) => {
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const url = await new Promise<string>((resolve, reject) => {
     let out = '';
-    server!.stdout!.on('data', (d: Buffer) => {
+    proc.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /open (http:\/\/\S+\/)/.exec(out);
       if (m) resolve(m[1]!);
     });
-    server!.once('exit', (code) => reject(new Error(`fastgen web exited (${code}): ${stderr}`)));
+    proc.once('exit', (code) => reject(new Error(`fastgen web exited (${code}): ${stderr}`)));
   });
+  return { proc, url };
+}
+
+before(async () => {
+  if (SKIP) return;
+  ({ proc: server, url: baseUrl } = await startWeb());
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     // WebGPU in headless Chromium on a machine without a GPU: a software adapter.
@@ -216,6 +224,10 @@ test('a file that is not a model is reported in plain words, and the page stays 
 
   // An address with a cache policy that does not exist says so, in words, too.
   await page.goto(`${baseUrl}?cache=everything&backend=wasm`);
+  assert.match((await page.textContent('#error-message'))!, /cache=everything is not a cache policy/, 'said at once');
+  // ... and still there once the model has opened meanwhile (with fastgen, the page's default policy).
+  await page.waitForFunction(() => document.body.dataset.model === 'yes', null, { timeout: GENERATION_MS });
+  assert.equal(await page.inputValue('#cache'), 'fastgen');
   assert.match((await page.textContent('#error-message'))!, /cache=everything is not a cache policy/);
 });
 
@@ -234,6 +246,80 @@ test('once loaded, the page works offline: its service worker serves the page, t
   await waitLoaded(page, 'stories15M');
   assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the cached page keeps its COOP/COEP headers');
   assert.equal(await generate(page), await cliText(['--max-tokens', '4', '--temperature', '0', 'Once upon a time']));
+});
+
+test('fastgen web --model serves another model, which the page opens first: a llama2.c .bin, and an HF folder in the bundle\'s tokenizers', { skip: SKIP || SKIP_SHARED }, async (t) => {
+  // An HF folder: the random-weight Llama-3 fixture with the shared BPE tokenizer (vocabularies of 512 both).
+  const hf = join(await mkdtemp(join(tmpdir(), 'fastgen-web-hf-')), 'tiny-llama3');
+  await mkdir(hf);
+  for (const f of ['config.json', 'generation_config.json', 'model.safetensors']) await copyFile(sharedPath('fixtures', 'hf-tiny', 'llama3-gqa-f32', f), join(hf, f));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await copyFile(sharedPath('fixtures', 'tokenizer-bpe512', f), join(hf, f));
+  for (const [model, name] of [[STORIES260K, 'stories260K'], [hf, 'tiny-llama3']] as const) {
+    const web = await startWeb(['--model', model]);
+    t.after(() => web.proc.kill('SIGTERM'));
+    const s: Settings = { prompt: 'Once upon a time', maxTokens: 12, cache: 'fastgen', recovery: 0.9, backend: 'wasm' };
+    const expected = cliText(cliArgs(s, model));
+    const page = await newPage(t);
+    await page.goto(query(s).replace(baseUrl, web.url));
+    await waitLoaded(page, name);
+    assert.equal(await generate(page), await expected, `${name}: the page generates what the Node CLI generates`);
+  }
+});
+
+test('without WebGPU, and without cross-origin isolation, the page says so and falls back: wasm threads, then the TypeScript reference', { skip: SKIP }, async (t) => {
+  // A Chromium without the WebGPU flags offers no adapter on this machine.
+  const plain = await chromium.launch({ executablePath: CHROMIUM });
+  t.after(() => plain.close());
+  const page = await plain.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`${baseUrl}?backend=webgpu`);
+  await page.waitForFunction(() => !document.getElementById('error')!.hidden, null, { timeout: GENERATION_MS });
+  assert.equal(await page.getAttribute('#error', 'data-code'), 'GPU_UNAVAILABLE');
+  assert.equal(await page.textContent('#error-title'), 'No WebGPU');
+  assert.match((await page.textContent('#error-message'))!, /WebGPU|navigator\.gpu|adapter/);
+
+  await page.goto(`${baseUrl}?backend=auto&max_tokens=4&cache=full&temperature=0`);
+  await waitLoaded(page, 'stories15M');
+  assert.equal(await backendOf(page), 'wasm');
+  assert.match((await page.textContent('#backend-why'))!, /(no WebGPU|found no adapter|a software one).*WebAssembly SIMD on \d threads/);
+  assert.ok(await page.locator('#notice').isHidden(), 'cross-origin isolated: no notice');
+
+  // The same page through a proxy that drops COOP/COEP: not isolated, so no shared memory for the wasm threads.
+  const proxy = createServer(async (req, res) => {
+    const upstream = await fetch(new URL(req.url ?? '/', baseUrl));
+    const headers: Record<string, string> = {};
+    upstream.headers.forEach((v, k) => {
+      if (!k.startsWith('cross-origin-')) headers[k] = v;
+    });
+    res.writeHead(upstream.status, headers);
+    res.end(new Uint8Array(await upstream.arrayBuffer()));
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+  const proxied = `http://localhost:${(proxy.address() as AddressInfo).port}/`;
+  await page.goto(`${proxied}?backend=auto&max_tokens=4&cache=full&temperature=0`);
+  await waitLoaded(page, 'stories15M');
+  assert.equal(await page.evaluate(() => crossOriginIsolated), false);
+  assert.match((await page.textContent('#notice'))!, /not cross-origin isolated/);
+  assert.equal(await backendOf(page), 'cpu-ref');
+  assert.match((await page.textContent('#backend-why'))!, /not cross-origin isolated.*TypeScript reference/);
+  assert.equal(await generate(page), await cliText(['--max-tokens', '4', '--temperature', '0', 'Once upon a time']));
+  assert.deepEqual(errors, []);
+});
+
+test('fastgen web --help says how to use the page; a bad --port is a usage error (exit 2)', async () => {
+  const run = (args: string[]) => promisify(execFile)(process.execPath, [CLI, 'web', ...args]).then(
+    (r) => ({ code: 0, ...r }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+  const help = await run(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^Usage: fastgen web /);
+  for (const s of ['--port', 'COOP/COEP', '127.0.0.1', 'autorun=1']) assert.ok(help.stdout.includes(s), s);
+  const bad = await run(['--port', '99999']);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--port must be ≥ 0 and ≤ 65535/);
 });
 
 test('fastgen web serves the page cross-origin isolated, and the default model\'s bytes', { skip: SKIP }, async () => {

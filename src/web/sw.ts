@@ -28,18 +28,29 @@ const CACHE = 'fastgen-web-1';
  */
 const SHELL = [
   './', 'index.html', 'style.css', 'fastgen-page.js', 'fastgen-engine.js', 'fastgen-wasm-worker.js', 'kernels.wasm',
-  'models/stories15M/stories15M.bin', 'models/stories15M/tokenizer.bin',
+  'models/default.json', 'models/stories15M/stories15M.bin', 'models/stories15M/tokenizer.bin',
 ];
 
 sw.addEventListener('install', (e) =>
   e.waitUntil(
     (async () => {
       const cache = await caches.open(CACHE);
-      await Promise.all(SHELL.map((f) => cache.add(new URL(f, sw.location.href)).catch(() => undefined)));
+      await Promise.all([...SHELL, ...(await servedModel())].map((f) => cache.add(new URL(f, sw.location.href)).catch(() => undefined)));
       await sw.skipWaiting();
     })(),
   ),
 );
+/** The files of the model `fastgen web --model` serves (models/default.json says where), as far as they can be named. */
+async function servedModel(): Promise<string[]> {
+  try {
+    const { url } = (await (await fetch(new URL('models/default.json', sw.location.href))).json()) as { url: string };
+    if (url.endsWith('/')) return ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'].map((f) => url + f);
+    return [url, new URL('tokenizer.bin', new URL(url, sw.location.href)).href];
+  } catch {
+    return [];
+  }
+}
+
 sw.addEventListener('activate', (e) => e.waitUntil(sw.clients.claim()));
 sw.addEventListener('fetch', (e) => {
   const req = e.request;
