@@ -6,8 +6,7 @@
  * all allocated here, so the worker threads (pool.ts), which instantiate the same module on the same memory, see
  * them at the same addresses.
  */
-import { readFile } from 'node:fs/promises';
-import v8 from 'node:v8';
+import { host } from './host-node.js';
 import { JobList } from './jobs.js';
 import { q8Blocks, q8ScaleBytes, q8WeightBytes } from './layout.js';
 
@@ -94,45 +93,17 @@ const MAX_PAGES = 65536;
 const defaultWasmUrl = new URL('./kernels.wasm', import.meta.url);
 const moduleCache = new Map<string, Promise<WebAssembly.Module>>();
 
-/**
- * Compile kernels.wasm once per process (the compiled Module is also what the workers instantiate).
- *
- * V8 normally compiles wasm lazily with its baseline compiler (Liftoff) and tiers hot functions up to TurboFan
- * later; measured here, a matmul stays ~4× slower for its first 50+ calls. So the flags are switched for this one
- * compile to get optimized code for every kernel up front (~50 ms), and switched back for any other module.
- */
+/** Compile kernels.wasm once per process (the compiled Module is also what the workers instantiate). */
 export function loadKernelModule(url: URL = defaultWasmUrl): Promise<WebAssembly.Module> {
   let m = moduleCache.get(url.href);
   if (!m) {
-    m = readFile(url).then(
-      (bytes) => compileOptimized(bytes),
-      (err: unknown) => {
-        moduleCache.delete(url.href);
-        throw new Error(`cannot read the WASM kernels at ${url.pathname}: run \`npm run build\` (build:wasm) first`, { cause: err });
-      },
-    );
+    m = host.compileKernels(url).catch((err: unknown) => {
+      moduleCache.delete(url.href);
+      throw new Error(`cannot load the WASM kernels at ${url.href}: ${(err as Error).message}. In a clone, run \`npm run build\` (build:wasm) first`, { cause: err });
+    });
     moduleCache.set(url.href, m);
   }
   return m;
-}
-
-function compileOptimized(bytes: Uint8Array): WebAssembly.Module {
-  let flagsSet = false;
-  try {
-    v8.setFlagsFromString('--no-liftoff');
-    v8.setFlagsFromString('--no-wasm-lazy-compilation');
-    flagsSet = true;
-  } catch {
-    // A Node that refuses flag changes still works, just with V8's usual tier-up.
-  }
-  try {
-    return new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>); // synchronous, so no other compile sees the flags
-  } finally {
-    if (flagsSet) {
-      v8.setFlagsFromString('--liftoff');
-      v8.setFlagsFromString('--wasm-lazy-compilation');
-    }
-  }
 }
 
 /**
