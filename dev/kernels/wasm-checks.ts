@@ -16,6 +16,8 @@ import { matmul, rmsnorm, ropeRotateHalf, softmax, swiglu } from '../../src/back
 import * as ref from '../../src/backend/wasm/reference-extra.js';
 import { q8ActBytes, q8Blocks, kvPageBytes, kvKeyOffset, kvValueOffset } from '../../src/backend/wasm/layout.js';
 import { mulberry32 } from '../../src/generate/rng.js';
+import { EXP_TABLES, expNeg64 } from '../../src/generate/sampler.js';
+import { SamplingKernel } from '../../src/backend/wasm/sampling.js';
 import { f16ToF32, f32ToF16 } from '../../src/half.js';
 import type { CheckResult } from './checks.js'; // a type only: nothing of the WebGPU side is loaded
 
@@ -350,6 +352,71 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
         assertClose(rt.f32(gp, n), want, want.map((v) => Math.abs(v) + 1e-35), `swiglu n=${n}`);
       });
     }
+  });
+
+  check('sample split / partition / walk: near ids and weights bit-exact with the sampler, far mass to 1e-6 (odd sizes)', () => {
+    const kern = new SamplingKernel(rt.module);
+    const f = Math.fround;
+    for (const V of [1, 3, 5, 17, 1001, 32003]) for (const invT of [1.25, 0.5]) {
+      const x = randomF32(V, 30);
+      const cut = 16;
+      const sP = 64 * invT;
+      const n = kern.split(x, invT, cut, V, sP, true, EXP_TABLES);
+      let m = -Infinity;
+      for (const v of x) m = Math.max(m, v);
+      // reference: the same f32 classification, the sampler's f64 weights, exact far sums (Math.exp)
+      const ids: number[] = [];
+      const gaps: number[] = [];
+      const mass = new Float64Array(32 * 64 + 1);
+      let gap = 0;
+      let near = 0;
+      for (let i = 0; i < V; i++) {
+        const y = f(f(x[i] - m) * f(invT));
+        if (y >= -cut) {
+          ids.push(i);
+          gaps.push(gap);
+          gap = 0;
+          const t = (m - x[i]) * sP;
+          const w = expNeg64(t);
+          near += w;
+          mass[t < 2048 ? t | 0 : 2048] += w;
+          assert.ok(Object.is(kern.w[i], w), `sample w[${i}] V=${V}: ${kern.w[i]} vs ${w}`);
+        } else {
+          gap += Math.exp(y);
+        }
+      }
+      assert.equal(n, ids.length, `sample near count V=${V} invT=${invT}`);
+      bitsEqual(kern.ids.subarray(0, n), ids, `sample ids V=${V}`);
+      assert.ok(Object.is(kern.max, m) && Object.is(kern.near, near), `sample max / near sum V=${V}`);
+      bitsEqual(kern.mass, mass, `sample histogram V=${V}`);
+      assertClose([...kern.gaps.subarray(0, n), kern.tail], [...gaps, gap], [...gaps, gap].map((g) => g + 1e-30), `sample far gaps V=${V}`, 1e-6);
+      // partition at the bucket of the median near id, and the walk, against the same loops in JS
+      const B = n > 0 ? Math.floor((m - x[ids[n >> 1]]) * sP) : 0;
+      const r = kern.partition(sP, B);
+      const bucket = (i: number) => Math.min(2048, Math.floor((m - x[i]) * sP));
+      bitsEqual(kern.keep.subarray(0, r), ids.filter((i) => bucket(i) < B), `sample partition keep V=${V}`);
+      bitsEqual(kern.edge.subarray(0, kern.edgeCount), ids.filter((i) => bucket(i) === B), `sample partition edge V=${V}`);
+      const total = kern.near + kern.gaps.subarray(0, n).reduce((a, b) => a + b, 0) + kern.tail;
+      for (const u of [0, 0.3, 0.999]) {
+        let acc = 0;
+        let want = -1;
+        for (let j = 0; j < n && want < 0; j++) {
+          acc += kern.gaps[j];
+          if (u * total < acc) break;
+          acc += kern.w[ids[j]];
+          if (u * total < acc) want = ids[j];
+        }
+        assert.equal(kern.walk(u * total), want, `sample walk u=${u} V=${V}`);
+      }
+    }
+    // a NaN anywhere, +Infinity, or all −Infinity: -1 (the sampler's exact path reports them); too many near: -1
+    const y = randomF32(37);
+    y[20] = NaN;
+    assert.equal(kern.split(y, 1, 16, 37, 64, false, EXP_TABLES), -1);
+    y[20] = Infinity;
+    assert.equal(kern.split(y, 1, 16, 37, 64, false, EXP_TABLES), -1);
+    assert.equal(kern.split(new Float32Array(9).fill(-Infinity), 1, 16, 9, 64, false, EXP_TABLES), -1);
+    assert.equal(kern.split(new Float32Array(64), 1, 16, 10, 64, false, EXP_TABLES), -1);
   });
 
   check('add is exact; argmax picks the first maximum, and the first NaN wins as in the sampler', () => {

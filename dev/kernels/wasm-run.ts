@@ -11,6 +11,8 @@
  *   node dist/dev/kernels/wasm-run.js attention [--ctx 256]… [--kv f32|f16]…   decode (attention) and prefill rows
  *   node dist/dev/kernels/wasm-run.js small                           rmsnorm, rope, swiglu, add, softmax, argmax,
  *                                                                     activation quantization, kv_write
+ *   node dist/dev/kernels/wasm-run.js sample                          the sampler per token, whole-vocabulary JS path
+ *                                                                     vs the sampling kernel's near path (32,000 logits)
  * Every command takes --rounds N (default 7) and --json.
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
@@ -27,6 +29,10 @@ import { WorkerPool, MATMUL_CHUNK_POLICIES, DEFAULT_MATMUL_CHUNK, type MatmulChu
 import type { JobList } from '../../src/backend/wasm/jobs.js';
 import { q8ActBytes, q8Blocks, q8ScaleBytes, q8WeightBytes, kvPageBytes } from '../../src/backend/wasm/layout.js';
 import { runWasmChecks } from './wasm-checks.js';
+import { Sampler, type SamplingOptions } from '../../src/generate/sampler.js';
+import { prepareSamplingKernel, useSamplingKernel } from '../../src/backend/wasm/sampling.js';
+import { loadModel } from '../../src/generate/model.js';
+import { argmax } from '../../src/argmax.js';
 
 // stories15M (dim 288, hidden 768, vocab 32000) and Llama-2-7B (dim 4096, hidden 11008) weight shapes, rows x cols.
 const DEFAULT_SHAPES = ['288x288', '768x288', '288x768', '32000x288', '4096x4096', '11008x4096', '4096x11008', '32000x4096'];
@@ -84,7 +90,7 @@ const shapes = (values.shape ?? DEFAULT_SHAPES).map((s) => {
 });
 const tokensList = (values.tokens ?? (what === 'model' ? ['1', '64'] : ['1'])).map((t) => int(t, 'tokens'));
 const threadsList = (values.threads ?? ['1', '2']).map((t) => int(t, 'threads'));
-if (!['check', 'matmul', 'model', 'attention', 'small'].includes(what)) fail(`unknown command '${what}'; expected check, matmul, model, attention or small`);
+if (!['check', 'matmul', 'model', 'attention', 'small', 'sample'].includes(what)) fail(`unknown command '${what}'; expected check, matmul, model, attention, small or sample`);
 
 const rt = await WasmRuntime.create({ initialBytes: 64 << 20 });
 const pools = new Map<number, WorkerPool>();
@@ -389,12 +395,52 @@ function small(): void {
   flush();
 }
 
+/**
+ * The sampler per token on real logits (stories15M's, the first 16 greedy steps from BOS: 32,000 each), each setting
+ * through the whole-vocabulary JS path and through the sampling kernel's near path, round-robin. Greedy is argmax
+ * (JS) against the kernel's copy + SIMD argmax.
+ */
+async function sample(): Promise<void> {
+  await prepareSamplingKernel();
+  const model = await loadModel(undefined, { threads: 1 });
+  const V = model.config.vocabSize;
+  const kv = model.newSequence();
+  const sets: Float32Array[] = [];
+  let token = model.config.bosTokenId ?? 1;
+  for (let i = 0; i < 16; i++) {
+    const [logits] = await model.backend.forward([{ kv, tokens: [token], logits: 'last' }]);
+    sets.push(logits.slice());
+    token = argmax(logits);
+  }
+  kv.release();
+  model.dispose();
+  const settings: [string, SamplingOptions][] = [
+    ['greedy', { temperature: 0 }], ['T=1', { temperature: 1 }], ['T=0.8 top-p 0.9', { temperature: 0.8, topP: 0.9 }],
+    ['T=0.7 min-p 0.05', { temperature: 0.7, minP: 0.05 }], ['T=0.8 top-k 40 (JS either way)', { temperature: 0.8, topK: 40 }],
+  ];
+  for (const [name, o] of settings) {
+    const paths = ['JS, whole vocabulary', 'kernel, near tokens'];
+    const fns = paths.map((_, k) => {
+      const s = new Sampler({ ...o, seed: 1 }, V);
+      return () => {
+        useSamplingKernel(k === 1);
+        for (const x of sets) s.sample(x);
+      };
+    });
+    const t = timeRoundRobin(fns);
+    useSamplingKernel(true);
+    paths.forEach((path, k) => print({ sampler: name, path, 'us/token': ((t[k].median * 1000) / sets.length).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]) }));
+  }
+  flush();
+}
+
 let ok = true;
 try {
   if (what === 'check') ok = await check();
   else if (what === 'matmul') await matmul();
   else if (what === 'model') await model();
   else if (what === 'attention') await attention();
+  else if (what === 'sample') await sample();
   else small();
 } catch (err) {
   // e.g. a shape beyond the 4 GiB of wasm32 memory: say so in one line.

@@ -156,10 +156,10 @@ const T_UNDERFLOW = 745 * S; // e^−745 is below the smallest subnormal
 const EXP_INT = Float64Array.from({ length: 746 }, (_, k) => Math.exp(-k));
 const EXP_FRAC = Float64Array.from({ length: S }, (_, j) => Math.exp(-j / S));
 /** Both tables, for the sampling kernel's copy of expNeg64 (kernels/sample.ts). */
-const EXP_TABLES = Float64Array.of(...EXP_INT, ...EXP_FRAC);
+export const EXP_TABLES = Float64Array.of(...EXP_INT, ...EXP_FRAC);
 
 /** e^(−t/64) for t ≥ 0 (+Infinity allowed); relative error < 3e-14, about 3× faster than Math.exp. */
-function expNeg64(t: number): number {
+export function expNeg64(t: number): number {
   if (!(t < T_UNDERFLOW)) return 0;
   const i = t | 0;
   const r = (t - i) * (1 / S); // [0, 1/64): degree-5 Taylor is exact to ~2e-14

@@ -143,6 +143,7 @@ export class SamplingKernel {
 
 let kernel: SamplingKernel | undefined;
 let preparing: Promise<SamplingKernel | undefined> | undefined;
+let enabled = true;
 
 /** Compile the kernel module if no backend did yet, and make the sampling kernel available; never rejects. */
 export function prepareSamplingKernel(): Promise<SamplingKernel | undefined> {
@@ -154,5 +155,10 @@ export function prepareSamplingKernel(): Promise<SamplingKernel | undefined> {
 
 /** The sampling kernel, once prepareSamplingKernel() has settled (else undefined: the sampler's JS path). */
 export function samplingKernel(): SamplingKernel | undefined {
-  return kernel;
+  return enabled ? kernel : undefined;
+}
+
+/** Switch the sampler's use of the kernel (the workbench's A/B of the two paths, and their tests); on by default. */
+export function useSamplingKernel(on: boolean): void {
+  enabled = on;
 }
