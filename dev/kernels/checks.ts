@@ -461,6 +461,69 @@ function concat(...parts: Float32Array[]): Float32Array {
 }
 
 /** Every check at the small sizes the test suite runs (lavapipe runs ~1–3 GFLOP/s). */
+/** kvFillWgsl's value of a slot element (lowbias32 hash of page · pageFloats + offset, seeded): the same integers. */
+export function fillValue(seed: number, pageFloats: number, page: number, off: number): number {
+  const hash = (x0: number) => {
+    let x = x0 >>> 0;
+    x ^= x >>> 16; x = Math.imul(x, 0x7feb352d) >>> 0;
+    x ^= x >>> 15; x = Math.imul(x, 0x846ca68b) >>> 0;
+    x ^= x >>> 16;
+    return x >>> 0;
+  };
+  return (hash((seed ^ hash(page * pageFloats + off)) >>> 0) >>> 8) / 8388608 - 1;
+}
+
+/**
+ * The context fill (the benchmark's depth): two heads over two KV parts, one holding positions 0, 1, 2, … (no list),
+ * one a shuffled list; every slot's K and V equal fillValue, its meta word the position, its score 0; other slots
+ * untouched.
+ */
+export async function checkKvFill(ops: GpuOps, seed = 31): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const hd = 12;
+  const pt = 4;
+  const ppp = 5; // pages per part: the heads' pages straddle both parts
+  const shape = { parts: 2, pagesPerPart: ppp, pageTokens: pt, headDim: hd };
+  const pageFloats = 2 * pt * hd;
+  const maxPages = 4;
+  const n = [13, 9];
+  const tables = Uint32Array.from([3, 7, 1, 9, /* head 1 */ 2, 5, 8, 0]);
+  const shuffled = Array.from({ length: 40 }, (_, i) => i).sort(() => r() - 0.5).slice(0, n[1]);
+  const pass = Uint32Array.from([...shuffled, 0, 0, 0, n[0], 0xffffffff, 0, 0, 0, 0, 0, 1, n[1], 0, 0, 0, 0]);
+  const entryOff = shuffled.length;
+  const canary = -7.5;
+  const kvInit = new Float32Array(ppp * pageFloats).fill(canary);
+  const b = {
+    pass: await buf(ops.gpu, pass), tables: await buf(ops.gpu, tables),
+    meta: await buf(ops.gpu, new Uint32Array(2 * ppp * pt).fill(0xdeadbeef)), scores: await buf(ops.gpu, new Float32Array(2 * ppp * pt).fill(9)),
+    kv: [await buf(ops.gpu, kvInit), await buf(ops.gpu, kvInit)],
+  };
+  const fseed = 1234.5;
+  const enc = new StepEncoder(ops.gpu);
+  ops.kvFill(enc, shape, b, { nLayers: 1, nKvHeads: 2, maxPages, entryOff }, 2, Math.max(...n), fseed);
+  enc.submit();
+  const kv = [await readF32(ops.gpu, b.kv[0], 0, ppp * pageFloats), await readF32(ops.gpu, b.kv[1], 0, ppp * pageFloats)];
+  const meta = await readU32(ops.gpu, b.meta, 0, 2 * ppp * pt);
+  const scores = await readF32(ops.gpu, b.scores, 0, 2 * ppp * pt);
+  const seedBits = new Uint32Array(Float32Array.from([fseed]).buffer)[0];
+  const want = [new Float32Array(kvInit), new Float32Array(kvInit)];
+  const wantMeta = new Uint32Array(2 * ppp * pt).fill(0xdeadbeef);
+  const wantScores = new Float32Array(2 * ppp * pt).fill(9);
+  for (let h = 0; h < 2; h++) {
+    for (let s = 0; s < n[h]; s++) {
+      const page = tables[h * maxPages + Math.floor(s / pt)];
+      const row = s % pt;
+      for (let d = 0; d < hd; d++) {
+        for (const off of [row * hd + d, (pt + row) * hd + d]) want[Math.floor(page / ppp)][(page % ppp) * pageFloats + off] = fillValue(seedBits, pageFloats, page, off);
+      }
+      wantMeta[page * pt + row] = h === 0 ? s : shuffled[s];
+      wantScores[page * pt + row] = 0;
+    }
+  }
+  const err = Math.max(maxAbsDiff(kv[0], want[0]), maxAbsDiff(kv[1], want[1]), maxAbsDiff(meta, wantMeta), maxAbsDiff(scores, wantScores));
+  return result('kv fill (2 heads, 2 parts, listed and implicit positions)', err, 1e-6);
+}
+
 export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   for (const kind of ['f32', 'f16', 'q8_0'] as const) {
@@ -471,6 +534,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
+  out.push(await checkKvFill(ops));
   return out;
 }
 

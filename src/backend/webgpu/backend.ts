@@ -319,6 +319,94 @@ export class WebGpuBackend implements Backend {
     this.report = new Growable(gpu, 'eviction reports');
   }
 
+  /**
+   * Run `pass` (one forward or forwardGreedy of decode shape) with its GPU time taken per dispatch: each dispatch in a
+   * compute pass of its own between timestamps, so the sum leaves out the gaps between dispatches. For the
+   * benchmark's split of a step (weights, attention, cache policy); undefined where the device has no timestamp-query.
+   */
+  async timedPass<T>(pass: () => Promise<T>): Promise<{ result: T; dispatches?: { key: string; ns: number }[] }> {
+    this.enc.lastProfile = undefined;
+    this.enc.profile = true;
+    try {
+      const result = await pass();
+      return { result, dispatches: await this.enc.lastProfile };
+    } finally {
+      this.enc.profile = false;
+    }
+  }
+
+  /**
+   * Context without a prefill, for speed runs at depth (the benchmark's `@ dD`): `depth` filler tokens go into each
+   * empty sequence's cache through the same pool, page tables and byte counts as a prompt pass, and one kernel writes
+   * pseudo-random keys and values (and positions) into their slots — no attention runs. A sequence whose policy evicts
+   * applies its keep rules once on the CPU first, as at the end of a prompt of that length (with zero scores), and
+   * only the kept slots are written. A policy that decides from the prompt's attention statistics (fastgen, snapkv)
+   * cannot start from a filled context: it is refused.
+   */
+  async fillContext(items: readonly { kv: SequenceKv; depth: number }[], seed = 1): Promise<void> {
+    const c = this.config;
+    if (items.length === 0) return;
+    const arena = items[0].kv.pool.arena;
+    if (!(arena instanceof GpuKvArena) || items.some((it) => it.kv.pool.arena !== arena)) throw new Error('internal: fillContext needs sequences of one GPU arena');
+    for (const { kv, depth } of items) {
+      if (kv.seqLength !== 0) throw new Error('internal: fillContext starts from an empty sequence');
+      if (!Number.isInteger(depth) || depth < 1 || depth >= c.maxSeqLen) {
+        throw new InvalidOptionError(`a context of ${depth} tokens does not fit the model's ${c.maxSeqLen}-token context with room to decode`, 'depth');
+      }
+      if (kv.needs(0, depth).stats) {
+        throw new InvalidOptionError(`cache policy '${kv.options.policy}' decides from the prompt's attention, which a filled context does not have; give the heads their policies directly (a policy mix)`, 'cache');
+      }
+      const filler = Array.from({ length: depth }, (_, i) => 3 + ((i * 7919) % Math.max(1, c.vocabSize - 3)));
+      for (let l = 0; l < c.nLayers; l++) {
+        kv.reserveLayer(l, depth, 0, filler);
+        if (kv.evicts) kv.policy.afterAttention(kv, { layer: l, n: depth, startPos: 0 });
+      }
+      kv.advance(depth);
+    }
+    await arena.sync(items[0].kv.pool);
+    const seqSlots = await arena.slots(items.map((it) => it.kv));
+    const shape = arena.shape();
+    // Entries (8 words) after the position lists of heads whose slots do not hold positions 0, 1, 2, … in order.
+    const P = new U32List();
+    const entries: number[][] = [];
+    let maxSlots = 0;
+    items.forEach(({ kv }, i) => {
+      for (let l = 0; l < c.nLayers; l++) {
+        for (let h = 0; h < c.nKvHeads; h++) {
+          const st = kv.store(l, h);
+          const pos = st.positions.subarray(0, st.length);
+          let identity = true;
+          for (let s = 0; s < pos.length && identity; s++) identity = pos[s] === s;
+          let posOff = 0xffffffff;
+          if (!identity) { posOff = P.take(pos.length); P.data.set(pos, posOff); }
+          entries.push([seqSlots[i], l, h, st.length, posOff, 0, 0, 0]);
+          maxSlots = Math.max(maxSlots, st.length);
+        }
+      }
+    });
+    const entryOff = P.length;
+    for (const e of entries) P.push(...e);
+    const pass = await this.gpu.buffer(P.length * 4, 'context fill', P.data.subarray(0, P.length));
+    const b = { pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, kv: arena.kv };
+    for (let at = 0; at < entries.length; at += 65535) {
+      const count = Math.min(65535, entries.length - at);
+      this.ops.kvFill(this.enc, shape, b, { nLayers: c.nLayers, nKvHeads: c.nKvHeads, maxPages: arena.tableStride, entryOff: entryOff + 8 * at }, count, maxSlots, seed);
+    }
+    this.enc.submit();
+    await this.gpu.device.queue.onSubmittedWorkDone();
+    pass.destroy();
+  }
+
+  /** Bytes of GPU memory the arena of `pool` holds now (KV pages allocated ahead of use included, tables, metadata). */
+  arenaBytes(arena: KvArena): number {
+    return arena instanceof GpuKvArena ? arena.gpuBytes : 0;
+  }
+
+  /** Free an arena's GPU memory once its pool holds no page (a benchmark's throw-away pool). */
+  destroyArena(arena: KvArena): void {
+    if (arena instanceof GpuKvArena) arena.destroy();
+  }
+
   createArena(): KvArena {
     return new GpuKvArena(this.gpu, { nLayers: this.config.nLayers, nKvHeads: this.config.nKvHeads, maxSeqLen: this.config.maxSeqLen });
   }

@@ -22,6 +22,10 @@ export interface GpuContext {
   maxBuffer: number;
   /** Whether `subgroups` is enabled (the reductions use subgroupAdd when it is). */
   subgroups: boolean;
+  /** Storage buffers one kernel may bind (the KV cache's parts are bound side by side). */
+  maxStorageBuffers: number;
+  /** Whether `timestamp-query` is enabled (the benchmark's per-dispatch GPU times). */
+  timestamps: boolean;
 }
 
 const INSTALL_HINT =
@@ -46,7 +50,9 @@ async function gpuEntry(): Promise<GPU> {
   }
   // The GPU* constants (GPUBufferUsage, GPUShaderStage, …) that WebGPU code expects as globals.
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  dawnGpu = mod.create([]);
+  // Timestamps unquantized: the step-time split (bench --json's gpuSplit) times single dispatches of a few µs, which
+  // Dawn's default 100 µs quantization would round away; they are read only by the benchmark's profiling pass.
+  dawnGpu = mod.create(['disable-dawn-features=timestamp_quantization']);
   return dawnGpu;
 }
 
@@ -93,6 +99,8 @@ async function openContext(): Promise<GpuContext> {
     maxBinding: Math.floor(lim.maxStorageBufferBindingSize / 4) * 4,
     maxBuffer: lim.maxBufferSize,
     subgroups,
+    maxStorageBuffers: lim.maxStorageBuffersPerShaderStage,
+    timestamps: requiredFeatures.includes('timestamp-query'),
   };
 }
 

@@ -95,6 +95,14 @@ export class StepEncoder {
   /** Per parameter slot: the last bind group created there and what it binds. */
   private lastSig: { sig: Op['sig']; group: GPUBindGroup }[] = [];
   private ops: Op[] = [];
+  /**
+   * Set before a submit to time it (the next submit only): every dispatch then gets a compute pass of its own with
+   * timestamps at both ends (slower than the one-pass step, so only for a benchmark's split of where the GPU time
+   * goes). Without timestamp-query the submit runs untimed and lastProfile is left unset.
+   */
+  profile = false;
+  /** The last profiled submit's dispatches: key and GPU nanoseconds each, once the GPU has finished. */
+  lastProfile?: Promise<{ key: string; ns: number }[]>;
 
   constructor(private readonly gpu: GpuDevice, slots = 1024) {
     this.paramBytes = new ArrayBuffer(slots * SLOT_BYTES);
@@ -154,7 +162,9 @@ export class StepEncoder {
     }
     if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, 0, this.paramBytes, 0, this.ops.length * SLOT_BYTES);
     const enc = dev.createCommandEncoder();
-    if (this.ops.length > 0) {
+    const timed = this.profile && this.gpu.ctx.timestamps && this.ops.length > 0;
+    const readTimes = timed ? this.encodeTimed(enc) : undefined;
+    if (!timed && this.ops.length > 0) {
       const pass = enc.beginComputePass();
       for (const op of this.ops) {
         pass.setPipeline(op.pipeline);
@@ -165,7 +175,36 @@ export class StepEncoder {
     }
     after?.(enc);
     dev.queue.submit([enc.finish()]);
+    if (readTimes) this.lastProfile = readTimes();
+    if (timed) this.profile = false;
     this.ops = [];
+  }
+
+  /** Each dispatch in its own pass between two timestamps; returns the read of the times, to start after the submit. */
+  private encodeTimed(enc: GPUCommandEncoder): () => Promise<{ key: string; ns: number }[]> {
+    const dev = this.gpu.device;
+    const n = this.ops.length;
+    const querySet = dev.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const resolve = dev.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const back = dev.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.ops.forEach((op, i) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(op.pipeline);
+      pass.setBindGroup(0, this.bindGroup(op));
+      pass.dispatchWorkgroups(op.x, op.y, op.z);
+      pass.end();
+    });
+    enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, back, 0, 16 * n);
+    const keys = this.ops.map((op) => op.key);
+    return async () => {
+      await back.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(back.getMappedRange().slice(0));
+      back.unmap();
+      for (const b of [back, resolve]) b.destroy();
+      querySet.destroy();
+      return keys.map((key, i) => ({ key, ns: t[2 * i + 1] > t[2 * i] ? Number(t[2 * i + 1] - t[2 * i]) : 0 }));
+    };
   }
 
   private bindGroup(op: Op): GPUBindGroup {

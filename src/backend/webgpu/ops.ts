@@ -12,7 +12,9 @@ import {
   addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
-import { applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
+import {
+  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
+} from './wgsl-cache.js';
 
 /** One row range of a weight matrix in its own buffer(s). */
 export interface MatrixPart {
@@ -239,6 +241,19 @@ export class GpuOps {
     const key = this.cacheKey('evict', c);
     enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
       [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+  }
+
+  /**
+   * Pseudo-random K/V, positions and zero scores into the listed heads' slots (kvFillWgsl's entries at p.entryOff, at
+   * most maxSlots slots each); `seed` picks the values.
+   */
+  kvFill(enc: StepEncoder, c: CacheShape, b: Pick<CacheBuffers, 'pass' | 'tables' | 'meta' | 'scores' | 'kv'>, p: Parameters<typeof GpuOps.cacheParams>[0],
+    entries: number, maxSlots: number, seed: number): void {
+    const groups = Math.ceil((maxSlots * c.headDim) / 64);
+    if (groups > 65535) throw new Error(`internal: kvFill of ${maxSlots} slots per head (at most ${Math.floor((65535 * 64) / c.headDim)})`);
+    const key = this.cacheKey('kvfill', c);
+    enc.dispatch(this.gpu.pipeline(key, () => kvFillWgsl(c)), key,
+      [b.pass, b.tables, b.meta, b.scores, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, scale: seed }), Math.max(1, groups), entries);
   }
 
   setScores(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {

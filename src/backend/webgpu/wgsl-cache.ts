@@ -16,8 +16,14 @@
 
 import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/page-layout.js';
 
-/** Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds. */
-export const MAX_KV_PARTS = 4;
+/**
+ * Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds: the cache kernels bind
+ * at most 6 other storage buffers beside them (attentionStats), within the device's per-stage limit (16 on the
+ * NVIDIA adapter and lavapipe: 10 parts, 20 GiB of f32 KV on the H200).
+ */
+export function maxKvParts(maxStorageBuffers: number): number {
+  return Math.max(1, Math.min(16, maxStorageBuffers - 6));
+}
 
 /** Bindings kv0..kv{n-1} and `fn kvGet(page, off) -> f32`, `fn kvSet(page, off, v)` over them. */
 function kvAccess(parts: number, write: boolean): string {
@@ -98,6 +104,57 @@ ${TABLE_BASE}
   kvSet(page, (PT + r) * HD + e, act[p.vOff + row * p.kvStride + kvh * HD + e]);
   if (e == 0u) {
     slotMeta[page * PT + r] = pbuf[p.rowMetaOff + row];
+    scores[page * PT + r] = 0.0;
+  }
+}`;
+}
+
+/**
+ * Hash of a slot element for kvFill (lowbias32): the same integer function in TS (dev/kernels/checks.ts) and here.
+ * Value in [-1, 1) from its top 24 bits.
+ */
+const FILL_HASH = `fn fillHash(x0: u32) -> u32 {
+  var x = x0;
+  x ^= x >> 16u; x *= 0x7feb352du;
+  x ^= x >> 15u; x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+fn fillValue(seed: u32, page: u32, off: u32) -> f32 {
+  return f32(fillHash(seed ^ fillHash(page * PAGE_FLOATS + off)) >> 8u) / 8388608.0 - 1.0;
+}`;
+
+/**
+ * Context without a prefill (the benchmark's depth): every reserved slot of the listed heads gets pseudo-random K and V
+ * (fillValue of its page and offset), its meta word (position from the list, or the slot number), score 0.
+ * One workgroup per 64 (slot, element) pairs of one entry (8 u32 at entryOff + 8·wid.y): seqSlot, layer, kvHead, n,
+ * posOff (0xffffffff: position = slot), _, _, _. Positions at pbuf[posOff + s]; p.scale's bits (as u32) seed the values.
+ */
+export function kvFillWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+${kvAccess(c.parts, true)}
+${FILL_HASH}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  // One thread per (slot, element): neighbours write neighbouring floats.
+  let e = p.entryOff + wid.y * 8u;
+  let i = wid.x * 64u + lid.x;
+  let s = i / HD;
+  let d = i % HD;
+  if (s >= pbuf[e + 3u]) { return; }
+  let posOff = pbuf[e + 4u];
+  let tb = ((pbuf[e] * p.nLayers + pbuf[e + 1u]) * p.nKvHeads + pbuf[e + 2u]) * p.maxPages;
+  let page = tables[tb + s / PT];
+  let r = s % PT;
+  let seed = bitcast<u32>(p.scale);
+  kvSet(page, r * HD + d, fillValue(seed, page, r * HD + d));
+  kvSet(page, (PT + r) * HD + d, fillValue(seed, page, (PT + r) * HD + d));
+  if (d == 0u) {
+    slotMeta[page * PT + r] = select(pbuf[posOff + s], s, posOff == 0xffffffffu) & 0x3fffffffu;
     scores[page * PT + r] = 0.0;
   }
 }`;
