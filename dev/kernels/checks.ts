@@ -52,6 +52,39 @@ async function buf(gpu: GpuDevice, data: ArrayBufferView | number, what = 'check
   return typeof data === 'number' ? gpu.buffer(data, what) : gpu.buffer(data.byteLength, what, data);
 }
 
+/**
+ * out[T, rows] = x'[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel, where x' is x
+ * itself, RMSNorm(x) ⊙ g (the fused norm), or silu(gate) · up of [gate | up] rows (the fused SwiGLU).
+ */
+export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', input: 'norm' | 'swiglu', T: number, rows: number, cols: number, seed = 5): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const w = randn(r, rows * cols);
+  const xStride = input === 'swiglu' ? 2 * cols : cols + 3; // rows of x apart by more than cols (the fused q|k|v layout)
+  const x = randn(r, T * xStride, 2);
+  const g = randn(r, cols);
+  const resid = randn(r, T * rows);
+  const m = await ops.uploadMatrix(w, rows, cols, kind, 'W');
+  // act: x [T, xStride], out [T, rows] (a residual added to), scratch [T, cols] for the tiled path's norm.
+  const act = await buf(ops.gpu, concat(concat(x, resid), new Float32Array(T * cols)));
+  const gBuf = await buf(ops.gpu, g);
+  const enc = new StepEncoder(ops.gpu);
+  const fused = input === 'norm' ? { norm: gBuf, eps: 1e-5, scratchOff: T * xStride + T * rows } : { upOff: cols };
+  ops.matmul(enc, act, m, T, 0, xStride, T * xStride, rows, true, variant, fused);
+  enc.submit();
+  const got = await readF32(ops.gpu, act, T * xStride, T * rows);
+  const xin = new Float32Array(T * cols);
+  for (let t = 0; t < T; t++) {
+    const row = x.subarray(t * xStride, t * xStride + cols);
+    const dst = xin.subarray(t * cols, (t + 1) * cols);
+    if (input === 'norm') rmsnorm(dst, row, g, 1e-5);
+    else { dst.set(row); swiglu(dst, x.subarray(t * xStride + cols, t * xStride + 2 * cols)); }
+  }
+  const want = new Float32Array(T * rows);
+  matmul(want, xin, asStored(kind, w, rows, cols), T, rows, cols);
+  addInPlace(want, resid);
+  return result(`matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
+}
+
 /** out[T, rows] = x[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel. */
 export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', T: number, rows: number, cols: number, seed = 1): Promise<CheckResult> {
   const r = mulberry32(seed);
@@ -386,7 +419,7 @@ export async function checkProfileStats(ops: GpuOps, seed = 8): Promise<CheckRes
 /**
  * Eviction + compaction against the CPU cache itself: a HeadStore of n slots (unique positions, random classes,
  * scores with ties) evicted by markKept + HeadStore.retain, and the same store on the GPU evicted by the keep rule.
- * Every kept slot must hold the same position and the same K/V, in the same order; the report must name the evicted.
+ * Every kept slot must hold the same position and the same K/V, in the same order; the report's bits must name the evicted.
  */
 export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckResult> {
   const r = mulberry32(seed);
@@ -435,13 +468,14 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
   markKept(store, rule, current, keep);
   const evictedWant = [...keep].flatMap((v, s) => (v ? [] : [s]));
   store.retain(keep);
-  const report = await readU32(ops.gpu, b.report, 0, 2 + evictedWant.length);
+  const report = await readU32(ops.gpu, b.report, 0, 2 + Math.ceil(n / 32));
   const gotMeta = await readU32(ops.gpu, b.meta, 0, totalPages * pt);
   const gotKv = await readF32(ops.gpu, b.kv[0], 0, totalPages * 2 * pt * hd);
   let bad = 0;
   const notes: string[] = [];
   if (report[0] !== store.length) { bad++; notes.push(`new length ${report[0]} ≠ ${store.length}`); }
-  if (report[1] !== evictedWant.length || evictedWant.some((s, i) => report[2 + i] !== s)) { bad++; notes.push('evicted list differs'); }
+  const evictedGot = Array.from({ length: n }, (_, s) => s).filter((s) => (report[2 + (s >>> 5)] >>> (s & 31)) & 1);
+  if (report[1] !== evictedWant.length || evictedGot.join() !== evictedWant.join()) { bad++; notes.push('evicted slots differ'); }
   for (let s = 0; s < store.length; s++) {
     const at = store.pages[Math.floor(s / pt)] * pt + (s % pt);
     if ((gotMeta[at] & 0x3fffffff) !== store.positions[s]) { bad++; notes.push(`slot ${s}: position ${gotMeta[at] & 0x3fffffff} ≠ ${store.positions[s]}`); break; }
@@ -528,8 +562,11 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   for (const kind of ['f32', 'f16', 'q8_0'] as const) {
     out.push(await checkEmbed(ops, kind));
-    for (const T of [1, 3, 6]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
+    for (const T of [1, 3, 6, 21]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
+    for (const input of ['norm', 'swiglu'] as const) {
+      out.push(await checkFusedMatmul(ops, kind, 'matvec', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
+    }
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));

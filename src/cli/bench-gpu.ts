@@ -165,6 +165,8 @@ export interface GpuBenchRow {
   cpuEncodeMs: number;
   gpuWaitMs: number;
   split?: StepSplit;
+  /** Why the row could not run (e.g. its KV cache does not fit the GPU): then it has no samples. */
+  error?: string;
   /** The memory-budget run: sequences offered, admitted by the admission rule, and what they held. */
   budget?: { budgetBytes: number; offered: number; admitted: number; reservedPages: number; peakPages: number; budgetPages: number; prior: number; error?: string };
 }
@@ -373,7 +375,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
       const backend = await o.create(config, dtype);
       const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, arena: backend.createArena() }) };
       const heads = assignMix(o.mix, config.nLayers, config.nKvHeads);
-      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0 })));
+      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
       for (const cs of cases) {
         if (cs.t.depth + cs.t.n + (cs.t.kind === 'tg' ? 1 : 0) > config.maxSeqLen) {
           throw new FastgenError('INVALID_OPTION', `--tests: '${cs.t.label}' does not fit ${config.name}'s ${config.maxSeqLen}-token context; raise --context`, '--tests');
@@ -382,8 +384,18 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
       for (let r = 0; r <= o.reps; r++) {
         for (let j = 0; j < cases.length; j++) {
           const cs = cases[(j + r) % cases.length];
+          if (cs.error) continue;
           // Round 0 warms up (pipelines, arena growth) and times one step dispatch by dispatch for the split.
-          const res = await runner.once(m, cs.t, cs.cache, heads, r, r === 0 && cs.t.kind === 'tg');
+          let res: Awaited<ReturnType<Runner['once']>>;
+          try {
+            res = await runner.once(m, cs.t, cs.cache, heads, r, r === 0 && cs.t.kind === 'tg');
+          } catch (e) {
+            // A row whose cache does not fit is a result (full vs FastGen at depth), not the end of the run.
+            if (!(e instanceof FastgenError) || !['GPU_OUT_OF_MEMORY', 'KV_POOL_EXHAUSTED'].includes(e.code)) throw e;
+            cs.error = e.message;
+            o.log(`  ${runner.label(cs.cache)} ${cs.t.label}: ${e.message}`);
+            continue;
+          }
           if (r === 0) { cs.split = res.split; continue; }
           cs.samples.push(res.tps);
           cs.times.push(...res.times);
@@ -396,6 +408,13 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
       }
       const common = { model: config.name, params: parameterCountOf(config), backend: 'webgpu' as const, adapter: backend.adapterName, dtype, weightBytes: backend.weightBytes };
       for (const cs of cases) {
+        if (cs.error) {
+          rows.push({
+            ...common, cache: runner.label(cs.cache), test: cs.t.label, batch: cs.t.batch, depth: cs.t.depth, tokensPerSecond: 0, stddev: 0, samples: [],
+            stepMs: 0, kvBytesPerRow: 0, kvPageBytesPerRow: 0, kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: 0, gpuWaitMs: 0, error: cs.error,
+          });
+          continue;
+        }
         const [mean, sd] = meanSd(cs.samples);
         rows.push({
           ...common, cache: runner.label(cs.cache), test: cs.t.label, batch: cs.t.batch, depth: cs.t.depth, tokensPerSecond: mean, stddev: sd,
@@ -432,7 +451,7 @@ export function formatGpuRows(rows: GpuBenchRow[], notes: string[]): string {
   const main = rows.filter((r) => !r.budget);
   const out = [table(
     ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode / wait ms'],
-    main.map((r) => [
+    main.map((r) => r.error ? [r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `did not run: ${r.error.slice(0, 90)}`, '', '', '', '', ''] : [
       r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `${r.tokensPerSecond.toFixed(1)} ± ${r.stddev.toFixed(1)}`, ms(r.stepMs),
       formatBytes(r.weightBytes), formatBytes(r.kvBytesPerRow),
       r.split ? `${ms(r.split.weightsMs)} / ${ms(r.split.attentionMs)} / ${ms(r.split.policyMs)} / ${ms(r.split.otherMs)} (${r.split.dispatches})` : '—',

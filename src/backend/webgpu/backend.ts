@@ -107,7 +107,6 @@ interface EvictEntry {
   /** Position of the newest token. */
   current: number;
   reportOff: number;
-  reportCap: number;
 }
 
 /** A pass over one layer of one sequence that collects statistics for the policy to decide from on the CPU. */
@@ -530,8 +529,9 @@ export class WebGpuBackend implements Backend {
           apply: (layer, h, policy, current) => {
             if (policy.full) return;
             const total = kv.store(layer, h).length;
-            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords, reportCap: Math.min(total, 2 * n + 8) });
-            reportWords += Math.min(total, 2 * n + 8) + 2;
+            // Report: new length, evicted count, a bit per slot (evictWgsl).
+            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords });
+            reportWords += 2 + Math.ceil(total / 32);
           },
         };
         kv.policy.afterAttention(recorder, { layer: l, n, startPos: starts[i] });
@@ -544,7 +544,7 @@ export class WebGpuBackend implements Backend {
       for (const e of evicts[l]) {
         const rule = keepRule(e.policy, e.current + 1);
         works.push(workWords);
-        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, e.reportCap, workWords, 0);
+        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, 0, workWords, 0);
         workWords += 4 * e.n + 1;
       }
       movesOff.push(P.length);
@@ -572,8 +572,8 @@ export class WebGpuBackend implements Backend {
     ops.embed(enc, A, pass, this.w.embedding, T, tokOff, lay.x);
     for (let l = 0; l < L; l++) {
       const W = this.w.layers[l];
-      ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-      ops.matmul(enc, A, W.wqkv, T, lay.xb, c.dim, lay.qkv, qkvDim);
+      // RMSNorm fused into the matrix product that reads its output (the tiled path normalises into xb first).
+      ops.matmul(enc, A, W.wqkv, T, lay.x, c.dim, lay.qkv, qkvDim, false, undefined, { norm: W.attnNorm, eps, scratchOff: lay.xb });
       if (W.bqkv) ops.bias(enc, A, W.bqkv, T, qkvDim, lay.qkv, qkvDim);
       if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.qkv, qkvDim, lay.qkv, qkvDim, eps, c.nHeads);
       if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
@@ -588,16 +588,14 @@ export class WebGpuBackend implements Backend {
         ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
       }
       ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
-      ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-      ops.matmul(enc, A, W.wGateUp, T, lay.xb, c.dim, lay.hb, 2 * c.hiddenDim);
-      ops.swiglu(enc, A, T, c.hiddenDim, lay.hb, lay.hb + c.hiddenDim, 2 * c.hiddenDim);
-      ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true);
+      ops.matmul(enc, A, W.wGateUp, T, lay.x, c.dim, lay.hb, 2 * c.hiddenDim, false, undefined, { norm: W.ffnNorm, eps, scratchOff: lay.xb });
+      // SwiGLU fused into Wdown's input.
+      ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true, undefined, { upOff: c.hiddenDim });
     }
     const nw = wanted.length;
     if (nw > 0) {
       ops.gatherRows(enc, A, pass, nw, c.dim, lay.x, lay.lrows, wantedOff);
-      ops.rmsnorm(enc, A, this.w.finalNorm, nw, c.dim, lay.lrows, c.dim, lay.lrows, c.dim, eps);
-      ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize);
+      ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize, false, undefined, { norm: this.w.finalNorm, eps, scratchOff: lay.lrows });
       if (greedy) ops.argmax(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, nw, c.vocabSize, 0, 0);
     }
 
@@ -634,9 +632,9 @@ export class WebGpuBackend implements Backend {
         const newLen = reports[e.reportOff];
         const evicted = reports[e.reportOff + 1];
         if (evicted === 0) continue;
-        if (evicted > e.reportCap || st.length !== e.n) throw new Error(`internal: eviction report of ${evicted} slots (room for ${e.reportCap}) for a head of ${st.length}`);
-        const keep = new Uint8Array(st.length).fill(1);
-        for (let j = 0; j < evicted; j++) keep[reports[e.reportOff + 2 + j]] = 0;
+        if (st.length !== e.n) throw new Error(`internal: eviction report for a head of ${e.n} slots, the CPU holds ${st.length}`);
+        const keep = new Uint8Array(st.length);
+        for (let s = 0; s < st.length; s++) keep[s] = (reports[e.reportOff + 2 + (s >>> 5)] >>> (s & 31)) & 1 ? 0 : 1;
         st.retain(keep);
         if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
       }

@@ -16,6 +16,9 @@ import {
   applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
 } from './wgsl-cache.js';
 
+/** The step a matrix product fuses before it (GpuOps.matmul). */
+export type MatmulInput = { norm: GPUBuffer; eps: number; scratchOff: number } | { upOff: number };
+
 /** One row range of a weight matrix in its own buffer(s). */
 export interface MatrixPart {
   rowLo: number;
@@ -57,11 +60,19 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
-const SMALL_ROWS = 8;
 
 export class GpuOps {
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` variants). */
   matvecRows = 4;
+  /** Tokens per block of the matrix × vector kernel (variant suffix `-tb8`, …): its rows are re-read once per block. */
+  matvecTokens = 4;
+  /**
+   * Token rows from which a matrix product takes the tiled kernel instead of the matrix × vector one (workbench:
+   * `run.js matmul --tokens N --variant rows4 --variant tiled`). Up to 32 rows the matrix × vector kernel re-reads each
+   * workgroup's rows from cache per block of tokens; the tiled kernel's 64-row tiles leave most of the GPU idle there
+   * (7B batch 16: 152 ms a step through it in H200 run 3).
+   */
+  tiledFromRows = 33;
   /**
    * Threads per workgroup of the matrix × vector kernel (variants `…-wg32`, `…-wg64`, …); 0 = by row length: short
    * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
@@ -138,20 +149,33 @@ export class GpuOps {
 
   /**
    * out[t, r] (+)= Σ_c W[r, c] · x[t, c]: x at act[xOff + t·xStride], out at act[outOff + t·outStride]. A few rows
-   * (decode) use the matrix × vector kernel, more (prefill) the tiled one.
+   * (decode) use the matrix × vector kernel, more (prefill) the tiled one. `input` fuses the step before: x ← RMSNorm(x)
+   * with weight `norm` (the tiled path normalises into act[scratchOff …] first), or x ← silu(x) · x[upOff …] (SwiGLU;
+   * the tiled path applies it in place first).
    */
   matmul(enc: StepEncoder, act: GPUBuffer, m: GpuMatrix, T: number, xOff: number, xStride: number, outOff: number, outStride: number,
-    accumulate = false, variant?: 'matvec' | 'tiled'): void {
-    const tiled = variant ? variant === 'tiled' : T > SMALL_ROWS;
+    accumulate = false, variant?: 'matvec' | 'tiled', input?: MatmulInput): void {
+    const tiled = variant ? variant === 'tiled' : T >= this.tiledFromRows;
+    if (tiled && input && 'norm' in input) {
+      this.rmsnorm(enc, act, input.norm, T, m.cols, xOff, xStride, input.scratchOff, m.cols, input.eps);
+      [xOff, xStride] = [input.scratchOff, m.cols];
+    } else if (tiled && input && 'upOff' in input) {
+      this.swiglu(enc, act, T, m.cols, xOff, xOff + input.upOff, xStride);
+    }
+    const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
     const R = this.matvecRows;
+    const TB = this.matvecTokens;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
     const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
-    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-wg${WG}${sg ? '-sg' : ''}`;
-    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG)));
+    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-tb${TB}-wg${WG}${sg ? '-sg' : ''}-${mode}`;
+    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG, TB, mode)));
     for (const part of m.parts) {
-      const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo];
-      if (tiled) enc.dispatch(pl, key, [act, part.w, part.d], params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
-      else enc.dispatch(pl, key, [act, part.w, part.d], params, ...grid(Math.ceil(part.rows / R)));
+      const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo,
+        input && 'upOff' in input ? input.upOff : 0, f32(input && 'norm' in input ? input.eps : 0)];
+      const binds: Binding[] = [act, part.w, part.d];
+      if (mode === 'norm') binds.push((input as { norm: GPUBuffer }).norm);
+      if (tiled) enc.dispatch(pl, key, binds, params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
+      else enc.dispatch(pl, key, binds, params, ...grid(Math.ceil(part.rows / R)));
     }
   }
 

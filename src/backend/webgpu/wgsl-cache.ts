@@ -380,10 +380,12 @@ var<workgroup> qs: array<f32, HD>;
  * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
  * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
  * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
- * the work buffer for applyMoves; the report gets [new length, evicted count, evicted slots ascending…] so that the
- * CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result.
+ * the work buffer for applyMoves; the report gets [new length, evicted count, ⌈n / 32⌉ words of evicted-slot bits] so
+ * that the CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result (a list of
+ * slots would need room for as many as a step can evict: when heavy hitters fall inside the window, far more than
+ * the step's new tokens).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
- * reportOff, reportCap, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ * reportOff, _, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
  */
 export function evictWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -414,7 +416,6 @@ fn scoreKey(bits: u32) -> u32 {
   let sinks = pbuf[e + 6u];
   let budget = pbuf[e + 7u];
   let reportOff = pbuf[e + 8u];
-  let reportCap = pbuf[e + 9u];
   let wk = pbuf[e + 10u];
   let tb = tableBase(seqSlot, kvh);
   // Static part, and each slot's score and position side by side for the ranking.
@@ -496,16 +497,18 @@ fn scoreKey(bits: u32) -> u32 {
     workgroupBarrier();
   }
   let newLen = red[0];
+  // The evicted slots as a bitmask (bit s % 32 of word s / 32): any number of them fits ⌈n / 32⌉ words.
+  for (var wd = lid.x; wd < (n + 31u) / 32u; wd += 256u) {
+    var bits = 0u;
+    for (var j = 0u; j < 32u; j++) {
+      let s = wd * 32u + j;
+      if (s < n && work[wk + s] == 0u) { bits |= 1u << j; }
+    }
+    report[reportOff + 2u + wd] = bits;
+  }
   if (lid.x == 0u) {
     report[reportOff] = newLen;
     report[reportOff + 1u] = n - newLen;
-    var j = 0u;
-    for (var s = 0u; s < n; s++) {
-      if (work[wk + s] == 0u) {
-        if (j < reportCap) { report[reportOff + 2u + j] = s; }
-        j++;
-      }
-    }
     // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each
     // evicted slot takes the current last slot. orig[d] ends as the slot whose contents d holds.
     let orig = wk + n;

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 13's comparison in ONE run on one NVIDIA GPU: fastgen's WebGPU backend (full cache and FastGen's policy mix)
+# and HF transformers (eager, sdpa, static cache + torch.compile) on random weights of a Llama-2-7B shape, at the
+# paper's configurations (batch 1 at depth 32–4096, batch 8 at 512 and 4096, batch 16–32 at 512), step time measured at
+# each depth with a short generation; a memory-budget run (admission under a KV budget, full vs FastGen); the kernel
+# checks on this adapter; the matrix-product crossover in the workbench. Writes $OUT/*.json, $OUT/table.md, $OUT/plot.svg.
+#
+# Needs: node + this repository built (dist/, node_modules/webgpu), a Vulkan driver for the GPU (VK_DRIVER_FILES),
+# python3 with torch + transformers. On the lent H200: scripts/webgpu-carry.sh, then `bash .gpu/h200.sh gpubench`.
+# HF_SECONDS bounds the HF part (configurations past it are skipped and marked so).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-bench}; mkdir -p "$OUT"
+HERE=$(dirname "$0")
+FG="node bin/fastgen.js bench"
+step() { local name=$1 limit=$2; shift 2; echo "=== $name ($(date -u +%T))"; local t0=$(date +%s); timeout "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"; echo "rc=$? $(( $(date +%s) - t0 ))s"; grep -v '^Warning' "$OUT/$name.err" | tail -n 4; }
+( date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader; node --version; python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' ) > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+step checks 90 node dist/dev/kernels/run.js check
+grep -c 'ok=true' "$OUT/checks.out"; grep 'ok=false' "$OUT/checks.out"
+# Matrix products at 8–32 rows: matrix × vector (token blocks of 4, 8, 16) against the tiled kernel.
+step crossover 90 bash -c 'for t in 8 16 32; do node dist/dev/kernels/run.js matmul --kind f16 --shape 4096x4096 --shape 22016x4096 --shape 4096x11008 --tokens $t --variant rows4 --variant rows4-tb8 --variant rows2-tb16 --variant tiled --reps 10 | grep -v adapter; done'
+cat "$OUT/crossover.out"
+
+# fastgen: full cache and FastGen's mix (default: the mix FastGen chose on stories15M at T = 0.95).
+step fastgen_f16 300 $FG --synthetic llama2-7b --dtype f16 --cache full --cache fastgen --context 8192 -r 2 --json \
+  --tests tg64@d32,tg64@d512,tg64@d2048,tg32@d4096,tg32x8@d512,tg16x8@d4096,tg16x4@d4096,tg24x16@d512,tg16x32@d512,pp512
+step fastgen_budget 120 $FG --synthetic llama2-7b --dtype f16 --cache full --cache fastgen --context 8192 -r 1 --json \
+  --tests tg16x64@d2048 --kv-budget 16GiB
+step fastgen_q8 120 $FG --synthetic llama2-7b --dtype q8_0 --cache full -r 2 --json --tests tg64@d32,tg32x8@d512
+step fastgen_llama3 150 $FG --synthetic llama3-8b --dtype f16 --cache full --cache fastgen -r 1 --json --tests tg64@d512,tg32x8@d512
+
+step hf 330 python3 "$HERE/hf_bench.py" "$OUT/hf.json" "${HF_SECONDS:-240}"
+tail -n 30 "$OUT/hf.out"
+
+node "$HERE/gpu-bench-report.mjs" "$OUT" > "$OUT/table.md" && cat "$OUT/table.md"
