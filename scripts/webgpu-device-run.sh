@@ -32,10 +32,12 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   step decode_7b 240 bash -c 'for d in f16 q8_0; do node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype $d --prompt 32 --steps 48; done; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --batch 8'
 fi
 if [ "$MODE" = gpubench ]; then
-  OUT=$O bash scripts/gpu-bench.sh
+  # At most 8 files come back from the device: everything in one archive, the table on stdout.
+  OUT=/tmp/gpubench bash scripts/gpu-bench.sh; tar czf $O/gpubench.tgz -C /tmp/gpubench .
 fi
 if [ "$MODE" = gpuprobe ]; then
   step checks 90 node dist/dev/kernels/run.js check
   grep -c 'ok=true' $O/checks.txt; grep 'ok=false' $O/checks.txt
-  TAILN=30 step probe 240 node bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --cache full --cache fastgen --context 8192 -r 1 --tests tg32@d32,tg32@d2048,tg16x8@d512,tg16x16@d512,tg8x8@d4096
+  TAILN=30 step probe 200 node bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --cache full --cache fastgen --context 8192 -r 1 --tests tg32@d32,tg32@d2048,tg16x8@d512,tg16x16@d512,tg8x8@d4096
+  TAILN=8 step variants 150 bash -c 'node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 32 --flush-layers 0; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 32 --flush-layers 8; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 16 --batch 16 --tiled-from 9'
 fi

@@ -41,6 +41,8 @@ export interface WebGpuBackendOptions {
   maxRows?: number;
   /** Most sequences one pass holds (default 64). */
   maxItems?: number;
+  /** Layers recorded per command buffer of a pass (default 4): the GPU runs the first while the CPU records the rest. */
+  flushLayers?: number;
 }
 
 interface Layer {
@@ -182,10 +184,13 @@ export class WebGpuBackend implements Backend {
    */
   lastPass = { dispatches: 0, encodeMs: 0, waitMs: 0, afterMs: 0 };
   private readonly gpu: GpuDevice;
-  private readonly ops: GpuOps;
+  /** The kernels (public for the workbench, which sets their measured variants). */
+  readonly ops: GpuOps;
   private readonly enc: StepEncoder;
   private readonly maxRows: number;
   private readonly maxItems: number;
+  /** See WebGpuBackendOptions.flushLayers (the decode benchmark's --flush-layers variant). */
+  flushLayers: number;
   private readonly act: GPUBuffer;
   private readonly lay: ActLayout;
   private readonly ml: GPUBuffer;
@@ -300,6 +305,7 @@ export class WebGpuBackend implements Backend {
     const fit = Math.floor(gpu.ctx.maxBinding / 4 / perRow);
     this.maxRows = Math.max(1, Math.min(opts.maxRows ?? Math.min(c.maxSeqLen, 512), fit));
     this.maxItems = opts.maxItems ?? 64;
+    this.flushLayers = Math.max(1, opts.flushLayers ?? 4);
     const R = this.maxRows;
     let off = 0;
     const region = (n: number) => { const at = off; off += Math.ceil(n / 64) * 64; return at; };
@@ -591,6 +597,8 @@ export class WebGpuBackend implements Backend {
       ops.matmul(enc, A, W.wGateUp, T, lay.x, c.dim, lay.hb, 2 * c.hiddenDim, false, undefined, { norm: W.ffnNorm, eps, scratchOff: lay.xb });
       // SwiGLU fused into Wdown's input.
       ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true, undefined, { upOff: c.hiddenDim });
+      // Let the GPU start on these layers while the next are recorded.
+      if ((l + 1) % this.flushLayers === 0 && l + 1 < L) enc.flush();
     }
     const nw = wanted.length;
     if (nw > 0) {

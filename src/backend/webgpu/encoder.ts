@@ -95,6 +95,8 @@ export class StepEncoder {
   /** Per parameter slot: the last bind group created there and what it binds. */
   private lastSig: { sig: Op['sig']; group: GPUBindGroup }[] = [];
   private ops: Op[] = [];
+  /** Slots used by this step's flushed dispatches (see flush). */
+  private slotBase = 0;
   /**
    * Set before a submit to time it (the next submit only): every dispatch then gets a compute pass of its own with
    * timestamps at both ends (slower than the one-pass step, so only for a benchmark's split of where the GPU time
@@ -112,13 +114,27 @@ export class StepEncoder {
     this.uniform = this.newUniform(slots);
   }
 
+  /** Dispatches recorded in this step (flushed ones included). */
   get count(): number {
-    return this.ops.length;
+    return this.slotBase + this.ops.length;
+  }
+
+  /**
+   * Submit what is recorded so far as a command buffer of its own and go on recording the same step: the GPU starts on
+   * the first layers while the CPU records the next (a 7B step's recording took as long as half its GPU time, run 3).
+   * Slots keep counting across flushes, so a step shaped like the last one still reuses every bind group. No-op while
+   * profiling (the timed submit must see the whole step).
+   */
+  flush(): void {
+    if (this.profile || this.ops.length === 0) return;
+    this.encodeAndSubmit();
+    this.slotBase += this.ops.length;
+    this.ops = [];
   }
 
   /** Record one dispatch: storage bindings 1.. in order (or at explicit binding numbers), parameters, grid. */
   dispatch(pipeline: GPUComputePipeline, key: string, bindings: (Binding | [number, Binding])[], params: Param[], x: number, y = 1, z = 1): void {
-    const slot = this.ops.length;
+    const slot = this.slotBase + this.ops.length;
     if ((slot + 1) * SLOT_BYTES > this.paramBytes.byteLength) {
       const bytes = new ArrayBuffer(this.paramBytes.byteLength * 2);
       new Uint8Array(bytes).set(new Uint8Array(this.paramBytes));
@@ -152,15 +168,23 @@ export class StepEncoder {
    * and submit.
    */
   submit(after?: (enc: GPUCommandEncoder) => void): void {
+    this.encodeAndSubmit(after);
+    this.slotBase = 0;
+    this.ops = [];
+  }
+
+  private encodeAndSubmit(after?: (enc: GPUCommandEncoder) => void): void {
     const dev = this.gpu.device;
-    if (this.ops.length > this.uniformSlots) {
+    const end = this.slotBase + this.ops.length;
+    if (end > this.uniformSlots) {
+      // Earlier flushes of this step hold groups of the old buffer: it is released once their work is done.
       this.uniform.destroy();
       this.uniformSlots = this.paramBytes.byteLength / SLOT_BYTES;
       this.uniform = this.newUniform(this.uniformSlots);
       this.lastSig = []; // their groups point at the old uniform buffer
       for (const op of this.ops) op.group = undefined;
     }
-    if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, 0, this.paramBytes, 0, this.ops.length * SLOT_BYTES);
+    if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, this.slotBase * SLOT_BYTES, this.paramBytes, this.slotBase * SLOT_BYTES, this.ops.length * SLOT_BYTES);
     const enc = dev.createCommandEncoder();
     const timed = this.profile && this.gpu.ctx.timestamps && this.ops.length > 0;
     const readTimes = timed ? this.encodeTimed(enc) : undefined;
@@ -177,7 +201,6 @@ export class StepEncoder {
     dev.queue.submit([enc.finish()]);
     if (readTimes) this.lastProfile = readTimes();
     if (timed) this.profile = false;
-    this.ops = [];
   }
 
   /** Each dispatch in its own pass between two timestamps; returns the read of the times, to start after the submit. */
