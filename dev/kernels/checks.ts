@@ -558,6 +558,34 @@ export async function checkKvFill(ops: GpuOps, seed = 31): Promise<CheckResult> 
   return result('kv fill (2 heads, 2 parts, listed and implicit positions)', err, 1e-6);
 }
 
+/**
+ * Synthetic weights generated on the GPU: every value finite with magnitude in [scale/2, 2·scale) (scale = 1/√cols),
+ * signs mixed, values varied; q8_0's block scales all scale/64. The error is the share of values out of range.
+ */
+export async function checkRandomWeights(ops: GpuOps, kind: WeightKind): Promise<CheckResult> {
+  const rows = 37;
+  const cols = 300;
+  const m = await ops.randomMatrix(rows, cols, kind, 7, 'random');
+  const words = await readU32(ops.gpu, m.parts[0].w, 0, rows * m.rowWords);
+  const scale = 1 / Math.sqrt(cols);
+  let values: number[];
+  if (kind === 'f32') values = [...new Float32Array(words.buffer)];
+  else if (kind === 'f16') values = [...new Uint16Array(words.buffer)].map(f16ToF32);
+  else {
+    const d = await readF32(ops.gpu, m.parts[0].d, 0, rows * (m.rowWords / 8));
+    const bad = d.filter((x) => Math.abs(x - scale / 64) > 1e-9).length;
+    const q = new Int8Array(words.buffer);
+    const distinct = new Set(q).size;
+    return result(`random weights ${kind} (scales, ${distinct} distinct int8s)`, bad + (distinct > 200 ? 0 : 1), 0);
+  }
+  const out = values.filter((v) => !(Math.abs(v) >= scale / 2 && Math.abs(v) < 2 * scale)).length;
+  const negative = values.filter((v) => v < 0).length / values.length;
+  const distinct = new Set(values).size;
+  // f16 under one exponent has 2 × 1024 possible values.
+  const ok = negative > 0.4 && negative < 0.6 && distinct > Math.min(values.length / 4, 1500);
+  return result(`random weights ${kind} (${(negative * 100).toFixed(0)} % negative, ${distinct} distinct)`, out / values.length + (ok ? 0 : 1), 0);
+}
+
 export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   for (const kind of ['f32', 'f16', 'q8_0'] as const) {
@@ -572,6 +600,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), await checkProfileStats(ops));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   out.push(await checkKvFill(ops));
+  for (const kind of ['f32', 'f16', 'q8_0'] as const) out.push(await checkRandomWeights(ops, kind));
   return out;
 }
 

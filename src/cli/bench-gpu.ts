@@ -181,6 +181,8 @@ export interface GpuBenchOptions {
   reps: number;
   mix: PolicyMix;
   kvBudgetBytes?: number;
+  /** Tests of the memory-budget run (default: the tg tests with a depth). */
+  budgetTests?: GpuTestSpec[];
   context?: number;
   log: (line: string) => void;
   create: (config: ModelConfig, dtype: WeightKind) => Promise<WebGpuBackend>;
@@ -423,7 +425,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
         });
       }
       if (o.kvBudgetBytes !== undefined) {
-        for (const t of o.tests.filter((x) => x.kind === 'tg' && x.depth > 0)) {
+        for (const t of (o.budgetTests ?? o.tests).filter((x) => x.kind === 'tg' && x.depth > 0)) {
           for (const cache of o.caches) {
             o.log(`  budget ${formatBytes(o.kvBudgetBytes)}: ${runner.label(cache)} ${t.label}…`);
             const r = await runner.budgetRun(m, t, cache, heads, o.kvBudgetBytes);
@@ -439,7 +441,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
     }
   }
   if (o.kvBudgetBytes !== undefined) {
-    if (!o.tests.some((x) => x.kind === 'tg' && x.depth > 0)) notes.push('--kv-budget: no tg test with a depth (tgN@dD xB), so no budget run');
+    if (!(o.budgetTests ?? o.tests).some((x) => x.kind === 'tg' && x.depth > 0)) notes.push('--kv-budget: no tg test with a depth (tgN@dD xB), so no budget run');
     notes.push('budget rows: sequences offered one by one (x = how many), admitted by the server\'s rule (src/server/scheduler.ts: reservedTokensPerHead, projectedPages, admits), filled, then decoded together in a pool of that budget; FastGen\'s reservation before a request starts uses the kept share the server would have learned (here measured on one filled sequence of the final length)');
   }
   return { rows, notes };

@@ -135,6 +135,7 @@ export function benchCli() {
     .addOption(option('--policy-mix <spec>', "--synthetic: FastGen's per-head policies for the fastgen rows, as policy=share,… (e.g. full=0.4,local@0.3=0.3,special+frequent@0.1+local@0.2=0.3) or 'stories15m-t0.95' (default: the mix FastGen chose on stories15M at T=0.95)"))
     .addOption(option('--context <n>', "--synthetic: the model's context length (default: the shape's; deeper tests need more)", numberArg('--context', { integer: true, min: 2, max: 1 << 20 })))
     .addOption(option('--kv-budget <size>', '--synthetic: also a memory-budget run per tg test: with this KV budget, how many of its xB sequences the server\'s admission admits under each cache, and their throughput', sizeArg('--kv-budget')))
+    .addOption(option('--budget-tests <list>', '--kv-budget: the tests of the memory-budget run, tgN@dDxB (B sequences offered) (default: the tg tests with a depth)'))
     .addOption(option('--json', 'print the rows (with every sample) as JSON'))
     .addOption(option('--svg <file>', 'also draw the table as bars', outputFileArg('--svg')))
     .addOption(option('--llama2c <run>', "a compiled llama2.c `run` (legacy format, e.g. gcc -Ofast -march=native -fopenmp run.c), measured on the default model in the same rounds as a tg255 row, with each decode row's ratio to it"));
@@ -155,7 +156,7 @@ export function benchCommand(args: string[]): Promise<number> {
 
 async function bench(v: Record<string, any>): Promise<number> {
   if (v.synthetic) return benchSynthetic(v);
-  for (const flag of ['policyMix', 'context', 'kvBudget'] as const) {
+  for (const flag of ['policyMix', 'context', 'kvBudget', 'budgetTests'] as const) {
     if (v[flag] !== undefined) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --synthetic runs only`, `--${flag}`);
   }
   const reps: number = v.repetitions ?? 3;
@@ -282,10 +283,13 @@ async function benchSynthetic(v: Record<string, any>): Promise<number> {
   const testNames: string[] = (v.tests ?? 'pp512,tg128,tg128@d2048').split(',').filter(Boolean);
   const tests = testNames.map((t) => parseTest(t, Number.POSITIVE_INFINITY));
   const dtypes = (v.dtype ?? ['f16']) as WeightKind[];
+  if (v.budgetTests !== undefined && v.kvBudget === undefined) bad('--budget-tests', 'needs --kv-budget');
+  const budgetTests = v.budgetTests === undefined ? undefined : (v.budgetTests as string).split(',').filter(Boolean).map((t) => parseTest(t, Number.POSITIVE_INFINITY));
+  for (const t of budgetTests ?? []) if (t.kind !== 'tg' || t.depth === 0) bad('--budget-tests', `'${t.label}' is not a tgN@dDxB test (a budget run decodes sequences of a given depth)`);
   const log = (line: string) => { if (!v.json) process.stderr.write(`${line}\n`); };
   const { WebGpuBackend } = await import('../backend/webgpu/backend.js');
   const { rows, notes } = await runGpuBench({
-    shapes: v.synthetic, configs: SYNTHETIC_CONFIGS, dtypes, caches, tests, reps: v.repetitions ?? 3, mix, kvBudgetBytes: v.kvBudget, context: v.context, log,
+    shapes: v.synthetic, configs: SYNTHETIC_CONFIGS, dtypes, caches, tests, reps: v.repetitions ?? 3, mix, kvBudgetBytes: v.kvBudget, budgetTests, context: v.context, log,
     create: (config, dtype) => WebGpuBackend.createSynthetic(config, { dtype }),
   });
   if (v.json) {

@@ -7,9 +7,9 @@
 import { FastgenError } from '../../errors.js';
 import { f32ToF16 } from '../../half.js';
 import { quantizeQ8_0 } from '../wasm/reference-extra.js';
-import { f32, grid, type Binding, type GpuDevice, type StepEncoder } from './encoder.js';
+import { f32, grid, StepEncoder, type Binding, type GpuDevice } from './encoder.js';
 import {
-  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
+  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
 import {
@@ -83,6 +83,8 @@ export class GpuOps {
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
   private readonly placeholder: Promise<GPUBuffer>;
+  /** Records the random-weight fills of synthetic models (randomMatrix). */
+  private fillEncoder?: StepEncoder;
 
   constructor(readonly gpu: GpuDevice) {
     this.placeholder = gpu.buffer(16, 'placeholder');
@@ -115,24 +117,32 @@ export class GpuOps {
     const rowWords = rowWordsOf(kind, cols);
     const perPart = Math.floor(this.gpu.ctx.maxBinding / (rowWords * 4));
     const parts: MatrixPart[] = [];
-    let x = (seed * 2654435761) >>> 0 || 1;
-    const next = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x >>> 0; };
     const scale = 1 / Math.sqrt(cols);
     // Random sign and mantissa bits under a fixed exponent near log2(scale): magnitudes in [scale/2, 2·scale).
     const e = Math.round(Math.log2(scale)) - 1;
-    const halfExp = ((e + 15) << 10) | ((e + 15) << 26);
-    const f32Exp = (e + 127) << 23;
+    const fill = {
+      f32: { mask: 0x807fffff, bits: (e + 127) << 23 },
+      f16: { mask: 0x83ff83ff, bits: ((e + 15) << 10) | ((e + 15) << 26) },
+      q8_0: { mask: 0xffffffff, bits: 0 },
+    }[kind];
+    const enc = (this.fillEncoder ??= new StepEncoder(this.gpu));
+    const pl = this.gpu.pipeline('random-words', () => randomWordsWgsl);
+    const words = (buf: GPUBuffer, count: number, mask: number, bits: number, salt: number) =>
+      enc.dispatch(pl, 'random-words', [buf], [count, (Math.imul(seed, 0x9e3779b9) + salt) >>> 0, mask >>> 0, bits >>> 0], ...grid(Math.ceil(count / 256)));
     let bytes = 0;
     for (let r0 = 0; r0 < rows; r0 += perPart) {
       const n = Math.min(perPart, rows - r0);
-      const words = new Uint32Array(n * rowWords);
-      if (kind === 'f32') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x807fffff) | f32Exp) >>> 0;
-      else if (kind === 'f16') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x83ff83ff) | halfExp) >>> 0;
-      else for (let i = 0; i < words.length; i++) words[i] = next();
-      const w = await this.gpu.buffer(words.byteLength, what, words);
+      const w = await this.gpu.buffer(n * rowWords * 4, what);
+      words(w, n * rowWords, fill.mask, fill.bits, r0);
       let d = await this.placeholder;
-      if (kind === 'q8_0') d = await this.gpu.buffer(n * (rowWords / 8) * 4, `${what} scales`, new Float32Array(n * (rowWords / 8)).fill(scale / 64));
-      bytes += words.byteLength + (kind === 'q8_0' ? n * (rowWords / 8) * 4 : 0);
+      if (kind === 'q8_0') {
+        const blocks = n * (rowWords / 8);
+        d = await this.gpu.buffer(blocks * 4, `${what} scales`);
+        words(d, blocks, 0, new Uint32Array(Float32Array.of(scale / 64).buffer)[0], 0);
+        bytes += blocks * 4;
+      }
+      enc.submit();
+      bytes += n * rowWords * 4;
       parts.push({ rowLo: r0, rows: n, w, d });
     }
     return { kind, rows, cols, rowWords, parts, bytes };

@@ -374,3 +374,25 @@ var<workgroup> bn: array<u32, 256>;
   }
   if (lid.x == 0u) { tokens[p.outOff + row] = select(select(bi[0], 0u, bi[0] == NONE), bn[0], bn[0] != NONE); }
 }`;
+
+/**
+ * Random words for synthetic weights, generated on the GPU (a 7B model's 13.5 GB took a minute to generate in JS):
+ * words[i] = (hash(seed, i) & mask) | bits — random sign and mantissa under a fixed exponent (f32, f16 pairs), or all
+ * random bits (q8_0's int8s, mask 0xffffffff, bits 0); or the constant `bits` (mask 0: q8_0's block scales).
+ */
+export const randomWordsWgsl = `
+struct P { count: u32, seed: u32, mask: u32, bits: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> words: array<u32>;
+fn hash(x0: u32) -> u32 {
+  var x = x0;
+  x ^= x >> 16u; x *= 0x7feb352du;
+  x ^= x >> 15u; x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let i = (wid.x + wid.y * ${GRID_X}u) * 256u + lid.x;
+  if (i >= p.count) { return; }
+  words[i] = (hash(hash(i) ^ p.seed) & p.mask) | p.bits;
+}`;
