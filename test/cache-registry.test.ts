@@ -126,3 +126,30 @@ test('an exhausted KV pool through Model.generate: KV_POOL_EXHAUSTED with what t
   assert.equal(model.pool.pagesInUse, 0);
   model.dispose();
 });
+
+test('fastgen lattice: margin asks the prompt for 1 − (1 − T)(1 − margin); minFrequent leaves no window-only head', async () => {
+  const fails = (o: unknown, where: string) =>
+    assert.throws(() => resolveCacheOptions(o as CacheOptions), (e: unknown) => e instanceof FastgenError && /applies to the lattice variant/.test(e.message) && e.where === where);
+  fails({ policy: 'fastgen', variant: 'paper', margin: 0.2 }, 'cache.margin');
+  fails({ policy: 'fastgen', variant: 'paper', minFrequent: 0.1 }, 'cache.minFrequent');
+
+  const model = await loadModel(undefined, { backend: 'wasm' });
+  const ids = model.encode(PROMPT + ' One day, Lily saw a big dog in the park. The dog was brown and had a long tail.');
+  const chosen = async (o: CacheOptions) => {
+    const kv = model.newSequence(o);
+    try {
+      await model.backend.forward([{ kv, tokens: ids, logits: 'last' }]);
+      return kv.profiles.flat().map((p) => p.policy);
+    } finally {
+      kv.release();
+    }
+  };
+  const withMargin = await chosen({ policy: 'fastgen', recovery: 0.9, margin: 0.5 });
+  assert.deepEqual(withMargin, await chosen({ policy: 'fastgen', recovery: 0.95, margin: 0 }));
+  assert.notDeepEqual(withMargin, await chosen({ policy: 'fastgen', recovery: 0.9, margin: 0 }), 'the margin must change some choice on this prompt');
+  // The default keeps heavy hitters in every pruned head; minFrequent 0 lets window-only candidates through.
+  const heavyless = (names: string[]) => names.filter((n) => n !== 'full' && !n.includes('frequent')).length;
+  assert.equal(heavyless(await chosen({ policy: 'fastgen', recovery: 0.85 })), 0);
+  assert.ok(heavyless(await chosen({ policy: 'fastgen', recovery: 0.85, minFrequent: 0, margin: 0 })) > 0, 'some head should pick a window-only policy at T = 0.85 without the floor');
+  model.dispose();
+});

@@ -108,6 +108,7 @@ const settings: EvalSettings = {
   thresholds: [1, 0.95, 0.9],
   baselines: ['local'],
   paper: false,
+  fastgen: {},
   ablation: false,
   ablationT: 0.98,
   gqaMin: false,

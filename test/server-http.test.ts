@@ -83,7 +83,20 @@ describe('server over HTTP', { skip: SKIP }, () => {
     await server.ready;
     r = await fetch(`${url}/health`);
     assert.equal(r.status, 200);
-    assert.deepEqual(await r.json(), { status: 'ok' });
+    const health = await r.json();
+    assert.equal(health.status, 'ok');
+    // Idle: the load figure a balancer reads says so, and the budget is the one configured.
+    assert.deepEqual(health.load, {
+      running: 0,
+      waiting: 0,
+      max_running: 64,
+      kv_bytes_used: 0,
+      kv_bytes_reserved: 0,
+      kv_bytes_budget: 4 * 1024 * 1024,
+      kv_usage: 0,
+      kv_reserved_usage: 0,
+      full: false,
+    });
   });
 
   test('GET /v1/models, POST /tokenize and /detokenize', async () => {

@@ -30,6 +30,9 @@ profiling time share; the paper's ablation (T = 0.98) and, for grouped-query mod
     .addOption(option('--samples <n>', 'judge samples per prompt and configuration, seeds differ (default 1)', numberArg('--samples', { integer: true, min: 1 })))
     .addOption(option('--control <n>', 'full-vs-full control pairs per prompt (default 2; --quick 3)', numberArg('--control', { integer: true, min: 0 })))
     .addOption(option('--no-ablation', 'skip the ablation'))
+    .addOption(option('--baselines <list>', "comma-separated uniform baselines to run at FastGen's memory, or 'none' (default: all)", parseNames))
+    .addOption(option('--no-paper', "skip the paper's variant beside the default"))
+    .addOption(option('--set <options>', 'options of the default FastGen variant in the sweep, e.g. margin=0,minFrequent=0 (see fastgen generate --help)', parseSettings))
     .addOption(option('--data <dir>', `folder with tinystories_sample.txt and tinyshakespeare.txt, or any folder of .txt files (passages at blank lines; default: ${DEFAULT_DATA_HINT})`))
     .addOption(option('--json', 'print the whole report as JSON instead of tables'))
     .addOption(option('--out <file>', 'also write the JSON report to FILE'))
@@ -59,6 +62,21 @@ function checkDefaultData(): void {
   );
 }
 
+function parseNames(s: string): string[] {
+  const out = s.split(',').map((x) => x.trim()).filter((x) => x.length > 0);
+  return out.length === 1 && out[0] === 'none' ? [] : out;
+}
+
+function parseSettings(s: string): Record<string, number | string> {
+  const out: Record<string, number | string> = {};
+  for (const part of s.split(',').map((x) => x.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z]+)=(.+)$/.exec(part);
+    if (!m) throw new UsageError(`--set expects key=value pairs separated by commas, got '${part}'`, '--set');
+    out[m[1]] = Number.isFinite(Number(m[2])) ? Number(m[2]) : m[2];
+  }
+  return out;
+}
+
 function parseList(s: string, flag: string): number[] {
   const out = s.split(',').map((x) => x.trim()).filter((x) => x.length > 0).map(Number);
   if (out.length === 0 || out.some((x) => !Number.isFinite(x))) throw new UsageError(`${flag} expects comma-separated numbers, got '${s}'`, flag);
@@ -85,6 +103,9 @@ export async function evalCommand(args: string[], io: { stdout?: { write(s: stri
     controlPairs: values.control,
     samples: values.samples,
     ablation: values.ablation === false ? false : undefined,
+    baselines: values.baselines,
+    paper: values.paper === false ? false : undefined,
+    fastgen: values.set,
     dataDir: values.data,
     checkpoint: values.checkpoint,
   };

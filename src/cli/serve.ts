@@ -6,6 +6,7 @@
 import { FastgenError, InvalidOptionError } from '../errors.js';
 import { loadModel, type LoadModelOptions } from '../generate/model.js';
 import { FastgenServer } from '../server/http.js';
+import { AgentListenError } from '../server/haproxy-agent.js';
 import { parseSize } from '../format.js';
 import { cacheOptions, modelOptions, newCommand, numberArg, option, parseCommand, parseNumber, sizeArg, toCacheOptions } from './args.js';
 
@@ -15,7 +16,8 @@ export function serveCli() {
     `Serve a model over an OpenAI-compatible HTTP API with continuous batching and FastGen KV-cache compression.
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streaming), GET /v1/models[/ID],
-           GET /health (503 while loading), GET /metrics (Prometheus), POST /tokenize, POST /detokenize`,
+           GET /health (200 with the replica's load; 503 while loading or shutting down), GET /metrics (Prometheus),
+           POST /tokenize, POST /detokenize. Behind HAProxy: --agent-port (see deploy/haproxy/).`,
   );
   modelOptions(cmd, { kvBudget: false });
   cmd
@@ -34,6 +36,7 @@ Endpoints: POST /v1/completions, POST /v1/chat/completions (JSON or SSE streamin
     .addOption(option('--allowed-hosts <list>', 'Host names accepted besides localhost when bound to loopback (DNS-rebinding protection)', list))
     .addOption(option('--body-timeout <s>', 'seconds a client has to send its request body (default 60) → 408', seconds('--body-timeout')))
     .addOption(option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30) → 408', seconds('--headers-timeout')))
+    .addOption(option('--agent-port <n>', "answer HAProxy's agent check on this port: state and a weight from the free KV memory (0 = any free port; default: off)", numberArg('--agent-port', { integer: true, min: 0, max: 65535 })))
     .addOption(option('--max-connections <n>', 'open connections at most; more get a 503 (default 512)', numberArg('--max-connections', { integer: true, min: 1 })))
     .addOption(option('--no-calibrate', 'skip the FastGen capacity estimate at startup'))
     .addOption(option('-q, --quiet', 'no per-request log lines'));
@@ -93,6 +96,7 @@ function serveOptions(v: Record<string, any>, env: NodeJS.ProcessEnv) {
     bodyTimeoutMs: v.bodyTimeout as number | undefined,
     headersTimeoutMs: v.headersTimeout as number | undefined,
     maxConnections: v.maxConnections as number | undefined,
+    agentPort: v.agentPort as number | undefined,
   };
 }
 
@@ -135,15 +139,17 @@ export async function serveCommand(args: string[]): Promise<number> {
       bodyTimeoutMs: o.bodyTimeoutMs,
       headersTimeoutMs: o.headersTimeoutMs,
       maxConnections: o.maxConnections,
+      agentPort: o.agentPort,
       log: logLine,
       logRequests: !o.quiet,
     });
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`fastgen serve: cannot listen on ${o.host}:${o.port}: ${msg}\n`);
+    process.stderr.write(e instanceof AgentListenError ? `fastgen serve: ${msg}\n` : `fastgen serve: cannot listen on ${o.host}:${o.port}: ${msg}\n`);
     return 1;
   }
   logLine(`listening on ${server.url} (GET /health is 503 until the model is loaded); loading ${o.modelPath ?? 'the default model (stories15M)'}`);
+  if (server.agentPort !== undefined) logLine(`HAProxy agent check on ${o.host}:${server.agentPort}`);
 
   let exitCode = 0;
   const done = new Promise<void>((resolve) => {

@@ -7,7 +7,7 @@ import { availableParallelism, cpus, platform } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { CACHE_POLICIES } from '../cache/policies/index.js';
+import { CACHE_POLICIES, resolveCacheOptions } from '../cache/policies/index.js';
 import type { BaselineName } from './types.js';
 import type { BackendName, WeightDtype } from '../backend/index.js';
 import { InvalidOptionError } from '../errors.js';
@@ -44,6 +44,12 @@ export interface EvalOptions {
   /** Judge samples per prompt and configuration (default 1). */
   samples?: number;
   ablation?: boolean;
+  /** Uniform baselines to run at each FastGen point's memory (default: every registered baseline; [] for none). */
+  baselines?: string[];
+  /** Run the paper's variant beside the default at every T (default: yes, except --quick). */
+  paper?: boolean;
+  /** Options of the default FastGen variant in the sweep (validated by the policy), e.g. { margin: 0 }. */
+  fastgen?: Record<string, number | string>;
   /** JSON-lines file of finished prompts: reused by a rerun with the same settings, deleted when the run completes. */
   checkpoint?: string;
   /** Progress output (default stderr); quiet turns it off. */
@@ -76,12 +82,23 @@ export function resolveSettings(opts: EvalOptions, contextLength: number): EvalS
   }
   const samples = opts.samples ?? 1;
   if (!Number.isInteger(samples) || samples < 1) throw new InvalidOptionError(`--samples must be a positive integer, got ${samples}`, '--samples');
+  const known = CACHE_POLICIES.filter((p) => p.baseline).map((p) => p.name as BaselineName);
+  const baselines = opts.baselines ?? known;
+  for (const b of baselines) {
+    if (!known.includes(b as BaselineName)) throw new InvalidOptionError(`--baselines: '${b}' is not a baseline; choose from ${known.join(', ')} (or none)`, '--baselines');
+  }
+  const fastgen = opts.fastgen ?? {};
+  for (const key of ['policy', 'recovery', 'variant', 'gqa', 'exclude']) {
+    if (key in fastgen) throw new InvalidOptionError(`--set: ${key} is set by the evaluation itself`, '--set');
+  }
+  resolveCacheOptions({ policy: 'fastgen', ...fastgen });
   const seed = opts.seed ?? 1234;
   if (!Number.isSafeInteger(seed)) throw new InvalidOptionError(`--seed must be an integer, got ${seed}`, '--seed');
   return {
     thresholds: [...new Set(thresholds)].sort((a, b) => b - a),
-    baselines: CACHE_POLICIES.filter((p) => p.baseline).map((p) => p.name as BaselineName),
-    paper: !quick,
+    baselines: baselines as BaselineName[],
+    paper: opts.paper ?? !quick,
+    fastgen,
     ablation: opts.ablation ?? !quick,
     ablationT: 0.98,
     gqaMin: true,

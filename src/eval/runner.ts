@@ -136,7 +136,8 @@ export class PromptEvaluator {
         let cache: CacheOptions;
         let target: number | undefined;
         if (spec.method === 'fastgen') {
-          cache = { policy: 'fastgen', variant: spec.variant, recovery: spec.T, gqa: spec.gqa, exclude: spec.exclude };
+          const own = spec.group === 'sweep' || spec.group === 'gqa-alt' ? settings.fastgen : {};
+          cache = { policy: 'fastgen', ...own, variant: spec.variant, recovery: spec.T, gqa: spec.gqa, exclude: spec.exclude };
         } else {
           target = ratioAt.get(spec.T);
           if (target === undefined) throw new Error(`internal: baseline ${spec.key} before its FastGen point`);

@@ -13,6 +13,8 @@ export interface EvalSettings {
   baselines: BaselineName[];
   /** Also run the paper's variant of FastGen at every T < 1, beside the default. */
   paper: boolean;
+  /** Options of the default FastGen variant for the sweep and its gqa alternative (e.g. { margin: 0 }); {} for its defaults. */
+  fastgen: Record<string, number | string>;
   /** Ablation (paper's Table 4): FastGen at `ablationT` with one basic policy left out of the hybrid set. */
   ablation: boolean;
   ablationT: number;

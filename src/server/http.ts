@@ -27,7 +27,8 @@ import { HfTokenizer } from '../tokenizer/hf.js';
 import type { ChatMessage } from '../tokenizer/types.js';
 import { formatCapacity, measureCapacity, type CapacityReport } from './capacity.js';
 import { chatLogprobs, completionLogprobs, type TokenLogprob } from './logprobs.js';
-import { ServerMetrics } from './metrics.js';
+import { AgentListenError, HaproxyAgent, type AgentState } from './haproxy-agent.js';
+import { loadFigure, ServerMetrics, type LoadFigure } from './metrics.js';
 import {
   ApiError,
   asObject,
@@ -89,6 +90,8 @@ export interface ServerOptions {
   log?: (line: string) => void;
   /** Log one line per finished generation request (default true when `log` is given). */
   logRequests?: boolean;
+  /** Port for HAProxy's agent check (state and KV-based weight, see haproxy-agent.ts); 0 = any free port. Default: none. */
+  agentPort?: number;
 }
 
 export type ServerState = 'loading' | 'ready' | 'failed' | 'draining' | 'closed';
@@ -132,6 +135,9 @@ export class FastgenServer {
   private readonly refused = new WeakSet<Socket>();
   private shutdownPromise: Promise<void> | undefined;
   private baseUrl: string | undefined;
+  private agent: HaproxyAgent | undefined;
+  /** The HAProxy agent's port, once it listens (agentPort option). */
+  agentPort: number | undefined;
   private readonly created = Math.floor(Date.now() / 1000);
   private readonly apiKeyHash: Buffer | undefined;
   private maxTokenBytesCache: number | undefined;
@@ -178,6 +184,16 @@ export class FastgenServer {
   static async start(opts: ServerOptions): Promise<FastgenServer> {
     const s = new FastgenServer(opts);
     await s.listen();
+    if (opts.agentPort !== undefined) {
+      const agent = new HaproxyAgent(() => s.agentState());
+      try {
+        s.agentPort = await agent.listen(opts.agentPort, opts.host ?? '127.0.0.1');
+      } catch (e) {
+        await new Promise<void>((r) => s.http.close(() => r()));
+        throw new AgentListenError(opts.agentPort, e);
+      }
+      s.agent = agent;
+    }
     void s.initialise();
     return s;
   }
@@ -231,7 +247,7 @@ export class FastgenServer {
         log: this.log,
       });
       const scheduler = this.scheduler;
-      this.metrics.source = () => scheduler.snapshot(this.servedModelName);
+      this.metrics.source = () => ({ ...scheduler.snapshot(this.servedModelName), capacity: this.capacity });
       const c = model.config;
       this.log(
         `model ${c.name} (${(model.parameters / 1e6).toFixed(1)}M parameters, ${c.nLayers} layers, ${c.nHeads} heads / ${c.nKvHeads} KV heads, ` +
@@ -278,6 +294,7 @@ export class FastgenServer {
       this.http.closeAllConnections();
       for (const s of this.sockets) s.destroy();
       await this.offThreadCache?.close();
+      await this.agent?.close();
       await closed;
       this.state = 'closed';
       this.log('server closed');
@@ -445,17 +462,35 @@ export class FastgenServer {
     }
   }
 
+  /** The replica's load, once the model is loaded (GET /health, the HAProxy agent). */
+  load(): LoadFigure | undefined {
+    const g = this.metrics.source?.();
+    return g ? loadFigure(g) : undefined;
+  }
+
+  private agentState(): AgentState {
+    const load = this.load();
+    if (this.state === 'ready' && load) return { state: 'ready', load };
+    if (this.state === 'loading') return { state: 'loading' };
+    if (this.state === 'failed') return { state: 'failed' };
+    return { state: 'draining' };
+  }
+
+  /**
+   * 200 while the replica takes work, with its load (a full replica is healthy: it queues); 503 while loading, after
+   * a failed load and from the moment a shutdown starts (SIGTERM), so that a load balancer stops sending requests.
+   */
   private health(res: ServerResponse): void {
     switch (this.state) {
       case 'ready':
-        return this.sendJson(res, 200, { status: 'ok' });
+        return this.sendJson(res, 200, { status: 'ok', load: this.load() });
       case 'loading':
         return this.sendJson(res, 503, { status: 'loading' });
       case 'failed':
         // Unauthenticated: no details (they may name files on this machine); the server's log has them.
         return this.sendJson(res, 503, { status: 'error', error: 'the model failed to load; see the server log' });
       default:
-        return this.sendJson(res, 503, { status: 'shutting_down' });
+        return this.sendJson(res, 503, { status: 'shutting_down', load: this.load() });
     }
   }
 
@@ -676,10 +711,24 @@ export class FastgenServer {
     const modelName = this.servedModelName;
     const { stream, n, logprobs: top } = parsed;
     const tokenizer = model.tokenizer;
+    const usageField = parsed.includeUsage ? { usage: null } : {};
+    // A stream's headers go out when its request is admitted, not when it is queued: until then nothing has been sent,
+    // so a request that dies in the queue (the replica killed or shut down) is answered with a status, or not at all —
+    // and a load balancer in front may send it to another replica.
+    const startStream = () => {
+      if (res.headersSent || res.writableEnded || res.destroyed) return;
+      res.writeHead(200, SSE_HEADERS);
+      res.flushHeaders();
+      if (kind === 'chat') {
+        for (let index = 0; index < n; index++) {
+          write({ id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...usageField });
+        }
+      }
+    };
     const write = (obj: unknown) => {
+      startStream();
       if (!res.writableEnded && !res.destroyed) res.write(`data: ${JSON.stringify(obj)}\n\n`);
     };
-    const usageField = parsed.includeUsage ? { usage: null } : {};
     // Per choice: log-probability entries and text characters already streamed.
     const lpSent = new Array<number>(n).fill(0);
     const textSent = new Array<number>(n).fill(0);
@@ -716,6 +765,7 @@ export class FastgenServer {
           ...parsed.options,
           maxTokens,
           logprobs: top,
+          onStart: stream ? startStream : undefined,
           onText: stream
             ? (text, job) => {
                 const index = jobs.indexOf(job);
@@ -744,16 +794,6 @@ export class FastgenServer {
     // The client may already be gone (it hung up while the body was read or the prompt tokenised).
     if (res.destroyed || req.socket.destroyed) cancelAll();
 
-    if (stream) {
-      res.writeHead(200, SSE_HEADERS);
-      res.flushHeaders();
-      if (kind === 'chat') {
-        for (let index = 0; index < n; index++) {
-          write({ id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }], ...usageField });
-        }
-      }
-    }
-
     // Each choice's end is streamed as it comes; the response ends when all have.
     const results: JobResult[] = [];
     let failure: ApiError | undefined;
@@ -776,10 +816,8 @@ export class FastgenServer {
     const shutdown = results.some((r) => r?.cancelled === 'shutdown');
     if (!failure && shutdown) failure = new ApiError(503, 'the server shut down before the request finished', 'service_unavailable', null, 'shutting_down');
     if (failure) {
-      if (stream) {
-        write(errorBody(this.scrub(failure)));
-        this.endStream(res);
-      } else this.sendError(res, failure);
+      // sendError reports it as an SSE event when the stream has begun, else as a status with a JSON body.
+      this.sendError(res, failure);
       return;
     }
     if (results.some((r) => r.cancelled === 'client')) {

@@ -7,13 +7,19 @@
  * counters and the time-to-first-token, end-to-end and queue-time histograms.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CapacityReport } from './capacity.js';
 
 /** What the scheduler and pool report at scrape time. */
 export interface GaugeSnapshot {
   modelName: string;
   running: number;
   waiting: number;
+  maxRunning: number;
   peakRunning: number;
+  /** Pages admission expects the running requests to hold at their end (never less than they hold now). */
+  kvPagesReserved: number;
+  /** Admission's estimate of the fraction of a full cache's tokens a FastGen request keeps (before it is profiled). */
+  fastgenKeptRatio: number;
   kvPagesUsed: number;
   kvPagesTotal: number;
   kvPageBytes: number;
@@ -27,6 +33,53 @@ export interface GaugeSnapshot {
   headsPerPolicy: Record<string, number>;
   /** Running requests per cache policy. */
   runningPerPolicy: Record<string, number>;
+  /** The KV budget's capacity measured at startup (capacity.ts), when known. */
+  capacity?: CapacityReport;
+}
+
+/**
+ * How loaded a replica is, for load balancers: GET /health's `load` and the HAProxy agent's weight. `kv_usage` is the
+ * budget's pages in use, `kv_reserved_usage` what admission has promised the running requests at their end (FastGen's
+ * projected sizes): the second is what decides whether the next request is admitted or waits. `full` says that a new
+ * request would wait here now.
+ */
+export interface LoadFigure {
+  running: number;
+  waiting: number;
+  max_running: number;
+  kv_bytes_used: number;
+  kv_bytes_reserved: number;
+  kv_bytes_budget: number | null;
+  kv_usage: number;
+  kv_reserved_usage: number;
+  full: boolean;
+}
+
+export function loadFigure(g: GaugeSnapshot): LoadFigure {
+  const bounded = Number.isFinite(g.kvPagesTotal) && g.kvPagesTotal > 0;
+  const ratio = (pages: number) => (bounded ? Math.min(1, pages / g.kvPagesTotal) : 0);
+  const reservedUsage = ratio(g.kvPagesReserved);
+  return {
+    running: g.running,
+    waiting: g.waiting,
+    max_running: g.maxRunning,
+    kv_bytes_used: g.kvPagesUsed * g.kvPageBytes,
+    kv_bytes_reserved: g.kvPagesReserved * g.kvPageBytes,
+    kv_bytes_budget: Number.isFinite(g.kvBudgetBytes) ? g.kvBudgetBytes : null,
+    kv_usage: ratio(g.kvPagesUsed),
+    kv_reserved_usage: reservedUsage,
+    full: g.waiting > 0 || g.running >= g.maxRunning || reservedUsage >= 1,
+  };
+}
+
+/**
+ * The weight, in percent, a replica asks a load balancer for (HAProxy's agent check): its free share of the KV budget
+ * by admission's reservation, 1 % when it is full (never 0: that is HAProxy's "drain", kept for shutting down).
+ */
+export function loadWeightPercent(l: LoadFigure): number {
+  if (l.full) return 1;
+  const free = 1 - Math.max(l.kv_usage, l.kv_reserved_usage, l.running / l.max_running);
+  return Math.max(1, Math.min(100, Math.round(free * 100)));
 }
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160];
@@ -94,6 +147,15 @@ export class ServerMetrics {
     gauge('fastgen_kv_token_bytes', 'K/V bytes held for kept tokens by running requests.', (g) => g.kvTokenBytes);
     gauge('fastgen_kv_full_bytes', 'K/V bytes a full cache would hold for the running requests.', (g) => g.kvFullBytes);
     gauge('fastgen_kv_pruned_ratio', 'Running requests: 1 − kept K/V bytes / full-cache bytes.', (g) => (g.kvFullBytes > 0 ? 1 - g.kvTokenBytes / g.kvFullBytes : 0));
+    gauge('fastgen_kv_bytes_reserved', 'KV bytes admission has reserved for running requests: what each is expected to hold at its end (FastGen: projected from its kept tokens).', (g) => g.kvPagesReserved * g.kvPageBytes);
+    gauge('fastgen_kv_kept_ratio_estimate', "Admission's estimate of the fraction of a full cache's tokens a FastGen request keeps (calibrated at startup, then learned from finished requests).", (g) => g.fastgenKeptRatio);
+    const capacity = (read: (c: CapacityReport) => [number, number | undefined]) => (g: GaugeSnapshot): [Record<string, string>, number][] => {
+      if (!g.capacity || !Number.isFinite(g.capacity.budgetPages)) return [];
+      const [full, fastgen] = read(g.capacity);
+      return fastgen === undefined ? [[{ cache: 'full' }, full]] : [[{ cache: 'full' }, full], [{ cache: 'fastgen' }, fastgen]];
+    };
+    gauge('fastgen_kv_capacity_tokens', 'Tokens the KV budget holds: with a full cache, and as FastGen is expected to compress them (measured at startup on a calibration prompt).', capacity((c) => [c.full.tokens, c.fastgen?.tokens]), ['cache']);
+    gauge('fastgen_kv_max_concurrency', 'Requests of the full context length the KV budget holds at once: with a full cache, and as expected with FastGen.', capacity((c) => [c.full.maxConcurrency, c.fastgen?.maxConcurrency]), ['cache']);
     gauge('fastgen_kv_heads', 'Running requests: (layer, KV head) pairs on each cache policy.', (g) => Object.entries(g.headsPerPolicy).map(([policy, n]) => [{ policy }, n]), ['policy']);
     // vLLM's names, for dashboards and routers made for vLLM.
     gauge('vllm:num_requests_running', 'Number of requests in model execution batches (vLLM name).', perModel((g) => g.running), ['model_name']);

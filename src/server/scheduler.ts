@@ -119,6 +119,12 @@ export class JobFailedError extends Error {
 export interface SubmitOptions extends GenerateOptions {
   /** Called with each new piece of text, in order (never twice for the same text, even across preemptions). */
   onText?: (text: string, job: Job) => void;
+  /**
+   * Called once per job when it is first admitted into the running batch (not again after a preemption). Until then
+   * the request has produced nothing: the server holds back a stream's response headers until this moment, so that a
+   * request that dies in the queue (a replica killed, shut down) has sent no byte and a load balancer may retry it.
+   */
+  onStart?: (job: Job) => void;
 }
 
 export interface JobResult extends GenerateResult {
@@ -172,6 +178,7 @@ export class Job {
     readonly genOptions: GenerateOptions,
     readonly onText: ((text: string, job: Job) => void) | undefined,
     private readonly scheduler: Scheduler,
+    readonly onStart?: (job: Job) => void,
   ) {
     this.id = id;
     this.req = req;
@@ -279,7 +286,7 @@ export class Scheduler {
    */
   submitChoices(promptIds: readonly number[], opts: SubmitOptions, n: number): Job[] {
     if (this.closed) throw new SchedulerRejectError('shutting_down', 'the server is shutting down and takes no new requests');
-    const { onText, ...gen } = opts;
+    const { onText, onStart, ...gen } = opts;
     // The server's options fill in what a request leaves out, for the same policy only: a request that names another
     // policy takes that policy's defaults, not options meant for the server's.
     const own = gen.cache ?? {};
@@ -319,7 +326,7 @@ export class Scheduler {
       );
     }
     // Submitted with ids: truncation (if any) is already applied, and a replay must not truncate again.
-    const jobs = reqs.map((req, i) => new Job(this.nextId++, req, { ...options[i], truncatePrompt: false }, onText, this));
+    const jobs = reqs.map((req, i) => new Job(this.nextId++, req, { ...options[i], truncatePrompt: false }, onText, this, onStart));
     this.waiting.push(jobs[0]);
     for (const f of jobs.slice(1)) f.leader = jobs[0];
     jobs[0].followers = jobs.slice(1);
@@ -369,7 +376,9 @@ export class Scheduler {
     let kvFullBytes = 0;
     const headsPerPolicy: Record<string, number> = {};
     const runningPerPolicy: Record<string, number> = {};
+    let reserved = 0;
     for (const j of this.running) {
+      reserved += this.reservation(j);
       runningPerPolicy[j.policy] = (runningPerPolicy[j.policy] ?? 0) + 1;
       if (j.req.kv.seqLength === 0) continue;
       const st = j.req.kv.stats();
@@ -381,7 +390,10 @@ export class Scheduler {
       modelName,
       running: this.running.length,
       waiting: this.waiting.length,
+      maxRunning: this.maxRunning,
       peakRunning: this.peakRunning,
+      kvPagesReserved: reserved,
+      fastgenKeptRatio: this.fastgenPriorValue,
       kvPagesUsed: this.pool.pagesInUse,
       kvPagesTotal: this.budgetPages,
       kvPageBytes: this.pool.pageBytes,
@@ -541,6 +553,12 @@ export class Scheduler {
       j.admittedAt = performance.now();
       this.metrics?.queueTime.observe((j.admittedAt - j.arrival) / 1000);
       this.metrics?.promptTokens.inc(j.promptIds.length);
+      try {
+        j.onStart?.(j);
+      } catch (e) {
+        this.log(`request ${j.id}: its start callback failed (${String(e)}); cancelling it`);
+        j.cancelled = 'client';
+      }
     }
     this.running.push(j);
   }

@@ -30,6 +30,10 @@ export interface CacheOptions {
   gqa?: 'mean' | 'min';
   /** fastgen, lattice variant: profile on the prompt's rows from this fraction on (default 0.25). */
   profileFrom?: number;
+  /** fastgen, lattice variant: share of T's missing attention held back for decoding (default 0.45). */
+  margin?: number;
+  /** fastgen, lattice variant: smallest heavy-hitter share of a pruned head (default 0.05; 0 allows window-only heads). */
+  minFrequent?: number;
   /** fastgen ablation: basic policies left out of the hybrid set. */
   exclude?: BasicPolicyName[];
   /** Uniform baselines: fraction of the current sequence each head keeps (default 0.5); snapkv: of the prompt ... */
