@@ -395,6 +395,9 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
             // A row whose cache does not fit is a result (full vs FastGen at depth), not the end of the run.
             if (!(e instanceof FastgenError) || !['GPU_OUT_OF_MEMORY', 'KV_POOL_EXHAUSTED'].includes(e.code)) throw e;
             cs.error = e.message;
+            // The pool created page ids for the failed row; a fresh pool (and arena) lets later rows size their own.
+            backend.destroyArena(m.pool.arena);
+            m.pool = new PagePool({ headDim: config.headDim, arena: backend.createArena() });
             o.log(`  ${runner.label(cs.cache)} ${cs.t.label}: ${e.message}`);
             continue;
           }

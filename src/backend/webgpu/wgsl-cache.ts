@@ -506,31 +506,44 @@ fn scoreKey(bits: u32) -> u32 {
     }
     report[reportOff + 2u + wd] = bits;
   }
+  // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each evicted
+  // slot takes the current last slot; orig[d] ends as the slot whose contents d holds. Only evicted slots act, so the
+  // walk visits them through the bitmask (a step evicts a few of thousands: serial work ⌈n / 32⌉ + evicted, not n).
+  let orig = wk + n;
+  for (var s = lid.x; s < n; s += 256u) { work[orig + s] = s; }
+  storageBarrier();
+  workgroupBarrier();
   if (lid.x == 0u) {
     report[reportOff] = newLen;
     report[reportOff + 1u] = n - newLen;
-    // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each
-    // evicted slot takes the current last slot. orig[d] ends as the slot whose contents d holds.
-    let orig = wk + n;
-    for (var s = 0u; s < n; s++) { work[orig + s] = s; }
     var len = n;
-    var s = n;
-    while (s > 0u) {
-      s--;
-      if (work[wk + s] != 0u) { continue; }
-      let last = len - 1u;
-      if (s != last) { work[orig + s] = work[orig + last]; }
-      len--;
+    var wd = (n + 31u) / 32u;
+    while (wd > 0u) {
+      wd--;
+      var bits = report[reportOff + 2u + wd];
+      while (bits != 0u) {
+        let b = firstLeadingBit(bits);
+        bits &= ~(1u << b);
+        let s = wd * 32u + b;
+        let last = len - 1u;
+        if (s != last) { work[orig + s] = work[orig + last]; }
+        len--;
+      }
     }
-    // Every moved destination lies below newLen, every source at or above it: independent pairs.
+    // The moves: each evicted slot below newLen now holds a slot from at or above it (independent pairs).
     let mv = wk + 3u * n;
     var moves = 0u;
-    for (var d = 0u; d < newLen; d++) {
-      let src = work[orig + d];
-      if (src != d) {
-        work[mv + 1u + 2u * moves] = d;
-        work[mv + 2u + 2u * moves] = src;
-        moves++;
+    for (var w = 0u; w < (newLen + 31u) / 32u; w++) {
+      var bits = report[reportOff + 2u + w];
+      while (bits != 0u) {
+        let b = firstTrailingBit(bits);
+        bits &= bits - 1u;
+        let d = w * 32u + b;
+        if (d < newLen) {
+          work[mv + 1u + 2u * moves] = d;
+          work[mv + 2u + 2u * moves] = work[orig + d];
+          moves++;
+        }
       }
     }
     work[mv] = moves;
