@@ -47,7 +47,9 @@ if (budget.length) {
 console.log(out.join('\n'));
 
 // Plot: step time against depth, batch 1 and batch 8 side by side.
-const W = 920, H = 420, panel = 400, top = 50, left = 70, ph = 300;
+// A panel per batch size with fastgen rows (1 and 8 when both ran).
+const panels = [1, 8].filter((b) => main.some((r) => r.batch === b && r.stepMs));
+const W = 70 + panels.length * 460, H = 420, panel = 400, top = 50, left = 70, ph = 300;
 const series = [
   { name: 'fastgen full', color: '#1f77b4', dash: '', pts: (b) => main.filter((r) => r.batch === b && !isMix(r) && r.stepMs).map((r) => [r.depth, r.stepMs]) },
   { name: 'fastgen FastGen mix', color: '#2ca02c', dash: '', pts: (b) => main.filter((r) => r.batch === b && isMix(r) && r.stepMs).map((r) => [r.depth, r.stepMs]) },
@@ -55,9 +57,9 @@ const series = [
   { name: 'HF sdpa', color: '#ff7f0e', dash: '6 4', pts: (b) => hf.rows.filter((r) => r.impl === 'sdpa' && r.batch === b && r.stepMs).map((r) => [r.depth, r.stepMs]) },
   { name: 'HF static cache + compile', color: '#9467bd', dash: '2 3', pts: (b) => hf.rows.filter((r) => r.impl === 'static+compile' && r.batch === b && r.stepMs).map((r) => [r.depth, r.stepMs]) },
 ];
-const svg = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + 60}" font-family="sans-serif" font-size="12">`, `<rect width="100%" height="100%" fill="white"/>`,
-  `<text x="${W / 2}" y="22" text-anchor="middle" font-size="15">Decode step time vs context depth — Llama-2-7B shape, one H200</text>`];
-[1, 8].forEach((b, pi) => {
+const svg = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H + 70}" font-family="sans-serif" font-size="12">`, `<rect width="100%" height="100%" fill="white"/>`,
+  `<text x="${W / 2}" y="22" text-anchor="middle" font-size="14">Decode step time vs context depth — Llama-2-7B shape, one H200</text>`];
+panels.forEach((b, pi) => {
   const x0 = left + pi * (panel + 60);
   const all = series.flatMap((s) => s.pts(b));
   const ymax = Math.max(10, ...all.map((p) => p[1])) * 1.1;
@@ -78,8 +80,9 @@ const svg = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H +
   }
 });
 series.forEach((s, i) => {
-  const x = left + i * 170;
-  svg.push(`<line x1="${x}" y1="${H + 20}" x2="${x + 28}" y2="${H + 20}" stroke="${s.color}" stroke-width="2" ${s.dash ? `stroke-dasharray="${s.dash}"` : ''}/><text x="${x + 34}" y="${H + 24}">${s.name}</text>`);
+  const x = left + (i % 3) * 170;
+  const yl = H + 20 + Math.floor(i / 3) * 18;
+  svg.push(`<line x1="${x}" y1="${yl}" x2="${x + 28}" y2="${yl}" stroke="${s.color}" stroke-width="2" ${s.dash ? `stroke-dasharray="${s.dash}"` : ''}/><text x="${x + 34}" y="${yl + 4}">${s.name}</text>`);
 });
 svg.push('</svg>');
 writeFileSync(join(dir, 'plot.svg'), svg.join('\n'));

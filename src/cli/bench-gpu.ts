@@ -164,6 +164,8 @@ export interface GpuBenchRow {
   /** Averages over the measured steps: CPU until submit, waiting for the GPU and the readback. */
   cpuEncodeMs: number;
   gpuWaitMs: number;
+  /** CPU time after the readback: replaying the GPU's evictions on the per-slot metadata. */
+  cpuAfterMs: number;
   split?: StepSplit;
   /** Why the row could not run (e.g. its KV cache does not fit the GPU): then it has no samples. */
   error?: string;
@@ -250,6 +252,7 @@ class Runner {
     const times: number[] = [];
     let encode = 0;
     let wait = 0;
+    let after = 0;
     let split: StepSplit | undefined;
     try {
       let tps: number;
@@ -271,6 +274,7 @@ class Runner {
           times.push(performance.now() - t0);
           encode += b.lastPass.encodeMs / steps;
           wait += b.lastPass.waitMs / steps;
+          after += b.lastPass.afterMs / steps;
         }
         if (profile) {
           const r = await b.timedPass(() => b.forwardGreedy(kvs.map((kv, i) => ({ kv, tokens: [next[i]] }))));
@@ -280,7 +284,7 @@ class Runner {
       }
       const kvBytes = kvs.reduce((s, kv) => s + kv.kvBytes(), 0) / t.batch;
       const pageBytes = kvs.reduce((s, kv) => s + kv.stores.reduce((n, st) => n + st.pages.length, 0), 0) * m.pool.pageBytes / t.batch;
-      return { tps, times, encode, wait, split, kvBytes, pageBytes };
+      return { tps, times, encode, wait, after, split, kvBytes, pageBytes };
     } finally {
       for (const kv of kvs) kv.release();
     }
@@ -377,7 +381,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
       const backend = await o.create(config, dtype);
       const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, arena: backend.createArena() }) };
       const heads = assignMix(o.mix, config.nLayers, config.nKvHeads);
-      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
+      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], after: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
       for (const cs of cases) {
         if (cs.t.depth + cs.t.n + (cs.t.kind === 'tg' ? 1 : 0) > config.maxSeqLen) {
           throw new FastgenError('INVALID_OPTION', `--tests: '${cs.t.label}' does not fit ${config.name}'s ${config.maxSeqLen}-token context; raise --context`, '--tests');
@@ -406,6 +410,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
           cs.times.push(...res.times);
           cs.encode.push(res.encode);
           cs.wait.push(res.wait);
+          cs.after.push(res.after);
           cs.kvBytes = res.kvBytes;
           cs.pageBytes = res.pageBytes;
         }
@@ -416,7 +421,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
         if (cs.error) {
           rows.push({
             ...common, cache: runner.label(cs.cache), test: cs.t.label, batch: cs.t.batch, depth: cs.t.depth, tokensPerSecond: 0, stddev: 0, samples: [],
-            stepMs: 0, kvBytesPerRow: 0, kvPageBytesPerRow: 0, kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: 0, gpuWaitMs: 0, error: cs.error,
+            stepMs: 0, kvBytesPerRow: 0, kvPageBytesPerRow: 0, kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: 0, gpuWaitMs: 0, cpuAfterMs: 0, error: cs.error,
           });
           continue;
         }
@@ -424,7 +429,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
         rows.push({
           ...common, cache: runner.label(cs.cache), test: cs.t.label, batch: cs.t.batch, depth: cs.t.depth, tokensPerSecond: mean, stddev: sd,
           samples: cs.samples, stepMs: median(cs.times), kvBytesPerRow: cs.kvBytes, kvPageBytesPerRow: cs.pageBytes,
-          kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: median(cs.encode), gpuWaitMs: median(cs.wait), split: cs.split,
+          kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: median(cs.encode), gpuWaitMs: median(cs.wait), cpuAfterMs: median(cs.after), split: cs.split,
         });
       }
       if (o.kvBudgetBytes !== undefined) {
@@ -435,7 +440,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
             rows.push({
               ...common, cache: runner.label(cache), test: `${t.label} in ${formatBytes(o.kvBudgetBytes)}`, batch: r.admitted, depth: t.depth,
               tokensPerSecond: r.tps, stddev: 0, samples: [r.tps], stepMs: r.times.length ? median(r.times) : 0, kvBytesPerRow: 0, kvPageBytesPerRow: 0,
-              kvGpuBytes: 0, cpuEncodeMs: 0, gpuWaitMs: 0,
+              kvGpuBytes: 0, cpuEncodeMs: 0, gpuWaitMs: 0, cpuAfterMs: 0,
               budget: { budgetBytes: o.kvBudgetBytes, offered: t.batch, admitted: r.admitted, reservedPages: r.reserved, peakPages: r.peak, budgetPages: r.budgetPages, prior: r.prior, error: r.error },
             });
           }
@@ -455,12 +460,12 @@ const ms = (x: number) => x.toFixed(2);
 export function formatGpuRows(rows: GpuBenchRow[], notes: string[]): string {
   const main = rows.filter((r) => !r.budget);
   const out = [table(
-    ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode / wait ms'],
+    ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode / wait / after ms'],
     main.map((r) => r.error ? [r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `did not run: ${r.error.slice(0, 90)}`, '', '', '', '', ''] : [
       r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `${r.tokensPerSecond.toFixed(1)} ± ${r.stddev.toFixed(1)}`, ms(r.stepMs),
       formatBytes(r.weightBytes), formatBytes(r.kvBytesPerRow),
       r.split ? `${ms(r.split.weightsMs)} / ${ms(r.split.attentionMs)} / ${ms(r.split.policyMs)} / ${ms(r.split.otherMs)} (${r.split.dispatches})` : '—',
-      `${ms(r.cpuEncodeMs)} / ${ms(r.gpuWaitMs)}`,
+      `${ms(r.cpuEncodeMs)} / ${ms(r.gpuWaitMs)} / ${ms(r.cpuAfterMs)}`,
     ]),
     ['l', 'r', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
   )];

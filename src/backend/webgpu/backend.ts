@@ -641,9 +641,16 @@ export class WebGpuBackend implements Backend {
         const evicted = reports[e.reportOff + 1];
         if (evicted === 0) continue;
         if (st.length !== e.n) throw new Error(`internal: eviction report for a head of ${e.n} slots, the CPU holds ${st.length}`);
-        const keep = new Uint8Array(st.length);
-        for (let s = 0; s < st.length; s++) keep[s] = (reports[e.reportOff + 2 + (s >>> 5)] >>> (s & 31)) & 1 ? 0 : 1;
-        st.retain(keep);
+        // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot (a
+        // step evicts a few of a head's thousands of slots, and a 7B batch has thousands of heads).
+        for (let w = Math.ceil(e.n / 32) - 1; w >= 0; w--) {
+          let bits = reports[e.reportOff + 2 + w];
+          while (bits !== 0) {
+            const b = 31 - Math.clz32(bits);
+            bits &= ~(1 << b);
+            st.evict(w * 32 + b);
+          }
+        }
         if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
       }
     }
