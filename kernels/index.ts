@@ -3,12 +3,13 @@
 // nothing here allocates, and the module has no data segments, so each thread can instantiate it on the same memory.
 
 export { matmul_f32, matmul_f16 } from './matmul_float';
-export { quantize_q8_0, quantize_q8_act, dequantize_q8_0, matmul_q8_0, matmul_q8_0_f32 } from './q8';
+export { quantize_q8_0, quantize_q8_act, dequantize_q8_0, matmul_q8_0, matmul_q8_0_r1t4, matmul_q8_0_f32 } from './q8';
 export { f32_to_f16, f16_to_f32 } from './f16';
 export { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 export { attention, attention_rows, kv_write } from './attention';
 export { run_jobs, plan_jobs } from './jobs';
 export { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
+export { sample_split, sample_partition, sample_walk } from './sample';
 
 /** First byte after the module's static data; the JS arena starts above it. */
 export function heap_base(): usize {

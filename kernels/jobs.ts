@@ -16,7 +16,7 @@
 //   +768 matmul chunk policy: most weight bytes per chunk, and the least number of chunks per matmul   +2048 phase counters
 
 import { matmul_f32, matmul_f16 } from './matmul_float';
-import { matmul_q8_0, matmul_q8_0_f32, quantize_q8_act } from './q8';
+import { matmul_q8_0, matmul_q8_0_r1t4, matmul_q8_0_f32, quantize_q8_act } from './q8';
 import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 import { attention, attention_rows, kv_write } from './attention';
 import { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
@@ -92,8 +92,9 @@ function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
       if (ai(rec, 7) == 1) matmul_f16_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       else matmul_f16(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       break;
-    case OP_MATMUL_Q8: // out, xq, xd, wq, wd, T, rows, cols
-      matmul_q8_0(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
+    case OP_MATMUL_Q8: // out, xq, xd, wq, wd, T, rows, cols, resid, variant (1: the workbench's one-row prefill kernel)
+      if (ai(rec, 9) == 1) matmul_q8_0_r1t4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
+      else matmul_q8_0(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
       break;
     case OP_MATMUL_Q8_F32: // out, x, wq, wd, T, rows, cols
       matmul_q8_0_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ai(rec, 4), ai(rec, 5), ai(rec, 6), r0, r1);

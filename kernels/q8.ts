@@ -188,11 +188,73 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
   v128.store32_lane(o + 3 * ldo, acc, 3);
 }
 
+/** Σ over one block of one token's activations at xo against widened weights: i32x4 partial sums. */
+@inline function bdotx(x0: v128, x1: v128, x2: v128, x3: v128, e0: v128, e1: v128, e2: v128, e3: v128): v128 {
+  let s = i32x4.dot_i16x8_s(e0, x0);
+  s = i32x4.add(s, i32x4.dot_i16x8_s(e1, x1));
+  s = i32x4.add(s, i32x4.dot_i16x8_s(e2, x2));
+  return i32x4.add(s, i32x4.dot_i16x8_s(e3, x3));
+}
+
+/**
+ * 2 rows × 4 tokens: q8r1t4's arithmetic for each row (the same per-token operations, so results do not depend on
+ * the blocking), sharing each token's activation loads and each block's scale gather between the two rows. (20 live
+ * vectors: V8 spills a few of x64's 16 registers; measured faster all the same, docs/bench.md.)
+ */
+@inline function q8r2t4(o: usize, ldo: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, wrb: usize, wdb: usize): void {
+  const xrb = <usize>nb << 6, xdb = <usize>nb << 2;
+  let acc0 = f32x4.splat(0), acc1 = acc0;
+  for (let b = 0; b < nb; b++) {
+    const p = w + (<usize>b << 5);
+    const v0 = v128.load(p), v1 = v128.load(p, 16), u0 = v128.load(p + wrb), u1 = v128.load(p + wrb, 16);
+    const e0 = i16x8.extend_low_i8x16_s(v0), e1 = i16x8.extend_high_i8x16_s(v0);
+    const e2 = i16x8.extend_low_i8x16_s(v1), e3 = i16x8.extend_high_i8x16_s(v1);
+    const f0 = i16x8.extend_low_i8x16_s(u0), f1 = i16x8.extend_high_i8x16_s(u0);
+    const f2 = i16x8.extend_low_i8x16_s(u1), f3 = i16x8.extend_high_i8x16_s(u1);
+    let xo = xq + (<usize>b << 6);
+    let x0 = v128.load(xo), x1 = v128.load(xo, 16), x2 = v128.load(xo, 32), x3 = v128.load(xo, 48);
+    const s0 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t0 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
+    xo += xrb;
+    x0 = v128.load(xo); x1 = v128.load(xo, 16); x2 = v128.load(xo, 32); x3 = v128.load(xo, 48);
+    const s1 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t1 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
+    xo += xrb;
+    x0 = v128.load(xo); x1 = v128.load(xo, 16); x2 = v128.load(xo, 32); x3 = v128.load(xo, 48);
+    const s2 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t2 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
+    xo += xrb;
+    x0 = v128.load(xo); x1 = v128.load(xo, 16); x2 = v128.load(xo, 32); x3 = v128.load(xo, 48);
+    const s3 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t3 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
+    const xs = xd + (<usize>b << 2);
+    const dx = gather4(xs, xs + xdb, xs + 2 * xdb, xs + 3 * xdb);
+    const ws = wd + (<usize>b << 2);
+    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(s0, s1, s2, s3)), f32x4.mul(dx, v128.load32_splat(ws))));
+    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(t0, t1, t2, t3)), f32x4.mul(dx, v128.load32_splat(ws + wdb))));
+  }
+  v128.store32_lane(o, acc0, 0);
+  v128.store32_lane(o + ldo, acc0, 1);
+  v128.store32_lane(o + 2 * ldo, acc0, 2);
+  v128.store32_lane(o + 3 * ldo, acc0, 3);
+  v128.store32_lane(o + 4, acc1, 0);
+  v128.store32_lane(o + 4 + ldo, acc1, 1);
+  v128.store32_lane(o + 4 + 2 * ldo, acc1, 2);
+  v128.store32_lane(o + 4 + 3 * ldo, acc1, 3);
+}
+
 /**
  * out[t·rows + r] = Σ_b wd[r,b]·xd[t,b]·Σ_c wq[r,c]·xq[t,c]   for t ∈ [0,T), r ∈ [r0,r1).
  * wq/wd: a q8_0 matrix (layout above); xq/xd: activations from quantize_q8_act.
+ * T = 1 (decode): four rows share each activation block. T > 1 (prefill): row pairs × 4 tokens (q8r2t4).
  */
 export function matmul_q8_0(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulQ8(out, xq, xd, wq, wd, T, rows, cols, r0, r1, true);
+}
+
+/** matmul_q8_0 with one row × 4 tokens for prefill: the kernel before q8r2t4, kept as the workbench's q8-r1t4 variant. */
+export function matmul_q8_0_r1t4(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulQ8(out, xq, xd, wq, wd, T, rows, cols, r0, r1, false);
+}
+
+/** The q8_0 matmul; pairs (a constant after inlining): prefill by row pairs (q8r2t4), else row by row (q8r1t4). */
+@inline function matmulQ8(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32, pairs: bool): void {
   const nb = (cols + 31) >> 5;
   const wrb = <usize>nb << 5, wdb = <usize>nb << 2; // weight row / scale row bytes
   const xrb = <usize>nb << 6, xdb = <usize>nb << 2; // activation row / scale row bytes
@@ -202,6 +264,19 @@ export function matmul_q8_0(out: usize, xq: usize, xd: usize, wq: usize, wd: usi
     for (; r + 4 <= r1; r += 4) q8r4t1(out + (<usize>r << 2), xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb);
     for (; r < r1; r++) store<f32>(out + (<usize>r << 2), q8r1t1(xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb));
     return;
+  }
+  // Rows outermost: their blocks stay in L1 while all T tokens stream past them.
+  if (pairs) {
+    for (; r + 2 <= r1; r += 2) {
+      const w = wq + <usize>r * wrb, s = wd + <usize>r * wdb;
+      let t = 0;
+      for (; t + 4 <= T; t += 4) q8r2t4(out + <usize>t * ldo + (<usize>r << 2), ldo, xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb, wrb, wdb);
+      for (; t < T; t++) {
+        const o = out + <usize>t * ldo + (<usize>r << 2);
+        store<f32>(o, q8r1t1(xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb));
+        store<f32>(o + 4, q8r1t1(xq + <usize>t * xrb, xd + <usize>t * xdb, w + wrb, s + wdb, nb));
+      }
+    }
   }
   for (; r < r1; r++) {
     const w = wq + <usize>r * wrb, s = wd + <usize>r * wdb;

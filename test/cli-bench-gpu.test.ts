@@ -60,6 +60,7 @@ test('bench --synthetic: bad combinations are usage errors (exit 2) before anyth
     [['--policy-mix', 'full=1'], /--policy-mix applies to --synthetic runs only/],
     [['--kv-budget', '1GiB'], /--kv-budget applies to --synthetic runs only/],
     [['--synthetic', 'stories15M', '--budget-tests', 'tg4@d8x2'], /--budget-tests needs --kv-budget/],
+    [['--synthetic', 'stories15M', '--tests', 'gen16'], /synthetic runs measure ppN and tgN tests/],
     [['--synthetic', 'stories15M', '--kv-budget', '1MiB', '--budget-tests', 'tg4x2'], /'tg4 x2' is not a tgN@dDxB test/],
   ];
   for (const [args, msg] of cases) {

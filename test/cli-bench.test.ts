@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { llama2cComparison, parseTest, type BenchRow } from '../src/cli/bench.js';
+import { generateComparison, llama2cComparison, parseTest, type BenchRow } from '../src/cli/bench.js';
 import { REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
 const BIN = join(REPO_ROOT, 'bin', 'fastgen.js');
@@ -85,4 +85,23 @@ test('bench says when it clamps a test to the context, before measuring anything
   assert.deepEqual(j.notes, ["pp600 runs as pp512: stories260K's context is 512 tokens"]);
   assert.equal(j.rows[0].test, 'pp512');
   assert.equal(typeof j.rows[0].unstable, 'boolean');
+});
+
+test('generate() rows: genN / sampleN parse, and each is compared with its own tgN row from the same rounds', () => {
+  assert.equal(parseTest('gen128', 256).label, 'gen128');
+  assert.equal(parseTest('sample64@d100', 256).label, 'sample64 @ d100');
+  assert.equal(parseTest('gen300', 256).label, 'gen255');
+  assert.throws(() => parseTest('gen8x2', 256), /generate\(\) runs one sequence/);
+  const row = (dtype: string, test: string, tps: number, sd = 1): BenchRow =>
+    ({ model: 'm', sizeBytes: 1, params: 1, backend: 'wasm', threads: 2, dtype, cache: 'full', test, tokensPerSecond: tps, stddev: sd, samples: [tps] });
+  const v = generateComparison([
+    row('f32', 'tg128', 600), row('f32', 'gen128', 570), row('f32', 'sample128', 300, 100),
+    row('q8_0', 'tg128', 1000), row('q8_0', 'gen128', 950), row('q8_0', 'gen64', 900), row('f32', 'tg128 @ d200', 500), row('f32', 'gen128 @ d200', 450),
+  ]);
+  assert.deepEqual(v.map((c) => [c.row, c.decodeRow, Math.round(c.ratio * 100), c.meaningful]), [
+    ['wasm f32 full gen128', 'tg128', 95, true],
+    ['wasm f32 full sample128', 'tg128', 50, false],
+    ['wasm q8_0 full gen128', 'tg128', 95, true],
+    ['wasm f32 full gen128 @ d200', 'tg128 @ d200', 90, true],
+  ]);
 });

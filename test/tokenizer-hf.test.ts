@@ -6,6 +6,7 @@ import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { TokenizerError } from '../src/errors.js';
 import { HfTokenizer } from '../src/tokenizer/hf.js';
+import { nodeFolder } from '../src/model/node-files.js';
 import { loadTokenizer } from '../src/tokenizer/load-tokenizer.js';
 import { computeTokenClasses } from '../src/tokenizer/token-classes.js';
 
@@ -38,7 +39,7 @@ function tempTokenizerDir(config: object | undefined, edit?: (tj: Record<string,
 
 describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
   test('every reference encoding, and decode back', async () => {
-    const t = await HfTokenizer.fromDir(fixture);
+    const t = await HfTokenizer.fromFolder(nodeFolder(fixture));
     for (const e of reference().encodings) {
       assert.deepEqual(t.encode(e.text), e.ids, JSON.stringify(e.text));
       assert.equal(t.decode(e.ids), e.text);
@@ -49,7 +50,7 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
   });
 
   test('chat template renders exactly, and its encoding matches', async () => {
-    const t = await HfTokenizer.fromDir(fixture);
+    const t = await HfTokenizer.fromFolder(nodeFolder(fixture));
     const ref = reference();
     assert.equal(t.hasChatTemplate, true);
     const rendered = t.applyChatTemplate(ref.chat.messages);
@@ -62,7 +63,7 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
   });
 
   test('special tokens, BOS, EOS, vocabulary', async () => {
-    const t = await HfTokenizer.fromDir(fixture);
+    const t = await HfTokenizer.fromFolder(nodeFolder(fixture));
     assert.equal(t.kind, 'hf');
     assert.equal(t.vocabSize, 512);
     assert.equal(t.bosId, 0);
@@ -76,7 +77,7 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
   });
 
   test('stream decoder holds back split UTF-8 and concatenates to decode(all)', async () => {
-    const t = await HfTokenizer.fromDir(fixture);
+    const t = await HfTokenizer.fromFolder(nodeFolder(fixture));
     const texts = [...reference().encodings.map((e) => e.text), 'Ωμέγα 日本語 👩‍💻 🇫🇷 — “x”\n\tend', '🙂🙂🙂'];
     for (const text of texts) {
       const ids = t.encode(text);
@@ -101,7 +102,7 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
   });
 
   test('token classes', async () => {
-    const t = await HfTokenizer.fromDir(fixture);
+    const t = await HfTokenizer.fromFolder(nodeFolder(fixture));
     const c = computeTokenClasses(t);
     assert.equal(c.special.length, 512);
     const id = (s: string): number => {
@@ -118,11 +119,11 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
   });
 
   test('loadTokenizer checks the fit against the model vocabulary', async () => {
-    const t = await loadTokenizer({ kind: 'hf', dir: fixture }, 512);
+    const t = await loadTokenizer({ kind: 'hf', folder: nodeFolder(fixture) }, 512);
     assert.equal(t.vocabSize, 512);
     // A model embedding table padded beyond the tokenizer is fine.
-    assert.equal((await loadTokenizer({ kind: 'hf', dir: fixture }, 640)).vocabSize, 512);
-    await assert.rejects(loadTokenizer({ kind: 'hf', dir: fixture }, 256), (e: unknown) => {
+    assert.equal((await loadTokenizer({ kind: 'hf', folder: nodeFolder(fixture) }, 640)).vocabSize, 512);
+    await assert.rejects(loadTokenizer({ kind: 'hf', folder: nodeFolder(fixture) }, 256), (e: unknown) => {
       assert.ok(e instanceof TokenizerError);
       assert.match(e.message, /512/);
       assert.match(e.message, /256/);
@@ -139,14 +140,14 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
       for (const a of tj.added_tokens as { content: string; special: boolean }[]) if (a.content === '<|end_of_text|>') a.special = false;
     };
     const cfg = { bos_token: '<|begin_of_text|>', eos_token: '<|eot_id|>' };
-    const withT = await HfTokenizer.fromDir(tempTokenizerDir({ ...cfg, chat_template: template }, unmark));
+    const withT = await HfTokenizer.fromFolder(nodeFolder(tempTokenizerDir({ ...cfg, chat_template: template }, unmark)));
     assert.ok(withT.specialIds().has(1), 'a token the template writes as a marker is special');
     assert.equal(withT.applyChatTemplate([{ role: 'user', content: 'hi' }], { addGenerationPrompt: false }),
       '<|begin_of_text|><|start_header_id|>user<|end_header_id|>hi<|end_of_text|>');
     assert.throws(() => withT.applyChatTemplate([{ role: 'system', content: 'x' }]),
       (e: unknown) => e instanceof TokenizerError && /first message must be from the user/.test(e.message));
 
-    const without = await HfTokenizer.fromDir(tempTokenizerDir(cfg, unmark));
+    const without = await HfTokenizer.fromFolder(nodeFolder(tempTokenizerDir(cfg, unmark)));
     assert.equal(without.specialIds().has(1), false);
     assert.equal(without.hasChatTemplate, false);
     assert.throws(() => without.applyChatTemplate([{ role: 'user', content: 'hi' }]), (e: unknown) => e instanceof TokenizerError && /no chat template/.test(e.message));
@@ -154,24 +155,24 @@ describe('HF tokenizer: tokenizer-bpe512 fixture', { skip: noShared }, () => {
     // Template in a separate chat_template.jinja (newer transformers), list-of-templates form in the config.
     const dir = tempTokenizerDir(cfg);
     writeFileSync(join(dir, 'chat_template.jinja'), '{% for m in messages %}[{{ m.content }}]{% endfor %}');
-    assert.equal((await HfTokenizer.fromDir(dir)).applyChatTemplate([{ role: 'user', content: 'a' }]), '[a]');
-    const listed = await HfTokenizer.fromDir(tempTokenizerDir({ ...cfg, chat_template: [{ name: 'tool_use', template: 'T' }, { name: 'default', template: 'D' }] }));
+    assert.equal((await HfTokenizer.fromFolder(nodeFolder(dir))).applyChatTemplate([{ role: 'user', content: 'a' }]), '[a]');
+    const listed = await HfTokenizer.fromFolder(nodeFolder(tempTokenizerDir({ ...cfg, chat_template: [{ name: 'tool_use', template: 'T' }, { name: 'default', template: 'D' }] })));
     assert.equal(listed.applyChatTemplate([]), 'D');
 
     // A template that does not parse: no usable template, a clear error when asked to render.
-    const broken = await HfTokenizer.fromDir(tempTokenizerDir({ ...cfg, chat_template: '{% for m in messages %}' }));
+    const broken = await HfTokenizer.fromFolder(nodeFolder(tempTokenizerDir({ ...cfg, chat_template: '{% for m in messages %}' })));
     assert.equal(broken.hasChatTemplate, false);
     assert.throws(() => broken.applyChatTemplate([]), (e: unknown) => e instanceof TokenizerError && /cannot be parsed/.test(e.message));
   });
 
   test('add_bos_token and generation_config EOS ids are honoured', async () => {
-    const noBos = await HfTokenizer.fromDir(tempTokenizerDir({ bos_token: '<|begin_of_text|>', add_bos_token: false }));
+    const noBos = await HfTokenizer.fromFolder(nodeFolder(tempTokenizerDir({ bos_token: '<|begin_of_text|>', add_bos_token: false })));
     assert.deepEqual(noBos.encode('a b'), noBos.encode('a b', { addBos: false }));
     assert.notEqual(noBos.encode('a b')[0], 0);
     assert.equal(noBos.encode('a b', { addBos: true })[0], 0);
     const dir = tempTokenizerDir({ bos_token: '<|begin_of_text|>', eos_token: { content: '<|eot_id|>', __type: 'AddedToken' } });
     writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [1, 4] }));
-    const t = await HfTokenizer.fromDir(dir);
+    const t = await HfTokenizer.fromFolder(nodeFolder(dir));
     assert.deepEqual([...t.eosIds].sort(), [1, 4]);
   });
 });
@@ -180,20 +181,20 @@ describe('HF tokenizer: missing or broken files', () => {
   test('missing tokenizer.json names the folder', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fastgen-empty-'));
     tmpDirs.push(dir);
-    await assert.rejects(loadTokenizer({ kind: 'hf', dir }, 512), (e: unknown) => {
+    await assert.rejects(loadTokenizer({ kind: 'hf', folder: nodeFolder(dir) }, 512), (e: unknown) => {
       assert.ok(e instanceof TokenizerError);
       assert.equal(e.code, 'TOKENIZER_ERROR');
       assert.ok(e.message.includes(dir), e.message);
       assert.match(e.message, /tokenizer\.json/);
       return true;
     });
-    await assert.rejects(HfTokenizer.fromDir(join(dir, 'nope')), (e: unknown) => e instanceof TokenizerError && /does not exist/.test(e.message));
+    await assert.rejects(HfTokenizer.fromFolder(nodeFolder(join(dir, 'nope'))), (e: unknown) => e instanceof TokenizerError && /no tokenizer\.json/.test(e.message));
   });
 
   test('corrupt tokenizer.json', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fastgen-bad-'));
     tmpDirs.push(dir);
     writeFileSync(join(dir, 'tokenizer.json'), '{"model": ');
-    await assert.rejects(HfTokenizer.fromDir(dir), (e: unknown) => e instanceof TokenizerError && /not valid JSON/.test(e.message));
+    await assert.rejects(HfTokenizer.fromFolder(nodeFolder(dir)), (e: unknown) => e instanceof TokenizerError && /not valid JSON/.test(e.message));
   });
 });

@@ -206,6 +206,13 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
         rt.f32(out, T * rows).fill(NaN);
         rt.matmulQ8(out, xqp, xdp, w, T);
         assertClose(rt.f32(out, T * rows), want, bound, `q8 T=${T} rows=${rows} cols=${cols}`);
+        // The one-row prefill variant (workbench) does the same per-token arithmetic: equal bit for bit, row sub-ranges too.
+        const alt = rt.alloc(T * rows * 4);
+        rt.f32(alt, T * rows).fill(NaN);
+        const mid = rows >> 1;
+        rt.exports.matmul_q8_0_r1t4(alt, xqp, xdp, w.qs, w.d, T, rows, cols, 0, mid);
+        rt.exports.matmul_q8_0_r1t4(alt, xqp, xdp, w.qs, w.d, T, rows, cols, mid, rows);
+        bitsEqual(rt.f32(alt, T * rows), rt.f32(out, T * rows), `q8 r1t4 T=${T} rows=${rows} cols=${cols}`);
       });
     }
   });
@@ -558,6 +565,7 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
             ['f16', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols)],
             ['f16 rows4', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols, undefined, 0, 'rows4')],
             ['q8_0', (l, out) => l.matmulQ8(out, xq, xd, wq, T)],
+            ['q8_0 r1t4', (l, out) => l.matmulQ8(out, xq, xd, wq, T, undefined, 0, 'r1t4')],
             ['q8_0×f32', (l, out) => l.matmulQ8F32(out, xp, wq, T)],
           ];
           for (const [kind, push] of kinds) {

@@ -14,7 +14,8 @@
  * Every command takes --rounds N (default 7) and --json.
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
- * (512k-quarter = shipped, 512k-eighth, 160k-eighth, 512k-half), and f32-rows4 / f16-rows4 (the four-row decode
+ * (512k-quarter = shipped, 512k-eighth, 160k-eighth, 512k-half), q8-r1t4 (the q8_0 prefill kernel before the
+ * two-row one: one row × four tokens), and f32-rows4 / f16-rows4 (the four-row decode
  * kernels of kernels/variants.ts, with the shipped chunks; they apply to their dtype only). Variants run round-robin within each round, so a noisy machine
  * hits them alike; each row gives the median time over the rounds, the spread (max − min) / median, and the ratio to
  * the first variant. A ratio is flagged '?' when either row's spread exceeds twice its distance from 1: on a shared
@@ -33,11 +34,13 @@ const DTYPES = ['f32', 'f16', 'q8_0', 'q8_0-f32'] as const;
 type DType = (typeof DTYPES)[number];
 
 /** A chunk policy, and optionally the four-row decode kernel for one float dtype (which the variant only concerns). */
-interface Variant { chunk: MatmulChunkName; rows4?: 'f32' | 'f16' }
+interface Variant { chunk: MatmulChunkName; rows4?: 'f32' | 'f16' | 'q8_0' }
 const VARIANTS: Record<string, Variant> = {
   ...Object.fromEntries(Object.keys(MATMUL_CHUNK_POLICIES).map((k) => [k, { chunk: k as MatmulChunkName }])),
   'f32-rows4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'f32' },
   'f16-rows4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'f16' },
+  // q8_0 prefill with one row × four tokens (kernels/q8.ts matmul_q8_0_r1t4), the kernel before q8r2t4
+  'q8-r1t4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'q8_0' },
 };
 
 function fail(message: string): never {
@@ -209,7 +212,7 @@ function pushMatmul(list: JobList, w: Weights, a: { x: Ptr; xq: Ptr; xd: Ptr }, 
   else if (w.dtype === 'q8_0-f32') list.matmulQ8F32(out, a.x, w.q8!, T);
   else {
     if (quantize) { list.quantizeQ8Act(a.xq, a.xd, a.x, T, w.cols); list.barrier(); }
-    list.matmulQ8(out, a.xq, a.xd, w.q8!, T);
+    list.matmulQ8(out, a.xq, a.xd, w.q8!, T, undefined, 0, v.rows4 === 'q8_0' ? 'r1t4' : 'r2t4');
   }
 }
 

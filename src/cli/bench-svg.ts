@@ -57,7 +57,7 @@ function panel(y0: number, title: string, rows: BenchRow[], refs: BenchRow[]): {
 export function benchSvg(rows: BenchRow[], caption: string): string {
   const refs = rows.filter((r) => r.backend === 'llama2.c run');
   const ours = rows.filter((r) => r.backend !== 'llama2.c run');
-  const decode = ours.filter((r) => r.test.startsWith('tg'));
+  const decode = ours.filter((r) => !r.test.startsWith('pp'));
   const prefill = ours.filter((r) => r.test.startsWith('pp'));
   const parts: string[] = [];
   let y = 44;

@@ -2,7 +2,8 @@
  * `fastgen bench`: throughput in llama-bench's shape —
  *   model | size | params | backend | threads | dtype | cache | test | t/s (mean ± sd over repetitions).
  * Tests: ppN (prefill N tokens), tgN (decode N tokens after one), tgN @ dD (decode after a D-token context),
- * tgN xB (B sequences decoded together in one batch; t/s counts all of them).
+ * tgN xB (B sequences decoded together in one batch; t/s counts all of them); genN and sampleN decode N tokens through
+ * Model.generate() as a user streams them (greedy, and temperature 0.8 with top-p 0.9), wall clock included.
  * A benchmark command, never a timed test: compare ratios measured in one run on the same machine.
  */
 import { spawnSync } from 'node:child_process';
@@ -19,7 +20,7 @@ import { formatBytes, table } from '../format.js';
 import { locateDefaultPackage, parsePreloadFiles } from '../model/default-model.js';
 import { choiceArg, newCommand, numberArg, option, outputFileArg, repeatable, runCommand, sizeArg, UsageError } from './args.js';
 import { benchSvg } from './bench-svg.js';
-import { formatGpuRows, parsePolicyMix, runGpuBench } from './bench-gpu.js';
+import { formatGpuRows, parsePolicyMix, runGpuBench, type GpuTestSpec } from './bench-gpu.js';
 import { SYNTHETIC_CONFIGS } from '../backend/webgpu/synthetic.js';
 import type { WeightKind } from '../backend/webgpu/wgsl.js';
 
@@ -44,7 +45,7 @@ interface BenchCase {
 }
 
 interface TestSpec {
-  kind: 'pp' | 'tg';
+  kind: 'pp' | 'tg' | 'gen' | 'sample';
   n: number;
   depth: number;
   batch: number;
@@ -53,15 +54,18 @@ interface TestSpec {
 
 export function parseTest(s: string, contextLength: number): TestSpec {
   // The batch may come before or after the depth: tg128x8@d4096 or tg128@d4096x8 (llama-bench writes `tg128 @ d4096`).
-  const m = /^(pp|tg)(\d+)(?:x(\d+))?(?:@d(\d+))?(?:x(\d+))?$/.exec(s.replace(/\s+/g, ''));
-  if (!m || (m[3] !== undefined && m[5] !== undefined)) throw new UsageError(`--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4, tg128x8@d4096`, '--tests');
-  const kind = m[1] as 'pp' | 'tg';
+  const m = /^(pp|tg|gen|sample)(\d+)(?:x(\d+))?(?:@d(\d+))?(?:x(\d+))?$/.exec(s.replace(/\s+/g, ''));
+  if (!m || (m[3] !== undefined && m[5] !== undefined)) {
+    throw new UsageError(`--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4, tg128x8@d4096, gen128, sample128`, '--tests');
+  }
+  const kind = m[1] as TestSpec['kind'];
   let n = Number(m[2]);
   const depth = Number(m[4] ?? 0);
   const batch = Number(m[3] ?? m[5] ?? 1);
   if (n < 1 || batch < 1) throw new UsageError(`--tests: '${s}' needs at least one token and one sequence`, '--tests');
+  if ((kind === 'gen' || kind === 'sample') && batch > 1) throw new UsageError(`--tests: '${s}': generate() runs one sequence`, '--tests');
   // Clamp to the context and say so in the label rather than silently running something else.
-  const room = contextLength - depth - (kind === 'tg' ? 1 : 0);
+  const room = contextLength - depth - (kind === 'pp' ? 0 : 1);
   if (room < 1) throw new FastgenError('INVALID_OPTION', `--tests: '${s}' does not fit the model's ${contextLength}-token context`, '--tests');
   if (n > room) n = room;
   const label = `${kind}${n}${depth ? ` @ d${depth}` : ''}${batch > 1 ? ` x${batch}` : ''}`;
@@ -92,6 +96,7 @@ function fillerTokens(model: Model, n: number, seed: number): number[] {
  * EOS ignored, so every row decodes exactly its token count).
  */
 async function runOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: number): Promise<number> {
+  if (spec.kind === 'gen' || spec.kind === 'sample') return generateOnce(model, spec, cache, rep);
   const request = (prompt: number[], maxTokens: number) => model.createRequest(prompt, { cache, maxTokens, temperature: 0, ignoreEos: true });
   const reqs: GenerationRequest[] = [];
   try {
@@ -115,6 +120,23 @@ async function runOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: n
   }
 }
 
+/** What a sampleN row samples with: a common chat-style setting (seeded, so every round draws the same tokens). */
+const SAMPLED = { temperature: 0.8, topP: 0.9 } as const;
+
+/**
+ * One repetition through Model.generate(), as a user streams it: the whole loop by wall clock (text decoding,
+ * streaming, the event-loop turn between tokens, bookkeeping), less the prompt's step as generate() reports it.
+ */
+async function generateOnce(model: Model, spec: TestSpec, cache: CacheOptions, rep: number): Promise<number> {
+  const sampling = spec.kind === 'sample' ? { ...SAMPLED, seed: rep + 1 } : { temperature: 0 };
+  const generation = model.generate(fillerTokens(model, Math.max(1, spec.depth), rep * 31 + 7), { cache, maxTokens: spec.n + 1, ignoreEos: true, ...sampling });
+  const t0 = performance.now();
+  for await (const piece of generation) void piece;
+  const ms = performance.now() - t0;
+  const r = await generation.result;
+  return ((r.generatedTokens - 1) * 1000) / (ms - r.timings.prefillMs);
+}
+
 async function stepAll(model: Model, reqs: GenerationRequest[]): Promise<void> {
   for (const o of await step(model.backend, reqs)) if (o.error !== undefined) throw o.error;
 }
@@ -128,7 +150,7 @@ export function benchCli() {
     .addOption(option('--kv-dtype <dtype>', 'KV cache element type; repeatable: f32, f16 (default f32)', repeatable(choiceArg('--kv-dtype', ['f32', 'f16'] as const, 'KV dtype'))))
     .addOption(option('--cache <policy>', `cache policy; repeatable: ${CACHE_POLICY_NAMES.join(', ')} (default: full and fastgen)`, repeatable(choiceArg('--cache', CACHE_POLICY_NAMES, 'cache policy'))))
     .addOption(option('--recovery <t>', 'FastGen recovery threshold in (0, 1] (default 0.95)', numberArg('--recovery', { above: 0, max: 1 })))
-    .addOption(option('--tests <list>', 'comma-separated tests: ppN (prefill N), tgN (decode N), tgN@dD (after a D-token context), tgNxB (B sequences in one batch) (default pp128,tg128,tg128@d200)'))
+    .addOption(option('--tests <list>', 'comma-separated tests: ppN (prefill N), tgN (decode N), tgN@dD (after a D-token context), tgNxB (B sequences in one batch), genN / sampleN (decode N through generate(), greedy / T=0.8 top-p 0.9) (default pp128,tg128,gen128,sample128,tg128@d200)'))
     .addOption(option('-r, --repetitions <n>', 'measured rounds, after one warm-up round (default 3)', numberArg('--repetitions', { integer: true, min: 1 })))
     .addOption(option('--threads <n>', `worker threads of the wasm backend, 1 to ${MAX_THREADS} (default 2; llama2.c: 1 and 2)`, numberArg('--threads', { integer: true, min: 1, max: MAX_THREADS })))
     .addOption(option('--synthetic <shape>', `webgpu: random weights of a real model's shape built on the GPU, no file; repeatable: ${Object.keys(SYNTHETIC_CONFIGS).join(', ')}`, repeatable(choiceArg('--synthetic', Object.keys(SYNTHETIC_CONFIGS), 'synthetic shape'))))
@@ -169,7 +191,7 @@ async function bench(v: Record<string, any>): Promise<number> {
   // Each policy with its defaults (and --recovery where it takes one).
   const caches = ((v.cache ?? ['full', 'fastgen']) as CachePolicyName[]).map((policy) =>
     resolveCacheOptions(cachePolicy(policy).options.some((o) => o.key === 'recovery') ? { policy, recovery } : { policy }));
-  const testNames: string[] = (v.tests ?? 'pp128,tg128,tg128@d200').split(',').filter(Boolean);
+  const testNames: string[] = (v.tests ?? 'pp128,tg128,gen128,sample128,tg128@d200').split(',').filter(Boolean);
   // Test names are checked before any model loads (their fit to each model's context after).
   for (const t of testNames) parseTest(t, Number.POSITIVE_INFINITY);
   if (v.llama2c !== undefined) checkRunnable(v.llama2c);
@@ -234,10 +256,11 @@ async function bench(v: Record<string, any>): Promise<number> {
     for (const m of loaded) m.dispose();
   }
   const versus = llama2cComparison(rows);
+  const throughGenerate = generateComparison(rows);
   if (v.svg) writeFileSync(v.svg as string, benchSvg(rows, machineLine()));
   if (v.json) {
     const flagged = rows.map((r) => ({ ...r, unstable: unstable(r) }));
-    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), notes, rows: flagged, versusLlama2c: versus }, null, 2));
+    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), notes, rows: flagged, versusLlama2c: versus, generateVsDecode: throughGenerate }, null, 2));
     return 0;
   }
   console.log(
@@ -259,6 +282,10 @@ async function bench(v: Record<string, any>): Promise<number> {
   );
   if (rows.some(unstable)) console.log(`\n(!) spread over ${UNSTABLE_CV * 100} % of the mean: the machine was busy; ratios with this row are not meaningful, rerun`);
   for (const n of notes) console.log(`note: ${n}`);
+  if (throughGenerate.length > 0) {
+    console.log('\nthrough generate() vs the engine\'s decode (same rounds):');
+    for (const c of throughGenerate) console.log(`  ${c.row}: ${c.ratio.toFixed(2)}× ${c.decodeRow}${c.meaningful ? '' : '  (not meaningful: spread too large)'}`);
+  }
   if (versus.length > 0) {
     const base = versus[0];
     console.log(`\ndecode vs llama2.c run with ${base.llama2cThreads} threads (${base.llama2cTokensPerSecond.toFixed(1)} t/s, same rounds):`);
@@ -270,7 +297,7 @@ async function bench(v: Record<string, any>): Promise<number> {
 
 /** `bench --synthetic`: the WebGPU backend on random weights of real shapes (bench-gpu.ts). */
 async function benchSynthetic(v: Record<string, any>): Promise<number> {
-  const bad = (flag: string, why: string) => { throw new UsageError(`--synthetic: ${flag} ${why}`, flag); };
+  const bad = (flag: string, why: string): never => { throw new UsageError(`--synthetic: ${flag} ${why}`, flag); };
   if (v.model) bad('--model', 'does not apply (the weights are random, of the named shape)');
   if (v.backend && v.backend.some((b: string) => b !== 'webgpu')) bad('--backend', 'must be webgpu (synthetic models are built on the GPU)');
   if (v.kvDtype && v.kvDtype.some((d: string) => d !== 'f32')) bad('--kv-dtype', 'f16 is not measured in synthetic runs yet (the WebGPU cache is f32)');
@@ -281,10 +308,15 @@ async function benchSynthetic(v: Record<string, any>): Promise<number> {
   for (const c of caches) if (c === 'snapkv') bad('--cache', 'snapkv selects from the prompt\'s attention, which random weights and a filled context do not have');
   const mix = parsePolicyMix(v.policyMix);
   const testNames: string[] = (v.tests ?? 'pp512,tg128,tg128@d2048').split(',').filter(Boolean);
-  const tests = testNames.map((t) => parseTest(t, Number.POSITIVE_INFINITY));
+  // ppN and tgN (with depth and batch) only: genN / sampleN time generate() on a real model.
+  const gpuTest = (t: TestSpec): GpuTestSpec => {
+    if (t.kind !== 'pp' && t.kind !== 'tg') bad('--tests', `'${t.label}': synthetic runs measure ppN and tgN tests (generate() needs a real model and tokenizer)`);
+    return t as GpuTestSpec;
+  };
+  const tests = testNames.map((t) => gpuTest(parseTest(t, Number.POSITIVE_INFINITY)));
   const dtypes = (v.dtype ?? ['f16']) as WeightKind[];
   if (v.budgetTests !== undefined && v.kvBudget === undefined) bad('--budget-tests', 'needs --kv-budget');
-  const budgetTests = v.budgetTests === undefined ? undefined : (v.budgetTests as string).split(',').filter(Boolean).map((t) => parseTest(t, Number.POSITIVE_INFINITY));
+  const budgetTests = v.budgetTests === undefined ? undefined : (v.budgetTests as string).split(',').filter(Boolean).map((t) => gpuTest(parseTest(t, Number.POSITIVE_INFINITY)));
   for (const t of budgetTests ?? []) if (t.kind !== 'tg' || t.depth === 0) bad('--budget-tests', `'${t.label}' is not a tgN@dDxB test (a budget run decodes sequences of a given depth)`);
   const log = (line: string) => { if (!v.json) process.stderr.write(`${line}\n`); };
   const { WebGpuBackend } = await import('../backend/webgpu/backend.js');
@@ -328,6 +360,26 @@ export function llama2cComparison(rows: BenchRow[]): { row: string; ratio: numbe
       llama2cTokensPerSecond: ref.tokensPerSecond,
       meaningful: !unstable(r) && !unstable(ref),
     }));
+}
+
+/**
+ * Each genN / sampleN row as a ratio to the tgN row of the same model, backend, threads, dtype, cache and context:
+ * what a user streaming from Model.generate() gets of the engine's decode rate, from the same interleaved rounds.
+ */
+export function generateComparison(rows: BenchRow[]): { row: string; decodeRow: string; ratio: number; meaningful: boolean }[] {
+  const key = (r: BenchRow, test: string) => [r.model, r.backend, r.threads, r.dtype, r.cache, test].join('|');
+  const decode = new Map(rows.filter((r) => r.test.startsWith('tg')).map((r) => [key(r, r.test), r]));
+  return rows.flatMap((r) => {
+    const m = /^(gen|sample)(.*)$/.exec(r.test);
+    const base = m ? decode.get(key(r, `tg${m[2]}`)) : undefined;
+    if (!m || !base) return [];
+    return [{
+      row: `${r.backend} ${r.dtype} ${r.cache} ${r.test}`,
+      decodeRow: base.test,
+      ratio: r.tokensPerSecond / base.tokensPerSecond,
+      meaningful: !unstable(r) && !unstable(base),
+    }];
+  });
 }
 
 /** The --llama2c binary must exist and be executable (checked before any model loads). */

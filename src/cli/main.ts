@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Entry> }> 
   eval: { summary: 'quality vs. compression sweep against the baselines', load: async () => (await import('./eval.js')).evalCommand },
   bench: { summary: 'llama-bench style throughput table', load: async () => (await import('./bench.js')).benchCommand },
   serve: { summary: 'OpenAI-compatible HTTP server with continuous batching', load: async () => (await import('./serve.js')).serveCommand },
+  web: { summary: 'the browser page (WebGPU or wasm threads, the per-head grid), served on loopback', load: async () => (await import('./web.js')).webCommand },
   loadtest: { summary: 'concurrent streaming clients against the server, full vs fastgen', load: async () => (await import('./loadtest.js')).loadtestCommand },
 };
 

@@ -4,7 +4,8 @@ import { checkBackendOptions, checkModelFits, createBackend, type BackendName, t
 import { PagePool } from '../cache/page-pool.js';
 import { resolveCacheOptions, type CacheOptions } from '../cache/policies/index.js';
 import { SequenceKv, type HeadProfile } from '../cache/sequence-kv.js';
-import { inspectCheckpoint, loadCheckpoint } from '../model/load-checkpoint.js';
+import { findModel, type ModelLocation } from '../model/load-checkpoint.js';
+import { inspectModelInput, loadModelInput } from '../model/model-input.js';
 import { checkFiniteWeights } from '../model/tensor.js';
 import { parameterCount } from '../model/describe.js';
 import type { LoadedCheckpoint, ModelConfig } from '../model/types.js';
@@ -13,6 +14,7 @@ import { computeTokenClasses, type TokenClasses } from '../tokenizer/token-class
 import type { ChatMessage, Tokenizer } from '../tokenizer/types.js';
 import { GenerationRequest, type GenerateOptions, type GenerateResult } from './request.js';
 import { step } from './step.js';
+import { prepareSamplingKernel } from '../backend/wasm/sampling.js';
 
 export interface LoadModelOptions {
   backend?: BackendName;
@@ -272,17 +274,19 @@ const yieldToEventLoop: () => Promise<void> = (() => {
 })();
 
 /**
- * Load a model (path to a llama2.c .bin or a Hugging Face folder; default: the embedded stories15M). What can be
- * checked from the headers is checked before the weights are read: the options, the tokenizer against the model's
- * vocabulary, and whether the model fits the backend (the wasm backend's 4 GiB).
+ * Load a model (path to a llama2.c .bin or a Hugging Face folder — in a page, a URL —, files already found, or by
+ * default the embedded stories15M). What can be checked from the headers is checked before the weights are read: the
+ * options, the tokenizer against the model's vocabulary, and whether the model fits the backend (the wasm backend's
+ * 4 GiB).
  */
-export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions = {}): Promise<Model> {
+export async function loadModel(where?: ModelLocation, opts: LoadModelOptions = {}): Promise<Model> {
   const t0 = performance.now();
   if (opts.kvDtype !== undefined && opts.kvDtype !== 'f32' && opts.kvDtype !== 'f16') {
     throw new InvalidOptionError(`kvDtype must be 'f32' or 'f16', got '${opts.kvDtype}'`, 'kvDtype');
   }
   checkBackendOptions(opts);
-  const info = await inspectCheckpoint(pathOrDefault, { tokenizerPath: opts.tokenizerPath });
+  const input = await findModel(where, opts.tokenizerPath);
+  const info = await inspectModelInput(input);
   if (!info.tokenizer) {
     throw new InvalidOptionError(
       `no tokenizer found for ${info.source.path}: put tokenizer.bin (llama2.c) or tokenizer.json (Hugging Face) next to the model, or pass tokenizerPath / --tokenizer`,
@@ -291,9 +295,11 @@ export async function loadModel(pathOrDefault?: string, opts: LoadModelOptions =
   }
   const tokenizer = await loadTokenizer(info.tokenizer, info.config.vocabSize);
   checkModelFits(info.config, opts);
-  const ckpt = await loadCheckpoint(pathOrDefault, { onProgress: opts.onProgress, tokenizerPath: opts.tokenizerPath });
+  const ckpt = await loadModelInput(input, opts.onProgress);
   checkFiniteWeights(ckpt.weights, ckpt.source.path);
   const backend = await createBackend(ckpt, { backend: opts.backend, dtype: opts.dtype, threads: opts.threads, onProgress: opts.onProgress });
+  // Sampling's SIMD pass over the vocabulary, whatever the backend (its absence only costs speed).
+  await prepareSamplingKernel();
   return new Model(ckpt, tokenizer, backend, opts, performance.now() - t0);
 }
 

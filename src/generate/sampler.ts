@@ -11,7 +11,12 @@
  *   5. min-p: drop tokens whose probability is < minP × (highest probability)
  *   6. renormalise and draw with the seeded generator.
  *
- * Cost per call for vocabulary V — the vocabulary is never sorted:
+ * Where the sampling kernel is loaded (src/backend/wasm/sampling.ts; loadModel prepares it) and no top-k is asked for,
+ * one SIMD pass (kernels/sample.ts) splits the vocabulary at 16 nats below the maximum: the near tokens are weighed
+ * exactly as below (the same f64 arithmetic, in wasm), the far ones only summed, and the kept set, the draw order and
+ * the drawn token are those of the whole-vocabulary path (filterNear; the test pins it against a plain reference).
+ *
+ * Cost per call for vocabulary V on the whole-vocabulary path — the vocabulary is never sorted:
  *   - always one pass for the max; one table-driven exp (≈3× Math.exp's speed, rel. error < 3e-14) per token that
  *     can still matter;
  *   - top-k: k ≤ 64 a size-k heap (one pass, rare inserts); larger k a histogram of the logits in 1/64 steps,
@@ -26,6 +31,7 @@
 import { argmax } from '../argmax.js';
 import { InvalidOptionError, NonFiniteLogitsError } from '../errors.js';
 import { Xoshiro128StarStar, randomSeed } from './rng.js';
+import { samplingKernel } from '../backend/wasm/sampling.js';
 
 export interface SamplingOptions {
   /** Softmax temperature, finite, ≥ 0. 0 = greedy (argmax). Default 1. */
@@ -148,6 +154,8 @@ function bucketReaching(amounts: Float64Array, target: number): { bucket: number
 const T_UNDERFLOW = 745 * S; // e^−745 is below the smallest subnormal
 const EXP_INT = Float64Array.from({ length: 746 }, (_, k) => Math.exp(-k));
 const EXP_FRAC = Float64Array.from({ length: S }, (_, j) => Math.exp(-j / S));
+/** Both tables, for the sampling kernel's copy of expNeg64 (kernels/sample.ts). */
+const EXP_TABLES = Float64Array.of(...EXP_INT, ...EXP_FRAC);
 
 /** e^(−t/64) for t ≥ 0 (+Infinity allowed); relative error < 3e-14, about 3× faster than Math.exp. */
 function expNeg64(t: number): number {
@@ -155,6 +163,23 @@ function expNeg64(t: number): number {
   const i = t | 0;
   const r = (t - i) * (1 / S); // [0, 1/64): degree-5 Taylor is exact to ~2e-14
   return EXP_INT[i >> 6] * EXP_FRAC[i & 63] * (1 - r * (1 - r * (0.5 - r * (1 / 6 - r * (1 / 24 - r * (1 / 120))))));
+}
+
+/**
+ * The near path's cut: tokens more than this many nats (after temperature) below the maximum are far — weight below
+ * 1.2e-7 of the maximum's, so that their f32 mass (kernels/sample.ts) moves the total by < 2.5e-10 of itself at worst
+ * for 32,000 tokens (~1e-12 typically): the kept set and the drawn token change only when the uniform lands that close
+ * to a boundary. When more than a quarter of the vocabulary is near (a very flat distribution), the JS pass is faster.
+ */
+const NEAR_NATS = 16;
+/** Beyond this 1/T the kernel's f32 arithmetic could overflow: such temperatures take the exact path. */
+const NEAR_MAX_INV_T = 1e30;
+
+/** The far mass of a split: its gaps and tail, summed. */
+function farMass(gaps: Float64Array, n: number, tail: number): number {
+  let f = tail;
+  for (let j = 0; j < n; j++) f += gaps[j];
+  return f;
 }
 
 /** Below this many candidates, top-p sorts them directly instead of building a histogram. */
@@ -208,6 +233,10 @@ export class Sampler {
   // result of filter(): candidates list[0..n) (null = every token), their total weight
   private list: Int32Array | null = null;
   private total = 0;
+  /** filterNear() for plain temperature sampling: the draw walks the far gaps too. */
+  private nearMode = false;
+  /** The weights filter() or filterNear() left: this.w, or the sampling kernel's. */
+  private weights: Float64Array;
 
   constructor(opts: SamplingOptions, vocabSize: number) {
     if (!Number.isSafeInteger(vocabSize) || vocabSize < 1 || vocabSize > 0x7fffffff) {
@@ -227,6 +256,7 @@ export class Sampler {
     this.work = new Float32Array(o.repetitionPenalty !== 1 && o.repetitionWindow > 0 ? V : 0);
     this.stamp = new Uint32Array(this.work.length);
     this.w = new Float64Array(this.greedy ? 0 : V);
+    this.weights = this.w;
     this.a = new Int32Array(filtered ? V : 0);
     this.b = new Int32Array(filtered && o.topP < 1 ? V : 0);
     this.keys = filtered && V <= ID_SPACE ? new Float64Array(V) : null;
@@ -244,12 +274,17 @@ export class Sampler {
     const x = this.penalize(logits, recentTokens);
     if (this.greedy) {
       // argmax picks the first NaN, else a +Infinity, else (all −Infinity) index 0: any of them is not a token.
-      const i = argmax(x);
+      // The kernel's SIMD argmax (same semantics) is ~1.4× the JS scan's speed, its copy of the logits included.
+      const kern = samplingKernel();
+      const i = kern !== undefined && kern.fits(x.length) ? kern.argmax(x) : argmax(x);
       if (!(x[i] > -Infinity && x[i] < Infinity)) throw nonFinite(x, i);
       return i;
     }
-    const n = this.filter(x);
-    return this.draw(n);
+    const near = this.filterNear(x);
+    if (near < 0) return this.draw(this.filter(x), this.rng.nextFloat());
+    const u = this.rng.nextFloat();
+    const id = this.drawNear(near, u);
+    return id >= 0 ? id : this.draw(this.filter(x), u);
   }
 
   /**
@@ -305,7 +340,7 @@ export class Sampler {
    */
   private filter(x: Float32Array): number {
     const V = this.vocabSize;
-    const w = this.w;
+    const w = (this.weights = this.w);
     const sP = S * this.invT;
     const { topP, minP } = this.options;
 
@@ -373,7 +408,83 @@ export class Sampler {
       return V;
     }
 
-    // min-p after top-k / top-p: a threshold on the same weights (max weight is 1 and always survives)
+    return this.minPAfter(list, n);
+  }
+
+  /**
+   * filter() over the near tokens only (the SIMD split, kernels/sample.ts: every token within NEAR_NATS of the
+   * maximum weighed exactly as filter() does, and the far tokens' mass between them), with the same result and the
+   * same draw order as over the whole vocabulary. Returns n as filter() does, or -1 where it does not apply: no
+   * kernel, top-k (whose candidate order is its heap's), non-finite logits (filter() reports them), a flat
+   * distribution (over a quarter of the tokens near), a min-p threshold or a nucleus that reaches beyond the near
+   * tokens. Plain temperature sampling leaves the walk to drawNear().
+   */
+  private filterNear(x: Float32Array): number {
+    if (this.k > 0) return -1;
+    const kern = samplingKernel();
+    const { topP, minP } = this.options;
+    if (kern === undefined || !kern.fits(this.vocabSize) || !(this.invT < NEAR_MAX_INV_T)) return -1;
+    if (minP > 0 && -Math.log(minP) > NEAR_NATS - 1) return -1;
+    const sP = S * this.invT;
+    const nc = kern.split(x, this.invT, NEAR_NATS, this.vocabSize >> 2, sP, topP < 1, EXP_TABLES);
+    if (nc < 0) return -1;
+    const ids = kern.ids;
+    const w = (this.weights = kern.w);
+    this.nearMode = topP === 1 && minP === 0;
+    if (topP < 1) {
+      // nucleus() over the whole vocabulary, histogram path: the far tokens all lie in buckets after the edge one
+      const z = kern.near + farMass(kern.gaps, nc, kern.tail);
+      const target = topP * z;
+      let { bucket: B, before } = bucketReaching(kern.mass, target);
+      if (B >= NEAR_NATS * S - 2) return -1; // the nucleus must end well inside the near tokens
+      const out = this.b;
+      let r = kern.partition(sP, B);
+      out.set(kern.keep.subarray(0, r));
+      const tail = out.length - kern.edgeCount;
+      out.set(kern.edge.subarray(0, kern.edgeCount), tail);
+      this.sortDesc(x, out, tail, out.length);
+      for (let j = tail; j < out.length && before < target; j++) {
+        const i = out[j];
+        out[r++] = i;
+        before += w[i];
+      }
+      return this.minPAfter(out, r);
+    }
+    if (minP > 0) {
+      // the min-p-only loop of filter(), over the near tokens (a superset of those within its threshold)
+      const tCut = -Math.log(minP) * S * (1 + 1e-9) + 1e-6;
+      const m = kern.max;
+      const list = this.a;
+      let n = 0;
+      let z = 0;
+      for (let j = 0; j < nc; j++) {
+        const i = ids[j];
+        if ((m - x[i]) * sP <= tCut && w[i] >= minP) {
+          list[n++] = i;
+          z += w[i];
+        }
+      }
+      this.list = list;
+      this.total = z;
+      return n;
+    }
+    this.total = kern.near + farMass(kern.gaps, nc, kern.tail);
+    return nc;
+  }
+
+  /**
+   * Draw after filterNear(): as draw(), and for plain temperature sampling the kernel's walk through the near
+   * weights and far gaps in id order, so that u picks the same token as over the whole vocabulary. Returns -1 when u
+   * lands in far mass (at most 4e-3 of the total): the caller then draws over the whole vocabulary with the same u.
+   */
+  private drawNear(n: number, u: number): number {
+    return this.nearMode ? samplingKernel()!.walk(u * this.total) : this.draw(n, u);
+  }
+
+  /** min-p after top-k / top-p on list[0..n): a threshold on the same weights (max weight is 1 and always survives). */
+  private minPAfter(list: Int32Array, n: number): number {
+    const w = this.weights;
+    const minP = this.options.minP;
     let z = 0;
     if (minP > 0) {
       let r = 0;
@@ -460,14 +571,15 @@ export class Sampler {
   /**
    * Nucleus of list[0..n) (null = every token) whose weights sum to z: writes the kept ids to b[0..r), returns r.
    * A token is kept iff the mass ranked before it is < topP · z. With `massReady`, this.mass already holds the
-   * histogram of t = 64·(max − x)/T over the list.
+   * histogram of t = 64·(max − x)/T over the list. `histogram` takes the histogram path even for a short list (the
+   * near path: the order it leaves the kept ids in is the draw order, and must be the one over the whole vocabulary).
    */
-  private nucleus(x: Float32Array, list: Int32Array | null, n: number, z: number, m: number, massReady: boolean): number {
+  private nucleus(x: Float32Array, list: Int32Array | null, n: number, z: number, m: number, massReady: boolean, histogram = false): number {
     const w = this.w;
     const out = this.b;
     const target = this.options.topP * z;
 
-    if (n <= SORT_DIRECT) {
+    if (n <= SORT_DIRECT && !histogram) {
       for (let j = 0; j < n; j++) out[j] = list === null ? j : list[j];
       this.sortDesc(x, out, 0, n);
       let before = 0;
@@ -541,10 +653,11 @@ export class Sampler {
     for (let j = 0; j < n; j++) ids[from + j] = sorted[j] % ID_SPACE;
   }
 
-  private draw(n: number): number {
-    const w = this.w;
+  /** Draw from filter()'s candidates with the uniform u: the first kept id (in list order) whose cumulative weight exceeds u · total. */
+  private draw(n: number, u: number): number {
+    const w = this.weights;
     const list = this.list;
-    const target = this.rng.nextFloat() * this.total;
+    const target = u * this.total;
     let acc = 0;
     let last = -1;
     if (list === null) {

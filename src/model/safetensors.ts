@@ -8,9 +8,9 @@
  * file, no overlaps, byte sizes consistent with dtype x shape) so that a damaged file fails with a message naming the
  * tensor before any large read starts.
  */
-import type { FileHandle } from 'node:fs/promises';
 import { ModelLoadError } from '../errors.js';
 import { elementCount, formatShape, readExactly, readTensor, type BytesRead } from './binary-io.js';
+import type { ByteSource } from './files.js';
 import type { DType, Tensor } from './types.js';
 
 /** Element sizes of every dtype the safetensors spec defines; only F32/F16/BF16 can be loaded. */
@@ -58,10 +58,11 @@ function isNonNegInt(x: unknown): x is number {
 }
 
 /** Read and validate the header of an open safetensors file. */
-export async function readSafetensorsHeader(fh: FileHandle, path: string, fileSize: number): Promise<SafetensorsFile> {
+export async function readSafetensorsHeader(src: ByteSource): Promise<SafetensorsFile> {
+  const { name: path, size: fileSize } = src;
   if (fileSize < 8) throw corrupt(path, `the file is only ${fileSize} bytes long (the 8-byte header length is missing)`);
   const lenBytes = new Uint8Array(8);
-  await readExactly(fh, lenBytes, 0, path);
+  await readExactly(src, lenBytes, 0);
   const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
   if (headerLen > BigInt(fileSize - 8)) {
     throw corrupt(path, `the header length field says ${headerLen} bytes, past the end of the ${fileSize}-byte file (truncated?)`);
@@ -69,7 +70,7 @@ export async function readSafetensorsHeader(fh: FileHandle, path: string, fileSi
   if (headerLen > BigInt(MAX_HEADER_BYTES)) throw corrupt(path, `the header length field says ${headerLen} bytes (the limit is 100 MB)`);
   const n = Number(headerLen);
   const headerBytes = new Uint8Array(n);
-  await readExactly(fh, headerBytes, 8, path);
+  await readExactly(src, headerBytes, 8);
 
   let header: unknown;
   try {
@@ -151,6 +152,6 @@ export function tensorDtype(entry: SafetensorsEntry, path: string): DType {
 }
 
 /** Read one tensor's raw values (f16/bf16 stay as uint16 bit patterns). */
-export function readSafetensor(fh: FileHandle, file: SafetensorsFile, entry: SafetensorsEntry, onBytes?: BytesRead): Promise<Tensor> {
-  return readTensor(fh, entry.begin, tensorDtype(entry, file.path), [...entry.shape], file.path, onBytes);
+export function readSafetensor(src: ByteSource, file: SafetensorsFile, entry: SafetensorsEntry, onBytes?: BytesRead): Promise<Tensor> {
+  return readTensor(src, entry.begin, tensorDtype(entry, file.path), [...entry.shape], onBytes);
 }

@@ -6,6 +6,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { TokenizerError } from '../errors.js';
 import { HfTokenizer } from '../tokenizer/hf.js';
+import { nodeFolder } from '../model/node-files.js';
 import type { ChatMessage } from '../tokenizer/types.js';
 
 type Request = { id: number; text: string; addBos?: boolean } | { id: number; messages: ChatMessage[] };
@@ -69,7 +70,7 @@ export class OffThreadTokenizer {
 
 if (!isMainThread && parentPort && (workerData as { dir?: unknown })?.dir) {
   const port = parentPort;
-  const ready = HfTokenizer.fromDir((workerData as { dir: string }).dir);
+  const ready = HfTokenizer.fromFolder(nodeFolder((workerData as { dir: string }).dir));
   port.on('message', async (m: Request) => {
     try {
       const tok = await ready;

@@ -3,11 +3,10 @@
  * tokens, add_bos_token, chat template rendered with @huggingface/jinja) + optional `generation_config.json` (extra
  * EOS ids, e.g. Llama-3-Instruct's <|eot_id|> and <|end_of_text|>).
  */
-import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfLibTokenizer } from '@huggingface/tokenizers';
 import { TokenizerError } from '../errors.js';
+import { readFolderFile, type ModelFolder } from '../model/files.js';
 import { createStreamDecoder } from './stream.js';
 import type { SpaceScheme } from './token-classes.js';
 import type { ChatMessage, EncodeOptions, StreamDecoder, Tokenizer } from './types.js';
@@ -192,19 +191,20 @@ export class HfTokenizer implements Tokenizer {
   }
 
   /**
-   * Load from a model folder: tokenizer.json (required), tokenizer_config.json, generation_config.json,
-   * chat_template.jinja / chat_template.json (optional).
+   * Load from a model folder (on disk, picked in a page, or at a URL): tokenizer.json (required),
+   * tokenizer_config.json, generation_config.json, chat_template.jinja / chat_template.json (optional).
    */
-  static async fromDir(dir: string): Promise<HfTokenizer> {
-    const st = await stat(dir).catch(() => undefined);
-    if (!st) throw new TokenizerError(`tokenizer folder ${dir} does not exist`, dir);
-    if (!st.isDirectory()) throw new TokenizerError(`${dir} is not a folder; expected a model folder containing tokenizer.json`, dir);
-    const tokPath = join(dir, 'tokenizer.json');
-    const tokText = await readFile(tokPath, 'utf8').catch(() => undefined);
+  static async fromFolder(folder: ModelFolder): Promise<HfTokenizer> {
+    const readText = async (name: string): Promise<string | undefined> => {
+      const bytes = await readFolderFile(folder, name).catch(() => undefined);
+      return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
+    };
+    const tokPath = folder.where('tokenizer.json');
+    const tokText = await readText('tokenizer.json');
     if (tokText === undefined) {
-      const hasSp = await stat(join(dir, 'tokenizer.model')).then(() => true, () => false);
+      const hasSp = (await folder.open('tokenizer.model').catch(() => undefined)) !== undefined;
       throw new TokenizerError(
-        `no tokenizer.json in ${dir}. fastgen needs the Hugging Face "fast" tokenizer file tokenizer.json` +
+        `no tokenizer.json in ${folder.name}. fastgen needs the Hugging Face "fast" tokenizer file tokenizer.json` +
           (hasSp ? ' (this folder only has the SentencePiece tokenizer.model)' : '') +
           '; download it with the model, or create it with transformers: ' +
           'AutoTokenizer.from_pretrained(dir).save_pretrained(dir).',
@@ -213,18 +213,17 @@ export class HfTokenizer implements Tokenizer {
     }
     const tokenizerJson = parseJson(tokText, tokPath, true)!;
     const readOptional = async (name: string): Promise<Json | undefined> => {
-      const p = join(dir, name);
-      const text = await readFile(p, 'utf8').catch(() => undefined);
-      return text === undefined ? undefined : parseJson(text, p, false);
+      const text = await readText(name);
+      return text === undefined ? undefined : parseJson(text, folder.where(name), false);
     };
     const config = (await readOptional('tokenizer_config.json')) ?? {};
     const generationConfig = await readOptional('generation_config.json');
-    let chatTemplate = await readFile(join(dir, 'chat_template.jinja'), 'utf8').catch(() => undefined);
+    let chatTemplate = await readText('chat_template.jinja');
     if (chatTemplate === undefined) {
       const ctj = await readOptional('chat_template.json');
       if (ctj && typeof ctj.chat_template === 'string') chatTemplate = ctj.chat_template;
     }
-    return new HfTokenizer({ tokenizerJson, config, generationConfig, chatTemplate, where: dir });
+    return new HfTokenizer({ tokenizerJson, config, generationConfig, chatTemplate, where: folder.name });
   }
 
   // ---------------------------------------------------------------- encode / decode

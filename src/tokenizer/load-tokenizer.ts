@@ -2,6 +2,7 @@
  * Load a tokenizer for a model and check that it fits the model's vocabulary.
  */
 import { TokenizerError } from '../errors.js';
+import type { ModelFolder } from '../model/files.js';
 import { HfTokenizer } from './hf.js';
 import { Llama2cTokenizer } from './llama2c.js';
 import type { Tokenizer } from './types.js';
@@ -10,7 +11,7 @@ export type TokenizerSource =
   /** A llama2.c tokenizer.bin already read into memory; `path` names it in messages. */
   | { kind: 'llama2c'; bytes: Uint8Array; path: string }
   /** A Hugging Face model folder holding tokenizer.json (+ tokenizer_config.json, generation_config.json). */
-  | { kind: 'hf'; dir: string };
+  | { kind: 'hf'; folder: ModelFolder };
 
 export async function loadTokenizer(source: TokenizerSource, modelVocabSize: number): Promise<Tokenizer> {
   let tok: Tokenizer;
@@ -19,8 +20,8 @@ export async function loadTokenizer(source: TokenizerSource, modelVocabSize: num
     where = source.path;
     tok = Llama2cTokenizer.fromBytes(source.bytes, source.path);
   } else if (source.kind === 'hf') {
-    where = source.dir;
-    tok = await HfTokenizer.fromDir(source.dir);
+    where = source.folder.name;
+    tok = await HfTokenizer.fromFolder(source.folder);
   } else {
     throw new TokenizerError(`unknown tokenizer source kind ${JSON.stringify((source as { kind?: unknown }).kind)}`);
   }

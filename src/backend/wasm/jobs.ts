@@ -85,8 +85,9 @@ export class JobList {
     kernel: DecodeKernel = 'rows1'): number {
     return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : 0]);
   }
-  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
-    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid]);
+  // q8_0 kernel 'r1t4': the workbench's one-row prefill variant (kernels/q8.ts matmul_q8_0_r1t4).
+  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0, kernel: 'r2t4' | 'r1t4' = 'r2t4'): number {
+    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid, kernel === 'r1t4' ? 1 : 0]);
   }
   matmulQ8F32(out: Ptr, x: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
     return this.push(OP.MATMUL_Q8_F32, owner, [out, x, w.qs, w.d, T, w.rows, w.cols, resid]);

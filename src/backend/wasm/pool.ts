@@ -13,7 +13,8 @@
  * Errors: a failing thread sets ABORT, and every thread abandons the list at its next wait or claim; run() then
  * throws on the main thread, with the worker's message if it was a worker.
  */
-import { Worker } from 'node:worker_threads';
+import type { PoolThread } from './host.js';
+import { host } from './host-node.js';
 import { CTRL, CTRL_BYTES, MAX_PHASES } from './layout.js';
 import type { JobList } from './jobs.js';
 import type { Ptr, WasmRuntime } from './runtime.js';
@@ -79,7 +80,7 @@ export class WorkerPool {
   private readonly rt: WasmRuntime;
   private readonly ctrlPtr: Ptr;
   private readonly ctrl: Int32Array;
-  private readonly workers: Worker[];
+  private readonly workers: PoolThread[];
   private readonly exited: Promise<void>[];
   private readonly spinMicros: number;
   private closed = false;
@@ -92,35 +93,28 @@ export class WorkerPool {
     rt.u8(ctrlPtr, CTRL_BYTES).fill(0);
     rt.i32(ctrlPtr + CTRL.SPIN, 1)[0] = options.barrierSpin ?? 20_000;
     writeChunkPolicy(rt.i32(ctrlPtr, CTRL_BYTES / 4), options.matmulChunk ?? MATMUL_CHUNK_POLICIES[DEFAULT_MATMUL_CHUNK]);
-    const workers: Worker[] = [];
-    const ready: Promise<void>[] = [];
-    for (let tid = 1; tid < threads; tid++) {
-      const init: WorkerInit = { module: rt.module, memory: rt.memory, ctrl: ctrlPtr, tid, threads, spinMicros };
-      const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, execArgv: workerExecArgv() });
-      workers.push(w);
-      ready.push(new Promise<void>((resolve, reject) => {
-        w.once('message', () => resolve());
-        w.once('error', reject);
-        w.once('exit', (code) => reject(new Error(`WASM worker ${tid} exited during start-up (code ${code})`)));
-      }));
-    }
-    try {
-      await Promise.all(ready);
-    } catch (err) {
+    const started = await Promise.allSettled(
+      Array.from({ length: threads - 1 }, (_, i) =>
+        host.startThread({ module: rt.module, memory: rt.memory, ctrl: ctrlPtr, tid: i + 1, threads, spinMicros }),
+      ),
+    );
+    const workers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) {
       await Promise.all(workers.map((w) => w.terminate()));
-      throw err;
+      throw failed.reason;
     }
     return new WorkerPool(rt, ctrlPtr, threads, workers, spinMicros);
   }
 
-  private constructor(rt: WasmRuntime, ctrlPtr: Ptr, threads: number, workers: Worker[], spinMicros: number) {
+  private constructor(rt: WasmRuntime, ctrlPtr: Ptr, threads: number, workers: PoolThread[], spinMicros: number) {
     this.rt = rt;
     this.ctrlPtr = ctrlPtr;
     this.ctrl = rt.i32(ctrlPtr, CTRL_BYTES / 4);
     this.threads = threads;
     this.workers = workers;
     this.spinMicros = spinMicros;
-    this.exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
+    this.exited = workers.map((w) => w.exited);
     // A forgotten pool must not keep the process alive; close() re-refs them while it waits for their exit.
     for (const w of workers) w.unref();
   }
@@ -205,29 +199,11 @@ export class WorkerPool {
     Atomics.store(this.ctrl, W(CTRL.SEQ), -1); // neither a tag nor the initial 0: wakes every worker
     Atomics.notify(this.ctrl, W(CTRL.SEQ));
     await Promise.all(this.exited);
+    await Promise.all(this.workers.map((w) => w.terminate())); // a Web Worker stays until terminated
   }
 
   /** Make every thread abandon the current list: waits and claims return at once and report the abort. */
   private abort(): void {
     Atomics.store(this.ctrl, W(CTRL.ABORT), 1);
   }
-}
-
-/**
- * The parent's Node options minus those that only make sense for the main script: workers inherit execArgv, and a
- * worker started by `node --input-type=module -e ...` fails on --input-type.
- */
-function workerExecArgv(): string[] {
-  const out: string[] = [];
-  const argv = process.execArgv;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '-e' || a === '--eval' || a === '-p' || a === '--print') {
-      i++; // and its code argument
-      continue;
-    }
-    if (a.startsWith('--input-type') || a.startsWith('--eval=') || a.startsWith('--print=')) continue;
-    out.push(a);
-  }
-  return out;
 }

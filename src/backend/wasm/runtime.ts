@@ -6,8 +6,7 @@
  * all allocated here, so the worker threads (pool.ts), which instantiate the same module on the same memory, see
  * them at the same addresses.
  */
-import { readFile } from 'node:fs/promises';
-import v8 from 'node:v8';
+import { host } from './host-node.js';
 import { JobList } from './jobs.js';
 import { q8Blocks, q8ScaleBytes, q8WeightBytes } from './layout.js';
 
@@ -23,6 +22,8 @@ export interface KernelExports {
   matmul_f32_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_f16_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  /** Workbench variant of matmul_q8_0 (kernels/q8.ts): one row × four tokens for prefill. */
+  matmul_q8_0_r1t4(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0_f32(out: Ptr, x: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_0(qs: Ptr, d: Ptr, src: Ptr, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_act(xq: Ptr, xd: Ptr, x: Ptr, T: number, cols: number): void;
@@ -43,6 +44,10 @@ export interface KernelExports {
   kv_write(pool: Ptr, pageTable: Ptr, slot: number, k: Ptr, v: Ptr, pageTokens: number, headDim: number, rows: number,
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
+  /** Sampling's pass over the vocabulary (kernels/sample.ts, driven by sampling.ts). */
+  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
+  sample_partition(x: Ptr, ids: Ptr, n: number, m: number, sP: number, B: number, keep: Ptr, edge: Ptr, out: Ptr): number;
+  sample_walk(ids: Ptr, gaps: Ptr, w: Ptr, n: number, target: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number, after: number): number;
 }
 
@@ -88,45 +93,17 @@ const MAX_PAGES = 65536;
 const defaultWasmUrl = new URL('./kernels.wasm', import.meta.url);
 const moduleCache = new Map<string, Promise<WebAssembly.Module>>();
 
-/**
- * Compile kernels.wasm once per process (the compiled Module is also what the workers instantiate).
- *
- * V8 normally compiles wasm lazily with its baseline compiler (Liftoff) and tiers hot functions up to TurboFan
- * later; measured here, a matmul stays ~4× slower for its first 50+ calls. So the flags are switched for this one
- * compile to get optimized code for every kernel up front (~50 ms), and switched back for any other module.
- */
+/** Compile kernels.wasm once per process (the compiled Module is also what the workers instantiate). */
 export function loadKernelModule(url: URL = defaultWasmUrl): Promise<WebAssembly.Module> {
   let m = moduleCache.get(url.href);
   if (!m) {
-    m = readFile(url).then(
-      (bytes) => compileOptimized(bytes),
-      (err: unknown) => {
-        moduleCache.delete(url.href);
-        throw new Error(`cannot read the WASM kernels at ${url.pathname}: run \`npm run build\` (build:wasm) first`, { cause: err });
-      },
-    );
+    m = host.compileKernels(url).catch((err: unknown) => {
+      moduleCache.delete(url.href);
+      throw new Error(`cannot load the WASM kernels at ${url.href}: ${(err as Error).message}. In a clone, run \`npm run build\` (build:wasm) first`, { cause: err });
+    });
     moduleCache.set(url.href, m);
   }
   return m;
-}
-
-function compileOptimized(bytes: Uint8Array): WebAssembly.Module {
-  let flagsSet = false;
-  try {
-    v8.setFlagsFromString('--no-liftoff');
-    v8.setFlagsFromString('--no-wasm-lazy-compilation');
-    flagsSet = true;
-  } catch {
-    // A Node that refuses flag changes still works, just with V8's usual tier-up.
-  }
-  try {
-    return new WebAssembly.Module(bytes as Uint8Array<ArrayBuffer>); // synchronous, so no other compile sees the flags
-  } finally {
-    if (flagsSet) {
-      v8.setFlagsFromString('--liftoff');
-      v8.setFlagsFromString('--wasm-lazy-compilation');
-    }
-  }
 }
 
 /**

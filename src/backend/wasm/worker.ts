@@ -1,61 +1,6 @@
-/**
- * A pool worker (see pool.ts for the protocol): instantiates the kernel module on the shared memory, then loops:
- * wait for the next job list (spin, then sleep), help run it (claiming chunks, kernels/jobs.ts). Never returns to its event
- * loop until told to quit, so it needs no message handlers.
- */
+/** A pool thread in Node: a worker_thread that runs the loop (worker-loop.ts) on the init it was started with. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { CTRL, CTRL_MESSAGE_BYTES } from './layout.js';
-import type { KernelExports } from './runtime.js';
 import type { WorkerInit } from './pool.js';
+import { runPoolThread } from './worker-loop.js';
 
-const init = workerData as WorkerInit;
-const instance = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
-const kernels = instance.exports as unknown as KernelExports;
-const ctrl = new Int32Array(init.memory.buffer, init.ctrl, CTRL.MESSAGE / 4);
-const W = (byteOffset: number): number => byteOffset >> 2;
-
-/** Wait until SEQ differs from `seen`; returns the new value. */
-function nextSeq(seen: number): number {
-  const i = W(CTRL.SEQ);
-  const deadline = performance.now() + init.spinMicros / 1000;
-  for (let k = 1; ; k++) {
-    const s = Atomics.load(ctrl, i);
-    if (s !== seen) return s;
-    if ((k & 255) === 0 && performance.now() > deadline) break;
-  }
-  // Sleep. The main thread notifies if SLEEPERS > 0 after bumping SEQ; if it bumped before we registered,
-  // Atomics.wait sees SEQ ≠ seen and returns at once. The timeout only bounds how long a dead main thread is waited on.
-  Atomics.add(ctrl, W(CTRL.SLEEPERS), 1);
-  let s = Atomics.load(ctrl, i);
-  while (s === seen) {
-    Atomics.wait(ctrl, i, seen, 1000);
-    s = Atomics.load(ctrl, i);
-  }
-  Atomics.sub(ctrl, W(CTRL.SLEEPERS), 1);
-  return s;
-}
-
-/** Record the first error's message for the main thread, then make everyone abandon the list. */
-function fail(err: unknown): void {
-  const text = `worker ${init.tid}: ${err instanceof Error ? err.message : String(err)}`;
-  const bytes = new TextEncoder().encode(text).subarray(0, CTRL_MESSAGE_BYTES);
-  if (Atomics.compareExchange(ctrl, W(CTRL.ERROR), 0, -1) === 0) {
-    new Uint8Array(init.memory.buffer, init.ctrl + CTRL.MESSAGE, bytes.length).set(bytes);
-    Atomics.store(ctrl, W(CTRL.ERROR), bytes.length);
-  }
-  Atomics.store(ctrl, W(CTRL.ABORT), 1);
-}
-
-let seen = Atomics.load(ctrl, W(CTRL.SEQ));
-parentPort!.postMessage('ready');
-for (;;) {
-  seen = nextSeq(seen);
-  if (Atomics.load(ctrl, W(CTRL.QUIT)) !== 0) break;
-  try {
-    // LIST and COUNT were stored before SEQ. If a newer list replaced them meanwhile, its counters carry another
-    // tag than `seen`, so this thread claims nothing of it and returns to wait.
-    kernels.run_jobs(Atomics.load(ctrl, W(CTRL.LIST)), Atomics.load(ctrl, W(CTRL.COUNT)), init.tid, init.threads, init.ctrl, seen, -1);
-  } catch (err) {
-    fail(err);
-  }
-}
+runPoolThread(workerData as WorkerInit, () => parentPort!.postMessage('ready'));

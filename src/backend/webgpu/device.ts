@@ -1,9 +1,9 @@
 /**
- * Getting a WebGPU device: `navigator.gpu` in a browser, Dawn's bindings (npm `webgpu`) in Node. Both run the same
- * WGSL. Dawn's `create()` result must stay referenced for the life of the process (Dawn crashes when it is collected),
- * so it is kept in a module variable and never released.
+ * Getting a WebGPU device: `navigator.gpu` in a browser, Dawn's bindings (npm `webgpu`, dawn.ts) in Node. Both run
+ * the same WGSL.
  */
 import { FastgenError } from '../../errors.js';
+import { fallbackGpu } from './dawn.js';
 
 export class GpuUnavailableError extends FastgenError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -34,26 +34,16 @@ const INSTALL_HINT =
   '`export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json`; Debian 12\'s own Mesa 22 is too old for Dawn). ' +
   'In a browser, use one with WebGPU enabled. Or use --backend wasm.';
 
-/** Dawn's GPU object in Node: created once, referenced forever (see the file comment). */
-let dawnGpu: GPU | undefined;
 let contextPromise: Promise<GpuContext> | undefined;
 
 async function gpuEntry(): Promise<GPU> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
-  if (dawnGpu) return dawnGpu;
-  let mod: { create(flags: string[]): GPU; globals: object };
   try {
-    mod = (await import('webgpu')) as typeof mod;
+    return await fallbackGpu();
   } catch (e) {
-    throw new GpuUnavailableError(`the npm package 'webgpu' (Dawn for Node) could not be loaded: ${(e as Error).message}. Run npm install.`, { cause: e });
+    throw new GpuUnavailableError(`${(e as Error).message}. Or use the wasm backend.`, { cause: e });
   }
-  // The GPU* constants (GPUBufferUsage, GPUShaderStage, …) that WebGPU code expects as globals.
-  for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  // Timestamps unquantized: the step-time split (bench --json's gpuSplit) times single dispatches of a few µs, which
-  // Dawn's default 100 µs quantization would round away; they are read only by the benchmark's profiling pass.
-  dawnGpu = mod.create(['disable-dawn-features=timestamp_quantization']);
-  return dawnGpu;
 }
 
 /**
