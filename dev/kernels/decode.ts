@@ -2,6 +2,8 @@
  * Decode speed of the WebGPU backend on a model of a real shape with random weights (or a real checkpoint):
  *   node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 64 [--batch 1] [--cache fastgen] [--json]
  * Batch-1 decode reads every weight once per step, so weight bytes / step time is the bandwidth it reaches.
+ * Variants of measured decisions: --flush-layers N (layers per command buffer; 0: the whole pass in one),
+ * --tiled-from N (token rows from which matrix products take the tiled kernel).
  */
 import { parseArgs } from 'node:util';
 import { PagePool } from '../../src/cache/page-pool.js';
@@ -16,7 +18,7 @@ import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
 const { values } = parseArgs({
   options: {
     synthetic: { type: 'string' }, model: { type: 'string' }, dtype: { type: 'string', default: 'f16' }, prompt: { type: 'string', default: '32' },
-    steps: { type: 'string', default: '64' }, sample: { type: 'string', default: 'gpu' }, batch: { type: 'string', default: '1' }, cache: { type: 'string', default: 'full' }, json: { type: 'boolean', default: false },
+    steps: { type: 'string', default: '64' }, 'flush-layers': { type: 'string' }, 'tiled-from': { type: 'string' }, sample: { type: 'string', default: 'gpu' }, batch: { type: 'string', default: '1' }, cache: { type: 'string', default: 'full' }, json: { type: 'boolean', default: false },
   },
 });
 const kind = values.dtype as WeightKind;
@@ -25,6 +27,8 @@ const backend = values.synthetic
   ? await WebGpuBackend.createSynthetic(SYNTHETIC_CONFIGS[values.synthetic] ?? (() => { throw new Error(`unknown --synthetic ${values.synthetic}; one of ${Object.keys(SYNTHETIC_CONFIGS).join(', ')}`); })(), { dtype: kind })
   : await WebGpuBackend.create(await loadCheckpoint(values.model), { dtype: kind });
 const loadS = (performance.now() - t0) / 1000;
+if (values['flush-layers'] !== undefined) backend.flushLayers = Number(values['flush-layers']) || Number.MAX_SAFE_INTEGER;
+if (values['tiled-from'] !== undefined) backend.ops.tiledFromRows = Number(values['tiled-from']);
 const c = backend.config;
 const pool = new PagePool({ headDim: c.headDim, arena: backend.createArena() });
 const none = new Uint8Array(c.vocabSize);
@@ -52,7 +56,7 @@ for (let s = 0; s < steps; s++) {
 const warm = times.slice(Math.min(4, times.length >> 2)).sort((a, b) => a - b);
 const med = warm[warm.length >> 1];
 const row = {
-  model: c.name, adapter: backend.adapterName, dtype: kind, sample: values.sample, batch: B, prompt: P, steps, cache: values.cache, loadS: +loadS.toFixed(1),
+  model: c.name, adapter: backend.adapterName, dtype: kind, flushLayers: values['flush-layers'] ?? 'default', tiledFrom: values['tiled-from'] ?? 'default', sample: values.sample, batch: B, prompt: P, steps, cache: values.cache, loadS: +loadS.toFixed(1),
   prefillTokS: +((B * P) / prefillS).toFixed(0), stepMs: +med.toFixed(3), decodeTokS: +((1000 * B) / med).toFixed(1),
   weightGB: +(backend.weightBytes / 1e9).toFixed(3), weightGBs: +(backend.weightBytes / (med / 1000) / 1e9).toFixed(0),
   kvBytes: kvs.reduce((s, kv) => s + kv.kvBytes(), 0),

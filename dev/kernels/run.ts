@@ -9,7 +9,8 @@
  *   node dist/dev/kernels/run.js sample [--vocab 32000]                one sequence's token under each sampling rule
  *
  * matvec variants: rows1, rows2, rows4 (default), rows8 — rows per workgroup — each optionally -wg64/-wg128 (threads
- * per workgroup; default: by row length).
+ * per workgroup; default: by row length) and -tb8/-tb16 (tokens per block, default 4). `matmul --tokens N --variant
+ * rows4 --variant tiled` compares the two paths at N rows (GpuOps.tiledFromRows).
  * Shapes are rows x cols of the weight matrix; the defaults cover stories15M (288x288, 768x288, 32000x288) and
  * Llama-2-7B (4096x4096, 11008x4096, 4096x11008, 32000x4096). Bandwidth = weight bytes / time per call.
  */
@@ -83,6 +84,7 @@ async function main(): Promise<void> {
             const parts = variant.split('-');
             ops.matvecRows = Number(parts[0].replace('rows', ''));
             ops.matvecThreads = Number(parts.find((x) => x.startsWith('wg'))?.slice(2) ?? 0);
+            ops.matvecTokens = Number(parts.find((x) => x.startsWith('tb'))?.slice(2) ?? 4);
             ops.matvecSubgroups = !parts.includes('nosg');
           }
           const t = await time(gpu, (enc) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rowsN, false, tiled ? 'tiled' : 'matvec'), reps);

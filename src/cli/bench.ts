@@ -18,8 +18,11 @@ import type { GenerationRequest } from '../generate/request.js';
 import { step } from '../generate/step.js';
 import { formatBytes, table } from '../format.js';
 import { locateDefaultPackage, parsePreloadFiles } from '../model/default-model.js';
-import { choiceArg, newCommand, numberArg, option, outputFileArg, repeatable, runCommand, UsageError } from './args.js';
+import { choiceArg, newCommand, numberArg, option, outputFileArg, repeatable, runCommand, sizeArg, UsageError } from './args.js';
 import { benchSvg } from './bench-svg.js';
+import { formatGpuRows, parsePolicyMix, runGpuBench, type GpuTestSpec } from './bench-gpu.js';
+import { SYNTHETIC_CONFIGS } from '../backend/webgpu/synthetic.js';
+import type { WeightKind } from '../backend/webgpu/wgsl.js';
 
 export interface BenchRow {
   model: string;
@@ -50,12 +53,15 @@ interface TestSpec {
 }
 
 export function parseTest(s: string, contextLength: number): TestSpec {
-  const m = /^(pp|tg|gen|sample)(\d+)(?:@d(\d+))?(?:x(\d+))?$/.exec(s.replace(/\s+/g, ''));
-  if (!m) throw new UsageError(`--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4, gen128, sample128`, '--tests');
+  // The batch may come before or after the depth: tg128x8@d4096 or tg128@d4096x8 (llama-bench writes `tg128 @ d4096`).
+  const m = /^(pp|tg|gen|sample)(\d+)(?:x(\d+))?(?:@d(\d+))?(?:x(\d+))?$/.exec(s.replace(/\s+/g, ''));
+  if (!m || (m[3] !== undefined && m[5] !== undefined)) {
+    throw new UsageError(`--tests: cannot read '${s}'; write e.g. pp128, tg128, tg128@d200, tg64x4, tg128x8@d4096, gen128, sample128`, '--tests');
+  }
   const kind = m[1] as TestSpec['kind'];
   let n = Number(m[2]);
-  const depth = Number(m[3] ?? 0);
-  const batch = Number(m[4] ?? 1);
+  const depth = Number(m[4] ?? 0);
+  const batch = Number(m[3] ?? m[5] ?? 1);
   if (n < 1 || batch < 1) throw new UsageError(`--tests: '${s}' needs at least one token and one sequence`, '--tests');
   if ((kind === 'gen' || kind === 'sample') && batch > 1) throw new UsageError(`--tests: '${s}': generate() runs one sequence`, '--tests');
   // Clamp to the context and say so in the label rather than silently running something else.
@@ -147,6 +153,11 @@ export function benchCli() {
     .addOption(option('--tests <list>', 'comma-separated tests: ppN (prefill N), tgN (decode N), tgN@dD (after a D-token context), tgNxB (B sequences in one batch), genN / sampleN (decode N through generate(), greedy / T=0.8 top-p 0.9) (default pp128,tg128,gen128,sample128,tg128@d200)'))
     .addOption(option('-r, --repetitions <n>', 'measured rounds, after one warm-up round (default 3)', numberArg('--repetitions', { integer: true, min: 1 })))
     .addOption(option('--threads <n>', `worker threads of the wasm backend, 1 to ${MAX_THREADS} (default 2; llama2.c: 1 and 2)`, numberArg('--threads', { integer: true, min: 1, max: MAX_THREADS })))
+    .addOption(option('--synthetic <shape>', `webgpu: random weights of a real model's shape built on the GPU, no file; repeatable: ${Object.keys(SYNTHETIC_CONFIGS).join(', ')}`, repeatable(choiceArg('--synthetic', Object.keys(SYNTHETIC_CONFIGS), 'synthetic shape'))))
+    .addOption(option('--policy-mix <spec>', "--synthetic: FastGen's per-head policies for the fastgen rows, as policy=share,… (e.g. full=0.4,local@0.3=0.3,special+frequent@0.1+local@0.2=0.3) or 'stories15m-t0.95' (default: the mix FastGen chose on stories15M at T=0.95)"))
+    .addOption(option('--context <n>', "--synthetic: the model's context length (default: the shape's; deeper tests need more)", numberArg('--context', { integer: true, min: 2, max: 1 << 20 })))
+    .addOption(option('--kv-budget <size>', '--synthetic: also a memory-budget run per tg test: with this KV budget, how many of its xB sequences the server\'s admission admits under each cache, and their throughput', sizeArg('--kv-budget')))
+    .addOption(option('--budget-tests <list>', '--kv-budget: the tests of the memory-budget run, tgN@dDxB (B sequences offered) (default: the tg tests with a depth)'))
     .addOption(option('--json', 'print the rows (with every sample) as JSON'))
     .addOption(option('--svg <file>', 'also draw the table as bars', outputFileArg('--svg')))
     .addOption(option('--llama2c <run>', "a compiled llama2.c `run` (legacy format, e.g. gcc -Ofast -march=native -fopenmp run.c), measured on the default model in the same rounds as a tg255 row, with each decode row's ratio to it"));
@@ -166,6 +177,10 @@ export function benchCommand(args: string[]): Promise<number> {
 }
 
 async function bench(v: Record<string, any>): Promise<number> {
+  if (v.synthetic) return benchSynthetic(v);
+  for (const flag of ['policyMix', 'context', 'kvBudget', 'budgetTests'] as const) {
+    if (v[flag] !== undefined) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --synthetic runs only`, `--${flag}`);
+  }
   const reps: number = v.repetitions ?? 3;
   const recovery: number = v.recovery ?? 0.95;
   const threads: number | undefined = v.threads;
@@ -277,6 +292,44 @@ async function bench(v: Record<string, any>): Promise<number> {
     for (const c of versus) console.log(`  ${c.row}: ${c.ratio.toFixed(2)}×${c.meaningful ? '' : '  (not meaningful: spread too large)'}`);
   }
   console.log(`\n${machineLine()}`);
+  return 0;
+}
+
+/** `bench --synthetic`: the WebGPU backend on random weights of real shapes (bench-gpu.ts). */
+async function benchSynthetic(v: Record<string, any>): Promise<number> {
+  const bad = (flag: string, why: string): never => { throw new UsageError(`--synthetic: ${flag} ${why}`, flag); };
+  if (v.model) bad('--model', 'does not apply (the weights are random, of the named shape)');
+  if (v.backend && v.backend.some((b: string) => b !== 'webgpu')) bad('--backend', 'must be webgpu (synthetic models are built on the GPU)');
+  if (v.kvDtype && v.kvDtype.some((d: string) => d !== 'f32')) bad('--kv-dtype', 'f16 is not measured in synthetic runs yet (the WebGPU cache is f32)');
+  if (v.llama2c) bad('--llama2c', 'compares the default model on the CPU; run it without --synthetic');
+  if (v.threads) bad('--threads', 'applies to the wasm backend');
+  if (v.svg) bad('--svg', 'is not drawn for synthetic runs; use --json (scripts/gpu-bench.sh plots it)');
+  const caches: string[] = v.cache ?? ['full', 'fastgen'];
+  for (const c of caches) if (c === 'snapkv') bad('--cache', 'snapkv selects from the prompt\'s attention, which random weights and a filled context do not have');
+  const mix = parsePolicyMix(v.policyMix);
+  const testNames: string[] = (v.tests ?? 'pp512,tg128,tg128@d2048').split(',').filter(Boolean);
+  // ppN and tgN (with depth and batch) only: genN / sampleN time generate() on a real model.
+  const gpuTest = (t: TestSpec): GpuTestSpec => {
+    if (t.kind !== 'pp' && t.kind !== 'tg') bad('--tests', `'${t.label}': synthetic runs measure ppN and tgN tests (generate() needs a real model and tokenizer)`);
+    return t as GpuTestSpec;
+  };
+  const tests = testNames.map((t) => gpuTest(parseTest(t, Number.POSITIVE_INFINITY)));
+  const dtypes = (v.dtype ?? ['f16']) as WeightKind[];
+  if (v.budgetTests !== undefined && v.kvBudget === undefined) bad('--budget-tests', 'needs --kv-budget');
+  const budgetTests = v.budgetTests === undefined ? undefined : (v.budgetTests as string).split(',').filter(Boolean).map((t) => gpuTest(parseTest(t, Number.POSITIVE_INFINITY)));
+  for (const t of budgetTests ?? []) if (t.kind !== 'tg' || t.depth === 0) bad('--budget-tests', `'${t.label}' is not a tgN@dDxB test (a budget run decodes sequences of a given depth)`);
+  const log = (line: string) => { if (!v.json) process.stderr.write(`${line}\n`); };
+  const { WebGpuBackend } = await import('../backend/webgpu/backend.js');
+  const { rows, notes } = await runGpuBench({
+    shapes: v.synthetic, configs: SYNTHETIC_CONFIGS, dtypes, caches, tests, reps: v.repetitions ?? 3, mix, kvBudgetBytes: v.kvBudget, budgetTests, context: v.context, log,
+    create: (config, dtype) => WebGpuBackend.createSynthetic(config, { dtype }),
+  });
+  if (v.json) {
+    console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), adapter: rows[0]?.adapter, notes, policyMix: mix, rows }, null, 2));
+  } else {
+    console.log(formatGpuRows(rows, notes));
+    console.log(`\n${rows[0]?.adapter ?? ''} · ${machineLine()}`);
+  }
   return 0;
 }
 

@@ -68,6 +68,36 @@ export function reservedTokensPerHead(cache: ResolvedCacheOptions, promptLength:
   return kept === undefined ? Math.ceil(prior * finalLength) : Math.min(finalLength, kept + 1);
 }
 
+/**
+ * Pool pages a started request is expected to hold at `finalLength` tokens: each head projected to the end at its own
+ * keep rate so far, never beyond one slot per token (admission's reservation for a request that has run).
+ */
+export function projectedPages(kv: Pick<SequenceKv, 'seqLength' | 'stores'>, finalLength: number, pageTokens: number): number {
+  const n = kv.seqLength;
+  const remaining = Math.max(0, finalLength - n);
+  let pages = 0;
+  for (const st of kv.stores) {
+    const projected = Math.min(finalLength, st.length + remaining, Math.ceil((st.length * finalLength) / n));
+    pages += Math.ceil(projected / pageTokens);
+  }
+  return pages;
+}
+
+/** Pages a forward of n more tokens allocates: one per head whose last page fills up (the whole prompt's, from empty). */
+export function newPages(kv: Pick<SequenceKv, 'stores'>, n: number, pageTokens: number): number {
+  let pages = 0;
+  for (const st of kv.stores) pages += Math.ceil((st.length + n) / pageTokens) - Math.ceil(st.length / pageTokens);
+  return pages;
+}
+
+/**
+ * The admission rule: a request joins when its reservation plus the growth the running requests still expect fits the
+ * free pages, and its prefill plus the pages this step allocates for the others fits them right now.
+ */
+export function admits(a: { need: number; growth: number; prefill: number; stepNeeds: number; free: number }): boolean {
+  return a.need + a.growth <= a.free && a.prefill + a.stepNeeds <= a.free;
+}
+
 export class SchedulerRejectError extends Error {
   constructor(
     readonly reason: RejectReason,
@@ -456,11 +486,7 @@ export class Scheduler {
   private stepNeed(j: Job): number {
     // A choice resumed from a forked prefill samples its first token without a forward pass.
     if (j.req.done || j.req.pendingLogits !== undefined) return 0;
-    const pt = this.pool.pageTokens;
-    const n = j.req.input().length;
-    let pages = 0;
-    for (const st of j.req.kv.stores) pages += Math.ceil((st.length + n) / pt) - Math.ceil(st.length / pt);
-    return pages;
+    return newPages(j.req.kv, j.req.input().length, this.pool.pageTokens);
   }
 
   private finalLength(j: Job): number {
@@ -476,12 +502,7 @@ export class Scheduler {
     if (kv.seqLength === 0) {
       pages = this.heads * Math.ceil(reservedTokensPerHead(j.cache, j.promptIds.length, finalLen, this.fastgenPriorValue) / pt);
     } else {
-      const n = kv.seqLength;
-      const remaining = Math.max(0, finalLen - n);
-      for (const st of kv.stores) {
-        const projected = Math.min(finalLen, st.length + remaining, Math.ceil((st.length * finalLen) / n));
-        pages += Math.ceil(projected / pt);
-      }
+      pages = projectedPages(kv, finalLen, pt);
     }
     return Math.max(pages, this.held(j));
   }
@@ -506,7 +527,7 @@ export class Scheduler {
       }
       const need = this.reservation(j);
       const prefill = this.stepNeed(j);
-      const fits = need + growth <= free && prefill + stepNeeds <= free;
+      const fits = admits({ need, growth, prefill, stepNeeds, free });
       if (!fits) {
         if (this.running.length > 0) return; // FIFO: wait for memory to free up
         if (prefill > free) {

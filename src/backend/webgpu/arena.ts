@@ -16,7 +16,7 @@ import type { KvArena, PagePool } from '../../cache/page-pool.js';
 import type { SequenceKv } from '../../cache/sequence-kv.js';
 import { StepEncoder, type GpuDevice } from './encoder.js';
 import { GpuOps } from './ops.js';
-import { MAX_KV_PARTS, type CacheShape } from './wgsl-cache.js';
+import { maxKvParts, type CacheShape } from './wgsl-cache.js';
 
 export class GpuKvArena implements KvArena {
   readonly floats = new Float32Array(0);
@@ -77,6 +77,22 @@ export class GpuKvArena implements KvArena {
     return { parts: this.kv.length, pagesPerPart: this.pagesPerPart, pageTokens: this.pageTokens, headDim: this.headDim, half: this.half };
   }
 
+  /** Bytes of GPU memory this arena holds now: KV pages (allocated ahead of the pool's use), slot metadata, scores, tables. */
+  get gpuBytes(): number {
+    return this.kv.reduce((n, b) => n + b.size, 0) + (this.meta?.size ?? 0) + (this.scores?.size ?? 0) + (this.tables?.size ?? 0);
+  }
+
+  /** Free the GPU memory (the pool must hold no page any more: a benchmark's throw-away pool). */
+  destroy(): void {
+    for (const b of [...this.kv, this.meta, this.scores, this.tables]) b?.destroy();
+    this.kv = [];
+    this.meta = this.scores = this.tables = undefined;
+    this.capacityPages = 0;
+    this.seqSlots = 0;
+    this.slotOf.clear();
+    this.shadow = [];
+  }
+
   get tableStride(): number {
     return this.maxPages;
   }
@@ -96,11 +112,13 @@ export class GpuKvArena implements KvArena {
     const pageWords = pool.pageBytes / 4;
     const needed = Math.ceil(this.words / pageWords);
     if (needed <= this.capacityPages) return this.runCopies();
-    const grown = Math.max(needed, Math.min(2 * this.capacityPages, needed + 4096));
-    const parts = Math.ceil(grown / this.pagesPerPart);
-    if (parts > MAX_KV_PARTS) {
-      throw new FastgenError('GPU_OUT_OF_MEMORY', `the KV cache would need ${grown} pages (${grown * pool.pageBytes} bytes), more than the ${MAX_KV_PARTS} storage bindings of ${this.pagesPerPart * pool.pageBytes} bytes this backend binds; set a KV budget (--kv-budget) or use a compressing cache policy`);
+    const maxParts = maxKvParts(this.gpu.ctx.maxStorageBuffers);
+    if (Math.ceil(needed / this.pagesPerPart) > maxParts) {
+      throw new FastgenError('GPU_OUT_OF_MEMORY', `the KV cache would need ${needed} pages (${needed * pool.pageBytes} bytes), more than the ${maxParts} storage bindings of ${this.pagesPerPart * pool.pageBytes} bytes this backend binds; set a KV budget (--kv-budget) or use a compressing cache policy`);
     }
+    // Grow ahead (doubling, at most 4096 pages more), within what the kernels can bind.
+    const grown = Math.min(Math.max(needed, Math.min(2 * this.capacityPages, needed + 4096)), maxParts * this.pagesPerPart);
+    const parts = Math.ceil(grown / this.pagesPerPart);
     const enc = this.gpu.device.createCommandEncoder();
     const next: GPUBuffer[] = [];
     for (let i = 0; i < parts; i++) {

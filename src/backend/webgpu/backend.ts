@@ -42,6 +42,8 @@ export interface WebGpuBackendOptions {
   maxRows?: number;
   /** Most sequences one pass holds (default 64). */
   maxItems?: number;
+  /** Layers recorded per command buffer of a pass (default 4): the GPU runs the first while the CPU records the rest. */
+  flushLayers?: number;
 }
 
 interface Layer {
@@ -108,7 +110,6 @@ interface EvictEntry {
   /** Position of the newest token. */
   current: number;
   reportOff: number;
-  reportCap: number;
 }
 
 /** A pass over one layer of one sequence that collects statistics for the policy to decide from on the CPU. */
@@ -184,10 +185,13 @@ export class WebGpuBackend implements Backend {
    */
   lastPass = { dispatches: 0, encodeMs: 0, waitMs: 0, afterMs: 0 };
   private readonly gpu: GpuDevice;
-  private readonly ops: GpuOps;
+  /** The kernels (public for the workbench, which sets their measured variants). */
+  readonly ops: GpuOps;
   private readonly enc: StepEncoder;
   private readonly maxRows: number;
   private readonly maxItems: number;
+  /** See WebGpuBackendOptions.flushLayers (the decode benchmark's --flush-layers variant). */
+  flushLayers: number;
   private readonly act: GPUBuffer;
   private readonly lay: ActLayout;
   private readonly ml: GPUBuffer;
@@ -302,6 +306,7 @@ export class WebGpuBackend implements Backend {
     const fit = Math.floor(gpu.ctx.maxBinding / 4 / perRow);
     this.maxRows = Math.max(1, Math.min(opts.maxRows ?? Math.min(c.maxSeqLen, 512), fit));
     this.maxItems = opts.maxItems ?? 64;
+    this.flushLayers = Math.max(1, opts.flushLayers ?? 4);
     const R = this.maxRows;
     let off = 0;
     const region = (n: number) => { const at = off; off += Math.ceil(n / 64) * 64; return at; };
@@ -318,6 +323,94 @@ export class WebGpuBackend implements Backend {
     this.part = new Growable(gpu, 'attention partials');
     this.work = new Growable(gpu, 'eviction scratch');
     this.report = new Growable(gpu, 'eviction reports');
+  }
+
+  /**
+   * Run `pass` (one forward or forwardGreedy of decode shape) with its GPU time taken per dispatch: each dispatch in a
+   * compute pass of its own between timestamps, so the sum leaves out the gaps between dispatches. For the
+   * benchmark's split of a step (weights, attention, cache policy); undefined where the device has no timestamp-query.
+   */
+  async timedPass<T>(pass: () => Promise<T>): Promise<{ result: T; dispatches?: { key: string; ns: number }[] }> {
+    this.enc.lastProfile = undefined;
+    this.enc.profile = true;
+    try {
+      const result = await pass();
+      return { result, dispatches: await this.enc.lastProfile };
+    } finally {
+      this.enc.profile = false;
+    }
+  }
+
+  /**
+   * Context without a prefill, for speed runs at depth (the benchmark's `@ dD`): `depth` filler tokens go into each
+   * empty sequence's cache through the same pool, page tables and byte counts as a prompt pass, and one kernel writes
+   * pseudo-random keys and values (and positions) into their slots — no attention runs. A sequence whose policy evicts
+   * applies its keep rules once on the CPU first, as at the end of a prompt of that length (with zero scores), and
+   * only the kept slots are written. A policy that decides from the prompt's attention statistics (fastgen, snapkv)
+   * cannot start from a filled context: it is refused.
+   */
+  async fillContext(items: readonly { kv: SequenceKv; depth: number }[], seed = 1): Promise<void> {
+    const c = this.config;
+    if (items.length === 0) return;
+    const arena = items[0].kv.pool.arena;
+    if (!(arena instanceof GpuKvArena) || items.some((it) => it.kv.pool.arena !== arena)) throw new Error('internal: fillContext needs sequences of one GPU arena');
+    for (const { kv, depth } of items) {
+      if (kv.seqLength !== 0) throw new Error('internal: fillContext starts from an empty sequence');
+      if (!Number.isInteger(depth) || depth < 1 || depth >= c.maxSeqLen) {
+        throw new InvalidOptionError(`a context of ${depth} tokens does not fit the model's ${c.maxSeqLen}-token context with room to decode`, 'depth');
+      }
+      if (kv.needs(0, depth).stats) {
+        throw new InvalidOptionError(`cache policy '${kv.options.policy}' decides from the prompt's attention, which a filled context does not have; give the heads their policies directly (a policy mix)`, 'cache');
+      }
+      const filler = Array.from({ length: depth }, (_, i) => 3 + ((i * 7919) % Math.max(1, c.vocabSize - 3)));
+      for (let l = 0; l < c.nLayers; l++) {
+        kv.reserveLayer(l, depth, 0, filler);
+        if (kv.evicts) kv.policy.afterAttention(kv, { layer: l, n: depth, startPos: 0 });
+      }
+      kv.advance(depth);
+    }
+    await arena.sync(items[0].kv.pool);
+    const seqSlots = await arena.slots(items.map((it) => it.kv));
+    const shape = arena.shape();
+    // Entries (8 words) after the position lists of heads whose slots do not hold positions 0, 1, 2, … in order.
+    const P = new U32List();
+    const entries: number[][] = [];
+    let maxSlots = 0;
+    items.forEach(({ kv }, i) => {
+      for (let l = 0; l < c.nLayers; l++) {
+        for (let h = 0; h < c.nKvHeads; h++) {
+          const st = kv.store(l, h);
+          const pos = st.positions.subarray(0, st.length);
+          let identity = true;
+          for (let s = 0; s < pos.length && identity; s++) identity = pos[s] === s;
+          let posOff = 0xffffffff;
+          if (!identity) { posOff = P.take(pos.length); P.data.set(pos, posOff); }
+          entries.push([seqSlots[i], l, h, st.length, posOff, 0, 0, 0]);
+          maxSlots = Math.max(maxSlots, st.length);
+        }
+      }
+    });
+    const entryOff = P.length;
+    for (const e of entries) P.push(...e);
+    const pass = await this.gpu.buffer(P.length * 4, 'context fill', P.data.subarray(0, P.length));
+    const b = { pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, kv: arena.kv };
+    for (let at = 0; at < entries.length; at += 65535) {
+      const count = Math.min(65535, entries.length - at);
+      this.ops.kvFill(this.enc, shape, b, { nLayers: c.nLayers, nKvHeads: c.nKvHeads, maxPages: arena.tableStride, entryOff: entryOff + 8 * at }, count, maxSlots, seed);
+    }
+    this.enc.submit();
+    await this.gpu.device.queue.onSubmittedWorkDone();
+    pass.destroy();
+  }
+
+  /** Bytes of GPU memory the arena of `pool` holds now (KV pages allocated ahead of use included, tables, metadata). */
+  arenaBytes(arena: KvArena): number {
+    return arena instanceof GpuKvArena ? arena.gpuBytes : 0;
+  }
+
+  /** Free an arena's GPU memory once its pool holds no page (a benchmark's throw-away pool). */
+  destroyArena(arena: KvArena): void {
+    if (arena instanceof GpuKvArena) arena.destroy();
   }
 
   createArena(): KvArena {
@@ -510,8 +603,9 @@ export class WebGpuBackend implements Backend {
           apply: (layer, h, policy, current) => {
             if (policy.full) return;
             const total = kv.store(layer, h).length;
-            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords, reportCap: Math.min(total, 2 * n + 8) });
-            reportWords += Math.min(total, 2 * n + 8) + 2;
+            // Report: new length, evicted count, a bit per slot (evictWgsl).
+            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords });
+            reportWords += 2 + Math.ceil(total / 32);
           },
         };
         kv.policy.afterAttention(recorder, { layer: l, n, startPos: starts[i] });
@@ -524,7 +618,7 @@ export class WebGpuBackend implements Backend {
       for (const e of evicts[l]) {
         const rule = keepRule(e.policy, e.current + 1);
         works.push(workWords);
-        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, e.reportCap, workWords, 0);
+        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, 0, workWords, 0);
         workWords += 4 * e.n + 1;
       }
       movesOff.push(P.length);
@@ -557,8 +651,8 @@ export class WebGpuBackend implements Backend {
       ops.embed(enc, A, pass, this.w.embedding, T, tokOff + ch.r0, lay.x);
       for (let l = 0; l < L; l++) {
         const W = this.w.layers[l];
-        ops.rmsnorm(enc, A, W.attnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-        ops.matmul(enc, A, W.wqkv, T, lay.xb, c.dim, lay.qkv, qkvDim);
+        // RMSNorm fused into the matrix product that reads its output (the tiled path normalises into xb first).
+        ops.matmul(enc, A, W.wqkv, T, lay.x, c.dim, lay.qkv, qkvDim, false, undefined, { norm: W.attnNorm, eps, scratchOff: lay.xb });
         if (W.bqkv) ops.bias(enc, A, W.bqkv, T, qkvDim, lay.qkv, qkvDim);
         if (W.qNorm) ops.rmsnorm(enc, A, W.qNorm, T * c.nHeads, hd, lay.qkv, qkvDim, lay.qkv, qkvDim, eps, c.nHeads);
         if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
@@ -573,17 +667,17 @@ export class WebGpuBackend implements Backend {
           ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
         }
         ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
-        ops.rmsnorm(enc, A, W.ffnNorm, T, c.dim, lay.x, c.dim, lay.xb, c.dim, eps);
-        ops.matmul(enc, A, W.wGateUp, T, lay.xb, c.dim, lay.hb, 2 * c.hiddenDim);
-        ops.swiglu(enc, A, T, c.hiddenDim, lay.hb, lay.hb + c.hiddenDim, 2 * c.hiddenDim);
-        ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true);
+        ops.matmul(enc, A, W.wGateUp, T, lay.x, c.dim, lay.hb, 2 * c.hiddenDim, false, undefined, { norm: W.ffnNorm, eps, scratchOff: lay.xb });
+        // SwiGLU fused into Wdown's input.
+        ops.matmul(enc, A, W.wDown, T, lay.hb, 2 * c.hiddenDim, lay.x, c.dim, true, undefined, { upOff: c.hiddenDim });
+        // Let the GPU start on these layers while the next are recorded.
+        if ((l + 1) % this.flushLayers === 0 && l + 1 < L) enc.flush();
       }
     }
     const nw = wanted.length;
     if (nw > 0) {
       ops.gatherRows(enc, A, pass, nw, c.dim, lay.x, lay.lrows, wantedOff);
-      ops.rmsnorm(enc, A, this.w.finalNorm, nw, c.dim, lay.lrows, c.dim, lay.lrows, c.dim, eps);
-      ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize);
+      ops.matmul(enc, A, this.w.lmHead, nw, lay.lrows, c.dim, lay.logits, c.vocabSize, false, undefined, { norm: this.w.finalNorm, eps, scratchOff: lay.lrows });
       if (greedy) ops.argmax(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, nw, c.vocabSize, 0, 0);
       if (sampledRows.length > 0) {
         ops.sample(enc, { buffer: A, offset: lay.logits * 4, size: nw * c.vocabSize * 4 }, this.tokensOut, pass, sampledRows.length, c.vocabSize, 0, 0, sampleParOff);
@@ -627,10 +721,17 @@ export class WebGpuBackend implements Backend {
         const newLen = reports[e.reportOff];
         const evicted = reports[e.reportOff + 1];
         if (evicted === 0) continue;
-        if (evicted > e.reportCap || st.length !== e.n) throw new Error(`internal: eviction report of ${evicted} slots (room for ${e.reportCap}) for a head of ${st.length}`);
-        const keep = new Uint8Array(st.length).fill(1);
-        for (let j = 0; j < evicted; j++) keep[reports[e.reportOff + 2 + j]] = 0;
-        st.retain(keep);
+        if (st.length !== e.n) throw new Error(`internal: eviction report for a head of ${e.n} slots, the CPU holds ${st.length}`);
+        // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot (a
+        // step evicts a few of a head's thousands of slots, and a 7B batch has thousands of heads).
+        for (let w = Math.ceil(e.n / 32) - 1; w >= 0; w--) {
+          let bits = reports[e.reportOff + 2 + w];
+          while (bits !== 0) {
+            const b = 31 - Math.clz32(bits);
+            bits &= ~(1 << b);
+            st.evict(w * 32 + b);
+          }
+        }
         if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
       }
     }

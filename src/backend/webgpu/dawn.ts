@@ -17,6 +17,8 @@ export async function fallbackGpu(): Promise<GPU> {
   }
   // The GPU* constants (GPUBufferUsage, GPUShaderStage, …) that WebGPU code expects as globals.
   for (const [k, v] of Object.entries(mod.globals)) if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
-  dawnGpu = mod.create([]);
+  // Timestamps unquantized: the benchmark's step split (bench --synthetic) times single dispatches of a few µs, which
+  // Dawn's default 100 µs quantization would round away; only its profiling pass reads them.
+  dawnGpu = mod.create(['disable-dawn-features=timestamp_quantization']);
   return dawnGpu;
 }

@@ -22,6 +22,10 @@ export interface GpuContext {
   maxBuffer: number;
   /** Whether `subgroups` is enabled (the reductions use subgroupAdd when it is). */
   subgroups: boolean;
+  /** Storage buffers one kernel may bind (the KV cache's parts are bound side by side). */
+  maxStorageBuffers: number;
+  /** Whether `timestamp-query` is enabled (the benchmark's per-dispatch GPU times). */
+  timestamps: boolean;
 }
 
 const INSTALL_HINT =
@@ -85,6 +89,8 @@ async function openContext(): Promise<GpuContext> {
     maxBinding: Math.floor(lim.maxStorageBufferBindingSize / 4) * 4,
     maxBuffer: lim.maxBufferSize,
     subgroups,
+    maxStorageBuffers: lim.maxStorageBuffersPerShaderStage,
+    timestamps: requiredFeatures.includes('timestamp-query'),
   };
 }
 

@@ -95,6 +95,16 @@ export class StepEncoder {
   /** Per parameter slot: the last bind group created there and what it binds. */
   private lastSig: { sig: Op['sig']; group: GPUBindGroup }[] = [];
   private ops: Op[] = [];
+  /** Slots used by this step's flushed dispatches (see flush). */
+  private slotBase = 0;
+  /**
+   * Set before a submit to time it (the next submit only): every dispatch then gets a compute pass of its own with
+   * timestamps at both ends (slower than the one-pass step, so only for a benchmark's split of where the GPU time
+   * goes). Without timestamp-query the submit runs untimed and lastProfile is left unset.
+   */
+  profile = false;
+  /** The last profiled submit's dispatches: key and GPU nanoseconds each, once the GPU has finished. */
+  lastProfile?: Promise<{ key: string; ns: number }[]>;
 
   constructor(private readonly gpu: GpuDevice, slots = 1024) {
     this.paramBytes = new ArrayBuffer(slots * SLOT_BYTES);
@@ -104,13 +114,27 @@ export class StepEncoder {
     this.uniform = this.newUniform(slots);
   }
 
+  /** Dispatches recorded in this step (flushed ones included). */
   get count(): number {
-    return this.ops.length;
+    return this.slotBase + this.ops.length;
+  }
+
+  /**
+   * Submit what is recorded so far as a command buffer of its own and go on recording the same step: the GPU starts on
+   * the first layers while the CPU records the next (a 7B step's recording took as long as half its GPU time, run 3).
+   * Slots keep counting across flushes, so a step shaped like the last one still reuses every bind group. No-op while
+   * profiling (the timed submit must see the whole step).
+   */
+  flush(): void {
+    if (this.profile || this.ops.length === 0) return;
+    this.encodeAndSubmit();
+    this.slotBase += this.ops.length;
+    this.ops = [];
   }
 
   /** Record one dispatch: storage bindings 1.. in order (or at explicit binding numbers), parameters, grid. */
   dispatch(pipeline: GPUComputePipeline, key: string, bindings: (Binding | [number, Binding])[], params: Param[], x: number, y = 1, z = 1): void {
-    const slot = this.ops.length;
+    const slot = this.slotBase + this.ops.length;
     if ((slot + 1) * SLOT_BYTES > this.paramBytes.byteLength) {
       const bytes = new ArrayBuffer(this.paramBytes.byteLength * 2);
       new Uint8Array(bytes).set(new Uint8Array(this.paramBytes));
@@ -144,17 +168,27 @@ export class StepEncoder {
    * and submit.
    */
   submit(after?: (enc: GPUCommandEncoder) => void): void {
+    this.encodeAndSubmit(after);
+    this.slotBase = 0;
+    this.ops = [];
+  }
+
+  private encodeAndSubmit(after?: (enc: GPUCommandEncoder) => void): void {
     const dev = this.gpu.device;
-    if (this.ops.length > this.uniformSlots) {
+    const end = this.slotBase + this.ops.length;
+    if (end > this.uniformSlots) {
+      // Earlier flushes of this step hold groups of the old buffer: it is released once their work is done.
       this.uniform.destroy();
       this.uniformSlots = this.paramBytes.byteLength / SLOT_BYTES;
       this.uniform = this.newUniform(this.uniformSlots);
       this.lastSig = []; // their groups point at the old uniform buffer
       for (const op of this.ops) op.group = undefined;
     }
-    if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, 0, this.paramBytes, 0, this.ops.length * SLOT_BYTES);
+    if (this.ops.length > 0) dev.queue.writeBuffer(this.uniform, this.slotBase * SLOT_BYTES, this.paramBytes, this.slotBase * SLOT_BYTES, this.ops.length * SLOT_BYTES);
     const enc = dev.createCommandEncoder();
-    if (this.ops.length > 0) {
+    const timed = this.profile && this.gpu.ctx.timestamps && this.ops.length > 0;
+    const readTimes = timed ? this.encodeTimed(enc) : undefined;
+    if (!timed && this.ops.length > 0) {
       const pass = enc.beginComputePass();
       for (const op of this.ops) {
         pass.setPipeline(op.pipeline);
@@ -165,7 +199,35 @@ export class StepEncoder {
     }
     after?.(enc);
     dev.queue.submit([enc.finish()]);
-    this.ops = [];
+    if (readTimes) this.lastProfile = readTimes();
+    if (timed) this.profile = false;
+  }
+
+  /** Each dispatch in its own pass between two timestamps; returns the read of the times, to start after the submit. */
+  private encodeTimed(enc: GPUCommandEncoder): () => Promise<{ key: string; ns: number }[]> {
+    const dev = this.gpu.device;
+    const n = this.ops.length;
+    const querySet = dev.createQuerySet({ type: 'timestamp', count: 2 * n });
+    const resolve = dev.createBuffer({ size: 16 * n, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    const back = dev.createBuffer({ size: 16 * n, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    this.ops.forEach((op, i) => {
+      const pass = enc.beginComputePass({ timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(op.pipeline);
+      pass.setBindGroup(0, this.bindGroup(op));
+      pass.dispatchWorkgroups(op.x, op.y, op.z);
+      pass.end();
+    });
+    enc.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+    enc.copyBufferToBuffer(resolve, 0, back, 0, 16 * n);
+    const keys = this.ops.map((op) => op.key);
+    return async () => {
+      await back.mapAsync(GPUMapMode.READ);
+      const t = new BigUint64Array(back.getMappedRange().slice(0));
+      back.unmap();
+      for (const b of [back, resolve]) b.destroy();
+      querySet.destroy();
+      return keys.map((key, i) => ({ key, ns: t[2 * i + 1] > t[2 * i] ? Number(t[2 * i + 1] - t[2 * i]) : 0 }));
+    };
   }
 
   private bindGroup(op: Op): GPUBindGroup {

@@ -7,13 +7,18 @@
 import { FastgenError } from '../../errors.js';
 import { f32ToF16 } from '../../half.js';
 import { quantizeQ8_0 } from '../wasm/reference-extra.js';
-import { f32, grid, type Binding, type GpuDevice, type StepEncoder } from './encoder.js';
+import { f32, grid, StepEncoder, type Binding, type GpuDevice } from './encoder.js';
 import {
-  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
+  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
-import { applyMovesWgsl, attentionCombineWgsl, copyPagesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, evictWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape } from './wgsl-cache.js';
+import {
+  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
+} from './wgsl-cache.js';
+
+/** The step a matrix product fuses before it (GpuOps.matmul). */
+export type MatmulInput = { norm: GPUBuffer; eps: number; scratchOff: number } | { upOff: number };
 
 /** One row range of a weight matrix in its own buffer(s). */
 export interface MatrixPart {
@@ -56,11 +61,19 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
-const SMALL_ROWS = 8;
 
 export class GpuOps {
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` variants). */
   matvecRows = 4;
+  /** Tokens per block of the matrix × vector kernel (variant suffix `-tb8`, …): its rows are re-read once per block. */
+  matvecTokens = 4;
+  /**
+   * Token rows from which a matrix product takes the tiled kernel instead of the matrix × vector one (workbench:
+   * `run.js matmul --tokens N --variant rows4 --variant tiled`). Up to 32 rows the matrix × vector kernel re-reads each
+   * workgroup's rows from cache per block of tokens; the tiled kernel's 64-row tiles leave most of the GPU idle there
+   * (7B batch 16: 152 ms a step through it in H200 run 3).
+   */
+  tiledFromRows = 33;
   /**
    * Threads per workgroup of the matrix × vector kernel (variants `…-wg32`, `…-wg64`, …); 0 = by row length: short
    * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
@@ -71,6 +84,8 @@ export class GpuOps {
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
   private readonly placeholder: Promise<GPUBuffer>;
+  /** Records the random-weight fills of synthetic models (randomMatrix). */
+  private fillEncoder?: StepEncoder;
 
   constructor(readonly gpu: GpuDevice) {
     this.placeholder = gpu.buffer(16, 'placeholder');
@@ -103,24 +118,32 @@ export class GpuOps {
     const rowWords = rowWordsOf(kind, cols);
     const perPart = Math.floor(this.gpu.ctx.maxBinding / (rowWords * 4));
     const parts: MatrixPart[] = [];
-    let x = (seed * 2654435761) >>> 0 || 1;
-    const next = () => { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; return x >>> 0; };
     const scale = 1 / Math.sqrt(cols);
     // Random sign and mantissa bits under a fixed exponent near log2(scale): magnitudes in [scale/2, 2·scale).
     const e = Math.round(Math.log2(scale)) - 1;
-    const halfExp = ((e + 15) << 10) | ((e + 15) << 26);
-    const f32Exp = (e + 127) << 23;
+    const fill = {
+      f32: { mask: 0x807fffff, bits: (e + 127) << 23 },
+      f16: { mask: 0x83ff83ff, bits: ((e + 15) << 10) | ((e + 15) << 26) },
+      q8_0: { mask: 0xffffffff, bits: 0 },
+    }[kind];
+    const enc = (this.fillEncoder ??= new StepEncoder(this.gpu));
+    const pl = this.gpu.pipeline('random-words', () => randomWordsWgsl);
+    const words = (buf: GPUBuffer, count: number, mask: number, bits: number, salt: number) =>
+      enc.dispatch(pl, 'random-words', [buf], [count, (Math.imul(seed, 0x9e3779b9) + salt) >>> 0, mask >>> 0, bits >>> 0], ...grid(Math.ceil(count / 256)));
     let bytes = 0;
     for (let r0 = 0; r0 < rows; r0 += perPart) {
       const n = Math.min(perPart, rows - r0);
-      const words = new Uint32Array(n * rowWords);
-      if (kind === 'f32') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x807fffff) | f32Exp) >>> 0;
-      else if (kind === 'f16') for (let i = 0; i < words.length; i++) words[i] = ((next() & 0x83ff83ff) | halfExp) >>> 0;
-      else for (let i = 0; i < words.length; i++) words[i] = next();
-      const w = await this.gpu.buffer(words.byteLength, what, words);
+      const w = await this.gpu.buffer(n * rowWords * 4, what);
+      words(w, n * rowWords, fill.mask, fill.bits, r0);
       let d = await this.placeholder;
-      if (kind === 'q8_0') d = await this.gpu.buffer(n * (rowWords / 8) * 4, `${what} scales`, new Float32Array(n * (rowWords / 8)).fill(scale / 64));
-      bytes += words.byteLength + (kind === 'q8_0' ? n * (rowWords / 8) * 4 : 0);
+      if (kind === 'q8_0') {
+        const blocks = n * (rowWords / 8);
+        d = await this.gpu.buffer(blocks * 4, `${what} scales`);
+        words(d, blocks, 0, new Uint32Array(Float32Array.of(scale / 64).buffer)[0], 0);
+        bytes += blocks * 4;
+      }
+      enc.submit();
+      bytes += n * rowWords * 4;
       parts.push({ rowLo: r0, rows: n, w, d });
     }
     return { kind, rows, cols, rowWords, parts, bytes };
@@ -137,20 +160,33 @@ export class GpuOps {
 
   /**
    * out[t, r] (+)= Σ_c W[r, c] · x[t, c]: x at act[xOff + t·xStride], out at act[outOff + t·outStride]. A few rows
-   * (decode) use the matrix × vector kernel, more (prefill) the tiled one.
+   * (decode) use the matrix × vector kernel, more (prefill) the tiled one. `input` fuses the step before: x ← RMSNorm(x)
+   * with weight `norm` (the tiled path normalises into act[scratchOff …] first), or x ← silu(x) · x[upOff …] (SwiGLU;
+   * the tiled path applies it in place first).
    */
   matmul(enc: StepEncoder, act: GPUBuffer, m: GpuMatrix, T: number, xOff: number, xStride: number, outOff: number, outStride: number,
-    accumulate = false, variant?: 'matvec' | 'tiled'): void {
-    const tiled = variant ? variant === 'tiled' : T > SMALL_ROWS;
+    accumulate = false, variant?: 'matvec' | 'tiled', input?: MatmulInput): void {
+    const tiled = variant ? variant === 'tiled' : T >= this.tiledFromRows;
+    if (tiled && input && 'norm' in input) {
+      this.rmsnorm(enc, act, input.norm, T, m.cols, xOff, xStride, input.scratchOff, m.cols, input.eps);
+      [xOff, xStride] = [input.scratchOff, m.cols];
+    } else if (tiled && input && 'upOff' in input) {
+      this.swiglu(enc, act, T, m.cols, xOff, xOff + input.upOff, xStride);
+    }
+    const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
     const R = this.matvecRows;
+    const TB = this.matvecTokens;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
     const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
-    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-wg${WG}${sg ? '-sg' : ''}`;
-    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG)));
+    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-tb${TB}-wg${WG}${sg ? '-sg' : ''}-${mode}`;
+    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG, TB, mode)));
     for (const part of m.parts) {
-      const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo];
-      if (tiled) enc.dispatch(pl, key, [act, part.w, part.d], params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
-      else enc.dispatch(pl, key, [act, part.w, part.d], params, ...grid(Math.ceil(part.rows / R)));
+      const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo,
+        input && 'upOff' in input ? input.upOff : 0, f32(input && 'norm' in input ? input.eps : 0)];
+      const binds: Binding[] = [act, part.w, part.d];
+      if (mode === 'norm') binds.push((input as { norm: GPUBuffer }).norm);
+      if (tiled) enc.dispatch(pl, key, binds, params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
+      else enc.dispatch(pl, key, binds, params, ...grid(Math.ceil(part.rows / R)));
     }
   }
 
@@ -248,6 +284,19 @@ export class GpuOps {
     const key = this.cacheKey('evict', c);
     enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
       [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+  }
+
+  /**
+   * Pseudo-random K/V, positions and zero scores into the listed heads' slots (kvFillWgsl's entries at p.entryOff, at
+   * most maxSlots slots each); `seed` picks the values.
+   */
+  kvFill(enc: StepEncoder, c: CacheShape, b: Pick<CacheBuffers, 'pass' | 'tables' | 'meta' | 'scores' | 'kv'>, p: Parameters<typeof GpuOps.cacheParams>[0],
+    entries: number, maxSlots: number, seed: number): void {
+    const groups = Math.ceil((maxSlots * c.headDim) / 64);
+    if (groups > 65535) throw new Error(`internal: kvFill of ${maxSlots} slots per head (at most ${Math.floor((65535 * 64) / c.headDim)})`);
+    const key = this.cacheKey('kvfill', c);
+    enc.dispatch(this.gpu.pipeline(key, () => kvFillWgsl(c)), key,
+      [b.pass, b.tables, b.meta, b.scores, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, scale: seed }), Math.max(1, groups), entries);
   }
 
   setScores(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {

@@ -17,8 +17,14 @@
 
 import { keyOffsetInPage, pageElements, valueOffsetInPage } from '../../cache/page-layout.js';
 
-/** Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds. */
-export const MAX_KV_PARTS = 4;
+/**
+ * Most KV parts (each at most one storage binding, 2 GiB on the NVIDIA adapter) a kernel binds: the cache kernels bind
+ * at most 6 other storage buffers beside them (attentionStats), within the device's per-stage limit (16 on the
+ * NVIDIA adapter and lavapipe: 10 parts, 20 GiB of f32 KV on the H200).
+ */
+export function maxKvParts(maxStorageBuffers: number): number {
+  return Math.max(1, Math.min(16, maxStorageBuffers - 6));
+}
 
 /**
  * Bindings kv0..kv{n-1} (u32 words: f32 bits, or two packed halves of an f16 cache, widened with unpack2x16float — no
@@ -149,6 +155,57 @@ ${TABLE_BASE}
   }
   if (e == 0u) {
     slotMeta[page * PT + r] = pbuf[p.rowMetaOff + row];
+    scores[page * PT + r] = 0.0;
+  }
+}`;
+}
+
+/**
+ * Hash of a slot element for kvFill (lowbias32): the same integer function in TS (dev/kernels/checks.ts) and here.
+ * Value in [-1, 1) from its top 24 bits.
+ */
+const FILL_HASH = `fn fillHash(x0: u32) -> u32 {
+  var x = x0;
+  x ^= x >> 16u; x *= 0x7feb352du;
+  x ^= x >> 15u; x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+fn fillValue(seed: u32, page: u32, off: u32) -> f32 {
+  return f32(fillHash(seed ^ fillHash(page * PAGE_FLOATS + off)) >> 8u) / 8388608.0 - 1.0;
+}`;
+
+/**
+ * Context without a prefill (the benchmark's depth): every reserved slot of the listed heads gets pseudo-random K and V
+ * (fillValue of its page and offset), its meta word (position from the list, or the slot number), score 0.
+ * One workgroup per 64 (slot, element) pairs of one entry (8 u32 at entryOff + 8·wid.y): seqSlot, layer, kvHead, n,
+ * posOff (0xffffffff: position = slot), _, _, _. Positions at pbuf[posOff + s]; p.scale's bits (as u32) seed the values.
+ */
+export function kvFillWgsl(c: CacheShape): string {
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(2) var<storage, read> tables: array<u32>;
+@group(0) @binding(3) var<storage, read_write> slotMeta: array<u32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+${kvAccess(c.parts, true)}
+${FILL_HASH}
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  // One thread per (slot, element): neighbours write neighbouring floats.
+  let e = p.entryOff + wid.y * 8u;
+  let i = wid.x * 64u + lid.x;
+  let s = i / HD;
+  let d = i % HD;
+  if (s >= pbuf[e + 3u]) { return; }
+  let posOff = pbuf[e + 4u];
+  let tb = ((pbuf[e] * p.nLayers + pbuf[e + 1u]) * p.nKvHeads + pbuf[e + 2u]) * p.maxPages;
+  let page = tables[tb + s / PT];
+  let r = s % PT;
+  let seed = bitcast<u32>(p.scale);
+  kvSet(page, r * HD + d, fillValue(seed, page, r * HD + d));
+  kvSet(page, (PT + r) * HD + d, fillValue(seed, page, (PT + r) * HD + d));
+  if (d == 0u) {
+    slotMeta[page * PT + r] = select(pbuf[posOff + s], s, posOff == 0xffffffffu) & 0x3fffffffu;
     scores[page * PT + r] = 0.0;
   }
 }`;
@@ -387,10 +444,12 @@ var<workgroup> qs: array<f32, HD>;
  * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
  * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
  * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
- * the work buffer for applyMoves; the report gets [new length, evicted count, evicted slots ascending…] so that the
- * CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result.
+ * the work buffer for applyMoves; the report gets [new length, evicted count, ⌈n / 32⌉ words of evicted-slot bits] so
+ * that the CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result (a list of
+ * slots would need room for as many as a step can evict: when heavy hitters fall inside the window, far more than
+ * the step's new tokens).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
- * reportOff, reportCap, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ * reportOff, _, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
  */
 export function evictWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -421,7 +480,6 @@ fn scoreKey(bits: u32) -> u32 {
   let sinks = pbuf[e + 6u];
   let budget = pbuf[e + 7u];
   let reportOff = pbuf[e + 8u];
-  let reportCap = pbuf[e + 9u];
   let wk = pbuf[e + 10u];
   let tb = tableBase(seqSlot, kvh);
   // Static part, and each slot's score and position side by side for the ranking.
@@ -503,38 +561,53 @@ fn scoreKey(bits: u32) -> u32 {
     workgroupBarrier();
   }
   let newLen = red[0];
+  // The evicted slots as a bitmask (bit s % 32 of word s / 32): any number of them fits ⌈n / 32⌉ words.
+  for (var wd = lid.x; wd < (n + 31u) / 32u; wd += 256u) {
+    var bits = 0u;
+    for (var j = 0u; j < 32u; j++) {
+      let s = wd * 32u + j;
+      if (s < n && work[wk + s] == 0u) { bits |= 1u << j; }
+    }
+    report[reportOff + 2u + wd] = bits;
+  }
+  // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each evicted
+  // slot takes the current last slot; orig[d] ends as the slot whose contents d holds. Only evicted slots act, so the
+  // walk visits them through the bitmask (a step evicts a few of thousands: serial work ⌈n / 32⌉ + evicted, not n).
+  let orig = wk + n;
+  for (var s = lid.x; s < n; s += 256u) { work[orig + s] = s; }
+  storageBarrier();
+  workgroupBarrier();
   if (lid.x == 0u) {
     report[reportOff] = newLen;
     report[reportOff + 1u] = n - newLen;
-    var j = 0u;
-    for (var s = 0u; s < n; s++) {
-      if (work[wk + s] == 0u) {
-        if (j < reportCap) { report[reportOff + 2u + j] = s; }
-        j++;
+    var len = n;
+    var wd = (n + 31u) / 32u;
+    while (wd > 0u) {
+      wd--;
+      var bits = report[reportOff + 2u + wd];
+      while (bits != 0u) {
+        let b = firstLeadingBit(bits);
+        bits &= ~(1u << b);
+        let s = wd * 32u + b;
+        let last = len - 1u;
+        if (s != last) { work[orig + s] = work[orig + last]; }
+        len--;
       }
     }
-    // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each
-    // evicted slot takes the current last slot. orig[d] ends as the slot whose contents d holds.
-    let orig = wk + n;
-    for (var s = 0u; s < n; s++) { work[orig + s] = s; }
-    var len = n;
-    var s = n;
-    while (s > 0u) {
-      s--;
-      if (work[wk + s] != 0u) { continue; }
-      let last = len - 1u;
-      if (s != last) { work[orig + s] = work[orig + last]; }
-      len--;
-    }
-    // Every moved destination lies below newLen, every source at or above it: independent pairs.
+    // The moves: each evicted slot below newLen now holds a slot from at or above it (independent pairs).
     let mv = wk + 3u * n;
     var moves = 0u;
-    for (var d = 0u; d < newLen; d++) {
-      let src = work[orig + d];
-      if (src != d) {
-        work[mv + 1u + 2u * moves] = d;
-        work[mv + 2u + 2u * moves] = src;
-        moves++;
+    for (var w = 0u; w < (newLen + 31u) / 32u; w++) {
+      var bits = report[reportOff + 2u + w];
+      while (bits != 0u) {
+        let b = firstTrailingBit(bits);
+        bits &= bits - 1u;
+        let d = w * 32u + b;
+        if (d < newLen) {
+          work[mv + 1u + 2u * moves] = d;
+          work[mv + 2u + 2u * moves] = work[orig + d];
+          moves++;
+        }
       }
     }
     work[mv] = moves;

@@ -54,13 +54,22 @@ ${weightAccess(kind)}
 }
 
 /**
- * Matrix × a few vectors (decode): out[t, r] (+)= Σ_c W[r, c] · x[t, c] for t < T, r < rows.
- * One workgroup of WG threads (256 by default) per R rows; the threads stride over the row's words (coalesced), each keeping R × TB
- * partial sums (TB tokens at a time), reduced with subgroupAdd and then across subgroups.
+ * What the matrix × vector kernel does to its input on the way in (fusing the dispatch before it):
+ *   'norm': x ⊙ g / rms(x) — RMSNorm with weight g (binding 4), each token's Σx² summed in the same loop over x;
+ *   'swiglu': silu(x[c]) · x[upOff + c] — the gate and up halves of the fused gate|up rows (upOff in `_a`).
  */
-export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean, WG = 256): string {
-  const TB = 4;
-  const accN = R * TB;
+export type MatvecInput = 'plain' | 'norm' | 'swiglu';
+
+/**
+ * Matrix × a few vectors (decode): out[t, r] (+)= Σ_c W[r, c] · x[t, c] for t < T, r < rows.
+ * One workgroup of WG threads (256 by default) per R rows; the threads stride over the row's words (coalesced), each
+ * keeping R × TB partial sums (TB tokens at a time; a workgroup re-reads its rows, from cache, for each block of TB),
+ * reduced with subgroupAdd and then across subgroups. `input` fuses the RMSNorm or SwiGLU before it (MatvecInput).
+ */
+export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean, WG = 256, TB = 4, input: MatvecInput = 'plain'): string {
+  const norm = input === 'norm';
+  // Per token: R dot products, plus Σx² when normalising.
+  const accN = R * TB + (norm ? TB : 0);
   // Generated unrolled: one scalar accumulator per (row, token), no dynamically indexed arrays (which compilers
   // spill to memory: 50× slower on lavapipe).
   const rows = [...Array(R).keys()];
@@ -77,40 +86,54 @@ export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean, WG =
           * vec4f(f32(extractBits(word, 0u, 8u)), f32(extractBits(word, 8u, 8u)), f32(extractBits(word, 16u, 8u)), f32(extractBits(word, 24u, 8u)));
       }`,
   }[kind];
-  const xload = {
-    f32: (t: number) => `let x${t} = act[p.xOff + (t0 + ${t}u) * p.xStride + wi];`,
-    f16: (t: number) => `let xb${t} = p.xOff + (t0 + ${t}u) * p.xStride + 2u * wi;
-        let x${t} = vec2f(act[xb${t}], select(0.0, act[xb${t} + 1u], 2u * wi + 1u < p.cols));`,
-    q8_0: (t: number) => `let xb${t} = p.xOff + (t0 + ${t}u) * p.xStride + 4u * wi;
-        var x${t} = vec4f(0.0);
-        for (var j = 0u; j < 4u; j++) { if (4u * wi + j < p.cols) { x${t}[j] = act[xb${t} + j]; } }`,
-  }[kind];
+  // Values per word (1, 2 or 4 columns), and x's element j of the word as a raw load (0 past the columns).
+  const per = { f32: 1, f16: 2, q8_0: 4 }[kind];
+  const vecT = { 1: 'f32', 2: 'vec2f', 4: 'vec4f' }[per]!;
+  const elem = (t: number, j: number, off = '') =>
+    `select(0.0, act[p.xOff + (t0 + ${t}u) * p.xStride + ${per}u * wi + ${j}u${off}], ${per}u * wi + ${j}u < p.cols)`;
+  const raw = (t: number, off = '') => (per === 1 ? `act[p.xOff + (t0 + ${t}u) * p.xStride + wi${off}]` : `${vecT}(${[...Array(per).keys()].map((j) => elem(t, j, off)).join(', ')})`);
+  const gvec = per === 1 ? 'g[wi]' : `${vecT}(${[...Array(per).keys()].map((j) => `select(0.0, g[${per}u * wi + ${j}u], ${per}u * wi + ${j}u < p.cols)`).join(', ')})`;
+  const xload = (t: number) => {
+    if (input === 'swiglu') {
+      return `let xg${t} = ${raw(t)};
+        let x${t} = xg${t} / (1.0 + exp(-xg${t})) * ${raw(t, ' + p.upOff')};`;
+    }
+    if (norm) {
+      return `let xr${t} = ${raw(t)};
+        ss${t} += ${per === 1 ? `xr${t} * xr${t}` : `dot(xr${t}, xr${t})`};
+        let x${t} = xr${t} * ${gvec};`;
+    }
+    return `let x${t} = ${raw(t)};`;
+  };
   const mul = kind === 'f32' ? (r: number, t: number) => `w${r} * x${t}` : (r: number, t: number) => `dot(w${r}, x${t})`;
   const body = `${rows.map(load).join('\n      ')}
       ${toks.map((t) => `if (${t}u < tn) {
         ${xload(t)}
         ${rows.map((r) => `${acc(r, t)} += ${mul(r, t)};`).join(' ')}
       }`).join('\n      ')}`;
-  const pairs = rows.flatMap((r) => toks.map((t) => [r, t] as const));
+  // Accumulators in reduction order: (row, token) pairs, then each token's Σx².
+  const names = [...rows.flatMap((r) => toks.map((t) => acc(r, t))), ...(norm ? toks.map((t) => `ss${t}`) : [])];
   const reduce = subgroups
-    ? `${pairs.map(([r, t], i) => `{ let s = subgroupAdd(${acc(r, t)}); if (sgi == 0u) { red[${i * (WG / 4)}u + lid.x / sgs] = s; } }`).join('\n    ')}
+    ? `${names.map((a, i) => `{ let s = subgroupAdd(${a}); if (sgi == 0u) { red[${i * (WG / 4)}u + lid.x / sgs] = s; } }`).join('\n    ')}
     workgroupBarrier();
     if (lid.x < ${accN}u) {
       var s = 0.0;
       for (var j = 0u; j < ${WG}u / sgs; j++) { s += red[lid.x * ${WG / 4}u + j]; }
       final_[lid.x] = s;
     }`
-    : `${pairs.map(([r, t], i) => `red[lid.x * ${accN}u + ${i}u] = ${acc(r, t)};`).join(' ')}
+    : `${names.map((a, i) => `red[lid.x * ${accN}u + ${i}u] = ${a};`).join(' ')}
     workgroupBarrier();
     if (lid.x < ${accN}u) {
       var s = 0.0;
       for (var j = 0u; j < ${WG}u; j++) { s += red[j * ${accN}u + lid.x]; }
       final_[lid.x] = s;
     }`;
+  const scale = norm ? ` * inverseSqrt(final_[${R * TB}u + lid.x % ${TB}u] / f32(p.cols) + p.eps)` : '';
   return `${subgroups ? 'enable subgroups;' : ''}
-struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, _a: u32, _b: u32 };
+struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, upOff: u32, eps: f32 };
 @group(0) @binding(0) var<uniform> p: P;
 ${WEIGHT_BINDINGS}
+${norm ? '@group(0) @binding(4) var<storage, read> g: array<f32>;' : ''}
 var<workgroup> red: array<f32, ${subgroups ? accN * (WG / 4) : accN * WG}>;
 var<workgroup> final_: array<f32, ${accN}>;
 @compute @workgroup_size(${WG}) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u
@@ -120,18 +143,18 @@ var<workgroup> final_: array<f32, ${accN}>;
   if (r0 >= p.rows) { return; }
   for (var t0 = 0u; t0 < p.T; t0 += ${TB}u) {
     let tn = min(${TB}u, p.T - t0);
-    ${pairs.map(([r, t]) => `var ${acc(r, t)} = 0.0;`).join(' ')}
+    ${names.map((a) => `var ${a} = 0.0;`).join(' ')}
     for (var wi = lid.x; wi < p.rowWords; wi += ${WG}u) {
       ${body}
     }
     ${reduce}
     workgroupBarrier();
-    if (lid.x < ${accN}u) {
+    if (lid.x < ${R * TB}u) {
       let r = lid.x / ${TB}u;
       let t = t0 + lid.x % ${TB}u;
       if (r0 + r < p.rows && t < p.T) {
         let o = p.outOff + t * p.outStride + p.rowBase + r0 + r;
-        act[o] = select(0.0, act[o], p.accumulate != 0u) + final_[lid.x];
+        act[o] = select(0.0, act[o], p.accumulate != 0u) + final_[lid.x]${scale};
       }
     }
     workgroupBarrier();
@@ -350,4 +373,26 @@ var<workgroup> bn: array<u32, 256>;
     workgroupBarrier();
   }
   if (lid.x == 0u) { tokens[p.outOff + row] = select(select(bi[0], 0u, bi[0] == NONE), bn[0], bn[0] != NONE); }
+}`;
+
+/**
+ * Random words for synthetic weights, generated on the GPU (a 7B model's 13.5 GB took a minute to generate in JS):
+ * words[i] = (hash(seed, i) & mask) | bits — random sign and mantissa under a fixed exponent (f32, f16 pairs), or all
+ * random bits (q8_0's int8s, mask 0xffffffff, bits 0); or the constant `bits` (mask 0: q8_0's block scales).
+ */
+export const randomWordsWgsl = `
+struct P { count: u32, seed: u32, mask: u32, bits: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> words: array<u32>;
+fn hash(x0: u32) -> u32 {
+  var x = x0;
+  x ^= x >> 16u; x *= 0x7feb352du;
+  x ^= x >> 15u; x *= 0x846ca68bu;
+  x ^= x >> 16u;
+  return x;
+}
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let i = (wid.x + wid.y * ${GRID_X}u) * 256u + lid.x;
+  if (i >= p.count) { return; }
+  words[i] = (hash(hash(i) ^ p.seed) & p.mask) | p.bits;
 }`;
