@@ -105,7 +105,9 @@ const HD = ${c.headDim}u;
 const HALF = ${c.half ? 'true' : 'false'};
 /** Words of one K or V row, of one page. */
 const HDW = ${c.headDim / ew}u;
-const PAGE_WORDS = ${pageElements(c.pageTokens, c.headDim) / ew}u;`;
+const PAGE_WORDS = ${pageElements(c.pageTokens, c.headDim) / ew}u;
+/** Elements (K and V values) of one page, whatever their width. */
+const PAGE_FLOATS = ${pageElements(c.pageTokens, c.headDim)}u;`;
 }
 
 /** Parameters shared by the cache kernels (one struct, so the encoder fills them the same way). */
@@ -202,8 +204,18 @@ ${FILL_HASH}
   let page = tables[tb + s / PT];
   let r = s % PT;
   let seed = bitcast<u32>(p.scale);
-  kvSet(page, r * HD + d, fillValue(seed, page, r * HD + d));
-  kvSet(page, (PT + r) * HD + d, fillValue(seed, page, (PT + r) * HD + d));
+  // An f16 cache: the thread of each even element writes the word holding it and the next one.
+  if (HALF) {
+    if (d % 2u == 0u) {
+      let k = r * HD + d;
+      let v = (PT + r) * HD + d;
+      kvSetWord(page, k / 2u, packHalves(fillValue(seed, page, k), fillValue(seed, page, k + 1u)));
+      kvSetWord(page, v / 2u, packHalves(fillValue(seed, page, v), fillValue(seed, page, v + 1u)));
+    }
+  } else {
+    kvSetWord(page, r * HD + d, bitcast<u32>(fillValue(seed, page, r * HD + d)));
+    kvSetWord(page, (PT + r) * HD + d, bitcast<u32>(fillValue(seed, page, (PT + r) * HD + d)));
+  }
   if (d == 0u) {
     slotMeta[page * PT + r] = select(pbuf[posOff + s], s, posOff == 0xffffffffu) & 0x3fffffffu;
     scores[page * PT + r] = 0.0;
