@@ -113,10 +113,8 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   storeColumn(o, ldo, s);
 }
 
-@inline function matmulFloat<W>(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
-  const xb = <usize>cols << 2; //           bytes per x row
+@inline function matmulFloat<W>(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32, blocked: bool = false): void {
   const wb = <usize>cols * sizeof<W>(); // bytes per weight row
-  const ldo = <usize>rows << 2; //          bytes per out row
   let r = r0;
   if (T == 1) {
     if (sizeof<W>() == 4) {
@@ -126,12 +124,28 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
     }
     return;
   }
-  // Row pairs outermost: the two weight rows stay in L1 while all T tokens stream past them.
+  if (!blocked) {
+    prefillTokens<W>(out, x, w, 0, T, rows, cols, r0, r1);
+    return;
+  }
+  // Token blocks whose x rows fit in half of L1 (16 KB; at least 4 tokens): every row pair of the range streams past
+  // the same block of x, which stays in L1, and the range's weight rows are read once per block (from L2). Blocks
+  // start at multiples of 4, so each (row, token) takes the same microkernel as unblocked: bit-identical results.
+  const tb = max(4, (16384 / (cols << 2)) & ~3);
+  for (let t0 = 0; t0 < T; t0 += tb) prefillTokens<W>(out, x, w, t0, min(T, t0 + tb), rows, cols, r0, r1);
+}
+
+/** Prefill: tokens [t0, t1) × rows [r0, r1), row pairs outermost (the two weight rows stay in L1 while the tokens stream past). */
+@inline function prefillTokens<W>(out: usize, x: usize, w: usize, t0: i32, t1: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  const xb = <usize>cols << 2; //           bytes per x row
+  const wb = <usize>cols * sizeof<W>(); // bytes per weight row
+  const ldo = <usize>rows << 2; //          bytes per out row
+  let r = r0;
   for (; r + 2 <= r1; r += 2) {
     const wr = w + <usize>r * wb;
-    let t = 0;
-    for (; t + 4 <= T; t += 4) r2t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
-    for (; t < T; t++) {
+    let t = t0;
+    for (; t + 4 <= t1; t += 4) r2t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
+    for (; t < t1; t++) {
       const o = out + <usize>t * ldo + (<usize>r << 2);
       const xt = x + <usize>t * xb;
       store<f32>(o, r1t1<W>(xt, wr, cols));
@@ -140,15 +154,20 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   }
   if (r < r1) {
     const wr = w + <usize>r * wb;
-    let t = 0;
-    for (; t + 4 <= T; t += 4) r1t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
-    for (; t < T; t++) store<f32>(out + <usize>t * ldo + (<usize>r << 2), r1t1<W>(x + <usize>t * xb, wr, cols));
+    let t = t0;
+    for (; t + 4 <= t1; t += 4) r1t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
+    for (; t < t1; t++) store<f32>(out + <usize>t * ldo + (<usize>r << 2), r1t1<W>(x + <usize>t * xb, wr, cols));
   }
 }
 
 /** f32 weights [rows, cols]. */
 export function matmul_f32(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
   matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1);
+}
+
+/** matmul_f32 with prefill in L1-sized token blocks: the workbench's f32-tb variant. */
+export function matmul_f32_tb(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1, true);
 }
 
 /** f16 weights [rows, cols] as u16 bit patterns; must be finite (see simd.ts). */
