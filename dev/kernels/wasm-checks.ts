@@ -354,7 +354,7 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
     }
   });
 
-  check('sample split / partition / walk: near ids and weights bit-exact with the sampler, far mass to 1e-6 (odd sizes)', () => {
+  check('sample split / partition / walk: near ids and weights bit-exact with the sampler, far mass to 1e-6, its bound within 2× (odd sizes)', () => {
     const kern = new SamplingKernel(rt.module);
     const f = Math.fround;
     for (const V of [1, 3, 5, 17, 1001, 32003]) for (const invT of [1.25, 0.5]) {
@@ -407,6 +407,19 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
           if (u * total < acc) want = ids[j];
         }
         assert.equal(kern.walk(u * total), want, `sample walk u=${u} V=${V}`);
+      }
+      // far = 'bound': the same near tokens, weights and histogram; tail an upper bound of the far mass the exact mode
+      // sums (what the sampler would use) within 2.01× of it, gaps 0. far = 'none': the same near tokens, tail and gaps 0.
+      const exactFar = kern.gaps.subarray(0, n).reduce((a, b) => a + b, 0) + kern.tail; // the kernel's exact far mass
+      const wExact = Float64Array.from(ids, (i) => kern.w[i]);
+      for (const mode of ['bound', 'none'] as const) {
+        assert.equal(kern.split(x, invT, cut, V, sP, true, EXP_TABLES, mode), n, `sample near count (${mode}) V=${V}`);
+        bitsEqual(kern.ids.subarray(0, n), ids, `sample ids (${mode}) V=${V}`);
+        bitsEqual(Float64Array.from(ids, (i) => kern.w[i]), wExact, `sample weights (${mode}) V=${V}`);
+        bitsEqual(kern.mass, mass, `sample histogram (${mode}) V=${V}`);
+        assert.ok(kern.gaps.subarray(0, n).every((g) => g === 0), `sample gaps (${mode}) V=${V}`);
+        if (mode === 'none') assert.equal(kern.tail, 0, `sample tail (none) V=${V}`);
+        else assert.ok(kern.tail >= exactFar && kern.tail <= 2.01 * exactFar + 1e-300, `sample far bound V=${V} invT=${invT}: ${kern.tail} for ${exactFar}`);
       }
     }
     // a NaN anywhere, +Infinity, or all −Infinity: -1 (the sampler's exact path reports them); too many near: -1

@@ -425,8 +425,9 @@ async function sample(): Promise<void> {
   ];
   for (const [name, o] of settings) {
     const paths = ['JS, whole vocabulary', 'kernel, near tokens'];
+    const samplers = paths.map(() => new Sampler({ ...o, seed: 1 }, V));
     const fns = paths.map((_, k) => {
-      const s = new Sampler({ ...o, seed: 1 }, V);
+      const s = samplers[k];
       return () => {
         useSamplingKernel(k === 1);
         for (const x of sets) s.sample(x);
@@ -434,7 +435,9 @@ async function sample(): Promise<void> {
     });
     const t = timeRoundRobin(fns);
     useSamplingKernel(true);
-    paths.forEach((path, k) => print({ sampler: name, path, 'us/token': ((t[k].median * 1000) / sets.length).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]) }));
+    // exact passes: top-p draws whose nucleus the far mass's bound left open (a second, exact split; kernel path only)
+    paths.forEach((path, k) => print({ sampler: name, path, 'us/token': ((t[k].median * 1000) / sets.length).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]),
+      'exact passes': k === 1 && o.topP !== undefined ? `${samplers[k].nearExact}` : '' }));
   }
   flush();
 }

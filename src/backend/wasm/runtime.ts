@@ -49,7 +49,7 @@ export interface KernelExports {
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
   /** Sampling's pass over the vocabulary (kernels/sample.ts, driven by sampling.ts). */
-  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
+  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, far: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
   sample_partition(x: Ptr, ids: Ptr, n: number, m: number, sP: number, B: number, keep: Ptr, edge: Ptr, out: Ptr): number;
   sample_walk(ids: Ptr, gaps: Ptr, w: Ptr, n: number, target: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number, after: number): number;
