@@ -5,7 +5,7 @@
 // T = 1 (decode) streams W once, one row at a time (seqRow, seqRowHalf): a single sequential stream per thread is what
 // the hardware prefetcher follows best.
 // T > 1 (prefill) register-blocks 2 rows × 4 tokens (8 accumulators): each weight vector loaded (and, for f16,
-// widened) is used four times and each x vector twice.
+// widened) is used four times and each x vector twice. f32 takes the tokens in blocks whose x rows fit in L1.
 //
 // The microkernels are generic over the weight element W (f32 or u16 = IEEE half); sizeof<W>() is a compile-time
 // constant, so each instantiation is straight-line code for one type. Offsets `i` count bytes of x; the matching
@@ -160,14 +160,14 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   }
 }
 
-/** f32 weights [rows, cols]. */
+/** f32 weights [rows, cols]; prefill in L1-sized token blocks (measured faster than unblocked: docs/bench.md). */
 export function matmul_f32(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
-  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1);
+  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1, true);
 }
 
-/** matmul_f32 with prefill in L1-sized token blocks: the workbench's f32-tb variant. */
-export function matmul_f32_tb(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
-  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1, true);
+/** matmul_f32 with prefill over all tokens at once (no token blocks), the kernel before: the workbench's f32-flat. */
+export function matmul_f32_flat(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1);
 }
 
 /** f16 weights [rows, cols] as u16 bit patterns; must be finite (see simd.ts). */

@@ -215,6 +215,11 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
         rt.exports.matmul_q8_0_r1t4(alt, xqp, xdp, w.qs, w.d, T, rows, cols, 0, mid);
         rt.exports.matmul_q8_0_r1t4(alt, xqp, xdp, w.qs, w.d, T, rows, cols, mid, rows);
         bitsEqual(rt.f32(alt, T * rows), rt.f32(out, T * rows), `q8 r1t4 T=${T} rows=${rows} cols=${cols}`);
+        // So does the load8x8_s widening variant (q8-ld).
+        rt.f32(alt, T * rows).fill(NaN);
+        rt.exports.matmul_q8_0_ld(alt, xqp, xdp, w.qs, w.d, T, rows, cols, 0, mid);
+        rt.exports.matmul_q8_0_ld(alt, xqp, xdp, w.qs, w.d, T, rows, cols, mid, rows);
+        bitsEqual(rt.f32(alt, T * rows), rt.f32(out, T * rows), `q8 ld T=${T} rows=${rows} cols=${cols}`);
       });
     }
   });
@@ -615,6 +620,24 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
     }
   });
 
+  check('matmul f32 prefill in token blocks equals the unblocked kernel (f32-flat) bit for bit, row sub-ranges too', () => {
+    // Blocks of max(4, 16 KB / row bytes & ~3) tokens: 12 at 288 columns, 4 from 1,025 columns; T beyond a block, odd.
+    for (const [T, rows, cols] of [[37, 33, 288], [130, 19, 291], [9, 7, 1030], [6, 5, 4100], [13, 64, 37]] as const) {
+      const W = randomF32(rows * cols), x = randomF32(T * cols);
+      scoped(() => {
+        const w = rt.putF32(W), xp = rt.putF32(x);
+        const a = rt.alloc(T * rows * 4), b = rt.alloc(T * rows * 4);
+        rt.f32(a, T * rows).fill(NaN);
+        rt.f32(b, T * rows).fill(NaN);
+        const mid = rows >> 1;
+        rt.exports.matmul_f32(a, xp, w, T, rows, cols, 0, mid);
+        rt.exports.matmul_f32(a, xp, w, T, rows, cols, mid, rows);
+        rt.exports.matmul_f32_flat(b, xp, w, T, rows, cols, 0, rows);
+        bitsEqual(rt.f32(a, T * rows), rt.f32(b, T * rows), `f32 blocked vs flat T=${T} rows=${rows} cols=${cols}`);
+      });
+    }
+  });
+
   check('matmul f16 rows4 (workbench variant) matches the reference, large activations included', () => {
     for (const cols of COLS) for (const rows of ROWS) {
       const bits = Uint16Array.from(randomF32(rows * cols), ref.f32ToF16);
@@ -642,10 +665,12 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
           const kinds: [string, (l: ReturnType<WasmRuntime['jobList']>, out: Ptr) => void][] = [
             ['f32', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols)],
             ['f32 rows4', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols, undefined, 0, 'rows4')],
+            ['f32 flat', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols, undefined, 0, 'flat')],
             ['f16', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols)],
             ['f16 rows4', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols, undefined, 0, 'rows4')],
             ['q8_0', (l, out) => l.matmulQ8(out, xq, xd, wq, T)],
             ['q8_0 r1t4', (l, out) => l.matmulQ8(out, xq, xd, wq, T, undefined, 0, 'r1t4')],
+            ['q8_0 ld', (l, out) => l.matmulQ8(out, xq, xd, wq, T, undefined, 0, 'ld')],
             ['q8_0×f32', (l, out) => l.matmulQ8F32(out, xp, wq, T)],
           ];
           for (const [kind, push] of kinds) {

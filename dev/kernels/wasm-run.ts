@@ -17,8 +17,8 @@
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
  * (512k-quarter = shipped, 512k-eighth, 160k-eighth, 512k-half), q8-r1t4 (the q8_0 prefill kernel before the
- * two-row one: one row × four tokens), q8-ld (q8_0 prefill widening weights with load8x8_s), f32-tb (f32 prefill in
- * L1-sized token blocks), and f32-rows4 / f16-rows4 (the four-row decode
+ * two-row one: one row × four tokens), q8-ld (q8_0 prefill widening weights with load8x8_s), f32-flat (f32 prefill
+ * without the L1-sized token blocks), and f32-rows4 / f16-rows4 (the four-row decode
  * kernels of kernels/variants.ts, with the shipped chunks; they apply to their dtype only). Variants run round-robin within each round, so a noisy machine
  * hits them alike; each row gives the median time over the rounds, the spread (max − min) / median, and the ratio to
  * the first variant. A ratio is flagged '?' when either row's spread exceeds twice its distance from 1: on a shared
@@ -41,13 +41,13 @@ const DTYPES = ['f32', 'f16', 'q8_0', 'q8_0-f32'] as const;
 type DType = (typeof DTYPES)[number];
 
 /** A chunk policy, and optionally another kernel for one dtype (which the variant only concerns). */
-interface Variant { chunk: MatmulChunkName; kernel?: { dtype: 'f32' | 'f16' | 'q8_0'; name: 'rows4' | 'tb' | 'r1t4' | 'ld' } }
+interface Variant { chunk: MatmulChunkName; kernel?: { dtype: 'f32' | 'f16' | 'q8_0'; name: 'rows4' | 'flat' | 'r1t4' | 'ld' } }
 const VARIANTS: Record<string, Variant> = {
   ...Object.fromEntries(Object.keys(MATMUL_CHUNK_POLICIES).map((k) => [k, { chunk: k as MatmulChunkName }])),
   'f32-rows4': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f32', name: 'rows4' } },
   'f16-rows4': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f16', name: 'rows4' } },
-  // f32 prefill in token blocks whose x rows fit in half of L1 (kernels/matmul_float.ts matmul_f32_tb)
-  'f32-tb': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f32', name: 'tb' } },
+  // f32 prefill over all tokens at once (kernels/matmul_float.ts matmul_f32_flat), the kernel before token blocks
+  'f32-flat': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f32', name: 'flat' } },
   // q8_0 prefill with one row × four tokens (kernels/q8.ts matmul_q8_0_r1t4), the kernel before q8r2t4
   'q8-r1t4': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'q8_0', name: 'r1t4' } },
   // q8_0 prefill widening the weights with load8x8_s (kernels/q8.ts matmul_q8_0_ld)
@@ -218,7 +218,7 @@ function makeActs(T: number, cols: number, rowsN: number): { x: Ptr; xq: Ptr; xd
 /** Append out = x·Wᵀ; q8_0 quantizes the activations first (a phase of its own, as in the backend). */
 function pushMatmul(list: JobList, w: Weights, a: { x: Ptr; xq: Ptr; xd: Ptr }, T: number, out: Ptr, v: Variant, quantize = true): void {
   const own = v.kernel?.dtype === w.dtype ? v.kernel.name : undefined;
-  if (w.dtype === 'f32') list.matmulF32(out, a.x, w.f32, T, w.rows, w.cols, undefined, 0, own === 'rows4' || own === 'tb' ? own : 'rows1');
+  if (w.dtype === 'f32') list.matmulF32(out, a.x, w.f32, T, w.rows, w.cols, undefined, 0, own === 'rows4' || own === 'flat' ? own : 'rows1');
   else if (w.dtype === 'f16') list.matmulF16(out, a.x, w.f16, T, w.rows, w.cols, undefined, 0, own === 'rows4' ? own : 'rows1');
   else if (w.dtype === 'q8_0-f32') list.matmulQ8F32(out, a.x, w.q8!, T);
   else {

@@ -16,9 +16,9 @@ import type { AttentionArgs, Ptr, Q8Matrix, WasmRuntime } from './runtime.js';
 
 /**
  * Float matmul kernels: rows1 = shipped (decode one sequential row at a time, prefill 2 rows × 4 tokens); the workbench's
- * variants: rows4 = the four-row decode kernel, tb = prefill in L1-sized token blocks (f32 only).
+ * variants: rows4 = the four-row decode kernel, flat = f32 prefill without token blocks (the kernel before).
  */
-export type DecodeKernel = 'rows1' | 'rows4' | 'tb';
+export type DecodeKernel = 'rows1' | 'rows4' | 'flat';
 
 export class JobList {
   readonly ptr: Ptr;
@@ -82,7 +82,7 @@ export class JobList {
   // kernel 'rows4': the workbench's four-row decode variant (kernels/variants.ts), never used by the engine.
   matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
     kernel: DecodeKernel = 'rows1'): number {
-    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : kernel === 'tb' ? 2 : 0]);
+    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : kernel === 'flat' ? 2 : 0]);
   }
   matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
     kernel: DecodeKernel = 'rows1'): number {

@@ -21,8 +21,8 @@ export interface KernelExports {
   /** Workbench variants of matmul_f32 / matmul_f16 (kernels/variants.ts): the four-row decode kernels. */
   matmul_f32_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_f16_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
-  /** Workbench variant of matmul_f32: prefill in L1-sized token blocks (f32-tb). */
-  matmul_f32_tb(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  /** Workbench variant of matmul_f32: prefill over all tokens at once, no token blocks (f32-flat). */
+  matmul_f32_flat(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   /** Workbench variant of matmul_q8_0 (kernels/q8.ts): one row × four tokens for prefill. */
   matmul_q8_0_r1t4(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
