@@ -91,14 +91,31 @@ export function sample_split(x: usize, n: i32, invT: f32, cut: f32, maxNear: i32
   w: usize, mass: usize, tab: usize, out: usize): i32 {
   const end = <usize>(n & ~3) << 2;
   const xb = <usize>n << 2;
-  // The maximum; any NaN poisons f32x4.max (unlike pmax), so one check at the end finds it.
+  // The maximum by pmax (one maxps; f32x4.max is a long NaN-propagating sequence in V8: this pass took ~2× as long),
+  // with NaNs caught by their own test; scalar f32.max propagates them for the last few.
   let mv = f32x4.splat(-Infinity);
+  let bad = v128.splat<i32>(0);
   let i: usize = 0;
-  for (; i < end; i += 16) mv = f32x4.max(mv, v128.load(x + i));
-  mv = f32x4.max(mv, v128.shuffle<f32>(mv, mv, 2, 3, 0, 1));
+  for (; i < end; i += 16) {
+    const v = v128.load(x + i);
+    mv = f32x4.pmax(mv, v);
+    bad = v128.or(bad, f32x4.ne(v, v));
+  }
+  if (v128.any_true(bad)) return -1;
+  mv = f32x4.pmax(mv, v128.shuffle<f32>(mv, mv, 2, 3, 0, 1));
   let m = max<f32>(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1));
   for (; i < xb; i += 4) m = max<f32>(m, load<f32>(x + i));
   if (!(m > -Infinity && m < Infinity)) return -1; // also false for NaN
+  if (m == 0) {
+    // pmax keeps whichever zero came first; the maximum of −0 and +0 is +0 (as f32x4.max and Math.max have it).
+    m = -0.0;
+    for (let k: usize = 0; k < xb; k += 4) {
+      if (load<i32>(x + k) == 0) {
+        m = 0;
+        break;
+      }
+    }
+  }
   if (hist) memory.fill(mass, 0, <usize>NB << 3);
 
   const ms = f32x4.splat(m), it = f32x4.splat(invT), lim = f32x4.splat(-cut);
@@ -110,20 +127,31 @@ export function sample_split(x: usize, n: i32, invT: f32, cut: f32, maxNear: i32
   let count = 0;
   const c = tab + 810 * 8; // farExp4's constants
   for (i = 0; i < xb; i += 16) {
+    // Runs of all-far groups of four (nearly every group) in a tight loop per mode: one loop testing the mode and
+    // holding every mode's state ran ~2.5× the time of a plain max pass even with nothing to sum (docs/bench.md).
+    if (far == FAR_EXACT) {
+      for (; i < end; i += 16) {
+        const y = f32x4.mul(f32x4.sub(v128.load(x + i), ms), it);
+        if (v128.any_true(f32x4.ge(y, lim))) break;
+        const e = farExp4(y, c);
+        ga = f64x2.add(ga, f64x2.promote_low_f32x4(e));
+        gb = f64x2.add(gb, f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1)));
+      }
+    } else if (far == FAR_BOUND) {
+      for (; i < end; i += 16) {
+        const y = f32x4.mul(f32x4.sub(v128.load(x + i), ms), it);
+        if (v128.any_true(f32x4.ge(y, lim))) break;
+        fb = f32x4.add(fb, farBound4(y, c));
+      }
+    } else {
+      for (; i < end; i += 16) {
+        if (v128.any_true(f32x4.ge(f32x4.mul(f32x4.sub(v128.load(x + i), ms), it), lim))) break;
+      }
+    }
+    if (i >= xb) break;
     const lanes = min<usize>(16, xb - i);
     if (lanes == 16) {
-      const y = f32x4.mul(f32x4.sub(v128.load(x + i), ms), it);
-      if (!v128.any_true(f32x4.ge(y, lim))) {
-        if (far == FAR_EXACT) {
-          const e = farExp4(y, c);
-          ga = f64x2.add(ga, f64x2.promote_low_f32x4(e));
-          gb = f64x2.add(gb, f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1)));
-        } else if (far == FAR_BOUND) {
-          fb = f32x4.add(fb, farBound4(y, c));
-        }
-        continue;
-      }
-      v128.store(out + 32, farExp4(y, c)); // the far lanes' weights, for lane access below
+      v128.store(out + 32, farExp4(f32x4.mul(f32x4.sub(v128.load(x + i), ms), it), c)); // far lanes' weights, by lane
     } else {
       // the last few tokens: exp1 is exactly exp4's lane arithmetic
       for (let k: usize = 0; k < lanes; k += 4) store<f32>(out + 32 + k, exp1((load<f32>(x + i + k) - m) * invT));

@@ -435,6 +435,13 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
     assert.equal(kern.split(y, 1, 16, 37, 64, false, EXP_TABLES), -1);
     assert.equal(kern.split(new Float32Array(9).fill(-Infinity), 1, 16, 9, 64, false, EXP_TABLES), -1);
     assert.equal(kern.split(new Float32Array(64), 1, 16, 10, 64, false, EXP_TABLES), -1);
+    // a maximum of zero: +0 as soon as one +0 is there (Math.max's), −0 when every zero is −0
+    const z = new Float32Array(41).fill(-30);
+    z[2] = -0;
+    z[30] = 0;
+    assert.ok(kern.split(z, 1, 16, 41, 64, false, EXP_TABLES) === 2 && Object.is(kern.max, 0), 'sample max of −0 and +0');
+    z[30] = -0;
+    assert.ok(kern.split(z, 1, 16, 41, 64, false, EXP_TABLES) === 2 && Object.is(kern.max, -0), 'sample max of −0 only');
   });
 
   check('add is exact; argmax picks the first maximum, and the first NaN wins as in the sampler', () => {
