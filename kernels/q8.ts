@@ -22,12 +22,14 @@ import { hsum, hsum4, hsum4i, gather4 } from './simd';
 @inline function blockScale(p: usize, n: i32, dOut: usize): f32 {
   let amax: f32 = 0;
   if (n == 32) {
-    let m = f32x4.max(f32x4.abs(v128.load(p)), f32x4.abs(v128.load(p, 16)));
-    m = f32x4.max(m, f32x4.max(f32x4.abs(v128.load(p, 32)), f32x4.abs(v128.load(p, 48))));
-    m = f32x4.max(m, f32x4.max(f32x4.abs(v128.load(p, 64)), f32x4.abs(v128.load(p, 80))));
-    m = f32x4.max(m, f32x4.max(f32x4.abs(v128.load(p, 96)), f32x4.abs(v128.load(p, 112))));
-    m = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
-    amax = max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
+    // |v| as bit patterns order like the floats (and a NaN's above +∞, so it still wins): i32x4.max_s is one pmaxsd,
+    // where f32x4.max is a long NaN-handling sequence in V8. Same amax for every input, NaN included.
+    let m = i32x4.max_s(f32x4.abs(v128.load(p)), f32x4.abs(v128.load(p, 16)));
+    m = i32x4.max_s(m, i32x4.max_s(f32x4.abs(v128.load(p, 32)), f32x4.abs(v128.load(p, 48))));
+    m = i32x4.max_s(m, i32x4.max_s(f32x4.abs(v128.load(p, 64)), f32x4.abs(v128.load(p, 80))));
+    m = i32x4.max_s(m, i32x4.max_s(f32x4.abs(v128.load(p, 96)), f32x4.abs(v128.load(p, 112))));
+    m = i32x4.max_s(m, v128.shuffle<i32>(m, m, 2, 3, 0, 1));
+    amax = reinterpret<f32>(max<i32>(i32x4.extract_lane(m, 0), i32x4.extract_lane(m, 1)));
   } else {
     for (let c = 0; c < n; c++) amax = max<f32>(amax, abs<f32>(load<f32>(p + (<usize>c << 2))));
   }
