@@ -170,6 +170,8 @@ function ratio(a: Timing, b: Timing): string {
 }
 
 const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
+/** Microseconds from milliseconds: three decimals below 10 µs (a tiny matmul takes ~0.05 µs: '0.0' said nothing). */
+const usOf = (ms: number): string => (ms * 1000).toFixed(ms < 0.01 ? 3 : 1);
 
 // ---- random data in wasm memory (values do not matter for timing, only finiteness) --------------------------------
 
@@ -276,7 +278,7 @@ async function matmul(): Promise<void> {
         }));
         const t = timeRoundRobin(fns);
         names.forEach((n, k) => print({
-          kernel: 'matmul', dtype, variant: n, shape: `${rowsN}x${cols}`, tokens: T, threads, us: (t[k].median * 1000).toFixed(1),
+          kernel: 'matmul', dtype, variant: n, shape: `${rowsN}x${cols}`, tokens: T, threads, us: usOf(t[k].median),
           'GB/s': (w.bytes / t[k].median / 1e6).toFixed(1), 'GFLOP/s': ((2 * T * rowsN * cols) / t[k].median / 1e6).toFixed(1),
           spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]),
         }));
@@ -318,7 +320,7 @@ async function model(): Promise<void> {
         const t = timeRoundRobin(fns);
         names.forEach((n, k) => print({
           kernel: T === 1 ? 'model decode (+classifier)' : 'model prefill (layers)', dtype, variant: n, tokens: T, threads,
-          us: (t[k].median * 1000).toFixed(1), 'tok/s': ((T / t[k].median) * 1000).toFixed(0), 'GB/s': (bytes / t[k].median / 1e6).toFixed(1),
+          us: usOf(t[k].median), 'tok/s': ((T / t[k].median) * 1000).toFixed(0), 'GB/s': (bytes / t[k].median / 1e6).toFixed(1),
           spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]),
         }));
       }
