@@ -619,17 +619,18 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
     meta[at] = store.positions[s] | (store.classBits[s] << 30);
     scores[at] = store.scores[s];
   }
+  // The head is layer 1 of 2: entries name their layer (a pass evicts every layer in one dispatch), p.layer is not read.
   const maxPages = Math.ceil(n / pt) + 1;
-  const tables = new Uint32Array(maxPages);
-  tables.set(store.pages);
-  const entry = Uint32Array.from([0, 0, n, rule.classMask, rule.window, current, rule.sinks, rule.heavy, 0, n, 0, 0, /* moves */ 0, 0, 3 * n, 0]);
+  const tables = new Uint32Array(2 * maxPages).fill(0xffffffff);
+  tables.set(store.pages, maxPages);
+  const entry = Uint32Array.from([0, 0, n, rule.classMask, rule.window, current, rule.sinks, rule.heavy, 0, 1, 0, 0, /* moves */ 0, 0, 3 * n, 1]);
   const shape = { parts: 1, pagesPerPart: totalPages, pageTokens: pt, headDim: hd };
   const b: CacheBuffers = {
     act: await buf(ops.gpu, 16), pass: await buf(ops.gpu, entry), tables: await buf(ops.gpu, tables),
     meta: await buf(ops.gpu, meta), scores: await buf(ops.gpu, scores), ml: await buf(ops.gpu, 16), stats: await buf(ops.gpu, 16), part: await buf(ops.gpu, 16),
     work: await buf(ops.gpu, (4 * n + 8) * 4), report: await buf(ops.gpu, (n + 8) * 4), kv: [await buf(ops.gpu, pool.arena.floats.slice(0, totalPages * 2 * pt * hd))],
   };
-  const params = { nLayers: 1, layer: 0, nHeads: 1, nKvHeads: 1, maxPages };
+  const params = { nLayers: 2, layer: 0, nHeads: 1, nKvHeads: 1, maxPages };
   const enc = new StepEncoder(ops.gpu);
   ops.evict(enc, shape, b, { ...params, entryOff: 0 }, 1);
   ops.applyMoves(enc, shape, b, { ...params, entryOff: 12 }, 1);

@@ -15,8 +15,13 @@ import { f16Table, f32ToF16 } from '../half.js';
 export class HeadStore {
   readonly pool: PagePool;
   readonly headDim: number;
-  /** Page ids, in slot order. */
+  /** Page ids, in slot order. Changed only through reserve/evict/release, which count each change in pageEdits. */
   readonly pages: number[] = [];
+  /**
+   * Changes to `pages` so far: a GPU arena mirrors every head's page table and, per step, rewrites only the heads whose
+   * count moved (a 7B batch has thousands of heads, and a page changes every pageTokens tokens).
+   */
+  pageEdits = 0;
   length = 0;
   positions: Int32Array;
   tokenIds: Int32Array;
@@ -82,7 +87,10 @@ export class HeadStore {
    */
   reserve(position: number, tokenId: number, score = 0): number {
     const slot = this.length;
-    if (slot % this.pool.pageTokens === 0) this.pages.push(this.pool.allocate());
+    if (slot % this.pool.pageTokens === 0) {
+      this.pages.push(this.pool.allocate());
+      this.pageEdits++;
+    }
     if (slot >= this.positions.length) this.growMeta(slot + 1);
     this.positions[slot] = position;
     this.tokenIds[slot] = tokenId;
@@ -132,7 +140,10 @@ export class HeadStore {
       this.classBits[slot] = this.classBits[last];
     }
     this.length = last;
-    if (last % this.pool.pageTokens === 0) this.pool.free(this.pages.pop()!);
+    if (last % this.pool.pageTokens === 0) {
+      this.pool.free(this.pages.pop()!);
+      this.pageEdits++;
+    }
   }
 
   /**
@@ -157,6 +168,7 @@ export class HeadStore {
   /** Return every page to the pool. */
   release(): void {
     for (const p of this.pages) this.pool.free(p);
+    if (this.pages.length > 0) this.pageEdits++;
     this.pages.length = 0;
     this.length = 0;
   }

@@ -14,7 +14,7 @@ import {
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
 import {
-  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
+  applyMovesWgsl, attentionCombineWgsl, patchTablesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
 } from './wgsl-cache.js';
 
 /** The step a matrix product fuses before it (GpuOps.matmul). */
@@ -280,10 +280,13 @@ export class GpuOps {
       [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
 
+  /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('evict', c);
-    enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
-      [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+    for (let at = 0; at < entries; at += 65535) {
+      enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
+        [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams({ ...p, entryOff: (p.entryOff ?? 0) + 12 * at }), Math.min(65535, entries - at));
+    }
   }
 
   /**
@@ -304,16 +307,24 @@ export class GpuOps {
     enc.dispatch(this.gpu.pipeline(key, () => setScoresWgsl(c)), key, [b.pass, b.tables, b.scores, b.work], GpuOps.cacheParams(p), entries);
   }
 
+  /** tables[list[2j]] = list[2j + 1] for j < count (the page-table entries a pass changed). */
+  patchTables(enc: StepEncoder, tables: GPUBuffer, list: GPUBuffer, count: number): void {
+    enc.dispatch(this.gpu.pipeline('patch-tables', () => patchTablesWgsl), 'patch-tables', [tables, list], [count], ...grid(Math.ceil(count / 64)));
+  }
+
   /** Copy `count` whole pages ((src, dst) page id pairs in `pairs`): K/V, slot metadata, scores (fork()). */
   copyPages(enc: StepEncoder, c: CacheShape, b: Pick<CacheBuffers, 'meta' | 'scores' | 'kv'>, pairs: GPUBuffer, count: number): void {
     const key = this.cacheKey('copypages', c);
     enc.dispatch(this.gpu.pipeline(key, () => copyPagesWgsl(c)), key, [pairs, b.meta, b.scores, ...kvBindings(b.kv)], [count], ...grid(count));
   }
 
+  /** Compaction entries (4 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   applyMoves(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('moves', c);
-    enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
-      [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams(p), entries);
+    for (let at = 0; at < entries; at += 65535) {
+      enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
+        [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, entryOff: (p.entryOff ?? 0) + 4 * at }), Math.min(65535, entries - at));
+    }
   }
 }
 

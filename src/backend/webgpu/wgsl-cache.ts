@@ -121,7 +121,8 @@ const CACHE_PARAMS = `struct P {
 };
 @group(0) @binding(0) var<uniform> p: P;`;
 
-const TABLE_BASE = `fn tableBase(seqSlot: u32, kvh: u32) -> u32 { return ((seqSlot * p.nLayers + p.layer) * p.nKvHeads + kvh) * p.maxPages; }`;
+const TABLE_BASE = `fn tableBase(seqSlot: u32, kvh: u32) -> u32 { return tableBaseAt(seqSlot, p.layer, kvh); }
+fn tableBaseAt(seqSlot: u32, layer: u32, kvh: u32) -> u32 { return ((seqSlot * p.nLayers + layer) * p.nKvHeads + kvh) * p.maxPages; }`;
 
 /** New keys (after RoPE) and values of every row into their reserved slots; the slot's meta word; score 0. */
 export function kvWriteWgsl(c: CacheShape): string {
@@ -461,7 +462,7 @@ var<workgroup> qs: array<f32, HD>;
  * slots would need room for as many as a step can evict: when heavy hitters fall inside the window, far more than
  * the step's new tokens).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
- * reportOff, _, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ * reportOff, layer, workOff, _ (entries of any layers: a pass evicts once, after its last layer). Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
  */
 export function evictWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -493,7 +494,7 @@ fn scoreKey(bits: u32) -> u32 {
   let budget = pbuf[e + 7u];
   let reportOff = pbuf[e + 8u];
   let wk = pbuf[e + 10u];
-  let tb = tableBase(seqSlot, kvh);
+  let tb = tableBaseAt(seqSlot, pbuf[e + 9u], kvh);
   // Static part, and each slot's score and position side by side for the ranking.
   for (var s = lid.x; s < n; s += 256u) {
     let at = tables[tb + s / PT] * PT + s % PT;
@@ -630,7 +631,7 @@ fn scoreKey(bits: u32) -> u32 {
 /**
  * Compaction moves, one workgroup per (sequence, layer, KV head): slot dst ← slot src for each pair (K, V, meta,
  * score). Every destination lies below the new length and every source at or above it, so the pairs are independent.
- * Entry (4 u32 at entryOff + 4·wid.x): seqSlot, kvHead, workOff (the move count there, then dst/src pairs), _.
+ * Entry (4 u32 at entryOff + 4·wid.x): seqSlot, kvHead, workOff (the move count there, then dst/src pairs), layer.
  */
 export function applyMovesWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -648,7 +649,7 @@ ${TABLE_BASE}
   let kvh = pbuf[e + 1u];
   let mv = pbuf[e + 2u];
   let moves = work[mv];
-  let tb = tableBase(seqSlot, kvh);
+  let tb = tableBaseAt(seqSlot, pbuf[e + 3u], kvh);
   for (var i = lid.x; i < moves * 2u * HDW; i += 64u) {
     let m = i / (2u * HDW);
     let el = i % (2u * HDW);
@@ -688,6 +689,18 @@ ${TABLE_BASE}
   for (var s = lid.x; s < pbuf[e + 3u]; s += 64u) { scores[tables[tb + s / PT] * PT + s % PT] = bitcast<f32>(work[off + s]); }
 }`;
 }
+
+/** Page-table entries set from a list of (index, page id) pairs: tables[list[2j]] = list[2j + 1], j < count. */
+export const patchTablesWgsl = `
+struct P { count: u32, _a: u32, _b: u32, _c: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> tables: array<u32>;
+@group(0) @binding(2) var<storage, read> list: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let j = (wid.x + wid.y * 65535u) * 64u + lid.x;
+  if (j >= p.count) { return; }
+  tables[list[2u * j]] = list[2u * j + 1u];
+}`;
 
 /**
  * Whole pages copied (fork()): pair j = (src, dst) page ids at pairs[2j], pairs[2j + 1]; one workgroup per pair
