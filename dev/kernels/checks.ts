@@ -22,6 +22,7 @@ import { StepEncoder, type GpuDevice } from '../../src/backend/webgpu/encoder.js
 import { readF32, readU32 } from '../../src/backend/webgpu/io.js';
 import { GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
 import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
+import { attentionVec4Fits } from '../../src/backend/webgpu/wgsl-cache.js';
 
 export interface CheckResult {
   name: string;
@@ -364,10 +365,9 @@ interface CacheScenario {
 }
 
 /** A batch of two sequences over scattered pages of two KV parts, GQA 2:1, odd head dim. */
-async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[], half = false): Promise<CacheScenario> {
+async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[], half = false, hd = 20): Promise<CacheScenario> {
   const r = mulberry32(seed);
   const pt = 4;
-  const hd = 20;
   const nLayers = 2;
   const layer = 1;
   const nHeads = 4;
@@ -496,12 +496,17 @@ function referenceAttention(s: CacheScenario, item: number, t: number, qh: numbe
   return { probs, out };
 }
 
-/** Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it. */
-export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = false): Promise<CheckResult[]> {
-  const s = await cacheScenario(ops, seed, [5, 9], [0, 2], half);
-  const saved = ops.attentionChunk;
+/**
+ * Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it (which reads the
+ * rows' max and sum the attention left). `variant`: GpuOps.attentionVariant; 'vec4' falls back to 'scalar' where the
+ * head is not a whole number of 16-byte words (f16 needs hd % 8 = 0: 24 here), and with one chunk (16 slots, chunk
+ * ≥ 16) writes its output without the combine kernel.
+ */
+export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = false, variant: GpuOps['attentionVariant'] = 'vec4', hd = 20): Promise<CheckResult[]> {
+  const s = await cacheScenario(ops, seed, [5, 9], [0, 2], half, hd);
+  const saved = [ops.attentionChunk, ops.attentionVariant] as const;
   ops.attentionChunk = chunk;
-  const hd = s.shape.headDim;
+  ops.attentionVariant = variant;
   // Track scores on every head; start them from random values to see the += .
   const flags = s.pass.slice();
   for (let h = 0; h < 2 * s.nLayers * s.nKvHeads; h++) flags[s.offs.flags + 4 * h] = 1;
@@ -531,10 +536,11 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = f
     }
   });
   for (let i = 0; i < added.length; i++) wantScores[i] += added[i];
-  ops.attentionChunk = saved;
+  [ops.attentionChunk, ops.attentionVariant] = saved;
+  const what = `${attentionVec4Fits({ ...s.shape, half }) ? variant : 'scalar'}, chunks of ${chunk}, head dim ${hd}${half ? ', f16 K/V' : ''}`;
   return [
-    result(`attention (paged, ragged, GQA, 2 parts, chunks of ${chunk}${half ? ', f16 K/V' : ''})`, outErr, 1e-5),
-    result(`attention scores (+= probabilities), chunks of ${chunk}${half ? ', f16 K/V' : ''}`, maxAbsDiff(gotScores, wantScores), 1e-5),
+    result(`attention (paged, ragged, GQA, 2 parts, ${what})`, outErr, 1e-5),
+    result(`attention scores (+= probabilities), ${what}`, maxAbsDiff(gotScores, wantScores), 1e-5),
   ];
 }
 
@@ -805,7 +811,9 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
-  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), ...(await checkAttention(ops, 7, 16, true)), await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
+  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), ...(await checkAttention(ops, 7, 16, true, 'vec4', 24)),
+    ...(await checkAttention(ops, 7, 64, true, 'vec4', 24)), ...(await checkAttention(ops, 7, 64, false, 'scalar')), ...(await checkAttention(ops, 7, 4, true, 'scalar')),
+    await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true));
   out.push(await checkKvFill(ops));

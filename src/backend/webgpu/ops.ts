@@ -14,7 +14,7 @@ import {
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
 import {
-  applyMovesWgsl, attentionCombineWgsl, patchTablesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
+  applyMovesWgsl, attentionCombineWgsl, attentionVec4Fits, attentionVec4Wgsl, patchTablesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
 } from './wgsl-cache.js';
 
 /** The step a matrix product fuses before it (GpuOps.matmul). */
@@ -81,6 +81,11 @@ export class GpuOps {
   matvecThreads = 0;
   /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: through workgroup memory). */
   matvecSubgroups = true;
+  /**
+   * The attention kernel: 'vec4' reads K/V 16 bytes a load (attentionVec4Wgsl; heads of whole 16-byte words), 'scalar'
+   * an element a load (the workbench's attention `--variant`).
+   */
+  attentionVariant: 'vec4' | 'scalar' = 'vec4';
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
   private readonly placeholder: Promise<GPUBuffer>;
@@ -262,11 +267,20 @@ export class GpuOps {
    */
   attention(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nHeads: number, maxSlots: number): void {
     const nChunks = Math.max(1, Math.ceil(maxSlots / this.attentionChunk));
-    const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
-    enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
-      [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T, nChunks);
+    const params = GpuOps.cacheParams({ ...p, nChunks });
+    if (this.attentionVariant === 'vec4' && attentionVec4Fits(c)) {
+      const key = `${this.cacheKey('attention4', c)}-${this.attentionChunk}`;
+      enc.dispatch(this.gpu.pipeline(key, () => attentionVec4Wgsl(c, this.attentionChunk)), key,
+        [b.act, b.pass, b.tables, b.part, b.ml, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+      // One chunk: the kernel wrote the output and the rows' max and sum itself.
+      if (nChunks === 1) return;
+    } else {
+      const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
+      enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
+        [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+    }
     const ckey = this.cacheKey('attncombine', c);
-    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T);
+    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], params, nHeads, T);
   }
 
   /** Floats of attention partials for T rows over at most maxSlots slots. */
