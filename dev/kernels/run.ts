@@ -109,7 +109,7 @@ async function main(): Promise<void> {
     const tables = Uint32Array.from({ length: pages }, (_, i) => i);
     const pass = Uint32Array.from([0, 0, 0, 0, 1, 0, ...new Array(nKv).fill(n - 1)]);
     const b: CacheBuffers = {
-      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
+      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), raw: await gpu.buffer(16, 'raw'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
       tables: await gpu.buffer(tables.byteLength, 'tables', tables), meta: await gpu.buffer(16, 'meta'), scores: await gpu.buffer(16, 's'),
       ml: await gpu.buffer(nHeads * 8, 'ml'), part: await gpu.buffer(ops.attentionPartFloats(1, nHeads, hd, n) * 4, 'part'), stats: await gpu.buffer(16, 'st'), work: await gpu.buffer(16, 'w'), report: await gpu.buffer(16, 'r'),
       kv: [await gpu.buffer(pages * 2 * pt * hd * 4, 'kv')],

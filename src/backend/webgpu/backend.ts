@@ -180,6 +180,7 @@ export class WebGpuBackend implements Backend {
   private readonly part: GrowableBuffer;
   private readonly work: GrowableBuffer;
   private readonly report: GrowableBuffer;
+  private readonly raw: GrowableBuffer;
   private staging?: { buf: GPUBuffer; bytes: number };
   private readonly list = new U32List();
   private readonly evictList = new U32List();
@@ -302,6 +303,7 @@ export class WebGpuBackend implements Backend {
     this.part = new GrowableBuffer(gpu, 'attention partials');
     this.work = new GrowableBuffer(gpu, 'eviction scratch');
     this.report = new GrowableBuffer(gpu, 'eviction reports');
+    this.raw = new GrowableBuffer(gpu, 'attention scores');
   }
 
   /**
@@ -625,11 +627,14 @@ export class WebGpuBackend implements Backend {
       P.data.set([d[e], d[e + 1], d[e + 10] + 3 * d[e + 2], d[e + 9]], movesOff + 4 * j);
     }
 
+    // Layers whose attention feeds the statistics kernel keep their scores for it (a row's slots at rawStride apart).
+    const rawStride = statsLayers.some(Boolean) && this.ops.keepsRawScores(shape) ? maxSlots : 0;
     const pass = await this.passBuf.ensure(P.length * 4);
     const b: CacheBuffers = {
       act: this.act, pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, ml: this.ml,
       stats: await this.stats.ensure(Math.max(1, statsWords) * 4), part: await this.part.ensure(this.ops.attentionPartFloats(Math.max(...chunks.map((ch) => ch.rows)), c.nHeads, hd, maxSlots) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
       report: await this.report.ensure(Math.max(1, reportWords) * 4), kv: arena.kv,
+      raw: await this.raw.ensure(rawStride > 0 ? this.ops.rawFloats(Math.max(...chunks.map((ch) => ch.rows)), c.nHeads, rawStride) * 4 : 16),
     };
     this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
 
@@ -657,7 +662,7 @@ export class WebGpuBackend implements Backend {
         if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
         // q's and k's heads lie side by side in each row: one RoPE over nHeads + nKvHeads heads.
         ops.rope(enc, A, this.w.rope, pass, T, c.nHeads + H, hd, lay.qkv, qkvDim, rowMetaOff + ch.r0);
-        const p = { ...base, layer: l };
+        const p = { ...base, layer: l, rawStride: statsLayers[l] ? rawStride : 0 };
         ops.kvWrite(enc, shape, b, p, T, H);
         ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
         if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);

@@ -271,7 +271,7 @@ export class GpuOps {
     if (this.attentionVariant === 'vec4' && attentionVec4Fits(c)) {
       const key = `${this.cacheKey('attention4', c)}-${this.attentionChunk}`;
       enc.dispatch(this.gpu.pipeline(key, () => attentionVec4Wgsl(c, this.attentionChunk)), key,
-        [b.act, b.pass, b.tables, b.part, b.ml, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+        [b.act, b.pass, b.tables, b.part, b.ml, b.raw, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
       // One chunk: the kernel wrote the output and the rows' max and sum itself.
       if (nChunks === 1) return;
     } else {
@@ -283,6 +283,17 @@ export class GpuOps {
     enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], params, nHeads, T);
   }
 
+  /**
+   * Whether the attention kernel keeps its scores for the statistics kernel (which then reads K only through them),
+   * and the floats that takes for T rows over at most maxSlots slots.
+   */
+  keepsRawScores(c: CacheShape): boolean {
+    return this.attentionVariant === 'vec4' && attentionVec4Fits(c);
+  }
+  rawFloats(T: number, nHeads: number, maxSlots: number): number {
+    return T * nHeads * maxSlots;
+  }
+
   /** Floats of attention partials for T rows over at most maxSlots slots. */
   attentionPartFloats(T: number, nHeads: number, headDim: number, maxSlots: number): number {
     return T * nHeads * Math.max(1, Math.ceil(maxSlots / this.attentionChunk)) * (headDim + 2);
@@ -291,7 +302,7 @@ export class GpuOps {
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
     const key = this.cacheKey('attnstats', c);
     enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, b.raw, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
 
   /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
@@ -355,6 +366,8 @@ export interface CacheBuffers {
   stats: GPUBuffer;
   /** Attention's chunk partials (split-K). */
   part: GPUBuffer;
+  /** Attention scores kept for the statistics kernel (rawFloats; with p.rawStride > 0). */
+  raw: GPUBuffer;
   /** Eviction scratch and compaction moves. */
   work: GPUBuffer;
   report: GPUBuffer;
@@ -371,6 +384,6 @@ const CACHE_PARAM_ORDER = [
   'kOff', 'vOff', 'kvStride', 'outOff',
   'rowItemOff', 'rowTOff', 'itemOff', 'olderOff',
   'rowMetaOff', 'mlOff', 'flagsOff', 'entryOff',
-  'scale', 'nChunks',
+  'scale', 'nChunks', 'rawStride',
 ] as const;
 export type CacheParam = (typeof CACHE_PARAM_ORDER)[number];

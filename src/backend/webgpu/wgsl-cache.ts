@@ -117,7 +117,7 @@ const CACHE_PARAMS = `struct P {
   kOff: u32, vOff: u32, kvStride: u32, outOff: u32,
   rowItemOff: u32, rowTOff: u32, itemOff: u32, olderOff: u32,
   rowMetaOff: u32, mlOff: u32, flagsOff: u32, entryOff: u32,
-  scale: f32, nChunks: u32, _b: u32, _c: u32,
+  scale: f32, nChunks: u32, rawStride: u32, _c: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;`;
 
@@ -333,6 +333,8 @@ var<workgroup> pg: array<u32, 64>;
  * Scores: a thread per slot, its K row read in one arm of the part switch. Values: HDW4 threads per slot row (one
  * 16-byte word each, coalesced), 64 / HDW4 slots at a time, summed across those phases at the end. With one chunk
  * (p.nChunks = 1) it writes the output and the row's (max, sum) itself, and the combine kernel is not dispatched.
+ * With p.rawStride > 0 it also keeps each score q·K_s·scale at raw[(row · nHeads + qh) · rawStride + s] for the
+ * statistics kernel.
  */
 export function attentionVec4Fits(c: CacheShape): boolean {
   const hdw = c.half ? c.headDim / 2 : c.headDim;
@@ -366,6 +368,7 @@ ${CACHE_PARAMS}
 @group(0) @binding(3) var<storage, read> tables: array<u32>;
 @group(0) @binding(4) var<storage, read_write> part: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ml: array<f32>;
+@group(0) @binding(6) var<storage, read_write> raw: array<f32>;
 ${decl}
 ${TABLE_BASE}
 const NEG = -3.0e38;
@@ -381,6 +384,7 @@ var<workgroup> pg: array<u32, 64>;
 var<workgroup> vsum: array<vec4f, ${phases * hdw4 * (per / 4)}>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   _ = &ml;
+  _ = &raw;
   let qh = wid.x;
   let row = wid.y;
   let chunk = wid.z;
@@ -416,6 +420,9 @@ var<workgroup> vsum: array<vec4f, ${phases * hdw4 * (per / 4)}>;
       var acc = 0.0;
       ${sw(dotK)}
       score = acc * p.scale;
+      // The statistics kernel turns these into probabilities once the row's max and sum are known (instead of
+      // reading K again).
+      if (p.rawStride > 0u) { raw[(row * p.nHeads + qh) * p.rawStride + s] = score; }
     }
     red[lid.x] = score;
     workgroupBarrier();
@@ -509,7 +516,8 @@ ${CACHE_PARAMS}
 
 /**
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
- * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l. Per head
+ * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l — from the scores the vec4
+ * attention kernel kept (p.rawStride > 0), or by reading K again. Per head
  * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
  * bands offset (pbuf there: count nb ≤ MAX_BANDS, the pass's rows N, then the distances), fromRow. A chunked prefill
  * runs the N rows in several dispatches: the item's entry says which (its 4th word: the first row's index t).
@@ -529,10 +537,12 @@ ${CACHE_PARAMS}
 @group(0) @binding(4) var<storage, read_write> ml: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(7) var<storage, read> raw: array<f32>;
 ${kvAccess(c.parts, false)}
 ${TABLE_BASE}
 var<workgroup> qs: array<f32, HD>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  _ = &raw;
   let item = wid.y / p.nKvHeads;
   let kvh = wid.y % p.nKvHeads;
   let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
@@ -568,15 +578,23 @@ var<workgroup> qs: array<f32, HD>;
     for (var tc = 0u; tc < nRows; tc++) {
       let row = rowStart + tc;
       let t = rowBase + tc;
-      workgroupBarrier();
-      for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
-      workgroupBarrier();
+      let useRaw = p.rawStride > 0u;
+      if (!useRaw) {
+        workgroupBarrier();
+        for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
+        workgroupBarrier();
+      }
       if (valid && s <= older + t) {
-        var dotv = 0.0;
-        for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+        var score = 0.0;
+        if (useRaw) { score = raw[(row * p.nHeads + qh) * p.rawStride + s]; }
+        else {
+          var dotv = 0.0;
+          for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+          score = dotv * p.scale;
+        }
         let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
         let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
-        let pr = exp(dotv * p.scale - mi) / li;
+        let pr = exp(score - mi) / li;
         sum += pr;
         if (t >= fromRow) {
           col += pr;
