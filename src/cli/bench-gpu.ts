@@ -10,7 +10,7 @@
  * applied to the filled context as FastGen applies its choice to a prompt, then evicting every step by those rules.
  * Steps sample greedily on the GPU (4 bytes back per sequence): the backend's fastest decode loop.
  */
-import { PagePool } from '../cache/page-pool.js';
+import { PagePool, type KvDtype } from '../cache/page-pool.js';
 import { maxKept, PUNCT, SPECIAL, type HeadPolicy } from '../cache/head-policy.js';
 import { assignedHeads } from '../cache/policies/assigned.js';
 import { resolveCacheOptions, cacheLabel, type ResolvedCacheOptions } from '../cache/policies/index.js';
@@ -186,6 +186,8 @@ export interface GpuBenchOptions {
   /** Tests of the memory-budget run (default: the tg tests with a depth). */
   budgetTests?: GpuTestSpec[];
   context?: number;
+  /** Element type of every pool's K/V (default f32). */
+  kvDtype?: KvDtype;
   log: (line: string) => void;
   create: (config: ModelConfig, dtype: WeightKind) => Promise<WebGpuBackend>;
 }
@@ -233,7 +235,8 @@ class Runner {
   }
 
   label(cache: string): string {
-    return cache === 'fastgen' ? `fastgen mix ${this.o.mix.spec}` : cacheLabel(this.cacheOptions(cache));
+    const kv = this.o.kvDtype === 'f16' ? ' (f16 KV)' : '';
+    return (cache === 'fastgen' ? `fastgen mix ${this.o.mix.spec}` : cacheLabel(this.cacheOptions(cache))) + kv;
   }
 
   /** Start every sequence: fill its context (depth), or a one-token prompt. Returns each one's next token. */
@@ -298,7 +301,7 @@ class Runner {
    */
   async budgetRun(m: Loaded, t: GpuTestSpec, cache: string, heads: HeadPolicy[] | undefined, budgetBytes: number) {
     const c = m.config;
-    const pool = new PagePool({ headDim: c.headDim, arena: m.backend.createArena(), budgetBytes });
+    const pool = new PagePool({ headDim: c.headDim, kvDtype: this.o.kvDtype, arena: m.backend.createArena(), budgetBytes });
     const pt = pool.pageTokens;
     const nHeads = c.nLayers * c.nKvHeads;
     const budgetPages = Math.floor(budgetBytes / pool.pageBytes);
@@ -308,7 +311,7 @@ class Runner {
     // here, what the mix keeps of a sequence of the final length (one calibration fill, released).
     let prior = 1;
     if (cache === 'fastgen') {
-      const probe = this.sequence(m, new PagePool({ headDim: c.headDim, arena: m.backend.createArena() }), cache, heads);
+      const probe = this.sequence(m, new PagePool({ headDim: c.headDim, kvDtype: this.o.kvDtype, arena: m.backend.createArena() }), cache, heads);
       for (let l = 0; l < c.nLayers; l++) {
         probe.reserveLayer(l, final, 0, new Array(final).fill(3));
         probe.policy.afterAttention(probe, { layer: l, n: final, startPos: 0 });
@@ -379,7 +382,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
     for (const dtype of o.dtypes) {
       o.log(`loading ${shape} ${dtype} (random weights on the GPU)…`);
       const backend = await o.create(config, dtype);
-      const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, arena: backend.createArena() }) };
+      const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, kvDtype: o.kvDtype, arena: backend.createArena() }) };
       const heads = assignMix(o.mix, config.nLayers, config.nKvHeads);
       const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], after: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
       for (const cs of cases) {
@@ -401,7 +404,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
             cs.error = e.message;
             // The pool created page ids for the failed row; a fresh pool (and arena) lets later rows size their own.
             backend.destroyArena(m.pool.arena);
-            m.pool = new PagePool({ headDim: config.headDim, arena: backend.createArena() });
+            m.pool = new PagePool({ headDim: config.headDim, kvDtype: o.kvDtype, arena: backend.createArena() });
             o.log(`  ${runner.label(cs.cache)} ${cs.t.label}: ${e.message}`);
             continue;
           }
