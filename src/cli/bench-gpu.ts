@@ -163,6 +163,8 @@ export interface GpuBenchRow {
   kvGpuBytes: number;
   /** Averages over the measured steps: CPU until submit, waiting for the GPU and the readback. */
   cpuEncodeMs: number;
+  /** Of cpuEncodeMs: before the first dispatch is recorded (slots, page tables, KV growth, bookkeeping). */
+  cpuPrepareMs?: number;
   gpuWaitMs: number;
   /** CPU time after the readback: replaying the GPU's evictions on the per-slot metadata. */
   cpuAfterMs: number;
@@ -254,6 +256,7 @@ class Runner {
     const kvs = Array.from({ length: t.batch }, () => this.sequence(m, m.pool, cache, heads));
     const times: number[] = [];
     let encode = 0;
+    let prepare = 0;
     let wait = 0;
     let after = 0;
     let split: StepSplit | undefined;
@@ -266,6 +269,7 @@ class Runner {
         await b.forwardGreedy(kvs.map((kv) => ({ kv, tokens: prompt })));
         times.push(performance.now() - t0);
         encode = b.lastPass.encodeMs;
+        prepare = b.lastPass.prepareMs;
         wait = b.lastPass.waitMs;
         tps = (t.n * t.batch * 1000) / times[0];
       } else {
@@ -276,6 +280,7 @@ class Runner {
           next = await b.forwardGreedy(kvs.map((kv, i) => ({ kv, tokens: [next[i]] })));
           times.push(performance.now() - t0);
           encode += b.lastPass.encodeMs / steps;
+          prepare += b.lastPass.prepareMs / steps;
           wait += b.lastPass.waitMs / steps;
           after += b.lastPass.afterMs / steps;
         }
@@ -287,7 +292,7 @@ class Runner {
       }
       const kvBytes = kvs.reduce((s, kv) => s + kv.kvBytes(), 0) / t.batch;
       const pageBytes = kvs.reduce((s, kv) => s + kv.stores.reduce((n, st) => n + st.pages.length, 0), 0) * m.pool.pageBytes / t.batch;
-      return { tps, times, encode, wait, after, split, kvBytes, pageBytes };
+      return { tps, times, encode, prepare, wait, after, split, kvBytes, pageBytes };
     } finally {
       for (const kv of kvs) kv.release();
     }
@@ -384,7 +389,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
       const backend = await o.create(config, dtype);
       const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, kvDtype: o.kvDtype, arena: backend.createArena() }) };
       const heads = assignMix(o.mix, config.nLayers, config.nKvHeads);
-      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], after: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
+      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], prepare: [] as number[], wait: [] as number[], after: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
       for (const cs of cases) {
         if (cs.t.depth + cs.t.n + (cs.t.kind === 'tg' ? 1 : 0) > config.maxSeqLen) {
           throw new FastgenError('INVALID_OPTION', `--tests: '${cs.t.label}' does not fit ${config.name}'s ${config.maxSeqLen}-token context; raise --context`, '--tests');
@@ -412,6 +417,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
           cs.samples.push(res.tps);
           cs.times.push(...res.times);
           cs.encode.push(res.encode);
+          cs.prepare.push(res.prepare);
           cs.wait.push(res.wait);
           cs.after.push(res.after);
           cs.kvBytes = res.kvBytes;
@@ -432,7 +438,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
         rows.push({
           ...common, cache: runner.label(cs.cache), test: cs.t.label, batch: cs.t.batch, depth: cs.t.depth, tokensPerSecond: mean, stddev: sd,
           samples: cs.samples, stepMs: median(cs.times), kvBytesPerRow: cs.kvBytes, kvPageBytesPerRow: cs.pageBytes,
-          kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: median(cs.encode), gpuWaitMs: median(cs.wait), cpuAfterMs: median(cs.after), split: cs.split,
+          kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: median(cs.encode), cpuPrepareMs: median(cs.prepare), gpuWaitMs: median(cs.wait), cpuAfterMs: median(cs.after), split: cs.split,
         });
       }
       if (o.kvBudgetBytes !== undefined) {
@@ -463,12 +469,12 @@ const ms = (x: number) => x.toFixed(2);
 export function formatGpuRows(rows: GpuBenchRow[], notes: string[]): string {
   const main = rows.filter((r) => !r.budget);
   const out = [table(
-    ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode / wait / after ms'],
+    ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode (prepare) / wait / after ms'],
     main.map((r) => r.error ? [r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `did not run: ${r.error.slice(0, 90)}`, '', '', '', '', ''] : [
       r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `${r.tokensPerSecond.toFixed(1)} ± ${r.stddev.toFixed(1)}`, ms(r.stepMs),
       formatBytes(r.weightBytes), formatBytes(r.kvBytesPerRow),
       r.split ? `${ms(r.split.weightsMs)} / ${ms(r.split.attentionMs)} / ${ms(r.split.policyMs)} / ${ms(r.split.otherMs)} (${r.split.dispatches})` : '—',
-      `${ms(r.cpuEncodeMs)} / ${ms(r.gpuWaitMs)} / ${ms(r.cpuAfterMs)}`,
+      `${ms(r.cpuEncodeMs)} (${ms(r.cpuPrepareMs ?? 0)}) / ${ms(r.gpuWaitMs)} / ${ms(r.cpuAfterMs)}`,
     ]),
     ['l', 'r', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
   )];

@@ -158,10 +158,11 @@ export class WebGpuBackend implements Backend {
   /** Bytes of weights uploaded. */
   readonly weightBytes: number;
   /**
-   * Where the last pass's time went: dispatches recorded, CPU time until submit (bookkeeping + encoding), time waiting
-   * for the GPU and the readback, CPU time after it (replaying evictions, policy decisions).
+   * Where the last pass's time went: dispatches recorded; CPU time until submit (encodeMs), of which preparing (slots,
+   * page tables, KV storage growth, bookkeeping) before the first dispatch is recorded (prepareMs); time waiting for
+   * the GPU and the readback; CPU time after it (replaying evictions, policy decisions).
    */
-  lastPass = { dispatches: 0, encodeMs: 0, waitMs: 0, afterMs: 0 };
+  lastPass = { dispatches: 0, encodeMs: 0, prepareMs: 0, waitMs: 0, afterMs: 0 };
   private readonly gpu: GpuDevice;
   /** The kernels (public for the workbench, which sets their measured variants). */
   readonly ops: GpuOps;
@@ -639,6 +640,7 @@ export class WebGpuBackend implements Backend {
     this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
 
     // The pass.
+    const tPrepared = performance.now();
     const enc = this.enc;
     const ops = this.ops;
     const A = this.act;
@@ -720,6 +722,7 @@ export class WebGpuBackend implements Backend {
     }
 
     // The cache, on the CPU: replay the GPU's evictions; FastGen profiles and compresses, and the GPU follows.
+    const t2 = performance.now();
     const reports = new Uint32Array(data, head, reportWords);
     for (let j = 0; j < nEvicts; j++) {
       const e = E.data.subarray(j * EVICT_WORDS, (j + 1) * EVICT_WORDS);
@@ -741,10 +744,9 @@ export class WebGpuBackend implements Backend {
       }
       if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
     }
-    const t2 = performance.now();
     if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, head + reportBytes, statsWords), arena, seqSlots, shape, b);
     items.forEach((it) => it.kv.advance(it.tokens.length));
-    this.lastPass = { dispatches, encodeMs: t1 - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
+    this.lastPass = { dispatches, encodeMs: t1 - t0, prepareMs: tPrepared - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
 
     if (greedy) return Array.from(new Uint32Array(data, 0, nw));
     const results: (Float32Array | number | Error)[] = [];
