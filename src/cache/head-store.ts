@@ -128,12 +128,16 @@ export class HeadStore {
     if (slot < 0 || slot > last) throw new Error(`internal: evicting slot ${slot} of ${this.length}`);
     if (slot !== last) {
       const view = this.pool.kvDtype === 'f16' ? this.pool.arena.halves : this.pool.arena.floats;
-      const d = this.headDim;
-      const half = this.pool.pageTokens * d;
-      const to = this.keyOffset(slot);
-      const from = this.keyOffset(last);
-      view.copyWithin(to, from, from + d);
-      view.copyWithin(to + half, from + half, from + half + d);
+      // An arena without a CPU view (a GPU's) moves K/V with its own kernel; this is then a metadata move (a 7B batch
+      // replays thousands of these a step).
+      if (view.length > 0) {
+        const d = this.headDim;
+        const half = this.pool.pageTokens * d;
+        const to = this.keyOffset(slot);
+        const from = this.keyOffset(last);
+        view.copyWithin(to, from, from + d);
+        view.copyWithin(to + half, from + half, from + half + d);
+      }
       this.positions[slot] = this.positions[last];
       this.tokenIds[slot] = this.tokenIds[last];
       this.scores[slot] = this.scores[last];
@@ -163,6 +167,15 @@ export class HeadStore {
       }
     }
     return removed;
+  }
+
+  /**
+   * Room for `slots` slots' metadata without growing, plus a quarter: a prompt (or a filled context) of n tokens leaves
+   * the arrays exactly full at a power of two, and the first decode step would then grow every head of the batch at
+   * once (a 7B batch of 8 at 4096 tokens: a gigabyte copied in one step).
+   */
+  reserveCapacity(slots: number): void {
+    if (slots > this.positions.length) this.growMeta(Math.ceil(slots * 1.25));
   }
 
   /** Return every page to the pool. */
