@@ -2,7 +2,8 @@
 # One device run (prepared by scripts/webgpu-carry.sh): WebGPU (Dawn) on the NVIDIA GPU — kernel checks, the backend's
 # equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, sampling, bench;
 # gpubench (scripts/gpu-bench.sh: issue 13's comparison with HF transformers), gpuprobe (a short look at bench --synthetic)
-# and steps (checks, tests, attention variants, the issue's decode rows with the step split).
+# steps (checks, tests, attention variants, the issue's decode rows with the step split), prof (the decode rows under
+# node's profiler) and matvec (the weight kernels' variants on the 7B matrices).
 set -u
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 xz -dc .gpu/node.xz > /usr/local/bin/node && chmod +x /usr/local/bin/node
@@ -43,6 +44,17 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   step attention 60 bash -c 'for c in 512 4096; do node dist/dev/kernels/run.js attention --ctx $c --reps 50; done'
   step decode_s15 90 bash -c 'for d in f32 f16 q8_0; do node dist/dev/kernels/decode.js --synthetic stories15M --dtype $d --prompt 32 --steps 200; done'
   step decode_7b 240 bash -c 'for d in f16 q8_0; do node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype $d --prompt 32 --steps 48; done; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --batch 8'
+fi
+# The weight kernels (docs/webgpu.md, "Matrix × few vectors"): kernel checks, then every 7B matrix at 1, 8, 16 and 32
+# tokens through the vec4 kernel's variants and the word kernel (rows4, the old default), f16 and q8_0; each kind ends
+# with the weight ms of one 7B decode step per variant; then the tiled crossover at 16–128 rows. About a minute.
+if [ "$MODE" = matvec ]; then
+  step checks 120 node dist/dev/kernels/run.js check
+  grep -c 'ok=true' $O/checks.txt; grep 'ok=false' $O/checks.txt
+  V="--variant vrows4 --variant vrows2 --variant vrows8 --variant vrows4-wg128 --variant vrows2-wg64 --variant vrows4-tb8 --variant rows4"
+  TAILN=30 step mv_f16 150 node dist/dev/kernels/run.js matvec --kind f16 --shape 7b --tokens 1,8,16,32 $V --reps 30
+  TAILN=30 step mv_q8 150 node dist/dev/kernels/run.js matvec --kind q8_0 --shape 7b --tokens 1,8,16,32 $V --reps 30
+  TAILN=30 step crossover 90 node dist/dev/kernels/run.js matmul --kind f16 --shape 4096x4096 --shape 22016x4096 --tokens 16,32,64,128 --variant vrows4 --variant vrows8 --variant tiled --reps 10
 fi
 if [ "$MODE" = gpubench ]; then
   # At most 8 files come back from the device: everything in one archive, the table on stdout.

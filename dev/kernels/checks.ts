@@ -20,7 +20,7 @@ import { mulberry32 } from '../../src/generate/rng.js';
 import type { ModelConfig } from '../../src/model/types.js';
 import { StepEncoder, type GpuDevice } from '../../src/backend/webgpu/encoder.js';
 import { readF32, readU32 } from '../../src/backend/webgpu/io.js';
-import { GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
+import { DEFAULT_MATVEC_VARIANT, GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
 import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
 import { attentionVec4Fits } from '../../src/backend/webgpu/wgsl-cache.js';
 
@@ -60,7 +60,7 @@ async function buf(gpu: GpuDevice, data: ArrayBufferView | number, what = 'check
  * out[T, rows] = x'[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel, where x' is x
  * itself, RMSNorm(x) ⊙ g (the fused norm), or silu(gate) · up of [gate | up] rows (the fused SwiGLU).
  */
-export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', input: 'norm' | 'swiglu', T: number, rows: number, cols: number, seed = 5): Promise<CheckResult> {
+export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: string, input: 'norm' | 'swiglu', T: number, rows: number, cols: number, seed = 5): Promise<CheckResult> {
   const r = mulberry32(seed);
   const w = randn(r, rows * cols);
   const xStride = input === 'swiglu' ? 2 * cols : cols + 3; // rows of x apart by more than cols (the fused q|k|v layout)
@@ -73,7 +73,7 @@ export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: '
   const gBuf = await buf(ops.gpu, g);
   const enc = new StepEncoder(ops.gpu);
   const fused = input === 'norm' ? { norm: gBuf, eps: 1e-5, scratchOff: T * xStride + T * rows } : { upOff: cols };
-  ops.matmul(enc, act, m, T, 0, xStride, T * xStride, rows, true, variant, fused);
+  withVariant(ops, variant, (path) => ops.matmul(enc, act, m, T, 0, xStride, T * xStride, rows, true, path, fused));
   enc.submit();
   const got = await readF32(ops.gpu, act, T * xStride, T * rows);
   const xin = new Float32Array(T * cols);
@@ -89,8 +89,20 @@ export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: '
   return result(`matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
 }
 
-/** out[T, rows] = x[T, cols] · Wᵀ in each weight kind, through the matrix × vector or the tiled kernel. */
-export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: 'matvec' | 'tiled', T: number, rows: number, cols: number, seed = 1): Promise<CheckResult> {
+/** Record through the workbench variant `variant` (GpuOps.setMatvecVariant), then back to the default kernel. */
+function withVariant(ops: GpuOps, variant: string, record: (path: 'matvec' | 'tiled') => void): void {
+  try {
+    record(ops.setMatvecVariant(variant));
+  } finally {
+    ops.setMatvecVariant(DEFAULT_MATVEC_VARIANT);
+  }
+}
+
+/**
+ * out[T, rows] = x[T, cols] · Wᵀ in each weight kind, through a matrix × vector variant (`vrows4`, `rows4-tb8`, …:
+ * GpuOps.setMatvecVariant) or the tiled kernel.
+ */
+export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: string, T: number, rows: number, cols: number, seed = 1): Promise<CheckResult> {
   const r = mulberry32(seed);
   const w = randn(r, rows * cols);
   const x = randn(r, T * cols);
@@ -99,7 +111,7 @@ export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: 'matve
   // act: x [T, cols] then out [T, rows] holding a residual that the kernel adds to.
   const act = await buf(ops.gpu, concat(x, resid));
   const enc = new StepEncoder(ops.gpu);
-  ops.matmul(enc, act, m, T, 0, cols, T * cols, rows, true, variant);
+  withVariant(ops, variant, (path) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rows, true, path));
   enc.submit();
   const got = await readF32(ops.gpu, act, T * cols, T * rows);
   const want = new Float32Array(T * rows);
@@ -810,10 +822,20 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   const out: CheckResult[] = [];
   for (const kind of ['f32', 'f16', 'q8_0'] as const) {
     out.push(await checkEmbed(ops, kind));
-    for (const T of [1, 3, 6, 21]) out.push(await checkMatmul(ops, kind, 'matvec', T, 67, 45));
+    // The word kernel: tokens in blocks of 4 (21 = five blocks, the last partial).
+    for (const T of [1, 3, 6, 21]) out.push(await checkMatmul(ops, kind, 'rows4', T, 67, 45));
+    // The vec4 kernel (the default): 45 columns leave a ragged last word in every kind, 96 none (f32 24 words of 4,
+    // f16 12 of 8, q8_0 6 of 16 = 3 blocks); 1000 (f16 125 words, q8_0 32 blocks = 1024 values, ragged) makes each
+    // thread loop. T up to 16 is one block of the next power of two (2 of TB 2, 3 of 4, 5 of 8, 13 of 16), 17 two
+    // (16 + 1); -tb4 loops 5 blocks. Few distinct pipelines: lavapipe takes seconds to compile each unrolled one.
+    for (const T of [1, 3, 13, 17]) out.push(await checkMatmul(ops, kind, 'vrows4', T, 67, 45));
+    for (const T of [2, 16]) out.push(await checkMatmul(ops, kind, 'vrows4', T, 37, 96));
+    out.push(await checkMatmul(ops, kind, kind === 'q8_0' ? 'vrows1-wg64' : 'vrows8-wg64', 3, 67, 1000));
+    if (kind === 'f16') out.push(await checkMatmul(ops, kind, 'vrows2-tb4', 17, 29, 1000));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
     for (const input of ['norm', 'swiglu'] as const) {
-      out.push(await checkFusedMatmul(ops, kind, 'matvec', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
+      out.push(await checkFusedMatmul(ops, kind, 'rows4', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
+      out.push(input === 'norm' ? await checkFusedMatmul(ops, kind, 'vrows4', input, 3, 67, 45) : await checkFusedMatmul(ops, kind, 'vrows4', input, 13, 29, 96));
     }
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
