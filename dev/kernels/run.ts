@@ -3,16 +3,21 @@
  * named variants over several shapes. Re-run it to revisit a measured decision.
  *
  *   node dist/dev/kernels/run.js check                          every kernel against its reference (small, odd sizes)
- *   node dist/dev/kernels/run.js matvec [--variant rows4] [--kind f16] [--shape 4096x11008] [--tokens 1] [--json]
+ *   node dist/dev/kernels/run.js matvec [--variant vrows4] [--kind f16] [--shape 4096x11008|7b] [--tokens 1,8,16] [--json]
  *   node dist/dev/kernels/run.js matmul  --kind f16 --shape 4096x4096 --tokens 128
- *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256]
+ *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256] [--kv-dtype f16] [--variant vec4|scalar]
  *   node dist/dev/kernels/run.js sample [--vocab 32000]                one sequence's token under each sampling rule
  *
- * matvec variants: rows1, rows2, rows4 (default), rows8 — rows per workgroup — each optionally -wg64/-wg128 (threads
- * per workgroup; default: by row length) and -tb8/-tb16 (tokens per block, default 4). `matmul --tokens N --variant
- * rows4 --variant tiled` compares the two paths at N rows (GpuOps.tiledFromRows).
- * Shapes are rows x cols of the weight matrix; the defaults cover stories15M (288x288, 768x288, 32000x288) and
- * Llama-2-7B (4096x4096, 11008x4096, 4096x11008, 32000x4096). Bandwidth = weight bytes / time per call.
+ * matvec variants (GpuOps.setMatvecVariant): vrows1 … vrows8 — the vec4 kernel (16-byte weight loads, every token of
+ * the pass at once), N rows per workgroup — and rows1 … rows8, the word kernel (u32 loads, tokens in blocks of 4);
+ * each optionally -wg32/-wg64/-wg128/-wg256 (threads per workgroup; default: by row length), -tbN (vec4: most tokens
+ * per block, default 16; word: tokens per block, default 4), -nosg (the word kernel, reduced without subgroupAdd).
+ * `matmul --tokens 16,32,64 --variant vrows4 --variant tiled` compares the paths at those rows (GpuOps.tiledFromRows).
+ * --tokens takes a list; each shape's matrix is timed at each count.
+ * Shapes are rows x cols of the weight matrix; `7b` = Llama-2-7B's matrices as the backend stacks them (12288x4096
+ * q|k|v, 4096x4096 o, 22016x4096 gate|up, 4096x11008 down, 32000x4096 classifier), and with all five timed the output
+ * adds the weight time of one 7B decode step per variant. The defaults: stories15M (288x288, 768x288, 32000x288) and
+ * the 7B five. Bandwidth = weight bytes (with q8_0's scales) / time per call.
  */
 import { parseArgs } from 'node:util';
 import { tryGpuContext } from '../../src/backend/webgpu/device.js';
@@ -24,7 +29,9 @@ import { mulberry32 } from '../../src/generate/rng.js';
 import { GREEDY_SAMPLE, type DeviceSample } from '../../src/generate/sample-rule.js';
 import { sampleParams } from '../../src/backend/webgpu/wgsl-sample.js';
 
-const DEFAULT_SHAPES = ['288x288', '768x288', '32000x288', '4096x4096', '11008x4096', '4096x11008', '32000x4096'];
+/** Llama-2-7B's weight matrices as the backend stacks them: q|k|v, o, gate|up, down (per layer), classifier. */
+const LLAMA2_7B_SHAPES = ['12288x4096', '4096x4096', '22016x4096', '4096x11008', '32000x4096'];
+const DEFAULT_SHAPES = ['288x288', '768x288', '32000x288', ...LLAMA2_7B_SHAPES];
 
 /** Median seconds per call of `record` (dispatches recorded into one command buffer, `reps` times). */
 async function time(gpu: GpuDevice, record: (enc: StepEncoder) => void, reps: number, rounds = 5): Promise<{ median: number; spread: number }> {
@@ -48,7 +55,7 @@ async function main(): Promise<void> {
     options: {
       variant: { type: 'string', multiple: true }, kind: { type: 'string', multiple: true }, shape: { type: 'string', multiple: true },
       tokens: { type: 'string', default: '1' }, ctx: { type: 'string', default: '4096' }, heads: { type: 'string', default: '32' },
-      'kv-heads': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
+      'kv-heads': { type: 'string' }, 'kv-dtype': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
       chunk: { type: 'string' }, vocab: { type: 'string', default: '32000' }, json: { type: 'boolean', default: false },
     },
   });
@@ -70,29 +77,39 @@ async function main(): Promise<void> {
   }
 
   if (what === 'matvec' || what === 'matmul') {
-    const T = Number(values.tokens);
-    const variants = values.variant ?? (what === 'matvec' ? ['rows4'] : ['tiled']);
+    const tokenCounts = values.tokens.split(',').map(Number);
+    const variants = values.variant ?? (what === 'matvec' ? ['vrows4', 'rows4'] : ['tiled']);
+    const shapes = (values.shape ?? DEFAULT_SHAPES).flatMap((s) => (s === '7b' ? LLAMA2_7B_SHAPES : [s]));
+    // Median µs per call by kind/tokens/variant/shape, for the 7B step estimate below.
+    const us = new Map<string, number>();
     for (const kind of (values.kind ?? ['f16']) as WeightKind[]) {
-      for (const shape of values.shape ?? DEFAULT_SHAPES) {
+      for (const shape of shapes) {
         const [rowsN, cols] = shape.split('x').map(Number);
         // Random weights straight on the GPU: the values do not matter for timing.
         const m = await ops.randomMatrix(rowsN, cols, kind, 1, 'W');
-        const act = await gpu.buffer((T * cols + T * rowsN) * 4, 'act');
-        for (const variant of variants) {
-          const tiled = variant === 'tiled';
-          if (!tiled) {
-            const parts = variant.split('-');
-            ops.matvecRows = Number(parts[0].replace('rows', ''));
-            ops.matvecThreads = Number(parts.find((x) => x.startsWith('wg'))?.slice(2) ?? 0);
-            ops.matvecTokens = Number(parts.find((x) => x.startsWith('tb'))?.slice(2) ?? 4);
-            ops.matvecSubgroups = !parts.includes('nosg');
+        for (const T of tokenCounts) {
+          const act = await gpu.buffer((T * cols + T * rowsN) * 4, 'act');
+          for (const variant of variants) {
+            const path = ops.setMatvecVariant(variant);
+            const t = await time(gpu, (enc) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rowsN, false, path), reps);
+            us.set(`${kind}/${T}/${variant}/${shape}`, t.median * 1e6);
+            print({ kernel: what, kind, variant, shape, tokens: T, us: (t.median * 1e6).toFixed(1), 'GB/s': (m.bytes / t.median / 1e9).toFixed(0),
+              'GFLOP/s': ((2 * T * rowsN * cols) / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
           }
-          const t = await time(gpu, (enc) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rowsN, false, tiled ? 'tiled' : 'matvec'), reps);
-          print({ kernel: what, kind, variant, shape, tokens: T, us: (t.median * 1e6).toFixed(1), 'GB/s': (m.bytes / t.median / 1e9).toFixed(0),
-            'GFLOP/s': ((2 * T * rowsN * cols) / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+          act.destroy();
         }
-        for (const p of m.parts) p.w.destroy();
-        act.destroy();
+        for (const p of m.parts) { p.w.destroy(); if (kind === 'q8_0') p.d.destroy(); }
+      }
+      // With every 7B matrix timed: one decode step's weight time (32 layers × (q|k|v, o, gate|up, down) + classifier),
+      // the figure docs/gpu-results.md's "weights" column measures inside the real step.
+      if (LLAMA2_7B_SHAPES.every((s) => shapes.includes(s))) {
+        for (const T of tokenCounts) {
+          for (const variant of variants) {
+            const per = (s: string) => us.get(`${kind}/${T}/${variant}/${s}`)!;
+            const ms = (32 * LLAMA2_7B_SHAPES.slice(0, 4).reduce((a, s) => a + per(s), 0) + per(LLAMA2_7B_SHAPES[4])) / 1000;
+            print({ kernel: `${what} 7B step (32 layers + classifier)`, kind, variant, tokens: T, 'weights ms': ms.toFixed(2), 'tok/s if weights only': (T / ms * 1000).toFixed(0) });
+          }
+        }
       }
     }
   } else if (what === 'attention') {
@@ -103,12 +120,13 @@ async function main(): Promise<void> {
     const n = Number(values.ctx);
     const pt = 16;
     const pages = Math.ceil(n / pt) * nKv;
-    const shape = { parts: 1, pagesPerPart: pages, pageTokens: pt, headDim: hd };
+    const half = values['kv-dtype'] === 'f16';
+    const shape = { parts: 1, pagesPerPart: pages, pageTokens: pt, headDim: hd, half };
     const maxPages = Math.ceil(n / pt);
     const tables = Uint32Array.from({ length: pages }, (_, i) => i);
     const pass = Uint32Array.from([0, 0, 0, 0, 1, 0, ...new Array(nKv).fill(n - 1)]);
     const b: CacheBuffers = {
-      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
+      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), raw: await gpu.buffer(16, 'raw'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
       tables: await gpu.buffer(tables.byteLength, 'tables', tables), meta: await gpu.buffer(16, 'meta'), scores: await gpu.buffer(16, 's'),
       ml: await gpu.buffer(nHeads * 8, 'ml'), part: await gpu.buffer(ops.attentionPartFloats(1, nHeads, hd, n) * 4, 'part'), stats: await gpu.buffer(16, 'st'), work: await gpu.buffer(16, 'w'), report: await gpu.buffer(16, 'r'),
       kv: [await gpu.buffer(pages * 2 * pt * hd * 4, 'kv')],
@@ -116,10 +134,13 @@ async function main(): Promise<void> {
     const params = { nLayers: 1, layer: 0, nHeads, nKvHeads: nKv, maxPages, T: 1, qOff: 0, qStride: nHeads * hd, outOff: nHeads * hd,
       rowItemOff: 0, rowTOff: 1, itemOff: 2, olderOff: 6, mlOff: 0xffffffff, scale: 1 / Math.sqrt(hd) };
     if (values.chunk) ops.attentionChunk = Number(values.chunk);
+    for (const variant of (values.variant ?? ['vec4', 'scalar']) as GpuOps['attentionVariant'][]) {
+    ops.attentionVariant = variant;
     const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads, n), reps);
-    const bytes = nKv * n * 2 * hd * 4;
-    print({ kernel: 'attention', variant: `splitk${ops.attentionChunk}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
+    const bytes = nKv * n * 2 * hd * (half ? 2 : 4);
+    print({ kernel: 'attention', variant: `${variant}-splitk${ops.attentionChunk}${half ? '-f16' : ''}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
       'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+    }
   } else if (what === 'sample') {
     // One sequence's token from --vocab logits (random normal × 3), for each rule: the step's sampling cost.
     const vocab = Number(values.vocab);

@@ -22,6 +22,11 @@ export interface GpuContext {
   maxBuffer: number;
   /** Whether `subgroups` is enabled (the reductions use subgroupAdd when it is). */
   subgroups: boolean;
+  /**
+   * The smallest subgroup the adapter may run (NVIDIA 32, lavapipe 8; 4 when the adapter does not say): sizes the
+   * workgroup memory of reductions that keep one partial per subgroup.
+   */
+  subgroupMinSize: number;
   /** Storage buffers one kernel may bind (the KV cache's parts are bound side by side). */
   maxStorageBuffers: number;
   /** Whether `timestamp-query` is enabled (the benchmark's per-dispatch GPU times). */
@@ -89,6 +94,7 @@ async function openContext(): Promise<GpuContext> {
     maxBinding: Math.floor(lim.maxStorageBufferBindingSize / 4) * 4,
     maxBuffer: lim.maxBufferSize,
     subgroups,
+    subgroupMinSize: Math.max(1, info.subgroupMinSize ?? 4),
     maxStorageBuffers: lim.maxStorageBuffersPerShaderStage,
     timestamps: requiredFeatures.includes('timestamp-query'),
   };

@@ -9,12 +9,12 @@ import { f32ToF16 } from '../../half.js';
 import { quantizeQ8_0 } from '../wasm/reference-extra.js';
 import { f32, grid, StepEncoder, type Binding, type GpuDevice } from './encoder.js';
 import {
-  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
+  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecVec4Wgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
 import {
-  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
+  applyMovesWgsl, attentionCombineWgsl, attentionVec4Fits, attentionVec4Wgsl, patchTablesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
 } from './wgsl-cache.js';
 
 /** The step a matrix product fuses before it (GpuOps.matmul). */
@@ -39,19 +39,28 @@ export interface GpuMatrix {
   bytes: number;
 }
 
-/** u32 words per row of a [·, cols] matrix in this kind. */
+/**
+ * u32 words per row of a [·, cols] matrix in this kind: a multiple of 4 (16-byte rows) for the vec4 matrix × vector
+ * kernel (matvecVec4Wgsl). f32 rows pad to 4 values, f16 to 8, q8_0's to whole 32-value blocks (8 words). The padding
+ * is zero when uploaded and random (finite) in randomMatrix; the kernels never let it meet a nonzero x. Only odd
+ * shapes pad (stories260K's 172 columns: 86 → 88 words); every 7B matrix's cols is a multiple of 32.
+ */
 export function rowWordsOf(kind: WeightKind, cols: number): number {
-  if (kind === 'f32') return cols;
-  if (kind === 'f16') return Math.ceil(cols / 2);
+  if (kind === 'f32') return Math.ceil(cols / 4) * 4;
+  if (kind === 'f16') return Math.ceil(cols / 8) * 4;
   return Math.ceil(cols / 32) * 8;
 }
 
-/** Encode rows [r0, r1) of an f32 matrix into the kind's words (and q8_0 scales). */
+/** Encode rows [r0, r1) of an f32 matrix into the kind's words (rowWordsOf per row; q8_0 also its scales). */
 export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r0: number, r1: number): { words: Uint32Array; scales?: Float32Array } {
   const rows = r1 - r0;
   const src = data.subarray(r0 * cols, r1 * cols);
-  if (kind === 'f32') return { words: new Uint32Array(src.buffer.slice(src.byteOffset, src.byteOffset + src.byteLength)) };
   const rw = rowWordsOf(kind, cols);
+  if (kind === 'f32') {
+    const out = new Float32Array(rows * rw);
+    for (let r = 0; r < rows; r++) out.set(src.subarray(r * cols, (r + 1) * cols), r * rw);
+    return { words: new Uint32Array(out.buffer) };
+  }
   if (kind === 'f16') {
     const halves = new Uint16Array(rows * rw * 2);
     for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) halves[r * rw * 2 + c] = f32ToF16(src[r * cols + c]);
@@ -61,16 +70,32 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
+/** GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant). */
+export const DEFAULT_MATVEC_VARIANT = 'vrows4';
+
+/** Values of a kind in one u32 word. */
+const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
 
 export class GpuOps {
-  /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` variants). */
+  /**
+   * The matrix × few-vectors kernel: 'vec4' (matvecVec4Wgsl: 16-byte weight loads, all of a pass's tokens at once;
+   * needs subgroups and 16-byte rows) or 'word' (matvecWgsl: one u32 word per load, tokens in blocks of
+   * matvecTokens). The workbench's `vrowsN…` variants are vec4, `rowsN…` word.
+   */
+  matvecKernel: 'vec4' | 'word' = 'vec4';
+  /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` / `vrowsN` variants). */
   matvecRows = 4;
-  /** Tokens per block of the matrix × vector kernel (variant suffix `-tb8`, …): its rows are re-read once per block. */
+  /**
+   * Tokens per block (variant suffix `-tb8`, …): the word kernel re-reads its rows once per block of this many; the
+   * vec4 kernel takes the pass's token count rounded up to a power of two, at most this many, in one block.
+   */
   matvecTokens = 4;
+  /** The vec4 kernel's most tokens per block (its `-tbN` suffix): 16 keeps batch ≤ 16 to one read of each weight. */
+  matvecVec4Tokens = 16;
   /**
    * Token rows from which a matrix product takes the tiled kernel instead of the matrix × vector one (workbench:
-   * `run.js matmul --tokens N --variant rows4 --variant tiled`). Up to 32 rows the matrix × vector kernel re-reads each
-   * workgroup's rows from cache per block of tokens; the tiled kernel's 64-row tiles leave most of the GPU idle there
+   * `run.js matmul --tokens N --variant vrows4 --variant tiled`). Up to 32 rows the matrix × vector kernels read
+   * each weight once per block of tokens; the tiled kernel's 64-row tiles leave most of the GPU idle there
    * (7B batch 16: 152 ms a step through it in H200 run 3).
    */
   tiledFromRows = 33;
@@ -79,8 +104,13 @@ export class GpuOps {
    * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
    */
   matvecThreads = 0;
-  /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: through workgroup memory). */
+  /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: the word kernel, through workgroup memory). */
   matvecSubgroups = true;
+  /**
+   * The attention kernel: 'vec4' reads K/V 16 bytes a load (attentionVec4Wgsl; heads of whole 16-byte words), 'scalar'
+   * an element a load (the workbench's attention `--variant`).
+   */
+  attentionVariant: 'vec4' | 'scalar' = 'vec4';
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
   private readonly placeholder: Promise<GPUBuffer>;
@@ -88,7 +118,33 @@ export class GpuOps {
   private fillEncoder?: StepEncoder;
 
   constructor(readonly gpu: GpuDevice) {
+    this.setMatvecVariant(DEFAULT_MATVEC_VARIANT);
     this.placeholder = gpu.buffer(16, 'placeholder');
+  }
+
+  /**
+   * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
+   * 'tiled'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
+   * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16) and `-nosg`
+   * (no subgroupAdd: the word kernel). Fields not named return to their defaults.
+   */
+  setMatvecVariant(name: string): 'matvec' | 'tiled' {
+    if (name === 'tiled') return 'tiled';
+    const parts = name.split('-');
+    const m = /^(v?)rows(\d+)$/.exec(parts[0]);
+    const num = (prefix: string) => {
+      const p = parts.find((x) => x.startsWith(prefix));
+      return p === undefined ? undefined : Number(p.slice(prefix.length));
+    };
+    const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg)$/.test(x));
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, rowsN or vrowsN with -wgN, -tbN, -nosg`);
+    this.matvecKernel = m[1] ? 'vec4' : 'word';
+    this.matvecRows = Number(m[2]);
+    this.matvecThreads = num('wg') ?? 0;
+    this.matvecTokens = m[1] ? 4 : (num('tb') ?? 4);
+    this.matvecVec4Tokens = m[1] ? (num('tb') ?? 16) : 16;
+    this.matvecSubgroups = !parts.includes('nosg');
+    return 'matvec';
   }
 
   /** Upload an f32 matrix [rows, cols] as `kind`, split at the storage-binding limit. */
@@ -175,11 +231,27 @@ export class GpuOps {
     }
     const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
     const R = this.matvecRows;
-    const TB = this.matvecTokens;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
-    const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
-    const key = tiled ? `matmul-${m.kind}` : `matvec-${m.kind}-r${R}-tb${TB}-wg${WG}${sg ? '-sg' : ''}-${mode}`;
-    const pl = this.gpu.pipeline(key, () => (tiled ? matmulWgsl(m.kind) : matvecWgsl(m.kind, R, sg, WG, TB, mode)));
+    const vec4 = !tiled && sg && this.matvecKernel === 'vec4' && m.rowWords % 4 === 0;
+    let key: string;
+    let pl: GPUComputePipeline;
+    if (tiled) {
+      key = `matmul-${m.kind}`;
+      pl = this.gpu.pipeline(key, () => matmulWgsl(m.kind));
+    } else if (vec4) {
+      // One block for the whole pass up to matvecVec4Tokens (powers of two: few pipelines, ≤ 2× the FMAs of T).
+      const TB = Math.min(this.matvecVec4Tokens, 2 ** Math.ceil(Math.log2(T)));
+      const rv = m.rowWords / 4;
+      const WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 256);
+      const ragged = m.rowWords * VALUES_PER_WORD[m.kind] !== m.cols;
+      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}`;
+      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged));
+    } else {
+      const TB = this.matvecTokens;
+      const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
+      key = `matvec-${m.kind}-r${R}-tb${TB}-wg${WG}${sg ? '-sg' : ''}-${mode}`;
+      pl = this.gpu.pipeline(key, () => matvecWgsl(m.kind, R, sg, WG, TB, mode));
+    }
     for (const part of m.parts) {
       const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo,
         input && 'upOff' in input ? input.upOff : 0, f32(input && 'norm' in input ? input.eps : 0)];
@@ -262,11 +334,31 @@ export class GpuOps {
    */
   attention(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nHeads: number, maxSlots: number): void {
     const nChunks = Math.max(1, Math.ceil(maxSlots / this.attentionChunk));
-    const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
-    enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
-      [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T, nChunks);
+    const params = GpuOps.cacheParams({ ...p, nChunks });
+    if (this.attentionVariant === 'vec4' && attentionVec4Fits(c)) {
+      const key = `${this.cacheKey('attention4', c)}-${this.attentionChunk}`;
+      enc.dispatch(this.gpu.pipeline(key, () => attentionVec4Wgsl(c, this.attentionChunk)), key,
+        [b.act, b.pass, b.tables, b.part, b.ml, b.raw, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+      // One chunk: the kernel wrote the output and the rows' max and sum itself.
+      if (nChunks === 1) return;
+    } else {
+      const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
+      enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
+        [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+    }
     const ckey = this.cacheKey('attncombine', c);
-    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T);
+    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], params, nHeads, T);
+  }
+
+  /**
+   * Whether the attention kernel keeps its scores for the statistics kernel (which then reads K only through them),
+   * and the floats that takes for T rows over at most maxSlots slots.
+   */
+  keepsRawScores(c: CacheShape): boolean {
+    return this.attentionVariant === 'vec4' && attentionVec4Fits(c);
+  }
+  rawFloats(T: number, nHeads: number, maxSlots: number): number {
+    return T * nHeads * maxSlots;
   }
 
   /** Floats of attention partials for T rows over at most maxSlots slots. */
@@ -277,13 +369,16 @@ export class GpuOps {
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
     const key = this.cacheKey('attnstats', c);
     enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, b.raw, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
 
+  /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('evict', c);
-    enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
-      [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+    for (let at = 0; at < entries; at += 65535) {
+      enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
+        [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams({ ...p, entryOff: (p.entryOff ?? 0) + 12 * at }), Math.min(65535, entries - at));
+    }
   }
 
   /**
@@ -304,16 +399,24 @@ export class GpuOps {
     enc.dispatch(this.gpu.pipeline(key, () => setScoresWgsl(c)), key, [b.pass, b.tables, b.scores, b.work], GpuOps.cacheParams(p), entries);
   }
 
+  /** tables[list[2j]] = list[2j + 1] for j < count (the page-table entries a pass changed). */
+  patchTables(enc: StepEncoder, tables: GPUBuffer, list: GPUBuffer, count: number): void {
+    enc.dispatch(this.gpu.pipeline('patch-tables', () => patchTablesWgsl), 'patch-tables', [tables, list], [count], ...grid(Math.ceil(count / 64)));
+  }
+
   /** Copy `count` whole pages ((src, dst) page id pairs in `pairs`): K/V, slot metadata, scores (fork()). */
   copyPages(enc: StepEncoder, c: CacheShape, b: Pick<CacheBuffers, 'meta' | 'scores' | 'kv'>, pairs: GPUBuffer, count: number): void {
     const key = this.cacheKey('copypages', c);
     enc.dispatch(this.gpu.pipeline(key, () => copyPagesWgsl(c)), key, [pairs, b.meta, b.scores, ...kvBindings(b.kv)], [count], ...grid(count));
   }
 
+  /** Compaction entries (4 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   applyMoves(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('moves', c);
-    enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
-      [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams(p), entries);
+    for (let at = 0; at < entries; at += 65535) {
+      enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
+        [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, entryOff: (p.entryOff ?? 0) + 4 * at }), Math.min(65535, entries - at));
+    }
   }
 }
 
@@ -330,6 +433,8 @@ export interface CacheBuffers {
   stats: GPUBuffer;
   /** Attention's chunk partials (split-K). */
   part: GPUBuffer;
+  /** Attention scores kept for the statistics kernel (rawFloats; with p.rawStride > 0). */
+  raw: GPUBuffer;
   /** Eviction scratch and compaction moves. */
   work: GPUBuffer;
   report: GPUBuffer;
@@ -346,6 +451,6 @@ const CACHE_PARAM_ORDER = [
   'kOff', 'vOff', 'kvStride', 'outOff',
   'rowItemOff', 'rowTOff', 'itemOff', 'olderOff',
   'rowMetaOff', 'mlOff', 'flagsOff', 'entryOff',
-  'scale', 'nChunks',
+  'scale', 'nChunks', 'rawStride',
 ] as const;
 export type CacheParam = (typeof CACHE_PARAM_ORDER)[number];

@@ -91,8 +91,10 @@ export function matvecWgsl(kind: WeightKind, R: number, subgroups: boolean, WG =
   const vecT = { 1: 'f32', 2: 'vec2f', 4: 'vec4f' }[per]!;
   const elem = (t: number, j: number, off = '') =>
     `select(0.0, act[p.xOff + (t0 + ${t}u) * p.xStride + ${per}u * wi + ${j}u${off}], ${per}u * wi + ${j}u < p.cols)`;
-  const raw = (t: number, off = '') => (per === 1 ? `act[p.xOff + (t0 + ${t}u) * p.xStride + wi${off}]` : `${vecT}(${[...Array(per).keys()].map((j) => elem(t, j, off)).join(', ')})`);
-  const gvec = per === 1 ? 'g[wi]' : `${vecT}(${[...Array(per).keys()].map((j) => `select(0.0, g[${per}u * wi + ${j}u], ${per}u * wi + ${j}u < p.cols)`).join(', ')})`;
+  // Every element guarded, f32 too: rows are padded to 16 bytes (rowWordsOf), so wi may pass the last column.
+  const raw = (t: number, off = '') => (per === 1 ? elem(t, 0, off) : `${vecT}(${[...Array(per).keys()].map((j) => elem(t, j, off)).join(', ')})`);
+  const gel = (j: number) => `select(0.0, g[${per}u * wi + ${j}u], ${per}u * wi + ${j}u < p.cols)`;
+  const gvec = per === 1 ? gel(0) : `${vecT}(${[...Array(per).keys()].map(gel).join(', ')})`;
   const xload = (t: number) => {
     if (input === 'swiglu') {
       return `let xg${t} = ${raw(t)};
@@ -155,6 +157,118 @@ var<workgroup> final_: array<f32, ${accN}>;
       if (r0 + r < p.rows && t < p.T) {
         let o = p.outOff + t * p.outStride + p.rowBase + r0 + r;
         act[o] = select(0.0, act[o], p.accumulate != 0u) + final_[lid.x]${scale};
+      }
+    }
+    workgroupBarrier();
+  }
+}`;
+}
+
+/** Values of each weight kind in one 16-byte word (vec4<u32>) of a row. */
+const VALUES_PER_VEC4: Record<WeightKind, number> = { f32: 4, f16: 8, q8_0: 16 };
+
+/**
+ * Matrix × a few vectors, reading weights as 16-byte words: out[t, r] (+)= Σ_c W[r, c] · x[t, c] for t < T, r < rows.
+ * The row stride p.rowWords must be a multiple of 4 (ops.ts pads rows at upload). w is bound as array<vec4<u32>>:
+ * one load brings 4 f32 (bitcast), 8 halves (unpack2x16float) or 16 int8 of a q8_0 block (a block of 32 is 2 words;
+ * its scale wd[row · blocks + word / 2]). One workgroup of WG threads per R rows; thread i reads words i, i + WG, …
+ * of each of its R rows (R independent 16-byte loads in flight, adjacent threads adjacent words: coalesced) and
+ * keeps R × TB sums: ALL the pass's tokens (up to TB) at once, so each weight word is read from memory once per pass
+ * (T > TB loops over blocks of TB, re-reading the rows). Tokens past T are clamped to the last one (branch-free
+ * loads; their sums are dropped). Reduction: subgroupAdd, one partial per subgroup in workgroup memory (sized by the
+ * adapter's smallest subgroup, sgMin), summed by one thread per (row, token). Needs subgroups.
+ * `ragged`: cols is not a multiple of the word's values, so x (and g) past cols read as 0 (the padding's weights are
+ * finite, random ones included, and 0 · finite = 0); otherwise x is read unguarded.
+ * x is read with scalar loads (act is one f32 array for every region of activations; see the file comment).
+ */
+export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: number, sgMin: number, input: MatvecInput = 'plain', ragged = false): string {
+  const norm = input === 'norm';
+  const per = VALUES_PER_VEC4[kind];
+  const quarters = [...Array(per / 4).keys()]; // vec4f chunks of a word: columns c + 4k … c + 4k + 3
+  const rows = [...Array(R).keys()];
+  const toks = [...Array(TB).keys()];
+  const accN = R * TB + (norm ? TB : 0);
+  const NS = Math.ceil(WG / sgMin); // partials per accumulator: at most one per subgroup
+  const acc = (r: number, t: number) => `a${r}_${t}`;
+  // Four consecutive f32 of `arr` from index `at` (+ j), 0 past p.cols when ragged.
+  const four = (arr: string, at: string, k: number) => `vec4f(${[0, 1, 2, 3].map((j) => {
+    const i = `${at} + ${4 * k + j}u`;
+    return ragged ? `select(0.0, ${arr}[${i}], c + ${4 * k + j}u < p.cols)` : `${arr}[${i}]`;
+  }).join(', ')})`;
+  // Chunk k of row r's word as 4 f32 (q8_0: times the block scale s_r).
+  const unpack = {
+    f32: (r: number) => `bitcast<vec4f>(q${r})`,
+    f16: (r: number, k: number) => `vec4f(unpack2x16float(q${r}[${2 * k}]), unpack2x16float(q${r}[${2 * k + 1}]))`,
+    q8_0: (r: number, k: number) => {
+      const word = `bitcast<i32>(q${r}[${k}])`;
+      return `s${r} * vec4f(${[0, 8, 16, 24].map((b) => `f32(extractBits(${word}, ${b}u, 8u))`).join(', ')})`;
+    },
+  }[kind];
+  // x chunk k of token t, after the fused input step.
+  const xload = (t: number, k: number) => {
+    if (input === 'swiglu') {
+      return `let xg = ${four('act', `xr${t} + c`, k)};
+          let x = xg / (1.0 + exp(-xg)) * ${four('act', `xr${t} + p.upOff + c`, k)};`;
+    }
+    if (norm) {
+      return `let xr = ${four('act', `xr${t} + c`, k)};
+          ss${t} += dot(xr, xr);
+          let x = xr * g${k};`;
+    }
+    return `let x = ${four('act', `xr${t} + c`, k)};`;
+  };
+  const body = `let c = vi * ${per}u;
+      ${rows.map((r) => `let q${r} = w[rb${r} + vi];`).join(' ')}
+      ${kind === 'q8_0' ? rows.map((r) => `let s${r} = wd[sb${r} + (vi >> 1u)];`).join(' ') : ''}
+      ${quarters.map((k) => `{
+        ${norm ? `let g${k} = ${four('g', 'c', k)};` : ''}
+        ${rows.map((r) => `let w${r} = ${unpack(r, k)};`).join('\n        ')}
+        ${toks.map((t) => `{
+          ${xload(t, k)}
+          ${rows.map((r) => `${acc(r, t)} += dot(w${r}, x);`).join(' ')}
+        }`).join('\n        ')}
+      }`).join('\n      ')}`;
+  const names = [...rows.flatMap((r) => toks.map((t) => acc(r, t))), ...(norm ? toks.map((t) => `ss${t}`) : [])];
+  const scale = norm ? ` * inverseSqrt(final_[${R * TB}u + i % ${TB}u] / f32(p.cols) + p.eps)` : '';
+  return `enable subgroups;
+struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, upOff: u32, eps: f32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> wd: array<f32>;
+${norm ? '@group(0) @binding(4) var<storage, read> g: array<f32>;' : ''}
+var<workgroup> red: array<f32, ${accN * NS}>;
+var<workgroup> final_: array<f32, ${accN}>;
+@compute @workgroup_size(${WG}) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
+  @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32) {
+  _ = &wd;
+  let r0 = (wid.x + wid.y * ${GRID_X}u) * ${R}u;
+  if (r0 >= p.rows) { return; }
+  let rv = p.rowWords >> 2u; // 16-byte words per row
+  // Rows past the matrix (a partial last workgroup) re-read its last row; their sums are dropped.
+  ${rows.map((r) => `let rb${r} = min(r0 + ${r}u, p.rows - 1u) * rv;`).join(' ')}
+  ${kind === 'q8_0' ? rows.map((r) => `let sb${r} = min(r0 + ${r}u, p.rows - 1u) * (p.rowWords >> 3u);`).join(' ') : ''}
+  let sg = lid.x / sgs;
+  for (var t0 = 0u; t0 < p.T; t0 += ${TB}u) {
+    ${toks.map((t) => `let xr${t} = p.xOff + min(t0 + ${t}u, p.T - 1u) * p.xStride;`).join(' ')}
+    ${names.map((a) => `var ${a} = 0.0;`).join(' ')}
+    for (var vi = lid.x; vi < rv; vi += ${WG}u) {
+      ${body}
+    }
+    ${names.map((a, i) => `{ let s = subgroupAdd(${a}); if (sgi == 0u) { red[${i * NS}u + sg] = s; } }`).join('\n    ')}
+    workgroupBarrier();
+    for (var i = lid.x; i < ${accN}u; i += ${WG}u) {
+      var s = 0.0;
+      for (var j = 0u; j < (${WG}u + sgs - 1u) / sgs; j++) { s += red[i * ${NS}u + j]; }
+      final_[i] = s;
+    }
+    workgroupBarrier();
+    for (var i = lid.x; i < ${R * TB}u; i += ${WG}u) {
+      let r = i / ${TB}u;
+      let t = t0 + i % ${TB}u;
+      if (r0 + r < p.rows && t < p.T) {
+        let o = p.outOff + t * p.outStride + p.rowBase + r0 + r;
+        act[o] = select(0.0, act[o], p.accumulate != 0u) + final_[i]${scale};
       }
     }
     workgroupBarrier();
