@@ -11,7 +11,7 @@
 // constant, so each instantiation is straight-line code for one type. Offsets `i` count bytes of x; the matching
 // weight offset is i >> WSHIFT.
 
-import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from './simd';
+import { hsum, hsum4, gather4, storeColumn, F16_MASK, f16_scale, f16one, f16lo, f16hi } from './simd';
 
 @inline export function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
 
@@ -44,14 +44,6 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   let s = hsum(a);
   for (; i < xb; i += 4) s += loadW1<W>(w + (i >> S)) * load<f32>(x + i);
   return s;
-}
-
-/** Store lane k of v at o + k·ldo: one row of out, four tokens. */
-@inline function storeColumn(o: usize, ldo: usize, v: v128): void {
-  v128.store32_lane(o, v, 0);
-  v128.store32_lane(o + ldo, v, 1);
-  v128.store32_lane(o + 2 * ldo, v, 2);
-  v128.store32_lane(o + 3 * ldo, v, 3);
 }
 
 /** 2 rows × 4 tokens. x points at token 0's row, o at out[t0, r]; ldo = bytes between tokens in out. */

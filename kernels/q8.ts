@@ -14,7 +14,7 @@
 // Rounding: d = amax / 127 and id = 1 / d in f32 (id = 0 for an all-zero block); q = nearest(x · id), ties to even.
 // reference-extra.ts implements the same arithmetic bit-for-bit.
 
-import { hsum, hsum4, hsum4i, gather4 } from './simd';
+import { hsum, hsum4, hsum4i, gather4, storeColumn } from './simd';
 
 // ---- quantization ----------------------------------------------------------------------------------------------
 
@@ -184,10 +184,7 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
     const scale = f32x4.mul(gather4(xs, xs + xdb, xs + 2 * xdb, xs + 3 * xdb), v128.load32_splat(wd + (<usize>b << 2)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), scale));
   }
-  v128.store32_lane(o, acc, 0);
-  v128.store32_lane(o + ldo, acc, 1);
-  v128.store32_lane(o + 2 * ldo, acc, 2);
-  v128.store32_lane(o + 3 * ldo, acc, 3);
+  storeColumn(o, ldo, acc);
 }
 
 /** Σ over one block of one token's activations at xo against widened weights: i32x4 partial sums. */
@@ -203,57 +200,25 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
  * the blocking), sharing each token's activation loads and each block's scale gather between the two rows. (20 live
  * vectors: V8 spills a few of x64's 16 registers; measured faster all the same, docs/bench.md.)
  */
-@inline function q8r2t4(o: usize, ldo: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, wrb: usize, wdb: usize): void {
-  const xrb = <usize>nb << 6, xdb = <usize>nb << 2;
-  let acc0 = f32x4.splat(0), acc1 = acc0;
-  for (let b = 0; b < nb; b++) {
-    const p = w + (<usize>b << 5);
-    const v0 = v128.load(p), v1 = v128.load(p, 16), u0 = v128.load(p + wrb), u1 = v128.load(p + wrb, 16);
-    const e0 = i16x8.extend_low_i8x16_s(v0), e1 = i16x8.extend_high_i8x16_s(v0);
-    const e2 = i16x8.extend_low_i8x16_s(v1), e3 = i16x8.extend_high_i8x16_s(v1);
-    const f0 = i16x8.extend_low_i8x16_s(u0), f1 = i16x8.extend_high_i8x16_s(u0);
-    const f2 = i16x8.extend_low_i8x16_s(u1), f3 = i16x8.extend_high_i8x16_s(u1);
-    let xo = xq + (<usize>b << 6);
-    let x0 = v128.load(xo), x1 = v128.load(xo, 16), x2 = v128.load(xo, 32), x3 = v128.load(xo, 48);
-    const s0 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t0 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
-    xo += xrb;
-    x0 = v128.load(xo); x1 = v128.load(xo, 16); x2 = v128.load(xo, 32); x3 = v128.load(xo, 48);
-    const s1 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t1 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
-    xo += xrb;
-    x0 = v128.load(xo); x1 = v128.load(xo, 16); x2 = v128.load(xo, 32); x3 = v128.load(xo, 48);
-    const s2 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t2 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
-    xo += xrb;
-    x0 = v128.load(xo); x1 = v128.load(xo, 16); x2 = v128.load(xo, 32); x3 = v128.load(xo, 48);
-    const s3 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t3 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
-    const xs = xd + (<usize>b << 2);
-    const dx = gather4(xs, xs + xdb, xs + 2 * xdb, xs + 3 * xdb);
-    const ws = wd + (<usize>b << 2);
-    acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(s0, s1, s2, s3)), f32x4.mul(dx, v128.load32_splat(ws))));
-    acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(t0, t1, t2, t3)), f32x4.mul(dx, v128.load32_splat(ws + wdb))));
-  }
-  v128.store32_lane(o, acc0, 0);
-  v128.store32_lane(o + ldo, acc0, 1);
-  v128.store32_lane(o + 2 * ldo, acc0, 2);
-  v128.store32_lane(o + 3 * ldo, acc0, 3);
-  v128.store32_lane(o + 4, acc1, 0);
-  v128.store32_lane(o + 4 + ldo, acc1, 1);
-  v128.store32_lane(o + 4 + 2 * ldo, acc1, 2);
-  v128.store32_lane(o + 4 + 3 * ldo, acc1, 3);
-}
-
-/**
- * q8r2t4 with each row's block widened by four i16x8.load8x8_s (one `pmovsxbw xmm, m64` each on x64) instead of two
- * loads and four extends (extend_high costs V8 a shuffle and a pmovsxbw): 8 instead of 16 instructions per block for
- * the two rows, and four fewer live registers while the block's widened weights are built. Same products and sums in
- * the same order as q8r2t4, so the results are bit-identical (the checks compare them).
- */
-@inline function q8r2t4L(o: usize, ldo: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, wrb: usize, wdb: usize): void {
+@inline function q8r2t4(o: usize, ldo: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, wrb: usize, wdb: usize, narrowLoads: bool): void {
   const xrb = <usize>nb << 6, xdb = <usize>nb << 2;
   let acc0 = f32x4.splat(0), acc1 = acc0;
   for (let b = 0; b < nb; b++) {
     const p = w + (<usize>b << 5), q = p + wrb;
-    const e0 = v128.load8x8_s(p), e1 = v128.load8x8_s(p, 8), e2 = v128.load8x8_s(p, 16), e3 = v128.load8x8_s(p, 24);
-    const f0 = v128.load8x8_s(q), f1 = v128.load8x8_s(q, 8), f2 = v128.load8x8_s(q, 16), f3 = v128.load8x8_s(q, 24);
+    let e0: v128, e1: v128, e2: v128, e3: v128, f0: v128, f1: v128, f2: v128, f3: v128;
+    if (narrowLoads) {
+      // The workbench's q8-ld: four i16x8.load8x8_s a row (one pmovsxbw with a memory operand each) instead of two
+      // loads and four extends (extend_high costs V8 a shuffle too); the same values, so bit-identical results.
+      // Measured slower all the same (docs/bench.md).
+      e0 = v128.load8x8_s(p); e1 = v128.load8x8_s(p, 8); e2 = v128.load8x8_s(p, 16); e3 = v128.load8x8_s(p, 24);
+      f0 = v128.load8x8_s(q); f1 = v128.load8x8_s(q, 8); f2 = v128.load8x8_s(q, 16); f3 = v128.load8x8_s(q, 24);
+    } else {
+      const v0 = v128.load(p), v1 = v128.load(p, 16), u0 = v128.load(q), u1 = v128.load(q, 16);
+      e0 = i16x8.extend_low_i8x16_s(v0); e1 = i16x8.extend_high_i8x16_s(v0);
+      e2 = i16x8.extend_low_i8x16_s(v1); e3 = i16x8.extend_high_i8x16_s(v1);
+      f0 = i16x8.extend_low_i8x16_s(u0); f1 = i16x8.extend_high_i8x16_s(u0);
+      f2 = i16x8.extend_low_i8x16_s(u1); f3 = i16x8.extend_high_i8x16_s(u1);
+    }
     let xo = xq + (<usize>b << 6);
     let x0 = v128.load(xo), x1 = v128.load(xo, 16), x2 = v128.load(xo, 32), x3 = v128.load(xo, 48);
     const s0 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t0 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
@@ -274,14 +239,6 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
   }
   storeColumn(o, ldo, acc0);
   storeColumn(o + 4, ldo, acc1);
-}
-
-/** Store lane k of v at o + k·ldo: one row of out, four tokens. */
-@inline function storeColumn(o: usize, ldo: usize, v: v128): void {
-  v128.store32_lane(o, v, 0);
-  v128.store32_lane(o + ldo, v, 1);
-  v128.store32_lane(o + 2 * ldo, v, 2);
-  v128.store32_lane(o + 3 * ldo, v, 3);
 }
 
 /**
@@ -320,10 +277,7 @@ export function matmul_q8_0_ld(out: usize, xq: usize, xd: usize, wq: usize, wd: 
     for (; r + 2 <= r1; r += 2) {
       const w = wq + <usize>r * wrb, s = wd + <usize>r * wdb;
       let t = 0;
-      for (; t + 4 <= T; t += 4) {
-        if (narrowLoads) q8r2t4L(out + <usize>t * ldo + (<usize>r << 2), ldo, xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb, wrb, wdb);
-        else q8r2t4(out + <usize>t * ldo + (<usize>r << 2), ldo, xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb, wrb, wdb);
-      }
+      for (; t + 4 <= T; t += 4) q8r2t4(out + <usize>t * ldo + (<usize>r << 2), ldo, xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb, wrb, wdb, narrowLoads);
       for (; t < T; t++) {
         const o = out + <usize>t * ldo + (<usize>r << 2);
         store<f32>(o, q8r1t1(xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb));
