@@ -117,7 +117,13 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
 // ---- q8_0 weights × q8 activations (integer dot products) -----------------------------------------------------
 
 /** Σ over one block: 32 int8 weights at p against 32 int16 activations x0..x3, as i32x4 partial sums. */
-@inline function bdot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+@inline function bdot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128, narrowLoads: bool): v128 {
+  if (narrowLoads) { // q8-ld: the same values through four load8x8_s
+    let s = i32x4.dot_i16x8_s(v128.load8x8_s(p), x0);
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(p, 8), x1));
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(p, 16), x2));
+    return i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(p, 24), x3));
+  }
   const v0 = v128.load(p), v1 = v128.load(p, 16);
   let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(v0), x0);
   s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(v0), x1));
@@ -131,7 +137,7 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
 }
 
 /** 4 rows × 1 token. w/wd point at row 0's blocks/scales; wrb/wdb are the per-row strides in bytes. */
-@inline function q8r4t1(o: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32): void {
+@inline function q8r4t1(o: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, narrowLoads: bool): void {
   const wrb = <usize>nb << 5, wdb = <usize>nb << 2;
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   for (let b = 0; b < nb; b++) {
@@ -139,20 +145,20 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
     const x0 = v128.load(xo), x1 = v128.load(xo, 16), x2 = v128.load(xo, 32), x3 = v128.load(xo, 48);
     const dx = load<f32>(xd + (<usize>b << 2));
     const p = w + (<usize>b << 5), s = wd + (<usize>b << 2);
-    a0 = scaleAdd(a0, bdot(p, x0, x1, x2, x3), load<f32>(s), dx);
-    a1 = scaleAdd(a1, bdot(p + wrb, x0, x1, x2, x3), load<f32>(s + wdb), dx);
-    a2 = scaleAdd(a2, bdot(p + 2 * wrb, x0, x1, x2, x3), load<f32>(s + 2 * wdb), dx);
-    a3 = scaleAdd(a3, bdot(p + 3 * wrb, x0, x1, x2, x3), load<f32>(s + 3 * wdb), dx);
+    a0 = scaleAdd(a0, bdot(p, x0, x1, x2, x3, narrowLoads), load<f32>(s), dx);
+    a1 = scaleAdd(a1, bdot(p + wrb, x0, x1, x2, x3, narrowLoads), load<f32>(s + wdb), dx);
+    a2 = scaleAdd(a2, bdot(p + 2 * wrb, x0, x1, x2, x3, narrowLoads), load<f32>(s + 2 * wdb), dx);
+    a3 = scaleAdd(a3, bdot(p + 3 * wrb, x0, x1, x2, x3, narrowLoads), load<f32>(s + 3 * wdb), dx);
   }
   v128.store(o, hsum4(a0, a1, a2, a3));
 }
 
 /** 1 row × 1 token (same per-row arithmetic as q8r4t1, so results do not depend on the row blocking). */
-@inline function q8r1t1(xq: usize, xd: usize, w: usize, wd: usize, nb: i32): f32 {
+@inline function q8r1t1(xq: usize, xd: usize, w: usize, wd: usize, nb: i32, narrowLoads: bool = false): f32 {
   let a = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
     const xo = xq + (<usize>b << 6);
-    const isum = bdot(w + (<usize>b << 5), v128.load(xo), v128.load(xo, 16), v128.load(xo, 32), v128.load(xo, 48));
+    const isum = bdot(w + (<usize>b << 5), v128.load(xo), v128.load(xo, 16), v128.load(xo, 32), v128.load(xo, 48), narrowLoads);
     a = scaleAdd(a, isum, load<f32>(wd + (<usize>b << 2)), load<f32>(xd + (<usize>b << 2)));
   }
   return hsum(a);
@@ -255,7 +261,7 @@ export function matmul_q8_0_r1t4(out: usize, xq: usize, xd: usize, wq: usize, wd
   matmulQ8(out, xq, xd, wq, wd, T, rows, cols, r0, r1, false);
 }
 
-/** matmul_q8_0 with q8r2t4L (load8x8_s widening) for prefill: the workbench's q8-ld variant. */
+/** matmul_q8_0 widening the weights with load8x8_s (decode and prefill): the workbench's q8-ld variant. */
 export function matmul_q8_0_ld(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
   matmulQ8(out, xq, xd, wq, wd, T, rows, cols, r0, r1, true, true);
 }
@@ -268,8 +274,8 @@ export function matmul_q8_0_ld(out: usize, xq: usize, xd: usize, wq: usize, wd: 
   const ldo = <usize>rows << 2;
   let r = r0;
   if (T == 1) {
-    for (; r + 4 <= r1; r += 4) q8r4t1(out + (<usize>r << 2), xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb);
-    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), q8r1t1(xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb));
+    for (; r + 4 <= r1; r += 4) q8r4t1(out + (<usize>r << 2), xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb, narrowLoads);
+    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), q8r1t1(xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb, narrowLoads));
     return;
   }
   // Rows outermost: their blocks stay in L1 while all T tokens stream past them.
