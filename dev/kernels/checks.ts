@@ -22,7 +22,10 @@ import { StepEncoder, type GpuDevice } from '../../src/backend/webgpu/encoder.js
 import { readF32, readU32 } from '../../src/backend/webgpu/io.js';
 import { DEFAULT_MATVEC_VARIANT, GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
 import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
-import { attentionVec4Fits } from '../../src/backend/webgpu/wgsl-cache.js';
+import {
+  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionVec4Fits, attentionVec4Wgsl, attentionWgsl, copyPagesWgsl, evictWgsl, kvFillWgsl,
+  kvWriteWgsl, maxKvParts, setScoresWgsl,
+} from '../../src/backend/webgpu/wgsl-cache.js';
 
 export interface CheckResult {
   name: string;
@@ -692,6 +695,33 @@ function concat(...parts: Float32Array[]): Float32Array {
 }
 
 /**
+ * Every cache kernel compiles with as many KV parts as the arena may hold on this device (maxKvParts): each binds
+ * the parts beside its other storage buffers, within the device's per-stage limit (a kernel one binding over it is
+ * an invalid pipeline — only seen on a cache of more than 18 GiB, run 3 on the H200).
+ */
+export async function checkKvPartLimit(ops: GpuOps): Promise<CheckResult> {
+  const parts = maxKvParts(ops.gpu.ctx.maxStorageBuffers);
+  const notes: string[] = [];
+  for (const half of [false, true]) {
+    const c = { parts, pagesPerPart: 1024, pageTokens: 16, headDim: 128, half };
+    const sources: [string, string][] = [
+      ['kvwrite', kvWriteWgsl(c)], ['attention', attentionWgsl(c)], ['attention4', attentionVec4Wgsl(c)], ['attncombine', attentionCombineWgsl(c)],
+      ['attnstats', attentionStatsWgsl(c)], ['attnstats-raw', attentionStatsWgsl(c, true)], ['evict', evictWgsl(c)], ['moves', applyMovesWgsl(c)],
+      ['copypages', copyPagesWgsl(c)], ['kvfill', kvFillWgsl(c)], ['setscores', setScoresWgsl(c)],
+    ];
+    for (const [name, code] of sources) {
+      const dev = ops.gpu.device;
+      dev.pushErrorScope('validation');
+      const module = dev.createShaderModule({ code });
+      dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const err = await dev.popErrorScope();
+      if (err) notes.push(`${name}${half ? ' f16' : ''}: ${err.message.split('\n')[0]}`);
+    }
+  }
+  return result(`cache kernels with ${parts} KV parts (the device's ${ops.gpu.ctx.maxStorageBuffers} storage buffers a stage)`, notes.length, 0, notes.slice(0, 3).join('; '));
+}
+
+/**
  * fork()'s page copies across two KV parts: each destination page gets its source's K/V, metadata and scores (the
  * reference: the same copies between plain arrays); every other page is untouched.
  */
@@ -844,7 +874,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     ...(await checkAttention(ops, 7, 64, true, 'vec4', 24)), ...(await checkAttention(ops, 7, 64, false, 'scalar')), ...(await checkAttention(ops, 7, 4, true, 'scalar')),
     await checkProfileStats(ops), await checkProfileStats(ops, 8, true), await checkProfileStats(ops, 8, true, 'scalar'));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
-  out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true));
+  out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true), await checkKvPartLimit(ops));
   out.push(await checkKvFill(ops));
   for (const kind of ['f32', 'f16', 'q8_0'] as const) out.push(await checkRandomWeights(ops, kind));
   return out;

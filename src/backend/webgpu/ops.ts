@@ -367,10 +367,12 @@ export class GpuOps {
   }
 
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
-    const key = this.cacheKey('attnstats', c);
-    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, b.raw, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+    const fromRaw = (p.rawStride ?? 0) > 0;
+    const key = `${this.cacheKey('attnstats', c)}${fromRaw ? '-raw' : ''}`;
+    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c, fromRaw)), key,
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...(fromRaw ? [b.raw] : kvBindings(b.kv))], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
+
 
   /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {

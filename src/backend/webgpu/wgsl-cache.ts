@@ -517,7 +517,7 @@ ${CACHE_PARAMS}
 /**
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
  * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l — from the scores the vec4
- * attention kernel kept (p.rawStride > 0), or by reading K again. Per head
+ * attention kernel kept (compiled with fromRaw: p.rawStride > 0), or by reading K again. Per head
  * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
  * bands offset (pbuf there: count nb ≤ MAX_BANDS, the pass's rows N, then the distances), fromRow. A chunked prefill
  * runs the N rows in several dispatches: the item's entry says which (its 4th word: the first row's index t).
@@ -528,7 +528,11 @@ ${CACHE_PARAMS}
  */
 export const MAX_BANDS = 8;
 
-export function attentionStatsWgsl(c: CacheShape): string {
+export function attentionStatsWgsl(c: CacheShape, fromRaw = false): string {
+  // From kept scores it binds no KV part (a kernel may bind only so many storage buffers: the KV parts are sized to
+  // what the other cache kernels leave, see maxKvParts).
+  const k = fromRaw ? { decl: '@group(0) @binding(7) var<storage, read> raw: array<f32>;', use: '_ = &raw; _ = &act; // bound whether used or not' }
+    : { decl: kvAccess(c.parts, false), use: '' };
   return `${consts(c)}
 ${CACHE_PARAMS}
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
@@ -537,12 +541,11 @@ ${CACHE_PARAMS}
 @group(0) @binding(4) var<storage, read_write> ml: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<storage, read> raw: array<f32>;
-${kvAccess(c.parts, false)}
+${k.decl}
 ${TABLE_BASE}
 var<workgroup> qs: array<f32, HD>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
-  _ = &raw;
+  ${k.use}
   let item = wid.y / p.nKvHeads;
   let kvh = wid.y % p.nKvHeads;
   let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
@@ -578,20 +581,13 @@ var<workgroup> qs: array<f32, HD>;
     for (var tc = 0u; tc < nRows; tc++) {
       let row = rowStart + tc;
       let t = rowBase + tc;
-      let useRaw = p.rawStride > 0u;
-      if (!useRaw) {
-        workgroupBarrier();
-        for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
-        workgroupBarrier();
-      }
+      ${fromRaw ? '' : `workgroupBarrier();
+      for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
+      workgroupBarrier();`}
       if (valid && s <= older + t) {
-        var score = 0.0;
-        if (useRaw) { score = raw[(row * p.nHeads + qh) * p.rawStride + s]; }
-        else {
-          var dotv = 0.0;
-          for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
-          score = dotv * p.scale;
-        }
+        ${fromRaw ? 'let score = raw[(row * p.nHeads + qh) * p.rawStride + s];' : `var dotv = 0.0;
+        for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+        let score = dotv * p.scale;`}
         let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
         let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
         let pr = exp(score - mi) / li;
