@@ -225,11 +225,12 @@ ${FILL_HASH}
 }
 
 /**
- * Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined). 64 measured
- * best on the H200 (one decode row, 32 heads of 128: 64 / 128 / 256 slots = 202 / 232 / 326 µs at 4096, 64 / 89 / 148
- * µs at 512; `run.js attention --chunk N`).
+ * Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined), for the
+ * default vec4 kernel: on the H200 (one decode row, 32 heads of 128, f16 K/V; `run.js attention --chunk N --variant
+ * vec4 --kv-dtype f16`, run 3) 32 / 64 / 128 / 256 slots took 177 / 108 / 77 / 87 µs at 4096 and 42 / 39 / 31 / 41 µs
+ * at 512. (The scalar kernel measured 64 best, 202 vs 232 µs at 4096 with 128: it stays checked, not tuned.)
  */
-export const ATTENTION_CHUNK = 64;
+export const ATTENTION_CHUNK = 128;
 
 /**
  * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
