@@ -668,14 +668,16 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
   markKept(store, rule, current, keep);
   const evictedWant = [...keep].flatMap((v, s) => (v ? [] : [s]));
   store.retain(keep);
-  const report = await readU32(ops.gpu, b.report, 0, 2 + Math.ceil(n / 32));
+  const report = await readU32(ops.gpu, b.report, 0, 3 + Math.ceil(n / 32));
   const gotMeta = await readU32(ops.gpu, b.meta, 0, totalPages * pt);
   const gotKv = await readF32(ops.gpu, b.kv[0], 0, totalPages * 2 * pt * hd);
   let bad = 0;
   const notes: string[] = [];
   if (report[0] !== store.length) { bad++; notes.push(`new length ${report[0]} ≠ ${store.length}`); }
-  const evictedGot = Array.from({ length: n }, (_, s) => s).filter((s) => (report[2 + (s >>> 5)] >>> (s & 31)) & 1);
+  const evictedGot = Array.from({ length: n }, (_, s) => s).filter((s) => (report[3 + (s >>> 5)] >>> (s & 31)) & 1);
   if (report[1] !== evictedWant.length || evictedGot.join() !== evictedWant.join()) { bad++; notes.push('evicted slots differ'); }
+  const highest = evictedWant.length ? evictedWant[evictedWant.length - 1] : 0xffffffff;
+  if (report[2] !== highest) { bad++; notes.push(`highest evicted slot ${report[2]} ≠ ${highest}`); }
   for (let s = 0; s < store.length; s++) {
     const at = store.pages[Math.floor(s / pt)] * pt + (s % pt);
     if ((gotMeta[at] & 0x3fffffff) !== store.positions[s]) { bad++; notes.push(`slot ${s}: position ${gotMeta[at] & 0x3fffffff} ≠ ${store.positions[s]}`); break; }

@@ -619,10 +619,11 @@ var<workgroup> qs: array<f32, HD>;
  * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
  * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
  * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
- * the work buffer for applyMoves; the report gets [new length, evicted count, ⌈n / 32⌉ words of evicted-slot bits] so
- * that the CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result (a list of
- * slots would need room for as many as a step can evict: when heavy hitters fall inside the window, far more than
- * the step's new tokens).
+ * the work buffer for applyMoves; the report gets [new length, evicted count, the highest evicted slot (0xffffffff:
+ * none), ⌈n / 32⌉ words of evicted-slot bits] so that the CPU replays retain on its per-slot metadata (positions,
+ * token ids, pages) with the same result — from the one slot when a step evicted one (the usual decode step: it then
+ * skips the bits), else from the bits (a list would need room for as many as a step can evict: when heavy hitters fall
+ * inside the window, far more than the step's new tokens).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
  * reportOff, layer, workOff, _ (entries of any layers: a pass evicts once, after its last layer). Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
  */
@@ -743,7 +744,7 @@ fn scoreKey(bits: u32) -> u32 {
       let s = wd * 32u + j;
       if (s < n && work[wk + s] == 0u) { bits |= 1u << j; }
     }
-    report[reportOff + 2u + wd] = bits;
+    report[reportOff + 3u + wd] = bits;
   }
   // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each evicted
   // slot takes the current last slot; orig[d] ends as the slot whose contents d holds. Only evicted slots act, so the
@@ -755,15 +756,17 @@ fn scoreKey(bits: u32) -> u32 {
   if (lid.x == 0u) {
     report[reportOff] = newLen;
     report[reportOff + 1u] = n - newLen;
+    report[reportOff + 2u] = 0xffffffffu;
     var len = n;
     var wd = (n + 31u) / 32u;
     while (wd > 0u) {
       wd--;
-      var bits = report[reportOff + 2u + wd];
+      var bits = report[reportOff + 3u + wd];
       while (bits != 0u) {
         let b = firstLeadingBit(bits);
         bits &= ~(1u << b);
         let s = wd * 32u + b;
+        if (len == n) { report[reportOff + 2u] = s; }
         let last = len - 1u;
         if (s != last) { work[orig + s] = work[orig + last]; }
         len--;
@@ -773,7 +776,7 @@ fn scoreKey(bits: u32) -> u32 {
     let mv = wk + 3u * n;
     var moves = 0u;
     for (var w = 0u; w < (newLen + 31u) / 32u; w++) {
-      var bits = report[reportOff + 2u + w];
+      var bits = report[reportOff + 3u + w];
       while (bits != 0u) {
         let b = firstTrailingBit(bits);
         bits &= bits - 1u;
