@@ -104,10 +104,17 @@ export class GpuOps {
    * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
    */
   matvecThreads = 0;
+  /**
+   * The vec4 kernel stages x through workgroup memory (variant suffix `-xs`: matvecVec4Wgsl's `stage`), with fewer
+   * threads per workgroup where TB tokens' columns would not fit; otherwise each thread loads its x directly.
+   */
+  matvecStageX = false;
   /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: the word kernel, through workgroup memory). */
   matvecSubgroups = true;
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
+  /** The pipeline key of the last GpuOps.matmul (which kernel a variant ran: the workbench and the checks show it). */
+  lastMatmulKey = '';
   private readonly placeholder: Promise<GPUBuffer>;
   /** Records the random-weight fills of synthetic models (randomMatrix). */
   private fillEncoder?: StepEncoder;
@@ -120,8 +127,9 @@ export class GpuOps {
   /**
    * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
    * 'tiled'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
-   * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16) and `-nosg`
-   * (no subgroupAdd: the word kernel). Fields not named return to their defaults.
+   * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
+   * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
+   * their defaults.
    */
   setMatvecVariant(name: string): 'matvec' | 'tiled' {
     if (name === 'tiled') return 'tiled';
@@ -131,14 +139,15 @@ export class GpuOps {
       const p = parts.find((x) => x.startsWith(prefix));
       return p === undefined ? undefined : Number(p.slice(prefix.length));
     };
-    const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, rowsN or vrowsN with -wgN, -tbN, -nosg`);
+    const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
     this.matvecKernel = m[1] ? 'vec4' : 'word';
     this.matvecRows = Number(m[2]);
     this.matvecThreads = num('wg') ?? 0;
     this.matvecTokens = m[1] ? 4 : (num('tb') ?? 4);
     this.matvecVec4Tokens = m[1] ? (num('tb') ?? 16) : 16;
     this.matvecSubgroups = !parts.includes('nosg');
+    this.matvecStageX = parts.includes('xs');
     return 'matvec';
   }
 
@@ -237,16 +246,23 @@ export class GpuOps {
       // One block for the whole pass up to matvecVec4Tokens (powers of two: few pipelines, ≤ 2× the FMAs of T).
       const TB = Math.min(this.matvecVec4Tokens, 2 ** Math.ceil(Math.log2(T)));
       const rv = m.rowWords / 4;
-      const WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 256);
+      let WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 256);
       const ragged = m.rowWords * VALUES_PER_WORD[m.kind] !== m.cols;
-      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}`;
-      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged));
+      // Staged x: TB tokens × WG threads × 4–16 floats of workgroup memory, beside the reduction's partials.
+      const accN = R * TB + (mode === 'norm' ? TB : 0);
+      const shared = (wg: number) => 4 * (TB * 4 * VALUES_PER_WORD[m.kind] * wg + accN * (Math.ceil(wg / this.gpu.ctx.subgroupMinSize) + 1));
+      let stage = this.matvecStageX;
+      while (stage && shared(WG) > this.gpu.ctx.maxWorkgroupStorage && WG > 8) WG /= 2;
+      stage &&= shared(WG) <= this.gpu.ctx.maxWorkgroupStorage;
+      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}${stage ? '-xs' : ''}`;
+      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged, stage));
     } else {
       const TB = this.matvecTokens;
       const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
       key = `matvec-${m.kind}-r${R}-tb${TB}-wg${WG}${sg ? '-sg' : ''}-${mode}`;
       pl = this.gpu.pipeline(key, () => matvecWgsl(m.kind, R, sg, WG, TB, mode));
     }
+    this.lastMatmulKey = key;
     for (const part of m.parts) {
       const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo,
         input && 'upOff' in input ? input.upOff : 0, f32(input && 'norm' in input ? input.eps : 0)];
