@@ -2,7 +2,8 @@
 # One device run (prepared by scripts/webgpu-carry.sh): WebGPU (Dawn) on the NVIDIA GPU — kernel checks, the backend's
 # equality tests, workbench timings, decode speed. Modes: all (run 1 of docs/webgpu.md), run2, tests, sampling, bench;
 # gpubench (scripts/gpu-bench.sh: issue 13's comparison with HF transformers), gpuprobe (a short look at bench --synthetic)
-# and matvec (the weight kernels' variants on the 7B matrices).
+# steps (checks, tests, attention variants, the issue's decode rows with the step split) and matvec (the weight
+# kernels' variants on the 7B matrices).
 set -u
 for f in .gl/*.deb; do dpkg -x $f /; done; ldconfig
 xz -dc .gpu/node.xz > /usr/local/bin/node && chmod +x /usr/local/bin/node
@@ -58,6 +59,20 @@ fi
 if [ "$MODE" = gpubench ]; then
   # At most 8 files come back from the device: everything in one archive, the table on stdout.
   OUT=/tmp/gpubench bash scripts/gpu-bench.sh; tar czf $O/gpubench.tgz -C /tmp/gpubench .
+fi
+# The step as it stands: every kernel check, the backend tests, attention per variant and KV dtype, and the decode rows
+# of issue 13 (full vs FastGen's mix, f16 KV so that the full cache fits at 8 × 4096) with the step's split.
+if [ "$MODE" = steps ]; then
+  step checks 120 node dist/dev/kernels/run.js check
+  grep -c 'ok=true' $O/checks.txt; grep 'ok=false' $O/checks.txt
+  CI=true TAILN=12 step tests 300 node --test --test-concurrency=4 --test-name-pattern='stories260K|hf-tiny|batched|kernel|fork|chunked|f16 KV|server|generate' dist/test/webgpu-*.test.js
+  step attention 90 bash -c 'for c in 512 4096; do for kv in f32 f16; do node dist/dev/kernels/run.js attention --ctx $c --kv-dtype $kv --reps 50 | grep -v adapter; done; done'
+  TAILN=30 step bench 360 node bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --kv-dtype ${KV:-f16} --cache full --cache fastgen --context 8192 -r 2 --tests ${TESTS:-tg32@d32,tg32@d2048,tg16x8@d512,tg8x8@d4096,tg8x32@d512}
+fi
+# Where a step's CPU time goes: the decode rows again under node's sampling profiler (profiles come back in prof.tgz).
+if [ "$MODE" = prof ]; then
+  TAILN=14 step bench 300 node --cpu-prof --cpu-prof-dir=/tmp/prof bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --kv-dtype f16 --cache ${CACHE:-fastgen} --context 8192 -r 1 --tests ${TESTS:-tg16x8@d512,tg16x8@d4096}
+  tar czf $O/prof.tgz -C /tmp/prof .
 fi
 if [ "$MODE" = gpuprobe ]; then
   step checks 90 node dist/dev/kernels/run.js check

@@ -22,6 +22,7 @@ import { StepEncoder, type GpuDevice } from '../../src/backend/webgpu/encoder.js
 import { readF32, readU32 } from '../../src/backend/webgpu/io.js';
 import { DEFAULT_MATVEC_VARIANT, GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
 import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
+import { attentionVec4Fits } from '../../src/backend/webgpu/wgsl-cache.js';
 
 export interface CheckResult {
   name: string;
@@ -383,10 +384,9 @@ interface CacheScenario {
 }
 
 /** A batch of two sequences over scattered pages of two KV parts, GQA 2:1, odd head dim. */
-async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[], half = false): Promise<CacheScenario> {
+async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB: number[], half = false, hd = 20): Promise<CacheScenario> {
   const r = mulberry32(seed);
   const pt = 4;
-  const hd = 20;
   const nLayers = 2;
   const layer = 1;
   const nHeads = 4;
@@ -425,6 +425,7 @@ async function cacheScenario(ops: GpuOps, seed: number, olderA: number[], olderB
   const partFloats = pagesPerPart * 2 * pt * hd;
   const stored = (x: Float32Array) => (half ? new Uint32Array(Uint16Array.from(x, f32ToF16).buffer) : x);
   const b: CacheBuffers = {
+    raw: await buf(ops.gpu, T * nHeads * 16 * 4),
     act: await buf(ops.gpu, concat(q, new Float32Array(T * nHeads * hd))),
     pass: await buf(ops.gpu, pass),
     tables: await buf(ops.gpu, tables),
@@ -515,12 +516,17 @@ function referenceAttention(s: CacheScenario, item: number, t: number, qh: numbe
   return { probs, out };
 }
 
-/** Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it. */
-export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = false): Promise<CheckResult[]> {
-  const s = await cacheScenario(ops, seed, [5, 9], [0, 2], half);
-  const saved = ops.attentionChunk;
+/**
+ * Paged ragged attention (two sequences, GQA, two KV parts), then the score accumulation over it (which reads the
+ * rows' max and sum the attention left). `variant`: GpuOps.attentionVariant; 'vec4' falls back to 'scalar' where the
+ * head is not a whole number of 16-byte words (f16 needs hd % 8 = 0: 24 here), and with one chunk (16 slots, chunk
+ * ≥ 16) writes its output without the combine kernel.
+ */
+export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = false, variant: GpuOps['attentionVariant'] = 'vec4', hd = 20): Promise<CheckResult[]> {
+  const s = await cacheScenario(ops, seed, [5, 9], [0, 2], half, hd);
+  const saved = [ops.attentionChunk, ops.attentionVariant] as const;
   ops.attentionChunk = chunk;
-  const hd = s.shape.headDim;
+  ops.attentionVariant = variant;
   // Track scores on every head; start them from random values to see the += .
   const flags = s.pass.slice();
   for (let h = 0; h < 2 * s.nLayers * s.nKvHeads; h++) flags[s.offs.flags + 4 * h] = 1;
@@ -528,9 +534,11 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = f
   const pt = s.shape.pageTokens;
   const scores0 = randn(mulberry32(seed + 1), 80 * pt);
   ops.gpu.device.queue.writeBuffer(s.b.scores, 0, scores0);
+  // The vec4 kernel keeps its scores for the statistics kernel (16 slots a row), the scalar one has it read K again.
+  const params = { ...scenarioParams(s), rawStride: ops.keepsRawScores(s.shape) ? 16 : 0 };
   const enc = new StepEncoder(ops.gpu);
-  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
-  ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
+  ops.attention(enc, s.shape, s.b, params, s.T, s.nHeads, 16);
+  ops.attentionStats(enc, s.shape, s.b, params, 16, 2, s.nKvHeads);
   enc.submit();
   const got = await readF32(ops.gpu, s.b.act, s.T * s.nHeads * hd, s.T * s.nHeads * hd);
   const gotScores = await readF32(ops.gpu, s.b.scores, 0, 80 * pt);
@@ -550,10 +558,11 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = f
     }
   });
   for (let i = 0; i < added.length; i++) wantScores[i] += added[i];
-  ops.attentionChunk = saved;
+  [ops.attentionChunk, ops.attentionVariant] = saved;
+  const what = `${attentionVec4Fits({ ...s.shape, half }) ? variant : 'scalar'}, chunks of ${chunk}, head dim ${hd}${half ? ', f16 K/V' : ''}`;
   return [
-    result(`attention (paged, ragged, GQA, 2 parts, chunks of ${chunk}${half ? ', f16 K/V' : ''})`, outErr, 1e-5),
-    result(`attention scores (+= probabilities), chunks of ${chunk}${half ? ', f16 K/V' : ''}`, maxAbsDiff(gotScores, wantScores), 1e-5),
+    result(`attention (paged, ragged, GQA, 2 parts, ${what})`, outErr, 1e-5),
+    result(`attention scores (+= probabilities), ${what}`, maxAbsDiff(gotScores, wantScores), 1e-5),
   ];
 }
 
@@ -561,7 +570,7 @@ export async function checkAttention(ops: GpuOps, seed = 7, chunk = 64, half = f
  * FastGen's profiling statistics: column and band sums per query head of a prompt from an empty cache; `chunked`:
  * the prompt's rows in two dispatches (a chunked prefill), the second adding to the first's sums.
  */
-export async function checkProfileStats(ops: GpuOps, seed = 8, chunked = false): Promise<CheckResult> {
+export async function checkProfileStats(ops: GpuOps, seed = 8, chunked = false, variant: GpuOps['attentionVariant'] = 'vec4'): Promise<CheckResult> {
   const s = await cacheScenario(ops, seed, [0, 0], [0, 0]);
   const bands = [0, 2];
   const fromRow = 1; // SnapKV's observation window starts inside the pass
@@ -581,14 +590,18 @@ export async function checkProfileStats(ops: GpuOps, seed = 8, chunked = false):
     flags.set([2, 0, bandsAt, fromRow], s.offs.flags + 4 * head);
   }
   ops.gpu.device.queue.writeBuffer(s.b.pass, 0, flags);
+  const saved = ops.attentionVariant;
+  ops.attentionVariant = variant;
+  const params = { ...scenarioParams(s), rawStride: ops.keepsRawScores(s.shape) ? 16 : 0 };
   const enc = new StepEncoder(ops.gpu);
-  ops.attention(enc, s.shape, s.b, scenarioParams(s), s.T, s.nHeads, 16);
-  if (!chunked) ops.attentionStats(enc, s.shape, s.b, scenarioParams(s), 16, 2, s.nKvHeads);
+  ops.attention(enc, s.shape, s.b, params, s.T, s.nHeads, 16);
+  if (!chunked) ops.attentionStats(enc, s.shape, s.b, params, 16, 2, s.nKvHeads);
   else {
-    ops.attentionStats(enc, s.shape, s.b, { ...scenarioParams(s), itemOff: bandsAt + 2 + bands.length }, 16, 2, s.nKvHeads);
-    ops.attentionStats(enc, s.shape, s.b, { ...scenarioParams(s), itemOff: bandsAt + 10 + bands.length }, 16, 2, s.nKvHeads);
+    ops.attentionStats(enc, s.shape, s.b, { ...params, itemOff: bandsAt + 2 + bands.length }, 16, 2, s.nKvHeads);
+    ops.attentionStats(enc, s.shape, s.b, { ...params, itemOff: bandsAt + 10 + bands.length }, 16, 2, s.nKvHeads);
   }
   enc.submit();
+  ops.attentionVariant = saved;
   const n = s.items[0].rows;
   const got = await readF32(ops.gpu, s.b.stats, 0, (1 + bands.length) * s.nHeads * n);
   let err = 0;
@@ -603,7 +616,7 @@ export async function checkProfileStats(ops: GpuOps, seed = 8, chunked = false):
     err = Math.max(err, maxAbsDiff(got.subarray(at, at + n), col));
     bandSums.forEach((b, k) => { err = Math.max(err, maxAbsDiff(got.subarray(at + (1 + k) * n, at + (2 + k) * n), b)); });
   }
-  return result(`profiling column sums and two band sums (from a row on${chunked ? ', the rows in two chunks' : ''})`, err, 1e-5);
+  return result(`profiling column sums and two band sums (from a row on${chunked ? ', the rows in two chunks' : ''}; ${params.rawStride ? 'kept scores' : 'K read again'})`, err, 1e-5);
 }
 
 /**
@@ -638,17 +651,18 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
     meta[at] = store.positions[s] | (store.classBits[s] << 30);
     scores[at] = store.scores[s];
   }
+  // The head is layer 1 of 2: entries name their layer (a pass evicts every layer in one dispatch), p.layer is not read.
   const maxPages = Math.ceil(n / pt) + 1;
-  const tables = new Uint32Array(maxPages);
-  tables.set(store.pages);
-  const entry = Uint32Array.from([0, 0, n, rule.classMask, rule.window, current, rule.sinks, rule.heavy, 0, n, 0, 0, /* moves */ 0, 0, 3 * n, 0]);
+  const tables = new Uint32Array(2 * maxPages).fill(0xffffffff);
+  tables.set(store.pages, maxPages);
+  const entry = Uint32Array.from([0, 0, n, rule.classMask, rule.window, current, rule.sinks, rule.heavy, 0, 1, 0, 0, /* moves */ 0, 0, 3 * n, 1]);
   const shape = { parts: 1, pagesPerPart: totalPages, pageTokens: pt, headDim: hd };
   const b: CacheBuffers = {
-    act: await buf(ops.gpu, 16), pass: await buf(ops.gpu, entry), tables: await buf(ops.gpu, tables),
+    act: await buf(ops.gpu, 16), raw: await buf(ops.gpu, 16), pass: await buf(ops.gpu, entry), tables: await buf(ops.gpu, tables),
     meta: await buf(ops.gpu, meta), scores: await buf(ops.gpu, scores), ml: await buf(ops.gpu, 16), stats: await buf(ops.gpu, 16), part: await buf(ops.gpu, 16),
     work: await buf(ops.gpu, (4 * n + 8) * 4), report: await buf(ops.gpu, (n + 8) * 4), kv: [await buf(ops.gpu, pool.arena.floats.slice(0, totalPages * 2 * pt * hd))],
   };
-  const params = { nLayers: 1, layer: 0, nHeads: 1, nKvHeads: 1, maxPages };
+  const params = { nLayers: 2, layer: 0, nHeads: 1, nKvHeads: 1, maxPages };
   const enc = new StepEncoder(ops.gpu);
   ops.evict(enc, shape, b, { ...params, entryOff: 0 }, 1);
   ops.applyMoves(enc, shape, b, { ...params, entryOff: 12 }, 1);
@@ -836,7 +850,9 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
   }
   out.push(...(await checkRmsnorm(ops)), await checkRope(ops), ...(await checkElementwise(ops)), await checkArgmax(ops));
   out.push(...(await checkSample(ops)), ...(await checkSampleDistribution(ops)));
-  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), ...(await checkAttention(ops, 7, 16, true)), await checkProfileStats(ops), await checkProfileStats(ops, 8, true));
+  out.push(...(await checkAttention(ops)), ...(await checkAttention(ops, 7, 4)), ...(await checkAttention(ops, 7, 16, true, 'vec4', 24)),
+    ...(await checkAttention(ops, 7, 64, true, 'vec4', 24)), ...(await checkAttention(ops, 7, 64, false, 'scalar')), ...(await checkAttention(ops, 7, 4, true, 'scalar')),
+    await checkProfileStats(ops), await checkProfileStats(ops, 8, true), await checkProfileStats(ops, 8, true, 'scalar'));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
   out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true));
   out.push(await checkKvFill(ops));

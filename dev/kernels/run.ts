@@ -5,7 +5,7 @@
  *   node dist/dev/kernels/run.js check                          every kernel against its reference (small, odd sizes)
  *   node dist/dev/kernels/run.js matvec [--variant vrows4] [--kind f16] [--shape 4096x11008|7b] [--tokens 1,8,16] [--json]
  *   node dist/dev/kernels/run.js matmul  --kind f16 --shape 4096x4096 --tokens 128
- *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256]
+ *   node dist/dev/kernels/run.js attention [--ctx 4096] [--heads 32] [--kv-heads 32] [--head-dim 128] [--chunk 256] [--kv-dtype f16] [--variant vec4|scalar]
  *   node dist/dev/kernels/run.js sample [--vocab 32000]                one sequence's token under each sampling rule
  *
  * matvec variants (GpuOps.setMatvecVariant): vrows1 … vrows8 — the vec4 kernel (16-byte weight loads, every token of
@@ -56,7 +56,7 @@ async function main(): Promise<void> {
     options: {
       variant: { type: 'string', multiple: true }, kind: { type: 'string', multiple: true }, shape: { type: 'string', multiple: true },
       tokens: { type: 'string', default: '1' }, ctx: { type: 'string', default: '4096' }, heads: { type: 'string', default: '32' },
-      'kv-heads': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
+      'kv-heads': { type: 'string' }, 'kv-dtype': { type: 'string' }, 'head-dim': { type: 'string', default: '128' }, reps: { type: 'string', default: '20' },
       chunk: { type: 'string' }, vocab: { type: 'string', default: '32000' }, json: { type: 'boolean', default: false },
     },
   });
@@ -121,12 +121,13 @@ async function main(): Promise<void> {
     const n = Number(values.ctx);
     const pt = 16;
     const pages = Math.ceil(n / pt) * nKv;
-    const shape = { parts: 1, pagesPerPart: pages, pageTokens: pt, headDim: hd };
+    const half = values['kv-dtype'] === 'f16';
+    const shape = { parts: 1, pagesPerPart: pages, pageTokens: pt, headDim: hd, half };
     const maxPages = Math.ceil(n / pt);
     const tables = Uint32Array.from({ length: pages }, (_, i) => i);
     const pass = Uint32Array.from([0, 0, 0, 0, 1, 0, ...new Array(nKv).fill(n - 1)]);
     const b: CacheBuffers = {
-      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
+      act: await gpu.buffer(2 * nHeads * hd * 4, 'act'), raw: await gpu.buffer(16, 'raw'), pass: await gpu.buffer(pass.byteLength, 'pass', pass),
       tables: await gpu.buffer(tables.byteLength, 'tables', tables), meta: await gpu.buffer(16, 'meta'), scores: await gpu.buffer(16, 's'),
       ml: await gpu.buffer(nHeads * 8, 'ml'), part: await gpu.buffer(ops.attentionPartFloats(1, nHeads, hd, n) * 4, 'part'), stats: await gpu.buffer(16, 'st'), work: await gpu.buffer(16, 'w'), report: await gpu.buffer(16, 'r'),
       kv: [await gpu.buffer(pages * 2 * pt * hd * 4, 'kv')],
@@ -134,10 +135,13 @@ async function main(): Promise<void> {
     const params = { nLayers: 1, layer: 0, nHeads, nKvHeads: nKv, maxPages, T: 1, qOff: 0, qStride: nHeads * hd, outOff: nHeads * hd,
       rowItemOff: 0, rowTOff: 1, itemOff: 2, olderOff: 6, mlOff: 0xffffffff, scale: 1 / Math.sqrt(hd) };
     if (values.chunk) ops.attentionChunk = Number(values.chunk);
+    for (const variant of (values.variant ?? ['vec4', 'scalar']) as GpuOps['attentionVariant'][]) {
+    ops.attentionVariant = variant;
     const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads, n), reps);
-    const bytes = nKv * n * 2 * hd * 4;
-    print({ kernel: 'attention', variant: `splitk${ops.attentionChunk}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
+    const bytes = nKv * n * 2 * hd * (half ? 2 : 4);
+    print({ kernel: 'attention', variant: `${variant}-splitk${ops.attentionChunk}${half ? '-f16' : ''}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
       'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+    }
   } else if (what === 'sample') {
     // One sequence's token from --vocab logits (random normal × 3), for each rule: the step's sampling cost.
     const vocab = Number(values.vocab);

@@ -15,8 +15,13 @@ import { f16Table, f32ToF16 } from '../half.js';
 export class HeadStore {
   readonly pool: PagePool;
   readonly headDim: number;
-  /** Page ids, in slot order. */
+  /** Page ids, in slot order. Changed only through reserve/evict/release, which count each change in pageEdits. */
   readonly pages: number[] = [];
+  /**
+   * Changes to `pages` so far: a GPU arena mirrors every head's page table and, per step, rewrites only the heads whose
+   * count moved (a 7B batch has thousands of heads, and a page changes every pageTokens tokens).
+   */
+  pageEdits = 0;
   length = 0;
   positions: Int32Array;
   tokenIds: Int32Array;
@@ -82,7 +87,10 @@ export class HeadStore {
    */
   reserve(position: number, tokenId: number, score = 0): number {
     const slot = this.length;
-    if (slot % this.pool.pageTokens === 0) this.pages.push(this.pool.allocate());
+    if (slot % this.pool.pageTokens === 0) {
+      this.pages.push(this.pool.allocate());
+      this.pageEdits++;
+    }
     if (slot >= this.positions.length) this.growMeta(slot + 1);
     this.positions[slot] = position;
     this.tokenIds[slot] = tokenId;
@@ -120,19 +128,26 @@ export class HeadStore {
     if (slot < 0 || slot > last) throw new Error(`internal: evicting slot ${slot} of ${this.length}`);
     if (slot !== last) {
       const view = this.pool.kvDtype === 'f16' ? this.pool.arena.halves : this.pool.arena.floats;
-      const d = this.headDim;
-      const half = this.pool.pageTokens * d;
-      const to = this.keyOffset(slot);
-      const from = this.keyOffset(last);
-      view.copyWithin(to, from, from + d);
-      view.copyWithin(to + half, from + half, from + half + d);
+      // An arena without a CPU view (a GPU's) moves K/V with its own kernel; this is then a metadata move (a 7B batch
+      // replays thousands of these a step).
+      if (view.length > 0) {
+        const d = this.headDim;
+        const half = this.pool.pageTokens * d;
+        const to = this.keyOffset(slot);
+        const from = this.keyOffset(last);
+        view.copyWithin(to, from, from + d);
+        view.copyWithin(to + half, from + half, from + half + d);
+      }
       this.positions[slot] = this.positions[last];
       this.tokenIds[slot] = this.tokenIds[last];
       this.scores[slot] = this.scores[last];
       this.classBits[slot] = this.classBits[last];
     }
     this.length = last;
-    if (last % this.pool.pageTokens === 0) this.pool.free(this.pages.pop()!);
+    if (last % this.pool.pageTokens === 0) {
+      this.pool.free(this.pages.pop()!);
+      this.pageEdits++;
+    }
   }
 
   /**
@@ -154,9 +169,19 @@ export class HeadStore {
     return removed;
   }
 
+  /**
+   * Room for `slots` slots' metadata without growing, plus a quarter: a prompt (or a filled context) of n tokens leaves
+   * the arrays exactly full at a power of two, and the first decode step would then grow every head of the batch at
+   * once (a 7B batch of 8 at 4096 tokens: a gigabyte copied in one step).
+   */
+  reserveCapacity(slots: number): void {
+    if (slots > this.positions.length) this.growMeta(Math.ceil(slots * 1.25));
+  }
+
   /** Return every page to the pool. */
   release(): void {
     for (const p of this.pages) this.pool.free(p);
+    if (this.pages.length > 0) this.pageEdits++;
     this.pages.length = 0;
     this.length = 0;
   }

@@ -99,6 +99,7 @@ export class SequenceKv implements PolicyTarget {
     if (this.released) throw new Error('internal: sequence cache used after release');
     for (let h = 0; h < this.shape.nKvHeads; h++) {
       const st = this.store(layer, h);
+      st.reserveCapacity(st.length + n);
       for (let t = 0; t < n; t++) st.reserve(startPos + t, tokens[t]);
     }
   }

@@ -10,7 +10,7 @@
  * applied to the filled context as FastGen applies its choice to a prompt, then evicting every step by those rules.
  * Steps sample greedily on the GPU (4 bytes back per sequence): the backend's fastest decode loop.
  */
-import { PagePool } from '../cache/page-pool.js';
+import { PagePool, type KvDtype } from '../cache/page-pool.js';
 import { maxKept, PUNCT, SPECIAL, type HeadPolicy } from '../cache/head-policy.js';
 import { assignedHeads } from '../cache/policies/assigned.js';
 import { resolveCacheOptions, cacheLabel, type ResolvedCacheOptions } from '../cache/policies/index.js';
@@ -163,6 +163,8 @@ export interface GpuBenchRow {
   kvGpuBytes: number;
   /** Averages over the measured steps: CPU until submit, waiting for the GPU and the readback. */
   cpuEncodeMs: number;
+  /** Of cpuEncodeMs: before the first dispatch is recorded (slots, page tables, KV growth, bookkeeping). */
+  cpuPrepareMs?: number;
   gpuWaitMs: number;
   /** CPU time after the readback: replaying the GPU's evictions on the per-slot metadata. */
   cpuAfterMs: number;
@@ -186,6 +188,8 @@ export interface GpuBenchOptions {
   /** Tests of the memory-budget run (default: the tg tests with a depth). */
   budgetTests?: GpuTestSpec[];
   context?: number;
+  /** Element type of every pool's K/V (default f32). */
+  kvDtype?: KvDtype;
   log: (line: string) => void;
   create: (config: ModelConfig, dtype: WeightKind) => Promise<WebGpuBackend>;
 }
@@ -233,7 +237,8 @@ class Runner {
   }
 
   label(cache: string): string {
-    return cache === 'fastgen' ? `fastgen mix ${this.o.mix.spec}` : cacheLabel(this.cacheOptions(cache));
+    const kv = this.o.kvDtype === 'f16' ? ' (f16 KV)' : '';
+    return (cache === 'fastgen' ? `fastgen mix ${this.o.mix.spec}` : cacheLabel(this.cacheOptions(cache))) + kv;
   }
 
   /** Start every sequence: fill its context (depth), or a one-token prompt. Returns each one's next token. */
@@ -251,6 +256,7 @@ class Runner {
     const kvs = Array.from({ length: t.batch }, () => this.sequence(m, m.pool, cache, heads));
     const times: number[] = [];
     let encode = 0;
+    let prepare = 0;
     let wait = 0;
     let after = 0;
     let split: StepSplit | undefined;
@@ -263,6 +269,7 @@ class Runner {
         await b.forwardGreedy(kvs.map((kv) => ({ kv, tokens: prompt })));
         times.push(performance.now() - t0);
         encode = b.lastPass.encodeMs;
+        prepare = b.lastPass.prepareMs;
         wait = b.lastPass.waitMs;
         tps = (t.n * t.batch * 1000) / times[0];
       } else {
@@ -273,6 +280,7 @@ class Runner {
           next = await b.forwardGreedy(kvs.map((kv, i) => ({ kv, tokens: [next[i]] })));
           times.push(performance.now() - t0);
           encode += b.lastPass.encodeMs / steps;
+          prepare += b.lastPass.prepareMs / steps;
           wait += b.lastPass.waitMs / steps;
           after += b.lastPass.afterMs / steps;
         }
@@ -284,7 +292,7 @@ class Runner {
       }
       const kvBytes = kvs.reduce((s, kv) => s + kv.kvBytes(), 0) / t.batch;
       const pageBytes = kvs.reduce((s, kv) => s + kv.stores.reduce((n, st) => n + st.pages.length, 0), 0) * m.pool.pageBytes / t.batch;
-      return { tps, times, encode, wait, after, split, kvBytes, pageBytes };
+      return { tps, times, encode, prepare, wait, after, split, kvBytes, pageBytes };
     } finally {
       for (const kv of kvs) kv.release();
     }
@@ -298,7 +306,7 @@ class Runner {
    */
   async budgetRun(m: Loaded, t: GpuTestSpec, cache: string, heads: HeadPolicy[] | undefined, budgetBytes: number) {
     const c = m.config;
-    const pool = new PagePool({ headDim: c.headDim, arena: m.backend.createArena(), budgetBytes });
+    const pool = new PagePool({ headDim: c.headDim, kvDtype: this.o.kvDtype, arena: m.backend.createArena(), budgetBytes });
     const pt = pool.pageTokens;
     const nHeads = c.nLayers * c.nKvHeads;
     const budgetPages = Math.floor(budgetBytes / pool.pageBytes);
@@ -308,7 +316,7 @@ class Runner {
     // here, what the mix keeps of a sequence of the final length (one calibration fill, released).
     let prior = 1;
     if (cache === 'fastgen') {
-      const probe = this.sequence(m, new PagePool({ headDim: c.headDim, arena: m.backend.createArena() }), cache, heads);
+      const probe = this.sequence(m, new PagePool({ headDim: c.headDim, kvDtype: this.o.kvDtype, arena: m.backend.createArena() }), cache, heads);
       for (let l = 0; l < c.nLayers; l++) {
         probe.reserveLayer(l, final, 0, new Array(final).fill(3));
         probe.policy.afterAttention(probe, { layer: l, n: final, startPos: 0 });
@@ -379,9 +387,9 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
     for (const dtype of o.dtypes) {
       o.log(`loading ${shape} ${dtype} (random weights on the GPU)…`);
       const backend = await o.create(config, dtype);
-      const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, arena: backend.createArena() }) };
+      const m: Loaded = { backend, config, dtype, pool: new PagePool({ headDim: config.headDim, kvDtype: o.kvDtype, arena: backend.createArena() }) };
       const heads = assignMix(o.mix, config.nLayers, config.nKvHeads);
-      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], wait: [] as number[], after: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
+      const cases = o.caches.flatMap((cache) => o.tests.map((t) => ({ cache, t, samples: [] as number[], times: [] as number[], encode: [] as number[], prepare: [] as number[], wait: [] as number[], after: [] as number[], split: undefined as StepSplit | undefined, kvBytes: 0, pageBytes: 0, error: undefined as string | undefined })));
       for (const cs of cases) {
         if (cs.t.depth + cs.t.n + (cs.t.kind === 'tg' ? 1 : 0) > config.maxSeqLen) {
           throw new FastgenError('INVALID_OPTION', `--tests: '${cs.t.label}' does not fit ${config.name}'s ${config.maxSeqLen}-token context; raise --context`, '--tests');
@@ -401,7 +409,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
             cs.error = e.message;
             // The pool created page ids for the failed row; a fresh pool (and arena) lets later rows size their own.
             backend.destroyArena(m.pool.arena);
-            m.pool = new PagePool({ headDim: config.headDim, arena: backend.createArena() });
+            m.pool = new PagePool({ headDim: config.headDim, kvDtype: o.kvDtype, arena: backend.createArena() });
             o.log(`  ${runner.label(cs.cache)} ${cs.t.label}: ${e.message}`);
             continue;
           }
@@ -409,6 +417,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
           cs.samples.push(res.tps);
           cs.times.push(...res.times);
           cs.encode.push(res.encode);
+          cs.prepare.push(res.prepare);
           cs.wait.push(res.wait);
           cs.after.push(res.after);
           cs.kvBytes = res.kvBytes;
@@ -429,7 +438,7 @@ export async function runGpuBench(o: GpuBenchOptions): Promise<{ rows: GpuBenchR
         rows.push({
           ...common, cache: runner.label(cs.cache), test: cs.t.label, batch: cs.t.batch, depth: cs.t.depth, tokensPerSecond: mean, stddev: sd,
           samples: cs.samples, stepMs: median(cs.times), kvBytesPerRow: cs.kvBytes, kvPageBytesPerRow: cs.pageBytes,
-          kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: median(cs.encode), gpuWaitMs: median(cs.wait), cpuAfterMs: median(cs.after), split: cs.split,
+          kvGpuBytes: backend.arenaBytes(m.pool.arena), cpuEncodeMs: median(cs.encode), cpuPrepareMs: median(cs.prepare), gpuWaitMs: median(cs.wait), cpuAfterMs: median(cs.after), split: cs.split,
         });
       }
       if (o.kvBudgetBytes !== undefined) {
@@ -460,12 +469,12 @@ const ms = (x: number) => x.toFixed(2);
 export function formatGpuRows(rows: GpuBenchRow[], notes: string[]): string {
   const main = rows.filter((r) => !r.budget);
   const out = [table(
-    ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode / wait / after ms'],
+    ['model', 'params', 'dtype', 'cache', 'test', 't/s', 'ms/step', 'weights', 'KV/row', 'GPU: weights / attn / policy / other ms', 'CPU encode (prepare) / wait / after ms'],
     main.map((r) => r.error ? [r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `did not run: ${r.error.slice(0, 90)}`, '', '', '', '', ''] : [
       r.model, `${(r.params / 1e9).toFixed(2)} B`, r.dtype, r.cache, r.test, `${r.tokensPerSecond.toFixed(1)} ± ${r.stddev.toFixed(1)}`, ms(r.stepMs),
       formatBytes(r.weightBytes), formatBytes(r.kvBytesPerRow),
       r.split ? `${ms(r.split.weightsMs)} / ${ms(r.split.attentionMs)} / ${ms(r.split.policyMs)} / ${ms(r.split.otherMs)} (${r.split.dispatches})` : '—',
-      `${ms(r.cpuEncodeMs)} / ${ms(r.gpuWaitMs)} / ${ms(r.cpuAfterMs)}`,
+      `${ms(r.cpuEncodeMs)} (${ms(r.cpuPrepareMs ?? 0)}) / ${ms(r.gpuWaitMs)} / ${ms(r.cpuAfterMs)}`,
     ]),
     ['l', 'r', 'l', 'l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
   )];

@@ -300,7 +300,7 @@ async function benchSynthetic(v: Record<string, any>): Promise<number> {
   const bad = (flag: string, why: string): never => { throw new UsageError(`--synthetic: ${flag} ${why}`, flag); };
   if (v.model) bad('--model', 'does not apply (the weights are random, of the named shape)');
   if (v.backend && v.backend.some((b: string) => b !== 'webgpu')) bad('--backend', 'must be webgpu (synthetic models are built on the GPU)');
-  if (v.kvDtype && v.kvDtype.some((d: string) => d !== 'f32')) bad('--kv-dtype', 'f16 is not measured in synthetic runs yet (the WebGPU cache is f32)');
+  if (v.kvDtype && new Set(v.kvDtype).size > 1) bad('--kv-dtype', 'takes one KV dtype per synthetic run (every row shares the weights; run again for the other)');
   if (v.llama2c) bad('--llama2c', 'compares the default model on the CPU; run it without --synthetic');
   if (v.threads) bad('--threads', 'applies to the wasm backend');
   if (v.svg) bad('--svg', 'is not drawn for synthetic runs; use --json (scripts/gpu-bench.sh plots it)');
@@ -322,6 +322,7 @@ async function benchSynthetic(v: Record<string, any>): Promise<number> {
   const { WebGpuBackend } = await import('../backend/webgpu/backend.js');
   const { rows, notes } = await runGpuBench({
     shapes: v.synthetic, configs: SYNTHETIC_CONFIGS, dtypes, caches, tests, reps: v.repetitions ?? 3, mix, kvBudgetBytes: v.kvBudget, budgetTests, context: v.context, log,
+    kvDtype: v.kvDtype?.[0],
     create: (config, dtype) => WebGpuBackend.createSynthetic(config, { dtype }),
   });
   if (v.json) {

@@ -28,7 +28,7 @@ import type { Backend, ForwardItem } from '../types.js';
 import { splitBatch } from '../batch.js';
 import { GpuKvArena } from './arena.js';
 import { gpuContext } from './device.js';
-import { GpuDevice, StepEncoder } from './encoder.js';
+import { GpuDevice, GrowableBuffer, StepEncoder } from './encoder.js';
 import { GpuOps, type CacheBuffers, type GpuMatrix } from './ops.js';
 import { MAX_BANDS } from './wgsl-cache.js';
 import { sampleParams, sampleStatusError } from './wgsl-sample.js';
@@ -99,18 +99,11 @@ class U32List {
   }
 }
 
-/** One head's eviction in this pass, as the policy asked for it, and where its report lives. */
-interface EvictEntry {
-  item: number;
-  layer: number;
-  kvHead: number;
-  /** Slots before eviction. */
-  n: number;
-  policy: HeadPolicy;
-  /** Position of the newest token. */
-  current: number;
-  reportOff: number;
-}
+/**
+ * Words of one eviction entry (evictWgsl's layout, its last word the item's index in the pass, for the CPU's replay):
+ * seqSlot, kvHead, n (slots before), classMask, window, current, sinks, heavy, reportOff, layer, workOff, item.
+ */
+const EVICT_WORDS = 12;
 
 /** A pass over one layer of one sequence that collects statistics for the policy to decide from on the CPU. */
 interface StatsPass {
@@ -121,21 +114,6 @@ interface StatsPass {
   n: number;
   /** Band distances summed (per query head: column, then one array per band). */
   bands: number;
-}
-
-/** A growable GPU buffer (storage), recreated larger when a pass needs more. */
-class Growable {
-  buf?: GPUBuffer;
-  private bytes = 0;
-  constructor(private readonly gpu: GpuDevice, private readonly what: string) {}
-  async ensure(bytes: number): Promise<GPUBuffer> {
-    if (!this.buf || bytes > this.bytes) {
-      this.buf?.destroy();
-      this.bytes = Math.max(bytes, Math.ceil(this.bytes * 1.5), 256);
-      this.buf = await this.gpu.buffer(this.bytes, this.what);
-    }
-    return this.buf;
-  }
 }
 
 const NO_QUERIES = new Float32Array(0);
@@ -180,10 +158,11 @@ export class WebGpuBackend implements Backend {
   /** Bytes of weights uploaded. */
   readonly weightBytes: number;
   /**
-   * Where the last pass's time went: dispatches recorded, CPU time until submit (bookkeeping + encoding), time waiting
-   * for the GPU and the readback, CPU time after it (replaying evictions, policy decisions).
+   * Where the last pass's time went: dispatches recorded; CPU time until submit (encodeMs), of which preparing (slots,
+   * page tables, KV storage growth, bookkeeping) before the first dispatch is recorded (prepareMs); time waiting for
+   * the GPU and the readback; CPU time after it (replaying evictions, policy decisions).
    */
-  lastPass = { dispatches: 0, encodeMs: 0, waitMs: 0, afterMs: 0 };
+  lastPass = { dispatches: 0, encodeMs: 0, prepareMs: 0, waitMs: 0, afterMs: 0 };
   private readonly gpu: GpuDevice;
   /** The kernels (public for the workbench, which sets their measured variants). */
   readonly ops: GpuOps;
@@ -197,13 +176,15 @@ export class WebGpuBackend implements Backend {
   private readonly ml: GPUBuffer;
   /** Greedy tokens of a pass (u32 per sequence). */
   private readonly tokensOut: GPUBuffer;
-  private readonly passBuf: Growable;
-  private readonly stats: Growable;
-  private readonly part: Growable;
-  private readonly work: Growable;
-  private readonly report: Growable;
+  private readonly passBuf: GrowableBuffer;
+  private readonly stats: GrowableBuffer;
+  private readonly part: GrowableBuffer;
+  private readonly work: GrowableBuffer;
+  private readonly report: GrowableBuffer;
+  private readonly raw: GrowableBuffer;
   private staging?: { buf: GPUBuffer; bytes: number };
   private readonly list = new U32List();
+  private readonly evictList = new U32List();
 
   static async create(ckpt: LoadedCheckpoint, opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
     const w = ckpt.weights;
@@ -318,11 +299,12 @@ export class WebGpuBackend implements Backend {
     this.act = gpu.device.createBuffer({ size: off * 4, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, label: 'activations' });
     this.ml = gpu.device.createBuffer({ size: R * c.nHeads * 2 * 4, usage: GPUBufferUsage.STORAGE, label: 'attention max/sum' });
     this.tokensOut = gpu.device.createBuffer({ size: Math.ceil(this.maxItems / 4) * 16 * 16, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, label: 'greedy tokens' });
-    this.passBuf = new Growable(gpu, 'pass bookkeeping');
-    this.stats = new Growable(gpu, 'profiling statistics');
-    this.part = new Growable(gpu, 'attention partials');
-    this.work = new Growable(gpu, 'eviction scratch');
-    this.report = new Growable(gpu, 'eviction reports');
+    this.passBuf = new GrowableBuffer(gpu, 'pass bookkeeping');
+    this.stats = new GrowableBuffer(gpu, 'profiling statistics');
+    this.part = new GrowableBuffer(gpu, 'attention partials');
+    this.work = new GrowableBuffer(gpu, 'eviction scratch');
+    this.report = new GrowableBuffer(gpu, 'eviction reports');
+    this.raw = new GrowableBuffer(gpu, 'attention scores');
   }
 
   /**
@@ -568,9 +550,9 @@ export class WebGpuBackend implements Backend {
     let workWords = 0;
     let reportWords = 0;
     const profiling: StatsPass[] = [];
-    const evicts: EvictEntry[][] = Array.from({ length: L }, () => []);
-    const evictOff: number[] = [];
-    const movesOff: number[] = [];
+    // Eviction entries, written straight into a typed list: a 7B batch of 8 has ~7500 evicting heads every step.
+    const E = this.evictList;
+    E.length = 0;
     const statsLayers = new Array<boolean>(L).fill(false);
     let maxSlots = 0;
     for (let l = 0; l < L; l++) {
@@ -578,19 +560,34 @@ export class WebGpuBackend implements Backend {
         const kv = it.kv;
         const n = it.tokens.length;
         const needs: LayerNeeds = kv.needs(l, n);
-        const bands = needs.stats?.bands ?? [];
+        const stats = needs.stats;
+        const bands = stats?.bands ?? [];
         if (bands.length > MAX_BANDS) throw new Error(`internal: ${bands.length} band distances asked for; the statistics kernel sums at most ${MAX_BANDS}`);
-        const bandsAt = P.push(bands.length, n, ...bands);
+        const bandsAt = P.take(2 + bands.length);
+        P.data[bandsAt] = bands.length;
+        P.data[bandsAt + 1] = n;
+        for (let k = 0; k < bands.length; k++) P.data[bandsAt + 2 + k] = bands[k];
+        // Per head: slots before this pass, and what its attention adds (flags 1: scores, 2: statistics). This loop
+        // runs for every (sequence, layer, KV head) of every step: no allocation in it.
+        const d = P.data;
+        const statsFlag = stats ? 2 : 0;
+        const fromRow = stats?.fromRow ?? 0;
+        const head0 = (i * L + l) * H;
         for (let h = 0; h < H; h++) {
-          const st = kv.store(l, h);
-          P.data[olderOff + (i * L + l) * H + h] = st.length - n;
-          maxSlots = Math.max(maxSlots, st.length);
-          const flags = (needs.scores[h] ? 1 : 0) | (needs.stats ? 2 : 0);
-          if (needs.stats && needs.scores[h]) throw new Error('internal: the webgpu backend does not add scores on a pass that collects statistics');
-          P.data.set([flags, statsWords, bandsAt, needs.stats?.fromRow ?? 0], flagsOff + ((i * L + l) * H + h) * 4);
-          if (flags) statsLayers[l] = true;
+          const len = kv.stores[l * H + h].length;
+          d[olderOff + head0 + h] = len - n;
+          if (len > maxSlots) maxSlots = len;
+          const flags = (needs.scores[h] ? 1 : 0) | statsFlag;
+          if (flags === 0) continue; // P.take zero-filled the entry
+          if (flags === 3) throw new Error('internal: the webgpu backend does not add scores on a pass that collects statistics');
+          const f = flagsOff + (head0 + h) * 4;
+          d[f] = flags;
+          d[f + 1] = statsWords;
+          d[f + 2] = bandsAt;
+          d[f + 3] = fromRow;
+          statsLayers[l] = true;
         }
-        if (needs.stats) {
+        if (stats) {
           if (starts[i] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
           profiling.push({ item: i, layer: l, at: statsWords, n, bands: bands.length });
           statsWords += (1 + bands.length) * c.nHeads * n;
@@ -602,38 +599,48 @@ export class WebGpuBackend implements Backend {
           store: (layer, h) => kv.store(layer, h),
           apply: (layer, h, policy, current) => {
             if (policy.full) return;
-            const total = kv.store(layer, h).length;
-            // Report: new length, evicted count, a bit per slot (evictWgsl).
-            evicts[layer].push({ item: i, layer, kvHead: h, n: total, policy, current, reportOff: reportWords });
+            const total = kv.stores[layer * H + h].length;
+            const rule = keepRule(policy, current + 1);
+            const at = E.take(EVICT_WORDS);
+            const d = E.data;
+            d[at] = seqSlots[i]; d[at + 1] = h; d[at + 2] = total; d[at + 3] = rule.classMask; d[at + 4] = rule.window;
+            d[at + 5] = current; d[at + 6] = rule.sinks; d[at + 7] = rule.heavy; d[at + 8] = reportWords; d[at + 9] = layer;
+            d[at + 10] = workWords; d[at + 11] = i;
+            // Report: new length, evicted count, a bit per slot (evictWgsl). Work: keep, score, pos, then the moves.
             reportWords += 2 + Math.ceil(total / 32);
+            workWords += 4 * total + 1;
           },
         };
         kv.policy.afterAttention(recorder, { layer: l, n, startPos: starts[i] });
       });
     }
-    // Eviction entries (12 words) and their compaction entries (4 words), layer by layer.
-    for (let l = 0; l < L; l++) {
-      evictOff.push(P.length);
-      const works: number[] = [];
-      for (const e of evicts[l]) {
-        const rule = keepRule(e.policy, e.current + 1);
-        works.push(workWords);
-        P.push(seqSlots[e.item], e.kvHead, e.n, rule.classMask, rule.window, e.current, rule.sinks, rule.heavy, e.reportOff, 0, workWords, 0);
-        workWords += 4 * e.n + 1;
-      }
-      movesOff.push(P.length);
-      evicts[l].forEach((e, j) => P.push(seqSlots[e.item], e.kvHead, works[j] + 3 * e.n, 0));
+    // Eviction entries (12 words) and their compaction entries (4 words), every layer's in one list: they run after
+    // the last layer, as one dispatch each (a layer's cache is next read in the next pass, so evicting it after the
+    // later layers' attention changes nothing; per layer, the few hundred heads of a batch left the GPU idle between
+    // dispatches whose length was set by one workgroup's serial work).
+    const nEvicts = E.length / EVICT_WORDS;
+    const evictOff = P.take(E.length);
+    P.data.set(E.data.subarray(0, E.length), evictOff);
+    const movesOff = P.take(4 * nEvicts);
+    for (let j = 0; j < nEvicts; j++) {
+      const e = j * EVICT_WORDS;
+      const d = E.data;
+      P.data.set([d[e], d[e + 1], d[e + 10] + 3 * d[e + 2], d[e + 9]], movesOff + 4 * j);
     }
 
+    // Layers whose attention feeds the statistics kernel keep their scores for it (a row's slots at rawStride apart).
+    const rawStride = statsLayers.some(Boolean) && this.ops.keepsRawScores(shape) ? maxSlots : 0;
     const pass = await this.passBuf.ensure(P.length * 4);
     const b: CacheBuffers = {
       act: this.act, pass, tables: arena.tables!, meta: arena.meta!, scores: arena.scores!, ml: this.ml,
       stats: await this.stats.ensure(Math.max(1, statsWords) * 4), part: await this.part.ensure(this.ops.attentionPartFloats(Math.max(...chunks.map((ch) => ch.rows)), c.nHeads, hd, maxSlots) * 4), work: await this.work.ensure(Math.max(1, workWords) * 4),
       report: await this.report.ensure(Math.max(1, reportWords) * 4), kv: arena.kv,
+      raw: await this.raw.ensure(rawStride > 0 ? this.ops.rawFloats(Math.max(...chunks.map((ch) => ch.rows)), c.nHeads, rawStride) * 4 : 16),
     };
     this.gpu.device.queue.writeBuffer(pass, 0, P.data.buffer, 0, P.length * 4);
 
     // The pass.
+    const tPrepared = performance.now();
     const enc = this.enc;
     const ops = this.ops;
     const A = this.act;
@@ -642,7 +649,6 @@ export class WebGpuBackend implements Backend {
     for (const ch of chunks) {
       if (ch !== chunks[0]) enc.submit(); // the previous chunk
       const T = ch.rows;
-      const final = ch === last;
       const base = {
         nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride, T, qOff: lay.qkv, qStride: qkvDim, kOff: lay.qkv + qDim,
         vOff: lay.qkv + qDim + kvDim, kvStride: qkvDim, outOff: lay.att, rowItemOff: rowItemOff + ch.r0, rowTOff: rowTOff + ch.r0, itemOff: ch.itemOff,
@@ -658,14 +664,10 @@ export class WebGpuBackend implements Backend {
         if (W.kNorm) ops.rmsnorm(enc, A, W.kNorm, T * H, hd, lay.qkv + qDim, qkvDim, lay.qkv + qDim, qkvDim, eps, H);
         // q's and k's heads lie side by side in each row: one RoPE over nHeads + nKvHeads heads.
         ops.rope(enc, A, this.w.rope, pass, T, c.nHeads + H, hd, lay.qkv, qkvDim, rowMetaOff + ch.r0);
-        const p = { ...base, layer: l };
+        const p = { ...base, layer: l, rawStride: statsLayers[l] ? rawStride : 0 };
         ops.kvWrite(enc, shape, b, p, T, H);
         ops.attention(enc, shape, b, p, T, c.nHeads, maxSlots);
         if (statsLayers[l]) ops.attentionStats(enc, shape, b, p, maxSlots, items.length, H);
-        if (final && evicts[l].length > 0) {
-          ops.evict(enc, shape, b, { ...p, entryOff: evictOff[l] }, evicts[l].length);
-          ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff[l] }, evicts[l].length);
-        }
         ops.matmul(enc, A, W.wo, T, lay.att, qkvDim, lay.x, c.dim, true);
         ops.matmul(enc, A, W.wGateUp, T, lay.x, c.dim, lay.hb, 2 * c.hiddenDim, false, undefined, { norm: W.ffnNorm, eps, scratchOff: lay.xb });
         // SwiGLU fused into Wdown's input.
@@ -673,6 +675,12 @@ export class WebGpuBackend implements Backend {
         // Let the GPU start on these layers while the next are recorded.
         if ((l + 1) % this.flushLayers === 0 && l + 1 < L) enc.flush();
       }
+    }
+    // Every layer's evictions, after the last chunk's last layer (see the entries above).
+    if (nEvicts > 0) {
+      const p = { nLayers: L, nHeads: c.nHeads, nKvHeads: H, maxPages: arena.tableStride };
+      ops.evict(enc, shape, b, { ...p, entryOff: evictOff }, nEvicts);
+      ops.applyMoves(enc, shape, b, { ...p, entryOff: movesOff }, nEvicts);
     }
     const nw = wanted.length;
     if (nw > 0) {
@@ -714,31 +722,31 @@ export class WebGpuBackend implements Backend {
     }
 
     // The cache, on the CPU: replay the GPU's evictions; FastGen profiles and compresses, and the GPU follows.
-    const reports = new Uint32Array(data, head, reportWords);
-    for (let l = 0; l < L; l++) {
-      for (const e of evicts[l]) {
-        const st = items[e.item].kv.store(l, e.kvHead);
-        const newLen = reports[e.reportOff];
-        const evicted = reports[e.reportOff + 1];
-        if (evicted === 0) continue;
-        if (st.length !== e.n) throw new Error(`internal: eviction report for a head of ${e.n} slots, the CPU holds ${st.length}`);
-        // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot (a
-        // step evicts a few of a head's thousands of slots, and a 7B batch has thousands of heads).
-        for (let w = Math.ceil(e.n / 32) - 1; w >= 0; w--) {
-          let bits = reports[e.reportOff + 2 + w];
-          while (bits !== 0) {
-            const b = 31 - Math.clz32(bits);
-            bits &= ~(1 << b);
-            st.evict(w * 32 + b);
-          }
-        }
-        if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
-      }
-    }
     const t2 = performance.now();
+    const reports = new Uint32Array(data, head, reportWords);
+    for (let j = 0; j < nEvicts; j++) {
+      const e = E.data.subarray(j * EVICT_WORDS, (j + 1) * EVICT_WORDS);
+      const n = e[2];
+      const reportOff = e[8];
+      const newLen = reports[reportOff];
+      if (reports[reportOff + 1] === 0) continue;
+      const st = items[e[11]].kv.stores[e[9] * H + e[1]];
+      if (st.length !== n) throw new Error(`internal: eviction report for a head of ${n} slots, the CPU holds ${st.length}`);
+      // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot (a
+      // step evicts a few of a head's thousands of slots, and a 7B batch has thousands of heads).
+      for (let w = Math.ceil(n / 32) - 1; w >= 0; w--) {
+        let bits = reports[reportOff + 2 + w];
+        while (bits !== 0) {
+          const bit = 31 - Math.clz32(bits);
+          bits &= ~(1 << bit);
+          st.evict(w * 32 + bit);
+        }
+      }
+      if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
+    }
     if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, head + reportBytes, statsWords), arena, seqSlots, shape, b);
     items.forEach((it) => it.kv.advance(it.tokens.length));
-    this.lastPass = { dispatches, encodeMs: t1 - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
+    this.lastPass = { dispatches, encodeMs: t1 - t0, prepareMs: tPrepared - t0, waitMs: t2 - t1, afterMs: performance.now() - t2 };
 
     if (greedy) return Array.from(new Uint32Array(data, 0, nw));
     const results: (Float32Array | number | Error)[] = [];
@@ -800,7 +808,7 @@ export class WebGpuBackend implements Backend {
           const src = before[h].get(st.positions[d])!;
           if (src !== d) pairs.push(d, src);
         }
-        if (pairs.length > 0) moves.push({ layer: pr.layer, words: [seqSlots[pr.item], h, work.push(pairs.length / 2, ...pairs), 0] });
+        if (pairs.length > 0) moves.push({ layer: pr.layer, words: [seqSlots[pr.item], h, work.push(pairs.length / 2, ...pairs), pr.layer] });
         const at = work.take(st.length);
         work.data.set(new Uint32Array(st.scores.buffer, st.scores.byteOffset, st.length), at);
         scores.push({ layer: pr.layer, words: [seqSlots[pr.item], h, at, st.length] });

@@ -85,6 +85,21 @@ export class GpuDevice {
   }
 }
 
+/** A growable storage buffer, recreated larger (contents dropped) when a pass needs more. */
+export class GrowableBuffer {
+  buf?: GPUBuffer;
+  private bytes = 0;
+  constructor(private readonly gpu: GpuDevice, private readonly what: string) {}
+  async ensure(bytes: number): Promise<GPUBuffer> {
+    if (!this.buf || bytes > this.bytes) {
+      this.buf?.destroy();
+      this.bytes = Math.max(bytes, Math.ceil(this.bytes * 1.5), 256);
+      this.buf = await this.gpu.buffer(this.bytes, this.what);
+    }
+    return this.buf;
+  }
+}
+
 /** One step's dispatches, submitted as one command buffer. */
 export class StepEncoder {
   private paramBytes: ArrayBuffer;

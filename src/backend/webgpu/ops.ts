@@ -14,7 +14,7 @@ import {
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
 import {
-  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
+  applyMovesWgsl, attentionCombineWgsl, attentionVec4Fits, attentionVec4Wgsl, patchTablesWgsl, attentionStatsWgsl, attentionWgsl, ATTENTION_CHUNK, copyPagesWgsl, evictWgsl, kvFillWgsl, kvWriteWgsl, setScoresWgsl, type CacheShape,
 } from './wgsl-cache.js';
 
 /** The step a matrix product fuses before it (GpuOps.matmul). */
@@ -111,6 +111,11 @@ export class GpuOps {
   matvecStageX = false;
   /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: the word kernel, through workgroup memory). */
   matvecSubgroups = true;
+  /**
+   * The attention kernel: 'vec4' reads K/V 16 bytes a load (attentionVec4Wgsl; heads of whole 16-byte words), 'scalar'
+   * an element a load (the workbench's attention `--variant`).
+   */
+  attentionVariant: 'vec4' | 'scalar' = 'vec4';
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
   /** The pipeline key of the last GpuOps.matmul (which kernel a variant ran: the workbench and the checks show it). */
@@ -345,11 +350,31 @@ export class GpuOps {
    */
   attention(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], T: number, nHeads: number, maxSlots: number): void {
     const nChunks = Math.max(1, Math.ceil(maxSlots / this.attentionChunk));
-    const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
-    enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
-      [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T, nChunks);
+    const params = GpuOps.cacheParams({ ...p, nChunks });
+    if (this.attentionVariant === 'vec4' && attentionVec4Fits(c)) {
+      const key = `${this.cacheKey('attention4', c)}-${this.attentionChunk}`;
+      enc.dispatch(this.gpu.pipeline(key, () => attentionVec4Wgsl(c, this.attentionChunk)), key,
+        [b.act, b.pass, b.tables, b.part, b.ml, b.raw, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+      // One chunk: the kernel wrote the output and the rows' max and sum itself.
+      if (nChunks === 1) return;
+    } else {
+      const key = `${this.cacheKey('attention', c)}-${this.attentionChunk}`;
+      enc.dispatch(this.gpu.pipeline(key, () => attentionWgsl(c, this.attentionChunk)), key,
+        [b.act, b.pass, b.tables, b.part, ...kvBindings(b.kv)], params, nHeads, T, nChunks);
+    }
     const ckey = this.cacheKey('attncombine', c);
-    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], GpuOps.cacheParams({ ...p, nChunks }), nHeads, T);
+    enc.dispatch(this.gpu.pipeline(ckey, () => attentionCombineWgsl(c)), ckey, [b.act, b.part, b.ml], params, nHeads, T);
+  }
+
+  /**
+   * Whether the attention kernel keeps its scores for the statistics kernel (which then reads K only through them),
+   * and the floats that takes for T rows over at most maxSlots slots.
+   */
+  keepsRawScores(c: CacheShape): boolean {
+    return this.attentionVariant === 'vec4' && attentionVec4Fits(c);
+  }
+  rawFloats(T: number, nHeads: number, maxSlots: number): number {
+    return T * nHeads * maxSlots;
   }
 
   /** Floats of attention partials for T rows over at most maxSlots slots. */
@@ -360,13 +385,16 @@ export class GpuOps {
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
     const key = this.cacheKey('attnstats', c);
     enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, b.raw, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
 
+  /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('evict', c);
-    enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
-      [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams(p), entries);
+    for (let at = 0; at < entries; at += 65535) {
+      enc.dispatch(this.gpu.pipeline(key, () => evictWgsl(c)), key,
+        [b.pass, b.tables, b.meta, b.scores, b.work, b.report], GpuOps.cacheParams({ ...p, entryOff: (p.entryOff ?? 0) + 12 * at }), Math.min(65535, entries - at));
+    }
   }
 
   /**
@@ -387,16 +415,24 @@ export class GpuOps {
     enc.dispatch(this.gpu.pipeline(key, () => setScoresWgsl(c)), key, [b.pass, b.tables, b.scores, b.work], GpuOps.cacheParams(p), entries);
   }
 
+  /** tables[list[2j]] = list[2j + 1] for j < count (the page-table entries a pass changed). */
+  patchTables(enc: StepEncoder, tables: GPUBuffer, list: GPUBuffer, count: number): void {
+    enc.dispatch(this.gpu.pipeline('patch-tables', () => patchTablesWgsl), 'patch-tables', [tables, list], [count], ...grid(Math.ceil(count / 64)));
+  }
+
   /** Copy `count` whole pages ((src, dst) page id pairs in `pairs`): K/V, slot metadata, scores (fork()). */
   copyPages(enc: StepEncoder, c: CacheShape, b: Pick<CacheBuffers, 'meta' | 'scores' | 'kv'>, pairs: GPUBuffer, count: number): void {
     const key = this.cacheKey('copypages', c);
     enc.dispatch(this.gpu.pipeline(key, () => copyPagesWgsl(c)), key, [pairs, b.meta, b.scores, ...kvBindings(b.kv)], [count], ...grid(count));
   }
 
+  /** Compaction entries (4 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   applyMoves(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
     const key = this.cacheKey('moves', c);
-    enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
-      [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams(p), entries);
+    for (let at = 0; at < entries; at += 65535) {
+      enc.dispatch(this.gpu.pipeline(key, () => applyMovesWgsl(c)), key,
+        [b.pass, b.tables, b.meta, b.scores, b.work, ...kvBindings(b.kv)], GpuOps.cacheParams({ ...p, entryOff: (p.entryOff ?? 0) + 4 * at }), Math.min(65535, entries - at));
+    }
   }
 }
 
@@ -413,6 +449,8 @@ export interface CacheBuffers {
   stats: GPUBuffer;
   /** Attention's chunk partials (split-K). */
   part: GPUBuffer;
+  /** Attention scores kept for the statistics kernel (rawFloats; with p.rawStride > 0). */
+  raw: GPUBuffer;
   /** Eviction scratch and compaction moves. */
   work: GPUBuffer;
   report: GPUBuffer;
@@ -429,6 +467,6 @@ const CACHE_PARAM_ORDER = [
   'kOff', 'vOff', 'kvStride', 'outOff',
   'rowItemOff', 'rowTOff', 'itemOff', 'olderOff',
   'rowMetaOff', 'mlOff', 'flagsOff', 'entryOff',
-  'scale', 'nChunks',
+  'scale', 'nChunks', 'rawStride',
 ] as const;
 export type CacheParam = (typeof CACHE_PARAM_ORDER)[number];

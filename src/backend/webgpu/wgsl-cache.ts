@@ -117,11 +117,12 @@ const CACHE_PARAMS = `struct P {
   kOff: u32, vOff: u32, kvStride: u32, outOff: u32,
   rowItemOff: u32, rowTOff: u32, itemOff: u32, olderOff: u32,
   rowMetaOff: u32, mlOff: u32, flagsOff: u32, entryOff: u32,
-  scale: f32, nChunks: u32, _b: u32, _c: u32,
+  scale: f32, nChunks: u32, rawStride: u32, _c: u32,
 };
 @group(0) @binding(0) var<uniform> p: P;`;
 
-const TABLE_BASE = `fn tableBase(seqSlot: u32, kvh: u32) -> u32 { return ((seqSlot * p.nLayers + p.layer) * p.nKvHeads + kvh) * p.maxPages; }`;
+const TABLE_BASE = `fn tableBase(seqSlot: u32, kvh: u32) -> u32 { return tableBaseAt(seqSlot, p.layer, kvh); }
+fn tableBaseAt(seqSlot: u32, layer: u32, kvh: u32) -> u32 { return ((seqSlot * p.nLayers + layer) * p.nKvHeads + kvh) * p.maxPages; }`;
 
 /** New keys (after RoPE) and values of every row into their reserved slots; the slot's meta word; score 0. */
 export function kvWriteWgsl(c: CacheShape): string {
@@ -326,6 +327,160 @@ var<workgroup> pg: array<u32, 64>;
 }
 
 /**
+ * The same attention, reading K and V as 16-byte words (`vec4<u32>`: 8 halves or 4 floats per load), for heads whose
+ * rows are a whole number of such words (HDW % 4 = 0, HD ≤ 512 f16 / 256 f32); the scalar kernel above reads one
+ * element per load through a switch over the KV parts, which left attention at ~0.6 TB/s on the H200 (docs/gpu-results.md).
+ * Scores: a thread per slot, its K row read in one arm of the part switch. Values: HDW4 threads per slot row (one
+ * 16-byte word each, coalesced), 64 / HDW4 slots at a time, summed across those phases at the end. With one chunk
+ * (p.nChunks = 1) it writes the output and the row's (max, sum) itself, and the combine kernel is not dispatched.
+ * With p.rawStride > 0 it also keeps each score q·K_s·scale at raw[(row · nHeads + qh) · rawStride + s] for the
+ * statistics kernel.
+ */
+export function attentionVec4Fits(c: CacheShape): boolean {
+  const hdw = c.half ? c.headDim / 2 : c.headDim;
+  return hdw % 4 === 0 && hdw / 4 <= 64;
+}
+
+export function attentionVec4Wgsl(c: CacheShape, chunk = ATTENTION_CHUNK): string {
+  const hdw = c.half ? c.headDim / 2 : c.headDim;
+  if (!attentionVec4Fits(c)) throw new Error(`internal: attentionVec4Wgsl needs a head of a multiple of 4 words and at most 64 of them, got ${hdw}`);
+  const hdw4 = hdw / 4;
+  const phases = Math.floor(64 / hdw4);
+  // Elements per 16-byte word, and the word → 4 or 8 floats widening.
+  const per = c.half ? 8 : 4;
+  const widen = c.half
+    ? (w: string) => `vec4f(unpack2x16float(${w}.x), unpack2x16float(${w}.y)), vec4f(unpack2x16float(${w}.z), unpack2x16float(${w}.w))`
+    : (w: string) => `bitcast<vec4f>(${w})`;
+  const parts = Array.from({ length: c.parts }, (_, i) => i);
+  const decl = parts.map((i) => `@group(0) @binding(${10 + i}) var<storage, read> kv${i}: array<vec4<u32>>;`).join('\n');
+  // The word at index j of the page's part (j counted in 16-byte words from the part's start).
+  const sw = (body: (i: number) => string) => `switch (page / PPP) {
+      ${parts.map((i) => `${i === c.parts - 1 ? 'default' : `case ${i}u`} { ${body(i)} }`).join('\n      ')}
+    }`;
+  const dotK = c.half
+    ? (i: number) => `for (var w = 0u; w < HDW4; w++) { let k = kv${i}[kb + w]; acc += dot(qs[2u * w], vec4f(unpack2x16float(k.x), unpack2x16float(k.y))) + dot(qs[2u * w + 1u], vec4f(unpack2x16float(k.z), unpack2x16float(k.w))); }`
+    : (i: number) => `for (var w = 0u; w < HDW4; w++) { acc += dot(qs[w], bitcast<vec4f>(kv${i}[kb + w])); }`;
+  const loadV = (i: number) => `vw = kv${i}[vb];`;
+  return `${consts(c)}
+${CACHE_PARAMS}
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
+@group(0) @binding(3) var<storage, read> tables: array<u32>;
+@group(0) @binding(4) var<storage, read_write> part: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ml: array<f32>;
+@group(0) @binding(6) var<storage, read_write> raw: array<f32>;
+${decl}
+${TABLE_BASE}
+const NEG = -3.0e38;
+const CH = ${chunk}u;
+const HDW4 = ${hdw4}u;
+const PHASES = ${phases}u;
+/** 16-byte words of one page. */
+const PAGE_W4 = PAGE_WORDS / 4u;
+var<workgroup> qs: array<vec4f, ${c.headDim / 4}>;
+var<workgroup> sc: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> pg: array<u32, 64>;
+var<workgroup> vsum: array<vec4f, ${phases * hdw4 * (per / 4)}>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  _ = &ml;
+  _ = &raw;
+  let qh = wid.x;
+  let row = wid.y;
+  let chunk = wid.z;
+  let item = pbuf[p.rowItemOff + row];
+  let seqSlot = pbuf[p.itemOff + item * 4u];
+  let kvh = qh / (p.nHeads / p.nKvHeads);
+  let n = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row] + 1u;
+  let pb = ((row * p.nHeads + qh) * p.nChunks + chunk) * (HD + 2u);
+  let first = chunk * CH;
+  if (first >= n) {
+    if (lid.x == 0u) { part[pb] = NEG; part[pb + 1u] = 0.0; }
+    return;
+  }
+  let last = min(n, first + CH);
+  let tb = tableBase(seqSlot, kvh);
+  let qb = p.qOff + row * p.qStride + qh * HD;
+  for (var d = lid.x; d < HD / 4u; d += 64u) { qs[d] = vec4f(act[qb + 4u * d], act[qb + 4u * d + 1u], act[qb + 4u * d + 2u], act[qb + 4u * d + 3u]); }
+  workgroupBarrier();
+  // This thread's share of the values: word vw4 of a row, for the slots j ≡ phase (mod PHASES).
+  let vw4 = lid.x % HDW4;
+  let phase = lid.x / HDW4;
+  var m = NEG;
+  var l = 0.0;
+  var acc0 = vec4f(0.0);
+  var acc1 = vec4f(0.0);
+  for (var s0 = first; s0 < last; s0 += 64u) {
+    let s = s0 + lid.x;
+    var score = NEG;
+    if (s < last) {
+      let page = tables[tb + s / PT];
+      pg[lid.x] = page;
+      let kb = (page % PPP) * PAGE_W4 + (s % PT) * HDW4;
+      var acc = 0.0;
+      ${sw(dotK)}
+      score = acc * p.scale;
+      // The statistics kernel turns these into probabilities once the row's max and sum are known (instead of
+      // reading K again).
+      if (p.rawStride > 0u) { raw[(row * p.nHeads + qh) * p.rawStride + s] = score; }
+    }
+    red[lid.x] = score;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] = max(red[lid.x], red[lid.x + h]); }
+      workgroupBarrier();
+    }
+    let newm = max(m, red[0]);
+    workgroupBarrier();
+    let corr = exp(m - newm);
+    let e = select(0.0, exp(score - newm), s < last);
+    sc[lid.x] = e;
+    red[lid.x] = e;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
+      workgroupBarrier();
+    }
+    l = l * corr + red[0];
+    acc0 *= corr;
+    acc1 *= corr;
+    let cnt = min(64u, last - s0);
+    if (phase < PHASES) {
+      for (var j = phase; j < cnt; j += PHASES) {
+        let page = pg[j];
+        let vb = (page % PPP) * PAGE_W4 + (PT + (s0 + j) % PT) * HDW4 + vw4;
+        var vw = vec4<u32>(0u);
+        ${sw(loadV)}
+        ${c.half ? `acc0 += sc[j] * vec4f(unpack2x16float(vw.x), unpack2x16float(vw.y));
+        acc1 += sc[j] * vec4f(unpack2x16float(vw.z), unpack2x16float(vw.w));` : `acc0 += sc[j] * bitcast<vec4f>(vw);`}
+      }
+    }
+    m = newm;
+    workgroupBarrier();
+  }
+  // Sum the phases' value partials.
+  if (phase < PHASES) {
+    vsum[(phase * HDW4 + vw4) * ${per / 4}u] = acc0;
+    ${c.half ? 'vsum[(phase * HDW4 + vw4) * 2u + 1u] = acc1;' : '_ = acc1;'}
+  }
+  workgroupBarrier();
+  let one = p.nChunks == 1u;
+  let ob = p.outOff + row * p.qStride + qh * HD;
+  for (var d = lid.x; d < HD; d += 64u) {
+    var a = 0.0;
+    for (var ph = 0u; ph < PHASES; ph++) { a += vsum[ph * (HD / 4u) + d / 4u][d % 4u]; }
+    if (one) { act[ob + d] = a / l; } else { part[pb + 2u + d] = a; }
+  }
+  if (lid.x == 0u) {
+    if (one) {
+      ml[p.mlOff + (row * p.nHeads + qh) * 2u] = m;
+      ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u] = l;
+    } else { part[pb] = m; part[pb + 1u] = l; }
+  }
+}`;
+}
+
+/**
  * Merges a row's chunk partials (one workgroup per (query head, row)): M = max m_c, l = Σ l_c·e^(m_c − M),
  * out = Σ acc_c·e^(m_c − M) / l; the row's M and l go to ml[(row · nHeads + qh) · 2] for the statistics kernel.
  */
@@ -361,7 +516,8 @@ ${CACHE_PARAMS}
 
 /**
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
- * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l. Per head
+ * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l — from the scores the vec4
+ * attention kernel kept (p.rawStride > 0), or by reading K again. Per head
  * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
  * bands offset (pbuf there: count nb ≤ MAX_BANDS, the pass's rows N, then the distances), fromRow. A chunked prefill
  * runs the N rows in several dispatches: the item's entry says which (its 4th word: the first row's index t).
@@ -381,10 +537,12 @@ ${CACHE_PARAMS}
 @group(0) @binding(4) var<storage, read_write> ml: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(7) var<storage, read> raw: array<f32>;
 ${kvAccess(c.parts, false)}
 ${TABLE_BASE}
 var<workgroup> qs: array<f32, HD>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  _ = &raw;
   let item = wid.y / p.nKvHeads;
   let kvh = wid.y % p.nKvHeads;
   let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
@@ -420,15 +578,23 @@ var<workgroup> qs: array<f32, HD>;
     for (var tc = 0u; tc < nRows; tc++) {
       let row = rowStart + tc;
       let t = rowBase + tc;
-      workgroupBarrier();
-      for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
-      workgroupBarrier();
+      let useRaw = p.rawStride > 0u;
+      if (!useRaw) {
+        workgroupBarrier();
+        for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
+        workgroupBarrier();
+      }
       if (valid && s <= older + t) {
-        var dotv = 0.0;
-        for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+        var score = 0.0;
+        if (useRaw) { score = raw[(row * p.nHeads + qh) * p.rawStride + s]; }
+        else {
+          var dotv = 0.0;
+          for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+          score = dotv * p.scale;
+        }
         let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
         let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
-        let pr = exp(dotv * p.scale - mi) / li;
+        let pr = exp(score - mi) / li;
         sum += pr;
         if (t >= fromRow) {
           col += pr;
@@ -461,7 +627,7 @@ var<workgroup> qs: array<f32, HD>;
  * slots would need room for as many as a step can evict: when heavy hitters fall inside the window, far more than
  * the step's new tokens).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
- * reportOff, _, workOff, _. Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ * reportOff, layer, workOff, _ (entries of any layers: a pass evicts once, after its last layer). Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
  */
 export function evictWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -493,7 +659,7 @@ fn scoreKey(bits: u32) -> u32 {
   let budget = pbuf[e + 7u];
   let reportOff = pbuf[e + 8u];
   let wk = pbuf[e + 10u];
-  let tb = tableBase(seqSlot, kvh);
+  let tb = tableBaseAt(seqSlot, pbuf[e + 9u], kvh);
   // Static part, and each slot's score and position side by side for the ranking.
   for (var s = lid.x; s < n; s += 256u) {
     let at = tables[tb + s / PT] * PT + s % PT;
@@ -630,7 +796,7 @@ fn scoreKey(bits: u32) -> u32 {
 /**
  * Compaction moves, one workgroup per (sequence, layer, KV head): slot dst ← slot src for each pair (K, V, meta,
  * score). Every destination lies below the new length and every source at or above it, so the pairs are independent.
- * Entry (4 u32 at entryOff + 4·wid.x): seqSlot, kvHead, workOff (the move count there, then dst/src pairs), _.
+ * Entry (4 u32 at entryOff + 4·wid.x): seqSlot, kvHead, workOff (the move count there, then dst/src pairs), layer.
  */
 export function applyMovesWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -648,7 +814,7 @@ ${TABLE_BASE}
   let kvh = pbuf[e + 1u];
   let mv = pbuf[e + 2u];
   let moves = work[mv];
-  let tb = tableBase(seqSlot, kvh);
+  let tb = tableBaseAt(seqSlot, pbuf[e + 3u], kvh);
   for (var i = lid.x; i < moves * 2u * HDW; i += 64u) {
     let m = i / (2u * HDW);
     let el = i % (2u * HDW);
@@ -688,6 +854,18 @@ ${TABLE_BASE}
   for (var s = lid.x; s < pbuf[e + 3u]; s += 64u) { scores[tables[tb + s / PT] * PT + s % PT] = bitcast<f32>(work[off + s]); }
 }`;
 }
+
+/** Page-table entries set from a list of (index, page id) pairs: tables[list[2j]] = list[2j + 1], j < count. */
+export const patchTablesWgsl = `
+struct P { count: u32, _a: u32, _b: u32, _c: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> tables: array<u32>;
+@group(0) @binding(2) var<storage, read> list: array<u32>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  let j = (wid.x + wid.y * 65535u) * 64u + lid.x;
+  if (j >= p.count) { return; }
+  tables[list[2u * j]] = list[2u * j + 1u];
+}`;
 
 /**
  * Whole pages copied (fork()): pair j = (src, dst) page ids at pairs[2j], pairs[2j + 1]; one workgroup per pair
