@@ -98,10 +98,11 @@ function withVariant(ops: GpuOps, variant: string, record: (path: 'matvec' | 'ti
   }
 }
 
-/** The check's result; failed when a vec4 variant (`vrows…`) ran another kernel or one without the x staging it asked for. */
+/** The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging it asked for. */
 function matmulResult(ops: GpuOps, name: string, variant: string, err: number, tolerance: number): CheckResult {
   const key = ops.lastMatmulKey;
-  const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'));
+  const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'))
+    || (variant === 'tiled4' && !key.startsWith('matmul4-'));
   return wrong ? result(name, Infinity, tolerance, `ran ${key}`) : result(name, err, tolerance);
 }
 
@@ -843,6 +844,8 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     out.push(await checkMatmul(ops, kind, 'vrows4-xs', 5, 67, 45), await checkMatmul(ops, kind, 'vrows2-xs-wg32', 17, 37, 1000),
       await checkFusedMatmul(ops, kind, 'vrows4-xs', 'norm', 3, 37, 1000), await checkFusedMatmul(ops, kind, 'vrows4-xs', 'swiglu', 6, 29, 45));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
+    // The vec4 tiled kernel: a partial token tile and ragged columns (45), two token tiles and whole tiles (96 = 3 × 32).
+    out.push(await checkMatmul(ops, kind, 'tiled4', 37, 67, 45), await checkMatmul(ops, kind, 'tiled4', 70, 37, 96));
     for (const input of ['norm', 'swiglu'] as const) {
       out.push(await checkFusedMatmul(ops, kind, 'rows4', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
       out.push(input === 'norm' ? await checkFusedMatmul(ops, kind, 'vrows4', input, 3, 67, 45) : await checkFusedMatmul(ops, kind, 'vrows4', input, 13, 29, 96));

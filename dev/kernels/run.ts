@@ -13,7 +13,8 @@
  * each optionally -wg32/-wg64/-wg128/-wg256 (threads per workgroup; default: by row length), -tbN (vec4: most tokens
  * per block, default 16; word: tokens per block, default 4), -xs (vec4: x staged through workgroup memory, coalesced),
  * -nosg (the word kernel, reduced without subgroupAdd). The `kernel` column names the pipeline that ran.
- * `matmul --tokens 16,32,64 --variant vrows4 --variant tiled` compares the paths at those rows (GpuOps.tiledFromRows).
+ * `matmul --tokens 16,32,64 --variant vrows4 --variant tiled --variant tiled4` compares the paths at those rows
+ * (GpuOps.tiledFromRows; tiled4 = the vec4 tiled kernel, GpuOps.tiledVec4).
  * --tokens takes a list; each shape's matrix is timed at each count.
  * Shapes are rows x cols of the weight matrix; `7b` = Llama-2-7B's matrices as the backend stacks them (12288x4096
  * q|k|v, 4096x4096 o, 22016x4096 gate|up, 4096x11008 down, 32000x4096 classifier), and with all five timed the output

@@ -9,7 +9,7 @@ import { f32ToF16 } from '../../half.js';
 import { quantizeQ8_0 } from '../wasm/reference-extra.js';
 import { f32, grid, StepEncoder, type Binding, type GpuDevice } from './encoder.js';
 import {
-  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecVec4Wgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
+  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulVec4Wgsl, matmulWgsl, matvecVec4Wgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
@@ -100,6 +100,12 @@ export class GpuOps {
    */
   tiledFromRows = 33;
   /**
+   * The tiled kernel: matmulVec4Wgsl (64 × 64 tiles, 16-byte weight loads, 4 × 4 per thread; workbench variant
+   * `tiled4`) or matmulWgsl (32 × 64 tiles, one weight value per load; `tiled`, the measured default until the H200
+   * crossover says otherwise).
+   */
+  tiledVec4 = false;
+  /**
    * Threads per workgroup of the matrix × vector kernel (variants `…-wg32`, `…-wg64`, …); 0 = by row length: short
    * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
    */
@@ -131,13 +137,17 @@ export class GpuOps {
 
   /**
    * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
-   * 'tiled'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
+   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
    * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
    * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
    * their defaults.
    */
   setMatvecVariant(name: string): 'matvec' | 'tiled' {
-    if (name === 'tiled') return 'tiled';
+    if (name === 'tiled' || name === 'tiled4') {
+      this.tiledVec4 = name === 'tiled4';
+      return 'tiled';
+    }
+    this.tiledVec4 = false;
     const parts = name.split('-');
     const m = /^(v?)rows(\d+)$/.exec(parts[0]);
     const num = (prefix: string) => {
@@ -145,7 +155,7 @@ export class GpuOps {
       return p === undefined ? undefined : Number(p.slice(prefix.length));
     };
     const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
     this.matvecKernel = m[1] ? 'vec4' : 'word';
     this.matvecRows = Number(m[2]);
     this.matvecThreads = num('wg') ?? 0;
@@ -244,14 +254,17 @@ export class GpuOps {
     const vec4 = !tiled && sg && this.matvecKernel === 'vec4' && m.rowWords % 4 === 0;
     let key: string;
     let pl: GPUComputePipeline;
+    const tiled4 = tiled && this.tiledVec4 && m.rowWords % 4 === 0;
     if (tiled) {
-      key = `matmul-${m.kind}`;
-      pl = this.gpu.pipeline(key, () => matmulWgsl(m.kind));
+      key = `matmul${tiled4 ? '4' : ''}-${m.kind}`;
+      pl = this.gpu.pipeline(key, () => (tiled4 ? matmulVec4Wgsl(m.kind) : matmulWgsl(m.kind)));
     } else if (vec4) {
       // One block for the whole pass up to matvecVec4Tokens (powers of two: few pipelines, ≤ 2× the FMAs of T).
       const TB = Math.min(this.matvecVec4Tokens, 2 ** Math.ceil(Math.log2(T)));
       const rv = m.rowWords / 4;
-      let WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 256);
+      // 128 threads for long rows: on the H200 (f16, one token) 4.36 ms of weights a 7B step against 5.00 with 256
+      // (docs/webgpu.md); q8_0 within 5 % either way.
+      let WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 128);
       const ragged = m.rowWords * VALUES_PER_WORD[m.kind] !== m.cols;
       // Staged x: TB tokens × WG threads × 4–16 floats of workgroup memory, beside the reduction's partials.
       const accN = R * TB + (mode === 'norm' ? TB : 0);
@@ -273,7 +286,7 @@ export class GpuOps {
         input && 'upOff' in input ? input.upOff : 0, f32(input && 'norm' in input ? input.eps : 0)];
       const binds: Binding[] = [act, part.w, part.d];
       if (mode === 'norm') binds.push((input as { norm: GPUBuffer }).norm);
-      if (tiled) enc.dispatch(pl, key, binds, params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
+      if (tiled) enc.dispatch(pl, key, binds, params, Math.ceil(part.rows / 64), Math.ceil(T / (tiled4 ? 64 : 32)));
       else enc.dispatch(pl, key, binds, params, ...grid(Math.ceil(part.rows / R)));
     }
   }

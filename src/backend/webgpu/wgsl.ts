@@ -246,8 +246,8 @@ export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: numb
   const names = [...rows.flatMap((r) => toks.map((t) => acc(r, t))), ...(norm ? toks.map((t) => `ss${t}`) : [])];
   const scale = norm ? ` * inverseSqrt(final_[${R * TB}u + i % ${TB}u] / f32(p.cols) + p.eps)` : '';
   // The word loop: every thread strides over the row's words; staged, the whole workgroup walks the iterations
-  // together (barriers), copying the iteration's x first: element e of token t's ${WG * per} columns goes to
-  // xs[(t · NQ + (e mod ${per}) / 4) · WG + e / ${per}], component e mod 4.
+  // together (barriers), copying the iteration's x first: column e of token t's WG · per columns goes to
+  // xs[(t · NQ + (e mod per) / 4) · WG + e / per], component e mod 4 (thread e / per reads it as its chunk).
   const span = WG * per;
   const xval = (at: string) => (input === 'swiglu'
     ? `let xg = act[${at}]; v = xg / (1.0 + exp(-xg)) * act[${at} + p.upOff];`
@@ -372,6 +372,81 @@ var<workgroup> ws: array<f32, ${64 * 33}>;
       act[o] = select(0.0, act[o], p.accumulate != 0u) + acc[i * 4u + j];
     }
   }
+}`;
+}
+
+/**
+ * Matrix × many vectors (prefill), weights read as 16-byte words: out[t, r] (+)= Σ_c W[r, c] · x[t, c]. Tiles of 64
+ * tokens × 64 rows, 32 columns at a time through workgroup memory as vec4f ([token or row][column / 4], rows 9 vec4f
+ * apart so that 8 threads' vec4 reads hit distinct banks); each of 256 threads computes 4 tokens × 4 rows
+ * (ty + 16i, tx + 16j) from 8 vec4f reads per 4 columns (64 FMAs). A tile's weights are one 16-byte load per thread
+ * in f16 (64 rows × 4 words), two in f32, one per two threads in q8_0 (a block = 2 words, with its scale); x's tile,
+ * 8 coalesced scalar loads per thread. Rows must be 16-byte aligned (rowWordsOf); words past the row (a ragged last
+ * tile) read as 0, x past cols as 0. Batch rows are not fused with RMSNorm/SwiGLU (GpuOps applies those first).
+ */
+export function matmulVec4Wgsl(kind: WeightKind): string {
+  const per = VALUES_PER_VEC4[kind];
+  const wpr = 32 / per; // 16-byte words of a row in one 32-column tile: f32 8, f16 4, q8_0 2
+  const unpackTo = {
+    f32: (dst: string) => `ws[${dst}] = bitcast<vec4f>(q);`,
+    f16: (dst: string) => `ws[${dst}] = vec4f(unpack2x16float(q.x), unpack2x16float(q.y));
+        ws[${dst} + 1u] = vec4f(unpack2x16float(q.z), unpack2x16float(q.w));`,
+    q8_0: (dst: string) => [0, 1, 2, 3].map((c) => `ws[${dst} + ${c}u] = s * vec4f(${[0, 8, 16, 24].map((b) => `f32(extractBits(bitcast<i32>(q[${c}]), ${b}u, 8u))`).join(', ')});`).join('\n        '),
+  }[kind];
+  const wtile = `for (var e = lid.x; e < ${64 * wpr}u; e += 256u) {
+      let n = e / ${wpr}u;
+      let wq = e % ${wpr}u;
+      let word = k0 / ${per}u + wq;
+      var q = vec4u(0u);
+      ${kind === 'q8_0' ? 'var s = 0.0;' : ''}
+      if (n0 + n < p.rows && word < rv) {
+        q = w[(n0 + n) * rv + word];
+        ${kind === 'q8_0' ? 's = wd[(n0 + n) * (p.rowWords >> 3u) + k0 / 32u];' : ''}
+      }
+      ${unpackTo(`n * 9u + wq * ${per / 4}u`)}
+    }`;
+  const I = [0, 1, 2, 3];
+  return `
+struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, _a: u32, _b: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> wd: array<f32>;
+var<workgroup> xs: array<vec4f, ${64 * 9}>;
+var<workgroup> ws: array<vec4f, ${64 * 9}>;
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  _ = &wd;
+  let n0 = wid.x * 64u;
+  let m0 = wid.y * 64u;
+  let tx = lid.x % 16u; // rows tx + 16j
+  let ty = lid.x / 16u; // tokens ty + 16i
+  let rv = p.rowWords >> 2u;
+  ${I.flatMap((i) => I.map((j) => `var a${i}${j} = 0.0;`)).join(' ')}
+  for (var k0 = 0u; k0 < p.cols; k0 += 32u) {
+    for (var e = lid.x; e < 2048u; e += 256u) {
+      let m = e >> 5u;
+      let k = e & 31u;
+      var v = 0.0;
+      if (m0 + m < p.T && k0 + k < p.cols) { v = act[p.xOff + (m0 + m) * p.xStride + k0 + k]; }
+      xs[m * 9u + (k >> 2u)][k & 3u] = v;
+    }
+    ${wtile}
+    workgroupBarrier();
+    for (var kk = 0u; kk < 8u; kk++) {
+      ${I.map((i) => `let x${i} = xs[(ty + ${16 * i}u) * 9u + kk];`).join(' ')}
+      ${I.map((j) => `let w${j} = ws[(tx + ${16 * j}u) * 9u + kk];`).join(' ')}
+      ${I.flatMap((i) => I.map((j) => `a${i}${j} += dot(x${i}, w${j});`)).join(' ')}
+    }
+    workgroupBarrier();
+  }
+  ${I.flatMap((i) => I.map((j) => `{
+    let m = m0 + ty + ${16 * i}u;
+    let n = n0 + tx + ${16 * j}u;
+    if (m < p.T && n < p.rows) {
+      let o = p.outOff + m * p.outStride + p.rowBase + n;
+      act[o] = select(0.0, act[o], p.accumulate != 0u) + a${i}${j};
+    }
+  }`)).join('\n  ')}
 }`;
 }
 
