@@ -89,7 +89,7 @@ export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: s
   const want = new Float32Array(T * rows);
   matmul(want, xin, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
-  return result(`matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, variant, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 /** Record through the workbench variant `variant` (GpuOps.setMatvecVariant), then back to the default kernel. */
@@ -99,6 +99,14 @@ function withVariant(ops: GpuOps, variant: string, record: (path: 'matvec' | 'ti
   } finally {
     ops.setMatvecVariant(DEFAULT_MATVEC_VARIANT);
   }
+}
+
+/** The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging it asked for. */
+function matmulResult(ops: GpuOps, name: string, variant: string, err: number, tolerance: number): CheckResult {
+  const key = ops.lastMatmulKey;
+  const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'))
+    || (variant === 'tiled4' && !key.startsWith('matmul4-'));
+  return wrong ? result(name, Infinity, tolerance, `ran ${key}`) : result(name, err, tolerance);
 }
 
 /**
@@ -121,7 +129,7 @@ export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: string
   matmul(want, x, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
   // f32 accumulation over `cols` terms of size ~1 in a different order than the f64 reference.
-  return result(`matmul ${kind} ${variant} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} ${T}x${rows}x${cols}`, variant, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 export async function checkEmbed(ops: GpuOps, kind: WeightKind, seed = 2): Promise<CheckResult> {
@@ -864,7 +872,12 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     for (const T of [2, 16]) out.push(await checkMatmul(ops, kind, 'vrows4', T, 37, 96));
     out.push(await checkMatmul(ops, kind, kind === 'q8_0' ? 'vrows1-wg64' : 'vrows8-wg64', 3, 67, 1000));
     if (kind === 'f16') out.push(await checkMatmul(ops, kind, 'vrows2-tb4', 17, 29, 1000));
+    // x staged through workgroup memory: ragged and whole words, several iterations per row (1000 columns, 32 threads).
+    out.push(await checkMatmul(ops, kind, 'vrows4-xs', 5, 67, 45), await checkMatmul(ops, kind, 'vrows2-xs-wg32', 17, 37, 1000),
+      await checkFusedMatmul(ops, kind, 'vrows4-xs', 'norm', 3, 37, 1000), await checkFusedMatmul(ops, kind, 'vrows4-xs', 'swiglu', 6, 29, 45));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
+    // The vec4 tiled kernel: a partial token tile and ragged columns (45), two token tiles and whole tiles (96 = 3 × 32).
+    out.push(await checkMatmul(ops, kind, 'tiled4', 37, 67, 45), await checkMatmul(ops, kind, 'tiled4', 70, 37, 96));
     for (const input of ['norm', 'swiglu'] as const) {
       out.push(await checkFusedMatmul(ops, kind, 'rows4', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
       out.push(input === 'norm' ? await checkFusedMatmul(ops, kind, 'vrows4', input, 3, 67, 45) : await checkFusedMatmul(ops, kind, 'vrows4', input, 13, 29, 96));
