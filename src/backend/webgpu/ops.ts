@@ -85,6 +85,8 @@ export class GpuOps {
   matvecKernel: 'vec4' | 'word' = 'vec4';
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` / `vrowsN` variants). */
   matvecRows = 4;
+  /** The vec4 kernel takes 8 rows a workgroup for passes of 2–8 tokens (see matmul); off once a variant is set. */
+  matvecRowsByTokens = false;
   /**
    * Tokens per block (variant suffix `-tb8`, …): the word kernel re-reads its rows once per block of this many; the
    * vec4 kernel takes the pass's token count rounded up to a power of two, at most this many, in one block.
@@ -132,6 +134,7 @@ export class GpuOps {
 
   constructor(readonly gpu: GpuDevice) {
     this.setMatvecVariant(DEFAULT_MATVEC_VARIANT);
+    this.matvecRowsByTokens = true;
     this.placeholder = gpu.buffer(16, 'placeholder');
   }
 
@@ -143,6 +146,7 @@ export class GpuOps {
    * their defaults.
    */
   setMatvecVariant(name: string): 'matvec' | 'tiled' {
+    this.matvecRowsByTokens = false;
     if (name === 'tiled' || name === 'tiled4') {
       this.tiledVec4 = name === 'tiled4';
       return 'tiled';
@@ -249,9 +253,11 @@ export class GpuOps {
       this.swiglu(enc, act, T, m.cols, xOff, xOff + input.upOff, xStride);
     }
     const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
-    const R = this.matvecRows;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
     const vec4 = !tiled && sg && this.matvecKernel === 'vec4' && m.rowWords % 4 === 0;
+    // Rows per workgroup by the pass's tokens (H200 run 5, 7B weights a step, f16 / q8_0): 8 rows for 2–8 tokens
+    // (8 tokens: 14.9 vs 20.3 ms / 20.5 vs 34.5 ms with 4), matvecRows (4) for one token and for 9–16.
+    const R = vec4 && this.matvecRowsByTokens && T >= 2 && T <= 8 ? 8 : this.matvecRows;
     let key: string;
     let pl: GPUComputePipeline;
     const tiled4 = tiled && this.tiledVec4 && m.rowWords % 4 === 0;
