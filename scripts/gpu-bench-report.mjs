@@ -29,6 +29,12 @@ for (const [b, d] of keys) {
   const ratio = full?.stepMs && mix?.stepMs ? `${(100 * (1 - mix.stepMs / full.stepMs)).toFixed(0)} % lower` : '—';
   out.push(`| ${b} | ${d} | ${v(full)} | ${v(mix)} | ${ratio} | ${cell(hfRow('eager', b, d)?.stepMs, b)} | ${cell(hfRow('sdpa', b, d)?.stepMs, b)} | ${cell(hfRow('static+compile', b, d)?.stepMs, b)} |`);
 }
+// Prefill: fastgen's ppN rows against HF's prompt of the same length (its generate() of 2 tokens, so an upper bound).
+for (const r of fg.filter((x) => !x.budget && x.test.startsWith('pp') && x.tokensPerSecond)) {
+  const n = Number(r.test.slice(2).split(/\D/)[0]);
+  const hfs = hf.rows.filter((h) => h.batch === 1 && h.depth === n && h.prefillMs).map((h) => `${h.impl} ${(1000 * n / h.prefillMs).toFixed(0)} tokens/s`);
+  out.push('', `Prefill of ${n} tokens: fastgen ${r.cache} ${r.tokensPerSecond.toFixed(0)} tokens/s; HF (prompt + 2 generated tokens): ${hfs.join(', ') || 'not measured at this length'}.`);
+}
 const skipped = hf.rows.filter((r) => r.skipped || r.error);
 if (skipped.length) out.push('', `HF not measured: ${skipped.map((r) => `${r.impl} b${r.batch} d${r.depth} (${r.skipped ?? r.error})`).join('; ')}`);
 
