@@ -86,7 +86,7 @@ export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: s
   const want = new Float32Array(T * rows);
   matmul(want, xin, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
-  return matmulResult(ops, `matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, variant, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, variant, T, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 /** Record through the workbench variant `variant` (GpuOps.setMatvecVariant), then back to the default kernel. */
@@ -98,11 +98,15 @@ function withVariant(ops: GpuOps, variant: string, record: (path: 'matvec' | 'ti
   }
 }
 
-/** The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging it asked for. */
-function matmulResult(ops: GpuOps, name: string, variant: string, err: number, tolerance: number): CheckResult {
+/**
+ * The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging
+ * it asked for, or `auto` did not pick vec4 up to GpuOps.vec4UpToRows tokens and the word kernel above.
+ */
+function matmulResult(ops: GpuOps, name: string, variant: string, T: number, err: number, tolerance: number): CheckResult {
   const key = ops.lastMatmulKey;
+  const autoWant = T <= ops.vec4UpToRows ? 'matvec4-' : 'matvec-';
   const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'))
-    || (variant === 'tiled4' && !key.startsWith('matmul4-'));
+    || (variant === 'tiled4' && !key.startsWith('matmul4-')) || (variant === 'auto' && !key.startsWith(autoWant));
   return wrong ? result(name, Infinity, tolerance, `ran ${key}`) : result(name, err, tolerance);
 }
 
@@ -126,7 +130,7 @@ export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: string
   matmul(want, x, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
   // f32 accumulation over `cols` terms of size ~1 in a different order than the f64 reference.
-  return matmulResult(ops, `matmul ${kind} ${variant} ${T}x${rows}x${cols}`, variant, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} ${T}x${rows}x${cols}`, variant, T, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 export async function checkEmbed(ops: GpuOps, kind: WeightKind, seed = 2): Promise<CheckResult> {
@@ -840,6 +844,8 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     for (const T of [2, 16]) out.push(await checkMatmul(ops, kind, 'vrows4', T, 37, 96));
     out.push(await checkMatmul(ops, kind, kind === 'q8_0' ? 'vrows1-wg64' : 'vrows8-wg64', 3, 67, 1000));
     if (kind === 'f16') out.push(await checkMatmul(ops, kind, 'vrows2-tb4', 17, 29, 1000));
+    // The default picks by token count (vec4 up to GpuOps.vec4UpToRows, the word kernel above).
+    out.push(await checkMatmul(ops, kind, 'auto', 4, 37, 96), await checkMatmul(ops, kind, 'auto', 5, 37, 96));
     // x staged through workgroup memory: ragged and whole words, several iterations per row (1000 columns, 32 threads).
     out.push(await checkMatmul(ops, kind, 'vrows4-xs', 5, 67, 45), await checkMatmul(ops, kind, 'vrows2-xs-wg32', 17, 37, 1000),
       await checkFusedMatmul(ops, kind, 'vrows4-xs', 'norm', 3, 37, 1000), await checkFusedMatmul(ops, kind, 'vrows4-xs', 'swiglu', 6, 29, 45));

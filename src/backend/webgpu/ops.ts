@@ -70,8 +70,8 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
-/** GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant). */
-export const DEFAULT_MATVEC_VARIANT = 'vrows4';
+/** GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant): vec4 or word by token count. */
+export const DEFAULT_MATVEC_VARIANT = 'auto';
 
 /** Values of a kind in one u32 word. */
 const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
@@ -79,10 +79,18 @@ const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
 export class GpuOps {
   /**
    * The matrix × few-vectors kernel: 'vec4' (matvecVec4Wgsl: 16-byte weight loads, all of a pass's tokens at once;
-   * needs subgroups and 16-byte rows) or 'word' (matvecWgsl: one u32 word per load, tokens in blocks of
-   * matvecTokens). The workbench's `vrowsN…` variants are vec4, `rowsN…` word.
+   * needs subgroups and 16-byte rows), 'word' (matvecWgsl: one u32 word per load, tokens in blocks of
+   * matvecTokens), or 'auto': vec4 up to vec4UpToRows tokens, word above. The workbench's `vrowsN…` variants are
+   * vec4, `rowsN…` word, `auto` the default.
    */
-  matvecKernel: 'vec4' | 'word' = 'vec4';
+  matvecKernel: 'auto' | 'vec4' | 'word' = 'auto';
+  /**
+   * 'auto' takes the vec4 kernel up to this many tokens. H200 (docs/webgpu.md, 7B weights a step): at 1 token vec4
+   * 4.36 ms (f16) / 5.65 ms (q8_0) against the word kernel's 6.75 / 8.91; at 8 tokens 19.45 / 33.3 against 19.30 /
+   * 21.2, at 16 43.3 / 89.2 against 37.5 / 40.6 (x loads, not weights, bound both there). 2–4 tokens were not
+   * measured: 4 is between the two.
+   */
+  vec4UpToRows = 4;
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` / `vrowsN` variants). */
   matvecRows = 4;
   /**
@@ -137,7 +145,7 @@ export class GpuOps {
 
   /**
    * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
-   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
+   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); 'auto' (the defaults); `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
    * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
    * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
    * their defaults.
@@ -148,6 +156,10 @@ export class GpuOps {
       return 'tiled';
     }
     this.tiledVec4 = false;
+    if (name === 'auto') {
+      Object.assign(this, { matvecKernel: 'auto', matvecRows: 4, matvecThreads: 0, matvecTokens: 4, matvecVec4Tokens: 16, matvecSubgroups: true, matvecStageX: false });
+      return 'matvec';
+    }
     const parts = name.split('-');
     const m = /^(v?)rows(\d+)$/.exec(parts[0]);
     const num = (prefix: string) => {
@@ -155,7 +167,7 @@ export class GpuOps {
       return p === undefined ? undefined : Number(p.slice(prefix.length));
     };
     const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected auto, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
     this.matvecKernel = m[1] ? 'vec4' : 'word';
     this.matvecRows = Number(m[2]);
     this.matvecThreads = num('wg') ?? 0;
@@ -251,7 +263,8 @@ export class GpuOps {
     const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
     const R = this.matvecRows;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
-    const vec4 = !tiled && sg && this.matvecKernel === 'vec4' && m.rowWords % 4 === 0;
+    const wantVec4 = this.matvecKernel === 'vec4' || (this.matvecKernel === 'auto' && T <= this.vec4UpToRows);
+    const vec4 = !tiled && sg && wantVec4 && m.rowWords % 4 === 0;
     let key: string;
     let pl: GPUComputePipeline;
     const tiled4 = tiled && this.tiledVec4 && m.rowWords % 4 === 0;
