@@ -70,8 +70,11 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
-/** GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant): vec4 or word by token count. */
-export const DEFAULT_MATVEC_VARIANT = 'auto';
+/**
+ * GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant): `vrows4` with 8 rows a workgroup
+ * for passes of 2–8 tokens (matvecRowsByTokens).
+ */
+export const DEFAULT_MATVEC_VARIANT = 'default';
 
 /** Values of a kind in one u32 word. */
 const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
@@ -79,20 +82,14 @@ const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
 export class GpuOps {
   /**
    * The matrix × few-vectors kernel: 'vec4' (matvecVec4Wgsl: 16-byte weight loads, all of a pass's tokens at once;
-   * needs subgroups and 16-byte rows), 'word' (matvecWgsl: one u32 word per load, tokens in blocks of
-   * matvecTokens), or 'auto': vec4 up to vec4UpToRows tokens, word above. The workbench's `vrowsN…` variants are
-   * vec4, `rowsN…` word, `auto` the default.
+   * needs subgroups and 16-byte rows) or 'word' (matvecWgsl: one u32 word per load, tokens in blocks of
+   * matvecTokens). The workbench's `vrowsN…` variants are vec4, `rowsN…` word.
    */
-  matvecKernel: 'auto' | 'vec4' | 'word' = 'auto';
-  /**
-   * 'auto' takes the vec4 kernel up to this many tokens. H200 (docs/webgpu.md, 7B weights a step): at 1 token vec4
-   * 4.36 ms (f16) / 5.65 ms (q8_0) against the word kernel's 6.75 / 8.91; at 8 tokens 19.45 / 33.3 against 19.30 /
-   * 21.2, at 16 43.3 / 89.2 against 37.5 / 40.6 (x loads, not weights, bound both there). 2–4 tokens were not
-   * measured: 4 is between the two.
-   */
-  vec4UpToRows = 4;
+  matvecKernel: 'vec4' | 'word' = 'vec4';
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` / `vrowsN` variants). */
   matvecRows = 4;
+  /** The vec4 kernel takes 8 rows a workgroup for passes of 2–8 tokens (see matmul); only in the `default` variant. */
+  matvecRowsByTokens = false;
   /**
    * Tokens per block (variant suffix `-tb8`, …): the word kernel re-reads its rows once per block of this many; the
    * vec4 kernel takes the pass's token count rounded up to a power of two, at most this many, in one block.
@@ -145,19 +142,21 @@ export class GpuOps {
 
   /**
    * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
-   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); 'auto' (the defaults); `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
+   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); 'default'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
    * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
    * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
    * their defaults.
    */
   setMatvecVariant(name: string): 'matvec' | 'tiled' {
+    this.matvecRowsByTokens = false;
     if (name === 'tiled' || name === 'tiled4') {
       this.tiledVec4 = name === 'tiled4';
       return 'tiled';
     }
     this.tiledVec4 = false;
-    if (name === 'auto') {
-      Object.assign(this, { matvecKernel: 'auto', matvecRows: 4, matvecThreads: 0, matvecTokens: 4, matvecVec4Tokens: 16, matvecSubgroups: true, matvecStageX: false });
+    if (name === DEFAULT_MATVEC_VARIANT) {
+      this.setMatvecVariant('vrows4');
+      this.matvecRowsByTokens = true;
       return 'matvec';
     }
     const parts = name.split('-');
@@ -167,7 +166,7 @@ export class GpuOps {
       return p === undefined ? undefined : Number(p.slice(prefix.length));
     };
     const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected auto, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected default, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
     this.matvecKernel = m[1] ? 'vec4' : 'word';
     this.matvecRows = Number(m[2]);
     this.matvecThreads = num('wg') ?? 0;
@@ -261,10 +260,11 @@ export class GpuOps {
       this.swiglu(enc, act, T, m.cols, xOff, xOff + input.upOff, xStride);
     }
     const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
-    const R = this.matvecRows;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
-    const wantVec4 = this.matvecKernel === 'vec4' || (this.matvecKernel === 'auto' && T <= this.vec4UpToRows);
-    const vec4 = !tiled && sg && wantVec4 && m.rowWords % 4 === 0;
+    const vec4 = !tiled && sg && this.matvecKernel === 'vec4' && m.rowWords % 4 === 0;
+    // Rows per workgroup by the pass's tokens (H200 run 5, 7B weights a step, f16 / q8_0): 8 rows for 2–8 tokens
+    // (8 tokens: 14.9 vs 20.3 ms / 20.5 vs 34.5 ms with 4), matvecRows (4) for one token and for 9–16.
+    const R = vec4 && this.matvecRowsByTokens && T >= 2 && T <= 8 ? 8 : this.matvecRows;
     let key: string;
     let pl: GPUComputePipeline;
     const tiled4 = tiled && this.tiledVec4 && m.rowWords % 4 === 0;
@@ -409,10 +409,12 @@ export class GpuOps {
   }
 
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
-    const key = this.cacheKey('attnstats', c);
-    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, b.raw, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+    const fromRaw = (p.rawStride ?? 0) > 0;
+    const key = `${this.cacheKey('attnstats', c)}${fromRaw ? '-raw' : ''}`;
+    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c, fromRaw)), key,
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...(fromRaw ? [b.raw] : kvBindings(b.kv))], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
+
 
   /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {
