@@ -89,7 +89,7 @@ export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: s
   const want = new Float32Array(T * rows);
   matmul(want, xin, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
-  return matmulResult(ops, `matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, variant, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, variant, T, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 /** Record through the workbench variant `variant` (GpuOps.setMatvecVariant), then back to the default kernel. */
@@ -101,11 +101,15 @@ function withVariant(ops: GpuOps, variant: string, record: (path: 'matvec' | 'ti
   }
 }
 
-/** The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging it asked for. */
-function matmulResult(ops: GpuOps, name: string, variant: string, err: number, tolerance: number): CheckResult {
+/**
+ * The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging
+ * it asked for, or the default did not take the vec4 kernel with 8 rows a workgroup for 2–8 tokens and 4 otherwise.
+ */
+function matmulResult(ops: GpuOps, name: string, variant: string, T: number, err: number, tolerance: number): CheckResult {
   const key = ops.lastMatmulKey;
+  const defaultWant = `matvec4-${key.split('-')[1]}-r${T >= 2 && T <= 8 ? 8 : 4}-`;
   const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'))
-    || (variant === 'tiled4' && !key.startsWith('matmul4-'));
+    || (variant === 'tiled4' && !key.startsWith('matmul4-')) || (variant === DEFAULT_MATVEC_VARIANT && !key.startsWith(defaultWant));
   return wrong ? result(name, Infinity, tolerance, `ran ${key}`) : result(name, err, tolerance);
 }
 
@@ -129,7 +133,7 @@ export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: string
   matmul(want, x, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
   // f32 accumulation over `cols` terms of size ~1 in a different order than the f64 reference.
-  return matmulResult(ops, `matmul ${kind} ${variant} ${T}x${rows}x${cols}`, variant, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} ${T}x${rows}x${cols}`, variant, T, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 export async function checkEmbed(ops: GpuOps, kind: WeightKind, seed = 2): Promise<CheckResult> {
@@ -872,6 +876,8 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     for (const T of [2, 16]) out.push(await checkMatmul(ops, kind, 'vrows4', T, 37, 96));
     out.push(await checkMatmul(ops, kind, kind === 'q8_0' ? 'vrows1-wg64' : 'vrows8-wg64', 3, 67, 1000));
     if (kind === 'f16') out.push(await checkMatmul(ops, kind, 'vrows2-tb4', 17, 29, 1000));
+    // The default: the vec4 kernel, 8 rows a workgroup for 2–8 tokens, 4 for one and for more.
+    for (const T of [1, 8, 9]) out.push(await checkMatmul(ops, kind, DEFAULT_MATVEC_VARIANT, T, 37, 96));
     // x staged through workgroup memory: ragged and whole words, several iterations per row (1000 columns, 32 threads).
     out.push(await checkMatmul(ops, kind, 'vrows4-xs', 5, 67, 45), await checkMatmul(ops, kind, 'vrows2-xs-wg32', 17, 37, 1000),
       await checkFusedMatmul(ops, kind, 'vrows4-xs', 'norm', 3, 37, 1000), await checkFusedMatmul(ops, kind, 'vrows4-xs', 'swiglu', 6, 29, 45));

@@ -80,7 +80,7 @@ async function main(): Promise<void> {
 
   if (what === 'matvec' || what === 'matmul') {
     const tokenCounts = values.tokens.split(',').map(Number);
-    const variants = values.variant ?? (what === 'matvec' ? ['vrows4', 'rows4'] : ['tiled']);
+    const variants = values.variant ?? (what === 'matvec' ? ['default', 'rows4'] : ['tiled']);
     const shapes = (values.shape ?? DEFAULT_SHAPES).flatMap((s) => (s === '7b' ? LLAMA2_7B_SHAPES : [s]));
     // Median µs per call by kind/tokens/variant/shape, for the 7B step estimate below.
     const us = new Map<string, number>();

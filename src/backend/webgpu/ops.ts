@@ -70,8 +70,11 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
-/** GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant). */
-export const DEFAULT_MATVEC_VARIANT = 'vrows4';
+/**
+ * GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant): `vrows4` with 8 rows a workgroup
+ * for passes of 2–8 tokens (matvecRowsByTokens).
+ */
+export const DEFAULT_MATVEC_VARIANT = 'default';
 
 /** Values of a kind in one u32 word. */
 const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
@@ -85,7 +88,7 @@ export class GpuOps {
   matvecKernel: 'vec4' | 'word' = 'vec4';
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` / `vrowsN` variants). */
   matvecRows = 4;
-  /** The vec4 kernel takes 8 rows a workgroup for passes of 2–8 tokens (see matmul); off once a variant is set. */
+  /** The vec4 kernel takes 8 rows a workgroup for passes of 2–8 tokens (see matmul); only in the `default` variant. */
   matvecRowsByTokens = false;
   /**
    * Tokens per block (variant suffix `-tb8`, …): the word kernel re-reads its rows once per block of this many; the
@@ -134,13 +137,12 @@ export class GpuOps {
 
   constructor(readonly gpu: GpuDevice) {
     this.setMatvecVariant(DEFAULT_MATVEC_VARIANT);
-    this.matvecRowsByTokens = true;
     this.placeholder = gpu.buffer(16, 'placeholder');
   }
 
   /**
    * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
-   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
+   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); 'default'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
    * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
    * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
    * their defaults.
@@ -152,6 +154,11 @@ export class GpuOps {
       return 'tiled';
     }
     this.tiledVec4 = false;
+    if (name === DEFAULT_MATVEC_VARIANT) {
+      this.setMatvecVariant('vrows4');
+      this.matvecRowsByTokens = true;
+      return 'matvec';
+    }
     const parts = name.split('-');
     const m = /^(v?)rows(\d+)$/.exec(parts[0]);
     const num = (prefix: string) => {
@@ -159,7 +166,7 @@ export class GpuOps {
       return p === undefined ? undefined : Number(p.slice(prefix.length));
     };
     const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected default, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
     this.matvecKernel = m[1] ? 'vec4' : 'word';
     this.matvecRows = Number(m[2]);
     this.matvecThreads = num('wg') ?? 0;
