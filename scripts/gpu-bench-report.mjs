@@ -18,7 +18,9 @@ const keys = [...new Set(main.map((r) => `${r.batch}|${r.depth}`))].map((k) => k
 const hfRow = (impl, b, d) => hf.rows.find((r) => r.impl === impl && r.batch === b && r.depth === d && r.stepMs);
 const out = [];
 out.push(`${env.split('\n').join(' · ')}`, '');
-out.push('Decode step time, ms (tokens/s in brackets), Llama-2-7B shape, random f16 weights; fastgen: WebGPU, f32 KV, greedy on the GPU; HF: fp16, greedy.', '');
+const kvOf = (r) => (/\(f16 KV\)/.test(r.cache) ? 'f16' : 'f32');
+const kvs = [...new Set(main.map(kvOf))].join(' and ') || 'f32';
+out.push(`Decode step time, ms (tokens/s in brackets), Llama-2-7B shape, random f16 weights; fastgen: WebGPU, ${kvs} KV, greedy on the GPU; HF: fp16, greedy.`, '');
 out.push('| batch | depth | fastgen full | fastgen FastGen mix | FastGen vs full | HF eager | HF sdpa | HF static + compile |', '|---:|---:|---:|---:|---:|---:|---:|---:|');
 for (const [b, d] of keys) {
   const full = main.find((r) => r.batch === b && r.depth === d && !isMix(r));
@@ -27,16 +29,22 @@ for (const [b, d] of keys) {
   const ratio = full?.stepMs && mix?.stepMs ? `${(100 * (1 - mix.stepMs / full.stepMs)).toFixed(0)} % lower` : '—';
   out.push(`| ${b} | ${d} | ${v(full)} | ${v(mix)} | ${ratio} | ${cell(hfRow('eager', b, d)?.stepMs, b)} | ${cell(hfRow('sdpa', b, d)?.stepMs, b)} | ${cell(hfRow('static+compile', b, d)?.stepMs, b)} |`);
 }
+// Prefill: fastgen's ppN rows against HF's prompt of the same length (its generate() of 2 tokens, so an upper bound).
+for (const r of fg.filter((x) => !x.budget && x.test.startsWith('pp') && x.tokensPerSecond)) {
+  const n = Number(r.test.slice(2).split(/\D/)[0]);
+  const hfs = hf.rows.filter((h) => h.batch === 1 && h.depth === n && h.prefillMs).map((h) => `${h.impl} ${(1000 * n / h.prefillMs).toFixed(0)} tokens/s`);
+  out.push('', `Prefill of ${n} tokens: fastgen ${r.cache} ${r.tokensPerSecond.toFixed(0)} tokens/s; HF (prompt + 2 generated tokens): ${hfs.join(', ') || 'not measured at this length'}.`);
+}
 const skipped = hf.rows.filter((r) => r.skipped || r.error);
 if (skipped.length) out.push('', `HF not measured: ${skipped.map((r) => `${r.impl} b${r.batch} d${r.depth} (${r.skipped ?? r.error})`).join('; ')}`);
 
 out.push('', 'Where a fastgen step goes (one step timed dispatch by dispatch, GPU ms; the sum leaves out gaps between dispatches) and memory:', '');
-out.push('| model | dtype | cache | test | ms/step | GPU weights | attention | policy | other | dispatches | CPU encode | KV / row | weights |', '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+out.push('| model | dtype | cache | test | ms/step (median) | t/s (mean) | GPU weights | attention | policy | other | dispatches | CPU encode (prepare) | CPU after | KV / row | weights |', '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
 const gib = (x) => `${(x / 2 ** 30).toFixed(2)} GiB`;
 for (const r of fg.filter((x) => !x.budget)) {
-  if (r.error) { out.push(`| ${r.model} | ${r.dtype} | ${r.cache} | ${r.test} | does not fit: ${r.error.slice(0, 80)}… | | | | | | | | |`); continue; }
+  if (r.error) { out.push(`| ${r.model} | ${r.dtype} | ${r.cache} | ${r.test} | does not fit: ${r.error.slice(0, 80)}… | | | | | | | | | | |`); continue; }
   const s = r.split;
-  out.push(`| ${r.model} | ${r.dtype} | ${r.cache} | ${r.test} | ${f2(r.stepMs)} | ${f2(s?.weightsMs)} | ${f2(s?.attentionMs)} | ${f2(s?.policyMs)} | ${f2(s?.otherMs)} | ${s?.dispatches ?? '—'} | ${f2(r.cpuEncodeMs)} | ${gib(r.kvBytesPerRow)} | ${gib(r.weightBytes)} |`);
+  out.push(`| ${r.model} | ${r.dtype} | ${r.cache} | ${r.test} | ${f2(r.stepMs)} | ${r.tokensPerSecond.toFixed(1)} | ${f2(s?.weightsMs)} | ${f2(s?.attentionMs)} | ${f2(s?.policyMs)} | ${f2(s?.otherMs)} | ${s?.dispatches ?? '—'} | ${f2(r.cpuEncodeMs)} (${f2(r.cpuPrepareMs)}) | ${f2(r.cpuAfterMs)} | ${gib(r.kvBytesPerRow)} | ${gib(r.weightBytes)} |`);
 }
 const budget = fg.filter((r) => r.budget);
 if (budget.length) {

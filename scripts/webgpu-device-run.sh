@@ -45,16 +45,17 @@ if [ "$MODE" = all ] || [ "$MODE" = bench ]; then
   step decode_s15 90 bash -c 'for d in f32 f16 q8_0; do node dist/dev/kernels/decode.js --synthetic stories15M --dtype $d --prompt 32 --steps 200; done'
   step decode_7b 240 bash -c 'for d in f16 q8_0; do node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype $d --prompt 32 --steps 48; done; node dist/dev/kernels/decode.js --synthetic llama2-7b --dtype f16 --prompt 32 --steps 24 --batch 8'
 fi
-# The weight kernels (docs/webgpu.md, "Matrix × few vectors"): kernel checks, then every 7B matrix at 1, 8, 16 and 32
-# tokens through the vec4 kernel's variants and the word kernel (rows4, the old default), f16 and q8_0; each kind ends
-# with the weight ms of one 7B decode step per variant; then the tiled crossover at 16–128 rows. About a minute.
+# The weight kernels (docs/webgpu.md, "Matrix × few vectors"): kernel checks, then every 7B matrix at 1, 2, 4, 8, 16
+# and 32 tokens through the default, vec4 variants and the word kernel (rows4), f16 and q8_0, each kind ending with
+# the weight ms of one 7B decode step per variant; then the tiled crossover at 16–512 rows (tiled4: the vec4 tiled
+# kernel). About two minutes of GPU time with the compiles.
 if [ "$MODE" = matvec ]; then
   step checks 120 node dist/dev/kernels/run.js check
   grep -c 'ok=true' $O/checks.txt; grep 'ok=false' $O/checks.txt
-  V="--variant vrows4 --variant vrows2 --variant vrows8 --variant vrows4-wg128 --variant vrows2-wg64 --variant vrows4-tb8 --variant rows4"
-  TAILN=30 step mv_f16 150 node dist/dev/kernels/run.js matvec --kind f16 --shape 7b --tokens 1,8,16,32 $V --reps 30
-  TAILN=30 step mv_q8 150 node dist/dev/kernels/run.js matvec --kind q8_0 --shape 7b --tokens 1,8,16,32 $V --reps 30
-  TAILN=30 step crossover 90 node dist/dev/kernels/run.js matmul --kind f16 --shape 4096x4096 --shape 22016x4096 --tokens 16,32,64,128 --variant vrows4 --variant vrows8 --variant tiled --reps 10
+  V="--variant default --variant vrows4 --variant vrows8 --variant vrows8-wg128 --variant rows4"
+  TAILN=34 step mv_f16 150 node dist/dev/kernels/run.js matvec --kind f16 --shape 7b --tokens 1,2,4,8,16,32 $V --reps 20
+  TAILN=34 step mv_q8 150 node dist/dev/kernels/run.js matvec --kind q8_0 --shape 7b --tokens 1,2,4,8,16,32 $V --reps 20
+  TAILN=30 step crossover 90 node dist/dev/kernels/run.js matmul --kind f16 --shape 4096x4096 --shape 22016x4096 --tokens 16,32,64,128,512 --variant vrows4 --variant vrows8 --variant tiled --variant tiled4 --reps 10
 fi
 if [ "$MODE" = gpubench ]; then
   # At most 8 files come back from the device: everything in one archive, the table on stdout.

@@ -22,7 +22,10 @@ import { StepEncoder, type GpuDevice } from '../../src/backend/webgpu/encoder.js
 import { readF32, readU32 } from '../../src/backend/webgpu/io.js';
 import { DEFAULT_MATVEC_VARIANT, GpuOps, type CacheBuffers } from '../../src/backend/webgpu/ops.js';
 import type { WeightKind } from '../../src/backend/webgpu/wgsl.js';
-import { attentionVec4Fits } from '../../src/backend/webgpu/wgsl-cache.js';
+import {
+  applyMovesWgsl, attentionCombineWgsl, attentionStatsWgsl, attentionVec4Fits, attentionVec4Wgsl, attentionWgsl, copyPagesWgsl, evictWgsl, kvFillWgsl,
+  kvWriteWgsl, maxKvParts, setScoresWgsl,
+} from '../../src/backend/webgpu/wgsl-cache.js';
 
 export interface CheckResult {
   name: string;
@@ -86,7 +89,7 @@ export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: s
   const want = new Float32Array(T * rows);
   matmul(want, xin, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
-  return result(`matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} + ${input} ${T}x${rows}x${cols}`, variant, T, maxAbsDiff(got, want), 4e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 /** Record through the workbench variant `variant` (GpuOps.setMatvecVariant), then back to the default kernel. */
@@ -96,6 +99,18 @@ function withVariant(ops: GpuOps, variant: string, record: (path: 'matvec' | 'ti
   } finally {
     ops.setMatvecVariant(DEFAULT_MATVEC_VARIANT);
   }
+}
+
+/**
+ * The check's result; failed when a vec4 variant (`vrows…`, `tiled4`) ran another kernel, or one without the x staging
+ * it asked for, or the default did not take the vec4 kernel with 8 rows a workgroup for 2–8 tokens and 4 otherwise.
+ */
+function matmulResult(ops: GpuOps, name: string, variant: string, T: number, err: number, tolerance: number): CheckResult {
+  const key = ops.lastMatmulKey;
+  const defaultWant = `matvec4-${key.split('-')[1]}-r${T >= 2 && T <= 8 ? 8 : 4}-`;
+  const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'))
+    || (variant === 'tiled4' && !key.startsWith('matmul4-')) || (variant === DEFAULT_MATVEC_VARIANT && !key.startsWith(defaultWant));
+  return wrong ? result(name, Infinity, tolerance, `ran ${key}`) : result(name, err, tolerance);
 }
 
 /**
@@ -118,7 +133,7 @@ export async function checkMatmul(ops: GpuOps, kind: WeightKind, variant: string
   matmul(want, x, asStored(kind, w, rows, cols), T, rows, cols);
   addInPlace(want, resid);
   // f32 accumulation over `cols` terms of size ~1 in a different order than the f64 reference.
-  return result(`matmul ${kind} ${variant} ${T}x${rows}x${cols}`, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
+  return matmulResult(ops, `matmul ${kind} ${variant} ${T}x${rows}x${cols}`, variant, T, maxAbsDiff(got, want), 2e-5 * Math.sqrt(cols) + 1e-5);
 }
 
 export async function checkEmbed(ops: GpuOps, kind: WeightKind, seed = 2): Promise<CheckResult> {
@@ -665,14 +680,16 @@ export async function checkEvict(ops: GpuOps, seed = 9, n = 53): Promise<CheckRe
   markKept(store, rule, current, keep);
   const evictedWant = [...keep].flatMap((v, s) => (v ? [] : [s]));
   store.retain(keep);
-  const report = await readU32(ops.gpu, b.report, 0, 2 + Math.ceil(n / 32));
+  const report = await readU32(ops.gpu, b.report, 0, 3 + Math.ceil(n / 32));
   const gotMeta = await readU32(ops.gpu, b.meta, 0, totalPages * pt);
   const gotKv = await readF32(ops.gpu, b.kv[0], 0, totalPages * 2 * pt * hd);
   let bad = 0;
   const notes: string[] = [];
   if (report[0] !== store.length) { bad++; notes.push(`new length ${report[0]} ≠ ${store.length}`); }
-  const evictedGot = Array.from({ length: n }, (_, s) => s).filter((s) => (report[2 + (s >>> 5)] >>> (s & 31)) & 1);
+  const evictedGot = Array.from({ length: n }, (_, s) => s).filter((s) => (report[3 + (s >>> 5)] >>> (s & 31)) & 1);
   if (report[1] !== evictedWant.length || evictedGot.join() !== evictedWant.join()) { bad++; notes.push('evicted slots differ'); }
+  const highest = evictedWant.length ? evictedWant[evictedWant.length - 1] : 0xffffffff;
+  if (report[2] !== highest) { bad++; notes.push(`highest evicted slot ${report[2]} ≠ ${highest}`); }
   for (let s = 0; s < store.length; s++) {
     const at = store.pages[Math.floor(s / pt)] * pt + (s % pt);
     if ((gotMeta[at] & 0x3fffffff) !== store.positions[s]) { bad++; notes.push(`slot ${s}: position ${gotMeta[at] & 0x3fffffff} ≠ ${store.positions[s]}`); break; }
@@ -689,6 +706,33 @@ function concat(...parts: Float32Array[]): Float32Array {
   let o = 0;
   for (const p of parts) { out.set(p, o); o += p.length; }
   return out;
+}
+
+/**
+ * Every cache kernel compiles with as many KV parts as the arena may hold on this device (maxKvParts): each binds
+ * the parts beside its other storage buffers, within the device's per-stage limit (a kernel one binding over it is
+ * an invalid pipeline — only seen on a cache of more than 18 GiB, run 3 on the H200).
+ */
+export async function checkKvPartLimit(ops: GpuOps): Promise<CheckResult> {
+  const parts = maxKvParts(ops.gpu.ctx.maxStorageBuffers);
+  const notes: string[] = [];
+  for (const half of [false, true]) {
+    const c = { parts, pagesPerPart: 1024, pageTokens: 16, headDim: 128, half };
+    const sources: [string, string][] = [
+      ['kvwrite', kvWriteWgsl(c)], ['attention', attentionWgsl(c)], ['attention4', attentionVec4Wgsl(c)], ['attncombine', attentionCombineWgsl(c)],
+      ['attnstats', attentionStatsWgsl(c)], ['attnstats-raw', attentionStatsWgsl(c, true)], ['evict', evictWgsl(c)], ['moves', applyMovesWgsl(c)],
+      ['copypages', copyPagesWgsl(c)], ['kvfill', kvFillWgsl(c)], ['setscores', setScoresWgsl(c)],
+    ];
+    for (const [name, code] of sources) {
+      const dev = ops.gpu.device;
+      dev.pushErrorScope('validation');
+      const module = dev.createShaderModule({ code });
+      dev.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const err = await dev.popErrorScope();
+      if (err) notes.push(`${name}${half ? ' f16' : ''}: ${err.message.split('\n')[0]}`);
+    }
+  }
+  return result(`cache kernels with ${parts} KV parts (the device's ${ops.gpu.ctx.maxStorageBuffers} storage buffers a stage)`, notes.length, 0, notes.slice(0, 3).join('; '));
 }
 
 /**
@@ -832,7 +876,14 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     for (const T of [2, 16]) out.push(await checkMatmul(ops, kind, 'vrows4', T, 37, 96));
     out.push(await checkMatmul(ops, kind, kind === 'q8_0' ? 'vrows1-wg64' : 'vrows8-wg64', 3, 67, 1000));
     if (kind === 'f16') out.push(await checkMatmul(ops, kind, 'vrows2-tb4', 17, 29, 1000));
+    // The default: the vec4 kernel, 8 rows a workgroup for 2–8 tokens, 4 for one and for more.
+    for (const T of [1, 8, 9]) out.push(await checkMatmul(ops, kind, DEFAULT_MATVEC_VARIANT, T, 37, 96));
+    // x staged through workgroup memory: ragged and whole words, several iterations per row (1000 columns, 32 threads).
+    out.push(await checkMatmul(ops, kind, 'vrows4-xs', 5, 67, 45), await checkMatmul(ops, kind, 'vrows2-xs-wg32', 17, 37, 1000),
+      await checkFusedMatmul(ops, kind, 'vrows4-xs', 'norm', 3, 37, 1000), await checkFusedMatmul(ops, kind, 'vrows4-xs', 'swiglu', 6, 29, 45));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
+    // The vec4 tiled kernel: a partial token tile and ragged columns (45), two token tiles and whole tiles (96 = 3 × 32).
+    out.push(await checkMatmul(ops, kind, 'tiled4', 37, 67, 45), await checkMatmul(ops, kind, 'tiled4', 70, 37, 96));
     for (const input of ['norm', 'swiglu'] as const) {
       out.push(await checkFusedMatmul(ops, kind, 'rows4', input, 5, 67, 45), await checkFusedMatmul(ops, kind, 'tiled', input, 37, 29, 45));
       out.push(input === 'norm' ? await checkFusedMatmul(ops, kind, 'vrows4', input, 3, 67, 45) : await checkFusedMatmul(ops, kind, 'vrows4', input, 13, 29, 96));
@@ -844,7 +895,7 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     ...(await checkAttention(ops, 7, 64, true, 'vec4', 24)), ...(await checkAttention(ops, 7, 64, false, 'scalar')), ...(await checkAttention(ops, 7, 4, true, 'scalar')),
     await checkProfileStats(ops), await checkProfileStats(ops, 8, true), await checkProfileStats(ops, 8, true, 'scalar'));
   for (const n of [1, 13, 53, 200, 1500]) out.push(await checkEvict(ops, 9 + n, n));
-  out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true));
+  out.push(await checkCopyPages(ops), await checkKvWrite(ops, false), await checkKvWrite(ops, true), await checkKvPartLimit(ops));
   out.push(await checkKvFill(ops));
   for (const kind of ['f32', 'f16', 'q8_0'] as const) out.push(await checkRandomWeights(ops, kind));
   return out;

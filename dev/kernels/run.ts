@@ -11,8 +11,10 @@
  * matvec variants (GpuOps.setMatvecVariant): vrows1 … vrows8 — the vec4 kernel (16-byte weight loads, every token of
  * the pass at once), N rows per workgroup — and rows1 … rows8, the word kernel (u32 loads, tokens in blocks of 4);
  * each optionally -wg32/-wg64/-wg128/-wg256 (threads per workgroup; default: by row length), -tbN (vec4: most tokens
- * per block, default 16; word: tokens per block, default 4), -nosg (the word kernel, reduced without subgroupAdd).
- * `matmul --tokens 16,32,64 --variant vrows4 --variant tiled` compares the paths at those rows (GpuOps.tiledFromRows).
+ * per block, default 16; word: tokens per block, default 4), -xs (vec4: x staged through workgroup memory, coalesced),
+ * -nosg (the word kernel, reduced without subgroupAdd). The `kernel` column names the pipeline that ran.
+ * `matmul --tokens 16,32,64 --variant vrows4 --variant tiled --variant tiled4` compares the paths at those rows
+ * (GpuOps.tiledFromRows; tiled4 = the vec4 tiled kernel, GpuOps.tiledVec4).
  * --tokens takes a list; each shape's matrix is timed at each count.
  * Shapes are rows x cols of the weight matrix; `7b` = Llama-2-7B's matrices as the backend stacks them (12288x4096
  * q|k|v, 4096x4096 o, 22016x4096 gate|up, 4096x11008 down, 32000x4096 classifier), and with all five timed the output
@@ -78,7 +80,7 @@ async function main(): Promise<void> {
 
   if (what === 'matvec' || what === 'matmul') {
     const tokenCounts = values.tokens.split(',').map(Number);
-    const variants = values.variant ?? (what === 'matvec' ? ['vrows4', 'rows4'] : ['tiled']);
+    const variants = values.variant ?? (what === 'matvec' ? ['default', 'rows4'] : ['tiled']);
     const shapes = (values.shape ?? DEFAULT_SHAPES).flatMap((s) => (s === '7b' ? LLAMA2_7B_SHAPES : [s]));
     // Median µs per call by kind/tokens/variant/shape, for the 7B step estimate below.
     const us = new Map<string, number>();
@@ -93,7 +95,7 @@ async function main(): Promise<void> {
             const path = ops.setMatvecVariant(variant);
             const t = await time(gpu, (enc) => ops.matmul(enc, act, m, T, 0, cols, T * cols, rowsN, false, path), reps);
             us.set(`${kind}/${T}/${variant}/${shape}`, t.median * 1e6);
-            print({ kernel: what, kind, variant, shape, tokens: T, us: (t.median * 1e6).toFixed(1), 'GB/s': (m.bytes / t.median / 1e9).toFixed(0),
+            print({ kernel: ops.lastMatmulKey, kind, variant, shape, tokens: T, us: (t.median * 1e6).toFixed(1), 'GB/s': (m.bytes / t.median / 1e9).toFixed(0),
               'GFLOP/s': ((2 * T * rowsN * cols) / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
           }
           act.destroy();

@@ -22,6 +22,12 @@ export class HeadStore {
    * count moved (a 7B batch has thousands of heads, and a page changes every pageTokens tokens).
    */
   pageEdits = 0;
+  /**
+   * How many of `pages`, from the front, a GPU arena's mirror of this head's page table still holds as they are: the
+   * arena sets it to pages.length after writing the table, and popping a page lowers it (pages change only at the
+   * tail), so the next write starts there instead of comparing whole tables.
+   */
+  pagesSynced = 0;
   length = 0;
   positions: Int32Array;
   tokenIds: Int32Array;
@@ -147,6 +153,7 @@ export class HeadStore {
     if (last % this.pool.pageTokens === 0) {
       this.pool.free(this.pages.pop()!);
       this.pageEdits++;
+      if (this.pages.length < this.pagesSynced) this.pagesSynced = this.pages.length;
     }
   }
 
@@ -183,6 +190,7 @@ export class HeadStore {
     for (const p of this.pages) this.pool.free(p);
     if (this.pages.length > 0) this.pageEdits++;
     this.pages.length = 0;
+    this.pagesSynced = 0;
     this.length = 0;
   }
 

@@ -38,8 +38,8 @@ export class GpuKvArena implements KvArena {
   private maxPages = 0;
   private seqSlots = 0;
   private readonly slotOf = new Map<SequenceKv, number>();
-  /** Per slot, per (layer, kvHead): the page ids last written to the GPU table, and the store's pageEdits then. */
-  private shadow: { pages: number[]; edits: number; store?: HeadStore }[][] = [];
+  /** Per slot, per (layer, kvHead): the store whose pages the GPU table holds, and its pageEdits then. */
+  private shadow: { edits: number; store?: HeadStore }[][] = [];
   /** Page copies (src, dst) asked for by fork(), done at the next sync, before the next pass. */
   private pendingCopies: number[] = [];
   private ops?: GpuOps;
@@ -175,7 +175,7 @@ export class GpuKvArena implements KvArena {
           slot = this.freeSlot(seqs)!;
         }
         this.slotOf.set(kv, slot);
-        this.shadow[slot] = Array.from({ length: heads }, () => ({ pages: [], edits: -1 }));
+        this.shadow[slot] = Array.from({ length: heads }, () => ({ edits: -1 }));
       }
       out.push(slot);
       const shadows = this.shadow[slot];
@@ -185,13 +185,12 @@ export class GpuKvArena implements KvArena {
         // Unchanged since the last write (the same store: a slot may pass to another sequence).
         if (sh.edits === st.pageEdits && sh.store === st) continue;
         const pages = st.pages;
-        const seen = sh.store === st ? sh.pages : [];
-        let from = 0;
-        while (from < pages.length && from < seen.length && pages[from] === seen[from]) from++;
         if (pages.length > this.maxPages) throw new Error(`internal: ${pages.length} pages in one head, the table holds ${this.maxPages}`);
         const at = (slot * heads + i) * this.maxPages;
-        for (let j = from; j < pages.length; j++) patches.push(at + j, pages[j]);
-        shadows[i] = { pages: pages.slice(), edits: st.pageEdits, store: st };
+        for (let j = sh.store === st ? st.pagesSynced : 0; j < pages.length; j++) patches.push(at + j, pages[j]);
+        st.pagesSynced = pages.length;
+        sh.edits = st.pageEdits;
+        sh.store = st;
       }
     }
     // Changed table entries as (index, page) pairs, applied by one kernel: a decode step changes one entry in the

@@ -606,8 +606,9 @@ export class WebGpuBackend implements Backend {
             d[at] = seqSlots[i]; d[at + 1] = h; d[at + 2] = total; d[at + 3] = rule.classMask; d[at + 4] = rule.window;
             d[at + 5] = current; d[at + 6] = rule.sinks; d[at + 7] = rule.heavy; d[at + 8] = reportWords; d[at + 9] = layer;
             d[at + 10] = workWords; d[at + 11] = i;
-            // Report: new length, evicted count, a bit per slot (evictWgsl). Work: keep, score, pos, then the moves.
-            reportWords += 2 + Math.ceil(total / 32);
+            // Report: new length, evicted count, highest evicted slot, a bit per slot (evictWgsl). Work: keep, score,
+            // pos, then the moves.
+            reportWords += 3 + Math.ceil(total / 32);
             workWords += 4 * total + 1;
           },
         };
@@ -724,25 +725,29 @@ export class WebGpuBackend implements Backend {
     // The cache, on the CPU: replay the GPU's evictions; FastGen profiles and compresses, and the GPU follows.
     const t2 = performance.now();
     const reports = new Uint32Array(data, head, reportWords);
+    // Indexing the typed list directly: a 7B batch of 8 replays ~7500 heads a step.
+    const ed = E.data;
     for (let j = 0; j < nEvicts; j++) {
-      const e = E.data.subarray(j * EVICT_WORDS, (j + 1) * EVICT_WORDS);
-      const n = e[2];
-      const reportOff = e[8];
-      const newLen = reports[reportOff];
-      if (reports[reportOff + 1] === 0) continue;
-      const st = items[e[11]].kv.stores[e[9] * H + e[1]];
+      const e = j * EVICT_WORDS;
+      const ro = ed[e + 8];
+      const evicted = reports[ro + 1];
+      if (evicted === 0) continue;
+      const n = ed[e + 2];
+      const st = items[ed[e + 11]].kv.stores[ed[e + 9] * H + ed[e + 1]];
       if (st.length !== n) throw new Error(`internal: eviction report for a head of ${n} slots, the CPU holds ${st.length}`);
-      // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot (a
-      // step evicts a few of a head's thousands of slots, and a 7B batch has thousands of heads).
-      for (let w = Math.ceil(n / 32) - 1; w >= 0; w--) {
-        let bits = reports[reportOff + 2 + w];
-        while (bits !== 0) {
-          const bit = 31 - Math.clz32(bits);
-          bits &= ~(1 << bit);
-          st.evict(w * 32 + bit);
+      if (evicted === 1) st.evict(reports[ro + 2]);
+      else {
+        // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot.
+        for (let w = ((n + 31) >>> 5) - 1; w >= 0; w--) {
+          let bits = reports[ro + 3 + w];
+          while (bits !== 0) {
+            const bit = 31 - Math.clz32(bits);
+            bits ^= 1 << bit;
+            st.evict(w * 32 + bit);
+          }
         }
       }
-      if (st.length !== newLen) throw new Error(`internal: the GPU kept ${newLen} slots, the CPU replay ${st.length}`);
+      if (st.length !== reports[ro]) throw new Error(`internal: the GPU kept ${reports[ro]} slots, the CPU replay ${st.length}`);
     }
     if (profiling.length > 0) await this.decide(items, starts, profiling, new Float32Array(data, head + reportBytes, statsWords), arena, seqSlots, shape, b);
     items.forEach((it) => it.kv.advance(it.tokens.length));

@@ -27,6 +27,8 @@ export interface GpuContext {
    * workgroup memory of reductions that keep one partial per subgroup.
    */
   subgroupMinSize: number;
+  /** Bytes of workgroup memory one workgroup may use (the device is created with the adapter's limit). */
+  maxWorkgroupStorage: number;
   /** Storage buffers one kernel may bind (the KV cache's parts are bound side by side). */
   maxStorageBuffers: number;
   /** Whether `timestamp-query` is enabled (the benchmark's per-dispatch GPU times). */
@@ -95,6 +97,7 @@ async function openContext(): Promise<GpuContext> {
     maxBuffer: lim.maxBufferSize,
     subgroups,
     subgroupMinSize: Math.max(1, info.subgroupMinSize ?? 4),
+    maxWorkgroupStorage: lim.maxComputeWorkgroupStorageSize,
     maxStorageBuffers: lim.maxStorageBuffersPerShaderStage,
     timestamps: requiredFeatures.includes('timestamp-query'),
   };

@@ -9,7 +9,7 @@ import { f32ToF16 } from '../../half.js';
 import { quantizeQ8_0 } from '../wasm/reference-extra.js';
 import { f32, grid, StepEncoder, type Binding, type GpuDevice } from './encoder.js';
 import {
-  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulWgsl, matvecVec4Wgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
+  addWgsl, argmaxWgsl, biasWgsl, embedWgsl, gatherRowsWgsl, matmulVec4Wgsl, matmulWgsl, matvecVec4Wgsl, matvecWgsl, randomWordsWgsl, ropeWgsl, rmsnormWgsl, swigluWgsl,
   type WeightKind,
 } from './wgsl.js';
 import { sampleWgsl } from './wgsl-sample.js';
@@ -70,8 +70,11 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
   return { words: new Uint32Array(q.qs.buffer, q.qs.byteOffset, rows * rw), scales: q.d };
 }
 
-/** GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant). */
-export const DEFAULT_MATVEC_VARIANT = 'vrows4';
+/**
+ * GpuOps's matrix × vector kernel until told otherwise (GpuOps.setMatvecVariant): `vrows4` with 8 rows a workgroup
+ * for passes of 2–8 tokens (matvecRowsByTokens).
+ */
+export const DEFAULT_MATVEC_VARIANT = 'default';
 
 /** Values of a kind in one u32 word. */
 const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
@@ -85,6 +88,8 @@ export class GpuOps {
   matvecKernel: 'vec4' | 'word' = 'vec4';
   /** Rows per workgroup of the matrix × vector kernel (the workbench's `rows1|rows2|rows4|rows8` / `vrowsN` variants). */
   matvecRows = 4;
+  /** The vec4 kernel takes 8 rows a workgroup for passes of 2–8 tokens (see matmul); only in the `default` variant. */
+  matvecRowsByTokens = false;
   /**
    * Tokens per block (variant suffix `-tb8`, …): the word kernel re-reads its rows once per block of this many; the
    * vec4 kernel takes the pass's token count rounded up to a power of two, at most this many, in one block.
@@ -100,10 +105,21 @@ export class GpuOps {
    */
   tiledFromRows = 33;
   /**
+   * The tiled kernel: matmulVec4Wgsl (64 × 64 tiles, 16-byte weight loads, 4 × 4 per thread; workbench variant
+   * `tiled4`) or matmulWgsl (32 × 64 tiles, one weight value per load; `tiled`, the measured default until the H200
+   * crossover says otherwise).
+   */
+  tiledVec4 = false;
+  /**
    * Threads per workgroup of the matrix × vector kernel (variants `…-wg32`, `…-wg64`, …); 0 = by row length: short
    * rows (stories15M's 288 columns) waste most of 256 threads on the reduction.
    */
   matvecThreads = 0;
+  /**
+   * The vec4 kernel stages x through workgroup memory (variant suffix `-xs`: matvecVec4Wgsl's `stage`), with fewer
+   * threads per workgroup where TB tokens' columns would not fit; otherwise each thread loads its x directly.
+   */
+  matvecStageX = false;
   /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: the word kernel, through workgroup memory). */
   matvecSubgroups = true;
   /**
@@ -113,6 +129,8 @@ export class GpuOps {
   attentionVariant: 'vec4' | 'scalar' = 'vec4';
   /** Slots per attention workgroup (split-K chunk; the workbench's attention `--chunk`). */
   attentionChunk = ATTENTION_CHUNK;
+  /** The pipeline key of the last GpuOps.matmul (which kernel a variant ran: the workbench and the checks show it). */
+  lastMatmulKey = '';
   private readonly placeholder: Promise<GPUBuffer>;
   /** Records the random-weight fills of synthetic models (randomMatrix). */
   private fillEncoder?: StepEncoder;
@@ -124,26 +142,38 @@ export class GpuOps {
 
   /**
    * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
-   * 'tiled'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
-   * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16) and `-nosg`
-   * (no subgroupAdd: the word kernel). Fields not named return to their defaults.
+   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); 'default'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
+   * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
+   * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
+   * their defaults.
    */
   setMatvecVariant(name: string): 'matvec' | 'tiled' {
-    if (name === 'tiled') return 'tiled';
+    this.matvecRowsByTokens = false;
+    if (name === 'tiled' || name === 'tiled4') {
+      this.tiledVec4 = name === 'tiled4';
+      return 'tiled';
+    }
+    this.tiledVec4 = false;
+    if (name === DEFAULT_MATVEC_VARIANT) {
+      this.setMatvecVariant('vrows4');
+      this.matvecRowsByTokens = true;
+      return 'matvec';
+    }
     const parts = name.split('-');
     const m = /^(v?)rows(\d+)$/.exec(parts[0]);
     const num = (prefix: string) => {
       const p = parts.find((x) => x.startsWith(prefix));
       return p === undefined ? undefined : Number(p.slice(prefix.length));
     };
-    const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected tiled, rowsN or vrowsN with -wgN, -tbN, -nosg`);
+    const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
+    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected default, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
     this.matvecKernel = m[1] ? 'vec4' : 'word';
     this.matvecRows = Number(m[2]);
     this.matvecThreads = num('wg') ?? 0;
     this.matvecTokens = m[1] ? 4 : (num('tb') ?? 4);
     this.matvecVec4Tokens = m[1] ? (num('tb') ?? 16) : 16;
     this.matvecSubgroups = !parts.includes('nosg');
+    this.matvecStageX = parts.includes('xs');
     return 'matvec';
   }
 
@@ -230,34 +260,46 @@ export class GpuOps {
       this.swiglu(enc, act, T, m.cols, xOff, xOff + input.upOff, xStride);
     }
     const mode = tiled || !input ? 'plain' : 'norm' in input ? 'norm' : 'swiglu';
-    const R = this.matvecRows;
     const sg = this.gpu.ctx.subgroups && this.matvecSubgroups;
     const vec4 = !tiled && sg && this.matvecKernel === 'vec4' && m.rowWords % 4 === 0;
+    // Rows per workgroup by the pass's tokens (H200 run 5, 7B weights a step, f16 / q8_0): 8 rows for 2–8 tokens
+    // (8 tokens: 14.9 vs 20.3 ms / 20.5 vs 34.5 ms with 4), matvecRows (4) for one token and for 9–16.
+    const R = vec4 && this.matvecRowsByTokens && T >= 2 && T <= 8 ? 8 : this.matvecRows;
     let key: string;
     let pl: GPUComputePipeline;
+    const tiled4 = tiled && this.tiledVec4 && m.rowWords % 4 === 0;
     if (tiled) {
-      key = `matmul-${m.kind}`;
-      pl = this.gpu.pipeline(key, () => matmulWgsl(m.kind));
+      key = `matmul${tiled4 ? '4' : ''}-${m.kind}`;
+      pl = this.gpu.pipeline(key, () => (tiled4 ? matmulVec4Wgsl(m.kind) : matmulWgsl(m.kind)));
     } else if (vec4) {
       // One block for the whole pass up to matvecVec4Tokens (powers of two: few pipelines, ≤ 2× the FMAs of T).
       const TB = Math.min(this.matvecVec4Tokens, 2 ** Math.ceil(Math.log2(T)));
       const rv = m.rowWords / 4;
-      const WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 256);
+      // 128 threads for long rows: on the H200 (f16, one token) 4.36 ms of weights a 7B step against 5.00 with 256
+      // (docs/webgpu.md); q8_0 within 5 % either way.
+      let WG = this.matvecThreads || (rv <= 64 ? 32 : rv <= 256 ? 64 : 128);
       const ragged = m.rowWords * VALUES_PER_WORD[m.kind] !== m.cols;
-      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}`;
-      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged));
+      // Staged x: TB tokens × WG threads × 4–16 floats of workgroup memory, beside the reduction's partials.
+      const accN = R * TB + (mode === 'norm' ? TB : 0);
+      const shared = (wg: number) => 4 * (TB * 4 * VALUES_PER_WORD[m.kind] * wg + accN * (Math.ceil(wg / this.gpu.ctx.subgroupMinSize) + 1));
+      let stage = this.matvecStageX;
+      while (stage && shared(WG) > this.gpu.ctx.maxWorkgroupStorage && WG > 8) WG /= 2;
+      stage &&= shared(WG) <= this.gpu.ctx.maxWorkgroupStorage;
+      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}${stage ? '-xs' : ''}`;
+      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged, stage));
     } else {
       const TB = this.matvecTokens;
       const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);
       key = `matvec-${m.kind}-r${R}-tb${TB}-wg${WG}${sg ? '-sg' : ''}-${mode}`;
       pl = this.gpu.pipeline(key, () => matvecWgsl(m.kind, R, sg, WG, TB, mode));
     }
+    this.lastMatmulKey = key;
     for (const part of m.parts) {
       const params = [T, part.rows, m.cols, m.rowWords, xOff, xStride, outOff, outStride, accumulate ? 1 : 0, part.rowLo,
         input && 'upOff' in input ? input.upOff : 0, f32(input && 'norm' in input ? input.eps : 0)];
       const binds: Binding[] = [act, part.w, part.d];
       if (mode === 'norm') binds.push((input as { norm: GPUBuffer }).norm);
-      if (tiled) enc.dispatch(pl, key, binds, params, Math.ceil(part.rows / 64), Math.ceil(T / 32));
+      if (tiled) enc.dispatch(pl, key, binds, params, Math.ceil(part.rows / 64), Math.ceil(T / (tiled4 ? 64 : 32)));
       else enc.dispatch(pl, key, binds, params, ...grid(Math.ceil(part.rows / R)));
     }
   }
@@ -367,10 +409,12 @@ export class GpuOps {
   }
 
   attentionStats(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], maxSlots: number, items: number, nKvHeads: number): void {
-    const key = this.cacheKey('attnstats', c);
-    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c)), key,
-      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, b.raw, ...kvBindings(b.kv)], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
+    const fromRaw = (p.rawStride ?? 0) > 0;
+    const key = `${this.cacheKey('attnstats', c)}${fromRaw ? '-raw' : ''}`;
+    enc.dispatch(this.gpu.pipeline(key, () => attentionStatsWgsl(c, fromRaw)), key,
+      [b.act, b.pass, b.tables, b.ml, b.scores, b.stats, ...(fromRaw ? [b.raw] : kvBindings(b.kv))], GpuOps.cacheParams(p), Math.ceil(maxSlots / 64), items * nKvHeads);
   }
+
 
   /** Eviction entries (12 words each from p.entryOff; any layers), at most 65535 per dispatch. */
   evict(enc: StepEncoder, c: CacheShape, b: CacheBuffers, p: Parameters<typeof GpuOps.cacheParams>[0], entries: number): void {

@@ -225,11 +225,12 @@ ${FILL_HASH}
 }
 
 /**
- * Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined). 64 measured
- * best on the H200 (one decode row, 32 heads of 128: 64 / 128 / 256 slots = 202 / 232 / 326 µs at 4096, 64 / 89 / 148
- * µs at 512; `run.js attention --chunk N`).
+ * Slots one attention workgroup covers (split-K: long contexts spread over many workgroups, then combined), for the
+ * default vec4 kernel: on the H200 (one decode row, 32 heads of 128, f16 K/V; `run.js attention --chunk N --variant
+ * vec4 --kv-dtype f16`, run 3) 32 / 64 / 128 / 256 slots took 177 / 108 / 77 / 87 µs at 4096 and 42 / 39 / 31 / 41 µs
+ * at 512. (The scalar kernel measured 64 best, 202 vs 232 µs at 4096 with 128: it stays checked, not tuned.)
  */
-export const ATTENTION_CHUNK = 64;
+export const ATTENTION_CHUNK = 128;
 
 /**
  * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
@@ -517,7 +518,7 @@ ${CACHE_PARAMS}
 /**
  * The attention statistics a cache policy asked for, per (sequence, KV head, block of 64 slots), recomputing each
  * probability p = exp(q·K_s · scale − m) / l from the attention kernel's per-row m and l — from the scores the vec4
- * attention kernel kept (p.rawStride > 0), or by reading K again. Per head
+ * attention kernel kept (compiled with fromRaw: p.rawStride > 0), or by reading K again. Per head
  * (h = (item·nLayers + layer)·nKvHeads + kvHead), four words at pbuf[flagsOff + 4h]: flags, statistics offset,
  * bands offset (pbuf there: count nb ≤ MAX_BANDS, the pass's rows N, then the distances), fromRow. A chunked prefill
  * runs the N rows in several dispatches: the item's entry says which (its 4th word: the first row's index t).
@@ -528,7 +529,11 @@ ${CACHE_PARAMS}
  */
 export const MAX_BANDS = 8;
 
-export function attentionStatsWgsl(c: CacheShape): string {
+export function attentionStatsWgsl(c: CacheShape, fromRaw = false): string {
+  // From kept scores it binds no KV part (a kernel may bind only so many storage buffers: the KV parts are sized to
+  // what the other cache kernels leave, see maxKvParts).
+  const k = fromRaw ? { decl: '@group(0) @binding(7) var<storage, read> raw: array<f32>;', use: '_ = &raw; _ = &act; // bound whether used or not' }
+    : { decl: kvAccess(c.parts, false), use: '' };
   return `${consts(c)}
 ${CACHE_PARAMS}
 @group(0) @binding(1) var<storage, read_write> act: array<f32>;
@@ -537,12 +542,11 @@ ${CACHE_PARAMS}
 @group(0) @binding(4) var<storage, read_write> ml: array<f32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(7) var<storage, read> raw: array<f32>;
-${kvAccess(c.parts, false)}
+${k.decl}
 ${TABLE_BASE}
 var<workgroup> qs: array<f32, HD>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
-  _ = &raw;
+  ${k.use}
   let item = wid.y / p.nKvHeads;
   let kvh = wid.y % p.nKvHeads;
   let head = (item * p.nLayers + p.layer) * p.nKvHeads + kvh;
@@ -578,20 +582,13 @@ var<workgroup> qs: array<f32, HD>;
     for (var tc = 0u; tc < nRows; tc++) {
       let row = rowStart + tc;
       let t = rowBase + tc;
-      let useRaw = p.rawStride > 0u;
-      if (!useRaw) {
-        workgroupBarrier();
-        for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
-        workgroupBarrier();
-      }
+      ${fromRaw ? '' : `workgroupBarrier();
+      for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[p.qOff + row * p.qStride + qh * HD + d]; }
+      workgroupBarrier();`}
       if (valid && s <= older + t) {
-        var score = 0.0;
-        if (useRaw) { score = raw[(row * p.nHeads + qh) * p.rawStride + s]; }
-        else {
-          var dotv = 0.0;
-          for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
-          score = dotv * p.scale;
-        }
+        ${fromRaw ? 'let score = raw[(row * p.nHeads + qh) * p.rawStride + s];' : `var dotv = 0.0;
+        for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
+        let score = dotv * p.scale;`}
         let mi = ml[p.mlOff + (row * p.nHeads + qh) * 2u];
         let li = ml[p.mlOff + (row * p.nHeads + qh) * 2u + 1u];
         let pr = exp(score - mi) / li;
@@ -622,10 +619,11 @@ var<workgroup> qs: array<f32, HD>;
  * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
  * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
  * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
- * the work buffer for applyMoves; the report gets [new length, evicted count, ⌈n / 32⌉ words of evicted-slot bits] so
- * that the CPU replays retain on its per-slot metadata (positions, token ids, pages) with the same result (a list of
- * slots would need room for as many as a step can evict: when heavy hitters fall inside the window, far more than
- * the step's new tokens).
+ * the work buffer for applyMoves; the report gets [new length, evicted count, the highest evicted slot (0xffffffff:
+ * none), ⌈n / 32⌉ words of evicted-slot bits] so that the CPU replays retain on its per-slot metadata (positions,
+ * token ids, pages) with the same result — from the one slot when a step evicted one (the usual decode step: it then
+ * skips the bits), else from the bits (a list would need room for as many as a step can evict: when heavy hitters fall
+ * inside the window, far more than the step's new tokens).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
  * reportOff, layer, workOff, _ (entries of any layers: a pass evicts once, after its last layer). Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
  */
@@ -746,7 +744,7 @@ fn scoreKey(bits: u32) -> u32 {
       let s = wd * 32u + j;
       if (s < n && work[wk + s] == 0u) { bits |= 1u << j; }
     }
-    report[reportOff + 2u + wd] = bits;
+    report[reportOff + 3u + wd] = bits;
   }
   // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each evicted
   // slot takes the current last slot; orig[d] ends as the slot whose contents d holds. Only evicted slots act, so the
@@ -758,15 +756,17 @@ fn scoreKey(bits: u32) -> u32 {
   if (lid.x == 0u) {
     report[reportOff] = newLen;
     report[reportOff + 1u] = n - newLen;
+    report[reportOff + 2u] = 0xffffffffu;
     var len = n;
     var wd = (n + 31u) / 32u;
     while (wd > 0u) {
       wd--;
-      var bits = report[reportOff + 2u + wd];
+      var bits = report[reportOff + 3u + wd];
       while (bits != 0u) {
         let b = firstLeadingBit(bits);
         bits &= ~(1u << b);
         let s = wd * 32u + b;
+        if (len == n) { report[reportOff + 2u] = s; }
         let last = len - 1u;
         if (s != last) { work[orig + s] = work[orig + last]; }
         len--;
@@ -776,7 +776,7 @@ fn scoreKey(bits: u32) -> u32 {
     let mv = wk + 3u * n;
     var moves = 0u;
     for (var w = 0u; w < (newLen + 31u) / 32u; w++) {
-      var bits = report[reportOff + 2u + w];
+      var bits = report[reportOff + 3u + w];
       while (bits != 0u) {
         let b = firstTrailingBit(bits);
         bits &= bits - 1u;

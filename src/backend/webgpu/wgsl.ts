@@ -179,9 +179,16 @@ const VALUES_PER_VEC4: Record<WeightKind, number> = { f32: 4, f16: 8, q8_0: 16 }
  * adapter's smallest subgroup, sgMin), summed by one thread per (row, token). Needs subgroups.
  * `ragged`: cols is not a multiple of the word's values, so x (and g) past cols read as 0 (the padding's weights are
  * finite, random ones included, and 0 · finite = 0); otherwise x is read unguarded.
- * x is read with scalar loads (act is one f32 array for every region of activations; see the file comment).
+ * x is read with scalar loads from `act` (one f32 array for every region of activations; see the file comment): a
+ * thread's 4–16 consecutive floats, 16–64 bytes from its neighbour's, so a warp-wide load touches 4–16 cache lines
+ * for 128 useful bytes. `stage` instead copies each iteration's x (TB tokens × WG words' columns, with the SwiGLU
+ * applied) into workgroup memory with coalesced loads (adjacent threads, adjacent floats), then each thread reads its
+ * columns as vec4f, laid out [token][chunk k][thread] so a warp's reads are contiguous. It costs two barriers per
+ * iteration and TB · WG · values-per-word floats of workgroup memory (GpuOps shrinks WG to fit).
+ * (A second, vec4f binding of `act` is not an option: Dawn rejects aliased writable storage bindings.)
  */
-export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: number, sgMin: number, input: MatvecInput = 'plain', ragged = false): string {
+export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: number, sgMin: number, input: MatvecInput = 'plain', ragged = false,
+  stage = false): string {
   const norm = input === 'norm';
   const per = VALUES_PER_VEC4[kind];
   const quarters = [...Array(per / 4).keys()]; // vec4f chunks of a word: columns c + 4k … c + 4k + 3
@@ -204,8 +211,16 @@ export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: numb
       return `s${r} * vec4f(${[0, 8, 16, 24].map((b) => `f32(extractBits(${word}, ${b}u, 8u))`).join(', ')})`;
     },
   }[kind];
+  const NQ = per / 4;
   // x chunk k of token t, after the fused input step.
   const xload = (t: number, k: number) => {
+    if (stage) {
+      // Staged: SwiGLU applied and columns past p.cols zeroed on the way in.
+      const x = `xs[${(t * NQ + k) * WG}u + lid.x]`;
+      return norm ? `let x0 = ${x};
+          ss${t} += dot(x0, x0);
+          let x = x0 * g${k};` : `let x = ${x};`;
+    }
     if (input === 'swiglu') {
       return `let xg = ${four('act', `xr${t} + c`, k)};
           let x = xg / (1.0 + exp(-xg)) * ${four('act', `xr${t} + p.upOff + c`, k)};`;
@@ -230,6 +245,33 @@ export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: numb
       }`).join('\n      ')}`;
   const names = [...rows.flatMap((r) => toks.map((t) => acc(r, t))), ...(norm ? toks.map((t) => `ss${t}`) : [])];
   const scale = norm ? ` * inverseSqrt(final_[${R * TB}u + i % ${TB}u] / f32(p.cols) + p.eps)` : '';
+  // The word loop: every thread strides over the row's words; staged, the whole workgroup walks the iterations
+  // together (barriers), copying the iteration's x first: column e of token t's WG · per columns goes to
+  // xs[(t · NQ + (e mod per) / 4) · WG + e / per], component e mod 4 (thread e / per reads it as its chunk).
+  const span = WG * per;
+  const xval = (at: string) => (input === 'swiglu'
+    ? `let xg = act[${at}]; v = xg / (1.0 + exp(-xg)) * act[${at} + p.upOff];`
+    : `v = act[${at}];`);
+  const loop = stage
+    ? `for (var base = 0u; base < rv; base += ${WG}u) {
+      for (var e = lid.x; e < ${TB * span}u; e += ${WG}u) {
+        let t = e / ${span}u;
+        let col = base * ${per}u + e % ${span}u;
+        var v = 0.0;
+        if (col < p.cols) { ${xval(`p.xOff + min(t0 + t, p.T - 1u) * p.xStride + col`)} }
+        let f = e % ${per}u;
+        xs[(t * ${NQ}u + f / 4u) * ${WG}u + (e % ${span}u) / ${per}u][f % 4u] = v;
+      }
+      workgroupBarrier();
+      let vi = base + lid.x;
+      if (vi < rv) {
+        ${body}
+      }
+      workgroupBarrier();
+    }`
+    : `for (var vi = lid.x; vi < rv; vi += ${WG}u) {
+      ${body}
+    }`;
   return `enable subgroups;
 struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, upOff: u32, eps: f32 };
 @group(0) @binding(0) var<uniform> p: P;
@@ -239,6 +281,7 @@ struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32,
 ${norm ? '@group(0) @binding(4) var<storage, read> g: array<f32>;' : ''}
 var<workgroup> red: array<f32, ${accN * NS}>;
 var<workgroup> final_: array<f32, ${accN}>;
+${stage ? `var<workgroup> xs: array<vec4f, ${TB * NQ * WG}>;` : ''}
 @compute @workgroup_size(${WG}) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u,
   @builtin(subgroup_invocation_id) sgi: u32, @builtin(subgroup_size) sgs: u32) {
   _ = &wd;
@@ -252,9 +295,7 @@ var<workgroup> final_: array<f32, ${accN}>;
   for (var t0 = 0u; t0 < p.T; t0 += ${TB}u) {
     ${toks.map((t) => `let xr${t} = p.xOff + min(t0 + ${t}u, p.T - 1u) * p.xStride;`).join(' ')}
     ${names.map((a) => `var ${a} = 0.0;`).join(' ')}
-    for (var vi = lid.x; vi < rv; vi += ${WG}u) {
-      ${body}
-    }
+    ${loop}
     ${names.map((a, i) => `{ let s = subgroupAdd(${a}); if (sgi == 0u) { red[${i * NS}u + sg] = s; } }`).join('\n    ')}
     workgroupBarrier();
     for (var i = lid.x; i < ${accN}u; i += ${WG}u) {
@@ -331,6 +372,81 @@ var<workgroup> ws: array<f32, ${64 * 33}>;
       act[o] = select(0.0, act[o], p.accumulate != 0u) + acc[i * 4u + j];
     }
   }
+}`;
+}
+
+/**
+ * Matrix × many vectors (prefill), weights read as 16-byte words: out[t, r] (+)= Σ_c W[r, c] · x[t, c]. Tiles of 64
+ * tokens × 64 rows, 32 columns at a time through workgroup memory as vec4f ([token or row][column / 4], rows 9 vec4f
+ * apart so that 8 threads' vec4 reads hit distinct banks); each of 256 threads computes 4 tokens × 4 rows
+ * (ty + 16i, tx + 16j) from 8 vec4f reads per 4 columns (64 FMAs). A tile's weights are one 16-byte load per thread
+ * in f16 (64 rows × 4 words), two in f32, one per two threads in q8_0 (a block = 2 words, with its scale); x's tile,
+ * 8 coalesced scalar loads per thread. Rows must be 16-byte aligned (rowWordsOf); words past the row (a ragged last
+ * tile) read as 0, x past cols as 0. Batch rows are not fused with RMSNorm/SwiGLU (GpuOps applies those first).
+ */
+export function matmulVec4Wgsl(kind: WeightKind): string {
+  const per = VALUES_PER_VEC4[kind];
+  const wpr = 32 / per; // 16-byte words of a row in one 32-column tile: f32 8, f16 4, q8_0 2
+  const unpackTo = {
+    f32: (dst: string) => `ws[${dst}] = bitcast<vec4f>(q);`,
+    f16: (dst: string) => `ws[${dst}] = vec4f(unpack2x16float(q.x), unpack2x16float(q.y));
+        ws[${dst} + 1u] = vec4f(unpack2x16float(q.z), unpack2x16float(q.w));`,
+    q8_0: (dst: string) => [0, 1, 2, 3].map((c) => `ws[${dst} + ${c}u] = s * vec4f(${[0, 8, 16, 24].map((b) => `f32(extractBits(bitcast<i32>(q[${c}]), ${b}u, 8u))`).join(', ')});`).join('\n        '),
+  }[kind];
+  const wtile = `for (var e = lid.x; e < ${64 * wpr}u; e += 256u) {
+      let n = e / ${wpr}u;
+      let wq = e % ${wpr}u;
+      let word = k0 / ${per}u + wq;
+      var q = vec4u(0u);
+      ${kind === 'q8_0' ? 'var s = 0.0;' : ''}
+      if (n0 + n < p.rows && word < rv) {
+        q = w[(n0 + n) * rv + word];
+        ${kind === 'q8_0' ? 's = wd[(n0 + n) * (p.rowWords >> 3u) + k0 / 32u];' : ''}
+      }
+      ${unpackTo(`n * 9u + wq * ${per / 4}u`)}
+    }`;
+  const I = [0, 1, 2, 3];
+  return `
+struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, _a: u32, _b: u32 };
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> wd: array<f32>;
+var<workgroup> xs: array<vec4f, ${64 * 9}>;
+var<workgroup> ws: array<vec4f, ${64 * 9}>;
+@compute @workgroup_size(256) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+  _ = &wd;
+  let n0 = wid.x * 64u;
+  let m0 = wid.y * 64u;
+  let tx = lid.x % 16u; // rows tx + 16j
+  let ty = lid.x / 16u; // tokens ty + 16i
+  let rv = p.rowWords >> 2u;
+  ${I.flatMap((i) => I.map((j) => `var a${i}${j} = 0.0;`)).join(' ')}
+  for (var k0 = 0u; k0 < p.cols; k0 += 32u) {
+    for (var e = lid.x; e < 2048u; e += 256u) {
+      let m = e >> 5u;
+      let k = e & 31u;
+      var v = 0.0;
+      if (m0 + m < p.T && k0 + k < p.cols) { v = act[p.xOff + (m0 + m) * p.xStride + k0 + k]; }
+      xs[m * 9u + (k >> 2u)][k & 3u] = v;
+    }
+    ${wtile}
+    workgroupBarrier();
+    for (var kk = 0u; kk < 8u; kk++) {
+      ${I.map((i) => `let x${i} = xs[(ty + ${16 * i}u) * 9u + kk];`).join(' ')}
+      ${I.map((j) => `let w${j} = ws[(tx + ${16 * j}u) * 9u + kk];`).join(' ')}
+      ${I.flatMap((i) => I.map((j) => `a${i}${j} += dot(x${i}, w${j});`)).join(' ')}
+    }
+    workgroupBarrier();
+  }
+  ${I.flatMap((i) => I.map((j) => `{
+    let m = m0 + ty + ${16 * i}u;
+    let n = n0 + tx + ${16 * j}u;
+    if (m < p.T && n < p.rows) {
+      let o = p.outOff + m * p.outStride + p.rowBase + n;
+      act[o] = select(0.0, act[o], p.accumulate != 0u) + a${i}${j};
+    }
+  }`)).join('\n  ')}
 }`;
 }
 
