@@ -15,8 +15,8 @@
 //   +128 sleeping phase waiters   +192 abort flag   +256 spin count   +704 live dispatch tag
 //   +768 matmul chunk policy: most weight bytes per chunk, and the least number of chunks per matmul   +2048 phase counters
 
-import { matmul_f32, matmul_f16 } from './matmul_float';
-import { matmul_q8_0, matmul_q8_0_r1t4, matmul_q8_0_f32, quantize_q8_act } from './q8';
+import { matmul_f32, matmul_f16, matmul_f32_flat } from './matmul_float';
+import { matmul_q8_0, matmul_q8_0_r1t4, matmul_q8_0_ld, matmul_q8_0_f32, quantize_q8_act } from './q8';
 import { rmsnorm, rope, softmax, swiglu, add, argmax, copy } from './elementwise';
 import { attention, attention_rows, kv_write } from './attention';
 import { matmul_f16_rows4, matmul_f32_rows4 } from './variants';
@@ -84,16 +84,18 @@ function exec(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
 
 function execOp(rec: usize, op: i32, r0: i32, r1: i32, tid: i32): void {
   switch (op) {
-    case OP_MATMUL_F32: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel)
+    case OP_MATMUL_F32: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel, 2: f32-flat)
       if (ai(rec, 7) == 1) matmul_f32_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
+      else if (ai(rec, 7) == 2) matmul_f32_flat(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       else matmul_f32(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       break;
     case OP_MATMUL_F16: // out, x, w, T, rows, cols, resid, variant (1: the workbench's four-row decode kernel)
       if (ai(rec, 7) == 1) matmul_f16_rows4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       else matmul_f16(ap(rec, 0), ap(rec, 1), ap(rec, 2), ai(rec, 3), ai(rec, 4), ai(rec, 5), r0, r1);
       break;
-    case OP_MATMUL_Q8: // out, xq, xd, wq, wd, T, rows, cols, resid, variant (1: the workbench's one-row prefill kernel)
+    case OP_MATMUL_Q8: // out, xq, xd, wq, wd, T, rows, cols, resid, variant (1: the workbench's one-row prefill kernel, 2: q8-ld)
       if (ai(rec, 9) == 1) matmul_q8_0_r1t4(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
+      else if (ai(rec, 9) == 2) matmul_q8_0_ld(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
       else matmul_q8_0(ap(rec, 0), ap(rec, 1), ap(rec, 2), ap(rec, 3), ap(rec, 4), ai(rec, 5), ai(rec, 6), ai(rec, 7), r0, r1);
       break;
     case OP_MATMUL_Q8_F32: // out, x, wq, wd, T, rows, cols

@@ -5,13 +5,13 @@
 // T = 1 (decode) streams W once, one row at a time (seqRow, seqRowHalf): a single sequential stream per thread is what
 // the hardware prefetcher follows best.
 // T > 1 (prefill) register-blocks 2 rows × 4 tokens (8 accumulators): each weight vector loaded (and, for f16,
-// widened) is used four times and each x vector twice.
+// widened) is used four times and each x vector twice. f32 takes the tokens in blocks whose x rows fit in L1.
 //
 // The microkernels are generic over the weight element W (f32 or u16 = IEEE half); sizeof<W>() is a compile-time
 // constant, so each instantiation is straight-line code for one type. Offsets `i` count bytes of x; the matching
 // weight offset is i >> WSHIFT.
 
-import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from './simd';
+import { hsum, hsum4, gather4, storeColumn, F16_MASK, f16_scale, f16one, f16lo, f16hi } from './simd';
 
 @inline export function wshift<W>(): usize { return sizeof<W>() == 2 ? 1 : 0; }
 
@@ -44,14 +44,6 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   let s = hsum(a);
   for (; i < xb; i += 4) s += loadW1<W>(w + (i >> S)) * load<f32>(x + i);
   return s;
-}
-
-/** Store lane k of v at o + k·ldo: one row of out, four tokens. */
-@inline function storeColumn(o: usize, ldo: usize, v: v128): void {
-  v128.store32_lane(o, v, 0);
-  v128.store32_lane(o + ldo, v, 1);
-  v128.store32_lane(o + 2 * ldo, v, 2);
-  v128.store32_lane(o + 3 * ldo, v, 3);
 }
 
 /** 2 rows × 4 tokens. x points at token 0's row, o at out[t0, r]; ldo = bytes between tokens in out. */
@@ -113,10 +105,8 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   storeColumn(o, ldo, s);
 }
 
-@inline function matmulFloat<W>(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
-  const xb = <usize>cols << 2; //           bytes per x row
+@inline function matmulFloat<W>(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32, blocked: bool = false): void {
   const wb = <usize>cols * sizeof<W>(); // bytes per weight row
-  const ldo = <usize>rows << 2; //          bytes per out row
   let r = r0;
   if (T == 1) {
     if (sizeof<W>() == 4) {
@@ -126,12 +116,28 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
     }
     return;
   }
-  // Row pairs outermost: the two weight rows stay in L1 while all T tokens stream past them.
+  if (!blocked) {
+    prefillTokens<W>(out, x, w, 0, T, rows, cols, r0, r1);
+    return;
+  }
+  // Token blocks whose x rows fit in half of L1 (16 KB; at least 4 tokens): every row pair of the range streams past
+  // the same block of x, which stays in L1, and the range's weight rows are read once per block (from L2). Blocks
+  // start at multiples of 4, so each (row, token) takes the same microkernel as unblocked: bit-identical results.
+  const tb = max(4, (16384 / (cols << 2)) & ~3);
+  for (let t0 = 0; t0 < T; t0 += tb) prefillTokens<W>(out, x, w, t0, min(T, t0 + tb), rows, cols, r0, r1);
+}
+
+/** Prefill: tokens [t0, t1) × rows [r0, r1), row pairs outermost (the two weight rows stay in L1 while the tokens stream past). */
+@inline function prefillTokens<W>(out: usize, x: usize, w: usize, t0: i32, t1: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  const xb = <usize>cols << 2; //           bytes per x row
+  const wb = <usize>cols * sizeof<W>(); // bytes per weight row
+  const ldo = <usize>rows << 2; //          bytes per out row
+  let r = r0;
   for (; r + 2 <= r1; r += 2) {
     const wr = w + <usize>r * wb;
-    let t = 0;
-    for (; t + 4 <= T; t += 4) r2t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
-    for (; t < T; t++) {
+    let t = t0;
+    for (; t + 4 <= t1; t += 4) r2t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
+    for (; t < t1; t++) {
       const o = out + <usize>t * ldo + (<usize>r << 2);
       const xt = x + <usize>t * xb;
       store<f32>(o, r1t1<W>(xt, wr, cols));
@@ -140,14 +146,19 @@ import { hsum, hsum4, gather4, F16_MASK, f16_scale, f16one, f16lo, f16hi } from 
   }
   if (r < r1) {
     const wr = w + <usize>r * wb;
-    let t = 0;
-    for (; t + 4 <= T; t += 4) r1t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
-    for (; t < T; t++) store<f32>(out + <usize>t * ldo + (<usize>r << 2), r1t1<W>(x + <usize>t * xb, wr, cols));
+    let t = t0;
+    for (; t + 4 <= t1; t += 4) r1t4<W>(out + <usize>t * ldo + (<usize>r << 2), ldo, x + <usize>t * xb, wr, cols);
+    for (; t < t1; t++) store<f32>(out + <usize>t * ldo + (<usize>r << 2), r1t1<W>(x + <usize>t * xb, wr, cols));
   }
 }
 
-/** f32 weights [rows, cols]. */
+/** f32 weights [rows, cols]; prefill in L1-sized token blocks (measured faster than unblocked: docs/bench.md). */
 export function matmul_f32(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1, true);
+}
+
+/** matmul_f32 with prefill over all tokens at once (no token blocks), the kernel before: the workbench's f32-flat. */
+export function matmul_f32_flat(out: usize, x: usize, w: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
   matmulFloat<f32>(out, x, w, T, rows, cols, r0, r1);
 }
 

@@ -14,7 +14,7 @@
 // Rounding: d = amax / 127 and id = 1 / d in f32 (id = 0 for an all-zero block); q = nearest(x · id), ties to even.
 // reference-extra.ts implements the same arithmetic bit-for-bit.
 
-import { hsum, hsum4, hsum4i, gather4 } from './simd';
+import { hsum, hsum4, hsum4i, gather4, storeColumn } from './simd';
 
 // ---- quantization ----------------------------------------------------------------------------------------------
 
@@ -22,12 +22,14 @@ import { hsum, hsum4, hsum4i, gather4 } from './simd';
 @inline function blockScale(p: usize, n: i32, dOut: usize): f32 {
   let amax: f32 = 0;
   if (n == 32) {
-    let m = f32x4.max(f32x4.abs(v128.load(p)), f32x4.abs(v128.load(p, 16)));
-    m = f32x4.max(m, f32x4.max(f32x4.abs(v128.load(p, 32)), f32x4.abs(v128.load(p, 48))));
-    m = f32x4.max(m, f32x4.max(f32x4.abs(v128.load(p, 64)), f32x4.abs(v128.load(p, 80))));
-    m = f32x4.max(m, f32x4.max(f32x4.abs(v128.load(p, 96)), f32x4.abs(v128.load(p, 112))));
-    m = f32x4.max(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
-    amax = max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1));
+    // |v| as bit patterns order like the floats (and a NaN's above +∞, so it still wins): i32x4.max_s is one pmaxsd,
+    // where f32x4.max is a long NaN-handling sequence in V8. Same amax for every input, NaN included.
+    let m = i32x4.max_s(f32x4.abs(v128.load(p)), f32x4.abs(v128.load(p, 16)));
+    m = i32x4.max_s(m, i32x4.max_s(f32x4.abs(v128.load(p, 32)), f32x4.abs(v128.load(p, 48))));
+    m = i32x4.max_s(m, i32x4.max_s(f32x4.abs(v128.load(p, 64)), f32x4.abs(v128.load(p, 80))));
+    m = i32x4.max_s(m, i32x4.max_s(f32x4.abs(v128.load(p, 96)), f32x4.abs(v128.load(p, 112))));
+    m = i32x4.max_s(m, v128.shuffle<i32>(m, m, 2, 3, 0, 1));
+    amax = reinterpret<f32>(max<i32>(i32x4.extract_lane(m, 0), i32x4.extract_lane(m, 1)));
   } else {
     for (let c = 0; c < n; c++) amax = max<f32>(amax, abs<f32>(load<f32>(p + (<usize>c << 2))));
   }
@@ -115,7 +117,13 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
 // ---- q8_0 weights × q8 activations (integer dot products) -----------------------------------------------------
 
 /** Σ over one block: 32 int8 weights at p against 32 int16 activations x0..x3, as i32x4 partial sums. */
-@inline function bdot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+@inline function bdot(p: usize, x0: v128, x1: v128, x2: v128, x3: v128, narrowLoads: bool): v128 {
+  if (narrowLoads) { // q8-ld: the same values through four load8x8_s
+    let s = i32x4.dot_i16x8_s(v128.load8x8_s(p), x0);
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(p, 8), x1));
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(p, 16), x2));
+    return i32x4.add(s, i32x4.dot_i16x8_s(v128.load8x8_s(p, 24), x3));
+  }
   const v0 = v128.load(p), v1 = v128.load(p, 16);
   let s = i32x4.dot_i16x8_s(i16x8.extend_low_i8x16_s(v0), x0);
   s = i32x4.add(s, i32x4.dot_i16x8_s(i16x8.extend_high_i8x16_s(v0), x1));
@@ -129,7 +137,7 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
 }
 
 /** 4 rows × 1 token. w/wd point at row 0's blocks/scales; wrb/wdb are the per-row strides in bytes. */
-@inline function q8r4t1(o: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32): void {
+@inline function q8r4t1(o: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, narrowLoads: bool): void {
   const wrb = <usize>nb << 5, wdb = <usize>nb << 2;
   let a0 = f32x4.splat(0), a1 = a0, a2 = a0, a3 = a0;
   for (let b = 0; b < nb; b++) {
@@ -137,20 +145,20 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
     const x0 = v128.load(xo), x1 = v128.load(xo, 16), x2 = v128.load(xo, 32), x3 = v128.load(xo, 48);
     const dx = load<f32>(xd + (<usize>b << 2));
     const p = w + (<usize>b << 5), s = wd + (<usize>b << 2);
-    a0 = scaleAdd(a0, bdot(p, x0, x1, x2, x3), load<f32>(s), dx);
-    a1 = scaleAdd(a1, bdot(p + wrb, x0, x1, x2, x3), load<f32>(s + wdb), dx);
-    a2 = scaleAdd(a2, bdot(p + 2 * wrb, x0, x1, x2, x3), load<f32>(s + 2 * wdb), dx);
-    a3 = scaleAdd(a3, bdot(p + 3 * wrb, x0, x1, x2, x3), load<f32>(s + 3 * wdb), dx);
+    a0 = scaleAdd(a0, bdot(p, x0, x1, x2, x3, narrowLoads), load<f32>(s), dx);
+    a1 = scaleAdd(a1, bdot(p + wrb, x0, x1, x2, x3, narrowLoads), load<f32>(s + wdb), dx);
+    a2 = scaleAdd(a2, bdot(p + 2 * wrb, x0, x1, x2, x3, narrowLoads), load<f32>(s + 2 * wdb), dx);
+    a3 = scaleAdd(a3, bdot(p + 3 * wrb, x0, x1, x2, x3, narrowLoads), load<f32>(s + 3 * wdb), dx);
   }
   v128.store(o, hsum4(a0, a1, a2, a3));
 }
 
 /** 1 row × 1 token (same per-row arithmetic as q8r4t1, so results do not depend on the row blocking). */
-@inline function q8r1t1(xq: usize, xd: usize, w: usize, wd: usize, nb: i32): f32 {
+@inline function q8r1t1(xq: usize, xd: usize, w: usize, wd: usize, nb: i32, narrowLoads: bool = false): f32 {
   let a = f32x4.splat(0);
   for (let b = 0; b < nb; b++) {
     const xo = xq + (<usize>b << 6);
-    const isum = bdot(w + (<usize>b << 5), v128.load(xo), v128.load(xo, 16), v128.load(xo, 32), v128.load(xo, 48));
+    const isum = bdot(w + (<usize>b << 5), v128.load(xo), v128.load(xo, 16), v128.load(xo, 32), v128.load(xo, 48), narrowLoads);
     a = scaleAdd(a, isum, load<f32>(wd + (<usize>b << 2)), load<f32>(xd + (<usize>b << 2)));
   }
   return hsum(a);
@@ -182,10 +190,7 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
     const scale = f32x4.mul(gather4(xs, xs + xdb, xs + 2 * xdb, xs + 3 * xdb), v128.load32_splat(wd + (<usize>b << 2)));
     acc = f32x4.add(acc, f32x4.mul(f32x4.convert_i32x4_s(s), scale));
   }
-  v128.store32_lane(o, acc, 0);
-  v128.store32_lane(o + ldo, acc, 1);
-  v128.store32_lane(o + 2 * ldo, acc, 2);
-  v128.store32_lane(o + 3 * ldo, acc, 3);
+  storeColumn(o, ldo, acc);
 }
 
 /** Σ over one block of one token's activations at xo against widened weights: i32x4 partial sums. */
@@ -201,16 +206,25 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
  * the blocking), sharing each token's activation loads and each block's scale gather between the two rows. (20 live
  * vectors: V8 spills a few of x64's 16 registers; measured faster all the same, docs/bench.md.)
  */
-@inline function q8r2t4(o: usize, ldo: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, wrb: usize, wdb: usize): void {
+@inline function q8r2t4(o: usize, ldo: usize, xq: usize, xd: usize, w: usize, wd: usize, nb: i32, wrb: usize, wdb: usize, narrowLoads: bool): void {
   const xrb = <usize>nb << 6, xdb = <usize>nb << 2;
   let acc0 = f32x4.splat(0), acc1 = acc0;
   for (let b = 0; b < nb; b++) {
-    const p = w + (<usize>b << 5);
-    const v0 = v128.load(p), v1 = v128.load(p, 16), u0 = v128.load(p + wrb), u1 = v128.load(p + wrb, 16);
-    const e0 = i16x8.extend_low_i8x16_s(v0), e1 = i16x8.extend_high_i8x16_s(v0);
-    const e2 = i16x8.extend_low_i8x16_s(v1), e3 = i16x8.extend_high_i8x16_s(v1);
-    const f0 = i16x8.extend_low_i8x16_s(u0), f1 = i16x8.extend_high_i8x16_s(u0);
-    const f2 = i16x8.extend_low_i8x16_s(u1), f3 = i16x8.extend_high_i8x16_s(u1);
+    const p = w + (<usize>b << 5), q = p + wrb;
+    let e0: v128, e1: v128, e2: v128, e3: v128, f0: v128, f1: v128, f2: v128, f3: v128;
+    if (narrowLoads) {
+      // The workbench's q8-ld: four i16x8.load8x8_s a row (one pmovsxbw with a memory operand each) instead of two
+      // loads and four extends (extend_high costs V8 a shuffle too); the same values, so bit-identical results.
+      // Measured slower all the same (docs/bench.md).
+      e0 = v128.load8x8_s(p); e1 = v128.load8x8_s(p, 8); e2 = v128.load8x8_s(p, 16); e3 = v128.load8x8_s(p, 24);
+      f0 = v128.load8x8_s(q); f1 = v128.load8x8_s(q, 8); f2 = v128.load8x8_s(q, 16); f3 = v128.load8x8_s(q, 24);
+    } else {
+      const v0 = v128.load(p), v1 = v128.load(p, 16), u0 = v128.load(q), u1 = v128.load(q, 16);
+      e0 = i16x8.extend_low_i8x16_s(v0); e1 = i16x8.extend_high_i8x16_s(v0);
+      e2 = i16x8.extend_low_i8x16_s(v1); e3 = i16x8.extend_high_i8x16_s(v1);
+      f0 = i16x8.extend_low_i8x16_s(u0); f1 = i16x8.extend_high_i8x16_s(u0);
+      f2 = i16x8.extend_low_i8x16_s(u1); f3 = i16x8.extend_high_i8x16_s(u1);
+    }
     let xo = xq + (<usize>b << 6);
     let x0 = v128.load(xo), x1 = v128.load(xo, 16), x2 = v128.load(xo, 32), x3 = v128.load(xo, 48);
     const s0 = bdotx(x0, x1, x2, x3, e0, e1, e2, e3), t0 = bdotx(x0, x1, x2, x3, f0, f1, f2, f3);
@@ -229,14 +243,8 @@ export function dequantize_q8_0(out: usize, qs: usize, d: usize, rows: i32, cols
     acc0 = f32x4.add(acc0, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(s0, s1, s2, s3)), f32x4.mul(dx, v128.load32_splat(ws))));
     acc1 = f32x4.add(acc1, f32x4.mul(f32x4.convert_i32x4_s(hsum4i(t0, t1, t2, t3)), f32x4.mul(dx, v128.load32_splat(ws + wdb))));
   }
-  v128.store32_lane(o, acc0, 0);
-  v128.store32_lane(o + ldo, acc0, 1);
-  v128.store32_lane(o + 2 * ldo, acc0, 2);
-  v128.store32_lane(o + 3 * ldo, acc0, 3);
-  v128.store32_lane(o + 4, acc1, 0);
-  v128.store32_lane(o + 4 + ldo, acc1, 1);
-  v128.store32_lane(o + 4 + 2 * ldo, acc1, 2);
-  v128.store32_lane(o + 4 + 3 * ldo, acc1, 3);
+  storeColumn(o, ldo, acc0);
+  storeColumn(o + 4, ldo, acc1);
 }
 
 /**
@@ -253,16 +261,21 @@ export function matmul_q8_0_r1t4(out: usize, xq: usize, xd: usize, wq: usize, wd
   matmulQ8(out, xq, xd, wq, wd, T, rows, cols, r0, r1, false);
 }
 
+/** matmul_q8_0 widening the weights with load8x8_s (decode and prefill): the workbench's q8-ld variant. */
+export function matmul_q8_0_ld(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32): void {
+  matmulQ8(out, xq, xd, wq, wd, T, rows, cols, r0, r1, true, true);
+}
+
 /** The q8_0 matmul; pairs (a constant after inlining): prefill by row pairs (q8r2t4), else row by row (q8r1t4). */
-@inline function matmulQ8(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32, pairs: bool): void {
+@inline function matmulQ8(out: usize, xq: usize, xd: usize, wq: usize, wd: usize, T: i32, rows: i32, cols: i32, r0: i32, r1: i32, pairs: bool, narrowLoads: bool = false): void {
   const nb = (cols + 31) >> 5;
   const wrb = <usize>nb << 5, wdb = <usize>nb << 2; // weight row / scale row bytes
   const xrb = <usize>nb << 6, xdb = <usize>nb << 2; // activation row / scale row bytes
   const ldo = <usize>rows << 2;
   let r = r0;
   if (T == 1) {
-    for (; r + 4 <= r1; r += 4) q8r4t1(out + (<usize>r << 2), xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb);
-    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), q8r1t1(xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb));
+    for (; r + 4 <= r1; r += 4) q8r4t1(out + (<usize>r << 2), xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb, narrowLoads);
+    for (; r < r1; r++) store<f32>(out + (<usize>r << 2), q8r1t1(xq, xd, wq + <usize>r * wrb, wd + <usize>r * wdb, nb, narrowLoads));
     return;
   }
   // Rows outermost: their blocks stay in L1 while all T tokens stream past them.
@@ -270,7 +283,7 @@ export function matmul_q8_0_r1t4(out: usize, xq: usize, xd: usize, wq: usize, wd
     for (; r + 2 <= r1; r += 2) {
       const w = wq + <usize>r * wrb, s = wd + <usize>r * wdb;
       let t = 0;
-      for (; t + 4 <= T; t += 4) q8r2t4(out + <usize>t * ldo + (<usize>r << 2), ldo, xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb, wrb, wdb);
+      for (; t + 4 <= T; t += 4) q8r2t4(out + <usize>t * ldo + (<usize>r << 2), ldo, xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb, wrb, wdb, narrowLoads);
       for (; t < T; t++) {
         const o = out + <usize>t * ldo + (<usize>r << 2);
         store<f32>(o, q8r1t1(xq + <usize>t * xrb, xd + <usize>t * xdb, w, s, nb));

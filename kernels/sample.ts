@@ -13,6 +13,11 @@
 // 32,000-token vocabulary (typically ~1e-4), and their f32 rounding (~1 ulp each, of either sign) moves the total by
 // < 2.5e-10 of itself at worst, ~1e-12 typically.
 //
+// Not every caller needs the far mass exactly (`far`): min-p alone never uses it, and top-p only through the nucleus's
+// target p·(near + far), which decides the kept set only when it lies close to a step of the cumulative mass; the
+// sampler asks for an upper bound first (FAR_BOUND, a fifth of the exact pass's work per token) and for the exact
+// mass only when the kept set differs between the bound's two ends (src/generate/sampler.ts filterNear).
+//
 // Returns the near count, -1 when a logit is NaN or the maximum is not finite (the caller's exact path reports it), or
 // -2 as soon as more than maxNear tokens are near (a flat distribution: the caller's JS pass over all tokens is faster).
 // out: f64 tail at +0, f64 near sum at +8, f32 max at +16; +32..48 is scratch.
@@ -60,43 +65,93 @@ const T_UNDERFLOW: f64 = 745 * 64;
   return v128.andnot(f32x4.mul(p, pow2n), tiny);
 }
 
+/** What sample_split computes of the far tokens' mass (its `far` argument). */
+const FAR_EXACT: i32 = 1; // every far weight (farExp4), summed in f64 into the gaps between near tokens and the tail
+const FAR_BOUND: i32 = 2; // only an upper bound of their total (in tail; gaps are 0), ~6 instructions a group, not ~30
+const FAR_NONE: i32 = 0; //  nothing (tail and gaps 0): for callers that never use it (min-p alone)
+
+/**
+ * An upper bound of farExp4(y) per lane, ≤ 2× it: 2^ceil(y·log2 e) through the exponent bits (exp4's shifter trick).
+ * y is first raised to exp4's floor (−87.34, where 2^−126 is still normal), which only raises the bound. Where the f32
+ * product y·log2 e rounds down onto an integer, the bound can fall short of e^y by ~1e-7 of it: sample_split's final
+ * factor covers that.
+ */
+@inline function farBound4(y: v128, c: usize): v128 {
+  const u = f32x4.ceil(f32x4.mul(f32x4.pmax(y, v128.load(c)), v128.load(c, 16)));
+  return i32x4.add(i32x4.shl(f32x4.add(u, v128.load(c, 32)), 23), v128.load(c, 192));
+}
+
 /** Bucket of t (t ≥ 0). */
 @inline function bucket(t: f64): i32 {
   return t < <f64>LAST ? <i32>t : LAST;
 }
 
-export function sample_split(x: usize, n: i32, invT: f32, cut: f32, maxNear: i32, sP: f64, hist: i32, ids: usize, gaps: usize,
+/** far: FAR_EXACT, FAR_BOUND or FAR_NONE (what the caller needs of the far tokens' mass; see the file's head). */
+export function sample_split(x: usize, n: i32, invT: f32, cut: f32, maxNear: i32, sP: f64, hist: i32, far: i32, ids: usize, gaps: usize,
   w: usize, mass: usize, tab: usize, out: usize): i32 {
   const end = <usize>(n & ~3) << 2;
   const xb = <usize>n << 2;
-  // The maximum; any NaN poisons f32x4.max (unlike pmax), so one check at the end finds it.
+  // The maximum by pmax (one maxps; f32x4.max is a long NaN-propagating sequence in V8: this pass took ~2× as long),
+  // with NaNs caught by their own test; scalar f32.max propagates them for the last few.
   let mv = f32x4.splat(-Infinity);
+  let bad = v128.splat<i32>(0);
   let i: usize = 0;
-  for (; i < end; i += 16) mv = f32x4.max(mv, v128.load(x + i));
-  mv = f32x4.max(mv, v128.shuffle<f32>(mv, mv, 2, 3, 0, 1));
+  for (; i < end; i += 16) {
+    const v = v128.load(x + i);
+    mv = f32x4.pmax(mv, v);
+    bad = v128.or(bad, f32x4.ne(v, v));
+  }
+  if (v128.any_true(bad)) return -1;
+  mv = f32x4.pmax(mv, v128.shuffle<f32>(mv, mv, 2, 3, 0, 1));
   let m = max<f32>(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1));
   for (; i < xb; i += 4) m = max<f32>(m, load<f32>(x + i));
   if (!(m > -Infinity && m < Infinity)) return -1; // also false for NaN
+  if (m == 0) {
+    // pmax keeps whichever zero came first; the maximum of −0 and +0 is +0 (as f32x4.max and Math.max have it).
+    m = -0.0;
+    for (let k: usize = 0; k < xb; k += 4) {
+      if (load<i32>(x + k) == 0) {
+        m = 0;
+        break;
+      }
+    }
+  }
   if (hist) memory.fill(mass, 0, <usize>NB << 3);
 
   const ms = f32x4.splat(m), it = f32x4.splat(invT), lim = f32x4.splat(-cut);
   const md = <f64>m;
   let ga = f64x2.splat(0), gb = ga; // far mass since the last near token, by lane pairs
   let gs: f64 = 0; //                  … and from scalar lanes
+  let fb = f32x4.splat(0); //          FAR_BOUND: the bound's sum, by lane
   let near: f64 = 0;
   let count = 0;
   const c = tab + 810 * 8; // farExp4's constants
   for (i = 0; i < xb; i += 16) {
-    const lanes = min<usize>(16, xb - i);
-    if (lanes == 16) {
-      const y = f32x4.mul(f32x4.sub(v128.load(x + i), ms), it);
-      const e = farExp4(y, c);
-      if (!v128.any_true(f32x4.ge(y, lim))) {
+    // Runs of all-far groups of four (nearly every group) in a tight loop per mode, not one loop testing the mode in
+    // every group (measured on stories15M's logits: the split without far-mass work 62 → 46 µs, docs/bench.md).
+    if (far == FAR_EXACT) {
+      for (; i < end; i += 16) {
+        const y = f32x4.mul(f32x4.sub(v128.load(x + i), ms), it);
+        if (v128.any_true(f32x4.ge(y, lim))) break;
+        const e = farExp4(y, c);
         ga = f64x2.add(ga, f64x2.promote_low_f32x4(e));
         gb = f64x2.add(gb, f64x2.promote_low_f32x4(v128.shuffle<f32>(e, e, 2, 3, 0, 1)));
-        continue;
       }
-      v128.store(out + 32, e); // the far lanes' weights, for lane access below
+    } else if (far == FAR_BOUND) {
+      for (; i < end; i += 16) {
+        const y = f32x4.mul(f32x4.sub(v128.load(x + i), ms), it);
+        if (v128.any_true(f32x4.ge(y, lim))) break;
+        fb = f32x4.add(fb, farBound4(y, c));
+      }
+    } else {
+      for (; i < end; i += 16) {
+        if (v128.any_true(f32x4.ge(f32x4.mul(f32x4.sub(v128.load(x + i), ms), it), lim))) break;
+      }
+    }
+    if (i >= xb) break;
+    const lanes = min<usize>(16, xb - i);
+    if (lanes == 16) {
+      v128.store(out + 32, farExp4(f32x4.mul(f32x4.sub(v128.load(x + i), ms), it), c)); // far lanes' weights, by lane
     } else {
       // the last few tokens: exp1 is exactly exp4's lane arithmetic
       for (let k: usize = 0; k < lanes; k += 4) store<f32>(out + 32 + k, exp1((load<f32>(x + i + k) - m) * invT));
@@ -105,15 +160,19 @@ export function sample_split(x: usize, n: i32, invT: f32, cut: f32, maxNear: i32
     for (let k: usize = 0; k < lanes; k += 4) {
       const xv = load<f32>(x + i + k);
       if ((xv - m) * invT < -cut) {
-        gs += <f64>load<f32>(out + 32 + k);
+        if (far != FAR_NONE) gs += <f64>load<f32>(out + 32 + k); // exact, so also within the bound
         continue;
       }
       const id = <i32>((i + k) >> 2);
       store<i32>(ids + (<usize>count << 2), id);
-      store<f64>(gaps + (<usize>count << 3), f64x2.extract_lane(ga, 0) + f64x2.extract_lane(ga, 1) + f64x2.extract_lane(gb, 0) + f64x2.extract_lane(gb, 1) + gs);
-      ga = f64x2.splat(0);
-      gb = ga;
-      gs = 0;
+      if (far == FAR_EXACT) {
+        store<f64>(gaps + (<usize>count << 3), f64x2.extract_lane(ga, 0) + f64x2.extract_lane(ga, 1) + f64x2.extract_lane(gb, 0) + f64x2.extract_lane(gb, 1) + gs);
+        ga = f64x2.splat(0);
+        gb = ga;
+        gs = 0;
+      } else {
+        store<f64>(gaps + (<usize>count << 3), 0);
+      }
       if (++count > maxNear) return -2;
       const t = (md - <f64>xv) * sP;
       const wi = expNeg64(t, tab);
@@ -125,7 +184,13 @@ export function sample_split(x: usize, n: i32, invT: f32, cut: f32, maxNear: i32
       }
     }
   }
-  store<f64>(out, f64x2.extract_lane(ga, 0) + f64x2.extract_lane(ga, 1) + f64x2.extract_lane(gb, 0) + f64x2.extract_lane(gb, 1) + gs);
+  if (far == FAR_EXACT) store<f64>(out, f64x2.extract_lane(ga, 0) + f64x2.extract_lane(ga, 1) + f64x2.extract_lane(gb, 0) + f64x2.extract_lane(gb, 1) + gs);
+  else if (far == FAR_BOUND) {
+    // f32 sums of ≤ 8,000 terms per lane are within 8000·2^-24 < 5e-4 of exact: 1.002 keeps the result an upper bound;
+    // gs sums the same f32 weights as FAR_EXACT's gaps, in another grouping: 1 + 1e-12 covers that f64 rounding.
+    const b = <f64>f32x4.extract_lane(fb, 0) + <f64>f32x4.extract_lane(fb, 1) + <f64>f32x4.extract_lane(fb, 2) + <f64>f32x4.extract_lane(fb, 3);
+    store<f64>(out, (b * 1.002 + gs) * (1 + 1e-12));
+  } else store<f64>(out, 0);
   store<f64>(out + 8, near);
   store<f32>(out + 16, m);
   return count;

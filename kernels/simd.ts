@@ -21,6 +21,14 @@
   return i32x4.add(v128.shuffle<i32>(ab, cd, 0, 1, 4, 5), v128.shuffle<i32>(ab, cd, 2, 3, 6, 7));
 }
 
+/** Store lane k of v at o + k·ldo: one row of a matmul's out, four tokens. */
+@inline export function storeColumn(o: usize, ldo: usize, v: v128): void {
+  v128.store32_lane(o, v, 0);
+  v128.store32_lane(o + ldo, v, 1);
+  v128.store32_lane(o + 2 * ldo, v, 2);
+  v128.store32_lane(o + 3 * ldo, v, 3);
+}
+
 /** [p0[0], p1[0], p2[0], p3[0]] as f32x4 (used for the scalar column tails). */
 @inline export function gather4(p0: usize, p1: usize, p2: usize, p3: usize): v128 {
   let v = v128.load32_zero(p0);

@@ -215,6 +215,11 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
         rt.exports.matmul_q8_0_r1t4(alt, xqp, xdp, w.qs, w.d, T, rows, cols, 0, mid);
         rt.exports.matmul_q8_0_r1t4(alt, xqp, xdp, w.qs, w.d, T, rows, cols, mid, rows);
         bitsEqual(rt.f32(alt, T * rows), rt.f32(out, T * rows), `q8 r1t4 T=${T} rows=${rows} cols=${cols}`);
+        // So does the load8x8_s widening variant (q8-ld).
+        rt.f32(alt, T * rows).fill(NaN);
+        rt.exports.matmul_q8_0_ld(alt, xqp, xdp, w.qs, w.d, T, rows, cols, 0, mid);
+        rt.exports.matmul_q8_0_ld(alt, xqp, xdp, w.qs, w.d, T, rows, cols, mid, rows);
+        bitsEqual(rt.f32(alt, T * rows), rt.f32(out, T * rows), `q8 ld T=${T} rows=${rows} cols=${cols}`);
       });
     }
   });
@@ -354,7 +359,7 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
     }
   });
 
-  check('sample split / partition / walk: near ids and weights bit-exact with the sampler, far mass to 1e-6 (odd sizes)', () => {
+  check('sample split / partition / walk: near ids and weights bit-exact with the sampler, far mass to 1e-6, its bound within 2× (odd sizes)', () => {
     const kern = new SamplingKernel(rt.module);
     const f = Math.fround;
     for (const V of [1, 3, 5, 17, 1001, 32003]) for (const invT of [1.25, 0.5]) {
@@ -408,6 +413,19 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
         }
         assert.equal(kern.walk(u * total), want, `sample walk u=${u} V=${V}`);
       }
+      // far = 'bound': the same near tokens, weights and histogram; tail an upper bound of the far mass the exact mode
+      // sums (what the sampler would use) within 2.01× of it, gaps 0. far = 'none': the same near tokens, tail and gaps 0.
+      const exactFar = kern.gaps.subarray(0, n).reduce((a, b) => a + b, 0) + kern.tail; // the kernel's exact far mass
+      const wExact = Float64Array.from(ids, (i) => kern.w[i]);
+      for (const mode of ['bound', 'none'] as const) {
+        assert.equal(kern.split(x, invT, cut, V, sP, true, EXP_TABLES, mode), n, `sample near count (${mode}) V=${V}`);
+        bitsEqual(kern.ids.subarray(0, n), ids, `sample ids (${mode}) V=${V}`);
+        bitsEqual(Float64Array.from(ids, (i) => kern.w[i]), wExact, `sample weights (${mode}) V=${V}`);
+        bitsEqual(kern.mass, mass, `sample histogram (${mode}) V=${V}`);
+        assert.ok(kern.gaps.subarray(0, n).every((g) => g === 0), `sample gaps (${mode}) V=${V}`);
+        if (mode === 'none') assert.equal(kern.tail, 0, `sample tail (none) V=${V}`);
+        else assert.ok(kern.tail >= exactFar && kern.tail <= 2.01 * exactFar + 1e-300, `sample far bound V=${V} invT=${invT}: ${kern.tail} for ${exactFar}`);
+      }
     }
     // a NaN anywhere, +Infinity, or all −Infinity: -1 (the sampler's exact path reports them); too many near: -1
     const y = randomF32(37);
@@ -417,6 +435,13 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
     assert.equal(kern.split(y, 1, 16, 37, 64, false, EXP_TABLES), -1);
     assert.equal(kern.split(new Float32Array(9).fill(-Infinity), 1, 16, 9, 64, false, EXP_TABLES), -1);
     assert.equal(kern.split(new Float32Array(64), 1, 16, 10, 64, false, EXP_TABLES), -1);
+    // a maximum of zero: +0 as soon as one +0 is there (Math.max's), −0 when every zero is −0
+    const z = new Float32Array(41).fill(-30);
+    z[2] = -0;
+    z[30] = 0;
+    assert.ok(kern.split(z, 1, 16, 41, 64, false, EXP_TABLES) === 2 && Object.is(kern.max, 0), 'sample max of −0 and +0');
+    z[30] = -0;
+    assert.ok(kern.split(z, 1, 16, 41, 64, false, EXP_TABLES) === 2 && Object.is(kern.max, -0), 'sample max of −0 only');
   });
 
   check('add is exact; argmax picks the first maximum, and the first NaN wins as in the sampler', () => {
@@ -602,6 +627,24 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
     }
   });
 
+  check('matmul f32 prefill in token blocks equals the unblocked kernel (f32-flat) bit for bit, row sub-ranges too', () => {
+    // Blocks of max(4, 16 KB / row bytes & ~3) tokens: 12 at 288 columns, 4 from 1,025 columns; T beyond a block, odd.
+    for (const [T, rows, cols] of [[37, 33, 288], [130, 19, 291], [9, 7, 1030], [6, 5, 4100], [13, 64, 37]] as const) {
+      const W = randomF32(rows * cols), x = randomF32(T * cols);
+      scoped(() => {
+        const w = rt.putF32(W), xp = rt.putF32(x);
+        const a = rt.alloc(T * rows * 4), b = rt.alloc(T * rows * 4);
+        rt.f32(a, T * rows).fill(NaN);
+        rt.f32(b, T * rows).fill(NaN);
+        const mid = rows >> 1;
+        rt.exports.matmul_f32(a, xp, w, T, rows, cols, 0, mid);
+        rt.exports.matmul_f32(a, xp, w, T, rows, cols, mid, rows);
+        rt.exports.matmul_f32_flat(b, xp, w, T, rows, cols, 0, rows);
+        bitsEqual(rt.f32(a, T * rows), rt.f32(b, T * rows), `f32 blocked vs flat T=${T} rows=${rows} cols=${cols}`);
+      });
+    }
+  });
+
   check('matmul f16 rows4 (workbench variant) matches the reference, large activations included', () => {
     for (const cols of COLS) for (const rows of ROWS) {
       const bits = Uint16Array.from(randomF32(rows * cols), ref.f32ToF16);
@@ -629,10 +672,12 @@ export function wasmChecks(rt: WasmRuntime, pool?: WorkerPool): WasmCheck[] {
           const kinds: [string, (l: ReturnType<WasmRuntime['jobList']>, out: Ptr) => void][] = [
             ['f32', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols)],
             ['f32 rows4', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols, undefined, 0, 'rows4')],
+            ['f32 flat', (l, out) => l.matmulF32(out, xp, w32, T, rows, cols, undefined, 0, 'flat')],
             ['f16', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols)],
             ['f16 rows4', (l, out) => l.matmulF16(out, xp, w16, T, rows, cols, undefined, 0, 'rows4')],
             ['q8_0', (l, out) => l.matmulQ8(out, xq, xd, wq, T)],
             ['q8_0 r1t4', (l, out) => l.matmulQ8(out, xq, xd, wq, T, undefined, 0, 'r1t4')],
+            ['q8_0 ld', (l, out) => l.matmulQ8(out, xq, xd, wq, T, undefined, 0, 'ld')],
             ['q8_0×f32', (l, out) => l.matmulQ8F32(out, xp, wq, T)],
           ];
           for (const [kind, push] of kinds) {

@@ -17,7 +17,8 @@
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
  * (512k-quarter = shipped, 512k-eighth, 160k-eighth, 512k-half), q8-r1t4 (the q8_0 prefill kernel before the
- * two-row one: one row × four tokens), and f32-rows4 / f16-rows4 (the four-row decode
+ * two-row one: one row × four tokens), q8-ld (q8_0 prefill widening weights with load8x8_s), f32-flat (f32 prefill
+ * without the L1-sized token blocks), and f32-rows4 / f16-rows4 (the four-row decode
  * kernels of kernels/variants.ts, with the shipped chunks; they apply to their dtype only). Variants run round-robin within each round, so a noisy machine
  * hits them alike; each row gives the median time over the rounds, the spread (max − min) / median, and the ratio to
  * the first variant. A ratio is flagged '?' when either row's spread exceeds twice its distance from 1: on a shared
@@ -39,14 +40,18 @@ const DEFAULT_SHAPES = ['288x288', '768x288', '288x768', '32000x288', '4096x4096
 const DTYPES = ['f32', 'f16', 'q8_0', 'q8_0-f32'] as const;
 type DType = (typeof DTYPES)[number];
 
-/** A chunk policy, and optionally the four-row decode kernel for one float dtype (which the variant only concerns). */
-interface Variant { chunk: MatmulChunkName; rows4?: 'f32' | 'f16' | 'q8_0' }
+/** A chunk policy, and optionally another kernel for one dtype (which the variant only concerns). */
+interface Variant { chunk: MatmulChunkName; kernel?: { dtype: 'f32' | 'f16' | 'q8_0'; name: 'rows4' | 'flat' | 'r1t4' | 'ld' } }
 const VARIANTS: Record<string, Variant> = {
   ...Object.fromEntries(Object.keys(MATMUL_CHUNK_POLICIES).map((k) => [k, { chunk: k as MatmulChunkName }])),
-  'f32-rows4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'f32' },
-  'f16-rows4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'f16' },
+  'f32-rows4': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f32', name: 'rows4' } },
+  'f16-rows4': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f16', name: 'rows4' } },
+  // f32 prefill over all tokens at once (kernels/matmul_float.ts matmul_f32_flat), the kernel before token blocks
+  'f32-flat': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'f32', name: 'flat' } },
   // q8_0 prefill with one row × four tokens (kernels/q8.ts matmul_q8_0_r1t4), the kernel before q8r2t4
-  'q8-r1t4': { chunk: DEFAULT_MATMUL_CHUNK, rows4: 'q8_0' },
+  'q8-r1t4': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'q8_0', name: 'r1t4' } },
+  // q8_0 prefill widening the weights with load8x8_s (kernels/q8.ts matmul_q8_0_ld)
+  'q8-ld': { chunk: DEFAULT_MATMUL_CHUNK, kernel: { dtype: 'q8_0', name: 'ld' } },
 };
 
 function fail(message: string): never {
@@ -165,6 +170,8 @@ function ratio(a: Timing, b: Timing): string {
 }
 
 const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
+/** Microseconds from milliseconds: three decimals below 10 µs (a tiny matmul takes ~0.05 µs: '0.0' said nothing). */
+const usOf = (ms: number): string => (ms * 1000).toFixed(ms < 0.01 ? 3 : 1);
 
 // ---- random data in wasm memory (values do not matter for timing, only finiteness) --------------------------------
 
@@ -212,13 +219,13 @@ function makeActs(T: number, cols: number, rowsN: number): { x: Ptr; xq: Ptr; xd
 
 /** Append out = x·Wᵀ; q8_0 quantizes the activations first (a phase of its own, as in the backend). */
 function pushMatmul(list: JobList, w: Weights, a: { x: Ptr; xq: Ptr; xd: Ptr }, T: number, out: Ptr, v: Variant, quantize = true): void {
-  const kernel = v.rows4 === w.dtype ? 'rows4' : 'rows1';
-  if (w.dtype === 'f32') list.matmulF32(out, a.x, w.f32, T, w.rows, w.cols, undefined, 0, kernel);
-  else if (w.dtype === 'f16') list.matmulF16(out, a.x, w.f16, T, w.rows, w.cols, undefined, 0, kernel);
+  const own = v.kernel?.dtype === w.dtype ? v.kernel.name : undefined;
+  if (w.dtype === 'f32') list.matmulF32(out, a.x, w.f32, T, w.rows, w.cols, undefined, 0, own === 'rows4' || own === 'flat' ? own : 'rows1');
+  else if (w.dtype === 'f16') list.matmulF16(out, a.x, w.f16, T, w.rows, w.cols, undefined, 0, own === 'rows4' ? own : 'rows1');
   else if (w.dtype === 'q8_0-f32') list.matmulQ8F32(out, a.x, w.q8!, T);
   else {
     if (quantize) { list.quantizeQ8Act(a.xq, a.xd, a.x, T, w.cols); list.barrier(); }
-    list.matmulQ8(out, a.xq, a.xd, w.q8!, T, undefined, 0, v.rows4 === 'q8_0' ? 'r1t4' : 'r2t4');
+    list.matmulQ8(out, a.xq, a.xd, w.q8!, T, undefined, 0, own === 'r1t4' || own === 'ld' ? own : 'r2t4');
   }
 }
 
@@ -235,11 +242,11 @@ async function runner(threads: number, list: JobList, v: Variant): Promise<() =>
  * dtype; on one thread there are no chunks, so variants that differ only in their chunk policy are one run (the first).
  */
 function variantsFor(dtype: DType, threads: number): string[] {
-  const kernelOf = (n: string): string => (VARIANTS[n].rows4 === dtype ? 'rows4' : 'rows1');
+  const kernelOf = (n: string): string => (VARIANTS[n].kernel?.dtype === dtype ? VARIANTS[n].kernel!.name : 'shipped');
+  const other = (m: string): boolean => VARIANTS[m].kernel !== undefined && VARIANTS[m].kernel!.dtype !== dtype;
   return variantNames.filter((n, i) => {
-    const v = VARIANTS[n];
-    if (v.rows4 && v.rows4 !== dtype) return false;
-    return threads > 1 || variantNames.findIndex((m) => kernelOf(m) === kernelOf(n) && !(VARIANTS[m].rows4 && VARIANTS[m].rows4 !== dtype)) === i;
+    if (other(n)) return false;
+    return threads > 1 || variantNames.findIndex((m) => kernelOf(m) === kernelOf(n) && !other(m)) === i;
   });
 }
 
@@ -271,7 +278,7 @@ async function matmul(): Promise<void> {
         }));
         const t = timeRoundRobin(fns);
         names.forEach((n, k) => print({
-          kernel: 'matmul', dtype, variant: n, shape: `${rowsN}x${cols}`, tokens: T, threads, us: (t[k].median * 1000).toFixed(1),
+          kernel: 'matmul', dtype, variant: n, shape: `${rowsN}x${cols}`, tokens: T, threads, us: usOf(t[k].median),
           'GB/s': (w.bytes / t[k].median / 1e6).toFixed(1), 'GFLOP/s': ((2 * T * rowsN * cols) / t[k].median / 1e6).toFixed(1),
           spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]),
         }));
@@ -313,7 +320,7 @@ async function model(): Promise<void> {
         const t = timeRoundRobin(fns);
         names.forEach((n, k) => print({
           kernel: T === 1 ? 'model decode (+classifier)' : 'model prefill (layers)', dtype, variant: n, tokens: T, threads,
-          us: (t[k].median * 1000).toFixed(1), 'tok/s': ((T / t[k].median) * 1000).toFixed(0), 'GB/s': (bytes / t[k].median / 1e6).toFixed(1),
+          us: usOf(t[k].median), 'tok/s': ((T / t[k].median) * 1000).toFixed(0), 'GB/s': (bytes / t[k].median / 1e6).toFixed(1),
           spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]),
         }));
       }
@@ -420,8 +427,9 @@ async function sample(): Promise<void> {
   ];
   for (const [name, o] of settings) {
     const paths = ['JS, whole vocabulary', 'kernel, near tokens'];
+    const samplers = paths.map(() => new Sampler({ ...o, seed: 1 }, V));
     const fns = paths.map((_, k) => {
-      const s = new Sampler({ ...o, seed: 1 }, V);
+      const s = samplers[k];
       return () => {
         useSamplingKernel(k === 1);
         for (const x of sets) s.sample(x);
@@ -429,7 +437,9 @@ async function sample(): Promise<void> {
     });
     const t = timeRoundRobin(fns);
     useSamplingKernel(true);
-    paths.forEach((path, k) => print({ sampler: name, path, 'us/token': ((t[k].median * 1000) / sets.length).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]) }));
+    // exact passes: top-p draws whose nucleus the far mass's bound left open (a second, exact split; kernel path only)
+    paths.forEach((path, k) => print({ sampler: name, path, 'us/token': ((t[k].median * 1000) / sets.length).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]),
+      'exact passes': k === 1 && o.topP !== undefined ? `${samplers[k].nearExact}` : '' }));
   }
   flush();
 }

@@ -236,6 +236,8 @@ export class Sampler {
   private total = 0;
   /** filterNear() for plain temperature sampling: the draw walks the far gaps too. */
   private nearMode = false;
+  /** Top-p draws on the near path whose nucleus needed the exact far mass (the bound left it open): tests, the workbench. */
+  nearExact = 0;
   /** The weights filter() or filterNear() left: this.w, or the sampling kernel's. */
   private weights: Float64Array;
 
@@ -440,29 +442,27 @@ export class Sampler {
     if (kern === undefined || !kern.fits(this.vocabSize) || !(this.invT < NEAR_MAX_INV_T)) return -1;
     if (minP > 0 && -Math.log(minP) > NEAR_NATS - 1) return -1;
     const sP = S * this.invT;
-    const nc = kern.split(x, this.invT, NEAR_NATS, this.vocabSize >> 2, sP, topP < 1, EXP_TABLES);
+    // Min-p alone never reads the far mass; top-p first tries with an upper bound of it (below); plain temperature
+    // sampling walks the far gaps, so it needs them exactly.
+    const far = topP < 1 ? 'bound' : minP > 0 ? 'none' : 'exact';
+    let nc = kern.split(x, this.invT, NEAR_NATS, this.vocabSize >> 2, sP, topP < 1, EXP_TABLES, far);
     if (nc < 0) return -1;
     const ids = kern.ids;
     const w = (this.weights = kern.w);
     this.nearMode = topP === 1 && minP === 0;
     if (topP < 1) {
-      // nucleus() over the whole vocabulary, histogram path: the far tokens all lie in buckets after the edge one
-      const z = kern.near + farMass(kern.gaps, nc, kern.tail);
-      const target = topP * z;
-      let { bucket: B, before } = bucketReaching(kern.mass, target);
-      if (B >= NEAR_NATS * S - 2) return -1; // the nucleus must end well inside the near tokens
-      const out = this.b;
-      let r = kern.partition(sP, B);
-      out.set(kern.keep.subarray(0, r));
-      const tail = out.length - kern.edgeCount;
-      out.set(kern.edge.subarray(0, kern.edgeCount), tail);
-      this.sortDesc(x, out, tail, out.length);
-      for (let j = tail; j < out.length && before < target; j++) {
-        const i = out[j];
-        out[r++] = i;
-        before += w[i];
+      // nucleus() over the whole vocabulary, histogram path: the far tokens all lie in buckets after the edge one. Its
+      // target is topP·(near + far) with far in [0, bound]; the kept set only grows with the target, so where both
+      // ends keep the same set, so does the exact far mass (f64 rounding is monotonic too), and no exact pass is needed.
+      let r = this.nucleusNear(x, sP, topP * kern.near, topP * (kern.near + kern.tail));
+      if (r === -2) {
+        nc = kern.split(x, this.invT, NEAR_NATS, this.vocabSize >> 2, sP, true, EXP_TABLES, 'exact');
+        if (nc < 0) return -1;
+        this.nearExact++;
+        const target = topP * (kern.near + farMass(kern.gaps, nc, kern.tail));
+        r = this.nucleusNear(x, sP, target, target);
       }
-      return this.minPAfter(out, r);
+      return r < 0 ? -1 : this.minPAfter(this.b, r);
     }
     if (minP > 0) {
       // the min-p-only loop of filter(), over the near tokens (a superset of those within its threshold)
@@ -484,6 +484,38 @@ export class Sampler {
     }
     this.total = kern.near + farMass(kern.gaps, nc, kern.tail);
     return nc;
+  }
+
+  /**
+   * The nucleus of the last split's near tokens for a target known to lie in [lo, hi] (lo = hi: known exactly): the
+   * kept ids into this.b[0..r), the order nucleus() leaves them in. Returns r; -2 when lo and hi keep different sets
+   * (the caller needs the exact target), -1 when the nucleus reaches too close to the far tokens.
+   */
+  private nucleusNear(x: Float32Array, sP: number, lo: number, hi: number): number {
+    const kern = samplingKernel()!;
+    const w = kern.w;
+    const atLo = bucketReaching(kern.mass, lo);
+    const B = atLo.bucket;
+    if (bucketReaching(kern.mass, hi).bucket !== B) return -2;
+    if (B >= NEAR_NATS * S - 2) return -1; // the nucleus must end well inside the near tokens
+    const out = this.b;
+    let r = kern.partition(sP, B);
+    out.set(kern.keep.subarray(0, r));
+    const tail = out.length - kern.edgeCount;
+    out.set(kern.edge.subarray(0, kern.edgeCount), tail);
+    this.sortDesc(x, out, tail, out.length);
+    // The edge bucket's tokens, largest first, until the mass before them reaches the target: at both ends.
+    let before = atLo.before;
+    let beforeHi = before;
+    let j = tail;
+    for (; j < out.length && before < lo; j++) {
+      const i = out[j];
+      out[r++] = i;
+      before += w[i];
+      beforeHi += w[i];
+    }
+    if (j < out.length && beforeHi < hi) return -2; // hi would keep at least one more
+    return r;
   }
 
   /**

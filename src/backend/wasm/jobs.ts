@@ -14,8 +14,11 @@
 import { GROUP_BASE, JOB_BYTES, JOB_MAX_ARGS, OP, SPLIT } from './layout.js';
 import type { AttentionArgs, Ptr, Q8Matrix, WasmRuntime } from './runtime.js';
 
-/** Float decode (T = 1) kernels: rows1 = one sequential row at a time (shipped), rows4 = the workbench's variant. */
-export type DecodeKernel = 'rows1' | 'rows4';
+/**
+ * Float matmul kernels: rows1 = shipped (decode one sequential row at a time, prefill 2 rows × 4 tokens); the workbench's
+ * variants: rows4 = the four-row decode kernel, flat = f32 prefill without token blocks (the kernel before).
+ */
+export type DecodeKernel = 'rows1' | 'rows4' | 'flat';
 
 export class JobList {
   readonly ptr: Ptr;
@@ -79,15 +82,15 @@ export class JobList {
   // kernel 'rows4': the workbench's four-row decode variant (kernels/variants.ts), never used by the engine.
   matmulF32(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
     kernel: DecodeKernel = 'rows1'): number {
-    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : 0]);
+    return this.push(OP.MATMUL_F32, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : kernel === 'flat' ? 2 : 0]);
   }
   matmulF16(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, owner = SPLIT, resid: Ptr = 0,
     kernel: DecodeKernel = 'rows1'): number {
     return this.push(OP.MATMUL_F16, owner, [out, x, w, T, rows, cols, resid, kernel === 'rows4' ? 1 : 0]);
   }
   // q8_0 kernel 'r1t4': the workbench's one-row prefill variant (kernels/q8.ts matmul_q8_0_r1t4).
-  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0, kernel: 'r2t4' | 'r1t4' = 'r2t4'): number {
-    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid, kernel === 'r1t4' ? 1 : 0]);
+  matmulQ8(out: Ptr, xq: Ptr, xd: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0, kernel: 'r2t4' | 'r1t4' | 'ld' = 'r2t4'): number {
+    return this.push(OP.MATMUL_Q8, owner, [out, xq, xd, w.qs, w.d, T, w.rows, w.cols, resid, kernel === 'r1t4' ? 1 : kernel === 'ld' ? 2 : 0]);
   }
   matmulQ8F32(out: Ptr, x: Ptr, w: Q8Matrix, T: number, owner = SPLIT, resid: Ptr = 0): number {
     return this.push(OP.MATMUL_Q8_F32, owner, [out, x, w.qs, w.d, T, w.rows, w.cols, resid]);

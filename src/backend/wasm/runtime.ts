@@ -21,9 +21,13 @@ export interface KernelExports {
   /** Workbench variants of matmul_f32 / matmul_f16 (kernels/variants.ts): the four-row decode kernels. */
   matmul_f32_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_f16_rows4(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  /** Workbench variant of matmul_f32: prefill over all tokens at once, no token blocks (f32-flat). */
+  matmul_f32_flat(out: Ptr, x: Ptr, w: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   /** Workbench variant of matmul_q8_0 (kernels/q8.ts): one row × four tokens for prefill. */
   matmul_q8_0_r1t4(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
+  /** Workbench variant of matmul_q8_0: prefill widening the weights with load8x8_s (q8-ld). */
+  matmul_q8_0_ld(out: Ptr, xq: Ptr, xd: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   matmul_q8_0_f32(out: Ptr, x: Ptr, wq: Ptr, wd: Ptr, T: number, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_0(qs: Ptr, d: Ptr, src: Ptr, rows: number, cols: number, r0: number, r1: number): void;
   quantize_q8_act(xq: Ptr, xd: Ptr, x: Ptr, T: number, cols: number): void;
@@ -45,7 +49,7 @@ export interface KernelExports {
     rowStride: number, kvHalf: number): void;
   plan_jobs(list: Ptr, count: number, nThreads: number, ctrl: Ptr, tag: number): number;
   /** Sampling's pass over the vocabulary (kernels/sample.ts, driven by sampling.ts). */
-  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
+  sample_split(x: Ptr, n: number, invT: number, cut: number, maxNear: number, sP: number, hist: number, far: number, ids: Ptr, gaps: Ptr, w: Ptr, mass: Ptr, tab: Ptr, out: Ptr): number;
   sample_partition(x: Ptr, ids: Ptr, n: number, m: number, sP: number, B: number, keep: Ptr, edge: Ptr, out: Ptr): number;
   sample_walk(ids: Ptr, gaps: Ptr, w: Ptr, n: number, target: number): number;
   run_jobs(list: Ptr, count: number, tid: number, nThreads: number, ctrl: Ptr, tag: number, after: number): number;

@@ -16,13 +16,23 @@ const BUCKETS = 32 * 64 + 1;
 const FAR_CONSTANTS = [-87.33654, 1.44269504088896341, 12582912.0, 0.693359375, -2.1219444e-4, 1.98756915e-4, 1.3981999507e-3,
   8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1, 1.0];
 const CONSTANT_BYTES = (FAR_CONSTANTS.length + 1) * 16;
+/**
+ * What split() computes of the far tokens' mass (kernels/sample.ts): 'exact' (gaps and tail), 'bound' (tail is an upper
+ * bound of the total, at most ~2× it; gaps are 0) or 'none' (both 0).
+ */
+export type FarMass = 'exact' | 'bound' | 'none';
+const FAR_CODE: Record<FarMass, number> = { none: 0, exact: 1, bound: 2 };
+
 /** The memory's ceiling: 64 MiB, vocabularies up to ~2 M tokens (the sampler's packed sort keys stop at 2^21). */
 const MAX_PAGES = 1024;
 
 const align64 = (n: number): number => Math.ceil(n / 64) * 64;
 
 export class SamplingKernel {
-  /** After split(): the maximum logit, the far mass after the last near token, the near tokens' summed weight. */
+  /**
+   * After split(): the maximum logit, the far mass after the last near token (with far = 'bound': an upper bound of
+   * the whole far mass), the near tokens' summed weight.
+   */
   max = 0;
   tail = 0;
   near = 0;
@@ -61,10 +71,12 @@ export class SamplingKernel {
 
   /**
    * Split `logits` at `cut` nats below the maximum, at temperature 1/invT (kernels/sample.ts): t = (max − x)·sP,
-   * weights from `tables` (the sampler's, copied once), the histogram when `hist`. Returns the near count, or -1 when
+   * weights from `tables` (the sampler's, copied once), the histogram when `hist`, the far mass as `far` asks.
+   * Returns the near count, or -1 when
    * a logit is NaN or the maximum is not finite, or when more than maxNear tokens are near.
    */
-  split(logits: Float32Array, invT: number, cut: number, maxNear: number, sP: number, hist: boolean, tables: Float64Array): number {
+  split(logits: Float32Array, invT: number, cut: number, maxNear: number, sP: number, hist: boolean, tables: Float64Array,
+    far: FarMass = 'exact'): number {
     const n = logits.length;
     if (n > this.capacity) this.grow(n);
     if (tables !== this.tables) {
@@ -77,7 +89,7 @@ export class SamplingKernel {
     }
     this.logits.set(logits);
     const p = this.p;
-    const count = this.exports.sample_split(p.x, n, invT, cut, maxNear, sP, hist ? 1 : 0, p.ids, p.gaps, p.w, p.mass, p.tab, this.base);
+    const count = this.exports.sample_split(p.x, n, invT, cut, maxNear, sP, hist ? 1 : 0, FAR_CODE[far], p.ids, p.gaps, p.w, p.mass, p.tab, this.base);
     this.count = Math.max(0, count);
     if (count < 0) return -1;
     this.splits++;
