@@ -26,7 +26,8 @@ for (const [b, d] of keys) {
   const full = main.find((r) => r.batch === b && r.depth === d && !isMix(r));
   const mix = main.find((r) => r.batch === b && r.depth === d && isMix(r));
   const v = (r) => (r?.error ? 'does not fit' : cell(r?.stepMs, b));
-  const ratio = full?.stepMs && mix?.stepMs ? `${(100 * (1 - mix.stepMs / full.stepMs)).toFixed(0)} % lower` : '—';
+  const lower = full?.stepMs && mix?.stepMs ? 100 * (1 - mix.stepMs / full.stepMs) : undefined;
+  const ratio = lower === undefined ? '—' : lower >= 0 ? `${lower.toFixed(0)} % lower` : `${(-lower).toFixed(0)} % higher`;
   out.push(`| ${b} | ${d} | ${v(full)} | ${v(mix)} | ${ratio} | ${cell(hfRow('eager', b, d)?.stepMs, b)} | ${cell(hfRow('sdpa', b, d)?.stepMs, b)} | ${cell(hfRow('static+compile', b, d)?.stepMs, b)} |`);
 }
 // Prefill: fastgen's ppN rows against HF's prompt of the same length (its generate() of 2 tokens, so an upper bound).
