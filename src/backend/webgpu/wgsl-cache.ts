@@ -110,6 +110,11 @@ const PAGE_WORDS = ${pageElements(c.pageTokens, c.headDim) / ew}u;
 const PAGE_FLOATS = ${pageElements(c.pageTokens, c.headDim)}u;`;
 }
 
+/** Storage bindings 1, 2, … in order: `@group(0) @binding(i) var<storage, access> name: array<type>;` each. */
+function storage(...decls: [name: string, access: 'read' | 'read_write', type: string][]): string {
+  return decls.map(([name, access, type], i) => `@group(0) @binding(${i + 1}) var<storage, ${access}> ${name}: array<${type}>;`).join('\n');
+}
+
 /** Parameters shared by the cache kernels (one struct, so the encoder fills them the same way). */
 const CACHE_PARAMS = `struct P {
   nLayers: u32, layer: u32, nHeads: u32, nKvHeads: u32,
@@ -128,11 +133,7 @@ fn tableBaseAt(seqSlot: u32, layer: u32, kvh: u32) -> u32 { return ((seqSlot * p
 export function kvWriteWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read_write> act: array<f32>;
-@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(3) var<storage, read> tables: array<u32>;
-@group(0) @binding(4) var<storage, read_write> slotMeta: array<u32>;
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+${storage(['act', 'read_write', 'f32'], ['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['slotMeta', 'read_write', 'u32'], ['scores', 'read_write', 'f32'])}
 ${kvAccess(c.parts, true)}
 ${TABLE_BASE}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
@@ -187,10 +188,7 @@ fn fillValue(seed: u32, page: u32, off: u32) -> f32 {
 export function kvFillWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(2) var<storage, read> tables: array<u32>;
-@group(0) @binding(3) var<storage, read_write> slotMeta: array<u32>;
-@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+${storage(['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['slotMeta', 'read_write', 'u32'], ['scores', 'read_write', 'f32'])}
 ${kvAccess(c.parts, true)}
 ${FILL_HASH}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
@@ -233,30 +231,10 @@ ${FILL_HASH}
 export const ATTENTION_CHUNK = 128;
 
 /**
- * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
- * computes, over the slots s ≤ older + t of the query head's KV head (GQA/MQA: kvHead = qh / group) in its chunk, the
- * online-softmax partial (max m, sum l, Σ exp(score − m)·V) into `part`; attentionCombine merges a row's chunks. No
- * score buffer, any length; decode rows get as many workgroups as their context needs.
- * part[((row · nHeads + qh) · nChunks + chunk) · (HD + 2) …] = m, l, acc[HD].
+ * The start of both attention kernels: which (query head, row, chunk of CH slots) this workgroup is, the slots its row
+ * sees (n), and where its partial goes (pb); a chunk past the row's slots writes an empty partial and returns.
  */
-export function attentionWgsl(c: CacheShape, chunk = ATTENTION_CHUNK): string {
-  const dPer = Math.ceil(c.headDim / 64);
-  return `${consts(c)}
-${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read_write> act: array<f32>;
-@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(3) var<storage, read> tables: array<u32>;
-@group(0) @binding(4) var<storage, read_write> part: array<f32>;
-${kvAccess(c.parts, false)}
-${TABLE_BASE}
-const NEG = -3.0e38;
-const CH = ${chunk}u;
-var<workgroup> qs: array<f32, HD>;
-var<workgroup> sc: array<f32, 64>;
-var<workgroup> red: array<f32, 64>;
-var<workgroup> pg: array<u32, 64>;
-@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
-  let qh = wid.x;
+const ATTENTION_ROW = `  let qh = wid.x;
   let row = wid.y;
   let chunk = wid.z;
   let item = pbuf[p.rowItemOff + row];
@@ -270,7 +248,54 @@ var<workgroup> pg: array<u32, 64>;
     return;
   }
   let last = min(n, first + CH);
-  let tb = tableBase(seqSlot, kvh);
+  let tb = tableBase(seqSlot, kvh);`;
+
+/**
+ * One block of 64 slots of the online softmax, shared by both attention kernels: `score` (NEG past `last`) → the
+ * block's max and the running max m → newm, corr = e^(m − newm), sc[j] = e^(score_j − newm) for the values, the
+ * running sum l updated.
+ */
+const ONLINE_SOFTMAX = `    red[lid.x] = score;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] = max(red[lid.x], red[lid.x + h]); }
+      workgroupBarrier();
+    }
+    let newm = max(m, red[0]);
+    workgroupBarrier();
+    let corr = exp(m - newm);
+    let e = select(0.0, exp(score - newm), s < last);
+    sc[lid.x] = e;
+    red[lid.x] = e;
+    workgroupBarrier();
+    for (var h = 32u; h > 0u; h >>= 1u) {
+      if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
+      workgroupBarrier();
+    }
+    l = l * corr + red[0];`;
+
+/**
+ * Ragged paged attention, split over the slots: one workgroup per (query head, row, chunk of ATTENTION_CHUNK slots)
+ * computes, over the slots s ≤ older + t of the query head's KV head (GQA/MQA: kvHead = qh / group) in its chunk, the
+ * online-softmax partial (max m, sum l, Σ exp(score − m)·V) into `part`; attentionCombine merges a row's chunks. No
+ * score buffer, any length; decode rows get as many workgroups as their context needs.
+ * part[((row · nHeads + qh) · nChunks + chunk) · (HD + 2) …] = m, l, acc[HD].
+ */
+export function attentionWgsl(c: CacheShape, chunk = ATTENTION_CHUNK): string {
+  const dPer = Math.ceil(c.headDim / 64);
+  return `${consts(c)}
+${CACHE_PARAMS}
+${storage(['act', 'read_write', 'f32'], ['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['part', 'read_write', 'f32'])}
+${kvAccess(c.parts, false)}
+${TABLE_BASE}
+const NEG = -3.0e38;
+const CH = ${chunk}u;
+var<workgroup> qs: array<f32, HD>;
+var<workgroup> sc: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
+var<workgroup> pg: array<u32, 64>;
+@compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
+${ATTENTION_ROW}
   let qb = p.qOff + row * p.qStride + qh * HD;
   for (var d = lid.x; d < HD; d += 64u) { qs[d] = act[qb + d]; }
   workgroupBarrier();
@@ -289,24 +314,7 @@ var<workgroup> pg: array<u32, 64>;
       for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
       score = dotv * p.scale;
     }
-    red[lid.x] = score;
-    workgroupBarrier();
-    for (var h = 32u; h > 0u; h >>= 1u) {
-      if (lid.x < h) { red[lid.x] = max(red[lid.x], red[lid.x + h]); }
-      workgroupBarrier();
-    }
-    let newm = max(m, red[0]);
-    workgroupBarrier();
-    let corr = exp(m - newm);
-    let e = select(0.0, exp(score - newm), s < last);
-    sc[lid.x] = e;
-    red[lid.x] = e;
-    workgroupBarrier();
-    for (var h = 32u; h > 0u; h >>= 1u) {
-      if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
-      workgroupBarrier();
-    }
-    l = l * corr + red[0];
+${ONLINE_SOFTMAX}
     let cnt = min(64u, last - s0);
     for (var k = 0u; k < ${dPer}u; k++) {
       let d = lid.x + 64u * k;
@@ -364,12 +372,7 @@ export function attentionVec4Wgsl(c: CacheShape, chunk = ATTENTION_CHUNK): strin
   const loadV = (i: number) => `vw = kv${i}[vb];`;
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read_write> act: array<f32>;
-@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(3) var<storage, read> tables: array<u32>;
-@group(0) @binding(4) var<storage, read_write> part: array<f32>;
-@group(0) @binding(5) var<storage, read_write> ml: array<f32>;
-@group(0) @binding(6) var<storage, read_write> raw: array<f32>;
+${storage(['act', 'read_write', 'f32'], ['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['part', 'read_write', 'f32'], ['ml', 'read_write', 'f32'], ['raw', 'read_write', 'f32'])}
 ${decl}
 ${TABLE_BASE}
 const NEG = -3.0e38;
@@ -386,21 +389,7 @@ var<workgroup> vsum: array<vec4f, ${phases * hdw4 * (per / 4)}>;
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   _ = &ml;
   _ = &raw;
-  let qh = wid.x;
-  let row = wid.y;
-  let chunk = wid.z;
-  let item = pbuf[p.rowItemOff + row];
-  let seqSlot = pbuf[p.itemOff + item * 4u];
-  let kvh = qh / (p.nHeads / p.nKvHeads);
-  let n = pbuf[p.olderOff + (item * p.nLayers + p.layer) * p.nKvHeads + kvh] + pbuf[p.rowTOff + row] + 1u;
-  let pb = ((row * p.nHeads + qh) * p.nChunks + chunk) * (HD + 2u);
-  let first = chunk * CH;
-  if (first >= n) {
-    if (lid.x == 0u) { part[pb] = NEG; part[pb + 1u] = 0.0; }
-    return;
-  }
-  let last = min(n, first + CH);
-  let tb = tableBase(seqSlot, kvh);
+${ATTENTION_ROW}
   let qb = p.qOff + row * p.qStride + qh * HD;
   for (var d = lid.x; d < HD / 4u; d += 64u) { qs[d] = vec4f(act[qb + 4u * d], act[qb + 4u * d + 1u], act[qb + 4u * d + 2u], act[qb + 4u * d + 3u]); }
   workgroupBarrier();
@@ -425,24 +414,7 @@ var<workgroup> vsum: array<vec4f, ${phases * hdw4 * (per / 4)}>;
       // reading K again).
       if (p.rawStride > 0u) { raw[(row * p.nHeads + qh) * p.rawStride + s] = score; }
     }
-    red[lid.x] = score;
-    workgroupBarrier();
-    for (var h = 32u; h > 0u; h >>= 1u) {
-      if (lid.x < h) { red[lid.x] = max(red[lid.x], red[lid.x + h]); }
-      workgroupBarrier();
-    }
-    let newm = max(m, red[0]);
-    workgroupBarrier();
-    let corr = exp(m - newm);
-    let e = select(0.0, exp(score - newm), s < last);
-    sc[lid.x] = e;
-    red[lid.x] = e;
-    workgroupBarrier();
-    for (var h = 32u; h > 0u; h >>= 1u) {
-      if (lid.x < h) { red[lid.x] += red[lid.x + h]; }
-      workgroupBarrier();
-    }
-    l = l * corr + red[0];
+${ONLINE_SOFTMAX}
     acc0 *= corr;
     acc1 *= corr;
     let cnt = min(64u, last - s0);
@@ -488,9 +460,7 @@ var<workgroup> vsum: array<vec4f, ${phases * hdw4 * (per / 4)}>;
 export function attentionCombineWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read_write> act: array<f32>;
-@group(0) @binding(2) var<storage, read_write> part: array<f32>;
-@group(0) @binding(3) var<storage, read_write> ml: array<f32>;
+${storage(['act', 'read_write', 'f32'], ['part', 'read_write', 'f32'], ['ml', 'read_write', 'f32'])}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let qh = wid.x;
   let row = wid.y;
@@ -536,12 +506,7 @@ export function attentionStatsWgsl(c: CacheShape, fromRaw = false): string {
     : { decl: kvAccess(c.parts, false), use: '' };
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read_write> act: array<f32>;
-@group(0) @binding(2) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(3) var<storage, read> tables: array<u32>;
-@group(0) @binding(4) var<storage, read_write> ml: array<f32>;
-@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(6) var<storage, read_write> stats: array<f32>;
+${storage(['act', 'read_write', 'f32'], ['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['ml', 'read_write', 'f32'], ['scores', 'read_write', 'f32'], ['stats', 'read_write', 'f32'])}
 ${k.decl}
 ${TABLE_BASE}
 var<workgroup> qs: array<f32, HD>;
@@ -630,12 +595,7 @@ var<workgroup> qs: array<f32, HD>;
 export function evictWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(2) var<storage, read> tables: array<u32>;
-@group(0) @binding(3) var<storage, read> slotMeta: array<u32>;
-@group(0) @binding(4) var<storage, read> scores: array<f32>;
-@group(0) @binding(5) var<storage, read_write> work: array<u32>;
-@group(0) @binding(6) var<storage, read_write> report: array<u32>;
+${storage(['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['slotMeta', 'read', 'u32'], ['scores', 'read', 'f32'], ['work', 'read_write', 'u32'], ['report', 'read_write', 'u32'])}
 ${TABLE_BASE}
 var<workgroup> red: array<u32, 256>;
 var<workgroup> hist: array<atomic<u32>, 256>;
@@ -801,11 +761,7 @@ fn scoreKey(bits: u32) -> u32 {
 export function applyMovesWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(2) var<storage, read> tables: array<u32>;
-@group(0) @binding(3) var<storage, read_write> slotMeta: array<u32>;
-@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(5) var<storage, read> work: array<u32>;
+${storage(['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['slotMeta', 'read_write', 'u32'], ['scores', 'read_write', 'f32'], ['work', 'read', 'u32'])}
 ${kvAccess(c.parts, true)}
 ${TABLE_BASE}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
@@ -842,10 +798,7 @@ ${TABLE_BASE}
 export function setScoresWgsl(c: CacheShape): string {
   return `${consts(c)}
 ${CACHE_PARAMS}
-@group(0) @binding(1) var<storage, read> pbuf: array<u32>;
-@group(0) @binding(2) var<storage, read> tables: array<u32>;
-@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(4) var<storage, read> work: array<u32>;
+${storage(['pbuf', 'read', 'u32'], ['tables', 'read', 'u32'], ['scores', 'read_write', 'f32'], ['work', 'read', 'u32'])}
 ${TABLE_BASE}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let e = p.entryOff + wid.x * 4u;
@@ -859,8 +812,7 @@ ${TABLE_BASE}
 export const patchTablesWgsl = `
 struct P { count: u32, _a: u32, _b: u32, _c: u32 };
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> tables: array<u32>;
-@group(0) @binding(2) var<storage, read> list: array<u32>;
+${storage(['tables', 'read_write', 'u32'], ['list', 'read', 'u32'])}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let j = (wid.x + wid.y * 65535u) * 64u + lid.x;
   if (j >= p.count) { return; }
@@ -875,9 +827,7 @@ export function copyPagesWgsl(c: CacheShape): string {
   return `${consts(c)}
 struct P { count: u32, _a: u32, _b: u32, _c: u32 };
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> pairs: array<u32>;
-@group(0) @binding(2) var<storage, read_write> slotMeta: array<u32>;
-@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+${storage(['pairs', 'read', 'u32'], ['slotMeta', 'read_write', 'u32'], ['scores', 'read_write', 'f32'])}
 ${kvAccess(c.parts, true)}
 @compute @workgroup_size(64) fn main(@builtin(local_invocation_id) lid: vec3u, @builtin(workgroup_id) wid: vec3u) {
   let j = wid.x + wid.y * 65535u;
