@@ -62,6 +62,7 @@ test('bench --synthetic: bad combinations are usage errors (exit 2) before anyth
     [['--synthetic', 'stories15M', '--budget-tests', 'tg4@d8x2'], /--budget-tests needs --kv-budget/],
     [['--synthetic', 'stories15M', '--tests', 'gen16'], /synthetic runs measure ppN and tgN tests/],
     [['--synthetic', 'stories15M', '--kv-budget', '1MiB', '--budget-tests', 'tg4x2'], /'tg4 x2' is not a tgN@dDxB test/],
+    [['--synthetic', 'stories15M', '--kv-dtype', 'f16', '--kv-dtype', 'f32'], /--kv-dtype takes one KV dtype per synthetic run/],
   ];
   for (const [args, msg] of cases) {
     const r = run(args);
@@ -122,4 +123,12 @@ test('bench --synthetic on the GPU: rows per cache × test with exact KV bytes; 
   assert.equal(d.status, 0, d.stderr);
   const dr = JSON.parse(d.stdout).rows[0] as GpuBenchRow;
   assert.ok(dr.kvBytesPerRow > 0 && dr.kvBytesPerRow < 68 * perToken, `${dr.kvBytesPerRow}`);
+
+  // An f16 cache: the rows say so, and hold half the bytes of the f32 rows above; the CPU's prepare is part of encode.
+  const h = run(['--synthetic', 'stories15M', '--kv-dtype', 'f16', '--tests', 'tg2x2@d20', '--cache', 'full', '-r', '1', '--json']);
+  assert.equal(h.status, 0, h.stderr);
+  const hr = JSON.parse(h.stdout).rows[0] as GpuBenchRow;
+  assert.equal(hr.cache, 'full (f16 KV)');
+  assert.equal(hr.kvBytesPerRow, (22 * perToken) / 2);
+  assert.ok(hr.cpuPrepareMs !== undefined && hr.cpuPrepareMs >= 0 && hr.cpuPrepareMs <= hr.cpuEncodeMs, JSON.stringify(hr));
 });
