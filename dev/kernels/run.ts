@@ -137,11 +137,11 @@ async function main(): Promise<void> {
       rowItemOff: 0, rowTOff: 1, itemOff: 2, olderOff: 6, mlOff: 0xffffffff, scale: 1 / Math.sqrt(hd) };
     if (values.chunk) ops.attentionChunk = Number(values.chunk);
     for (const variant of (values.variant ?? ['vec4', 'scalar']) as GpuOps['attentionVariant'][]) {
-    ops.attentionVariant = variant;
-    const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads, n), reps);
-    const bytes = nKv * n * 2 * hd * (half ? 2 : 4);
-    print({ kernel: 'attention', variant: `${variant}-splitk${ops.attentionChunk}${half ? '-f16' : ''}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
-      'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
+      ops.attentionVariant = variant;
+      const t = await time(gpu, (enc) => ops.attention(enc, shape, b, params, 1, nHeads, n), reps);
+      const bytes = nKv * n * 2 * hd * (half ? 2 : 4);
+      print({ kernel: 'attention', variant: `${variant}-splitk${ops.attentionChunk}${half ? '-f16' : ''}`, ctx: n, heads: nHeads, kvHeads: nKv, headDim: hd, us: (t.median * 1e6).toFixed(1),
+        'GB/s': (bytes / t.median / 1e9).toFixed(0), spread: `${(t.spread * 100).toFixed(0)}%` });
     }
   } else if (what === 'sample') {
     // One sequence's token from --vocab logits (random normal × 3), for each rule: the step's sampling cost.

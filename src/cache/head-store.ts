@@ -15,13 +15,8 @@ import { f16Table, f32ToF16 } from '../half.js';
 export class HeadStore {
   readonly pool: PagePool;
   readonly headDim: number;
-  /** Page ids, in slot order. Changed only through reserve/evict/release, which count each change in pageEdits. */
+  /** Page ids, in slot order. Changed only at the tail, by reserve/evict/release. */
   readonly pages: number[] = [];
-  /**
-   * Changes to `pages` so far: a GPU arena mirrors every head's page table and, per step, rewrites only the heads whose
-   * count moved (a 7B batch has thousands of heads, and a page changes every pageTokens tokens).
-   */
-  pageEdits = 0;
   /**
    * How many of `pages`, from the front, a GPU arena's mirror of this head's page table still holds as they are: the
    * arena sets it to pages.length after writing the table, and popping a page lowers it (pages change only at the
@@ -95,7 +90,6 @@ export class HeadStore {
     const slot = this.length;
     if (slot % this.pool.pageTokens === 0) {
       this.pages.push(this.pool.allocate());
-      this.pageEdits++;
     }
     if (slot >= this.positions.length) this.growMeta(slot + 1);
     this.positions[slot] = position;
@@ -152,7 +146,6 @@ export class HeadStore {
     this.length = last;
     if (last % this.pool.pageTokens === 0) {
       this.pool.free(this.pages.pop()!);
-      this.pageEdits++;
       if (this.pages.length < this.pagesSynced) this.pagesSynced = this.pages.length;
     }
   }
@@ -188,7 +181,6 @@ export class HeadStore {
   /** Return every page to the pool. */
   release(): void {
     for (const p of this.pages) this.pool.free(p);
-    if (this.pages.length > 0) this.pageEdits++;
     this.pages.length = 0;
     this.pagesSynced = 0;
     this.length = 0;

@@ -38,8 +38,8 @@ export class GpuKvArena implements KvArena {
   private maxPages = 0;
   private seqSlots = 0;
   private readonly slotOf = new Map<SequenceKv, number>();
-  /** Per slot, per (layer, kvHead): the store whose pages the GPU table holds, and its pageEdits then. */
-  private shadow: { edits: number; store?: HeadStore }[][] = [];
+  /** Per slot, per (layer, kvHead): the store whose pages the GPU table holds (its pagesSynced says how many). */
+  private shadow: (HeadStore | undefined)[][] = [];
   /** Page copies (src, dst) asked for by fork(), done at the next sync, before the next pass. */
   private pendingCopies: number[] = [];
   private ops?: GpuOps;
@@ -175,22 +175,21 @@ export class GpuKvArena implements KvArena {
           slot = this.freeSlot(seqs)!;
         }
         this.slotOf.set(kv, slot);
-        this.shadow[slot] = Array.from({ length: heads }, () => ({ edits: -1 }));
+        this.shadow[slot] = new Array<HeadStore | undefined>(heads);
       }
       out.push(slot);
       const shadows = this.shadow[slot];
       for (let i = 0; i < heads; i++) {
         const st = kv.stores[i];
-        const sh = shadows[i];
-        // Unchanged since the last write (the same store: a slot may pass to another sequence).
-        if (sh.edits === st.pageEdits && sh.store === st) continue;
         const pages = st.pages;
+        // The same store (a slot may pass to another sequence), and every page it holds already in the table.
+        const mirrored = shadows[i] === st;
+        if (mirrored && st.pagesSynced === pages.length) continue;
         if (pages.length > this.maxPages) throw new Error(`internal: ${pages.length} pages in one head, the table holds ${this.maxPages}`);
         const at = (slot * heads + i) * this.maxPages;
-        for (let j = sh.store === st ? st.pagesSynced : 0; j < pages.length; j++) patches.push(at + j, pages[j]);
+        for (let j = mirrored ? st.pagesSynced : 0; j < pages.length; j++) patches.push(at + j, pages[j]);
         st.pagesSynced = pages.length;
-        sh.edits = st.pageEdits;
-        sh.store = st;
+        shadows[i] = st;
       }
     }
     // Changed table entries as (index, page) pairs, applied by one kernel: a decode step changes one entry in the

@@ -654,10 +654,14 @@ export class WebGpuBackend implements Backend {
     const evictOff = P.take(E.length);
     P.data.set(E.data.subarray(0, E.length), evictOff);
     const movesOff = P.take(4 * nEvicts);
-    for (let j = 0; j < nEvicts; j++) {
+    // Each compaction entry: seqSlot, kvHead, where the eviction left its moves (workOff + 3n), layer.
+    for (let j = 0, d = E.data, m = P.data; j < nEvicts; j++) {
       const e = j * EVICT_WORDS;
-      const d = E.data;
-      P.data.set([d[e], d[e + 1], d[e + 10] + 3 * d[e + 2], d[e + 9]], movesOff + 4 * j);
+      const o = movesOff + 4 * j;
+      m[o] = d[e];
+      m[o + 1] = d[e + 1];
+      m[o + 2] = d[e + 10] + 3 * d[e + 2];
+      m[o + 3] = d[e + 9];
     }
 
     // Layers whose attention feeds the statistics kernel keep their scores for it (a row's slots at rawStride apart).
