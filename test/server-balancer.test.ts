@@ -209,7 +209,9 @@ describe('what a load balancer reads', { skip: SKIP }, () => {
     assert.ok(used > 0 && reserved >= used, `reserved ${reserved} ≥ used ${used} > 0`);
     const health = await (await fetch(`${s.url}/health`)).json();
     assert.equal(health.load.full, true, 'a request waits: full');
-    assert.equal(health.load.kv_bytes_used, used);
+    // `a` keeps decoding between the two reads, so /health may see more pages in use, never more than `a` reserved.
+    const seen = health.load.kv_bytes_used;
+    assert.ok(seen >= used && seen <= reserved, `/health's KV bytes used ${seen} within [${used}, ${reserved}] of /metrics`);
     await Promise.all([a.body, b.body]);
     await until('the pool to empty', () => model.pool.pagesInUse === 0);
     const after = parsePrometheus(await (await fetch(`${s.url}/metrics`)).text());
