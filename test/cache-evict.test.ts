@@ -54,3 +54,34 @@ test('rule parts unite: special, punct, local span, sink and frequent in one pas
   assert.equal(kept, want.length);
   st.release();
 });
+
+test('a head the device compacted (keepFirst): pages past the kept slots go back, metadata is stale, the CPU cannot evict from it', () => {
+  // An arena with no CPU view of K/V, as a GPU's: slot metadata is all the CPU moves.
+  const arena = { floats: new Float32Array(0), halves: new Uint16Array(0), baseByteOffset: 0, ensureFloats() {} };
+  const pool = new PagePool({ headDim: 8, pageTokens: 4, arena });
+  const st = new HeadStore(pool);
+  for (let p = 0; p < 10; p++) st.reserve(p, 100 + p);
+  assert.equal(st.pages.length, 3);
+  st.pagesSynced = 3;
+  st.keepFirst(5);
+  assert.equal(st.length, 5);
+  assert.equal(st.pages.length, 2, 'ceil(5 / 4) pages stay');
+  assert.equal(pool.pagesInUse, 2);
+  assert.equal(st.pagesSynced, 2, 'the page-table mirror forgets the freed page');
+  assert.equal(st.metaStale, true);
+  // Reserving on a stale head takes pages as before but writes no metadata.
+  const before = Array.from(st.positions.subarray(0, 8));
+  for (let p = 10; p < 13; p++) st.reserve(p, 0);
+  assert.equal(st.length, 8);
+  assert.equal(st.pages.length, 2);
+  st.reserve(13, 0);
+  assert.equal(st.pages.length, 3);
+  assert.deepEqual(Array.from(st.positions.subarray(0, 8)), before);
+  assert.throws(() => st.evict(0), /device holds/);
+  assert.throws(() => st.keepFirst(10), /keeping 10 of 9/);
+  st.keepFirst(0);
+  assert.equal(st.pages.length, 0);
+  st.release();
+  assert.equal(st.metaStale, false, 'a released store starts over with its own metadata');
+  assert.equal(pool.pagesInUse, 0);
+});

@@ -39,18 +39,19 @@ interface Engine {
 /** Prompt then `steps` greedy tokens through the lower-level forward pass, recording the cache after each pass. */
 async function run(model: Engine, cache: CacheOptions, steps: number, prompt: string | number[] = PROMPT): Promise<Run> {
   const kv = model.newSequence(cache);
-  const snapshot = (s: SequenceKv) => s.stores.map((st) => Array.from(st.positions.subarray(0, st.length)));
+  // Each head's positions as its backend holds them: the GPU's own slot metadata once it has evicted there.
+  const snapshot = (s: SequenceKv) => s.slotPositions();
   const out: Run = { tokens: [], logits: [], heads: [], kvBytes: 0, pages: 0 };
   const ids = typeof prompt === 'string' ? model.encode(prompt) : prompt;
   let [logits] = await model.backend.forward([{ kv, tokens: ids, logits: 'last' }]);
   for (let i = 0; i < steps; i++) {
-    out.heads.push(snapshot(kv));
+    out.heads.push(await snapshot(kv));
     out.logits.push(logits.slice());
     const next = argmax(logits);
     out.tokens.push(next);
     [logits] = await model.backend.forward([{ kv, tokens: [next], logits: 'last' }]);
   }
-  out.heads.push(snapshot(kv));
+  out.heads.push(await snapshot(kv));
   out.kvBytes = kv.kvBytes();
   out.pages = kv.stats().pages;
   kv.release();

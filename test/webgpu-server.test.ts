@@ -16,12 +16,15 @@ import { gpuOrSkip } from './webgpu-helpers.js';
 const MODEL = sharedPath('models/stories260K/stories260K.bin');
 const PROMPT = 'Lily and Tom went to the park. They saw a big dog, and the dog ran to them!';
 
-const heads = (kv: SequenceKv) => kv.stores.map((st) => Array.from(st.positions.subarray(0, st.length)));
-
-/** Prefill, fork, then decode original and copy greedily in turns; the tokens and every head's kept slots. */
-async function forkRun(m: Model, cache: CacheOptions, steps: number): Promise<{ tokens: number[][]; heads: number[][][] }> {
+/**
+ * Prefill, decode `before` steps, fork, then decode original and copy greedily in turns; the tokens (after the fork)
+ * and every head's kept positions after each step, as each backend holds them (the GPU's own slot metadata once it
+ * has evicted from a head: a fork after decoding copies heads whose metadata only the GPU holds).
+ */
+async function forkRun(m: Model, cache: CacheOptions, steps: number, before: number): Promise<{ tokens: number[][]; heads: number[][][] }> {
   const kv = m.newSequence(cache);
-  const [logits] = await m.backend.forward([{ kv, tokens: m.encode(PROMPT), logits: 'last' }]);
+  let [logits] = await m.backend.forward([{ kv, tokens: m.encode(PROMPT), logits: 'last' }]);
+  for (let s = 0; s < before; s++) [logits] = await m.backend.forward([{ kv, tokens: [argmax(logits)], logits: 'last' }]);
   const copy = kv.fork();
   const seqs = [kv, copy];
   const next = [argmax(logits), argmax(logits)];
@@ -33,20 +36,21 @@ async function forkRun(m: Model, cache: CacheOptions, steps: number): Promise<{ 
       const [l] = await m.backend.forward([{ kv: seqs[i], tokens: [next[i]], logits: 'last' }]);
       next[i] = argmax(l);
     }
-    out.heads.push(...seqs.map(heads));
+    for (const kv of seqs) out.heads.push(await kv.slotPositions());
   }
   kv.release();
   copy.release();
   return out;
 }
 
-test('webgpu fork(): the copy of a compressed prefill decodes like cpu-ref\'s copy (tokens and kept slots per head), independently of the original', { skip: SKIP_SHARED }, async (t) => {
+test('webgpu fork(): the copy of a compressed prefill, or of a sequence that evicted while decoding, decodes like cpu-ref\'s copy (tokens and kept slots per head), independently of the original', { skip: SKIP_SHARED }, async (t) => {
   if (!(await gpuOrSkip(t))) return;
   const gpu = await loadModel(MODEL, { backend: 'webgpu' });
   const ref = await loadModel(MODEL, { backend: 'cpu-ref' });
-  for (const cache of [{ policy: 'fastgen', recovery: 0.9 }, { policy: 'local+frequent', budget: 12 }, { policy: 'full' }] as CacheOptions[]) {
-    const want = await forkRun(ref, cache, 6);
-    const got = await forkRun(gpu, cache, 6);
+  for (const [cache, before] of [[{ policy: 'fastgen', recovery: 0.9 }, 0], [{ policy: 'fastgen', recovery: 0.9 }, 3], [{ policy: 'local+frequent', budget: 12 }, 2],
+    [{ policy: 'full' }, 0]] as [CacheOptions, number][]) {
+    const want = await forkRun(ref, cache, 6, before);
+    const got = await forkRun(gpu, cache, 6, before);
     assert.deepEqual(got.tokens, want.tokens, `${cache.policy}: tokens`);
     assert.deepEqual(got.tokens[1], got.tokens[0], `${cache.policy}: the copy continues like the original`);
     assert.deepEqual(got.heads, want.heads, `${cache.policy}: kept slots`);

@@ -25,6 +25,11 @@ export interface KvArena {
    * per-row data the backend keeps beside them. fork() then copies slot metadata on the CPU and pages through this.
    */
   copyPages?(pairs: readonly number[]): void;
+  /**
+   * An arena that keeps each slot's metadata beside its K/V and evicts there (a GPU's): that metadata read back, a u32
+   * per (page, row): position | token classes << 30. For the stores it compacted itself (HeadStore.metaStale).
+   */
+  readSlotMeta?(pool: PagePool): Promise<Uint32Array>;
 }
 
 /** A plain growable JS arena: used by the reference backend and in tests. */

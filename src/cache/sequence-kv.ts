@@ -216,6 +216,8 @@ export class SequenceKv implements PolicyTarget {
       const src = this.stores[i];
       const dst = copy.stores[i];
       if (arena.copyPages) {
+        // The arena copies each page's slot metadata too: a head the device compacted stays so in the copy.
+        dst.metaStale = src.metaStale;
         for (let s = 0; s < src.length; s++) dst.reserve(src.positions[s], src.tokenIds[s], src.scores[s]);
         src.pages.forEach((p, j) => pairs.push(p, dst.pages[j]));
         continue;
@@ -230,6 +232,21 @@ export class SequenceKv implements PolicyTarget {
     if (pairs.length > 0) arena.copyPages!(pairs);
     copy.seqLength = this.seqLength;
     return copy;
+  }
+
+  /**
+   * Every head's kept positions in slot order, [layer × nKvHeads + kvHead][slot]: from the CPU's metadata, or read
+   * back from the arena for heads the device compacted itself (HeadStore.metaStale).
+   */
+  async slotPositions(): Promise<number[][]> {
+    const stale = this.stores.some((st) => st.metaStale);
+    if (stale && !this.pool.arena.readSlotMeta) throw new Error('internal: a head\'s slot metadata is stale and its arena cannot read it back');
+    const meta = stale ? await this.pool.arena.readSlotMeta!(this.pool) : undefined;
+    const pt = this.pool.pageTokens;
+    return this.stores.map((st) => {
+      if (!st.metaStale) return Array.from(st.positions.subarray(0, st.length));
+      return Array.from({ length: st.length }, (_, s) => meta![st.pages[Math.floor(s / pt)] * pt + (s % pt)] & 0x3fffffff);
+    });
   }
 
   /** Return every page to the pool. Idempotent. */

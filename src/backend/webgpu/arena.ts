@@ -8,14 +8,16 @@
  *              ⌊p / pagesPerPart⌋; the last part grows (by copying) as the pool creates pages
  *   meta       u32 per (page, row): position | token classes << 30;   scores: f32 per (page, row)
  *   tables     u32 [sequence slot][layer][kvHead][maxPages]: each head's page ids, mirrored from HeadStore.pages
- * The CPU views (`floats`, `halves`) are empty: the cache's HeadStores keep their per-slot metadata on the CPU and
- * never touch K/V on this backend (their copyWithin on an empty view is a no-op).
+ * The CPU views (`floats`, `halves`) are empty: HeadStores never touch K/V on this backend. They keep per-slot
+ * metadata on the CPU until the GPU first evicts from a head; from then on `meta` alone holds it (HeadStore.keepFirst,
+ * readSlotMeta).
  */
 import { FastgenError } from '../../errors.js';
 import type { KvArena, PagePool } from '../../cache/page-pool.js';
 import type { SequenceKv } from '../../cache/sequence-kv.js';
 import type { HeadStore } from '../../cache/head-store.js';
 import { GrowableBuffer, StepEncoder, type GpuDevice } from './encoder.js';
+import { readU32 } from './io.js';
 import { GpuOps } from './ops.js';
 import { maxKvParts, type CacheShape } from './wgsl-cache.js';
 
@@ -76,6 +78,13 @@ export class GpuKvArena implements KvArena {
     (this.ops ??= new GpuOps(this.gpu)).copyPages(enc, this.shape(), { meta: this.meta!, scores: this.scores!, kv: this.kv }, pairs, q.length / 2);
     enc.submit();
     pairs.destroy();
+  }
+
+  /** Every page's slot metadata, after the pending page copies (tests and inspection: never per token). */
+  async readSlotMeta(pool: PagePool): Promise<Uint32Array> {
+    await this.sync(pool);
+    if (!this.meta) return new Uint32Array(0);
+    return readU32(this.gpu, this.meta, 0, this.meta.size / 4);
   }
 
   /** Compile-time shape of the cache kernels for the current storage. */

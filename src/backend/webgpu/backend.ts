@@ -7,13 +7,14 @@
  * into ONE command buffer; then one readback brings the logits (or token ids), the eviction reports and, on FastGen's
  * prompt pass, the profiling statistics.
  *
- * The cache: the pool's pages are GPU buffers (arena.ts); the CPU keeps every head's per-slot metadata (positions,
- * token ids, classes, pages) in its HeadStore, exactly as on the CPU backends, so byte counts are exact. Policies run
- * as keep rules (keep-rule.ts) executed by the eviction kernel right after each layer's attention; the kernel reports
- * which slots it evicted, and the CPU replays HeadStore.retain with that mask, which reproduces the GPU's compaction
- * slot for slot and returns emptied pages to the pool. FastGen's profile is chosen on the CPU from the column and band
- * sums the statistics kernel collected during the prompt's attention (one readback per prompt); the CPU compresses
- * its metadata and the GPU applies the same moves.
+ * The cache: the pool's pages are GPU buffers (arena.ts); each head's HeadStore on the CPU holds its pages and length,
+ * exactly as on the CPU backends, so byte counts are exact, and its per-slot metadata (positions, token ids, classes)
+ * until the GPU first evicts from it. Policies run as keep rules (head-policy.ts) executed by the eviction kernel
+ * after the pass's last layer, on the slot metadata the GPU keeps beside each page; the kernel reports each head's new
+ * length and the CPU keeps that many slots (HeadStore.keepFirst), returning emptied pages to the pool. FastGen's
+ * profile is chosen on the CPU from the column and band sums the statistics kernel collected during the prompt's
+ * attention (one readback per prompt); the CPU compresses its metadata (still its own: nothing was evicted on the GPU
+ * before) and the GPU applies the same moves.
  */
 import { FastgenError, InvalidOptionError } from '../../errors.js';
 import type { KvArena } from '../../cache/page-pool.js';
@@ -114,34 +115,22 @@ class U32List {
 export const EVICT_WORDS = 12;
 
 /**
- * The CPU's side of a pass's evictions: HeadStore.retain replayed from the GPU's reports (evictWgsl), so that every
- * head's slot metadata and pages match the GPU's compaction. Entries are EVICT_WORDS each in `ed`. A function of its
- * own, indexing typed arrays only: a 7B batch of 8 replays ~7500 heads a step, and the optimising compiler takes a
- * small hot loop more readily than one inside the pass's long function. Its cost is the cache misses of the stores it
- * touches, not the loop (dev/cache/replay-bench.ts).
+ * The CPU's side of a pass's evictions: each evicting head keeps the first slots the GPU's compaction left it
+ * (evictWgsl's report: new length first), its pages past them go back to the pool, and its per-slot metadata stays on
+ * the GPU only (HeadStore.keepFirst). Entries are EVICT_WORDS each in `ed`. A 7B batch of 8 replays ~7500 heads a
+ * step: moving each head's metadata on the CPU as well cost 0.5–1.7 µs a head in cache misses
+ * (dev/cache/replay-bench.ts), this a length and now and then a page.
  */
 export function replayEvictions(ed: Uint32Array, nEvicts: number, reports: Uint32Array, items: readonly ForwardItem[], H: number): void {
   for (let j = 0; j < nEvicts; j++) {
     const e = j * EVICT_WORDS;
     const ro = ed[e + 8];
-    const evicted = reports[ro + 1];
-    if (evicted === 0) continue;
+    if (reports[ro + 1] === 0) continue;
     const n = ed[e + 2];
     const st = items[ed[e + 11]].kv.stores[ed[e + 9] * H + ed[e + 1]];
     if (st.length !== n) throw new Error(`internal: eviction report for a head of ${n} slots, the CPU holds ${st.length}`);
-    if (evicted === 1) st.evict(reports[ro + 2]);
-    else {
-      // HeadStore.retain is evict() of each evicted slot from the highest down: walk the bits, not every slot.
-      for (let w = ((n + 31) >>> 5) - 1; w >= 0; w--) {
-        let bits = reports[ro + 3 + w];
-        while (bits !== 0) {
-          const bit = 31 - Math.clz32(bits);
-          bits ^= 1 << bit;
-          st.evict(w * 32 + bit);
-        }
-      }
-    }
-    if (st.length !== reports[ro]) throw new Error(`internal: the GPU kept ${reports[ro]} slots, the CPU replay ${st.length}`);
+    if (reports[ro] + reports[ro + 1] !== n) throw new Error(`internal: the GPU kept ${reports[ro]} and evicted ${reports[ro + 1]} of ${n} slots`);
+    st.keepFirst(reports[ro]);
   }
 }
 
@@ -832,6 +821,7 @@ export class WebGpuBackend implements Backend {
       const before: Map<number, number>[] = [];
       for (let h = 0; h < c.nKvHeads; h++) {
         const st = kv.store(pr.layer, h);
+        if (st.metaStale) throw new Error('internal: profiling a head whose slot metadata only the GPU holds');
         const m = new Map<number, number>();
         for (let s = 0; s < st.length; s++) m.set(st.positions[s], s);
         before.push(m);
