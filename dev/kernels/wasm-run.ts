@@ -14,8 +14,9 @@
  *   node dist/dev/kernels/wasm-run.js sample                          the sampler per token, whole-vocabulary JS path
  *                                                                     vs the sampling kernel's near path (32,000 logits)
  *   node dist/dev/kernels/wasm-run.js steps [--dtype …]… [--threads …]… [--tokens 64]
- *                                            whole stories15M decode steps (Backend.forward from BOS, greedy): the
- *                                            last step's job list patched ('kept', shipped) vs built afresh ('rebuilt')
+ *                                            whole stories15M decode steps, greedy through Backend.forward and sampled
+ *                                            through generate(): the last step's job list patched and the workers woken
+ *                                            ahead ('kept', shipped) vs a list built afresh ('rebuilt') vs no wake-up
  * Every command takes --rounds N (default 7) and --json.
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
@@ -449,39 +450,57 @@ async function sample(): Promise<void> {
 }
 
 /**
- * Whole decode steps of stories15M (full cache, greedy from BOS, Backend.forward as generate's step calls it): with the
- * last step's job list patched (kept, shipped) and with a list built afresh every step (rebuilt), two models side by
- * side, round-robin. Each round decodes `--tokens` steps per variant on a fresh sequence; ms per step.
+ * Whole decode steps of stories15M (full cache), per variant on a model of its own, round-robin: 'tg' decodes greedily
+ * from BOS through Backend.forward (as bench's tgN and generate's step call it), 'sample' through Model.generate() at
+ * T = 0.8, top-p 0.9 (seeded, no EOS stop) as a user streams it. Variants: 'kept' (shipped: the last step's job list
+ * patched, the workers woken at forward()'s start), 'rebuilt' (a list built afresh every step), 'no-wake' (no heads-up
+ * to sleeping workers). Each round decodes `--tokens` steps per variant and test on a fresh sequence.
  */
 async function steps(): Promise<void> {
   const dts = (values.dtype ?? ['f32', 'q8_0']) as DType[];
+  const names = ['kept', 'rebuilt', 'no-wake'];
   for (const dtype of dts) {
     if (dtype === 'q8_0-f32') fail('steps: --dtype f32, f16 or q8_0');
     for (const threads of threadsList) {
       for (const n of tokensList) {
-        const names = ['kept', 'rebuilt'];
         const models = await Promise.all(names.map(() => loadModel(undefined, { dtype, threads })));
-        models.forEach((m, k) => { (m.backend as WasmBackend).keepDecodeLists = names[k] === 'kept'; });
-        const decode = (m: (typeof models)[number]) => async () => {
+        models.forEach((m, k) => {
+          const b = m.backend as WasmBackend;
+          b.keepDecodeLists = names[k] !== 'rebuilt';
+          b.wakeAhead = names[k] !== 'no-wake';
+        });
+        const bos = models[0].config.bosTokenId ?? 1;
+        const tg = (m: (typeof models)[number]) => async (): Promise<number> => {
           const kv = m.newSequence({ policy: 'full' });
-          let token = m.config.bosTokenId ?? 1;
+          let token = bos;
           const t0 = performance.now();
           for (let i = 0; i < n; i++) token = argmax((await m.backend.forward([{ kv, tokens: [token], logits: 'last' }]))[0]);
           const dt = performance.now() - t0;
           kv.release();
           return dt / n;
         };
-        const fns = models.map(decode);
+        const sampled = (m: (typeof models)[number]) => async (): Promise<number> => {
+          const g = m.generate([bos], { maxTokens: n, ignoreEos: true, temperature: 0.8, topP: 0.9, seed: 1 });
+          const t0 = performance.now();
+          for await (const piece of g) void piece;
+          const dt = performance.now() - t0;
+          return dt / (await g.result).generatedTokens;
+        };
+        const fns = [...models.map(tg), ...models.map(sampled)];
         for (const f of fns) await f(); // warm-up
-        const samples: number[][] = names.map(() => []);
+        const samples: number[][] = fns.map(() => []);
         for (let r = 0; r < rounds; r++) for (let k = 0; k < fns.length; k++) samples[k].push(await fns[k]());
         const t: Timing[] = samples.map((s) => {
           s.sort((a, b) => a - b);
           const median = s[s.length >> 1];
           return { median, spread: (s[s.length - 1] - s[0]) / median };
         });
-        names.forEach((name, k) => print({ dtype, threads, steps: n, lists: name, 'us/step': usOf(t[k].median), 'tok/s': (1000 / t[k].median).toFixed(1),
-          spread: pct(t[k].spread), vsFirst: ratio(t[0], t[k]) }));
+        fns.forEach((_, k) => {
+          const v = k % names.length, base = k - v;
+          print({ dtype, threads, test: k < names.length ? `tg${n}` : `sample${n}`, variant: names[v], 'us/token': usOf(t[k].median),
+            'tok/s': (1000 / t[k].median).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[base], t[k]),
+            'vs tg kept': k < names.length ? '' : (t[0].median / t[k].median).toFixed(3) });
+        });
         for (const m of models) m.dispose();
       }
     }

@@ -237,6 +237,8 @@ export class WasmBackend implements Backend {
   private kept: KeptDecode | null = null;
   /** Off: rebuild every pass's list (the workbench's and the tests' reference for the kept list). */
   keepDecodeLists = true;
+  /** Wake the workers at the start of forward() (off: the workbench's no-wake variant). */
+  wakeAhead = true;
   /** Passes that ran a kept decode list (tests: that the reuse happens). */
   keptPasses = 0;
   /** Progress of the upload, while the constructor runs. */
@@ -357,6 +359,9 @@ export class WasmBackend implements Backend {
   }
 
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    // Between two tokens (sampling, streaming, the event loop) the workers may have gone to sleep: wake them while
+    // this thread prepares the pass.
+    if (this.wakeAhead) this.workers.wake();
     // Split the batch so that every part fits the scratch buffers.
     return splitBatch(items, 'wasm', this.maxItems, this.maxRows).flatMap((part) => this.forwardBatch(part));
   }
