@@ -57,6 +57,20 @@ if [ "$MODE" = matvec ]; then
   TAILN=34 step mv_q8 150 node dist/dev/kernels/run.js matvec --kind q8_0 --shape 7b --tokens 1,2,4,8,16,32 $V --reps 20
   TAILN=30 step crossover 90 node dist/dev/kernels/run.js matmul --kind f16 --shape 4096x4096 --shape 22016x4096 --tokens 16,32,64,128,512 --variant vrows4 --variant vrows8 --variant tiled --variant tiled4 --reps 10
 fi
+# The matrix × few-vectors kernel reading x as vec4f (-xv) against the default: workbench weight times, then the decode
+# rows with each (the fused RMSNorm/SwiGLU inputs count in the step, not in the workbench), then FastGen's CPU side
+# under node's profiler at batch 8 × 4096.
+if [ "$MODE" = xv ]; then
+  step checks 100 node dist/dev/kernels/run.js check
+  grep -c 'ok=true' $O/checks.txt; grep 'ok=false' $O/checks.txt
+  V="--variant default --variant default-xv --variant vrows4-xv --variant vrows8-xv --variant vrows8-wg64-xv --variant vrows16-xv"
+  TAILN=20 step mv_f16 140 node dist/dev/kernels/run.js matvec --kind f16 --shape 7b --tokens 1,8,16 $V --reps 10
+  B="node bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --kv-dtype f16 --context 8192 -r 2"
+  TAILN=14 step bench_xv 190 $B --matvec default-xv --cache full --cache fastgen --tests tg32@d32,tg16x8@d512,tg8x16@d512,tg8x8@d4096
+  TAILN=8 step bench_default 80 $B --cache full --tests tg32@d32,tg16x8@d512
+  TAILN=6 step prof 60 node --cpu-prof --cpu-prof-dir=/tmp/prof bin/fastgen.js bench --synthetic llama2-7b --dtype f16 --kv-dtype f16 --cache fastgen --context 8192 -r 1 --tests tg8x8@d4096
+  tar czf $O/prof.tgz -C /tmp/prof .
+fi
 if [ "$MODE" = gpubench ]; then
   # At most 8 files come back from the device: everything in one archive, the table on stdout.
   OUT=/tmp/gpubench bash scripts/gpu-bench.sh; tar czf $O/gpubench.tgz -C /tmp/gpubench .

@@ -63,6 +63,8 @@ test('bench --synthetic: bad combinations are usage errors (exit 2) before anyth
     [['--synthetic', 'stories15M', '--tests', 'gen16'], /synthetic runs measure ppN and tgN tests/],
     [['--synthetic', 'stories15M', '--kv-budget', '1MiB', '--budget-tests', 'tg4x2'], /'tg4 x2' is not a tgN@dDxB test/],
     [['--synthetic', 'stories15M', '--kv-dtype', 'f16', '--kv-dtype', 'f32'], /--kv-dtype takes one KV dtype per synthetic run/],
+    [['--synthetic', 'stories15M', '--matvec', 'vrows4-fast'], /--matvec unknown matrix variant 'vrows4-fast'/],
+    [['--matvec', 'default'], /--matvec applies to --synthetic runs only/],
   ];
   for (const [args, msg] of cases) {
     const r = run(args);
@@ -125,8 +127,10 @@ test('bench --synthetic on the GPU: rows per cache × test with exact KV bytes; 
   assert.ok(dr.kvBytesPerRow > 0 && dr.kvBytesPerRow < 68 * perToken, `${dr.kvBytesPerRow}`);
 
   // An f16 cache: the rows say so, and hold half the bytes of the f32 rows above; the CPU's prepare is part of encode.
-  const h = run(['--synthetic', 'stories15M', '--kv-dtype', 'f16', '--tests', 'tg2x2@d20', '--cache', 'full', '-r', '1', '--json']);
+  // (With the matrix × vector kernel reading x as vec4f: the run names the variant it used.)
+  const h = run(['--synthetic', 'stories15M', '--kv-dtype', 'f16', '--tests', 'tg2x2@d20', '--cache', 'full', '-r', '1', '--matvec', 'default-xv', '--json']);
   assert.equal(h.status, 0, h.stderr);
+  assert.ok(JSON.parse(h.stdout).notes.some((n: string) => /variant 'default-xv' \(--matvec\)/.test(n)));
   const hr = JSON.parse(h.stdout).rows[0] as GpuBenchRow;
   assert.equal(hr.cache, 'full (f16 KV)');
   assert.equal(hr.kvBytesPerRow, (22 * perToken) / 2);

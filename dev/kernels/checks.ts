@@ -66,7 +66,8 @@ async function buf(gpu: GpuDevice, data: ArrayBufferView | number, what = 'check
 export async function checkFusedMatmul(ops: GpuOps, kind: WeightKind, variant: string, input: 'norm' | 'swiglu', T: number, rows: number, cols: number, seed = 5): Promise<CheckResult> {
   const r = mulberry32(seed);
   const w = randn(r, rows * cols);
-  const xStride = input === 'swiglu' ? 2 * cols : cols + 3; // rows of x apart by more than cols (the fused q|k|v layout)
+  // Rows of x apart by more than cols (the fused q|k|v layout); whole vec4f apart for the `-xv` variants.
+  const xStride = input === 'swiglu' ? 2 * cols : cols + (variant.split('-').includes('xv') ? 4 : 3);
   const x = randn(r, T * xStride, 2);
   const g = randn(r, cols);
   const resid = randn(r, T * rows);
@@ -109,6 +110,7 @@ function matmulResult(ops: GpuOps, name: string, variant: string, T: number, err
   const key = ops.lastMatmulKey;
   const defaultWant = `matvec4-${key.split('-')[1]}-r${T >= 2 && T <= 8 ? 8 : 4}-`;
   const wrong = (variant.startsWith('vrows') && !key.startsWith('matvec4-')) || (variant.split('-').includes('xs') && !key.endsWith('-xs'))
+    || (variant.split('-').includes('xv') && !key.endsWith('-xv'))
     || (variant === 'tiled4' && !key.startsWith('matmul4-')) || (variant === DEFAULT_MATVEC_VARIANT && !key.startsWith(defaultWant));
   return wrong ? result(name, Infinity, tolerance, `ran ${key}`) : result(name, err, tolerance);
 }
@@ -881,6 +883,10 @@ export async function runAllChecks(ops: GpuOps): Promise<CheckResult[]> {
     // x staged through workgroup memory: ragged and whole words, several iterations per row (1000 columns, 32 threads).
     out.push(await checkMatmul(ops, kind, 'vrows4-xs', 5, 67, 45), await checkMatmul(ops, kind, 'vrows2-xs-wg32', 17, 37, 1000),
       await checkFusedMatmul(ops, kind, 'vrows4-xs', 'norm', 3, 37, 1000), await checkFusedMatmul(ops, kind, 'vrows4-xs', 'swiglu', 6, 29, 45));
+    // x read as vec4f: whole words (96 columns), one and several tokens, both fused inputs, several iterations a thread.
+    out.push(await checkMatmul(ops, kind, 'vrows4-xv', 1, 37, 96), await checkMatmul(ops, kind, 'vrows8-xv', 5, 67, 96),
+      await checkMatmul(ops, kind, 'vrows8-wg32-xv', 8, 29, 1024), await checkFusedMatmul(ops, kind, 'vrows8-xv', 'norm', 8, 37, 96),
+      await checkFusedMatmul(ops, kind, 'vrows4-xv', 'swiglu', 3, 29, 96));
     out.push(await checkMatmul(ops, kind, 'tiled', 37, 67, 45));
     // The vec4 tiled kernel: a partial token tile and ragged columns (45), two token tiles and whole tiles (96 = 3 × 32).
     out.push(await checkMatmul(ops, kind, 'tiled4', 37, 67, 45), await checkMatmul(ops, kind, 'tiled4', 70, 37, 96));

@@ -22,6 +22,7 @@ import { choiceArg, newCommand, numberArg, option, outputFileArg, repeatable, ru
 import { benchSvg } from './bench-svg.js';
 import { formatGpuRows, parsePolicyMix, runGpuBench, type GpuTestSpec } from './bench-gpu.js';
 import { SYNTHETIC_CONFIGS } from '../backend/webgpu/synthetic.js';
+import { parseMatvecVariant } from '../backend/webgpu/ops.js';
 import type { WeightKind } from '../backend/webgpu/wgsl.js';
 
 export interface BenchRow {
@@ -155,6 +156,7 @@ export function benchCli() {
     .addOption(option('--threads <n>', `worker threads of the wasm backend, 1 to ${MAX_THREADS} (default 2; llama2.c: 1 and 2)`, numberArg('--threads', { integer: true, min: 1, max: MAX_THREADS })))
     .addOption(option('--synthetic <shape>', `webgpu: random weights of a real model's shape built on the GPU, no file; repeatable: ${Object.keys(SYNTHETIC_CONFIGS).join(', ')}`, repeatable(choiceArg('--synthetic', Object.keys(SYNTHETIC_CONFIGS), 'synthetic shape'))))
     .addOption(option('--policy-mix <spec>', "--synthetic: FastGen's per-head policies for the fastgen rows, as policy=share,… (e.g. full=0.4,local@0.3=0.3,special+frequent@0.1+local@0.2=0.3) or 'stories15m-t0.95' (default: the mix FastGen chose on stories15M at T=0.95)"))
+    .addOption(option('--matvec <variant>', "--synthetic: the matrix × few-vectors kernel, a workbench variant name (run.js matvec; default: 'default')"))
     .addOption(option('--context <n>', "--synthetic: the model's context length (default: the shape's; deeper tests need more)", numberArg('--context', { integer: true, min: 2, max: 1 << 20 })))
     .addOption(option('--kv-budget <size>', '--synthetic: also a memory-budget run per tg test: with this KV budget, how many of its xB sequences the server\'s admission admits under each cache, and their throughput', sizeArg('--kv-budget')))
     .addOption(option('--budget-tests <list>', '--kv-budget: the tests of the memory-budget run, tgN@dDxB (B sequences offered) (default: the tg tests with a depth)'))
@@ -178,7 +180,7 @@ export function benchCommand(args: string[]): Promise<number> {
 
 async function bench(v: Record<string, any>): Promise<number> {
   if (v.synthetic) return benchSynthetic(v);
-  for (const flag of ['policyMix', 'context', 'kvBudget', 'budgetTests'] as const) {
+  for (const flag of ['policyMix', 'context', 'kvBudget', 'budgetTests', 'matvec'] as const) {
     if (v[flag] !== undefined) throw new UsageError(`--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} applies to --synthetic runs only`, `--${flag}`);
   }
   const reps: number = v.repetitions ?? 3;
@@ -319,12 +321,21 @@ async function benchSynthetic(v: Record<string, any>): Promise<number> {
   const budgetTests = v.budgetTests === undefined ? undefined : (v.budgetTests as string).split(',').filter(Boolean).map((t) => gpuTest(parseTest(t, Number.POSITIVE_INFINITY)));
   for (const t of budgetTests ?? []) if (t.kind !== 'tg' || t.depth === 0) bad('--budget-tests', `'${t.label}' is not a tgN@dDxB test (a budget run decodes sequences of a given depth)`);
   const log = (line: string) => { if (!v.json) process.stderr.write(`${line}\n`); };
+  const matvec: string | undefined = v.matvec;
+  if (matvec !== undefined) {
+    try { parseMatvecVariant(matvec); } catch (e) { bad('--matvec', (e as Error).message); }
+  }
   const { WebGpuBackend } = await import('../backend/webgpu/backend.js');
   const { rows, notes } = await runGpuBench({
     shapes: v.synthetic, configs: SYNTHETIC_CONFIGS, dtypes, caches, tests, reps: v.repetitions ?? 3, mix, kvBudgetBytes: v.kvBudget, budgetTests, context: v.context, log,
     kvDtype: v.kvDtype?.[0],
-    create: (config, dtype) => WebGpuBackend.createSynthetic(config, { dtype }),
+    create: async (config, dtype) => {
+      const backend = await WebGpuBackend.createSynthetic(config, { dtype });
+      if (matvec !== undefined) backend.ops.setMatvecVariant(matvec);
+      return backend;
+    },
   });
+  if (matvec !== undefined) notes.push(`matrix × few-vectors kernel: variant '${matvec}' (--matvec)`);
   if (v.json) {
     console.log(JSON.stringify({ date: new Date().toISOString(), machine: machineLine(), adapter: rows[0]?.adapter, notes, policyMix: mix, rows }, null, 2));
   } else {

@@ -76,6 +76,46 @@ export function encodeRows(kind: WeightKind, data: Float32Array, cols: number, r
  */
 export const DEFAULT_MATVEC_VARIANT = 'default';
 
+type MatvecFields = Pick<GpuOps, 'matvecKernel' | 'matvecRows' | 'matvecRowsByTokens' | 'matvecThreads' | 'matvecTokens' | 'matvecVec4Tokens'
+  | 'matvecSubgroups' | 'matvecStageX' | 'matvecVecX'>;
+
+/**
+ * A workbench variant name: 'tiled' or 'tiled4' (the tiled kernels); `rowsN` (word kernel, N rows per workgroup) or
+ * `vrowsN` (vec4 kernel), or 'default' (`vrows4` with 8 rows a workgroup for passes of 2–8 tokens), each with optional
+ * suffixes `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs`
+ * (vec4: x staged through workgroup memory), `-xv` (vec4: x read as vec4f) and `-nosg` (no subgroupAdd: the word
+ * kernel). Throws INVALID_OPTION for any other name (checked before a GPU is touched: bench's --matvec).
+ */
+export function parseMatvecVariant(name: string): { path: 'tiled'; tiledVec4: boolean } | { path: 'matvec'; fields: MatvecFields } {
+  if (name === 'tiled' || name === 'tiled4') return { path: 'tiled', tiledVec4: name === 'tiled4' };
+  const parts = name.split('-');
+  const byTokens = parts[0] === DEFAULT_MATVEC_VARIANT;
+  const m = /^(v?)rows(\d+)$/.exec(byTokens ? 'vrows4' : parts[0]);
+  const num = (prefix: string) => {
+    const p = parts.find((x) => x.startsWith(prefix));
+    return p === undefined ? undefined : Number(p.slice(prefix.length));
+  };
+  const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs|xv)$/.test(x));
+  if (!m || bad.length) {
+    throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected default, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -xv, -nosg`);
+  }
+  const vec4 = m[1] === 'v';
+  return {
+    path: 'matvec',
+    fields: {
+      matvecKernel: vec4 ? 'vec4' : 'word',
+      matvecRows: Number(m[2]),
+      matvecRowsByTokens: byTokens,
+      matvecThreads: num('wg') ?? 0,
+      matvecTokens: vec4 ? 4 : (num('tb') ?? 4),
+      matvecVec4Tokens: vec4 ? (num('tb') ?? 16) : 16,
+      matvecSubgroups: !parts.includes('nosg'),
+      matvecStageX: parts.includes('xs'),
+      matvecVecX: parts.includes('xv'),
+    },
+  };
+}
+
 /** Values of a kind in one u32 word. */
 const VALUES_PER_WORD: Record<WeightKind, number> = { f32: 1, f16: 2, q8_0: 4 };
 
@@ -120,6 +160,11 @@ export class GpuOps {
    * threads per workgroup where TB tokens' columns would not fit; otherwise each thread loads its x directly.
    */
   matvecStageX = false;
+  /**
+   * The vec4 kernel reads x as vec4f, binding `act` as array<vec4f> (variant suffix `-xv`: matvecVec4Wgsl's `xvec`)
+   * wherever x's offset, stride and SwiGLU offset are whole vec4f and the columns fill whole words; otherwise scalar.
+   */
+  matvecVecX = false;
   /** Reduce with subgroupAdd when the device has subgroups (variant suffix `-nosg`: the word kernel, through workgroup memory). */
   matvecSubgroups = true;
   /**
@@ -141,39 +186,15 @@ export class GpuOps {
   }
 
   /**
-   * Set the matrix × vector kernel from a workbench variant name and say which path GpuOps.matmul should take:
-   * 'tiled' or 'tiled4' (the tiled kernels; the matrix × vector fields stay as they are); 'default'; `rowsN` (word kernel, N rows per workgroup) or `vrowsN` (vec4 kernel), each with optional suffixes
-   * `-wgN` (threads per workgroup, default by row length), `-tbN` (tokens per block; word 4, vec4 16), `-xs` (vec4:
-   * x staged through workgroup memory) and `-nosg` (no subgroupAdd: the word kernel). Fields not named return to
-   * their defaults.
+   * Set the matrix × vector kernel from a workbench variant name (parseMatvecVariant) and say which path
+   * GpuOps.matmul should take. Fields not named return to their defaults; the tiled variants leave them as they are.
    */
   setMatvecVariant(name: string): 'matvec' | 'tiled' {
+    const v = parseMatvecVariant(name);
     this.matvecRowsByTokens = false;
-    if (name === 'tiled' || name === 'tiled4') {
-      this.tiledVec4 = name === 'tiled4';
-      return 'tiled';
-    }
-    this.tiledVec4 = false;
-    if (name === DEFAULT_MATVEC_VARIANT) {
-      this.setMatvecVariant('vrows4');
-      this.matvecRowsByTokens = true;
-      return 'matvec';
-    }
-    const parts = name.split('-');
-    const m = /^(v?)rows(\d+)$/.exec(parts[0]);
-    const num = (prefix: string) => {
-      const p = parts.find((x) => x.startsWith(prefix));
-      return p === undefined ? undefined : Number(p.slice(prefix.length));
-    };
-    const bad = parts.slice(1).filter((x) => !/^(wg\d+|tb\d+|nosg|xs)$/.test(x));
-    if (!m || bad.length) throw new FastgenError('INVALID_OPTION', `unknown matrix variant '${name}': expected default, tiled, tiled4, rowsN or vrowsN with -wgN, -tbN, -xs, -nosg`);
-    this.matvecKernel = m[1] ? 'vec4' : 'word';
-    this.matvecRows = Number(m[2]);
-    this.matvecThreads = num('wg') ?? 0;
-    this.matvecTokens = m[1] ? 4 : (num('tb') ?? 4);
-    this.matvecVec4Tokens = m[1] ? (num('tb') ?? 16) : 16;
-    this.matvecSubgroups = !parts.includes('nosg');
-    this.matvecStageX = parts.includes('xs');
+    this.tiledVec4 = v.path === 'tiled' && v.tiledVec4;
+    if (v.path === 'tiled') return 'tiled';
+    Object.assign(this, v.fields);
     return 'matvec';
   }
 
@@ -285,8 +306,10 @@ export class GpuOps {
       let stage = this.matvecStageX;
       while (stage && shared(WG) > this.gpu.ctx.maxWorkgroupStorage && WG > 8) WG /= 2;
       stage &&= shared(WG) <= this.gpu.ctx.maxWorkgroupStorage;
-      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}${stage ? '-xs' : ''}`;
-      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged, stage));
+      const upOff = input && 'upOff' in input ? input.upOff : 0;
+      const xvec = this.matvecVecX && !stage && !ragged && xOff % 4 === 0 && xStride % 4 === 0 && upOff % 4 === 0;
+      key = `matvec4-${m.kind}-r${R}-tb${TB}-wg${WG}-${mode}${ragged ? '-ragged' : ''}${stage ? '-xs' : ''}${xvec ? '-xv' : ''}`;
+      pl = this.gpu.pipeline(key, () => matvecVec4Wgsl(m.kind, R, TB, WG, this.gpu.ctx.subgroupMinSize, mode, ragged, stage, xvec));
     } else {
       const TB = this.matvecTokens;
       const WG = this.matvecThreads || (m.rowWords <= 256 ? 32 : m.rowWords <= 1024 ? 64 : 256);

@@ -186,9 +186,14 @@ const VALUES_PER_VEC4: Record<WeightKind, number> = { f32: 4, f16: 8, q8_0: 16 }
  * columns as vec4f, laid out [token][chunk k][thread] so a warp's reads are contiguous. It costs two barriers per
  * iteration and TB · WG · values-per-word floats of workgroup memory (GpuOps shrinks WG to fit).
  * (A second, vec4f binding of `act` is not an option: Dawn rejects aliased writable storage bindings.)
+ * `xvec` binds `act` itself as array<vec4f>: each chunk of x is one 16-byte load (a quarter of the load instructions
+ * of the scalar path, which bound the kernel from 8 tokens on), and each output is written as one component of its
+ * vec4f. It needs x's offset, stride and the SwiGLU's upOff in whole vec4f, no ragged columns and no staging; the
+ * norm weight g is then read as vec4f too.
  */
 export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: number, sgMin: number, input: MatvecInput = 'plain', ragged = false,
-  stage = false): string {
+  stage = false, xvec = false): string {
+  if (xvec && (ragged || stage)) throw new Error('internal: the vec4f x path reads whole, unstaged vec4f');
   const norm = input === 'norm';
   const per = VALUES_PER_VEC4[kind];
   const quarters = [...Array(per / 4).keys()]; // vec4f chunks of a word: columns c + 4k … c + 4k + 3
@@ -197,8 +202,9 @@ export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: numb
   const accN = R * TB + (norm ? TB : 0);
   const NS = Math.ceil(WG / sgMin); // partials per accumulator: at most one per subgroup
   const acc = (r: number, t: number) => `a${r}_${t}`;
-  // Four consecutive f32 of `arr` from index `at` (+ j), 0 past p.cols when ragged.
-  const four = (arr: string, at: string, k: number) => `vec4f(${[0, 1, 2, 3].map((j) => {
+  // Four consecutive f32 of `arr` from index `at` (+ j), 0 past p.cols when ragged; with xvec, `at` is a sum of
+  // multiples of 4 and the four are one vec4f.
+  const four = (arr: string, at: string, k: number) => xvec ? `${arr}[(${at}) / 4u + ${k}u]` : `vec4f(${[0, 1, 2, 3].map((j) => {
     const i = `${at} + ${4 * k + j}u`;
     return ragged ? `select(0.0, ${arr}[${i}], c + ${4 * k + j}u < p.cols)` : `${arr}[${i}]`;
   }).join(', ')})`;
@@ -275,10 +281,10 @@ export function matvecVec4Wgsl(kind: WeightKind, R: number, TB: number, WG: numb
   return `enable subgroups;
 struct P { T: u32, rows: u32, cols: u32, rowWords: u32, xOff: u32, xStride: u32, outOff: u32, outStride: u32, accumulate: u32, rowBase: u32, upOff: u32, eps: f32 };
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read_write> act: array<f32>;
+@group(0) @binding(1) var<storage, read_write> act: array<${xvec ? 'vec4f' : 'f32'}>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> wd: array<f32>;
-${norm ? '@group(0) @binding(4) var<storage, read> g: array<f32>;' : ''}
+${norm ? `@group(0) @binding(4) var<storage, read> g: array<${xvec ? 'vec4f' : 'f32'}>;` : ''}
 var<workgroup> red: array<f32, ${accN * NS}>;
 var<workgroup> final_: array<f32, ${accN}>;
 ${stage ? `var<workgroup> xs: array<vec4f, ${TB * NQ * WG}>;` : ''}
@@ -309,7 +315,7 @@ ${stage ? `var<workgroup> xs: array<vec4f, ${TB * NQ * WG}>;` : ''}
       let t = t0 + i % ${TB}u;
       if (r0 + r < p.rows && t < p.T) {
         let o = p.outOff + t * p.outStride + p.rowBase + r0 + r;
-        act[o] = select(0.0, act[o], p.accumulate != 0u) + final_[i]${scale};
+        ${xvec ? 'act[o >> 2u][o & 3u] = select(0.0, act[o >> 2u][o & 3u], p.accumulate != 0u)' : 'act[o] = select(0.0, act[o], p.accumulate != 0u)'} + final_[i]${scale};
       }
     }
     workgroupBarrier();
