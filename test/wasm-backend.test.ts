@@ -36,9 +36,10 @@ test('a batch of sequences in one pass gives the same logits as one pass each (m
   m.dispose();
 });
 
-test('decode steps run the last step\'s job list patched: bit for bit the logits of lists built afresh (batch changes, new pages, a moved arena, GQA)', { skip: SKIP_SHARED }, async () => {
-  // stories260K: 8 query heads on 4 KV heads, so one KV head's patch reaches two attention records.
-  const models = [await loadModel(M260(), { backend: 'wasm' }), await loadModel(M260(), { backend: 'wasm' })];
+test('decode steps run the last step\'s job list patched: bit for bit the logits of lists built afresh (batch changes, new pages, outgrown tables, a moved arena, GQA)', { skip: SKIP_SHARED }, async () => {
+  // stories260K: 8 query heads on 4 KV heads, so one KV head's patch reaches two attention records. Pages of 2 tokens:
+  // a kept list's page tables (room for 16 pages) are outgrown within the run, and a new list is made.
+  const models = [await loadModel(M260(), { backend: 'wasm', pageTokens: 2 }), await loadModel(M260(), { backend: 'wasm', pageTokens: 2 })];
   const [kept, fresh] = models.map((m) => m.backend as WasmBackend);
   fresh.keepDecodeLists = false;
   const prompts = ['Once upon a time', 'The little dog ran to the park and saw a big red ball.', 'Lily'];
@@ -61,7 +62,7 @@ test('decode steps run the last step\'s job list patched: bit for bit the logits
   }
   assert.notEqual(seqs[0][0].pool.arena.baseByteOffset, firstBase, 'the arena never moved: the test does not cover it');
   assert.equal(fresh.keptPasses, 0);
-  assert.ok(kept.keptPasses >= 60, `only ${kept.keptPasses} passes ran a kept list`);
+  assert.ok(kept.keptPasses >= 55, `only ${kept.keptPasses} passes ran a kept list`);
   for (const m of models) m.dispose();
 });
 

@@ -37,6 +37,13 @@ const KV_WRITE_SLOT = 2;
 const ATTENTION_FIRST_SLOTS = 5;
 const ATTENTION_POOL = 6;
 
+/**
+ * Pages of room beyond the current ones that a kept decode list's page tables get, before rounding up to whole 64-byte
+ * lines (16 pages): a new list every 64–256 steps with 16-token pages, instead of tables for the whole context per head
+ * and sequence.
+ */
+const KEPT_TABLE_HEADROOM = 4;
+
 /** Up to this many rows, small ops ride as TAIL records of the phase before them instead of a phase of their own. */
 const TAIL_ROWS = 4;
 /** A prompt's attention rows per job record: enough records for the threads to share, few enough to list. */
@@ -423,9 +430,9 @@ export class WasmBackend implements Backend {
       plan = kept.plan;
       layerQ = () => this.q;
     } else {
-      // A decode list that may be kept gives every head's page table room for the whole context, so that the next
-      // steps' tables fit where this one's are.
-      const tablePages = key === null ? 0 : Math.max(...items.map((it) => Math.ceil(c.maxSeqLen / it.kv.pool.pageTokens)));
+      // A decode list that may be kept gives every head's page table room for a few more pages (at most the whole
+      // context), so that the next steps' tables fit where this one's are; a head that outgrows it gets a new list.
+      const tablePages = key === null ? 0 : this.keptTablePages(items);
       ({ plan, layerQ } = this.planPass(items, starts, T, queries, tablePages));
       const list = this.list;
       list.clear();
@@ -483,6 +490,21 @@ export class WasmBackend implements Backend {
       key += `|${it.logits}:${it.kv.pool.kvDtype}:${it.kv.pool.pageTokens}`;
     }
     return key;
+  }
+
+  /**
+   * Page-table room per head for a decode list to keep: the most pages any head holds now plus headroom (at most the
+   * whole context), in whole 64-byte lines as planPass lays the tables out.
+   */
+  private keptTablePages(items: readonly ForwardItem[]): number {
+    const c = this.config;
+    let most = 0;
+    for (const it of items) {
+      let pages = 0;
+      for (let l = 0; l < c.nLayers; l++) for (let h = 0; h < c.nKvHeads; h++) pages = Math.max(pages, it.kv.store(l, h).pages.length);
+      most = Math.max(most, Math.min(Math.ceil(c.maxSeqLen / it.kv.pool.pageTokens), pages + KEPT_TABLE_HEADROOM));
+    }
+    return Math.ceil(most / 16) * 16;
   }
 
   /**
