@@ -92,6 +92,14 @@ class U32List {
     this.data.fill(0, at, this.length);
     return at;
   }
+  /** Capacity for `n` more words without zeroing them (for writers that fill every word). */
+  reserve(n: number): void {
+    if (this.length + n > this.data.length) {
+      const grown = new Uint32Array(Math.max(this.length + n, this.data.length * 2));
+      grown.set(this.data.subarray(0, this.length));
+      this.data = grown;
+    }
+  }
   push(...v: number[]): number {
     const at = this.take(v.length);
     this.data.set(v, at);
@@ -103,15 +111,16 @@ class U32List {
  * Words of one eviction entry (evictWgsl's layout, its last word the item's index in the pass, for the CPU's replay):
  * seqSlot, kvHead, n (slots before), classMask, window, current, sinks, heavy, reportOff, layer, workOff, item.
  */
-const EVICT_WORDS = 12;
+export const EVICT_WORDS = 12;
 
 /**
  * The CPU's side of a pass's evictions: HeadStore.retain replayed from the GPU's reports (evictWgsl), so that every
  * head's slot metadata and pages match the GPU's compaction. Entries are EVICT_WORDS each in `ed`. A function of its
  * own, indexing typed arrays only: a 7B batch of 8 replays ~7500 heads a step, and the optimising compiler takes a
- * small hot loop more readily than one inside the pass's long function.
+ * small hot loop more readily than one inside the pass's long function. Its cost is the cache misses of the stores it
+ * touches, not the loop (dev/cache/replay-bench.ts).
  */
-function replayEvictions(ed: Uint32Array, nEvicts: number, reports: Uint32Array, items: readonly ForwardItem[], H: number): void {
+export function replayEvictions(ed: Uint32Array, nEvicts: number, reports: Uint32Array, items: readonly ForwardItem[], H: number): void {
   for (let j = 0; j < nEvicts; j++) {
     const e = j * EVICT_WORDS;
     const ro = ed[e + 8];
@@ -586,6 +595,34 @@ export class WebGpuBackend implements Backend {
     E.length = 0;
     const statsLayers = new Array<boolean>(L).fill(false);
     let maxSlots = 0;
+    // Room for an entry per (sequence, layer, KV head): the recorder writes without zeroing (and grows only if a
+    // policy applies a head twice).
+    E.reserve(items.length * L * H * EVICT_WORDS);
+    // One recorder per sequence for every layer: the heads its policy evicts become eviction kernel entries. This runs
+    // for every evicting head of every step.
+    const recorders = items.map((it, i): PolicyTarget => {
+      const kv = it.kv;
+      return {
+        shape: kv.shape,
+        store: (layer, h) => kv.store(layer, h),
+        apply: (layer, h, policy, current) => {
+          if (policy.full) return;
+          const total = kv.stores[layer * H + h].length;
+          const rule = keepRule(policy, current + 1);
+          if (E.length + EVICT_WORDS > E.data.length) E.reserve(EVICT_WORDS); // a policy applying a head twice
+          const at = E.length;
+          E.length += EVICT_WORDS;
+          const d = E.data;
+          d[at] = seqSlots[i]; d[at + 1] = h; d[at + 2] = total; d[at + 3] = rule.classMask; d[at + 4] = rule.window;
+          d[at + 5] = current; d[at + 6] = rule.sinks; d[at + 7] = rule.heavy; d[at + 8] = reportWords; d[at + 9] = layer;
+          d[at + 10] = workWords; d[at + 11] = i;
+          // Report: new length, evicted count, highest evicted slot, a bit per slot (evictWgsl). Work: keep, score,
+          // pos, then the moves.
+          reportWords += 3 + Math.ceil(total / 32);
+          workWords += 4 * total + 1;
+        },
+      };
+    });
     for (let l = 0; l < L; l++) {
       items.forEach((it, i) => {
         const kv = it.kv;
@@ -625,25 +662,7 @@ export class WebGpuBackend implements Backend {
           return;
         }
         if (!kv.evicts) return;
-        const recorder: PolicyTarget = {
-          shape: kv.shape,
-          store: (layer, h) => kv.store(layer, h),
-          apply: (layer, h, policy, current) => {
-            if (policy.full) return;
-            const total = kv.stores[layer * H + h].length;
-            const rule = keepRule(policy, current + 1);
-            const at = E.take(EVICT_WORDS);
-            const d = E.data;
-            d[at] = seqSlots[i]; d[at + 1] = h; d[at + 2] = total; d[at + 3] = rule.classMask; d[at + 4] = rule.window;
-            d[at + 5] = current; d[at + 6] = rule.sinks; d[at + 7] = rule.heavy; d[at + 8] = reportWords; d[at + 9] = layer;
-            d[at + 10] = workWords; d[at + 11] = i;
-            // Report: new length, evicted count, highest evicted slot, a bit per slot (evictWgsl). Work: keep, score,
-            // pos, then the moves.
-            reportWords += 3 + Math.ceil(total / 32);
-            workWords += 4 * total + 1;
-          },
-        };
-        kv.policy.afterAttention(recorder, { layer: l, n, startPos: starts[i] });
+        kv.policy.afterAttention(recorders[i], { layer: l, n, startPos: starts[i] });
       });
     }
     // Eviction entries (12 words) and their compaction entries (4 words), every layer's in one list: they run after
