@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadModel, type Model } from '../src/generate/model.js';
+import type { WasmBackend } from '../src/backend/wasm/backend.js';
+import type { SequenceKv } from '../src/cache/sequence-kv.js';
 import { relErr, REPO_ROOT, SKIP_SHARED, sharedPath } from './shared-fixtures.js';
 
 const M260 = () => sharedPath('models/stories260K/stories260K.bin');
@@ -32,6 +34,36 @@ test('a batch of sequences in one pass gives the same logits as one pass each (m
   [...solo, ...batch].forEach((kv) => kv.release());
   assert.equal(m.pool.pagesInUse, 0);
   m.dispose();
+});
+
+test('decode steps run the last step\'s job list patched: bit for bit the logits of lists built afresh (batch changes, new pages, outgrown tables, a moved arena, GQA)', { skip: SKIP_SHARED }, async () => {
+  // stories260K: 8 query heads on 4 KV heads, so one KV head's patch reaches two attention records. Pages of 2 tokens:
+  // a kept list's page tables (room for 16 pages) are outgrown within the run, and a new list is made.
+  const models = [await loadModel(M260(), { backend: 'wasm', pageTokens: 2 }), await loadModel(M260(), { backend: 'wasm', pageTokens: 2 })];
+  const [kept, fresh] = models.map((m) => m.backend as WasmBackend);
+  fresh.keepDecodeLists = false;
+  const prompts = ['Once upon a time', 'The little dog ran to the park and saw a big red ball.', 'Lily'];
+  const seqs: SequenceKv[][] = models.map((m) => prompts.map(() => m.newSequence({ policy: 'full' })));
+  const firstBase = seqs[0][0].pool.arena.baseByteOffset;
+  let outs = await Promise.all(models.map((m, j) => m.backend.forward(prompts.map((p, i) => ({ kv: seqs[j][i], tokens: m.encode(p), logits: 'last' as const })))));
+  for (let step = 0; step < 70; step++) {
+    outs[0].forEach((x, i) => assert.ok(x.every((v, k) => Object.is(v, outs[1][i][k])), `step ${step} seq ${i}: logits differ`));
+    if (step === 20) {
+      // Something allocated after the KV arena: its next growth has to move it (kernels then read the new address).
+      for (const m of models) m.backend.createArena().ensureFloats(1024);
+    }
+    // Sequence 2 leaves after step 40 (a new shape: the list is rebuilt, then kept again); at step 55 one step decodes
+    // with logits for sequence 0 only.
+    const n = step < 40 ? 3 : 2;
+    const next = outs[0].slice(0, n).map((x) => x.indexOf(Math.max(...x)));
+    outs = await Promise.all(models.map((m, j) => m.backend.forward(next.map((t, i) => ({ kv: seqs[j][i], tokens: [t],
+      logits: step === 55 && i > 0 ? 'none' as const : 'last' as const })))));
+    if (step === 55) outs = await Promise.all(models.map((m, j) => m.backend.forward(next.map((_, i) => ({ kv: seqs[j][i], tokens: [1], logits: 'last' as const })))));
+  }
+  assert.notEqual(seqs[0][0].pool.arena.baseByteOffset, firstBase, 'the arena never moved: the test does not cover it');
+  assert.equal(fresh.keptPasses, 0);
+  assert.ok(kept.keptPasses >= 55, `only ${kept.keptPasses} passes ran a kept list`);
+  for (const m of models) m.dispose();
 });
 
 test('wasm and cpu-ref agree under FastGen (paper): same profile choices, same greedy tokens', { skip: SKIP_SHARED }, async () => {

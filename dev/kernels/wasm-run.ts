@@ -13,6 +13,10 @@
  *                                                                     activation quantization, kv_write
  *   node dist/dev/kernels/wasm-run.js sample                          the sampler per token, whole-vocabulary JS path
  *                                                                     vs the sampling kernel's near path (32,000 logits)
+ *   node dist/dev/kernels/wasm-run.js steps [--dtype …]… [--threads …]… [--tokens 64]
+ *                                            whole stories15M decode steps, greedy through Backend.forward and sampled
+ *                                            through generate(): the last step's job list patched and the workers woken
+ *                                            ahead ('kept', shipped) vs a list built afresh ('rebuilt') vs no wake-up
  * Every command takes --rounds N (default 7) and --json.
  *
  * Variants (--variant, several to compare): the matmul chunk policies of src/backend/wasm/pool.ts
@@ -34,6 +38,7 @@ import { Sampler, type SamplingOptions } from '../../src/generate/sampler.js';
 import { prepareSamplingKernel, useSamplingKernel } from '../../src/backend/wasm/sampling.js';
 import { loadModel } from '../../src/generate/model.js';
 import { argmax } from '../../src/argmax.js';
+import type { WasmBackend } from '../../src/backend/wasm/backend.js';
 
 // stories15M (dim 288, hidden 768, vocab 32000) and Llama-2-7B (dim 4096, hidden 11008) weight shapes, rows x cols.
 const DEFAULT_SHAPES = ['288x288', '768x288', '288x768', '32000x288', '4096x4096', '11008x4096', '4096x11008', '32000x4096'];
@@ -84,7 +89,7 @@ const int = (s: string, flag: string, min = 1): number => {
   return n;
 };
 const rounds = int(values.rounds!, 'rounds');
-const variantNames = values.variant ?? [DEFAULT_MATMUL_CHUNK];
+const variantNames = what === 'steps' ? [] : values.variant ?? [DEFAULT_MATMUL_CHUNK];
 for (const v of variantNames) if (!VARIANTS[v]) fail(`unknown variant '${v}'; expected one of ${Object.keys(VARIANTS).join(', ')}`);
 const dtypes = (values.dtype ?? ['f32', 'f16', 'q8_0']) as DType[];
 for (const d of dtypes) if (!DTYPES.includes(d)) fail(`unknown dtype '${d}'; expected ${DTYPES.join(', ')}`);
@@ -93,9 +98,9 @@ const shapes = (values.shape ?? DEFAULT_SHAPES).map((s) => {
   if (!m) fail(`--shape wants ROWSxCOLS (e.g. 4096x11008), got '${s}'`);
   return [int(m[1], 'shape'), int(m[2], 'shape')] as const;
 });
-const tokensList = (values.tokens ?? (what === 'model' ? ['1', '64'] : ['1'])).map((t) => int(t, 'tokens'));
+const tokensList = (values.tokens ?? (what === 'model' ? ['1', '64'] : what === 'steps' ? ['64'] : ['1'])).map((t) => int(t, 'tokens'));
 const threadsList = (values.threads ?? ['1', '2']).map((t) => int(t, 'threads'));
-if (!['check', 'matmul', 'model', 'attention', 'small', 'sample'].includes(what)) fail(`unknown command '${what}'; expected check, matmul, model, attention, small or sample`);
+if (!['check', 'matmul', 'model', 'attention', 'small', 'sample', 'steps'].includes(what)) fail(`unknown command '${what}'; expected check, matmul, model, attention, small, sample or steps`);
 
 const rt = await WasmRuntime.create({ initialBytes: 64 << 20 });
 const pools = new Map<number, WorkerPool>();
@@ -444,6 +449,65 @@ async function sample(): Promise<void> {
   flush();
 }
 
+/**
+ * Whole decode steps of stories15M (full cache), per variant on a model of its own, round-robin: 'tg' decodes greedily
+ * from BOS through Backend.forward (as bench's tgN and generate's step call it), 'sample' through Model.generate() at
+ * T = 0.8, top-p 0.9 (seeded, no EOS stop) as a user streams it. Variants: 'kept' (shipped: the last step's job list
+ * patched, the workers woken at forward()'s start), 'rebuilt' (a list built afresh every step), 'no-wake' (no heads-up
+ * to sleeping workers). Each round decodes `--tokens` steps per variant and test on a fresh sequence.
+ */
+async function steps(): Promise<void> {
+  const dts = (values.dtype ?? ['f32', 'q8_0']) as DType[];
+  const names = ['kept', 'rebuilt', 'no-wake'];
+  for (const dtype of dts) {
+    if (dtype === 'q8_0-f32') fail('steps: --dtype f32, f16 or q8_0');
+    for (const threads of threadsList) {
+      for (const n of tokensList) {
+        const models = await Promise.all(names.map(() => loadModel(undefined, { dtype, threads })));
+        models.forEach((m, k) => {
+          const b = m.backend as WasmBackend;
+          b.keepDecodeLists = names[k] !== 'rebuilt';
+          b.wakeAhead = names[k] !== 'no-wake';
+        });
+        const bos = models[0].config.bosTokenId ?? 1;
+        const tg = (m: (typeof models)[number]) => async (): Promise<number> => {
+          const kv = m.newSequence({ policy: 'full' });
+          let token = bos;
+          const t0 = performance.now();
+          for (let i = 0; i < n; i++) token = argmax((await m.backend.forward([{ kv, tokens: [token], logits: 'last' }]))[0]);
+          const dt = performance.now() - t0;
+          kv.release();
+          return dt / n;
+        };
+        const sampled = (m: (typeof models)[number]) => async (): Promise<number> => {
+          const g = m.generate([bos], { maxTokens: n, ignoreEos: true, temperature: 0.8, topP: 0.9, seed: 1 });
+          const t0 = performance.now();
+          for await (const piece of g) void piece;
+          const dt = performance.now() - t0;
+          return dt / (await g.result).generatedTokens;
+        };
+        const fns = [...models.map(tg), ...models.map(sampled)];
+        for (const f of fns) await f(); // warm-up
+        const samples: number[][] = fns.map(() => []);
+        for (let r = 0; r < rounds; r++) for (let k = 0; k < fns.length; k++) samples[k].push(await fns[k]());
+        const t: Timing[] = samples.map((s) => {
+          s.sort((a, b) => a - b);
+          const median = s[s.length >> 1];
+          return { median, spread: (s[s.length - 1] - s[0]) / median };
+        });
+        fns.forEach((_, k) => {
+          const v = k % names.length, base = k - v;
+          print({ dtype, threads, test: k < names.length ? `tg${n}` : `sample${n}`, variant: names[v], 'us/token': usOf(t[k].median),
+            'tok/s': (1000 / t[k].median).toFixed(1), spread: pct(t[k].spread), vsFirst: ratio(t[base], t[k]),
+            'vs tg kept': k < names.length ? '' : (t[0].median / t[k].median).toFixed(3) });
+        });
+        for (const m of models) m.dispose();
+      }
+    }
+  }
+  flush();
+}
+
 let ok = true;
 try {
   if (what === 'check') ok = await check();
@@ -451,6 +515,7 @@ try {
   else if (what === 'model') await model();
   else if (what === 'attention') await attention();
   else if (what === 'sample') await sample();
+  else if (what === 'steps') await steps();
   else small();
 } catch (err) {
   // e.g. a shape beyond the 4 GiB of wasm32 memory: say so in one line.

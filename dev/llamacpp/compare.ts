@@ -43,9 +43,14 @@ const OWN = [
 ] as const;
 type Own = Record<Test | 'gen128' | 'sample128' | 'pp128 fastgen', number>;
 
+/** ggml's CPU library that llama-bench loaded (it picks one per x86 level at run time), from its stderr. */
+let cpuBackend = 'CPU library not reported';
+
 function run(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20, timeout: 600_000 });
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (exit ${r.status}): ${(r.stderr ?? '').slice(-500)}`);
+  const lib = /loaded CPU backend from \S*?(libggml-cpu-[\w-]+)\.so/.exec(r.stderr ?? '');
+  if (lib) cpuBackend = lib[1];
   return r.stdout;
 }
 
@@ -116,7 +121,7 @@ const ownRows = Object.entries(own).map(([row, s]) => {
   const [rm, rsd] = meanSd(s.ratio);
   return { row, ratios: s.ratio, ratio: rm, ratioSd: rsd, flagged: rsd / rm > 0.2 };
 });
-const machine = `${cpus()[0]?.model ?? 'unknown CPU'} · ${cpus().length} cores · load average ${loadBefore[0].toFixed(1)} before, ${loadAfter[0].toFixed(1)} after`;
+const machine = `${cpus()[0]?.model ?? 'unknown CPU'} · ${cpus().length} cores · load average ${loadBefore[0].toFixed(1)} before, ${loadAfter[0].toFixed(1)} after · llama.cpp's ${cpuBackend}`;
 if (values.json) {
   console.log(JSON.stringify({ date: new Date().toISOString(), machine, threads, rounds, loads, rows, fastgenOwn: ownRows }, null, 2));
 } else {

@@ -31,6 +31,19 @@ import { WorkerPool } from './pool.js';
 import { WasmRuntime, type Ptr, type Q8Matrix } from './runtime.js';
 import { q8ActBytes, q8Blocks, q8ScaleBytes, q8WeightBytes, SPLIT, TAIL } from './layout.js';
 
+/** The arguments of a KV-write record and an attention-rows record that a kept decode list patches (JobList). */
+const KV_WRITE_POOL = 0;
+const KV_WRITE_SLOT = 2;
+const ATTENTION_FIRST_SLOTS = 5;
+const ATTENTION_POOL = 6;
+
+/**
+ * Pages of room beyond the current ones that a kept decode list's page tables get, before rounding up to whole 64-byte
+ * lines (16 pages): a new list every 64–256 steps with 16-token pages, instead of tables for the whole context per head
+ * and sequence.
+ */
+const KEPT_TABLE_HEADROOM = 4;
+
 /** Up to this many rows, small ops ride as TAIL records of the phase before them instead of a phase of their own. */
 const TAIL_ROWS = 4;
 /** A prompt's attention rows per job record: enough records for the threads to share, few enough to list. */
@@ -58,6 +71,30 @@ interface PassItem {
   poolBase: Ptr;
   kvHalf: boolean;
   pageTokens: number;
+}
+
+/**
+ * A decode pass's job list, kept for the next step of the same shape (see forwardBatch): where each head's page table
+ * lives, and the records whose arguments change from step to step (the KV writes' and attention's slot counts, the
+ * arena's address).
+ */
+interface KeptDecode {
+  /** The pass's shape: per item its logits mode, KV dtype and page size. */
+  key: string;
+  list: JobList;
+  scratch: Ptr;
+  /** Page-table capacity of every head, in pages. */
+  tablePages: number;
+  plan: PassItem[];
+  /** [item][layer][kvHead]: the head's KV-write record and its attention record. */
+  kvWrites: number[][][];
+  attention: number[][][];
+}
+
+/** The records of one pass whose per-step arguments a kept decode list patches ([item][layer][kvHead]). */
+interface PassRecords {
+  kvWrites: number[][][];
+  attention: number[][][];
 }
 
 export type WasmWeightDtype = 'f32' | 'f16' | 'q8_0';
@@ -203,6 +240,14 @@ export class WasmBackend implements Backend {
   /** Longest sequence rounded up to whole SIMD blocks: the length of each thread's probability scratch. */
   private readonly seqPad: number;
   private list: JobList;
+  /** The last decode pass's list, reused while the passes keep its shape (null: build the next one). */
+  private kept: KeptDecode | null = null;
+  /** Off: rebuild every pass's list (the workbench's and the tests' reference for the kept list). */
+  keepDecodeLists = true;
+  /** Wake the workers at the start of forward() (off: the workbench's no-wake variant). */
+  wakeAhead = true;
+  /** Passes that ran a kept decode list (tests: that the reuse happens). */
+  keptPasses = 0;
   /** Progress of the upload, while the constructor runs. */
   private uploaded: (elements: number) => void = () => {};
   static async create(ckpt: LoadedCheckpoint, opts: WasmBackendOptions = {}): Promise<WasmBackend> {
@@ -321,6 +366,9 @@ export class WasmBackend implements Backend {
   }
 
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    // Between two tokens (sampling, streaming, the event loop) the workers may have gone to sleep: wake them while
+    // this thread prepares the pass.
+    if (this.wakeAhead) this.workers.wake();
     // Split the batch so that every part fits the scratch buffers.
     return splitBatch(items, 'wasm', this.maxItems, this.maxRows).flatMap((part) => this.forwardBatch(part));
   }
@@ -367,26 +415,46 @@ export class WasmBackend implements Backend {
       for (let l = 0; l < c.nLayers; l++) it.kv.reserveLayer(l, it.tokens.length, starts[i], it.tokens);
     });
     const queries = items.some((it) => it.kv.wantsQueries);
-    const { plan, layerQ } = this.planPass(items, starts, T, queries);
+    const hooked = items.some((it) => it.kv.evicts);
+
+    // A decode step of the same shape as the last one (same items count, one token each, a cache that neither evicts
+    // nor asks for scores or statistics) reuses the last list: only each head's page table, slot count and the arena's
+    // address change, patched in place. Building the list costs the main thread more than a step of stories15M's
+    // layers in JS on a cold cache, while the workers wait (docs/bench.md).
+    const key = this.keepDecodeLists && !hooked && !queries && T === items.length ? this.decodeKey(items) : null;
+    let kept = key === null ? null : this.reuseDecode(key, items);
+    let plan: PassItem[];
+    let layerQ: (l: number) => Ptr;
+    if (kept) {
+      this.keptPasses++;
+      plan = kept.plan;
+      layerQ = () => this.q;
+    } else {
+      // A decode list that may be kept gives every head's page table room for a few more pages (at most the whole
+      // context), so that the next steps' tables fit where this one's are; a head that outgrows it gets a new list.
+      const tablePages = key === null ? 0 : this.keptTablePages(items);
+      ({ plan, layerQ } = this.planPass(items, starts, T, queries, tablePages));
+      const list = this.list;
+      list.clear();
+      const rec: PassRecords | undefined = key === null ? undefined : { kvWrites: [], attention: [] };
+      const scale = 1 / Math.sqrt(c.headDim);
+      for (let l = 0; l < c.nLayers; l++) {
+        const q = layerQ(l);
+        this.pushQkv(list, l, T, q);
+        this.pushKvWrites(list, l, items, rowStart, plan, T, rec);
+        this.pushAttention(list, l, items, rowStart, plan, q, scale, rec);
+        this.pushFfn(list, l, T, hooked);
+      }
+      if (wanted.length > 0) this.pushLogits(list, wanted);
+      kept = this.kept = key === null ? null : { key, list, scratch: this.scratch.ptr, tablePages, plan, ...rec! };
+    }
 
     // The pass: one dispatch. Compressing caches are finished layer by layer inside it: right after a layer's
     // attention, a hook hands this thread back to JS to fold that layer's scores and run its policy (profile or
     // evict) while the worker goes on with the FFN (nothing later in the pass reads that layer's cache), so the
     // policy work overlaps the weight streaming instead of following it. Full caches have nothing to do there.
-    const list = this.list;
-    list.clear();
-    const scale = 1 / Math.sqrt(c.headDim);
-    const hooked = items.some((it) => it.kv.evicts);
     const finish = (l: number) => items.forEach((it, i) => this.finishLayer(l, it, plan[i], rowStart[i], starts[i], layerQ));
-    for (let l = 0; l < c.nLayers; l++) {
-      const q = layerQ(l);
-      this.pushQkv(list, l, T, q);
-      this.pushKvWrites(list, l, items, rowStart, plan, T);
-      this.pushAttention(list, l, items, rowStart, plan, q, scale);
-      this.pushFfn(list, l, T, hooked);
-    }
-    if (wanted.length > 0) this.pushLogits(list, wanted);
-    this.workers.run(list, finish);
+    this.workers.run(this.list, finish);
     if (!hooked) for (let l = 0; l < c.nLayers; l++) finish(l);
     for (const it of items) it.kv.advance(it.tokens.length);
 
@@ -408,11 +476,83 @@ export class WasmBackend implements Backend {
   }
 
   /**
+   * The shape of a decode pass whose list can be kept for the next step, or null: every item decodes one token with a
+   * cache that wants no attention scores or statistics at any layer.
+   */
+  private decodeKey(items: readonly ForwardItem[]): string | null {
+    let key = `${items.length}`;
+    for (const it of items) {
+      if (it.tokens.length !== 1) return null;
+      for (let l = 0; l < this.config.nLayers; l++) {
+        const needs = it.kv.needs(l, 1);
+        if (needs.stats || needs.scores.some((s) => s)) return null;
+      }
+      key += `|${it.logits}:${it.kv.pool.kvDtype}:${it.kv.pool.pageTokens}`;
+    }
+    return key;
+  }
+
+  /**
+   * Page-table room per head for a decode list to keep: the most pages any head holds now plus headroom (at most the
+   * whole context), in whole 64-byte lines as planPass lays the tables out.
+   */
+  private keptTablePages(items: readonly ForwardItem[]): number {
+    const c = this.config;
+    let most = 0;
+    for (const it of items) {
+      let pages = 0;
+      for (let l = 0; l < c.nLayers; l++) for (let h = 0; h < c.nKvHeads; h++) pages = Math.max(pages, it.kv.store(l, h).pages.length);
+      most = Math.max(most, Math.min(Math.ceil(c.maxSeqLen / it.kv.pool.pageTokens), pages + KEPT_TABLE_HEADROOM));
+    }
+    return Math.ceil(most / 16) * 16;
+  }
+
+  /**
+   * The kept decode list patched for this step (page tables, slot counts, arena addresses), or null when there is
+   * none of this shape (or a table outgrew its room): then the caller builds one.
+   */
+  private reuseDecode(key: string, items: readonly ForwardItem[]): KeptDecode | null {
+    const k = this.kept;
+    if (!k || k.key !== key || k.list !== this.list || k.scratch !== this.scratch.ptr) return null;
+    const c = this.config;
+    const group = c.nHeads / c.nKvHeads;
+    for (const it of items) {
+      for (let l = 0; l < c.nLayers; l++) {
+        for (let h = 0; h < c.nKvHeads; h++) if (it.kv.store(l, h).pages.length > k.tablePages) return null;
+      }
+    }
+    const heap = this.rt.heap();
+    const list = k.list;
+    items.forEach((it, i) => {
+      const p = k.plan[i];
+      // The arena may have moved while the slots were reserved: its address is read after the reservations.
+      const poolBase = (p.poolBase = it.kv.pool.arena.baseByteOffset);
+      for (let l = 0; l < c.nLayers; l++) {
+        for (let h = 0; h < c.nKvHeads; h++) {
+          const st = it.kv.store(l, h);
+          heap.i32.set(st.pages, p.tables[l][h] >> 2);
+          const older = (p.older[l][h] = st.length - 1);
+          const w = k.kvWrites[i][l][h];
+          list.setArg(w, KV_WRITE_POOL, poolBase);
+          list.setArg(w, KV_WRITE_SLOT, older);
+          for (let g = 0; g < group; g++) {
+            const a = k.attention[i][l][h * group + g];
+            list.setArg(a, ATTENTION_FIRST_SLOTS, older);
+            list.setArg(a, ATTENTION_POOL, poolBase);
+          }
+        }
+      }
+    });
+    return k;
+  }
+
+  /**
    * Lay out this pass's bookkeeping in the scratch (grown if needed) and fill it: page tables of every head, zeroed
    * score accumulators for the heads whose policy tracks scores, zeroed profiling statistics for FastGen's prompt pass.
-   * Also sizes the job list. Returns per item where things are, and each layer's query buffer.
+   * Also sizes the job list. tablePages > 0: every head's page table gets room for that many pages (a decode list to
+   * keep). Returns per item where things are, and each layer's query buffer.
    */
-  private planPass(items: readonly ForwardItem[], starts: number[], T: number, queries: boolean):
+  private planPass(items: readonly ForwardItem[], starts: number[], T: number, queries: boolean, tablePages = 0):
     { plan: PassItem[]; layerQ: (l: number) => Ptr } {
     const c = this.config;
     let bytes = 0;
@@ -434,7 +574,7 @@ export class WasmBackend implements Backend {
         for (let h = 0; h < c.nKvHeads; h++) {
           const st = kv.store(l, h);
           p.older[l].push(st.length - n); // the slots were reserved already
-          p.tables[l].push(take(st.pages.length));
+          p.tables[l].push(take(Math.max(tablePages, st.pages.length)));
           p.accums[l].push(needs.scores[h] ? take(st.length) : -1);
         }
         if (needs.stats && p.older[l][0] !== 0) throw new Error('internal: attention statistics are collected on a pass from an empty cache');
@@ -538,7 +678,8 @@ export class WasmBackend implements Backend {
   }
 
   /** Layer l's new keys and values (after RoPE) into the slots reserved for them, every sequence and KV head. */
-  private pushKvWrites(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], plan: PassItem[], T: number): void {
+  private pushKvWrites(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], plan: PassItem[], T: number,
+    rec?: PassRecords): void {
     const c = this.config;
     const hd = c.headDim;
     const kvDim = c.nKvHeads * hd;
@@ -547,10 +688,12 @@ export class WasmBackend implements Backend {
     if (owner === SPLIT) list.barrier();
     items.forEach((it, i) => {
       const p = plan[i];
+      const records = rec && ((rec.kvWrites[i] ??= [])[l] = [] as number[]);
       for (let h = 0; h < c.nKvHeads; h++) {
         const off = (rowStart[i] * kvDim + h * hd) * 4;
-        list.kvWrite(p.poolBase, p.tables[l][h], p.older[l][h], this.k + off, this.v + off, p.pageTokens, hd, owner,
+        const r = list.kvWrite(p.poolBase, p.tables[l][h], p.older[l][h], this.k + off, this.v + off, p.pageTokens, hd, owner,
           it.tokens.length, kvDim * 4, p.kvHalf);
+        records?.push(r);
       }
     });
   }
@@ -560,7 +703,8 @@ export class WasmBackend implements Backend {
    * slots, after every older one, so row t sees exactly the slot prefix [0, older + t] and needs no position mask.
    * All query heads of one KV head that accumulate into one buffer run as one group (in order, on one thread).
    */
-  private pushAttention(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], plan: PassItem[], q: Ptr, scale: number): void {
+  private pushAttention(list: JobList, l: number, items: readonly ForwardItem[], rowStart: number[], plan: PassItem[], q: Ptr, scale: number,
+    rec?: PassRecords): void {
     const c = this.config;
     const hd = c.headDim;
     const qDim = c.nHeads * hd;
@@ -569,6 +713,8 @@ export class WasmBackend implements Backend {
     items.forEach((it, i) => {
       const p = plan[i];
       const n = it.tokens.length;
+      // A kept decode list's records: one per query head (one row each).
+      const records = rec && ((rec.attention[i] ??= [])[l] = [] as number[]);
       for (let h = 0; h < c.nKvHeads; h++) {
         const accum = p.accums[l][h];
         for (let g = 0; g < group; g++) {
@@ -583,7 +729,7 @@ export class WasmBackend implements Backend {
             const t1 = Math.min(t0 + ATTENTION_ROW_BLOCK, n, t0 < from ? from : n);
             const sums = t0 >= from ? column : 0;
             const off = ((rowStart[i] + t0) * qDim + qh * hd) * 4;
-            list.attentionRows({
+            const r = list.attentionRows({
               out: this.att + off,
               probs: this.probs,
               probsStride: this.seqPad * 4, // per-thread scratch
@@ -601,6 +747,7 @@ export class WasmBackend implements Backend {
               bands: p.bandDescs[l],
               kvHalf: p.kvHalf,
             }, owner);
+            records?.push(r);
             t0 = t1;
           }
         }

@@ -30,25 +30,25 @@ export function runPoolThread(init: WorkerInit, ready: () => void): void {
   }
 }
 
-/** Wait until SEQ differs from `seen`; returns the new value. */
+/**
+ * Wait until SEQ differs from `seen`; returns the new value. Spin for spinMicros, then sleep. Woken without a new list
+ * (the main thread's heads-up, WorkerPool.wake, or the wait's timeout), spin again before sleeping: the list follows.
+ */
 function nextSeq(ctrl: Int32Array, init: WorkerInit, seen: number): number {
   const i = W(CTRL.SEQ);
-  const deadline = performance.now() + init.spinMicros / 1000;
-  for (let k = 1; ; k++) {
-    const s = Atomics.load(ctrl, i);
-    if (s !== seen) return s;
-    if ((k & 255) === 0 && performance.now() > deadline) break;
-  }
-  // Sleep. The main thread notifies if SLEEPERS > 0 after bumping SEQ; if it bumped before we registered,
-  // Atomics.wait sees SEQ ≠ seen and returns at once. The timeout only bounds how long a dead main thread is waited on.
-  Atomics.add(ctrl, W(CTRL.SLEEPERS), 1);
-  let s = Atomics.load(ctrl, i);
-  while (s === seen) {
+  for (;;) {
+    const deadline = performance.now() + init.spinMicros / 1000;
+    for (let k = 1; ; k++) {
+      const s = Atomics.load(ctrl, i);
+      if (s !== seen) return s;
+      if ((k & 255) === 0 && performance.now() > deadline) break;
+    }
+    // Sleep. The main thread notifies if SLEEPERS > 0 after bumping SEQ; if it bumped before we registered,
+    // Atomics.wait sees SEQ ≠ seen and returns at once. The timeout only bounds how long a dead main thread is waited on.
+    Atomics.add(ctrl, W(CTRL.SLEEPERS), 1);
     Atomics.wait(ctrl, i, seen, 1000);
-    s = Atomics.load(ctrl, i);
+    Atomics.sub(ctrl, W(CTRL.SLEEPERS), 1);
   }
-  Atomics.sub(ctrl, W(CTRL.SLEEPERS), 1);
-  return s;
 }
 
 /** Record the first error's message for the main thread, then make everyone abandon the list. */
