@@ -7,7 +7,7 @@
  *   node dist/dev/cache/replay-bench.js [--batch 8] [--layers 32] [--heads 32] [--slots 700] [--flush-mb 0,64] [--steps 60]
  *
  * Each step: every head reserves its new token's slot, then (optionally) `flush-mb` MiB are read, then the replay
- * of one evicted slot per head is timed. Prints the median ns per head for each flush size.
+ * of one evicted slot per head (the GPU's report: the new length, one evicted) is timed. Prints the median ns per head for each flush size.
  */
 import { parseArgs } from 'node:util';
 import { PagePool, type KvArena } from '../../src/cache/page-pool.js';
@@ -39,13 +39,13 @@ for (const mb of flushes) {
   // One eviction entry per head (the layout the backend writes) and a report evicting one slot of each.
   const nEvicts = B * L * H;
   const ed = new Uint32Array(nEvicts * EVICT_WORDS);
-  const reportWords = 3 + Math.ceil((slots + 1) / 32);
+  const reportWords = 2;
   const reports = new Uint32Array(nEvicts * reportWords);
   let j = 0;
   for (let l = 0; l < L; l++) for (let i = 0; i < B; i++) for (let h = 0; h < H; h++, j++) {
     const e = j * EVICT_WORDS;
     ed.set([0, h, slots + 1, 0, 0, 0, 0, 0, j * reportWords, l, 0, i], e);
-    reports.set([slots, 1, (j * 7919) % slots], j * reportWords);
+    reports.set([slots, 1], j * reportWords);
   }
   const flush = new Float64Array((mb * 1024 * 1024) / 8);
   let sink = 0;

@@ -605,10 +605,9 @@ export class WebGpuBackend implements Backend {
           d[at] = seqSlots[i]; d[at + 1] = h; d[at + 2] = total; d[at + 3] = rule.classMask; d[at + 4] = rule.window;
           d[at + 5] = current; d[at + 6] = rule.sinks; d[at + 7] = rule.heavy; d[at + 8] = reportWords; d[at + 9] = layer;
           d[at + 10] = workWords; d[at + 11] = i;
-          // Report: new length, evicted count, highest evicted slot, a bit per slot (evictWgsl). Work: keep, score,
-          // pos, then the moves.
-          reportWords += 3 + Math.ceil(total / 32);
-          workWords += 4 * total + 1;
+          // Report: new length, evicted count (evictWgsl). Work: keep, score, pos, the moves, the evicted-slot bits.
+          reportWords += 2;
+          workWords += 4 * total + 1 + Math.ceil(total / 32);
         },
       };
     });

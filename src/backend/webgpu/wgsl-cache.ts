@@ -583,14 +583,13 @@ var<workgroup> qs: array<f32, HD>;
  * Eviction for one (sequence, layer, KV head) per workgroup, executing a keep rule (the numbers markKept in
  * src/cache/evict.ts computes from a policy): keep slot s when its classes meet classMask, or current − pos < span,
  * or pos < sinks, or it is among the top `budget` by score (ties: the lower position wins). Then it plans the
- * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole). The moves go to
- * the work buffer for applyMoves; the report gets [new length, evicted count, the highest evicted slot (0xffffffff:
- * none), ⌈n / 32⌉ words of evicted-slot bits] so that the CPU replays retain on its per-slot metadata (positions,
- * token ids, pages) with the same result — from the one slot when a step evicted one (the usual decode step: it then
- * skips the bits), else from the bits (a list would need room for as many as a step can evict: when heavy hitters fall
- * inside the window, far more than the step's new tokens).
+ * compaction HeadStore.retain performs (walking from the end, the last slot moves into each hole), through a bitmask
+ * of the evicted slots (any number of them fits ⌈n / 32⌉ words: when heavy hitters fall inside the window a step
+ * evicts far more than its new tokens). The moves go to the work buffer for applyMoves; the report, which the CPU
+ * reads back every step, is two words: [new length, evicted count] (the CPU keeps that many slots: HeadStore.keepFirst).
  * Entry (12 u32 in pass at entryOff + 12·wid.x): seqSlot, kvHead, n, classMask, span, current, sinks, budget,
- * reportOff, layer, workOff, _ (entries of any layers: a pass evicts once, after its last layer). Work region: keep[n], score[n], pos[n], then the moves (count, pairs).
+ * reportOff, layer, workOff, _ (entries of any layers: a pass evicts once, after its last layer). Work region (4n + 1
+ * + ⌈n / 32⌉ words): keep[n], score[n], pos[n], the moves (count, pairs: at most n / 2), the evicted-slot bits.
  */
 export function evictWgsl(c: CacheShape): string {
   return `${consts(c)}
@@ -697,14 +696,15 @@ fn scoreKey(bits: u32) -> u32 {
     workgroupBarrier();
   }
   let newLen = red[0];
-  // The evicted slots as a bitmask (bit s % 32 of word s / 32): any number of them fits ⌈n / 32⌉ words.
+  // The evicted slots as a bitmask (bit s % 32 of word s / 32), after the moves' room.
+  let bitsAt = wk + 4u * n + 1u;
   for (var wd = lid.x; wd < (n + 31u) / 32u; wd += 256u) {
     var bits = 0u;
     for (var j = 0u; j < 32u; j++) {
       let s = wd * 32u + j;
       if (s < n && work[wk + s] == 0u) { bits |= 1u << j; }
     }
-    report[reportOff + 3u + wd] = bits;
+    work[bitsAt + wd] = bits;
   }
   // HeadStore.retain, replayed on slot numbers (the scores' region is free now): walking from the end, each evicted
   // slot takes the current last slot; orig[d] ends as the slot whose contents d holds. Only evicted slots act, so the
@@ -716,17 +716,15 @@ fn scoreKey(bits: u32) -> u32 {
   if (lid.x == 0u) {
     report[reportOff] = newLen;
     report[reportOff + 1u] = n - newLen;
-    report[reportOff + 2u] = 0xffffffffu;
     var len = n;
     var wd = (n + 31u) / 32u;
     while (wd > 0u) {
       wd--;
-      var bits = report[reportOff + 3u + wd];
+      var bits = work[bitsAt + wd];
       while (bits != 0u) {
         let b = firstLeadingBit(bits);
         bits &= ~(1u << b);
         let s = wd * 32u + b;
-        if (len == n) { report[reportOff + 2u] = s; }
         let last = len - 1u;
         if (s != last) { work[orig + s] = work[orig + last]; }
         len--;
@@ -736,7 +734,7 @@ fn scoreKey(bits: u32) -> u32 {
     let mv = wk + 3u * n;
     var moves = 0u;
     for (var w = 0u; w < (newLen + 31u) / 32u; w++) {
-      var bits = report[reportOff + 3u + w];
+      var bits = work[bitsAt + w];
       while (bits != 0u) {
         let b = firstTrailingBit(bits);
         bits &= bits - 1u;
