@@ -202,7 +202,7 @@ export class HeadStore {
    * once (a 7B batch of 8 at 4096 tokens: a gigabyte copied in one step).
    */
   reserveCapacity(slots: number): void {
-    if (slots > this.positions.length && !this.metaStale) this.growMeta(Math.ceil(slots * 1.25));
+    if (!this.metaStale && slots > this.positions.length) this.growMeta(Math.ceil(slots * 1.25));
   }
 
   /** Return every page to the pool. */
