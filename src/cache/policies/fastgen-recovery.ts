@@ -1,4 +1,4 @@
-import { amountAt, keepRule, type HeadPolicy } from '../head-policy.js';
+import { amountAt, keepRule, type HeadPolicy, type KeepRule } from '../head-policy.js';
 import { markKept } from '../evict.js';
 import type { HeadStore } from '../head-store.js';
 import type { HeadAttentionStats } from './types.js';
@@ -27,57 +27,85 @@ export function bandDistances(candidates: readonly HeadPolicy[], promptLength: n
 }
 
 /**
- * Recovery of every candidate for each query head of one KV head's group, from their column and band sums over `rows`
- * query rows (`bands`: the distances the band sums were collected for), and the prompt tokens each candidate keeps,
- * for the KV head's store of the n-token prompt (slot s = position s; its token classes and cumulative attention,
- * which `frequent` ranks by). A candidate's static part M is what eviction would keep of it without the window, so
- * markKept decides it; candidates sharing a static part (the lattice's windows) share one mask and one pass over it:
+ * What profiling needs of the candidates at one prompt length, computed once for all heads of a pass: each candidate's
+ * static part M (its keep rule without the window; the lattice's windows share a few of them), and for local
+ * candidates the window w and the index of its band sums among `bands`.
+ */
+export interface CandidatePlan {
+  candidates: readonly HeadPolicy[];
+  /** The band distances the backend collected (bandDistances). */
+  bands: readonly number[];
+  /** Distinct static parts. */
+  statics: KeepRule[];
+  /** Per candidate: its static part's index, its window (0: not local) and its band's index (−1: not local). */
+  staticOf: Int32Array;
+  window: Int32Array;
+  band: Int32Array;
+}
+
+export function planCandidates(candidates: readonly HeadPolicy[], n: number): CandidatePlan {
+  const bands = bandDistances(candidates, n);
+  const statics: KeepRule[] = [];
+  const keys = new Map<string, number>();
+  const staticOf = new Int32Array(candidates.length);
+  const window = new Int32Array(candidates.length);
+  const band = new Int32Array(candidates.length).fill(-1);
+  candidates.forEach((cand, c) => {
+    const rule = { ...keepRule(cand, n), window: 0 };
+    const key = `${rule.full}|${rule.classMask}|${rule.sinks}|${rule.heavy}`;
+    if (!keys.has(key)) { keys.set(key, statics.length); statics.push(rule); }
+    staticOf[c] = keys.get(key)!;
+    if (!cand.full && cand.window !== undefined) {
+      window[c] = Math.min(n, amountAt(cand.window, n));
+      band[c] = bands.indexOf(window[c] - 1);
+      if (band[c] < 0) throw new Error(`internal: no band sums collected for ${cand.name}`);
+    }
+  });
+  return { candidates, bands, statics, staticOf, window, band };
+}
+
+/**
+ * Recovery of every candidate of `plan` for each query head of one KV head's group, from their column and band sums
+ * over `rows` query rows, and the prompt tokens each candidate keeps, for the KV head's store of the n-token prompt
+ * (slot s = position s; its token classes and cumulative attention, which `frequent` ranks by). A candidate's static
+ * part M is what eviction would keep of it without the window, so markKept decides it, once per distinct part:
  *   kept(C) = |M| + [C has local] · (w − |M ∩ last w slots|)
  */
-export function profileCandidates(candidates: readonly HeadPolicy[], group: readonly HeadAttentionStats[], bands: readonly number[], rows: number,
+export function profileCandidates(plan: CandidatePlan, group: readonly HeadAttentionStats[], rows: number,
   store: HeadStore): { recoveries: number[][]; kept: number[] } {
   const n = store.length;
+  const { candidates } = plan;
   if (rows === 0) return { recoveries: group.map(() => candidates.map(() => 1)), kept: candidates.map(() => n) };
   const bandTotal = group.map((st) => st.bands.map((band) => {
     let t = 0;
     for (let j = 0; j < n; j++) t += band[j];
     return t;
   }));
-  // Per distinct static part: Σ_M col and Σ_M band_k per query head, and M's size from each slot to the end.
-  const statics = new Map<string, { inMask: number[]; bandInMask: number[][]; fromEnd: Int32Array }>();
-  const staticOf = (cand: HeadPolicy) => {
-    const rule = { ...keepRule(cand, n), window: 0 };
-    const key = `${rule.full}|${rule.classMask}|${rule.sinks}|${rule.heavy}`;
-    let s = statics.get(key);
-    if (!s) {
-      const mask = new Uint8Array(n);
-      markKept(store, rule, n - 1, mask);
-      const fromEnd = new Int32Array(n + 1); // fromEnd[i] = |M ∩ [i, n)|
-      for (let j = n - 1; j >= 0; j--) fromEnd[j] = fromEnd[j + 1] + mask[j];
-      const inMask = group.map(() => 0);
-      const bandInMask = group.map((st) => st.bands.map(() => 0));
-      group.forEach((st, g) => {
-        for (let j = 0; j < n; j++) {
-          if (!mask[j]) continue;
-          inMask[g] += st.column[j];
-          for (let k = 0; k < st.bands.length; k++) bandInMask[g][k] += st.bands[k][j];
-        }
-      });
-      s = { inMask, bandInMask, fromEnd };
-      statics.set(key, s);
-    }
-    return s;
-  };
+  // Per static part: Σ_M col and Σ_M band_k per query head, and M's size from each slot to the end.
+  const mask = new Uint8Array(n);
+  const statics = plan.statics.map((rule) => {
+    markKept(store, rule, n - 1, mask);
+    const fromEnd = new Int32Array(n + 1); // fromEnd[i] = |M ∩ [i, n)|
+    for (let j = n - 1; j >= 0; j--) fromEnd[j] = fromEnd[j + 1] + mask[j];
+    const inMask = group.map(() => 0);
+    const bandInMask = group.map((st) => st.bands.map(() => 0));
+    group.forEach((st, g) => {
+      for (let j = 0; j < n; j++) {
+        if (!mask[j]) continue;
+        inMask[g] += st.column[j];
+        for (let k = 0; k < st.bands.length; k++) bandInMask[g][k] += st.bands[k][j];
+      }
+    });
+    return { inMask, bandInMask, fromEnd };
+  });
   const kept: number[] = [];
   const recoveries: number[][] = group.map(() => []);
-  for (const cand of candidates) {
-    const s = staticOf(cand);
-    const local = !cand.full && cand.window !== undefined;
-    const w = local ? Math.min(n, amountAt(cand.window, n)) : 0;
-    const k = local ? bands.indexOf(w - 1) : -1;
-    if (local && k < 0) throw new Error(`internal: no band sums collected for ${cand.name}`);
-    kept.push(s.fromEnd[0] + (local ? w - s.fromEnd[n - w] : 0));
-    group.forEach((_, g) => recoveries[g].push((s.inMask[g] + (local ? bandTotal[g][k] - s.bandInMask[g][k] : 0)) / rows));
+  for (let c = 0; c < candidates.length; c++) {
+    const s = statics[plan.staticOf[c]];
+    const w = plan.window[c];
+    const k = plan.band[c];
+    kept.push(s.fromEnd[0] + (k >= 0 ? w - s.fromEnd[n - w] : 0));
+    for (let g = 0; g < group.length; g++) recoveries[g].push((s.inMask[g] + (k >= 0 ? bandTotal[g][k] - s.bandInMask[g][k] : 0)) / rows);
   }
   return { recoveries, kept };
 }

@@ -5,7 +5,7 @@
  */
 import { FULL, PUNCT, SPECIAL, usesScores, type HeadPolicy } from '../head-policy.js';
 import { InvalidOptionError } from '../../errors.js';
-import { bandDistances, chooseCandidate, profileCandidates } from './fastgen-recovery.js';
+import { chooseCandidate, planCandidates, profileCandidates, type CandidatePlan } from './fastgen-recovery.js';
 import type { CachePolicy, KvShape, LayerNeeds, LayerPass, PolicyTarget, PromptAttentionStats, PolicyOptions, SequencePolicy } from './types.js';
 
 export type BasicPolicyName = 'special' | 'punct' | 'frequent' | 'local';
@@ -160,6 +160,8 @@ class FastgenSequence implements SequencePolicy {
   readonly profiles: HeadProfile[][] = [];
   private readonly heads: HeadPolicy[];
   private readonly profiled: boolean[];
+  /** The candidate plan of the last prompt length profiled (every layer of a prompt shares it). */
+  private planned?: { n: number; plan: CandidatePlan };
 
   constructor(
     private readonly o: FastgenOptions,
@@ -178,7 +180,7 @@ class FastgenSequence implements SequencePolicy {
     if (!this.profiled[layer]) {
       if (startPos !== 0) throw new Error('internal: FastGen profiles the first pass, which must start from an empty cache');
       // The profile gives the prompt's scores (column sums), so the pass adds none itself.
-      return { scores: new Array<boolean>(nKvHeads).fill(false), stats: { fromRow: this.fromRow(n), bands: bandDistances(this.candidates(n), n) } };
+      return { scores: new Array<boolean>(nKvHeads).fill(false), stats: { fromRow: this.fromRow(n), bands: this.plan(n).bands } };
     }
     const scores: boolean[] = [];
     for (let h = 0; h < nKvHeads; h++) scores.push(usesScores(this.head(layer, h)));
@@ -195,9 +197,9 @@ class FastgenSequence implements SequencePolicy {
     if (!pass.stats) throw new Error('internal: the backend did not collect the attention statistics FastGen profiles from');
     const t0 = performance.now();
     this.profiled[layer] = true;
-    const candidates = this.candidates(n);
+    const plan = this.plan(n);
     this.profiles[layer] = [];
-    for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(kv, layer, h, n, pass.stats, candidates);
+    for (let h = 0; h < this.shape.nKvHeads; h++) this.profiles[layer][h] = this.profileHead(kv, layer, h, n, pass.stats, plan);
     this.decideMs += performance.now() - t0;
   }
 
@@ -226,15 +228,21 @@ class FastgenSequence implements SequencePolicy {
     return T >= 1 ? 1 : 1 - (1 - T) * (1 - (this.o.margin ?? DEFAULT_MARGIN));
   }
 
-  private candidates(promptLength: number): HeadPolicy[] {
+  /** The candidates and what profiling needs of them at this prompt length: the same for every layer and head. */
+  private plan(promptLength: number): CandidatePlan {
+    if (this.planned?.n === promptLength) return this.planned.plan;
     const { localRatio, frequentRatio, exclude } = this.o;
-    return this.o.variant === 'paper'
+    const candidates = this.o.variant === 'paper'
       ? hybridCandidates({ promptLength, localRatio, frequentRatio, exclude })
       : latticeCandidates({ localRatio, frequentRatio, exclude, minFrequent: this.o.minFrequent ?? DEFAULT_MIN_FREQUENT });
+    const plan = planCandidates(candidates, promptLength);
+    this.planned = { n: promptLength, plan };
+    return plan;
   }
 
   /** Profile one KV head of the n-token prompt from its query heads' statistics, then compress it. */
-  private profileHead(kv: PolicyTarget, layer: number, h: number, n: number, stats: PromptAttentionStats, candidates: HeadPolicy[]): HeadProfile {
+  private profileHead(kv: PolicyTarget, layer: number, h: number, n: number, stats: PromptAttentionStats, plan: CandidatePlan): HeadProfile {
+    const { candidates } = plan;
     const { nHeads, nKvHeads } = this.shape;
     const st = kv.store(layer, h);
     const group = nHeads / nKvHeads;
@@ -244,7 +252,7 @@ class FastgenSequence implements SequencePolicy {
       const col = stats[h * group + g].column;
       for (let s = 0; s < m; s++) st.scores[s] += col[s];
     }
-    const { recoveries: perQuery, kept } = profileCandidates(candidates, stats.slice(h * group, (h + 1) * group), bandDistances(candidates, n), n - this.fromRow(n), st);
+    const { recoveries: perQuery, kept } = profileCandidates(plan, stats.slice(h * group, (h + 1) * group), n - this.fromRow(n), st);
     const recoveries = candidates.map((_, c) => {
       const vals = perQuery.map((r) => r[c]);
       return this.o.gqa === 'min' ? Math.min(...vals) : vals.reduce((a, b) => a + b, 0) / vals.length;
