@@ -78,7 +78,7 @@ interface PassItem {
  * lives, and the records whose arguments change from step to step (the KV writes' and attention's slot counts, the
  * arena's address).
  */
-interface KeptDecode {
+interface KeptDecode extends PassRecords {
   /** The pass's shape: per item its logits mode, KV dtype and page size. */
   key: string;
   list: JobList;
@@ -86,12 +86,12 @@ interface KeptDecode {
   /** Page-table capacity of every head, in pages. */
   tablePages: number;
   plan: PassItem[];
-  /** [item][layer][kvHead]: the head's KV-write record and its attention record. */
-  kvWrites: number[][][];
-  attention: number[][][];
 }
 
-/** The records of one pass whose per-step arguments a kept decode list patches ([item][layer][kvHead]). */
+/**
+ * The records of one pass whose per-step arguments a kept decode list patches, [item][layer][kvHead]: each head's
+ * KV-write record and its attention records.
+ */
 interface PassRecords {
   kvWrites: number[][][];
   attention: number[][][];

@@ -83,13 +83,9 @@ class U32List {
   length = 0;
   /** Reserve n words; returns their offset. */
   take(n: number): number {
+    this.reserve(n);
     const at = this.length;
     this.length += n;
-    if (this.length > this.data.length) {
-      const grown = new Uint32Array(Math.max(this.length, this.data.length * 2));
-      grown.set(this.data);
-      this.data = grown;
-    }
     this.data.fill(0, at, this.length);
     return at;
   }

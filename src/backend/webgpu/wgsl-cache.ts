@@ -251,6 +251,17 @@ const ATTENTION_ROW = `  let qh = wid.x;
   let tb = tableBase(seqSlot, kvh);`;
 
 /**
+ * The attention kernels' walk over their chunk's slots, 64 at a time, a thread per slot: opens the loop and, for a slot
+ * in range, its page (kept in pg for the value phase). The kernel goes on with that slot's score.
+ */
+const SLOT_LOOP = `  for (var s0 = first; s0 < last; s0 += 64u) {
+    let s = s0 + lid.x;
+    var score = NEG;
+    if (s < last) {
+      let page = tables[tb + s / PT];
+      pg[lid.x] = page;`;
+
+/**
  * One block of 64 slots of the online softmax, shared by both attention kernels: `score` (NEG past `last`) → the
  * block's max and the running max m → newm, corr = e^(m − newm), sc[j] = e^(score_j − newm) for the values, the
  * running sum l updated.
@@ -303,12 +314,7 @@ ${ATTENTION_ROW}
   var l = 0.0;
   var acc: array<f32, ${dPer}>;
   for (var k = 0u; k < ${dPer}u; k++) { acc[k] = 0.0; }
-  for (var s0 = first; s0 < last; s0 += 64u) {
-    let s = s0 + lid.x;
-    var score = NEG;
-    if (s < last) {
-      let page = tables[tb + s / PT];
-      pg[lid.x] = page;
+${SLOT_LOOP}
       let kb = (s % PT) * HD;
       var dotv = 0.0;
       for (var d = 0u; d < HD; d++) { dotv += qs[d] * kvGet(page, kb + d); }
@@ -400,12 +406,7 @@ ${ATTENTION_ROW}
   var l = 0.0;
   var acc0 = vec4f(0.0);
   var acc1 = vec4f(0.0);
-  for (var s0 = first; s0 < last; s0 += 64u) {
-    let s = s0 + lid.x;
-    var score = NEG;
-    if (s < last) {
-      let page = tables[tb + s / PT];
-      pg[lid.x] = page;
+${SLOT_LOOP}
       let kb = (page % PPP) * PAGE_W4 + (s % PT) * HDW4;
       var acc = 0.0;
       ${sw(dotK)}
